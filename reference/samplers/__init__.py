@@ -1,1 +1,34 @@
-"""diffspec."""
+"""Every sampler, one paper family per module; `SAMPLERS` maps a name to its function.
+
+Signature: fn(denoise, x_T, grid, schedule, *, noise=None, <options>) -> x, with denoise(x, t) -> x0_hat.
+`SAMPLER_INFO[name]` holds its order, whether it draws noise, and its denoiser calls per step.
+`INVERSIONS` holds the data -> noise maps (grid increasing).
+"""
+
+import importlib
+
+from diffspec.reference import _checks
+from diffspec.reference.samplers._info import SamplerInfo
+
+_FAMILIES = (
+    "ddpm", "ddim", "pndm", "k_diffusion", "lms", "dpm_solver", "dpm_solver_pp", "unipc", "deis",
+    "sde", "ode", "flow", "consistency", "inversion",
+)
+
+SAMPLER_INFO = {}
+INVERSIONS = {}
+for _family in _FAMILIES:
+    _module = importlib.import_module(f"diffspec.reference.samplers.{_family}")
+    for _info in getattr(_module, "INFO", ()):
+        SAMPLER_INFO[_info.name] = _info
+    INVERSIONS.update(getattr(_module, "INVERSIONS", {}))
+
+SAMPLERS = {name: info.fn for name, info in SAMPLER_INFO.items()}
+
+
+def get_sampler(name):
+    """SAMPLERS[name], or a ValueError listing the known names."""
+    return _checks.lookup(SAMPLERS, name, what="sampler")
+
+
+__all__ = ["INVERSIONS", "SAMPLERS", "SAMPLER_INFO", "SamplerInfo", "get_sampler"]
