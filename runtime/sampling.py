@@ -1,0 +1,314 @@
+"""Sampling from a loaded `Model` with the reference samplers: noise keyed by sample, guidance, batching.
+
+The sampler state stays float64 (the reference samplers); only the network runs in float32 (or fp16). Sample i
+draws all of its noise (x_T first, then whatever its sampler draws, in the sampler's documented order) from its
+own generator `np.random.default_rng([seed, i])`, so a run is reproducible for a given seed, and sample i comes
+out the same whether it is generated alone, in a batch of 8 or in a batch of 64 (up to the network's float32
+rounding, which may depend on the batch size).
+"""
+
+import inspect
+import math
+
+import numpy as np
+
+from diffspec.reference import grids as ref_grids
+from diffspec.reference import guidance
+from diffspec.reference.samplers import SAMPLER_INFO, SAMPLERS, get_sampler
+
+DEFAULT_STEPS = 20
+
+
+# ---------------------------------------------------------------------------------------------------- noise
+def check_seed(seed):
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < 2**63:
+        raise ValueError(f"seed={seed!r}: expected an integer in [0, 2**63)")
+    return int(seed)
+
+
+class SampleNoise:
+    """Noise keyed by sample index: a draw of shape (B, ...) stacks one draw per sample, sample i from
+    `np.random.default_rng([seed, i])`. Use it as the `noise` of any reference sampler (the noise contract)."""
+
+    def __init__(self, seed, indices):
+        seed = check_seed(seed)
+        self.indices = [int(i) for i in indices]
+        self.generators = [np.random.default_rng([seed, i]) for i in self.indices]
+
+    def __call__(self, shape):
+        shape = tuple(int(s) for s in shape)
+        if not shape or shape[0] != len(self.generators):
+            raise ValueError(
+                f"noise of shape {shape} asked for a batch of {len(self.generators)} samples: per-sample noise "
+                "needs the batch as the first axis"
+            )
+        return np.stack([g.standard_normal(shape[1:]) for g in self.generators])
+
+
+# ---------------------------------------------------------------------------------------------------- grids
+def default_grid(schedule):
+    """The grid used when none is named: Karras for EDM, SD3's shifted grid for flow, else uniform in t."""
+    name = schedule.to_dict()["name"]
+    return {"edm": "karras", "flow": "shifted"}.get(name, "uniform")
+
+
+def keyword_options(fn, skip=("noise",)):
+    """{name: default} of a function's keyword-only parameters (a sampler's or a grid's options)."""
+    return {p.name: p.default for p in inspect.signature(fn).parameters.values()
+            if p.kind is inspect.Parameter.KEYWORD_ONLY and p.name not in skip}
+
+
+def make_sampling_grid(schedule, steps, *, grid=None, grid_options=None):
+    """The time grid (noise -> data) `GRIDS[grid](schedule, steps, **grid_options)`, options checked by name."""
+    name = default_grid(schedule) if grid is None else grid
+    fn = ref_grids.GRIDS.get(name)
+    if fn is None:
+        raise ValueError(f"unknown grid {name!r}: expected one of {', '.join(sorted(ref_grids.GRIDS))}")
+    options = dict(grid_options or {})
+    allowed = keyword_options(fn)
+    unknown = sorted(set(options) - set(allowed))
+    if unknown:
+        known = ", ".join(allowed) or "none"
+        raise ValueError(f"grid {name!r} has no option {unknown[0]!r} (its options: {known})")
+    if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 1:
+        raise ValueError(f"steps={steps!r}: expected an integer >= 1")
+    return fn(schedule, int(steps), **options)
+
+
+# -------------------------------------------------------------------------------------------------- samplers
+def check_sampler(name, steps, options):
+    """The sampler function for `name`, after checking its options and its minimal grid length."""
+    fn = get_sampler(name)
+    allowed = keyword_options(fn)
+    unknown = sorted(set(options) - set(allowed))
+    if unknown:
+        known = ", ".join(f"{k}={v!r}" for k, v in allowed.items()) or "none"
+        raise ValueError(f"sampler {name!r} has no option {unknown[0]!r} (its options: {known})")
+    info = SAMPLER_INFO.get(name)
+    if info is not None and steps + 1 < info.min_grid:
+        raise ValueError(f"sampler {name!r} needs at least {info.min_grid - 1} steps, got steps={steps}")
+    return fn
+
+
+# -------------------------------------------------------------------------------------------------- guidance
+class _PairedNetwork:
+    """The conditional and unconditional denoisers of one batch, evaluated together in ONE network call of 2B rows
+    (labels y, then the null class) and cached for the last (x, t), so `reference.guidance.cfg_diffusers` and
+    `guidance_rescale`, which call them one after the other with the same x, cost one network call per step."""
+
+    def __init__(self, model, y):
+        self.model, self.y = model, np.asarray(y)
+        self._key, self._x0 = None, None
+
+    def _both(self, x, t):
+        if self._key is None or self._key[0] is not x or self._key[1] != t:
+            batch = x.shape[0]
+            xx = np.concatenate([x, x])
+            out = self.model.network(xx, t, np.concatenate([self.y, np.full(batch, self.model.null_class)]))
+            x0 = self.model.x0_from_output(out, xx, t)
+            self._key, self._x0 = (x, t), (x0[:batch], x0[batch:])
+        return self._x0
+
+    def cond(self, x, t):
+        return self._both(x, t)[0]
+
+    def uncond(self, x, t):
+        return self._both(x, t)[1]
+
+
+def make_denoiser(model, y=None, *, guidance_scale=1.0, guidance_rescale=0.0):
+    """denoise(x, t) -> x0_hat (float64) for one batch, with labels y and classifier-free guidance closed over.
+
+    Guidance is `diffspec.reference.guidance.cfg_diffusers` (x0 = u + scale (c - u), off at scale = 1; Ho &
+    Salimans 2022 with w = scale - 1), the unconditional branch using the null class, both branches in one
+    network call of 2B rows; `guidance_rescale` (Lin et al. 2023) works in the model's own output space, as
+    diffusers' `rescale_noise_cfg` does. A graph with fused guidance gets the scale through its
+    `guidance_scale` input instead.
+    """
+    scale = float(guidance_scale)
+    phi = float(guidance_rescale)
+    guided = scale != 1.0 or phi != 0.0
+    if guided and not model.conditional:
+        raise ValueError(
+            f"guidance_scale={guidance_scale}, guidance_rescale={guidance_rescale}: classifier-free guidance needs "
+            "a class-conditional model (with a null class); this one is unconditional"
+        )
+    if not guided:
+        return lambda x, t: model.denoise(x, t, y)
+    if model.cfg_fused:
+        if phi:
+            raise ValueError("guidance_rescale is not available for a graph with fused guidance")
+        return lambda x, t: model.x0_from_output(model.network(x, t, y, guidance_scale=scale), np.asarray(x), t)
+    pair = _PairedNetwork(model, y)
+    denoise = guidance.cfg_diffusers(pair.cond, pair.uncond, scale)
+    if phi:
+        space = "eps" if model.parameterization.value == "score" else model.parameterization.value
+        denoise = guidance.guidance_rescale(denoise, pair.cond, model.schedule, phi=phi, space=space)
+    return denoise
+
+
+# ---------------------------------------------------------------------------------------------------- labels
+def labels_for(model, indices, class_label=None):
+    """Class labels per sample index: None cycles through the classes (sample i gets i mod num_classes), an int
+    gives every sample that class, a sequence is cycled the same way; "null" (or the null class) is unconditional."""
+    indices = np.asarray(indices, dtype=np.int64)
+    if not model.conditional:
+        if class_label is not None:
+            raise ValueError(f"class_label={class_label!r}, but this model is unconditional (no num_classes)")
+        return None
+    if class_label is None:
+        choices = np.arange(model.num_classes)
+    elif isinstance(class_label, str) and class_label == "null":
+        choices = np.array([model.null_class])
+    else:
+        choices = np.atleast_1d(np.asarray(class_label))
+        if choices.ndim != 1 or choices.size == 0 or not np.issubdtype(choices.dtype, np.integer):
+            raise ValueError(f"class_label={class_label!r}: expected an integer, a list of integers or 'null'")
+    bad = choices[(choices < 0) | (choices > model.null_class)]
+    if bad.size:
+        raise ValueError(
+            f"class label {int(bad[0])} is out of range: this model has classes 0..{model.num_classes - 1} "
+            f"(or 'null' for its null class {model.null_class})"
+        )
+    return choices[indices % len(choices)].astype(np.int64)
+
+
+# ---------------------------------------------------------------------------------------------------- inputs
+def _per_sample(name, value, model, n):
+    """An init/mask array in model data shape, broadcast to one row per sample (n, ...)."""
+    arr = np.asarray(value, dtype=np.float64)
+    shape = model.data_shape
+    if arr.shape == (n,) + shape:
+        return arr
+    try:
+        return np.broadcast_to(arr, shape)[None].repeat(n, axis=0)
+    except ValueError:
+        raise ValueError(f"{name} of shape {arr.shape}: expected the data shape {shape} or ({n}, *{shape})") from None
+
+
+def _indices(n, indices):
+    if indices is None:
+        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+            raise ValueError(f"n={n!r}: expected the number of samples, an integer >= 1")
+        return np.arange(int(n))
+    idx = np.atleast_1d(np.asarray(indices))
+    if idx.ndim != 1 or idx.size == 0 or not np.issubdtype(idx.dtype, np.integer) or np.any(idx < 0):
+        raise ValueError(f"indices={indices!r}: expected a non-empty list of sample indices >= 0")
+    return idx.astype(np.int64)
+
+
+# ---------------------------------------------------------------------------------------------------- sample
+def sample(model, *, sampler="dpmpp_2m", steps=DEFAULT_STEPS, n=None, seed=0, indices=None, batch_size=64,
+           grid=None, grid_options=None, class_label=None, guidance_scale=1.0, guidance_rescale=0.0,
+           init=None, mask=None, strength=None, raw=True, progress=False, return_labels=False, **options):
+    """Draw samples from an exported model; returns an array (n, *data_shape), float64.
+
+    sampler, **options: a name in `diffspec.reference.samplers.SAMPLERS` and its keyword options (eta, order...).
+    steps, grid, grid_options: the time grid (`diffspec.reference.grids.GRIDS`, default: `default_grid`).
+    n or indices: how many samples (indices 0..n-1) or exactly which; sample i uses noise seeded by (seed, i).
+    batch_size: samples per network batch (guidance doubles the network batch).
+    class_label, guidance_scale, guidance_rescale: conditioning (see `labels_for`, `make_denoiser`).
+    init: data in its original value range, shape data_shape or (n, *data_shape), for
+      - inpainting with `mask` (the reference's convention: 1 = keep init, 0 = generate; it broadcasts to the
+        data shape): `reference.guidance.inpaint`, the known region re-imposed at every call, noised to t;
+      - SDEdit with `strength` in [0, 1]: `reference.guidance.sdedit`, the last floor(steps * strength) steps of
+        the grid from init noised to that time (diffusers' img2img cut). Both may be combined.
+    raw: return values in the data's original range (undoing the training scaling), clipped to it for images;
+    False returns the model-space samples. return_labels: also return the labels (None if unconditional).
+
+    Noise: sample i draws, from np.random.default_rng([seed, i]), first x_T's eps (or SDEdit's z), then the
+    draws of inpainting and of the sampler in their documented order.
+    """
+    idx = _indices(n, indices)
+    n = len(idx)
+    seed = check_seed(seed)
+    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+        raise ValueError(f"batch_size={batch_size!r}: expected an integer >= 1")
+    if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 1:
+        raise ValueError(f"steps={steps!r}: expected an integer >= 1")
+    fn = check_sampler(sampler, int(steps), options)
+    if options.get("variance") == "learned_range":
+        raise ValueError("variance='learned_range' needs the model's variance output, which the runtime does not use")
+    labels = labels_for(model, idx, class_label)
+    denoise_kw = dict(guidance_scale=guidance_scale, guidance_rescale=guidance_rescale)
+    make_denoiser(model, labels, **denoise_kw)  # validates guidance before any work
+    if mask is not None and init is None:
+        raise ValueError("mask (inpainting) needs init: the data whose masked (mask = 1) region is kept")
+    if init is not None and mask is None and strength is None:
+        raise ValueError("init needs mask (inpainting) or strength (SDEdit, e.g. 0.6)")
+    if strength is not None and init is None:
+        raise ValueError(f"strength={strength} (SDEdit) needs init: the data to start from")
+    known = None if init is None else model.from_raw(_per_sample("init", init, model, n))
+    if mask is not None:
+        mask = _per_sample("mask", mask, model, n)
+        if np.any((mask < 0) | (mask > 1)):
+            raise ValueError("mask values must lie in [0, 1] (1 = keep init, 0 = generate)")
+    grid_ = make_sampling_grid(model.schedule, int(steps), grid=grid, grid_options=grid_options)
+    schedule = model.schedule
+    sigma0 = float(schedule.sigma(grid_[0]))
+
+    info = SAMPLER_INFO.get(sampler)
+    batches = [slice(s, min(s + batch_size, n)) for s in range(0, n, batch_size)]
+    per_batch = None if info is None or info.calls_per_step is None else info.calls_per_step * (len(grid_) - 1)
+    if strength is not None and per_batch is not None:
+        per_batch = info.calls_per_step * int(np.floor((len(grid_) - 1) * strength))
+    bar = _progress(progress, None if per_batch is None else per_batch * len(batches), sampler)
+    out = np.empty((n,) + model.data_shape, dtype=np.float64)
+    try:
+        for b in batches:
+            noise = SampleNoise(seed, idx[b])
+            shape = (len(idx[b]),) + model.data_shape
+            denoise = make_denoiser(model, None if labels is None else labels[b], **denoise_kw)
+            if mask is not None:
+                denoise = guidance.inpaint(denoise, schedule, known=known[b], mask=mask[b], noise=noise)
+            denoise = _counted(denoise, bar)
+            if strength is not None:
+                x = guidance.sdedit(fn, denoise, known[b], grid_, schedule, strength=strength, noise=noise, **options)
+            else:
+                x = fn(denoise, sigma0 * noise(shape), grid_, schedule, noise=noise, **options)
+            out[b] = np.asarray(x, dtype=np.float64)
+    finally:
+        if bar is not None:
+            bar.close()
+    if not np.all(np.isfinite(out)):
+        bad = int(np.sum(~np.all(np.isfinite(out.reshape(n, -1)), axis=1)))
+        raise FloatingPointError(
+            f"{bad} of {n} samples contain NaN or inf after {sampler} with {steps} steps on this model: try more "
+            "steps, another sampler or grid, or check the model's metadata (schedule, parameterization)"
+        )
+    if raw:
+        out = model.to_raw(out)
+        if model.card.data.kind == "image":
+            lo, hi = model.card.data.range
+            out = np.clip(out, lo, hi)
+    return (out, labels) if return_labels else out
+
+
+def _counted(denoise, bar):
+    if bar is None:
+        return denoise
+
+    def counted(x, t):
+        result = denoise(x, t)
+        bar.update(1)
+        return result
+
+    return counted
+
+
+def _progress(enabled, total, sampler):
+    if not enabled:
+        return None
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:  # tqdm is optional for the API
+        return None
+    return tqdm(total=total, desc=f"{sampler}", unit="eval", dynamic_ncols=True, leave=False)
+
+
+def available_samplers():
+    return sorted(SAMPLERS)
+
+
+def num_batches(n, batch_size):
+    return math.ceil(n / batch_size)
