@@ -1,3 +1,221 @@
-"""(being written)"""
+"""DPM-Solver: exponential integrators of the probability-flow ODE in noise-prediction form.
 
-INFO = []
+Lu et al. (2022), "DPM-Solver: A Fast ODE Solver for Diffusion Probabilistic Model Sampling in Around 10 Steps",
+arXiv:2206.00927. The paper's s -> t is our t -> t_next. The model is read as eps_hat = (x - alpha x0_hat) / sigma
+and the exact solution of the ODE's linear part in lam (eq. 3.4) is
+
+    x_next = (alpha_next / alpha) x - alpha_next int_lam^lam_next e^{-l} eps_hat(l) dl,
+
+which DPM-Solver-k approximates by a Taylor expansion of eps_hat in lam with k - 1 intermediate model calls
+at times t_of_lam(lam + r h). Dividing by alpha, this form needs alpha > 0 at the start of every step. A step
+onto a clean end (sigma_next = 0, lam_next = +inf) is the data-prediction (DDIM) step x_next = alpha_next x0_hat:
+the noise-prediction integral has no finite form there, while the data-prediction one is exact.
+"""
+
+import numpy as np
+
+from diffspec.reference import _checks
+from diffspec.reference.samplers._info import SamplerInfo
+
+
+def _setup(x_T, grid, schedule, sampler, *, min_len=2):
+    grid = _checks.decreasing_grid(grid, schedule, min_len=min_len, sampler=sampler)
+    if schedule.alpha(grid[0]) == 0:
+        raise ValueError(
+            f"grid[0]={grid[0]} has alpha = 0 (lam = -inf): {sampler} works in noise-prediction form and divides "
+            "by alpha; start the grid at a time with alpha > 0 or use a DPM-Solver++ sampler"
+        )
+    return grid, _checks.finite_array("x_T", x_T)
+
+
+def _model(denoise, x, t, schedule):
+    """(eps_hat, x0_hat) at time t from the denoiser."""
+    x0 = np.asarray(denoise(x, float(t)), dtype=np.float64)
+    return (x - schedule.alpha(t) * x0) / schedule.sigma(t), x0
+
+
+def _at(schedule, t):
+    return schedule.alpha(t), schedule.sigma(t), schedule.lam(t)
+
+
+def _update_1(schedule, x, t, t_next, eps):
+    """DPM-Solver-1 (eq. 3.7), which is DDIM: x_next = (alpha_next/alpha) x - sigma_next expm1(h) eps."""
+    (a, _, lam), (a_n, s_n, lam_n) = _at(schedule, t), _at(schedule, t_next)
+    return (a_n / a) * x - s_n * np.expm1(lam_n - lam) * eps
+
+
+def _update_2(denoise, schedule, x, t, t_next, eps, *, r1=0.5):
+    """DPM-Solver-2 (Algorithm 1): one intermediate call at lam + r1 h. Returns (x_next, eps_1)."""
+    (a, _, lam), (a_n, s_n, lam_n) = _at(schedule, t), _at(schedule, t_next)
+    h = lam_n - lam
+    t1 = float(schedule.t_of_lam(lam + r1 * h))
+    a1, s1, _ = _at(schedule, t1)
+    u1 = (a1 / a) * x - s1 * np.expm1(r1 * h) * eps
+    eps1, _ = _model(denoise, u1, t1, schedule)
+    x_next = (a_n / a) * x - s_n * np.expm1(h) * eps - s_n / (2 * r1) * np.expm1(h) * (eps1 - eps)
+    return x_next, eps1
+
+
+def _update_3(denoise, schedule, x, t, t_next, eps, *, eps1=None, r1=1 / 3, r2=2 / 3):
+    """DPM-Solver-3 (Algorithm 2): intermediate calls at lam + r1 h and lam + r2 h (eps1 may be given)."""
+    (a, _, lam), (a_n, s_n, lam_n) = _at(schedule, t), _at(schedule, t_next)
+    h = lam_n - lam
+    t1, t2 = (float(schedule.t_of_lam(lam + r * h)) for r in (r1, r2))
+    (a1, s1, _), (a2, s2, _) = _at(schedule, t1), _at(schedule, t2)
+    if eps1 is None:
+        u1 = (a1 / a) * x - s1 * np.expm1(r1 * h) * eps
+        eps1, _ = _model(denoise, u1, t1, schedule)
+    D1 = eps1 - eps
+    u2 = (a2 / a) * x - s2 * np.expm1(r2 * h) * eps - s2 * (r2 / r1) * (np.expm1(r2 * h) / (r2 * h) - 1) * D1
+    eps2, _ = _model(denoise, u2, t2, schedule)
+    return (a_n / a) * x - s_n * np.expm1(h) * eps - (s_n / r2) * (np.expm1(h) / h - 1) * (eps2 - eps)
+
+
+def _step(denoise, schedule, x, t, t_next, order):
+    """One singlestep DPM-Solver-`order` step; the data-prediction step onto a clean end."""
+    eps, x0 = _model(denoise, x, t, schedule)
+    if schedule.sigma(t_next) == 0:
+        return schedule.alpha(t_next) * x0
+    if order == 1:
+        return _update_1(schedule, x, t, t_next, eps)
+    if order == 2:
+        return _update_2(denoise, schedule, x, t, t_next, eps)[0]
+    return _update_3(denoise, schedule, x, t, t_next, eps)
+
+
+def sample_dpm_solver_1(denoise, x_T, grid, schedule, *, noise=None):
+    """DPM-Solver-1: the first-order exponential integrator in noise-prediction form (= DDIM).
+
+    Lu et al. (2022), arXiv:2206.00927, eq. 3.7. With h = lam_next - lam and eps = (x - alpha x0_hat) / sigma:
+
+        x_next = (alpha_next / alpha) x - sigma_next expm1(h) eps
+
+    A step onto sigma_next = 0 returns alpha_next x0_hat (the same limit, without inf - inf).
+    Model calls per step: 1. Noise draws: none (`noise` is accepted for a uniform signature). Order: 1.
+    """
+    grid, x = _setup(x_T, grid, schedule, "dpm_solver_1")
+    for i in range(len(grid) - 1):
+        x = _step(denoise, schedule, x, grid[i], grid[i + 1], 1)
+    return x
+
+
+def sample_dpm_solver_2(denoise, x_T, grid, schedule, *, noise=None):
+    """DPM-Solver-2: singlestep, second order, one intermediate call at the lam-midpoint.
+
+    Lu et al. (2022), arXiv:2206.00927, Algorithm 1 with r1 = 1/2. With s1 = t_of_lam(lam + h/2):
+
+        u1     = (alpha_s1 / alpha) x - sigma_s1 expm1(h/2) eps
+        x_next = (alpha_next / alpha) x - sigma_next expm1(h) eps - sigma_next expm1(h) (eps(u1, s1) - eps)
+
+    A step onto sigma_next = 0 is the data-prediction step alpha_next x0_hat (1 call).
+    Model calls per step: 2. Noise draws: none. Order: 2.
+    """
+    grid, x = _setup(x_T, grid, schedule, "dpm_solver_2")
+    for i in range(len(grid) - 1):
+        x = _step(denoise, schedule, x, grid[i], grid[i + 1], 2)
+    return x
+
+
+def sample_dpm_solver_3(denoise, x_T, grid, schedule, *, noise=None):
+    """DPM-Solver-3: singlestep, third order, intermediate calls at lam + h/3 and lam + 2h/3.
+
+    Lu et al. (2022), arXiv:2206.00927, Algorithm 2 with r1 = 1/3, r2 = 2/3:
+
+        u1 = (alpha_1 / alpha) x - sigma_1 expm1(r1 h) eps,                          D1 = eps(u1) - eps
+        u2 = (alpha_2 / alpha) x - sigma_2 expm1(r2 h) eps - sigma_2 (r2/r1) (expm1(r2 h)/(r2 h) - 1) D1
+        x_next = (alpha_next / alpha) x - sigma_next expm1(h) eps - (sigma_next / r2) (expm1(h)/h - 1) (eps(u2) - eps)
+
+    A step onto sigma_next = 0 is the data-prediction step alpha_next x0_hat (1 call).
+    Model calls per step: 3. Noise draws: none. Order: 3.
+    """
+    grid, x = _setup(x_T, grid, schedule, "dpm_solver_3")
+    for i in range(len(grid) - 1):
+        x = _step(denoise, schedule, x, grid[i], grid[i + 1], 3)
+    return x
+
+
+def fast_orders(nfe):
+    """The order mix of DPM-Solver-fast (Lu et al. 2022, Sec. 3.4 and their code): K = nfe // 3 + 1 steps,
+    third order except the last one or two: [3]*(K-2) + [2, 1] when 3 | nfe, else [3]*(K-1) + [nfe % 3]."""
+    nfe = _checks.integer("nfe", nfe, minimum=1)
+    K = nfe // 3 + 1
+    if nfe % 3 == 0:
+        return [3] * (K - 2) + [2, 1]
+    return [3] * (K - 1) + [nfe % 3]
+
+
+def sample_dpm_solver_fast(denoise, x_T, grid, schedule, *, noise=None):
+    """DPM-Solver-fast: singlestep DPM-Solver-3 steps with lower orders at the end, for a budget of calls.
+
+    Lu et al. (2022), arXiv:2206.00927, Sec. 3.4. The budget is the grid: NFE = len(grid) - 1 calls, one per
+    interval, as a one-call-per-step sampler on the same grid would make. The orders are `fast_orders(NFE)` and
+    a step of order k spans k consecutive grid intervals, so the outer times are a subset of the grid; on a grid
+    uniform in lam (the paper's choice) the intermediate times lam + h/3, lam + 2h/3 are the skipped grid times.
+    When grid[-1] is a clean end, the last interval is the data-prediction step alpha_next x0_hat and the mix is
+    chosen for the other len(grid) - 2 calls.
+    Model calls per step: 1 per grid interval on average. Noise draws: none.
+    Order: 2 globally (the final first- or second-order step sets it; the third-order steps dominate the error
+    at practical budgets).
+    """
+    grid, x = _setup(x_T, grid, schedule, "dpm_solver_fast")
+    clean = schedule.sigma(grid[-1]) == 0
+    noisy = grid[:-1] if clean else grid
+    if len(noisy) > 1:
+        orders = fast_orders(len(noisy) - 1)
+        outer = noisy[np.cumsum([0] + orders)]
+        for i, order in enumerate(orders):
+            x = _step(denoise, schedule, x, outer[i], outer[i + 1], order)
+    if clean:
+        x = _step(denoise, schedule, x, grid[-2], grid[-1], 1)
+    return x
+
+
+def sample_dpm_solver_adaptive(denoise, x_T, grid, schedule, *, noise=None, order=3, rtol=0.05, atol=0.0078):
+    """DPM-Solver-12 / -23 with adaptive step size: an embedded pair and error control in lam.
+
+    Lu et al. (2022), arXiv:2206.00927, Sec. 3.4 and Algorithm 4 (their `dpm_solver_adaptive`). From (x, t) a trial
+    step h in lam gives a lower-order x_lo (DPM-Solver-1 for order 2, DPM-Solver-2 with r1 = 1/3 for order 3) and a
+    higher-order x_hi sharing its model calls (DPM-Solver-2 with r1 = 1/2, DPM-Solver-3). With
+    delta = max(atol, rtol max(|x_lo|, |x_prev|)) and E = max over the batch of rms((x_hi - x_lo) / delta), the step
+    is accepted when E <= 1, and h <- min(0.9 h E^{-1/order}, lam_end - lam); h starts at 0.05. One step size is
+    shared by the batch (E is its worst sample), so nothing loops over samples.
+    Only grid[0] and grid[-1] are used; when grid[-1] is a clean end the integration stops at grid[-2] (the last
+    noisy time) and a data-prediction step x = alpha_end x0_hat lands on grid[-1].
+    Model calls per step: adaptive (order calls per trial step). Noise draws: none. Order: `order`.
+    """
+    grid, x = _setup(x_T, grid, schedule, "dpm_solver_adaptive")
+    if order not in (2, 3):
+        raise ValueError(f"order={order!r}: expected 2 (DPM-Solver-12) or 3 (DPM-Solver-23)")
+    rtol, atol = _checks.positive("rtol", rtol), _checks.positive("atol", atol)
+    clean = schedule.sigma(grid[-1]) == 0
+    t_end = grid[-2] if clean else grid[-1]
+    t, lam, lam_end, h = grid[0], schedule.lam(grid[0]), schedule.lam(t_end), 0.05
+    x_prev = x
+    while t > t_end:
+        t_next = t_end if lam + h >= lam_end else float(schedule.t_of_lam(lam + h))
+        if not t_next < t:
+            raise RuntimeError(f"dpm_solver_adaptive: step size underflow at t={t} (h={h}); loosen rtol/atol")
+        eps, _ = _model(denoise, x, t, schedule)
+        if order == 2:
+            x_lo = _update_1(schedule, x, t, t_next, eps)
+            x_hi, _ = _update_2(denoise, schedule, x, t, t_next, eps, r1=0.5)
+        else:
+            x_lo, eps1 = _update_2(denoise, schedule, x, t, t_next, eps, r1=1 / 3)
+            x_hi = _update_3(denoise, schedule, x, t, t_next, eps, eps1=eps1)
+        delta = np.maximum(atol, rtol * np.maximum(np.abs(x_lo), np.abs(x_prev)))
+        E = np.sqrt(np.mean(((x_hi - x_lo) / delta).reshape(len(x), -1) ** 2, axis=1)).max()
+        if E <= 1:
+            x, x_prev, t, lam = x_hi, x_lo, t_next, schedule.lam(t_next)
+        h = min(0.9 * h * max(E, 1e-12) ** (-1 / order), lam_end - lam)
+    if clean:
+        x = _step(denoise, schedule, x, t_end, grid[-1], 1)
+    return x
+
+
+INFO = [
+    SamplerInfo("dpm_solver_1", sample_dpm_solver_1, order=1, stochastic=False, calls_per_step=1),
+    SamplerInfo("dpm_solver_2", sample_dpm_solver_2, order=2, stochastic=False, calls_per_step=2),
+    SamplerInfo("dpm_solver_3", sample_dpm_solver_3, order=3, stochastic=False, calls_per_step=3),
+    SamplerInfo("dpm_solver_fast", sample_dpm_solver_fast, order=2, stochastic=False, calls_per_step=1),
+    SamplerInfo("dpm_solver_adaptive", sample_dpm_solver_adaptive, order=3, stochastic=False, calls_per_step=None),
+]
