@@ -16,11 +16,11 @@ SUFFIXES = (".png", ".npy", ".npz")
 def check_output_path(path):
     """Fail early (before sampling) on an output path that cannot be written or has an unknown suffix."""
     path = os.fspath(path)
+    if os.path.isdir(path):
+        raise ValueError(f"output {path!r} is a directory: expected a file name such as {os.path.join(path, 'grid.png')}")
     suffix = os.path.splitext(path)[1].lower()
     if suffix not in SUFFIXES:
         raise ValueError(f"output {path!r}: expected a name ending in {', '.join(SUFFIXES)}")
-    if os.path.isdir(path):
-        raise ValueError(f"output {path!r} is a directory: expected a file name such as {os.path.join(path, 'grid.png')}")
     folder = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(folder):
         raise ValueError(f"output {path!r}: folder {folder!r} does not exist (create it first)")

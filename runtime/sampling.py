@@ -150,7 +150,7 @@ def make_denoiser(model, y=None, *, guidance_scale=1.0, guidance_rescale=0.0):
 # ---------------------------------------------------------------------------------------------------- labels
 def labels_for(model, indices, class_label=None):
     """Class labels per sample index: None cycles through the classes (sample i gets i mod num_classes), an int
-    gives every sample that class, a sequence is cycled the same way; "null" (or the null class) is unconditional."""
+    gives every sample that class, a sequence is cycled the same way; "null" gives the null class (unconditional)."""
     indices = np.asarray(indices, dtype=np.int64)
     if not model.conditional:
         if class_label is not None:
@@ -164,7 +164,7 @@ def labels_for(model, indices, class_label=None):
         choices = np.atleast_1d(np.asarray(class_label))
         if choices.ndim != 1 or choices.size == 0 or not np.issubdtype(choices.dtype, np.integer):
             raise ValueError(f"class_label={class_label!r}: expected an integer, a list of integers or 'null'")
-    bad = choices[(choices < 0) | (choices > model.null_class)]
+    bad = choices[(choices < 0) | (choices >= model.num_classes)] if class_label != "null" else choices[:0]
     if bad.size:
         raise ValueError(
             f"class label {int(bad[0])} is out of range: this model has classes 0..{model.num_classes - 1} "
