@@ -1,0 +1,216 @@
+"""from_diffusers against diffusers itself: the same model function and the same noise through both loops.
+
+diffusers runs in torch float32 (FACTS.md: its own float64 run moves final samples by up to 6e-5 of max |x|), so
+final samples are compared at 2e-4 relative to max |x|. The model is the Gaussian-mixture oracle's exact denoiser,
+converted to the config's prediction type at the schedule time that the diffusers timestep names.
+"""
+
+import contextlib
+import os
+
+import numpy as np
+import pytest
+
+from diffspec.reference import interop
+from diffspec.reference.oracles import standard_mixture_2d
+from diffspec.reference.parameterizations import output_from_x0
+from diffspec.reference.schedules import make_schedule
+
+torch = pytest.importorskip("torch")
+diffusers = pytest.importorskip("diffusers")
+torch.set_num_threads(1)
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+SHAPE = (64, 2, 1, 1)
+MIX = standard_mixture_2d()
+TOL = 2e-4
+PARAM = {"epsilon": "eps", "sample": "x0", "v_prediction": "v", "flow_prediction": "flow"}
+
+
+def oracle_model(schedule, prediction_type, time_of):
+    den = MIX.denoiser(schedule)
+    param = PARAM[prediction_type]
+
+    def model(x, timestep):
+        t = time_of(float(np.asarray(timestep)))
+        flat = x.reshape(x.shape[0], -1)
+        x0 = den(flat, t)
+        return output_from_x0(param, x0, flat, schedule.alpha(t), schedule.sigma(t)).reshape(x.shape)
+
+    return model
+
+
+def model_for(plan):
+    if isinstance(plan.schedule, type(make_schedule("flow"))):
+        return oracle_model(plan.schedule, "flow_prediction", lambda ts: ts / 1000.0)
+    return oracle_model(plan.schedule, plan.prediction_type, lambda ts: ts)
+
+
+class NoiseList:
+    """A seeded source that both loops consume in order; records shapes."""
+
+    def __init__(self, seed):
+        self.rng = np.random.default_rng(seed)
+        self.drawn = []
+
+    def __call__(self, shape):
+        z = self.rng.standard_normal(tuple(shape))
+        self.drawn.append(z)
+        return z
+
+
+@contextlib.contextmanager
+def patched_randn(source):
+    """diffusers' schedulers draw through `randn_tensor` imported into each module: route it to `source`."""
+    import importlib
+
+    saved = []
+
+    for name in ("scheduling_ddim", "scheduling_ddpm", "scheduling_euler_ancestral_discrete",
+                 "scheduling_dpmsolver_multistep", "scheduling_flow_match_euler_discrete", "scheduling_euler_discrete"):
+        mod = importlib.import_module(f"diffusers.schedulers.{name}")
+        saved.append((mod, mod.randn_tensor))
+
+    def fake(shape, generator=None, device=None, dtype=None, layout=None):
+        return torch.from_numpy(source(tuple(shape))).to(dtype or torch.float32)
+
+    for mod, _ in saved:
+        mod.randn_tensor = fake
+    try:
+        yield
+    finally:
+        for mod, fn in saved:
+            mod.randn_tensor = fn
+
+
+def run_diffusers(config, n, model, x_T, noise, step_kwargs):
+    cls = getattr(diffusers, config["_class_name"])
+    sched = cls.from_config(config)
+    sched.set_timesteps(n)
+    timesteps = []
+    latents = torch.from_numpy(x_T).float() * getattr(sched, "init_noise_sigma", 1.0)
+    with patched_randn(noise):
+        for t in sched.timesteps:
+            timesteps.append(t.item())
+            inp = sched.scale_model_input(latents, t) if hasattr(sched, "scale_model_input") else latents
+            out = model(inp.double().numpy(), t.numpy())
+            latents = sched.step(torch.from_numpy(out).float(), t, latents, **step_kwargs).prev_sample
+    return latents.double().numpy(), np.array(timesteps)
+
+
+SD = {"beta_schedule": "scaled_linear", "beta_start": 0.00085, "beta_end": 0.012}
+CASES = [
+    ("DDIMScheduler", {"clip_sample": False}, 20, {}),
+    ("DDIMScheduler", {"clip_sample": False, **SD, "steps_offset": 1}, 10, {"eta": 0.7}),
+    ("DDIMScheduler", {"clip_sample": False, "prediction_type": "v_prediction", "timestep_spacing": "trailing",
+                       "rescale_betas_zero_snr": True}, 12, {}),
+    ("DDIMScheduler", {"timestep_spacing": "linspace", "set_alpha_to_one": False, "thresholding": True,
+                       "sample_max_value": 1.5}, 15, {}),
+    ("DDPMScheduler", {"clip_sample": False}, 25, {}),
+    ("DDPMScheduler", {"timestep_spacing": "trailing", "variance_type": "fixed_large",
+                       "prediction_type": "v_prediction"}, 10, {}),
+    ("PNDMScheduler", {**SD, "skip_prk_steps": True, "steps_offset": 1, "set_alpha_to_one": False,
+                       "clip_sample": False}, 20, {}),
+    ("EulerDiscreteScheduler", {}, 20, {}),
+    ("EulerDiscreteScheduler", {**SD, "use_karras_sigmas": True, "timestep_spacing": "leading", "steps_offset": 1},
+     15, {}),
+    ("EulerDiscreteScheduler", {"prediction_type": "v_prediction", "timestep_spacing": "trailing",
+                                "final_sigmas_type": "sigma_min"}, 12, {}),
+    ("EulerAncestralDiscreteScheduler", {}, 20, {}),
+    ("EulerAncestralDiscreteScheduler", {**SD, "prediction_type": "v_prediction"}, 10, {}),
+    ("HeunDiscreteScheduler", {}, 10, {}),
+    ("HeunDiscreteScheduler", {"use_karras_sigmas": True, "prediction_type": "v_prediction"}, 8, {}),
+    ("LMSDiscreteScheduler", {}, 20, {}),
+    ("LMSDiscreteScheduler", {**SD, "use_karras_sigmas": True}, 12, {}),
+    ("DPMSolverMultistepScheduler", {}, 20, {}),
+    ("DPMSolverMultistepScheduler", {**SD, "use_karras_sigmas": True, "solver_order": 3}, 15, {}),
+    ("DPMSolverMultistepScheduler", {"algorithm_type": "dpmsolver", "solver_type": "heun",
+                                     "final_sigmas_type": "sigma_min", "prediction_type": "v_prediction"}, 10, {}),
+    ("DPMSolverMultistepScheduler", {"algorithm_type": "sde-dpmsolver++", "timestep_spacing": "trailing"}, 12, {}),
+    ("UniPCMultistepScheduler", {}, 12, {}),
+    ("UniPCMultistepScheduler", {**SD, "solver_order": 3, "solver_type": "bh1", "use_karras_sigmas": True,
+                                 "disable_corrector": [0], "final_sigmas_type": "sigma_min"}, 10, {}),
+    ("UniPCMultistepScheduler", {"solver_order": 3, "use_karras_sigmas": True}, 10, {}),
+    ("FlowMatchEulerDiscreteScheduler", {"shift": 3.0}, 12, {}),
+    ("FlowMatchEulerDiscreteScheduler", {"shift": 1.0, "stochastic_sampling": True}, 8, {}),
+]
+
+
+@pytest.mark.parametrize("cls, overrides, n, step_options", CASES, ids=lambda v: v if isinstance(v, str) else "")
+def test_plan_matches_diffusers_loop(cls, overrides, n, step_options):
+    config = {"_class_name": cls, "_diffusers_version": "0.42.1", **overrides}
+    plan = interop.from_diffusers(config, n, **step_options)
+    model = model_for(plan)
+    x_T = np.random.default_rng(1).standard_normal(SHAPE)
+    ours_noise, theirs_noise = NoiseList(7), NoiseList(7)
+    ours = plan.run(model, x_T, noise=ours_noise if plan.stochastic else None)
+    theirs, their_ts = run_diffusers(config, n, model, x_T, theirs_noise, step_options)
+    assert len(ours_noise.drawn) == len(theirs_noise.drawn)
+    np.testing.assert_allclose(plan.timesteps, their_ts, rtol=2e-5, atol=1e-3)  # float32 cumprod in diffusers
+    dev = np.max(np.abs(ours - theirs)) / np.max(np.abs(theirs))
+    assert np.all(np.isfinite(ours))
+    assert dev < TOL, f"{cls}: max deviation {dev:.2e} of max |x|"
+
+
+def test_stochastic_plan_requires_noise():
+    plan = interop.from_diffusers({"_class_name": "EulerAncestralDiscreteScheduler"}, 5)
+    with pytest.raises(ValueError, match="noise"):
+        plan.run(lambda x, t: x, np.zeros(SHAPE))
+
+
+@pytest.mark.parametrize(
+    "config, match",
+    [
+        ({"_class_name": "EulerDiscreteScheduler", "beta_shedule": "linear"}, "beta_shedule"),
+        ({"_class_name": "UniPCMultistepScheduler", "thresholding": True}, "thresholding"),
+        ({"_class_name": "EulerDiscreteScheduler", "use_exponential_sigmas": True}, "use_exponential_sigmas"),
+        ({"_class_name": "PNDMScheduler"}, "skip_prk_steps"),
+        ({"_class_name": "DDIMScheduler", "timestep_spacing": "weird"}, "timestep_spacing"),
+        ({"_class_name": "DDIMScheduler", "thresholding": True, "sample_max_value": 0.5}, "sample_max_value"),
+        ({"_class_name": "KarrasVeScheduler"}, "_class_name"),
+        ({"beta_start": 0.1}, "_class_name"),
+    ],
+)
+def test_unhonoured_keys_raise(config, match):
+    with pytest.raises(ValueError, match=match):
+        interop.from_diffusers(config, 10)
+
+
+def test_inert_and_foreign_keys_accepted():
+    # Stable Diffusion v1.5's scheduler config, loaded into Euler (keys of PNDM/DDIM at inert values)
+    sd = {"_class_name": "EulerDiscreteScheduler", "_diffusers_version": "0.6.0", "beta_end": 0.012,
+          "beta_schedule": "scaled_linear", "beta_start": 0.00085, "num_train_timesteps": 1000,
+          "set_alpha_to_one": False, "skip_prk_steps": True, "steps_offset": 1, "trained_betas": None,
+          "clip_sample": False}
+    assert len(interop.from_diffusers(sd, 20).timesteps) == 20
+    with pytest.raises(ValueError, match="eta"):
+        interop.from_diffusers(sd, 20, eta=0.5)
+
+
+@pytest.mark.parametrize(
+    "schedule, cls",
+    [
+        (make_schedule("linear"), "DDPMScheduler"),
+        (make_schedule("scaled_linear"), "EulerDiscreteScheduler"),
+        (make_schedule("cosine"), "DDIMScheduler"),
+        (make_schedule("sigmoid", T=500), "DDIMScheduler"),
+        (make_schedule("linear", rescale_zero_snr=True), "DDIMScheduler"),
+    ],
+)
+def test_to_diffusers_round_trips_alphas_cumprod(schedule, cls):
+    config = interop.to_diffusers(schedule, class_name=cls)
+    sched = getattr(diffusers, cls).from_config(config)
+    np.testing.assert_allclose(sched.alphas_cumprod.double().numpy(), schedule.alphas_cumprod(), rtol=2e-5, atol=1e-7)
+    back = interop.schedule_from_config(interop._validate(config)[1])
+    np.testing.assert_allclose(back.alphas_cumprod(), schedule.alphas_cumprod(), rtol=1e-12, atol=1e-15)
+
+
+def test_to_diffusers_flow_and_edm():
+    flow = interop.to_diffusers(make_schedule("flow", shift=3.0))
+    sched = diffusers.FlowMatchEulerDiscreteScheduler.from_config(flow)
+    assert sched.config.shift == 3.0
+    edm = interop.to_diffusers(make_schedule("edm"))
+    sched = diffusers.EDMEulerScheduler.from_config(edm)
+    assert sched.config.sigma_max == 80.0 and sched.config.sigma_data == 0.5
+    with pytest.raises(ValueError, match="VE"):
+        interop.to_diffusers(make_schedule("ve"))
