@@ -1,3 +1,183 @@
-"""(being written)"""
+"""k-diffusion's samplers (Euler, Euler ancestral, Heun, DPM2, DPM2 ancestral), in sigma_ve for any schedule.
 
-INFO = []
+Karras et al. (2022), "Elucidating the Design Space of Diffusion-Based Generative Models" (EDM), Algorithms 1-2,
+and Crowson's k-diffusion (`sample_euler`, `sample_euler_ancestral`, `sample_heun`, `sample_dpm_2`,
+`sample_dpm_2_ancestral`). k-diffusion lives in EDM's world alpha = 1, sigma = t. Any schedule maps onto it with
+y = x / alpha and sigma_ve = sigma / alpha = e^{-lam}: y = x0 + sigma_ve eps, and the probability-flow ODE is
+
+    dy / dsigma_ve = d = (y - x0_hat) / sigma_ve.
+
+The model is called with x = alpha(t) y at t = t_of_sigma_ve(sigma_ve); the result is returned as x = alpha y.
+Notation: k-diffusion's `sigmas[i]` is our sigma_ve(grid[i]); a step onto sigma_ve = 0 (a clean end) is an Euler
+step, which there returns x0_hat.
+"""
+
+import numpy as np
+
+from diffspec.reference import _checks
+from diffspec.reference.noise import as_noise_source
+from diffspec.reference.samplers._info import SamplerInfo
+
+
+def _setup(x_T, grid, schedule, sampler):
+    """(grid, alpha over the grid, sigma_ve over the grid, y = x_T / alpha)."""
+    grid = _checks.decreasing_grid(grid, schedule, sampler=sampler)
+    alpha = schedule.alpha(grid)
+    if alpha[0] == 0:
+        raise ValueError(
+            f"grid[0]={grid[0]} has alpha = 0 (sigma_ve = inf): {sampler} works in sigma_ve = sigma / alpha; "
+            "start the grid at a time with alpha > 0"
+        )
+    sigma_ve = schedule.sigma(grid) / alpha
+    return grid, alpha, sigma_ve, _checks.finite_array("x_T", x_T) / alpha[0]
+
+
+def _d(denoise, schedule, y, sigma_ve, t=None):
+    """The ODE derivative d = (y - x0_hat) / sigma_ve at noise level sigma_ve (time t if known)."""
+    t = float(schedule.t_of_sigma_ve(sigma_ve)) if t is None else float(t)
+    x0 = np.asarray(denoise(schedule.alpha(t) * y, t), dtype=np.float64)
+    return (y - x0) / sigma_ve
+
+
+def _ancestral_step(sigma, sigma_next, eta):
+    """k-diffusion's `get_ancestral_step`: sigma_up^2 = eta^2 sigma_next^2 (sigma^2 - sigma_next^2) / sigma^2 (capped at
+    sigma_next), sigma_down = sqrt(sigma_next^2 - sigma_up^2); eta = 1 is DDPM's posterior variance in sigma_ve."""
+    sigma_up = min(sigma_next, eta * sigma_next * np.sqrt(-np.expm1(2 * np.log(sigma_next / sigma))) if sigma_next else 0.0)
+    return np.sqrt(sigma_next**2 - sigma_up**2), sigma_up
+
+
+def sample_euler(denoise, x_T, grid, schedule, *, noise=None):
+    """Euler's method on the probability-flow ODE in sigma_ve.
+
+    Karras et al. (2022), Algorithm 1 without the correction (k-diffusion `sample_euler`):
+
+        y_next = y + (sigma_ve_next - sigma_ve) d,   d = (y - x0_hat) / sigma_ve
+
+    On a VP schedule this is exactly deterministic DDIM. Model calls per step: 1. Noise draws: none. Order: 1.
+    """
+    grid, alpha, sigma_ve, y = _setup(x_T, grid, schedule, "euler")
+    for i in range(len(grid) - 1):
+        d = _d(denoise, schedule, y, sigma_ve[i], grid[i])
+        y = y + (sigma_ve[i + 1] - sigma_ve[i]) * d
+    return alpha[-1] * y
+
+
+def sample_euler_ancestral(denoise, x_T, grid, schedule, *, noise=None, eta=1.0):
+    """Euler ancestral: an Euler step down to sigma_down, then fresh noise of std sigma_up back up to sigma_ve_next.
+
+    k-diffusion `sample_euler_ancestral` (Crowson), in sigma_ve with eta scaling the injected noise:
+
+        sigma_up = min(sigma_next, eta sigma_next sqrt(1 - sigma_next^2 / sigma^2)),  sigma_down = sqrt(sigma_next^2 - sigma_up^2)
+        y_next = y + (sigma_down - sigma) d + sigma_up z
+
+    eta = 1 is DDPM (fixed_small) written in sigma_ve; eta = 0 is `euler`. The last step adds no noise.
+    Model calls per step: 1. Noise draws: one array per step when eta > 0, in grid order, none on the last step.
+    Order: none (stochastic; 1 at eta = 0).
+    """
+    eta = _checks.nonnegative("eta", eta)
+    draw = as_noise_source(noise, sampler="euler_ancestral with eta > 0") if eta > 0 else None
+    grid, alpha, sigma_ve, y = _setup(x_T, grid, schedule, "euler_ancestral")
+    for i in range(len(grid) - 1):
+        d = _d(denoise, schedule, y, sigma_ve[i], grid[i])
+        last = i == len(grid) - 2
+        sigma_down, sigma_up = _ancestral_step(sigma_ve[i], sigma_ve[i + 1], 0.0 if last else eta)
+        y = y + (sigma_down - sigma_ve[i]) * d
+        if draw is not None and not last:
+            y = y + sigma_up * draw(y.shape)
+    return alpha[-1] * y
+
+
+def sample_heun(denoise, x_T, grid, schedule, *, noise=None, s_churn=0.0, s_tmin=0.0, s_tmax=float("inf"), s_noise=1.0):
+    """Heun's method with EDM's stochastic churn, in sigma_ve.
+
+    Karras et al. (2022), Algorithm 2 (t_i is our sigma_ve; N = len(grid) - 1). For s_tmin <= sigma <= s_tmax,
+    gamma = min(s_churn / N, sqrt(2) - 1), else 0; sigma_hat = sigma (1 + gamma), capped at the schedule's largest
+    sigma_ve so the model time stays in its domain:
+
+        y_hat  = y + sqrt(sigma_hat^2 - sigma^2) s_noise z                     (only when sigma_hat > sigma)
+        y_next = y_hat + (sigma_next - sigma_hat) (d(y_hat, sigma_hat) + d(y_e, sigma_next)) / 2,
+        y_e    = y_hat + (sigma_next - sigma_hat) d(y_hat, sigma_hat)                 (the Euler predictor)
+
+    A step onto sigma_next = 0 is the Euler step y_e (EDM's "if t_{i+1} != 0").
+    Model calls per step: 2 (1 onto sigma = 0). Noise draws: one array per churned step (sigma_hat > sigma), in
+    grid order, none without churn. Order: 2 without churn (checked in tests).
+    """
+    s_churn, s_noise = _checks.nonnegative("s_churn", s_churn), _checks.nonnegative("s_noise", s_noise)
+    if not (0 <= s_tmin <= s_tmax):
+        raise ValueError(f"s_tmin={s_tmin!r}, s_tmax={s_tmax!r}: expected 0 <= s_tmin <= s_tmax")
+    draw = as_noise_source(noise, sampler="heun with s_churn > 0") if s_churn > 0 else None
+    grid, alpha, sigma_ve, y = _setup(x_T, grid, schedule, "heun")
+    sigma_top = float(schedule.sigma_ve(schedule.t_max)) if schedule.alpha(schedule.t_max) > 0 else np.inf
+    n = len(grid) - 1
+    for i in range(n):
+        gamma = min(s_churn / n, np.sqrt(2) - 1) if s_tmin <= sigma_ve[i] <= s_tmax else 0.0
+        sigma_hat, t_hat = min(sigma_ve[i] * (1 + gamma), sigma_top), grid[i]
+        if sigma_hat > sigma_ve[i]:
+            y = y + np.sqrt(sigma_hat**2 - sigma_ve[i] ** 2) * s_noise * draw(y.shape)
+            t_hat = None
+        dt = sigma_ve[i + 1] - sigma_hat
+        d = _d(denoise, schedule, y, sigma_hat, t_hat)
+        y_euler = y + dt * d
+        if sigma_ve[i + 1] == 0:
+            y = y_euler
+        else:
+            y = y + dt * (d + _d(denoise, schedule, y_euler, sigma_ve[i + 1], grid[i + 1])) / 2
+    return alpha[-1] * y
+
+
+def _dpm2_step(denoise, schedule, y, d, sigma, sigma_to):
+    """k-diffusion's DPM2 step from sigma to sigma_to: the midpoint method at the geometric mean noise level."""
+    if sigma_to == 0:
+        return y - sigma * d
+    sigma_mid = np.exp(0.5 * (np.log(sigma) + np.log(sigma_to)))
+    d_mid = _d(denoise, schedule, y + (sigma_mid - sigma) * d, sigma_mid)
+    return y + (sigma_to - sigma) * d_mid
+
+
+def sample_dpm2(denoise, x_T, grid, schedule, *, noise=None):
+    """DPM2: the midpoint method in sigma_ve with its midpoint at the geometric mean noise level.
+
+    k-diffusion `sample_dpm_2` (Crowson), after DPM-Solver-2 (Lu et al. 2022, Algorithm 1 with r1 = 1/2, whose
+    lam-midpoint is sigma_mid = sqrt(sigma sigma_next)):
+
+        y_mid  = y + (sigma_mid - sigma) d(y, sigma)
+        y_next = y + (sigma_next - sigma) d(y_mid, sigma_mid)
+
+    A step onto sigma_next = 0 is the Euler step. Model calls per step: 2 (1 onto sigma = 0). Noise draws: none.
+    Order: 2 (checked in tests).
+    """
+    grid, alpha, sigma_ve, y = _setup(x_T, grid, schedule, "dpm2")
+    for i in range(len(grid) - 1):
+        d = _d(denoise, schedule, y, sigma_ve[i], grid[i])
+        y = _dpm2_step(denoise, schedule, y, d, sigma_ve[i], sigma_ve[i + 1])
+    return alpha[-1] * y
+
+
+def sample_dpm2_ancestral(denoise, x_T, grid, schedule, *, noise=None, eta=1.0):
+    """DPM2 ancestral: a DPM2 step down to sigma_down, then fresh noise of std sigma_up (as `euler_ancestral`).
+
+    k-diffusion `sample_dpm_2_ancestral`: sigma_down, sigma_up as in `euler_ancestral`; a DPM2 step from sigma to
+    sigma_down (Euler if sigma_down = 0), then y += sigma_up z. The last step adds no noise (it steps to sigma_next).
+    Model calls per step: 2 (1 onto sigma = 0). Noise draws: one array per step when eta > 0, in grid order, none on
+    the last step. Order: none (stochastic; 2 at eta = 0).
+    """
+    eta = _checks.nonnegative("eta", eta)
+    draw = as_noise_source(noise, sampler="dpm2_ancestral with eta > 0") if eta > 0 else None
+    grid, alpha, sigma_ve, y = _setup(x_T, grid, schedule, "dpm2_ancestral")
+    for i in range(len(grid) - 1):
+        d = _d(denoise, schedule, y, sigma_ve[i], grid[i])
+        last = i == len(grid) - 2
+        sigma_down, sigma_up = _ancestral_step(sigma_ve[i], sigma_ve[i + 1], 0.0 if last else eta)
+        y = _dpm2_step(denoise, schedule, y, d, sigma_ve[i], sigma_down)
+        if draw is not None and not last:
+            y = y + sigma_up * draw(y.shape)
+    return alpha[-1] * y
+
+
+INFO = [
+    SamplerInfo("euler", sample_euler, order=1, stochastic=False, calls_per_step=1),
+    SamplerInfo("euler_ancestral", sample_euler_ancestral, order=None, stochastic=True, calls_per_step=1),
+    SamplerInfo("heun", sample_heun, order=2, stochastic=False, calls_per_step=2),
+    SamplerInfo("dpm2", sample_dpm2, order=2, stochastic=False, calls_per_step=2),
+    SamplerInfo("dpm2_ancestral", sample_dpm2_ancestral, order=None, stochastic=True, calls_per_step=2),
+]
