@@ -20,7 +20,49 @@ Every forward process is x_t = alpha_t x0 + sigma_t eps. The names below are use
 | `denoise` | (x, t) -> x̂_0 | the only access to a model |
 """
 
+from diffspec.reference import (
+    forward,
+    grids,
+    losses,
+    metrics,
+    noise,
+    oracles,
+    parameterizations,
+    schedules,
+    timesteps,
+    vlb,
+    weightings,
+)
+from diffspec.reference.forward import ddpm_posterior, ddpm_table, posterior, q_sample
 from diffspec.reference.grids import GRIDS, make_grid
+from diffspec.reference.losses import (
+    consistency_loss,
+    consistency_scalings,
+    diffusion_loss,
+    flow_matching_loss,
+    hybrid_loss,
+    input_perturbation,
+    offset_noise,
+    progressive_distillation_target,
+    pseudo_huber,
+)
+from diffspec.reference.metrics import frechet_distance, kid, mmd, precision_recall, sliced_wasserstein
+from diffspec.reference.oracles import GaussianMixture, gaussian_flow_map, standard_mixture_2d
+from diffspec.reference.parameterizations import Parameterization
 from diffspec.reference.schedules import SCHEDULES, make_schedule, schedule_from_dict, vp_alpha_sigma
+from diffspec.reference.timesteps import TIMESTEPS, LossHistory
+from diffspec.reference.vlb import discretized_gaussian_log_likelihood, gaussian_kl, vlb_bits_per_dim
+from diffspec.reference.weightings import WEIGHTINGS
 
-__all__ = ["GRIDS", "SCHEDULES", "make_grid", "make_schedule", "schedule_from_dict", "vp_alpha_sigma"]
+__all__ = [
+    "GRIDS", "SCHEDULES", "TIMESTEPS", "WEIGHTINGS",
+    "GaussianMixture", "LossHistory", "Parameterization",
+    "consistency_loss", "consistency_scalings", "ddpm_posterior", "ddpm_table", "diffusion_loss",
+    "discretized_gaussian_log_likelihood", "flow_matching_loss", "frechet_distance", "gaussian_flow_map",
+    "gaussian_kl", "hybrid_loss", "input_perturbation", "kid", "make_grid", "make_schedule", "mmd",
+    "offset_noise", "posterior", "precision_recall", "progressive_distillation_target", "pseudo_huber",
+    "q_sample", "schedule_from_dict", "sliced_wasserstein", "standard_mixture_2d", "vlb_bits_per_dim",
+    "vp_alpha_sigma",
+    "forward", "grids", "losses", "metrics", "noise", "oracles", "parameterizations", "schedules", "timesteps",
+    "vlb", "weightings",
+]

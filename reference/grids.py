@@ -125,11 +125,19 @@ def exponential(schedule, steps, *, t_start=None, t_end=None):
 def uniform_lam(schedule, steps, *, t_start=None, t_end=None):
     """Evenly spaced in lam (DPM-Solver's "logSNR" skip type, Lu et al. 2022, Sec. 3.3): steps + 1 times from
     t_start to t_end, which defaults to t_eps because lam is infinite at a clean end."""
-    t_end = max(schedule.t_eps, schedule.t_min) if t_end is None else t_end
+    if t_end is None:
+        t_end = max(schedule.t_eps, schedule.t_min)
+        if not np.isfinite(schedule.lam(t_end)):  # t_eps is the clean end: the first noisy time above it
+            t_end = t_end + (schedule.t_max - t_end) * 1e-3
     steps, t_start, t_end = _endpoints(schedule, steps, t_start, t_end)
     lam_start, lam_end = schedule.lam(t_start), schedule.lam(t_end)
     if not np.isfinite(lam_end):
         raise ValueError(f"t_end={t_end}: uniform_lam needs a finite lam at t_end; choose t_end > {schedule.t_min}")
+    if not np.isfinite(lam_start):
+        raise ValueError(
+            f"t_start={t_start}: lam is -inf there (alpha = 0), so a grid uniform in lam cannot start at it; "
+            f"pass t_start < {t_start}"
+        )
     ts = schedule.t_of_lam(np.linspace(lam_start, lam_end, steps + 1))
     ts[0], ts[-1] = t_start, t_end
     return _finish(ts, schedule, "uniform_lam")
@@ -139,10 +147,16 @@ def time_quadratic(schedule, steps, *, t_start=None, t_end=None):
     """Quadratic in time (DDIM's "quad" skip, Song et al. 2021, App. D.2; DPM-Solver's "time_quadratic"):
     evenly spaced in sqrt(t - t_end) from t_start down to t_end, so steps crowd near the data."""
     steps, t_start, t_end = _endpoints(schedule, steps, t_start, t_end)
-    u = np.linspace(np.sqrt(t_start - t_end), 0.0, steps + 1)
-    ts = t_end + u**2
-    if schedule.is_discrete:
-        ts[:-1] = np.round(ts[:-1])
+    if schedule.is_discrete and t_end < schedule.t_eps:
+        # Integer steps from t_start down to t_eps = 0 (DDIM's "quad"), then the clean end: rounding a quadratic
+        # that ends at t = -1 would put two of its last times on the same integer.
+        u = np.linspace(np.sqrt(t_start - schedule.t_eps), 0.0, steps)
+        ts = np.append(np.round(schedule.t_eps + u**2), t_end)
+    else:
+        u = np.linspace(np.sqrt(t_start - t_end), 0.0, steps + 1)
+        ts = t_end + u**2
+        if schedule.is_discrete:
+            ts[:-1] = np.round(ts[:-1])
     ts[0], ts[-1] = t_start, t_end
     return _finish(ts, schedule, "time_quadratic")
 

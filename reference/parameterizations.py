@@ -93,6 +93,38 @@ def eps_from_x0(x0, x, alpha, sigma):
     return (x - broadcast_to_batch(alpha, x) * np.asarray(x0, dtype=np.float64)) / broadcast_to_batch(sigma, x)
 
 
+def eps_coefficients(param, alpha, sigma):
+    """(d_skip, d_out) with eps_hat = d_skip x_t + d_out F: the same map as `coefficients`, in eps space.
+
+    d_skip = (1 - alpha c_skip) / sigma and d_out = -alpha c_out / sigma, simplified per row so that no row divides
+    by alpha (finite at zero terminal SNR) and eps needs no cancellation:
+    eps: (0, 1); x0: (1 / sigma, -alpha / sigma); v: (sigma, alpha) / (alpha^2 + sigma^2);
+    flow: (1, alpha) / (alpha + sigma); score: (0, -sigma).
+    """
+    alpha = np.asarray(alpha, dtype=np.float64)
+    sigma = np.asarray(sigma, dtype=np.float64)
+    match parse(param):
+        case Parameterization.EPS:
+            return np.zeros_like(alpha), np.ones_like(alpha)
+        case Parameterization.X0:
+            return 1.0 / sigma, -alpha / sigma
+        case Parameterization.V:
+            norm = alpha**2 + sigma**2
+            return sigma / norm, alpha / norm
+        case Parameterization.FLOW:
+            norm = alpha + sigma
+            return 1.0 / norm, alpha / norm
+        case Parameterization.SCORE:
+            return np.zeros_like(sigma), -sigma
+
+
+def eps_from_output(param, output, x, alpha, sigma):
+    """eps_hat from the network's output F at x_t = x, without passing through x0_hat (finite where alpha = 0)."""
+    d_skip, d_out = eps_coefficients(param, alpha, sigma)
+    x = np.asarray(x, dtype=np.float64)
+    return broadcast_to_batch(d_skip, x) * x + broadcast_to_batch(d_out, x) * np.asarray(output, dtype=np.float64)
+
+
 def training_target(param, x0, eps, alpha, sigma):
     """What the network should output for the pair (x0, eps) at (alpha, sigma)."""
     x0 = np.asarray(x0, dtype=np.float64)

@@ -95,15 +95,18 @@ class _DiscreteVP(_Schedule):
         betas = np.asarray(self.betas(), dtype=np.float64)
         if betas.ndim != 1 or len(betas) < 2:
             raise ValueError(f"betas of shape {betas.shape}: expected a 1-D array of at least 2 values")
+        # Check the betas as given first (NaN fails both comparisons), then what the rescale made of them.
+        ok = (betas > 0) & (betas < 1)
+        if not np.all(ok):
+            raise ValueError(f"betas contain {betas[~ok][0]} ({type(self).__name__}): expected every beta in (0, 1)")
         if self.rescale_zero_snr:
             betas = rescale_zero_terminal_snr(betas)
-            inner, last = betas[:-1], betas[-1]
-            ok = np.all((inner > 0) & (inner < 1)) and last == 1.0
-        else:
-            ok = np.all((betas > 0) & (betas < 1))
-        if not ok:
-            bad = betas[~((betas > 0) & (betas < 1))]
-            raise ValueError(f"betas contain {bad[0] if len(bad) else betas}: expected every beta in (0, 1)")
+            ok = (betas[:-1] > 0) & (betas[:-1] < 1)
+            if not np.all(ok) or betas[-1] != 1.0:
+                raise ValueError(
+                    f"betas after rescale_zero_snr contain {betas[:-1][~ok][0] if not np.all(ok) else betas[-1]}: "
+                    "expected inner betas in (0, 1) and a last beta of 1"
+                )
         return betas
 
     @cached_property
@@ -308,7 +311,10 @@ class CosineVP(_Schedule):
 
     alphabar(t) = cos^2(phi) with phi = (t + s)/(1 + s) pi/2, so SNR = cot^2(phi) and lam = -log tan(phi).
     This is the unnormalised form used by continuous-time code (alphabar(0) slightly below 1); the discrete
-    schedule divides by alphabar(0) and is `CosineBetas`.
+    schedule divides by alphabar(0) and is `CosineBetas`. Computed with the complementary angle
+    u = pi/2 - phi = (1 - t)/(1 + s) pi/2 as lam = log tan(u), so that t = 1 gives alpha = 0 exactly (lam = -inf)
+    instead of tan(pi/2) = 1.6e16 in floating point, and the inverse t = 1 - arctan(e^lam) (1 + s) 2/pi keeps
+    full precision near t = 1.
     """
 
     name: ClassVar[str] = "vp_cosine"
@@ -319,8 +325,9 @@ class CosineVP(_Schedule):
     t_eps: ClassVar[float] = 0.0
 
     def lam(self, t):
-        phi = (self._t(t) + self.s) / (1 + self.s) * (np.pi / 2)
-        return -np.log(np.tan(phi))
+        u = (1.0 - self._t(t)) / (1 + self.s) * (np.pi / 2)
+        with np.errstate(divide="ignore"):
+            return np.log(np.tan(u))
 
     def alpha(self, t):
         return vp_alpha_sigma(self.lam(t))[0]
@@ -329,8 +336,8 @@ class CosineVP(_Schedule):
         return vp_alpha_sigma(self.lam(t))[1]
 
     def t_of_lam(self, lam):
-        phi = np.arctan(np.exp(-np.asarray(lam, dtype=np.float64)))
-        return phi / (np.pi / 2) * (1 + self.s) - self.s
+        u = np.arctan(np.exp(np.asarray(lam, dtype=np.float64)))
+        return 1.0 - u / (np.pi / 2) * (1 + self.s)
 
 
 @dataclass(frozen=True)
