@@ -15,7 +15,7 @@ import numpy as np
 
 from diffspec.reference.modelcard import ModelCard
 from diffspec.reference.parameterizations import parse as parse_parameterization
-from diffspec.reference.parameterizations import x0_from_output
+from diffspec.reference.parameterizations import coefficients, x0_from_output
 
 DEVICES = ("auto", "cuda", "cpu")
 CUDA = "CUDAExecutionProvider"
@@ -87,6 +87,7 @@ class Model:
         self.schedule = card.reference_schedule()
         self.parameterization = parse_parameterization(card.parameterization)
         self.provider = session.get_providers()[0]
+        self._coefficients = {}
         self._check_contract()
         self._runner = _make_runner(self, io_binding=io_binding, cuda_graph=cuda_graph, device_id=device_id)
 
@@ -232,6 +233,9 @@ class Model:
             return None
         if y is None:
             return np.full(batch, self.null_class, dtype=np.int64)
+        if isinstance(y, np.ndarray) and y.dtype == np.int64 and y.shape == (batch,) and batch:
+            if 0 <= y.min() and y.max() <= self.null_class:  # the fast path of every sampler step
+                return y
         y = np.broadcast_to(np.asarray(y), (batch,))
         if not np.issubdtype(y.dtype, np.integer):
             raise ValueError(f"class labels of dtype {y.dtype}: expected integers")
@@ -286,7 +290,21 @@ class Model:
         return out
 
     def x0_from_output(self, output, x, t):
-        """The network output F at (x, t) converted to x0_hat, in float64 (the parameterization is in the card)."""
+        """The network output F at (x, t) converted to x0_hat, in float64 (the parameterization is in the card).
+
+        `reference.parameterizations.x0_from_output`; for a scalar t (what samplers pass) its coefficients
+        (c_skip, c_out) are computed once per time and cached, since every batch visits the same grid times.
+        """
+        if np.ndim(t) == 0:
+            key = float(t)
+            coeffs = self._coefficients.get(key)
+            if coeffs is None:
+                coeffs = coefficients(self.parameterization, self.schedule.alpha(key), self.schedule.sigma(key))
+                coeffs = tuple(float(c) for c in coeffs)
+                if len(self._coefficients) < 100_000:
+                    self._coefficients[key] = coeffs
+            c_skip, c_out = coeffs
+            return c_skip * np.asarray(x, dtype=np.float64) + c_out * np.asarray(output, dtype=np.float64)
         t = self.times(t, x.shape[0])
         return x0_from_output(self.parameterization, output, x, self.schedule.alpha(t), self.schedule.sigma(t))
 
