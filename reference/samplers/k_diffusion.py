@@ -70,7 +70,8 @@ def sample_euler_ancestral(denoise, x_T, grid, schedule, *, noise=None, eta=1.0)
         sigma_up = min(sigma_next, eta sigma_next sqrt(1 - sigma_next^2 / sigma^2)),  sigma_down = sqrt(sigma_next^2 - sigma_up^2)
         y_next = y + (sigma_down - sigma) d + sigma_up z
 
-    eta = 1 is DDPM (fixed_small) written in sigma_ve; eta = 0 is `euler`. The last step adds no noise.
+    eta = 1 is DDPM (fixed_small) written in sigma_ve; eta = 0 is `euler`. The last step adds no noise: like
+    DDPM it returns the mean, y + (sigma_down - sigma) d (= x0_hat at a clean end).
     Model calls per step: 1. Noise draws: one array per step when eta > 0, in grid order, none on the last step.
     Order: none (stochastic; 1 at eta = 0).
     """
@@ -80,7 +81,7 @@ def sample_euler_ancestral(denoise, x_T, grid, schedule, *, noise=None, eta=1.0)
     for i in range(len(grid) - 1):
         d = _d(denoise, schedule, y, sigma_ve[i], grid[i])
         last = i == len(grid) - 2
-        sigma_down, sigma_up = _ancestral_step(sigma_ve[i], sigma_ve[i + 1], 0.0 if last else eta)
+        sigma_down, sigma_up = _ancestral_step(sigma_ve[i], sigma_ve[i + 1], eta)
         y = y + (sigma_down - sigma_ve[i]) * d
         if draw is not None and not last:
             y = y + sigma_up * draw(y.shape)
@@ -157,7 +158,7 @@ def sample_dpm2_ancestral(denoise, x_T, grid, schedule, *, noise=None, eta=1.0):
     """DPM2 ancestral: a DPM2 step down to sigma_down, then fresh noise of std sigma_up (as `euler_ancestral`).
 
     k-diffusion `sample_dpm_2_ancestral`: sigma_down, sigma_up as in `euler_ancestral`; a DPM2 step from sigma to
-    sigma_down (Euler if sigma_down = 0), then y += sigma_up z. The last step adds no noise (it steps to sigma_next).
+    sigma_down (Euler if sigma_down = 0), then y += sigma_up z. The last step adds no noise (it stops at sigma_down).
     Model calls per step: 2 (1 onto sigma = 0). Noise draws: one array per step when eta > 0, in grid order, none on
     the last step. Order: none (stochastic; 2 at eta = 0).
     """
@@ -167,7 +168,7 @@ def sample_dpm2_ancestral(denoise, x_T, grid, schedule, *, noise=None, eta=1.0):
     for i in range(len(grid) - 1):
         d = _d(denoise, schedule, y, sigma_ve[i], grid[i])
         last = i == len(grid) - 2
-        sigma_down, sigma_up = _ancestral_step(sigma_ve[i], sigma_ve[i + 1], 0.0 if last else eta)
+        sigma_down, sigma_up = _ancestral_step(sigma_ve[i], sigma_ve[i + 1], eta)
         y = _dpm2_step(denoise, schedule, y, d, sigma_ve[i], sigma_down)
         if draw is not None and not last:
             y = y + sigma_up * draw(y.shape)

@@ -199,18 +199,254 @@ def _guarded(schedule):
     return guarded
 
 
-@pytest.mark.parametrize("schedule_name", ["linear", "edm", "flow"])
+CLEAN_CASES = [(name, sched) for name in MINE for sched in ("linear", "edm", "flow")] + [
+    (name, "flow") for name in ("flow_euler", "flow_heun", "flow_midpoint")]
+
+
 @pytest.mark.parametrize("steps", [1, 2, 5])
-@pytest.mark.parametrize("name", MINE + ["flow_euler", "flow_heun", "flow_midpoint"])
+@pytest.mark.parametrize(("name", "schedule_name"), CLEAN_CASES)
 def test_clean_end(name, steps, schedule_name):
-    if name.startswith("flow") != (schedule_name == "flow"):
-        pytest.skip("flow samplers run on the flow schedule only")
     schedule = make_schedule(schedule_name)
-    grid = make_grid("karras" if schedule_name == "edm" else "uniform", schedule, steps)
-    if schedule_name == "flow" and not name.startswith("flow"):
-        grid = grid[1:]
+    t_start = 0.98 if schedule_name == "flow" and not name.startswith("flow") else None  # alpha > 0 at the start
+    grid = make_grid("karras" if schedule_name == "edm" else "uniform", schedule, steps, t_start=t_start)
     assert schedule.sigma(grid[-1]) == 0
     x_T = np.random.default_rng(0).standard_normal((5, 2)) * schedule.sigma(grid[0])
     out = SAMPLERS[name](_guarded(schedule), x_T, grid, schedule, noise=np.random.default_rng(1))
     assert out.shape == x_T.shape and out.dtype == np.float64 and np.all(np.isfinite(out))
     assert not np.shares_memory(out, x_T)
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Stochastic samplers: the output distribution against the data (N samples, 5 standard errors, KS p > 1e-3).
+# ------------------------------------------------------------------------------------------------------------
+
+N_SAMPLES = 4000
+
+
+def _assert_matches(out, data_sample, mean, cov, reference):
+    """Mean and covariance within 5 standard errors (estimated from a large `reference` sample of the data), and a
+    two-sample KS test per coordinate against fresh data."""
+    n = len(out)
+    centred = reference - mean
+    se_cov = np.array([[np.std(centred[:, i] * centred[:, j]) for j in range(2)] for i in range(2)]) / np.sqrt(n)
+    np.testing.assert_array_less(np.abs(out.mean(0) - mean), 5 * np.sqrt(np.diag(cov) / n))
+    np.testing.assert_array_less(np.abs(np.cov(out.T) - cov), 5 * se_cov)
+    for k in range(out.shape[1]):
+        assert stats.ks_2samp(out[:, k], data_sample[:, k]).pvalue > 1e-3, k
+
+
+@pytest.fixture(scope="module")
+def mixture_data():
+    mixture = standard_mixture_2d()
+    reference = mixture.sample(100_000, np.random.default_rng(99))[0]
+    return mixture, reference, mixture.sample(N_SAMPLES, np.random.default_rng(7))[0]
+
+
+STOCHASTIC = [  # (sampler, schedule, grid, steps, options)
+    ("ddpm", "linear", "uniform", 200, {}),
+    ("ddpm", "linear", "uniform", 200, {"variance": "fixed_large"}),
+    ("ddpm", "linear", "uniform", 200, {"variance": "learned_range", "variance_v": lambda x, t: np.full_like(x, 0.3)}),
+    ("ddim", "linear", "uniform", 200, {"eta": 1.0}),
+    ("ddim", "vp_cosine", "uniform", 200, {"eta": 0.5}),
+    ("euler_ancestral", "edm", "karras", 100, {}),
+    ("euler_ancestral", "linear", "karras", 100, {"eta": 0.5}),
+    ("dpm2_ancestral", "edm", "karras", 100, {}),
+    ("heun", "edm", "karras", 100, {"s_churn": 40.0, "s_tmin": 0.05, "s_tmax": 50.0}),
+    ("tcd", "linear", "uniform", 200, {"gamma": 0.3}),
+]
+
+
+@pytest.mark.parametrize(("name", "schedule_name", "grid_name", "steps", "options"), STOCHASTIC,
+                         ids=[f"{s[0]}-{s[1]}-{i}" for i, s in enumerate(STOCHASTIC)])
+def test_stochastic_distribution(name, schedule_name, grid_name, steps, options, mixture_data):
+    mixture, reference, fresh = mixture_data
+    schedule = make_schedule(schedule_name)
+    t_start = 0.995 if schedule_name == "vp_cosine" else None
+    grid = make_grid(grid_name, schedule, steps, **({"t_start": t_start} if t_start else {}))
+    rng = np.random.default_rng(5)
+    x_T = mixture.sample_xt(N_SAMPLES, schedule.alpha(grid[0]), schedule.sigma(grid[0]), rng)
+    out = SAMPLERS[name](mixture.denoiser(schedule), x_T, grid, schedule, noise=rng, **options)
+    _assert_matches(out, fresh, mixture.mean(), mixture.cov(), reference)
+
+
+def _gaussian_consistency_function(schedule, t_eps):
+    """The exact consistency function of GAUSS: the probability-flow map from t to t_eps."""
+    a_eps, s_eps = schedule.alpha(t_eps), schedule.sigma(t_eps)
+
+    def f(x, t):
+        return gaussian_flow_map(x, MEAN, STD, schedule.alpha(t), schedule.sigma(t), a_eps, s_eps)
+
+    return f
+
+
+@pytest.mark.parametrize(("name", "options"), [("consistency", {}), ("lcm", {}), ("tcd", {"gamma": 1.0})])
+@pytest.mark.parametrize(("schedule_name", "clean"), [("edm", True), ("edm", False), ("linear", True)])
+def test_consistency_samplers_exact(name, options, schedule_name, clean):
+    """With the exact consistency function (Gaussian data), multistep sampling is exact for any step count."""
+    schedule = make_schedule(schedule_name)
+    grid = make_grid("karras", schedule, 4, **({} if clean else {"t_end": schedule.t_eps}))
+    if name != "consistency" and not clean:
+        pytest.skip("lcm and tcd take the model's output as clean data")
+    rng = np.random.default_rng(11)
+    x_T = GAUSS.sample_xt(N_SAMPLES, schedule.alpha(grid[0]), schedule.sigma(grid[0]), rng)
+    out = SAMPLERS[name](_gaussian_consistency_function(schedule, grid[-1]), x_T, grid, schedule, noise=rng, **options)
+    a, s = schedule.alpha(grid[-1]), schedule.sigma(grid[-1])
+    std = np.sqrt(a**2 * STD**2 + s**2)
+    reference = a * MEAN + std * np.random.default_rng(2).standard_normal((100_000, 2))
+    fresh = a * MEAN + std * np.random.default_rng(3).standard_normal((N_SAMPLES, 2))
+    _assert_matches(out, fresh, a * MEAN, np.diag(std**2), reference)
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Identities between samplers.
+# ------------------------------------------------------------------------------------------------------------
+
+
+def _run(name, schedule, grid, seed=None, denoise=None, **options):
+    x_T = np.random.default_rng(42).standard_normal((64, 2)) * schedule.sigma(grid[0])
+    noise = None if seed is None else np.random.default_rng(seed)
+    denoise = standard_mixture_2d().denoiser(schedule) if denoise is None else denoise
+    return SAMPLERS[name](denoise, x_T, grid, schedule, noise=noise, **options)
+
+
+@pytest.mark.parametrize("schedule_name", ["linear", "vp_cosine", "edm"])
+def test_identities(schedule_name):
+    schedule = make_schedule(schedule_name)
+    grid = make_grid("karras", schedule, 12, **({"t_start": 0.99} if schedule_name == "vp_cosine" else {}))
+    close = dict(rtol=1e-9, atol=1e-11)
+    ddpm = _run("ddpm", schedule, grid, seed=3)
+    np.testing.assert_allclose(_run("ddim", schedule, grid, seed=3, eta=1.0), ddpm, **close)
+    np.testing.assert_allclose(_run("euler_ancestral", schedule, grid, seed=3), ddpm, **close)
+    np.testing.assert_allclose(_run("euler", schedule, grid), _run("ddim", schedule, grid), **close)
+    np.testing.assert_allclose(_run("tcd", schedule, grid, gamma=0.0), _run("ddim", schedule, grid), **close)
+    if schedule.has_clean_end():  # gamma = 1 jumps to t_min; consistency re-noises from grid[-1]
+        lcm = _run("lcm", schedule, grid, seed=4)
+        np.testing.assert_allclose(_run("tcd", schedule, grid, seed=4, gamma=1.0), lcm, **close)
+        np.testing.assert_allclose(_run("consistency", schedule, grid, seed=4), lcm, **close)
+    np.testing.assert_allclose(_run("dpm2_ancestral", schedule, grid, eta=0.0), _run("dpm2", schedule, grid), **close)
+    np.testing.assert_allclose(_run("euler_ancestral", schedule, grid, eta=0.0), _run("euler", schedule, grid), **close)
+    v = {"variance": "learned_range"}
+    np.testing.assert_allclose(_run("ddpm", schedule, grid, seed=3, variance_v=lambda x, t: -np.ones_like(x), **v),
+                               ddpm, **close)
+    np.testing.assert_allclose(_run("ddpm", schedule, grid, seed=3, variance_v=lambda x, t: np.ones_like(x), **v),
+                               _run("ddpm", schedule, grid, seed=3, variance="fixed_large"), **close)
+    # iPNDM (variable-step Adams-Bashforth, Newton form) = LMS (Lagrange integrals) away from a clean end.
+    noisy = grid[:-1]
+    for order in (1, 2, 3, 4):
+        np.testing.assert_allclose(_run("ipndm", schedule, noisy, order=order), _run("lms", schedule, noisy, order=order),
+                                   **close)
+
+
+def test_ddpm_fixed_large_is_beta_on_full_grid():
+    """On the full discrete grid, fixed_large's variance c sigma^2 is DDPM's beta_n."""
+    schedule = make_schedule("linear", T=20)
+    grid = make_grid("uniform", schedule, 20)[:-1]  # 19, ..., 0
+    calls = []
+
+    def noise(shape):
+        calls.append(1)
+        return np.ones(shape)
+
+    x_T = np.zeros((1, 1))
+    zero = lambda x, t: np.zeros_like(x)  # noqa: E731 - x0_hat = 0 makes x_next = a x + std
+    out_large = SAMPLERS["ddpm"](zero, x_T, grid[:2], schedule, noise=noise, variance="fixed_large")
+    out_three = SAMPLERS["ddpm"](zero, x_T, grid[:3], schedule, noise=noise, variance="fixed_large")
+    betas = schedule.betas()
+    assert out_large.shape == (1, 1) and len(calls) == 1
+    alphas = 1 - betas
+    # Two steps from x = 0: first x = sqrt(beta_19) z, second step returns the mean.
+    mean_coef = np.sqrt(alphas[18]) * (1 - np.prod(alphas[:18])) / (1 - np.prod(alphas[:19]))
+    np.testing.assert_allclose(out_three[0, 0], mean_coef * np.sqrt(betas[19]), rtol=1e-10)
+
+
+# ------------------------------------------------------------------------------------------------------------
+# The noise contract.
+# ------------------------------------------------------------------------------------------------------------
+
+DRAWS = [  # (sampler, options, draws for a grid of `steps` steps ending at a clean end)
+    ("ddpm", {}, lambda n: n - 1),
+    ("ddpm", {"variance": "fixed_large"}, lambda n: n - 1),
+    ("ddim", {"eta": 0.5}, lambda n: n - 1),
+    ("ddim", {}, lambda n: 0),
+    ("euler_ancestral", {}, lambda n: n - 1),
+    ("dpm2_ancestral", {}, lambda n: n - 1),
+    ("heun", {"s_churn": 10.0}, lambda n: n - 1),  # churn on every noisy step (sigma_hat < sigma_max except step 0)
+    ("heun", {}, lambda n: 0),
+    ("consistency", {}, lambda n: n - 1),
+    ("lcm", {}, lambda n: n - 1),
+    ("tcd", {"gamma": 0.3}, lambda n: n - 1),
+    ("tcd", {"gamma": 0.0}, lambda n: 0),
+] + [(name, {}, lambda n: 0) for name in ("euler", "dpm2", "pndm", "plms", "ipndm", "lms")]
+
+
+@pytest.mark.parametrize(("name", "options", "count"), DRAWS, ids=[f"{d[0]}{d[1] or ''}" for d in DRAWS])
+def test_draw_counts_and_replay(name, options, count):
+    schedule = make_schedule("vp_cosine")
+    grid = make_grid("uniform", schedule, 10, t_start=0.99)
+    counting = CountingNoise(0)
+    out = _run(name, schedule, grid, denoise=None, **options) if count(10) == 0 else None
+    x_T = np.random.default_rng(42).standard_normal((64, 2))
+    first = SAMPLERS[name](standard_mixture_2d().denoiser(schedule), x_T, grid, schedule, noise=counting, **options)
+    expected = count(10) if not (name == "heun" and options) else _churned_steps(schedule, grid, options)
+    assert counting.shapes == [x_T.shape] * expected
+    again = SAMPLERS[name](standard_mixture_2d().denoiser(schedule), x_T, grid, schedule, noise=CountingNoise(0), **options)
+    np.testing.assert_array_equal(first, again)
+    if out is not None:  # deterministic: noise=None works and gives the same answer
+        np.testing.assert_array_equal(
+            SAMPLERS[name](standard_mixture_2d().denoiser(schedule), x_T, grid, schedule, **options), first)
+
+
+def _churned_steps(schedule, grid, options):
+    sigma_ve = schedule.sigma(grid) / schedule.alpha(grid)
+    top = schedule.sigma_ve(schedule.t_max)
+    gamma = min(options["s_churn"] / (len(grid) - 1), np.sqrt(2) - 1)
+    return int(np.sum(np.minimum(sigma_ve[:-1] * (1 + gamma), top) > sigma_ve[:-1]))
+
+
+@pytest.mark.parametrize(("name", "options"), [
+    ("ddpm", {}), ("ddim", {"eta": 0.1}), ("euler_ancestral", {}), ("dpm2_ancestral", {}), ("heun", {"s_churn": 1.0}),
+    ("consistency", {}), ("lcm", {}), ("tcd", {}),
+])
+def test_stochastic_without_noise_raises(name, options):
+    schedule = make_schedule("edm")
+    with pytest.raises(ValueError, match="noise"):
+        SAMPLERS[name](GAUSS.denoiser(schedule), np.zeros((2, 2)), make_grid("karras", schedule, 4), schedule, **options)
+
+
+def test_stochastic_flags():
+    for name in ("ddpm", "euler_ancestral", "dpm2_ancestral", "consistency", "lcm", "tcd"):
+        assert SAMPLER_INFO[name].stochastic, name
+    for name in ("ddim", "pndm", "plms", "ipndm", "euler", "heun", "dpm2", "lms", "flow_euler", "flow_heun"):
+        assert not SAMPLER_INFO[name].stochastic, name
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Bad input.
+# ------------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", MINE)
+def test_bad_grids(name):
+    schedule = make_schedule("edm")
+    denoise, x = GAUSS.denoiser(schedule), np.zeros((2, 2))
+    rng = np.random.default_rng(0)
+    with pytest.raises(ValueError, match="decreasing"):
+        SAMPLERS[name](denoise, x, np.array([1.0, 2.0, 0.0]), schedule, noise=rng)
+    with pytest.raises(ValueError, match="decreasing"):
+        SAMPLERS[name](denoise, x, np.array([2.0, 2.0, 0.0]), schedule, noise=rng)
+    with pytest.raises(ValueError, match="at least 2"):
+        SAMPLERS[name](denoise, x, np.array([2.0]), schedule, noise=rng)
+
+
+@pytest.mark.parametrize(("name", "options", "option"), [
+    ("ddim", {"eta": -0.1}, "eta"), ("ddim", {"eta": 1.5}, "eta"), ("euler_ancestral", {"eta": -1.0}, "eta"),
+    ("dpm2_ancestral", {"eta": -1.0}, "eta"), ("lms", {"order": 0}, "order"), ("lms", {"order": 5}, "order"),
+    ("ipndm", {"order": 5}, "order"), ("tcd", {"gamma": 1.5}, "gamma"), ("tcd", {"gamma": -0.1}, "gamma"),
+    ("ddpm", {"variance": "fixed"}, "variance"), ("ddpm", {"variance": "learned_range"}, "variance_v"),
+    ("heun", {"s_churn": -1.0}, "s_churn"), ("heun", {"s_tmin": 2.0, "s_tmax": 1.0}, "s_tmin"),
+])
+def test_bad_options(name, options, option):
+    schedule = make_schedule("edm")
+    with pytest.raises(ValueError, match=option):
+        SAMPLERS[name](GAUSS.denoiser(schedule), np.zeros((2, 2)), make_grid("karras", schedule, 4), schedule,
+                       noise=np.random.default_rng(0), **options)
