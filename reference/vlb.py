@@ -96,6 +96,7 @@ def vlb_terms(denoise, x0, schedule, *, noise=None, variance="fixed_small", mode
     """
     x0 = _checks.finite_array("x0", x0)
     draw = as_noise_source(noise, sampler="vlb_terms")
+    ddpm_table(schedule)  # a discrete schedule is required
     T = schedule.num_steps
     terms = np.zeros((x0.shape[0], T))
     for n in range(T - 1, -1, -1):
