@@ -1,0 +1,3 @@
+from diffspec.export.cli import main
+
+raise SystemExit(main())
