@@ -15,7 +15,9 @@ def _increasing_grid(grid, schedule, sampler):
     """`grid` as float64: 1-D, strictly increasing, noisy at its start (sigma > 0) and alpha > 0 at its end."""
     grid = np.asarray(grid, dtype=np.float64)
     if grid.ndim != 1 or len(grid) < 2:
-        raise ValueError(f"grid of shape {grid.shape} for {sampler}: expected a 1-D array of at least 2 times (data -> noise)")
+        raise ValueError(
+            f"grid of shape {grid.shape} for {sampler}: expected a 1-D array of at least 2 times (data -> noise)"
+        )
     if not np.all(np.diff(grid) > 0):
         raise ValueError(f"grid={grid.tolist()[:8]} for {sampler}: expected strictly increasing times (data -> noise)")
     _checks.times_in_domain("grid", grid, schedule)

@@ -42,7 +42,9 @@ def _d(denoise, schedule, y, sigma_ve, t=None):
 def _ancestral_step(sigma, sigma_next, eta):
     """k-diffusion's `get_ancestral_step`: sigma_up^2 = eta^2 sigma_next^2 (sigma^2 - sigma_next^2) / sigma^2 (capped at
     sigma_next), sigma_down = sqrt(sigma_next^2 - sigma_up^2); eta = 1 is DDPM's posterior variance in sigma_ve."""
-    sigma_up = min(sigma_next, eta * sigma_next * np.sqrt(-np.expm1(2 * np.log(sigma_next / sigma))) if sigma_next else 0.0)
+    if sigma_next == 0:
+        return 0.0, 0.0
+    sigma_up = min(sigma_next, eta * sigma_next * np.sqrt(-np.expm1(2 * np.log(sigma_next / sigma))))
     return np.sqrt(sigma_next**2 - sigma_up**2), sigma_up
 
 
@@ -67,7 +69,8 @@ def sample_euler_ancestral(denoise, x_T, grid, schedule, *, noise=None, eta=1.0)
 
     k-diffusion `sample_euler_ancestral` (Crowson), in sigma_ve with eta scaling the injected noise:
 
-        sigma_up = min(sigma_next, eta sigma_next sqrt(1 - sigma_next^2 / sigma^2)),  sigma_down = sqrt(sigma_next^2 - sigma_up^2)
+        sigma_up   = min(sigma_next, eta sigma_next sqrt(1 - sigma_next^2 / sigma^2))
+        sigma_down = sqrt(sigma_next^2 - sigma_up^2)
         y_next = y + (sigma_down - sigma) d + sigma_up z
 
     eta = 1 is DDPM (fixed_small) written in sigma_ve; eta = 0 is `euler`. The last step adds no noise: like

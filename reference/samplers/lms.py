@@ -29,7 +29,8 @@ def sample_lms(denoise, x_T, grid, schedule, *, noise=None, order=4):
 
     k-diffusion `sample_lms`: with the last k = min(i + 1, order) derivatives d_{i-j} = (y - x0_hat) / sigma_ve,
 
-        y_next = y + sum_j b_j d_{i-j},   b_j = int_{sigma_i}^{sigma_next} prod_{m != j} (s - sigma_{i-m}) / (sigma_{i-j} - sigma_{i-m}) ds
+        y_next = y + sum_j b_j d_{i-j}
+        b_j    = int_{sigma_i}^{sigma_next} prod_{m != j} (s - sigma_{i-m}) / (sigma_{i-j} - sigma_{i-m}) ds
 
     (exact integrals of the Lagrange basis, `lms_coefficients`). The first steps use the lower orders 1..order-1.
     Model calls per step: 1. Noise draws: none. Order: `order` (checked in tests on grids starting at high

@@ -85,7 +85,8 @@ def sample_plms(denoise, x_T, grid, schedule, *, noise=None):
         then:    e' = (55 e_i - 59 e_{i-1} + 37 e_{i-2} - 9 e_{i-3}) / 24,    y_next = y + (s_next - s) e'
 
     A first step onto sigma = 0 uses e' = e_0. Model calls per step: 2 for the first step, then 1.
-    Noise draws: none. Order: 3 on grids uniform in sigma_ve, 2 on other smooth grids (checked in tests).
+    Noise draws: none. Order: 2 on smooth grids (checked in tests); on grids uniform in sigma_ve the pseudo-Heun
+    start makes it 3.
     """
     grid, alpha, sigma_ve, y = _setup(x_T, grid, schedule, "plms")
     history = []
@@ -104,7 +105,8 @@ def sample_plms(denoise, x_T, grid, schedule, *, noise=None):
 def _ab_variable(history, sigmas, s_next):
     """Variable-step Adams-Bashforth in Newton form: integrate the polynomial through (sigmas[j], history[j]) (newest
     first) from sigmas[0] to s_next. With u = s - sigmas[0], h = s_next - sigmas[0], a_j = sigmas[0] - sigmas[j]:
-    int_0^h 1 = h, int u = h^2/2, int u (u + a1) = h^3/3 + a1 h^2/2, int u (u + a1)(u + a2) = h^4/4 + (a1 + a2) h^3/3 + a1 a2 h^2/2."""
+    int_0^h 1 = h, int u = h^2/2, int u (u + a1) = h^3/3 + a1 h^2/2,
+    int u (u + a1)(u + a2) = h^4/4 + (a1 + a2) h^3/3 + a1 a2 h^2/2."""
     h, a = s_next - sigmas[0], [sigmas[0] - s for s in sigmas]
     weights = [h, h**2 / 2]
     if len(history) > 2:
