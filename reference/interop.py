@@ -161,6 +161,22 @@ HONOURED = {
         "use_dynamic_shifting": (False, _values(False)),
         "time_shift_type": ("exponential", _ANY),  # inert without use_dynamic_shifting
     },
+    "DPMSolverSinglestepScheduler": {
+        **_BETAS, **_OFF, **_THRESH,
+        "solver_order": (2, _values(1, 2, 3)),
+        "prediction_type": _PRED3,
+        "algorithm_type": ("dpmsolver++", _values("dpmsolver++", "dpmsolver", "sde-dpmsolver++", "deis")),
+        "solver_type": ("midpoint", _values("midpoint", "heun", "logrho", "bh1", "bh2")),
+        "lower_order_final": (False, _values(True, False)),
+        "use_karras_sigmas": (False, _values(True, False)),
+        "use_flow_sigmas": (False, _values(False)),
+        "flow_shift": (1.0, _ANY),  # inert without use_flow_sigmas
+        "final_sigmas_type": ("zero", _values("zero", "sigma_min")),
+        "lambda_min_clipped": (-math.inf, _values(-math.inf)),
+        "variance_type": (None, _values(None)),
+        "use_dynamic_shifting": (False, _values(False)),
+        "time_shift_type": ("exponential", _ANY),  # inert without use_dynamic_shifting
+    },
     "UniPCMultistepScheduler": {
         **_BETAS, **_SPACING, **_OFF,
         "solver_order": (2, _values(1, 2, 3)),
@@ -664,7 +680,7 @@ def _dpm_sigmas(cfg, n, schedule):
     if cfg["use_karras_sigmas"]:
         sigmas = _karras(train[-1], train[0], n)
         ts = _sigma_to_t(sigmas, np.log(train))
-        if cfg["beta_schedule"] != "squaredcos_cap_v2" or cfg["_class_name"] == "UniPCMultistepScheduler":
+        if cfg["beta_schedule"] != "squaredcos_cap_v2" or cfg["_class_name"] != "DPMSolverMultistepScheduler":
             ts = ts.round()
     else:
         sigmas = np.interp(ts, np.arange(len(train)), train)
@@ -760,6 +776,120 @@ def _plan_dpm_multistep(cfg, n, opts):
         return x
 
     return DiffusersPlan("DPMSolverMultistepScheduler", cfg, schedule, ts, 1.0, run, sigmas=sig,
+                         stochastic=algo == "sde-dpmsolver++")
+
+
+def _singlestep_orders(order, n, lower_order_final, final_zero):
+    """diffusers' DPMSolverSinglestepScheduler.get_order_list: the order of each step, in repeating groups 1, 2, ..
+    (a group of order k spans k steps and restarts from the sample at its first step)."""
+    if lower_order_final:
+        if order == 3:
+            tail = {0: [1, 2, 1], 1: [1], 2: [1, 2]}[n % 3]
+            orders = [1, 2, 3] * (n // 3 - (1 if n % 3 == 0 else 0)) + tail
+        elif order == 2:
+            orders = [1, 2] * (n // 2 - 1) + [1, 1] if n % 2 == 0 else [1, 2] * (n // 2) + [1]
+        else:
+            orders = [1] * n
+    else:
+        orders = {1: [1], 2: [1, 2], 3: [1, 2, 3]}[order] * (n // order)
+    if final_zero:
+        orders[-1] = 1
+    return orders
+
+
+def _plan_dpm_singlestep(cfg, n, opts):
+    """Singlestep DPM-Solver / DPM-Solver++ (Lu et al. 2022, arXiv:2206.00927 Alg. 1; arXiv:2211.01095 Alg. 1) as
+    diffusers' DPMSolverSinglestepScheduler: steps in groups of orders 1, 2, 3 (`_singlestep_orders`); a group of
+    order k goes from the sample at grid[i - k + 1] to grid[i + 1] with the k model values of the group, so the
+    intermediate points of the paper's singlestep solver are the grid points themselves (the paper places them at
+    r = 1/2 or 1/3, 2/3 of the step in lambda). Third order with solver_type="midpoint" uses only D1 = (m0 - m2)/r0
+    (the paper's DPM-Solver-3 form); "heun" adds the D2 term. sde-dpmsolver++ draws one array per step, the last
+    included. Timesteps: N + 1 linspace points, the last dropped (no timestep_spacing key); Karras sigmas are
+    mapped to rounded timesteps while the updates use the exact sigmas.
+
+    diffusers forces lower_order_final=True when N is not a multiple of solver_order or the final sigma is zero
+    (the default), and so does this plan. Departure kept out: with algorithm_type="dpmsolver" and thresholding,
+    diffusers 0.42.1 indexes alpha_t with timestep None (a shape error): rejected here."""
+    schedule = schedule_from_config(cfg)
+    cfg = {**cfg, "timestep_spacing": "linspace"}
+    ts, sig = _dpm_sigmas(cfg, n, schedule)
+    pred, algo, order = cfg["prediction_type"], cfg["algorithm_type"], cfg["solver_order"]
+    algo = "dpmsolver++" if algo == "deis" else algo  # diffusers' own alias
+    solver_type = "midpoint" if cfg["solver_type"] in ("logrho", "bh1", "bh2") else cfg["solver_type"]
+    final_zero = cfg["final_sigmas_type"] == "zero"
+    if algo == "dpmsolver" and final_zero:
+        raise ValueError(
+            f"config key 'algorithm_type'={algo!r} with final_sigmas_type='zero': diffusers rejects it too "
+            "(the noise-prediction update is 0 * inf at sigma = 0); use final_sigmas_type='sigma_min'"
+        )
+    if algo == "dpmsolver" and cfg["thresholding"]:
+        raise ValueError(
+            "config key 'thresholding'=True with algorithm_type='dpmsolver' is not implemented for "
+            "DPMSolverSinglestepScheduler: diffusers 0.42.1 fails on it (alpha_t indexed with timestep None)"
+        )
+    lower_final = cfg["lower_order_final"] or n % order != 0 or final_zero
+    orders = _singlestep_orders(order, n, lower_final, final_zero)
+    data_pred = algo != "dpmsolver"
+
+    def convert(out, x, s):
+        alpha, sigma, _ = _vp_of(s)
+        x0, eps = _vp_x0_eps(pred, out, x, alpha**2)
+        return _threshold(x0, cfg) if data_pred else eps
+
+    def update(x, ms, i, k, z):
+        a_t, s_t, l_t = _vp_of(sig[i + 1])
+        a_s, s_s, l_s = _vp_of(sig[i - k + 1])
+        if np.isinf(l_t):  # onto sigma = 0 (k = 1): the data-prediction step returns x0 exactly
+            return ms[-1]
+        h = l_t - l_s
+        if k == 1:
+            D0, D1, D1_1, D2 = ms[-1], 0.0, 0.0, 0.0
+        elif k == 2:
+            r0 = (_vp_of(sig[i])[2] - l_s) / h
+            D0, D1, D1_1, D2 = ms[-2], (ms[-1] - ms[-2]) / r0, 0.0, 0.0
+        else:
+            r0, r1 = (_vp_of(sig[i])[2] - l_s) / h, (_vp_of(sig[i - 1])[2] - l_s) / h
+            D0 = ms[-3]
+            D1_0, D1_1 = (ms[-2] - ms[-3]) / r1, (ms[-1] - ms[-3]) / r0
+            D1, D2 = (r0 * D1_0 - r1 * D1_1) / (r0 - r1), 2.0 * (D1_1 - D1_0) / (r0 - r1)
+        mid = solver_type == "midpoint"
+        if algo == "dpmsolver++":
+            phi1, phi2, phi3 = np.expm1(-h), np.expm1(-h) / h + 1.0, (np.expm1(-h) + h) / h**2 - 0.5
+            x_t = s_t / s_s * x - a_t * phi1 * D0
+            if k == 2:
+                return x_t - 0.5 * a_t * phi1 * D1 if mid else x_t + a_t * phi2 * D1
+            if k == 3:
+                return x_t + a_t * phi2 * D1_1 if mid else x_t + a_t * phi2 * D1 - a_t * phi3 * D2
+            return x_t
+        if algo == "dpmsolver":
+            phi1, phi2, phi3 = np.expm1(h), np.expm1(h) / h - 1.0, (np.expm1(h) - h) / h**2 - 0.5
+            x_t = a_t / a_s * x - s_t * phi1 * D0
+            if k == 2:
+                return x_t - 0.5 * s_t * phi1 * D1 if mid else x_t - s_t * phi2 * D1
+            if k == 3:
+                return x_t - s_t * phi2 * D1_1 if mid else x_t - s_t * phi2 * D1 - s_t * phi3 * D2
+            return x_t
+        e2 = -np.expm1(-2.0 * h)  # sde-dpmsolver++
+        phi2, phi3 = e2 / (-2.0 * h) + 1.0, (e2 - 2.0 * h) / (2.0 * h) ** 2 - 0.5
+        x_t = s_t / s_s * np.exp(-h) * x + a_t * e2 * D0 + s_t * np.sqrt(e2) * z
+        if k == 2:
+            return x_t + 0.5 * a_t * e2 * D1 if mid else x_t + a_t * phi2 * D1
+        if k == 3:
+            return x_t + a_t * phi2 * D1_1 if mid else x_t + a_t * phi2 * D1 + a_t * phi3 * D2
+        return x_t
+
+    def run(model, x, draw):
+        ms, x_start = [], x
+        for i, t in enumerate(ts):
+            ms = (ms + [convert(model(x, t), x, sig[i])])[-order:]
+            k = min(orders[i], len(ms))
+            if k == 1:
+                x_start = x
+            z = draw(x.shape) if algo == "sde-dpmsolver++" else None
+            x = update(x_start, ms, i, k, z)
+        return x
+
+    return DiffusersPlan("DPMSolverSinglestepScheduler", cfg, schedule, ts, 1.0, run, sigmas=sig,
                          stochastic=algo == "sde-dpmsolver++")
 
 
@@ -889,6 +1019,7 @@ _PLANS = {
     "LMSDiscreteScheduler": _plan_lms,
     "DPMSolverMultistepScheduler": _plan_dpm_multistep,
     "UniPCMultistepScheduler": _plan_unipc,
+    "DPMSolverSinglestepScheduler": _plan_dpm_singlestep,
     "FlowMatchEulerDiscreteScheduler": _plan_flow_match_euler,
 }
 

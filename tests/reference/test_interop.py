@@ -67,7 +67,9 @@ def patched_randn(source):
     saved = []
 
     for name in ("scheduling_ddim", "scheduling_ddpm", "scheduling_euler_ancestral_discrete",
-                 "scheduling_dpmsolver_multistep", "scheduling_flow_match_euler_discrete", "scheduling_euler_discrete"):
+                 "scheduling_dpmsolver_multistep", "scheduling_flow_match_euler_discrete", "scheduling_euler_discrete",
+                 "scheduling_dpmsolver_singlestep", "scheduling_k_dpm_2_ancestral_discrete", "scheduling_lcm",
+                 "scheduling_tcd", "scheduling_edm_euler", "scheduling_edm_dpmsolver_multistep"):
         mod = importlib.import_module(f"diffusers.schedulers.{name}")
         saved.append((mod, mod.randn_tensor))
 
@@ -131,6 +133,17 @@ CASES = [
     ("UniPCMultistepScheduler", {**SD, "solver_order": 3, "solver_type": "bh1", "use_karras_sigmas": True,
                                  "disable_corrector": [0], "final_sigmas_type": "sigma_min"}, 10, {}),
     ("UniPCMultistepScheduler", {"solver_order": 3, "use_karras_sigmas": True}, 10, {}),
+    ("DPMSolverSinglestepScheduler", {}, 20, {}),
+    ("DPMSolverSinglestepScheduler", {**SD, "solver_order": 3, "solver_type": "heun", "use_karras_sigmas": True}, 15,
+     {}),
+    ("DPMSolverSinglestepScheduler", {"solver_order": 3, "prediction_type": "v_prediction"}, 11, {}),
+    ("DPMSolverSinglestepScheduler", {"solver_order": 1}, 7, {}),
+    ("DPMSolverSinglestepScheduler", {"algorithm_type": "dpmsolver", "solver_type": "heun", "lower_order_final": False,
+                                      "final_sigmas_type": "sigma_min", "prediction_type": "sample"}, 12, {}),
+    ("DPMSolverSinglestepScheduler", {"algorithm_type": "dpmsolver", "solver_order": 3,
+                                      "final_sigmas_type": "sigma_min"}, 10, {}),
+    ("DPMSolverSinglestepScheduler", {"algorithm_type": "sde-dpmsolver++", "thresholding": True,
+                                      "sample_max_value": 1.5}, 10, {}),
     ("FlowMatchEulerDiscreteScheduler", {"shift": 3.0}, 12, {}),
     ("FlowMatchEulerDiscreteScheduler", {"shift": 1.0, "stochastic_sampling": True}, 8, {}),
 ]
@@ -167,6 +180,9 @@ def test_stochastic_plan_requires_noise():
         ({"_class_name": "PNDMScheduler"}, "skip_prk_steps"),
         ({"_class_name": "DDIMScheduler", "timestep_spacing": "weird"}, "timestep_spacing"),
         ({"_class_name": "DDIMScheduler", "thresholding": True, "sample_max_value": 0.5}, "sample_max_value"),
+        ({"_class_name": "DPMSolverSinglestepScheduler", "algorithm_type": "dpmsolver", "thresholding": True,
+          "final_sigmas_type": "sigma_min"}, "thresholding"),
+        ({"_class_name": "DPMSolverSinglestepScheduler", "lambda_min_clipped": -5.1}, "lambda_min_clipped"),
         ({"_class_name": "KarrasVeScheduler"}, "_class_name"),
         ({"beta_start": 0.1}, "_class_name"),
     ],
