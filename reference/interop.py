@@ -137,6 +137,20 @@ HONOURED = {
         "prediction_type": _PRED3,
         "use_karras_sigmas": (False, _values(True, False)),
     },
+    "KDPM2DiscreteScheduler": {
+        **_BETAS, **_SPACING, **_OFF,
+        "beta_start": (0.00085, _ANY),
+        "beta_end": (0.012, _ANY),
+        "prediction_type": _PRED2,
+        "use_karras_sigmas": (False, _values(True, False)),
+    },
+    "KDPM2AncestralDiscreteScheduler": {
+        **_BETAS, **_SPACING, **_OFF,
+        "beta_start": (0.00085, _ANY),
+        "beta_end": (0.012, _ANY),
+        "prediction_type": _PRED2,
+        "use_karras_sigmas": (False, _values(True, False)),
+    },
     "LMSDiscreteScheduler": {
         **_BETAS, **_SPACING, **_OFF,
         "prediction_type": _PRED3,
@@ -635,6 +649,80 @@ def _plan_heun(cfg, n, opts):
                          sigmas=sig, stochastic=False)
 
 
+def _kdpm2_sigmas(cfg, n, schedule):
+    """_k_sigmas as KDPM2 / KDPM2-ancestral build them: Karras timesteps are rounded (the sigmas stay exact)."""
+    ts, sig = _k_sigmas(cfg, n, schedule, karras=cfg["use_karras_sigmas"])
+    return (ts.round() if cfg["use_karras_sigmas"] else ts), sig
+
+
+def _plan_kdpm2(cfg, n, opts):
+    """DPM-Solver-2 in sigma_ve (Karras et al. 2022, Alg. 1 with the midpoint of Lu et al. 2022; k-diffusion
+    `sample_dpm_2`) as diffusers' KDPM2DiscreteScheduler: an Euler step to the geometric midpoint
+    sigma_mid = sqrt(sigma sigma_next), the model there, then x_next = x + (sigma_next - sigma) (x_mid - x0_mid) /
+    sigma_mid; the step onto sigma = 0 is Euler (one call). The midpoint model call gets the fractional timestep
+    of sigma_mid (log-sigma interpolation, unrounded). Model timesteps: t_0, tm_1, t_1, ..., tm_{N-1}, t_{N-1}
+    (2N - 1 calls). Model inputs are x / sqrt(sigma^2 + 1) at the sigma of the call."""
+    schedule = schedule_from_config(cfg)
+    ts, sig = _kdpm2_sigmas(cfg, n, schedule)
+    log_train = np.log(_train_sigmas(schedule))
+    mids = np.sqrt(sig[:-1] * sig[1:])
+    t_mids = _sigma_to_t(mids, log_train).astype(ts.dtype)
+    calls = np.concatenate([ts[:1], np.stack([t_mids[:-1], ts[1:]], axis=1).ravel()])
+    pred = cfg["prediction_type"]
+
+    def x0_at(model, x, t, s):
+        return _ve_x0(pred, model(x / np.sqrt(s**2 + 1), t), x, s)
+
+    def run(model, x, draw):
+        for i in range(len(ts)):
+            s, s_next = sig[i], sig[i + 1]
+            d = (x - x0_at(model, x, ts[i], s)) / s
+            if s_next == 0:
+                x = x - s * d
+            else:
+                x_mid = x + (mids[i] - s) * d
+                x = x + (s_next - s) * (x_mid - x0_at(model, x_mid, t_mids[i], mids[i])) / mids[i]
+        return x
+
+    return DiffusersPlan("KDPM2DiscreteScheduler", cfg, schedule, calls, _k_init_sigma(cfg, sig), run,
+                         sigmas=sig, stochastic=False)
+
+
+def _plan_kdpm2_ancestral(cfg, n, opts):
+    """DPM-Solver-2 ancestral (k-diffusion `sample_dpm_2_ancestral`, eta = 1) as diffusers'
+    KDPM2AncestralDiscreteScheduler: with sigma_up = sqrt(s'^2 (s^2 - s'^2) / s^2) and sigma_down =
+    sqrt(s'^2 - sigma_up^2), an Euler step to sigma_mid = sqrt(sigma sigma_down), the model there, x_next = x +
+    (sigma_down - sigma) (x_mid - x0_mid) / sigma_mid + sigma_up z. The last step (onto sigma = 0) is Euler and
+    draws nothing. Noise draws: one per step after its second model call, N - 1 in all. Model timesteps: t_0,
+    tm_0, t_1, tm_1, ..., tm_{N-2}, t_{N-1}."""
+    schedule = schedule_from_config(cfg)
+    ts, sig = _kdpm2_sigmas(cfg, n, schedule)
+    s, s_next = sig[:-1], sig[1:]
+    up = np.sqrt(s_next**2 * (s**2 - s_next**2) / s**2)
+    down = np.sqrt(s_next**2 - up**2)
+    mids = np.sqrt(s * down)  # 0 on the last step (sigma_down = 0), which is Euler
+    t_mids = _sigma_to_t(mids, np.log(_train_sigmas(schedule))).astype(ts.dtype)
+    calls = np.concatenate([ts[:1], np.stack([t_mids[:-1], ts[1:]], axis=1).ravel()])
+    pred = cfg["prediction_type"]
+
+    def x0_at(model, x, t, sigma):
+        return _ve_x0(pred, model(x / np.sqrt(sigma**2 + 1), t), x, sigma)
+
+    def run(model, x, draw):
+        for i in range(len(ts)):
+            d = (x - x0_at(model, x, ts[i], s[i])) / s[i]
+            if s_next[i] == 0:
+                x = x - s[i] * d
+            else:
+                x_mid = x + (mids[i] - s[i]) * d
+                d_mid = (x_mid - x0_at(model, x_mid, t_mids[i], mids[i])) / mids[i]
+                x = x + (down[i] - s[i]) * d_mid + up[i] * draw(x.shape)
+        return x
+
+    return DiffusersPlan("KDPM2AncestralDiscreteScheduler", cfg, schedule, calls, _k_init_sigma(cfg, sig), run,
+                         sigmas=sig, stochastic=True)
+
+
 def _lms_coefficient(sig, order, i, j):
     """int_{sig[i]}^{sig[i+1]} prod_{k != j} (tau - sig[i-k]) / (sig[i-j] - sig[i-k]) dtau: the Lagrange basis
     integrated exactly (diffusers uses scipy.integrate.quad with epsrel 1e-4 on the same polynomial)."""
@@ -1020,6 +1108,8 @@ _PLANS = {
     "DPMSolverMultistepScheduler": _plan_dpm_multistep,
     "UniPCMultistepScheduler": _plan_unipc,
     "DPMSolverSinglestepScheduler": _plan_dpm_singlestep,
+    "KDPM2DiscreteScheduler": _plan_kdpm2,
+    "KDPM2AncestralDiscreteScheduler": _plan_kdpm2_ancestral,
     "FlowMatchEulerDiscreteScheduler": _plan_flow_match_euler,
 }
 

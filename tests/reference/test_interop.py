@@ -144,6 +144,13 @@ CASES = [
                                       "final_sigmas_type": "sigma_min"}, 10, {}),
     ("DPMSolverSinglestepScheduler", {"algorithm_type": "sde-dpmsolver++", "thresholding": True,
                                       "sample_max_value": 1.5}, 10, {}),
+    ("KDPM2DiscreteScheduler", {}, 10, {}),
+    ("KDPM2DiscreteScheduler", {**SD, "use_karras_sigmas": True, "prediction_type": "v_prediction"}, 8, {}),
+    ("KDPM2DiscreteScheduler", {"beta_schedule": "linear", "beta_start": 0.0001, "beta_end": 0.02,
+                                "timestep_spacing": "leading", "steps_offset": 1}, 12, {}),
+    ("KDPM2AncestralDiscreteScheduler", {}, 10, {}),
+    ("KDPM2AncestralDiscreteScheduler", {**SD, "use_karras_sigmas": True, "prediction_type": "v_prediction",
+                                         "timestep_spacing": "trailing"}, 8, {}),
     ("FlowMatchEulerDiscreteScheduler", {"shift": 3.0}, 12, {}),
     ("FlowMatchEulerDiscreteScheduler", {"shift": 1.0, "stochastic_sampling": True}, 8, {}),
 ]
