@@ -191,6 +191,19 @@ HONOURED = {
         "use_dynamic_shifting": (False, _values(False)),
         "time_shift_type": ("exponential", _ANY),  # inert without use_dynamic_shifting
     },
+    "DEISMultistepScheduler": {
+        **_BETAS, **_SPACING, **_OFF, **_THRESH,
+        "solver_order": (2, _values(1, 2, 3)),
+        "prediction_type": _PRED3,
+        "algorithm_type": ("deis", _values("deis", "dpmsolver", "dpmsolver++")),
+        "solver_type": ("logrho", _values("logrho", "midpoint", "heun", "bh1", "bh2")),
+        "lower_order_final": (True, _values(True, False)),
+        "use_karras_sigmas": (False, _values(True, False)),
+        "use_flow_sigmas": (False, _values(False)),
+        "flow_shift": (1.0, _ANY),  # inert without use_flow_sigmas
+        "use_dynamic_shifting": (False, _values(False)),
+        "time_shift_type": ("exponential", _ANY),  # inert without use_dynamic_shifting
+    },
     "UniPCMultistepScheduler": {
         **_BETAS, **_SPACING, **_OFF,
         "solver_order": (2, _values(1, 2, 3)),
@@ -981,6 +994,71 @@ def _plan_dpm_singlestep(cfg, n, opts):
                          stochastic=algo == "sde-dpmsolver++")
 
 
+def _deis_coefficients(rho_t, rho_s):
+    """DEIS log-rho coefficients (Zhang & Chen 2023, "Fast Sampling of Diffusion Models with Exponential
+    Integrator", arXiv:2204.13902, eq. 15 with the polynomial in log rho): c_j = int_{rho_s[0]}^{rho_t} L_j(log rho)
+    d rho, L_j the Lagrange basis through (log rho_s[0], log rho_s[1], ...), in diffusers' closed forms."""
+    logs = [np.log(r) for r in rho_s]
+    if len(rho_s) == 2:
+        def ind(r, b, c):  # an antiderivative of (log r - c) / (b - c)
+            return r * (np.log(r) - c - 1) / (b - c)
+
+        b, c = logs
+        return [ind(rho_t, b, c) - ind(rho_s[0], b, c), ind(rho_t, c, b) - ind(rho_s[0], c, b)]
+
+    def ind3(r, b, c, d):  # an antiderivative of (log r - c)(log r - d) / ((b - c)(b - d))
+        lr = np.log(r)
+        return r * (c * (d - lr + 1) - d * lr + d + lr**2 - 2 * lr + 2) / ((b - c) * (b - d))
+
+    b, c, d = logs
+    return [ind3(rho_t, b, c, d) - ind3(rho_s[0], b, c, d), ind3(rho_t, c, d, b) - ind3(rho_s[0], c, d, b),
+            ind3(rho_t, d, b, c) - ind3(rho_s[0], d, b, c)]
+
+
+def _plan_deis(cfg, n, opts):
+    """DEIS multistep in its log-rho form (Zhang & Chen 2023, arXiv:2204.13902, Sec. 4, "tAB-DEIS" with rho =
+    sigma / alpha = sigma_ve) as diffusers' DEISMultistepScheduler: eps-form exponential integrator,
+    x_t = alpha_t (x / alpha_s + sum_j c_j eps_j), orders 1-3 with the DPM-Solver warm-up and lower_order_final
+    (below 15 steps); order 1 is DDIM. Thresholding acts on x0 before it is turned back into eps.
+
+    Departures reproduced: the last step never reaches the clean end, it lands on sigma(t = 0) (alphabar[0]); with
+    use_karras_sigmas the final sigma *repeats* the last Karras sigma, so the last model call changes nothing and
+    the result is x at sigma_min of the Karras grid. algorithm_type "dpmsolver"/"dpmsolver++" and solver_type
+    "midpoint"/"heun"/"bh1"/"bh2" are renamed to "deis"/"logrho" by diffusers itself, and so here."""
+    schedule = schedule_from_config(cfg)
+    ts, sig = _dpm_sigmas({**cfg, "final_sigmas_type": "sigma_min"}, n, schedule)
+    if cfg["use_karras_sigmas"]:
+        sig[-1] = sig[-2]
+    pred, order, N = cfg["prediction_type"], cfg["solver_order"], len(ts)
+
+    def eps_of(out, x, s):
+        alpha, sigma, _ = _vp_of(s)
+        x0, eps = _vp_x0_eps(pred, out, x, alpha**2)
+        if cfg["thresholding"]:
+            eps = (x - alpha * _threshold(x0, cfg)) / sigma
+        return eps
+
+    def update(x, es, i, k):
+        a_t, s_t, l_t = _vp_of(sig[i + 1])
+        a_s, _, l_s = _vp_of(sig[i])
+        if k == 1:
+            return a_t / a_s * x - s_t * np.expm1(l_t - l_s) * es[-1]
+        coefs = _deis_coefficients(sig[i + 1], [sig[i - j] for j in range(k)])
+        return a_t * (x / a_s + sum(c * es[-1 - j] for j, c in enumerate(coefs)))
+
+    def run(model, x, draw):
+        es = []
+        for i, t in enumerate(ts):
+            es = (es + [eps_of(model(x, t), x, sig[i])])[-order:]
+            low = cfg["lower_order_final"] and N < 15
+            k = 1 if (order == 1 or i < 1 or (low and i == N - 1)) else 2 if (
+                order == 2 or i < 2 or (low and i == N - 2)) else 3
+            x = update(x, es, i, k)
+        return x
+
+    return DiffusersPlan("DEISMultistepScheduler", cfg, schedule, ts, 1.0, run, sigmas=sig, stochastic=False)
+
+
 def _unipc_coefficients(rks, hh, order, solver_type):
     """UniPC's B(h) and b_k (Zhao et al. 2023, arXiv:2302.04867, Alg. 1-2, the phi functions of -h)."""
     h_phi_1 = np.expm1(hh)
@@ -1108,6 +1186,7 @@ _PLANS = {
     "DPMSolverMultistepScheduler": _plan_dpm_multistep,
     "UniPCMultistepScheduler": _plan_unipc,
     "DPMSolverSinglestepScheduler": _plan_dpm_singlestep,
+    "DEISMultistepScheduler": _plan_deis,
     "KDPM2DiscreteScheduler": _plan_kdpm2,
     "KDPM2AncestralDiscreteScheduler": _plan_kdpm2_ancestral,
     "FlowMatchEulerDiscreteScheduler": _plan_flow_match_euler,

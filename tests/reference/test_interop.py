@@ -151,6 +151,12 @@ CASES = [
     ("KDPM2AncestralDiscreteScheduler", {}, 10, {}),
     ("KDPM2AncestralDiscreteScheduler", {**SD, "use_karras_sigmas": True, "prediction_type": "v_prediction",
                                          "timestep_spacing": "trailing"}, 8, {}),
+    ("DEISMultistepScheduler", {}, 20, {}),
+    ("DEISMultistepScheduler", {**SD, "solver_order": 3, "use_karras_sigmas": True}, 12, {}),
+    ("DEISMultistepScheduler", {"solver_order": 3, "timestep_spacing": "trailing", "prediction_type": "v_prediction",
+                                "lower_order_final": False}, 10, {}),
+    ("DEISMultistepScheduler", {"solver_order": 3, "timestep_spacing": "leading", "steps_offset": 1,
+                                "prediction_type": "sample", "thresholding": True, "sample_max_value": 1.5}, 16, {}),
     ("FlowMatchEulerDiscreteScheduler", {"shift": 3.0}, 12, {}),
     ("FlowMatchEulerDiscreteScheduler", {"shift": 1.0, "stochastic_sampling": True}, 8, {}),
 ]
