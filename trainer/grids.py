@@ -137,11 +137,19 @@ def exponential(schedule, steps, *, t_start=None, t_end=None):
 
 def uniform_lam(schedule, steps, *, t_start=None, t_end=None):
     """Evenly spaced in lam (DPM-Solver's "logSNR" skip, Lu et al. 2022, Sec. 3.3), down to t_eps by default."""
-    t_end = max(schedule.t_eps, schedule.t_min) if t_end is None else t_end
+    if t_end is None:
+        t_end = max(schedule.t_eps, schedule.t_min)
+        if not math.isfinite(float(schedule.lam(_f64(t_end)))):  # t_eps is the clean end: the first noisy time above
+            t_end = t_end + (schedule.t_max - t_end) * 1e-3
     steps, t_start, t_end = _endpoints(schedule, steps, t_start, t_end)
     lam_start, lam_end = float(schedule.lam(_f64(t_start))), float(schedule.lam(_f64(t_end)))
     if not math.isfinite(lam_end):
         raise ValueError(f"t_end={t_end}: uniform_lam needs a finite lam at t_end; choose t_end > {schedule.t_min}")
+    if not math.isfinite(lam_start):
+        raise ValueError(
+            f"t_start={t_start}: lam is -inf there (alpha = 0), so a grid uniform in lam cannot start at it; "
+            f"pass t_start < {t_start}"
+        )
     ts = schedule.t_of_lam(torch.linspace(lam_start, lam_end, steps + 1, dtype=torch.float64)).clone()
     ts[0], ts[-1] = t_start, t_end
     return _finish(ts, "uniform_lam")
@@ -150,10 +158,15 @@ def uniform_lam(schedule, steps, *, t_start=None, t_end=None):
 def time_quadratic(schedule, steps, *, t_start=None, t_end=None):
     """Quadratic in time (DDIM's "quad" skip): evenly spaced in sqrt(t - t_end)."""
     steps, t_start, t_end = _endpoints(schedule, steps, t_start, t_end)
-    u = torch.linspace(math.sqrt(t_start - t_end), 0.0, steps + 1, dtype=torch.float64)
-    ts = t_end + u**2
-    if schedule.is_discrete:
-        ts[:-1] = torch.round(ts[:-1])
+    if schedule.is_discrete and t_end < schedule.t_eps:
+        # Integer steps down to t_eps = 0, then the clean end (rounding a quadratic ending at -1 repeats integers).
+        u = torch.linspace(math.sqrt(t_start - schedule.t_eps), 0.0, steps, dtype=torch.float64)
+        ts = torch.cat([torch.round(schedule.t_eps + u**2), _f64(t_end)[None]])
+    else:
+        u = torch.linspace(math.sqrt(t_start - t_end), 0.0, steps + 1, dtype=torch.float64)
+        ts = t_end + u**2
+        if schedule.is_discrete:
+            ts[:-1] = torch.round(ts[:-1])
     ts[0], ts[-1] = t_start, t_end
     return _finish(ts, "time_quadratic")
 

@@ -41,6 +41,7 @@ def eps_scale(param, alpha, sigma):
 def diffusion_loss(output, x0, eps, t, schedule, *, parameterization, weighting=None, weighting_options=None):
     """Per-sample diffusion loss, shape (B,).
 
+    `weighting` is a name in WEIGHTINGS (options in `weighting_options`) or a callable lam -> w.
     weighting None: the plain MSE of the output against `training_target(parameterization, x0, eps, alpha, sigma)`,
     averaged over the non-batch dimensions. Otherwise w(lam) mean_d (eps_hat - eps)^2 with w = WEIGHTINGS[weighting]
     and eps_hat the eps implied by the output at x_t = alpha x0 + sigma eps, computed as
@@ -49,12 +50,15 @@ def diffusion_loss(output, x0, eps, t, schedule, *, parameterization, weighting=
 
     t has shape (B,); alpha, sigma, lam are evaluated per sample. No host synchronisation.
     """
+    if weighting is None and weighting_options:
+        raise ValueError(f"weighting_options={weighting_options!r}: expected None when weighting is None")
     alpha, sigma = schedule.alpha(t), schedule.sigma(t)
     target = P.training_target(parameterization, x0, eps, alpha, sigma)
     mse = _mean_per_sample((output - target) ** 2)
     if weighting is None:
         return mse
-    w = W.get_weighting(weighting)(schedule.lam(t), **(weighting_options or {}))
+    w_fn = weighting if callable(weighting) else W.get_weighting(weighting)
+    w = w_fn(schedule.lam(t), **(weighting_options or {}))
     return w * eps_scale(parameterization, alpha, sigma) ** 2 * mse
 
 

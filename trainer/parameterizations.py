@@ -91,6 +91,32 @@ def eps_from_x0(x0, x, alpha, sigma):
     return (x - broadcast_to_batch(_tensor(alpha), x) * x0) / broadcast_to_batch(_tensor(sigma), x)
 
 
+def eps_coefficients(param, alpha, sigma):
+    """(d_skip, d_out) with eps_hat = d_skip x_t + d_out F, simplified per row so that no row divides by alpha:
+    eps: (0, 1); x0: (1 / sigma, -alpha / sigma); v: (sigma, alpha) / (alpha^2 + sigma^2);
+    flow: (1, alpha) / (alpha + sigma); score: (0, -sigma)."""
+    alpha, sigma = _tensor(alpha), _tensor(sigma)
+    match parse(param):
+        case Parameterization.EPS:
+            return torch.zeros_like(alpha), torch.ones_like(alpha)
+        case Parameterization.X0:
+            return 1.0 / sigma, -alpha / sigma
+        case Parameterization.V:
+            norm = alpha**2 + sigma**2
+            return sigma / norm, alpha / norm
+        case Parameterization.FLOW:
+            norm = alpha + sigma
+            return 1.0 / norm, alpha / norm
+        case Parameterization.SCORE:
+            return torch.zeros_like(sigma), -sigma
+
+
+def eps_from_output(param, output, x, alpha, sigma):
+    """eps_hat from the network's output F at x_t = x, without passing through x0_hat (finite where alpha = 0)."""
+    d_skip, d_out = eps_coefficients(param, alpha, sigma)
+    return broadcast_to_batch(d_skip, x) * x + broadcast_to_batch(d_out, x) * output
+
+
 def training_target(param, x0, eps, alpha, sigma):
     """What the network should output for the pair (x0, eps) at (alpha, sigma)."""
     a = broadcast_to_batch(_tensor(alpha), x0)

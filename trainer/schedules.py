@@ -112,15 +112,15 @@ class _DiscreteVP(_Schedule):
     def _checked_betas(self):
         betas = self.betas()
         _check(betas.ndim == 1 and len(betas) >= 2, f"betas of shape {tuple(betas.shape)}: expected a 1-D array of at least 2 values")
+        ok = (betas > 0) & (betas < 1)  # NaN fails both
+        if not bool(ok.all()):
+            raise ValueError(f"betas contain {float(betas[~ok][0])} ({type(self).__name__}): expected every beta in (0, 1)")
         if self.rescale_zero_snr:
             betas = rescale_zero_terminal_snr(betas)
-            inner = betas[:-1]
-            ok = bool(torch.all((inner > 0) & (inner < 1))) and float(betas[-1]) == 1.0
-        else:
-            ok = bool(torch.all((betas > 0) & (betas < 1)))
-        if not ok:
-            bad = betas[~((betas > 0) & (betas < 1))]
-            raise ValueError(f"betas contain {float(bad[0]) if len(bad) else betas.tolist()}: expected every beta in (0, 1)")
+            ok = (betas[:-1] > 0) & (betas[:-1] < 1)
+            if not bool(ok.all()) or float(betas[-1]) != 1.0:
+                bad = float(betas[:-1][~ok][0]) if not bool(ok.all()) else float(betas[-1])
+                raise ValueError(f"betas after rescale_zero_snr contain {bad}: expected inner betas in (0, 1) and a last beta of 1")
         return betas
 
     @cached_property
@@ -342,7 +342,9 @@ class LinearVP(_Schedule):
 @dataclass(frozen=True)
 class CosineVP(_Schedule):
     """Cosine schedule (Nichol & Dhariwal 2021, eq. 17) in continuous t in [0, 1], unnormalised:
-    phi = (t + s)/(1 + s) pi/2, lam = -log tan(phi), t_of_lam from phi = atan(e^{-lam})."""
+    phi = (t + s)/(1 + s) pi/2, lam = -log tan(phi), computed with the complementary angle
+    u = pi/2 - phi = (1 - t)/(1 + s) pi/2 as lam = log tan(u) so that t = 1 gives alpha = 0 exactly;
+    t_of_lam = 1 - arctan(e^lam) (1 + s) 2/pi."""
 
     name: ClassVar[str] = "vp_cosine"
     variance_preserving: ClassVar[bool] = True
@@ -355,8 +357,8 @@ class CosineVP(_Schedule):
         _check(math.isfinite(self.s) and self.s > 0, f"s={self.s!r}: expected a finite number > 0")
 
     def lam(self, t):
-        phi = (as_time(t) + self.s) / (1 + self.s) * (math.pi / 2)
-        return -torch.log(torch.tan(phi))
+        u = (1.0 - as_time(t)) / (1 + self.s) * (math.pi / 2)
+        return torch.log(torch.tan(u))
 
     def alpha(self, t):
         return vp_alpha_sigma(self.lam(t))[0]
@@ -365,8 +367,8 @@ class CosineVP(_Schedule):
         return vp_alpha_sigma(self.lam(t))[1]
 
     def t_of_lam(self, lam):
-        phi = torch.atan(torch.exp(-as_time(lam)))
-        return phi / (math.pi / 2) * (1 + self.s) - self.s
+        u = torch.atan(torch.exp(as_time(lam)))
+        return 1.0 - u / (math.pi / 2) * (1 + self.s)
 
 
 @dataclass(frozen=True)

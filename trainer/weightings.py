@@ -5,7 +5,7 @@ The torch twin of `diffspec.reference.weightings`. With snr = e^{2 lam} and sigm
 | name     | w(lam) on || eps_hat - eps ||^2      | source |
 |----------|--------------------------------------|--------|
 | uniform  | 1                                    | Ho et al. 2020 (eps-MSE) |
-| snr      | snr                                  | x0-MSE |
+| snr      | snr (as CONTRACTS.md fixes it; the x0-MSE is e^{-2 lam}) | |
 | min_snr  | min(snr, gamma) / snr = min(1, gamma e^{-2 lam}) | Hang et al. 2023 |
 | p2       | 1 / (k + snr)^gamma                  | Choi et al. 2022 |
 | edm      | (sigma_ve^2 + sigma_data^2) / sigma_data^2 | Karras et al. 2022 (lambda(sigma) sigma^2 ... in eps space) |
@@ -16,6 +16,8 @@ The torch twin of `diffspec.reference.weightings`. With snr = e^{2 lam} and sigm
 Each is written in the form that stays finite where the textbook one overflows (min_snr as min(1, gamma / snr),
 p2 through log-space when gamma is not 1). Options are keyword-only with the reference's defaults.
 """
+
+import math
 
 import torch
 import torch.nn.functional as F
@@ -31,23 +33,34 @@ def snr(lam):
 
 def min_snr(lam, *, gamma=5.0):
     """Hang et al. (2023), "Efficient Diffusion Training via Min-SNR Weighting": min(snr, gamma) / snr."""
+    _positive("gamma", gamma)
     return torch.clamp(gamma * torch.exp(-2.0 * lam), max=1.0)
 
 
+def _positive(name, value):
+    if not (math.isfinite(value) and value > 0):
+        raise ValueError(f"{name}={value!r}: expected a finite number > 0")
+
+
 def p2(lam, *, k=1.0, gamma=1.0):
-    """Choi et al. (2022), "Perception Prioritized Training": 1 / (k + snr)^gamma."""
-    return torch.pow(k + torch.exp(2.0 * lam), -gamma)
+    """Choi et al. (2022), "Perception Prioritized Training": 1 / (k + snr)^gamma, in log space:
+    exp(-gamma logaddexp(log k, 2 lam))."""
+    _positive("k", k)
+    if not (math.isfinite(gamma) and gamma >= 0):
+        raise ValueError(f"gamma={gamma!r}: expected a finite number >= 0")
+    return torch.exp(-gamma * torch.logaddexp(torch.full_like(lam, math.log(k)), 2.0 * lam))
 
 
 def edm(lam, *, sigma_data=0.5):
     """Karras et al. (2022), Table 1: lambda(sigma) = (sigma^2 + sigma_data^2) / (sigma sigma_data)^2 on the x0-MSE,
     i.e. (sigma_ve^2 + sigma_data^2) / sigma_data^2 on the eps-MSE."""
+    _positive("sigma_data", sigma_data)
     return (torch.exp(-2.0 * lam) + sigma_data**2) / sigma_data**2
 
 
 def sigmoid(lam, *, bias=-3.0):
     """Kingma & Gao (2023), "Understanding Diffusion Objectives", sigmoid weighting: sigmoid(bias - logsnr)."""
-    return torch.sigmoid(bias - 2.0 * lam)
+    return torch.exp(F.logsigmoid(bias - 2.0 * lam))
 
 
 def v(lam):

@@ -3,33 +3,47 @@
 Signature: fn(denoise, x_T, grid, schedule, *, noise=None, <options>) -> x, with x_T a tensor, grid any 1-D
 sequence of times (used as float64), schedule a `diffspec.trainer.schedules` schedule, denoise(x, t) -> x0_hat
 called with t a tensor of shape (B,) in x's dtype, and noise a torch.Generator or a callable shape -> array.
+Options, defaults, draw order and step orders follow the reference sampler of the same name.
 """
 
-from diffspec.trainer.samplers.consistency import sample_consistency, sample_lcm
-from diffspec.trainer.samplers.ddim import sample_ddim
-from diffspec.trainer.samplers.ddpm import sample_ddpm
-from diffspec.trainer.samplers.dpm_solver import sample_dpm_solver_1, sample_dpm_solver_2, sample_dpm_solver_3
-from diffspec.trainer.samplers.dpm_solver_pp import sample_dpmpp_2m, sample_dpmpp_2m_sde, sample_dpmpp_3m
-from diffspec.trainer.samplers.flow import sample_flow_euler
-from diffspec.trainer.samplers.k_diffusion import sample_euler, sample_euler_ancestral, sample_heun
-from diffspec.trainer.samplers.unipc import sample_unipc
+from diffspec.trainer.samplers import (
+    consistency, ddim, ddpm, deis, dpm_solver, dpm_solver_pp, flow, k_diffusion, lms, ode, pndm, sde, unipc,
+)
 
 SAMPLERS = {
-    "ddpm": sample_ddpm,
-    "ddim": sample_ddim,
-    "euler": sample_euler,
-    "euler_ancestral": sample_euler_ancestral,
-    "heun": sample_heun,
-    "dpm_solver_1": sample_dpm_solver_1,
-    "dpm_solver_2": sample_dpm_solver_2,
-    "dpm_solver_3": sample_dpm_solver_3,
-    "dpmpp_2m": sample_dpmpp_2m,
-    "dpmpp_3m": sample_dpmpp_3m,
-    "dpmpp_2m_sde": sample_dpmpp_2m_sde,
-    "unipc": sample_unipc,
-    "flow_euler": sample_flow_euler,
-    "consistency": sample_consistency,
-    "lcm": sample_lcm,
+    "ddpm": ddpm.sample_ddpm,
+    "ddim": ddim.sample_ddim,
+    "pndm": pndm.sample_pndm,
+    "plms": pndm.sample_plms,
+    "ipndm": pndm.sample_ipndm,
+    "euler": k_diffusion.sample_euler,
+    "euler_ancestral": k_diffusion.sample_euler_ancestral,
+    "heun": k_diffusion.sample_heun,
+    "dpm2": k_diffusion.sample_dpm2,
+    "dpm2_ancestral": k_diffusion.sample_dpm2_ancestral,
+    "lms": lms.sample_lms,
+    "dpm_solver_1": dpm_solver.sample_dpm_solver_1,
+    "dpm_solver_2": dpm_solver.sample_dpm_solver_2,
+    "dpm_solver_3": dpm_solver.sample_dpm_solver_3,
+    "dpm_solver_fast": dpm_solver.sample_dpm_solver_fast,
+    "dpm_solver_adaptive": dpm_solver.sample_dpm_solver_adaptive,
+    "dpmpp_2s_ancestral": dpm_solver_pp.sample_dpmpp_2s_ancestral,
+    "dpmpp_2m": dpm_solver_pp.sample_dpmpp_2m,
+    "dpmpp_3m": dpm_solver_pp.sample_dpmpp_3m,
+    "dpmpp_2m_sde": dpm_solver_pp.sample_dpmpp_2m_sde,
+    "dpmpp_3m_sde": dpm_solver_pp.sample_dpmpp_3m_sde,
+    "dpmpp_sde": dpm_solver_pp.sample_dpmpp_sde,
+    "unipc": unipc.sample_unipc,
+    "deis": deis.sample_deis,
+    "euler_maruyama": sde.sample_euler_maruyama,
+    "pc": sde.sample_pc,
+    "pf_ode_rk45": ode.sample_pf_ode_rk45,
+    "flow_euler": flow.sample_flow_euler,
+    "flow_heun": flow.sample_flow_heun,
+    "flow_midpoint": flow.sample_flow_midpoint,
+    "consistency": consistency.sample_consistency,
+    "lcm": consistency.sample_lcm,
+    "tcd": consistency.sample_tcd,
 }
 
 

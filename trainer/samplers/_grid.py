@@ -48,3 +48,13 @@ def require_alpha_positive(alpha, *, sampler):
             f"grid starts where alpha = 0 (infinite noise level) for {sampler}, which divides by alpha: "
             "start the grid below t_max, or use a data-prediction sampler (ddim, dpmpp_2m, unipc, flow_euler)"
         )
+
+
+def f64(value):
+    """A Python float (or array) as a float64 CPU tensor, for host-side coefficient math."""
+    return torch.as_tensor(value, dtype=torch.float64)
+
+
+def at(fn, t):
+    """fn (a schedule method) at a Python-float time, as a Python float."""
+    return float(fn(f64(float(t))))

@@ -19,8 +19,8 @@ def sample_ddim(denoise, x_T, grid, schedule, *, noise=None, eta=0.0):
     eta = 0 is the deterministic DDIM ODE step, eta = 1 the DDPM posterior. Model calls per step: 1.
     Noise draws (eta > 0): one per step in grid order, none on the last step.
     """
-    if not (math.isfinite(eta) and eta >= 0):
-        raise ValueError(f"eta={eta!r}: expected a finite number >= 0")
+    if not (math.isfinite(eta) and 0 <= eta <= 1):
+        raise ValueError(f"eta={eta!r}: expected a number in [0, 1]")
     grid = checked_grid(grid, schedule, sampler="sample_ddim")
     draw = as_noise_source(noise, sampler="sample_ddim", like=x_T) if eta > 0 else None
     alpha, sigma, lam = marginals(schedule, grid)

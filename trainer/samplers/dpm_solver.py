@@ -1,78 +1,168 @@
-"""DPM-Solver (noise-prediction, singlestep) on tensors (torch twin of `diffspec.reference.samplers.dpm_solver`).
+"""DPM-Solver (noise prediction, singlestep) on tensors (torch twin of `diffspec.reference.samplers.dpm_solver`).
 
-Lu et al. (2022), "DPM-Solver", arXiv:2206.00927, Algorithms 1 (k = 2) and 2 (k = 3) and eq. 3.7 (k = 1). The
-denoiser gives x0; eps_hat = (x - alpha x0) / sigma. Intermediate times s_j = t_of_lam(lam + r_j h) are computed
-once over the grid. A step that lands on sigma = 0 (lam = +inf, e^h infinite) is the data-prediction step x0.
+Lu et al. (2022), arXiv:2206.00927. eps_hat = (x - alpha x0_hat) / sigma; the exact solution of the linear part
+(eq. 3.4) x_next = (alpha_next / alpha) x - alpha_next int e^{-l} eps_hat(l) dl is approximated by DPM-Solver-k
+with k - 1 intermediate calls at t_of_lam(lam + r h). A step onto a clean end (sigma_next = 0) is the
+data-prediction step x_next = alpha_next x0_hat. Step coefficients are Python floats from float64 schedule
+evaluations (host side); the tensors keep x_T's dtype and device.
 """
+
+import math
 
 import torch
 
-from diffspec.trainer.samplers._grid import call, checked_grid, marginals, require_alpha_positive
+from diffspec.trainer.samplers._grid import at, call, checked_grid
 
 
-def _solver(denoise, x_T, grid, schedule, *, order, sampler):
+def _setup(x_T, grid, schedule, sampler):
     grid = checked_grid(grid, schedule, sampler=sampler)
-    alpha, sigma, lam = marginals(schedule, grid)
-    require_alpha_positive(alpha, sampler=sampler)
-    clean = (sigma[1:] == 0).tolist()
-    h = lam[1:] - lam[:-1]
-    h = torch.where(sigma[1:] == 0, torch.ones_like(h), h)  # unused at a clean end
-    r1, r2 = {1: (None, None), 2: (0.5, None), 3: (1 / 3, 2 / 3)}[order]
+    if at(schedule.alpha, grid[0]) == 0:
+        raise ValueError(
+            f"grid[0]={float(grid[0])} has alpha = 0 (lam = -inf): {sampler} works in noise-prediction form and "
+            "divides by alpha; start the grid at a time with alpha > 0 or use a DPM-Solver++ sampler"
+        )
+    return grid.tolist(), x_T
 
-    def at(r):  # (t, alpha, sigma) at lam + r h, as lists
-        t_r = schedule.t_of_lam(lam[:-1] + r * h)
-        return t_r.tolist(), schedule.alpha(t_r).tolist(), schedule.sigma(t_r).tolist(), torch.expm1(r * h).tolist()
 
-    s1 = at(r1) if r1 else None
-    s2 = at(r2) if r2 else None
-    em = torch.expm1(h).tolist()
-    phi2 = (torch.expm1(h) / h - 1).tolist()
-    if r2:
-        phi2_r2 = (torch.expm1(r2 * h) / (r2 * h) - 1).tolist()
-    a_l, s_l, t = alpha.tolist(), sigma.tolist(), grid.tolist()
-    x = x_T
-    for i in range(len(t) - 1):
-        x0 = call(denoise, x, t[i])
-        if clean[i]:
-            x = x0
-            continue
-        eps = (x - a_l[i] * x0) / s_l[i]
-        base = (a_l[i + 1] / a_l[i]) * x - s_l[i + 1] * em[i] * eps
-        if order == 1:
-            x = base
-        elif order == 2:
-            ts1, as1, ss1, em1 = s1[0][i], s1[1][i], s1[2][i], s1[3][i]
-            u = (as1 / a_l[i]) * x - ss1 * em1 * eps
-            eps1 = (u - as1 * call(denoise, u, ts1)) / ss1
-            x = base - (s_l[i + 1] / (2 * r1)) * em[i] * (eps1 - eps)
-        else:
-            ts1, as1, ss1, em1 = s1[0][i], s1[1][i], s1[2][i], s1[3][i]
-            ts2, as2, ss2, em2 = s2[0][i], s2[1][i], s2[2][i], s2[3][i]
-            u1 = (as1 / a_l[i]) * x - ss1 * em1 * eps
-            d1 = (u1 - as1 * call(denoise, u1, ts1)) / ss1 - eps
-            u2 = (as2 / a_l[i]) * x - ss2 * em2 * eps - ss2 * (r2 / r1) * phi2_r2[i] * d1
-            d2 = (u2 - as2 * call(denoise, u2, ts2)) / ss2 - eps
-            x = base - (s_l[i + 1] / r2) * phi2[i] * d2
-    return x
+def _model(denoise, x, t, schedule):
+    """(eps_hat, x0_hat) at the Python-float time t."""
+    x0 = call(denoise, x, t)
+    return (x - at(schedule.alpha, t) * x0) / at(schedule.sigma, t), x0
+
+
+def _at(schedule, t):
+    return at(schedule.alpha, t), at(schedule.sigma, t), at(schedule.lam, t)
+
+
+def _update_1(schedule, x, t, t_next, eps):
+    """DPM-Solver-1 (eq. 3.7): x_next = (alpha_next / alpha) x - sigma_next expm1(h) eps."""
+    (a, _, lam), (a_n, s_n, lam_n) = _at(schedule, t), _at(schedule, t_next)
+    return (a_n / a) * x - (s_n * math.expm1(lam_n - lam)) * eps
+
+
+def _update_2(denoise, schedule, x, t, t_next, eps, *, r1=0.5):
+    """DPM-Solver-2 (Algorithm 1): one intermediate call at lam + r1 h. Returns (x_next, eps_1)."""
+    (a, _, lam), (a_n, s_n, lam_n) = _at(schedule, t), _at(schedule, t_next)
+    h = lam_n - lam
+    t1 = at(schedule.t_of_lam, lam + r1 * h)
+    a1, s1, _ = _at(schedule, t1)
+    u1 = (a1 / a) * x - (s1 * math.expm1(r1 * h)) * eps
+    eps1, _ = _model(denoise, u1, t1, schedule)
+    x_next = (a_n / a) * x - (s_n * math.expm1(h)) * eps - (s_n / (2 * r1) * math.expm1(h)) * (eps1 - eps)
+    return x_next, eps1
+
+
+def _update_3(denoise, schedule, x, t, t_next, eps, *, eps1=None, r1=1 / 3, r2=2 / 3):
+    """DPM-Solver-3 (Algorithm 2): intermediate calls at lam + r1 h and lam + r2 h (eps1 may be given)."""
+    (a, _, lam), (a_n, s_n, lam_n) = _at(schedule, t), _at(schedule, t_next)
+    h = lam_n - lam
+    t1, t2 = (at(schedule.t_of_lam, lam + r * h) for r in (r1, r2))
+    (a1, s1, _), (a2, s2, _) = _at(schedule, t1), _at(schedule, t2)
+    if eps1 is None:
+        u1 = (a1 / a) * x - (s1 * math.expm1(r1 * h)) * eps
+        eps1, _ = _model(denoise, u1, t1, schedule)
+    D1 = eps1 - eps
+    u2 = (a2 / a) * x - (s2 * math.expm1(r2 * h)) * eps - (s2 * (r2 / r1) * (math.expm1(r2 * h) / (r2 * h) - 1)) * D1
+    eps2, _ = _model(denoise, u2, t2, schedule)
+    return (a_n / a) * x - (s_n * math.expm1(h)) * eps - ((s_n / r2) * (math.expm1(h) / h - 1)) * (eps2 - eps)
+
+
+def _step(denoise, schedule, x, t, t_next, order):
+    """One singlestep DPM-Solver-`order` step; the data-prediction step onto a clean end."""
+    eps, x0 = _model(denoise, x, t, schedule)
+    if at(schedule.sigma, t_next) == 0:
+        return at(schedule.alpha, t_next) * x0
+    if order == 1:
+        return _update_1(schedule, x, t, t_next, eps)
+    if order == 2:
+        return _update_2(denoise, schedule, x, t, t_next, eps)[0]
+    return _update_3(denoise, schedule, x, t, t_next, eps)
 
 
 def sample_dpm_solver_1(denoise, x_T, grid, schedule, *, noise=None):
-    """DPM-Solver-1 (eq. 3.7, = DDIM): x_next = (alpha_next / alpha) x - sigma_next expm1(h) eps_hat.
-    Model calls per step: 1. Noise draws: none. Order: 1."""
-    return _solver(denoise, x_T, grid, schedule, order=1, sampler="sample_dpm_solver_1")
+    """DPM-Solver-1 (eq. 3.7, = DDIM). Model calls per step: 1. Noise draws: none. Order: 1."""
+    grid, x = _setup(x_T, grid, schedule, "dpm_solver_1")
+    for i in range(len(grid) - 1):
+        x = _step(denoise, schedule, x, grid[i], grid[i + 1], 1)
+    return x
 
 
 def sample_dpm_solver_2(denoise, x_T, grid, schedule, *, noise=None):
-    """DPM-Solver-2 (Algorithm 1, r1 = 1/2): u = (alpha_s1 / alpha) x - sigma_s1 expm1(h/2) eps,
-    x_next = (alpha_next / alpha) x - sigma_next expm1(h) eps - sigma_next expm1(h) (eps(u, s1) - eps).
-    Model calls per step: 2. Noise draws: none. Order: 2."""
-    return _solver(denoise, x_T, grid, schedule, order=2, sampler="sample_dpm_solver_2")
+    """DPM-Solver-2 (Algorithm 1, r1 = 1/2). Model calls per step: 2. Noise draws: none. Order: 2."""
+    grid, x = _setup(x_T, grid, schedule, "dpm_solver_2")
+    for i in range(len(grid) - 1):
+        x = _step(denoise, schedule, x, grid[i], grid[i + 1], 2)
+    return x
 
 
 def sample_dpm_solver_3(denoise, x_T, grid, schedule, *, noise=None):
-    """DPM-Solver-3 (Algorithm 2, r1 = 1/3, r2 = 2/3), phi2(z) = expm1(z)/z - 1:
-    u1 = (alpha_s1/alpha) x - sigma_s1 expm1(r1 h) eps;  D1 = eps(u1, s1) - eps
-    u2 = (alpha_s2/alpha) x - sigma_s2 expm1(r2 h) eps - sigma_s2 (r2/r1) phi2(r2 h) D1;  D2 = eps(u2, s2) - eps
-    x_next = (alpha_next/alpha) x - sigma_next expm1(h) eps - (sigma_next / r2) phi2(h) D2.
-    Model calls per step: 3. Noise draws: none. Order: 3."""
-    return _solver(denoise, x_T, grid, schedule, order=3, sampler="sample_dpm_solver_3")
+    """DPM-Solver-3 (Algorithm 2, r1 = 1/3, r2 = 2/3). Model calls per step: 3. Noise draws: none. Order: 3."""
+    grid, x = _setup(x_T, grid, schedule, "dpm_solver_3")
+    for i in range(len(grid) - 1):
+        x = _step(denoise, schedule, x, grid[i], grid[i + 1], 3)
+    return x
+
+
+def fast_orders(nfe):
+    """DPM-Solver-fast's order mix (Lu et al. 2022, Sec. 3.4): [3]*(K-2) + [2, 1] when 3 | nfe, else
+    [3]*(K-1) + [nfe % 3], K = nfe // 3 + 1."""
+    if isinstance(nfe, bool) or not isinstance(nfe, int) or nfe < 1:
+        raise ValueError(f"nfe={nfe!r}: expected an integer >= 1")
+    K = nfe // 3 + 1
+    if nfe % 3 == 0:
+        return [3] * (K - 2) + [2, 1]
+    return [3] * (K - 1) + [nfe % 3]
+
+
+def sample_dpm_solver_fast(denoise, x_T, grid, schedule, *, noise=None):
+    """DPM-Solver-fast (Lu et al. 2022, Sec. 3.4): NFE = len(grid) - 1 calls; a step of order k spans k grid
+    intervals; a clean end is reached by a final data-prediction step. Noise draws: none."""
+    grid, x = _setup(x_T, grid, schedule, "dpm_solver_fast")
+    clean = at(schedule.sigma, grid[-1]) == 0
+    noisy = grid[:-1] if clean else grid
+    if len(noisy) > 1:
+        orders = fast_orders(len(noisy) - 1)
+        idx = [0]
+        for k in orders:
+            idx.append(idx[-1] + k)
+        outer = [noisy[j] for j in idx]
+        for i, order in enumerate(orders):
+            x = _step(denoise, schedule, x, outer[i], outer[i + 1], order)
+    if clean:
+        x = _step(denoise, schedule, x, grid[-2], grid[-1], 1)
+    return x
+
+
+def sample_dpm_solver_adaptive(denoise, x_T, grid, schedule, *, noise=None, order=3, rtol=0.05, atol=0.0078):
+    """DPM-Solver-12 / -23 with adaptive steps in lam (Lu et al. 2022, Algorithm 4); see the reference for the
+    error control. The accept test reads one number per trial step from the device (adaptive by nature).
+    Model calls per step: adaptive. Noise draws: none. Order: `order`."""
+    grid, x = _setup(x_T, grid, schedule, "dpm_solver_adaptive")
+    if order not in (2, 3):
+        raise ValueError(f"order={order!r}: expected 2 (DPM-Solver-12) or 3 (DPM-Solver-23)")
+    for name, value in (("rtol", rtol), ("atol", atol)):
+        if not (math.isfinite(value) and value > 0):
+            raise ValueError(f"{name}={value!r}: expected a finite number > 0")
+    clean = at(schedule.sigma, grid[-1]) == 0
+    t_end = grid[-2] if clean else grid[-1]
+    t, lam, lam_end, h = grid[0], at(schedule.lam, grid[0]), at(schedule.lam, t_end), 0.05
+    x_prev = x
+    while t > t_end:
+        t_next = t_end if lam + h >= lam_end else at(schedule.t_of_lam, lam + h)
+        if not t_next < t:
+            raise RuntimeError(f"dpm_solver_adaptive: step size underflow at t={t} (h={h}); loosen rtol/atol")
+        eps, _ = _model(denoise, x, t, schedule)
+        if order == 2:
+            x_lo = _update_1(schedule, x, t, t_next, eps)
+            x_hi, _ = _update_2(denoise, schedule, x, t, t_next, eps, r1=0.5)
+        else:
+            x_lo, eps1 = _update_2(denoise, schedule, x, t, t_next, eps, r1=1 / 3)
+            x_hi = _update_3(denoise, schedule, x, t, t_next, eps, eps1=eps1)
+        delta = torch.clamp(rtol * torch.maximum(x_lo.abs(), x_prev.abs()), min=atol)
+        E = float(torch.sqrt((((x_hi - x_lo) / delta).reshape(len(x), -1) ** 2).mean(dim=1)).max())
+        if E <= 1:
+            x, x_prev, t, lam = x_hi, x_lo, t_next, at(schedule.lam, t_next)
+        h = min(0.9 * h * max(E, 1e-12) ** (-1 / order), lam_end - lam)
+    if clean:
+        x = _step(denoise, schedule, x, t_end, grid[-1], 1)
+    return x

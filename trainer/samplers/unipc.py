@@ -1,11 +1,11 @@
-"""UniPC on tensors (torch twin of `diffspec.reference.samplers.unipc`).
+"""UniPC on tensors, data-prediction form (torch twin of `diffspec.reference.samplers.unipc`).
 
-Zhao et al. (2023), "UniPC", arXiv:2302.04867, Algorithms 2-3 in data-prediction form (the B(h) variants bh1:
-B(h) = -h... written with hh = -h: bh1 B = hh, bh2 B = expm1(hh)), as in diffusers' UniPCMultistepScheduler.
-Predictor UniP-p and corrector UniC-p, both linear in the stored data predictions; their coefficients (rhos)
-depend only on the grid and are solved once, in float64, before the loop.
+Zhao et al. (2023), "UniPC", arXiv:2302.04867, Algorithms 1-3 with the B(h) variants of their code (as diffusers'
+UniPCMultistepScheduler, predict_x0 = True). The coefficients rho depend only on the grid: they are solved on the
+host in float64 (`_rhos`) and the tensor update is a fixed linear combination.
 """
 
+import enum
 import math
 
 import torch
@@ -13,75 +13,80 @@ import torch
 from diffspec.trainer.samplers._grid import call, checked_grid, marginals
 
 
-def _rhos(lam, i, k, variant, *, corrector):
-    """(rhos, h_phi_1, B_h) for the step lam[i] -> lam[i + 1] using k stored predictions (k >= 1)."""
-    h = lam[i + 1] - lam[i]
-    rks = [(lam[i - j] - lam[i]) / h for j in range(1, k)] + [1.0]
-    hh = -h
+class Variant(enum.StrEnum):
+    BH1 = "bh1"  # B(h) = h
+    BH2 = "bh2"  # B(h) = e^h - 1
+
+
+def _rhos(lams, lam_next, order, variant, *, corrector):
+    """(hh, h_phi_1, B_h, rks, rho) for a step from lams[0] to lam_next using x0_hat at lams[0..order-1].
+
+    r_k = (lam_{-k} - lam) / h; R_{ik} = r_k^{i-1}, b_i = i! h phi_{i+1}(-h) / B(-h); the predictor solves the
+    leading (order-1) block (rho = 1/2 for order 2), the corrector the full system (rho = 1/2 for order 1).
+    """
+    hh = -(lam_next - lams[0])
     h_phi_1 = math.expm1(hh)
-    h_phi_k = h_phi_1 / hh - 1
-    B_h = hh if variant == "bh1" else h_phi_1
-    factorial, R, b = 1, [], []
-    for n in range(1, k + 1):
-        R.append([rk ** (n - 1) for rk in rks])
+    rks = [(lams[k] - lams[0]) / -hh for k in range(1, order)] + [1.0]
+    B_h = hh if variant == Variant.BH1 else h_phi_1
+    R, b, h_phi_k, factorial = [], [], h_phi_1 / hh - 1, 1
+    for i in range(1, order + 1):
+        R.append([r ** (i - 1) for r in rks])
         b.append(h_phi_k * factorial / B_h)
-        factorial *= n + 1
+        factorial *= i + 1
         h_phi_k = h_phi_k / hh - 1 / factorial
-    R = torch.tensor(R, dtype=torch.float64)
-    b = torch.tensor(b, dtype=torch.float64)
-    if corrector:
-        rhos = [0.5] if k == 1 else torch.linalg.solve(R, b).tolist()
+    R, b = torch.tensor(R, dtype=torch.float64), torch.tensor(b, dtype=torch.float64)
+    if not corrector:
+        rho = [0.5] if order == 2 else torch.linalg.solve(R[:-1, :-1], b[:-1]).tolist() if order > 2 else []
     else:
-        rhos = [] if k == 1 else [0.5] if k == 2 else torch.linalg.solve(R[:-1, :-1], b[:-1]).tolist()
-    return rhos, rks[:-1], h_phi_1, B_h
+        rho = [0.5] if order == 1 else torch.linalg.solve(R, b).tolist()
+    return h_phi_1, B_h, rks, rho
+
+
+def _bh_update(x, x0s, lams, lam_next, sigma_ratio, alpha_next, order, variant, x0_new=None):
+    """One UniP-`order` step (x0_new None) or UniC-`order` correction (x0_new: x0_hat at lam_next):
+
+        x_next = sigma_ratio x - alpha_next expm1(-h) x0 - alpha_next B(-h) sum_k rho_k D_k,   D_k = (x0_{-k} - x0) / r_k
+    """
+    if order == 1 and x0_new is None:
+        return sigma_ratio * x - (alpha_next * math.expm1(-(lam_next - lams[0]))) * x0s[0]
+    h_phi_1, B_h, rks, rho = _rhos(lams, lam_next, order, variant, corrector=x0_new is not None)
+    x_lin = sigma_ratio * x - (alpha_next * h_phi_1) * x0s[0]
+    D = [(x0s[k] - x0s[0]) / rks[k - 1] for k in range(1, order)]
+    if x0_new is not None:
+        D = D + [x0_new - x0s[0]]
+    return x_lin - (alpha_next * B_h) * sum(r * d for r, d in zip(rho, D))
 
 
 def sample_unipc(denoise, x_T, grid, schedule, *, noise=None, order=2, variant="bh2", use_corrector=True,
                  lower_order_final=True):
-    """UniPC-p multistep sampler with the UniC corrector.
+    """UniPC: multistep UniP-p predictor, each step corrected by UniC-p with the next point's x0_hat (no extra call).
 
-    At step i with k = min(order, i + 1) stored predictions m_0 (newest) .. m_{k-1}, r_j = (lam_{i-j} - lam_i) / h,
-    D_j = (m_j - m_0) / r_j:
-
-        predictor   x_next = (sigma_next / sigma) x - alpha_next h_phi_1 m_0 - alpha_next B(h) sum_j rho_p_j D_j
-        corrector   (after the model call at x_next, for the step just taken; the new prediction m_t)
-                    x_next = (sigma_next / sigma) x - alpha_next h_phi_1 m_0
-                             - alpha_next B(h) (sum_j rho_c_j D_j + rho_c_k (m_t - m_0))
-
-    with h_phi_1 = expm1(-h), rho solving the order conditions (rho_p = 1/2 for k = 2). lower_order_final caps k at
-    the number of steps left; a step to sigma = 0 is the data-prediction step x0 (and is not corrected).
-    Model calls per step: 1. Noise draws: none. Order: `order` (+1 with the corrector).
+    Step orders: min(order, i + 1) (warm-up), min(order, steps left) with lower_order_final, 1 onto a clean end
+    (alpha_next x0_hat). The last step is not corrected, nor a step from lam = -inf.
+    Model calls per step: 1. Noise draws: none. Order: `order` + 1 with the corrector.
     """
+    grid = checked_grid(grid, schedule, sampler="unipc")
     if isinstance(order, bool) or order not in (1, 2, 3):
         raise ValueError(f"order={order!r}: expected 1, 2 or 3")
-    if variant not in ("bh1", "bh2"):
-        raise ValueError(f"variant={variant!r}: expected 'bh1' or 'bh2'")
-    grid = checked_grid(grid, schedule, sampler="sample_unipc")
+    if variant not in {v.value for v in Variant}:
+        raise ValueError(f"unknown variant {variant!r}: expected one of bh1, bh2")
+    variant = Variant(variant)
+    if not isinstance(use_corrector, bool):
+        raise ValueError(f"use_corrector={use_corrector!r}: expected True or False")
     alpha, sigma, lam = marginals(schedule, grid)
-    n = len(grid) - 1
-    a_l, s_l, lam_l, t = alpha.tolist(), sigma.tolist(), lam.tolist(), grid.tolist()
-    orders, lower = [], 0
+    alpha, sigma, lam, t = alpha.tolist(), sigma.tolist(), lam.tolist(), grid.tolist()
+    n = len(t) - 1
+    orders = [min(order, i + 1) for i in range(n)]
+    if lower_order_final:
+        orders = [min(o, n - i) for i, o in enumerate(orders)]
+    orders = [1 if sigma[i + 1] == 0 else o for i, o in enumerate(orders)]
+    x, x0s, x_prev = x_T, [], None
     for i in range(n):
-        k = min(order, n - i) if lower_order_final else order
-        orders.append(min(k, lower + 1))
-        lower += 1
-    x, ms, x_prev = x_T, [], None
-    for i in range(n):
-        m = call(denoise, x, t[i])
-        if use_corrector and i > 0:  # UniC for the step i-1 -> i, with the new prediction m
-            k = orders[i - 1]
-            rhos, rks, h_phi_1, B_h = _rhos(lam_l, i - 1, k, variant, corrector=True)
-            m0 = ms[-1]
-            res = sum((rhos[j] / rks[j]) * (ms[-2 - j] - m0) for j in range(k - 1)) if k > 1 else 0
-            x = (s_l[i] / s_l[i - 1]) * x_prev - (a_l[i] * h_phi_1) * m0 - (a_l[i] * B_h) * (res + rhos[-1] * (m - m0))
-        ms = (ms + [m])[-order:]
+        x0 = call(denoise, x, t[i])
+        if use_corrector and i > 0 and math.isfinite(lam[i - 1]):
+            x = _bh_update(x_prev, x0s, lam[i - 1::-1], lam[i], sigma[i] / sigma[i - 1], alpha[i], orders[i - 1],
+                           variant, x0_new=x0)
+        x0s = [x0] + x0s[: order - 1]
         x_prev = x
-        if s_l[i + 1] == 0:
-            x = m
-            continue
-        k = orders[i]
-        rhos, rks, h_phi_1, B_h = _rhos(lam_l, i, k, variant, corrector=False)
-        x = (s_l[i + 1] / s_l[i]) * x - (a_l[i + 1] * h_phi_1) * m
-        if k > 1:
-            x = x - (a_l[i + 1] * B_h) * sum((rhos[j] / rks[j]) * (ms[-2 - j] - m) for j in range(k - 1))
+        x = _bh_update(x, x0s, lam[i::-1], lam[i + 1], sigma[i + 1] / sigma[i], alpha[i + 1], orders[i], variant)
     return x

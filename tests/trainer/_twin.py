@@ -1,0 +1,94 @@
+"""Shared Hypothesis strategies for the reference-vs-trainer twin tests: random schedules of every family, the
+matching torch schedule built from the reference's serialised dict, and the Gaussian-mixture oracle for both."""
+
+import numpy as np
+import torch
+from hypothesis import strategies as st
+
+from diffspec.reference import schedules as R
+from diffspec.reference.oracles import GaussianMixture, standard_mixture_2d
+from diffspec.trainer import schedules as S
+
+DISCRETE = ("linear", "scaled_linear", "cosine", "sigmoid", "betas")
+
+
+@st.composite
+def reference_schedules(draw, names=tuple(R.SCHEDULES)):
+    """A reference schedule of a random family with random parameters (published defaults mixed in)."""
+    name = draw(st.sampled_from(names))
+    T = draw(st.sampled_from([1000]) | st.integers(10, 2000))
+    rescale = draw(st.booleans()) if name in DISCRETE else False
+    match name:
+        case "linear" | "sigmoid":
+            params = dict(T=T, beta_start=draw(st.floats(1e-5, 1e-3)), beta_end=draw(st.floats(5e-3, 0.05)))
+        case "scaled_linear":
+            params = dict(T=T, beta_start=draw(st.floats(1e-4, 2e-3)), beta_end=draw(st.floats(5e-3, 0.03)))
+        case "cosine":
+            params = dict(T=T, s=draw(st.floats(1e-3, 0.05)))
+        case "betas":
+            n = draw(st.integers(2, 60))
+            values = draw(st.lists(st.floats(1e-4, 0.3), min_size=n, max_size=n))
+            params = dict(values=tuple(values))
+        case "vp" | "subvp":
+            params = dict(beta_min=draw(st.floats(0.01, 1.0)), beta_max=draw(st.floats(5.0, 30.0)))
+        case "vp_cosine":
+            params = dict(s=draw(st.floats(1e-3, 0.05)))
+        case "ve":
+            params = dict(sigma_min=draw(st.floats(1e-3, 0.1)), sigma_max=draw(st.floats(10.0, 100.0)))
+        case "edm":
+            params = dict(sigma_min=draw(st.floats(1e-3, 0.05)), sigma_max=draw(st.floats(10.0, 100.0)),
+                          sigma_data=draw(st.floats(0.2, 1.0)))
+        case "flow":
+            params = dict(shift=draw(st.sampled_from([1.0, 3.0]) | st.floats(0.3, 5.0)))
+    if name in DISCRETE:
+        params["rescale_zero_snr"] = rescale
+    return R.make_schedule(name, **params)
+
+
+def twin(ref_schedule):
+    """The trainer's schedule for a reference schedule, through the serialised dict only."""
+    return S.schedule_from_dict(ref_schedule.to_dict())
+
+
+@st.composite
+def mixtures(draw):
+    """The standard 2-D mixture, or a random small mixture in 1-3 dimensions."""
+    if draw(st.booleans()):
+        return standard_mixture_2d()
+    K, D = draw(st.integers(1, 3)), draw(st.integers(1, 3))
+    means = draw(st.lists(st.floats(-2, 2), min_size=K * D, max_size=K * D))
+    stds = draw(st.lists(st.floats(0.05, 1.0), min_size=K, max_size=K))
+    weights = draw(st.lists(st.floats(0.2, 1.0), min_size=K, max_size=K))
+    return GaussianMixture.create(weights, np.reshape(means, (K, D)), stds)
+
+
+def reference_oracle(mixture, ref_schedule):
+    """denoise(x, t: Python float) -> E[x0 | x_t] for the reference samplers."""
+    return mixture.denoiser(ref_schedule)
+
+
+def torch_oracle(mixture, ref_schedule, calls=None):
+    """denoise(x, t: tensor (B,)) -> E[x0 | x_t] for the torch samplers: the same model, evaluated in float64."""
+
+    def denoise(x, t):
+        assert isinstance(t, torch.Tensor) and t.shape == (x.shape[0],), t
+        if calls is not None:
+            calls.append(float(t[0]))
+        tn = t.detach().cpu().numpy().astype(np.float64)
+        out = mixture.x0_mean(x.detach().cpu().numpy(), ref_schedule.alpha(tn), ref_schedule.sigma(tn))
+        return torch.from_numpy(out).to(x.dtype)
+
+    return denoise
+
+
+class RecordedNoise:
+    """A seeded numpy noise stream; the reference and the trainer each get their own copy, so both see the same
+    draws in the same order. Records the shapes drawn."""
+
+    def __init__(self, seed):
+        self.rng = np.random.default_rng(seed)
+        self.shapes = []
+
+    def __call__(self, shape):
+        self.shapes.append(tuple(shape))
+        return self.rng.standard_normal(shape)
