@@ -110,7 +110,7 @@ HONOURED = {
     "PNDMScheduler": {
         **_BETAS, **_SPACING,
         "timestep_spacing": ("leading", _values("linspace", "leading", "trailing")),
-        "skip_prk_steps": (False, _values(True)),
+        "skip_prk_steps": (False, _values(True, False)),
         "set_alpha_to_one": (False, _values(True, False)),
         "prediction_type": _PRED2,
     },
@@ -547,21 +547,51 @@ def _plan_ddpm(cfg, n, opts):
     return DiffusersPlan("DDPMScheduler", cfg, schedule, ts, 1.0, run, stochastic=True)
 
 
-def _plan_pndm(cfg, n, opts):
-    """PLMS (Liu et al. 2022, "Pseudo Numerical Methods", eq. 12) with diffusers' skip_prk_steps=True.
+def _adams_bashforth(ets):
+    """PLMS's eps combination (Liu et al. 2022, eq. 12): Adams-Bashforth of order len(ets) <= 4, newest last."""
+    match len(ets):
+        case 1:
+            return ets[-1]
+        case 2:
+            return (3 * ets[-1] - ets[-2]) / 2
+        case 3:
+            return (23 * ets[-1] - 16 * ets[-2] + 5 * ets[-3]) / 12
+    return (55 * ets[-1] - 59 * ets[-2] + 37 * ets[-3] - 9 * ets[-4]) / 24
 
-    diffusers' PLMS: the first step is a 2-stage (Heun-like) step (the model is called twice at the first two
-    timesteps; the second timestep appears twice in `timesteps`), then Adams-Bashforth combinations of eps of
-    order 2, 3, 4 with DDIM's transfer x_prev = sqrt(abar_prev) x0(eps') + sqrt(1 - abar_prev) eps'. The step is
-    t -> t - T // N, and with set_alpha_to_one=False (PNDM's default) the result is x at alphabar[0], not x0.
-    skip_prk_steps=False (Runge-Kutta warm-up, the class default) is not implemented."""
+
+def _plan_pndm(cfg, n, opts):
+    """PNDM (Liu et al. 2022, "Pseudo Numerical Methods for Diffusion Models", arXiv:2202.09778, Alg. 2) as
+    diffusers' PNDMScheduler. Every update is the paper's transfer (eq. 9), written as DDIM's
+    x_prev = sqrt(abar_prev) x0(eps') + sqrt(1 - abar_prev) eps'. The step is t -> t - T // N, and with
+    set_alpha_to_one=False (PNDM's default) the result is x at alphabar[0], not x0.
+
+    skip_prk_steps=False (the class default): the first three steps are pseudo Runge-Kutta (eq. 13), four model
+    calls each at t, t - h, t - h, t - 2h with h = T // N // 2, the stages combined as (e1 + 2 e2 + 2 e3 + e4) / 6;
+    then PLMS of order 4. Departures reproduced: every stage is transferred from the step's *start* sample and
+    time (for v_prediction, each stage's v is turned into eps with that start sample); stage 1 lands on t - h but
+    the model is called at (t - 2h + h), which differs by one when T // N is odd; the three PRK steps cover the
+    *last three* intervals of the grid above t_{N-4} (12 calls, timesteps listed as diffusers lists them), so
+    N >= 4 (diffusers fails below). Model calls: 12 + (N - 3).
+
+    skip_prk_steps=True (PLMS alone): the first step is a 2-stage (Heun-like) step (the model is called twice at
+    the first two timesteps; the second timestep appears twice in `timesteps`), then Adams-Bashforth combinations
+    of eps of order 2, 3, 4."""
     schedule = schedule_from_config(cfg)
     abar = schedule.alphas_cumprod()
     T = cfg["num_train_timesteps"]
+    prk = not cfg["skip_prk_steps"]
+    _checks.integer("num_inference_steps", n, minimum=4 if prk else 1, maximum=T)
     base = _spaced(cfg, n, dtype=np.int64)[::-1]  # ascending, as PNDM builds it
-    ts = np.concatenate([base[:-1], base[-2:-1], base[-1:]])[::-1].astype(np.int64)
+    h, r = T // n // 2, T // n
+    if prk:
+        stages = np.repeat(base[-4:], 2) + np.tile([0, h], 4)
+        prk_ts = np.repeat(stages[:-1], 2)[1:-1][::-1]
+        ts = np.concatenate([prk_ts, base[:-3][::-1]]).astype(np.int64)
+    else:
+        ts = np.concatenate([base[:-1], base[-2:-1], base[-1:]])[::-1].astype(np.int64)
+        prk_ts = ts[:0]
     final = 1.0 if cfg["set_alpha_to_one"] else abar[0]
-    pred, r = cfg["prediction_type"], T // n
+    pred = cfg["prediction_type"]
 
     def transfer(x, t, t_prev, eps_like):
         a_t, a_prev = abar[t], (abar[t_prev] if t_prev >= 0 else final)
@@ -570,10 +600,28 @@ def _plan_pndm(cfg, n, opts):
         x0 = (x - np.sqrt(1 - a_t) * eps_like) / np.sqrt(a_t)
         return np.sqrt(a_prev) * x0 + np.sqrt(1 - a_prev) * eps_like
 
+    def prk_stage(x, c, t, out, state):
+        """Stage c % 4 of pseudo Runge-Kutta step c // 4; state = [ets, start sample, accumulated eps]."""
+        ets, start, acc = state
+        t_prev, t_start = int(t) - (0 if c % 2 else h), int(prk_ts[c // 4 * 4])
+        match c % 4:
+            case 0:
+                ets, start, acc, e = ets + [out], x, out / 6, out
+            case 1 | 2:
+                acc, e = acc + out / 3, out
+            case _:
+                e = acc + out / 6
+        state[:] = [ets, start, acc]
+        return transfer(start, t_start, t_prev, e)
+
     def run(model, x, draw):
-        ets, cur = [], None
+        state, cur = [[], None, 0.0], None
         for counter, t in enumerate(ts):
             out = model(x, t)
+            if counter < len(prk_ts):
+                x = prk_stage(x, counter, t, out, state)
+                continue
+            ets = state[0]
             t_cur, t_prev = int(t), int(t) - r
             if counter != 1:
                 ets = ets[-3:] + [out]
@@ -583,12 +631,9 @@ def _plan_pndm(cfg, n, opts):
                 e, cur = out, x
             elif len(ets) == 1 and counter == 1:
                 e, x = (out + ets[-1]) / 2, cur
-            elif len(ets) == 2:
-                e = (3 * ets[-1] - ets[-2]) / 2
-            elif len(ets) == 3:
-                e = (23 * ets[-1] - 16 * ets[-2] + 5 * ets[-3]) / 12
             else:
-                e = (55 * ets[-1] - 59 * ets[-2] + 37 * ets[-3] - 9 * ets[-4]) / 24
+                e = _adams_bashforth(ets)
+            state[0] = ets
             x = transfer(x, t_cur, t_prev, e)
         return x
 
