@@ -14,10 +14,11 @@
    A fused-CFG graph is compared with u + s (c - u) from two torch calls.
 
 Tolerances (`TOLERANCES`, chosen from the file's precision). fp32: max|d|/max|torch| <= 1e-4 and relative L2
-<= 1e-5; measured ~3e-7 on the tiny test networks (FACTS.md: ~1e-6 on a 7M-parameter UNet), so the bound has
->= 10x headroom for deeper networks yet catches any real divergence (a wrong constant, a baked-in t). fp16
-(compared with the float32 torch network): max|d|/max|torch| <= 3e-2 and relative L2 <= 1e-2; float16 has
-eps = 9.8e-4, measured ~1e-3 relative L2 on the test networks.
+<= 1e-4; measured 1e-7 to 3.5e-6 on the test networks and ~1e-6 on the trainer's default 4.3M-parameter UNet
+(FACTS.md: ~1e-6 on a 7M one), so the bound has >= 30x headroom for deeper networks yet catches any real
+divergence (a wrong constant or a baked-in t are off by 1e-2 and more). fp16 (compared with the float32 torch
+network): max|d|/max|torch| <= 3e-2 and relative L2 <= 1e-2; float16's eps is 9.8e-4 and the test networks
+measure 2.6e-4 to 1.2e-3 relative L2.
 Any failure raises `VerificationError` (a RuntimeError) with the numbers; bad arguments raise ValueError.
 """
 
@@ -45,7 +46,7 @@ class Tolerance:
     rel_l2: float  # ||onnx - torch|| / ||torch||
 
 
-TOLERANCES = {"fp32": Tolerance(max_abs_scaled=1e-4, rel_l2=1e-5), "fp16": Tolerance(max_abs_scaled=3e-2, rel_l2=1e-2)}
+TOLERANCES = {"fp32": Tolerance(max_abs_scaled=1e-4, rel_l2=1e-4), "fp16": Tolerance(max_abs_scaled=3e-2, rel_l2=1e-2)}
 RANDOM_OPS = frozenset({"RandomNormal", "RandomNormalLike", "RandomUniform", "RandomUniformLike", "Multinomial",
                         "Bernoulli", "Dropout"})
 EXPORT_KEY = PREFIX + "export"  # extra metadata (exporter, opset, weights); ModelCard.from_metadata ignores it
