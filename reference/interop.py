@@ -151,6 +151,14 @@ HONOURED = {
         "prediction_type": _PRED2,
         "use_karras_sigmas": (False, _values(True, False)),
     },
+    "DPMSolverSDEScheduler": {
+        **_BETAS, **_SPACING, **_OFF,
+        "beta_start": (0.00085, _ANY),
+        "beta_end": (0.012, _ANY),
+        "prediction_type": _PRED2,
+        "use_karras_sigmas": (False, _values(True, False)),
+        "noise_sampler_seed": (None, _values(None)),  # seeds torchsde's Brownian tree: pass `noise` instead
+    },
     "LMSDiscreteScheduler": {
         **_BETAS, **_SPACING, **_OFF,
         "prediction_type": _PRED3,
@@ -296,6 +304,7 @@ STEP_OPTIONS = {
     "DDIMScheduler": {"eta": 0.0, "use_clipped_model_output": False},
     "LMSDiscreteScheduler": {"order": 4},
     "TCDScheduler": {"eta": 0.3},
+    "DPMSolverSDEScheduler": {"s_noise": 1.0},
 }
 
 
@@ -806,6 +815,69 @@ def _plan_kdpm2_ancestral(cfg, n, opts):
 
     return DiffusersPlan("KDPM2AncestralDiscreteScheduler", cfg, schedule, calls, _k_init_sigma(cfg, sig), run,
                          sigmas=sig, stochastic=True)
+
+
+def _plan_dpm_sde(cfg, n, opts):
+    """DPM-Solver++(2S) SDE (Lu et al. 2022, arXiv:2211.01095, with k-diffusion's `sample_dpmpp_sde` noise: eta = 1,
+    r = 1/2) as diffusers' DPMSolverSDEScheduler. Per step from sigma to sigma_next, with sigma_mid =
+    sqrt(sigma sigma_next) (the lambda-midpoint) and anc(a, b) = (sigma_down, sigma_up) the ancestral split of a
+    step a -> b (sigma_up = min(b, sqrt(b^2 (a^2 - b^2) / a^2)), sigma_down = sqrt(b^2 - sigma_up^2)):
+
+        x_mid  = x0 + (d1 / sigma) (x - x0) + s_noise u1 W(sigma, sigma_mid),            (d1, u1) = anc(sigma, sigma_mid)
+        x_next = x0_mid + (d2 / sigma) (x - x0_mid) + s_noise u2 W(sigma, sigma_next),   (d2, u2) = anc(sigma, sigma_next)
+
+    with x0_mid the model at x_mid, sigma_mid (its timestep: the unrounded log-sigma interpolation). The step onto
+    sigma = 0 is Euler (one call). W(a, b) is the increment of one Brownian path in sigma, normalised to unit
+    variance: diffusers samples it from a torchsde BrownianTree, so the two increments of a step are correlated.
+    Noise draws: two arrays per step except the last, z1 then z2, with W(sigma, sigma_mid) = z1 and
+    W(sigma, sigma_next) = (sqrt(sigma - sigma_mid) z1 + sqrt(sigma_mid - sigma_next) z2) / sqrt(sigma - sigma_next),
+    the same joint law as the Brownian tree (which a plan without torch cannot reproduce draw for draw; the
+    `noise_sampler_seed` key, which seeds that tree, is therefore rejected: pass `noise` instead). Step option:
+    s_noise (1.0). Timesteps are float64 and unrounded, Karras included."""
+    s_noise = _checks.nonnegative("s_noise", opts.get("s_noise", 1.0))
+    schedule = schedule_from_config(cfg)
+    _checks.integer("num_inference_steps", n, minimum=1, maximum=cfg["num_train_timesteps"])
+    train = _train_sigmas(schedule)
+    if cfg["timestep_spacing"] == "linspace":
+        ts = np.linspace(0, cfg["num_train_timesteps"] - 1, n)[::-1].copy()
+    else:
+        ts = _spaced(cfg, n, dtype=np.float64)
+    sig = np.interp(ts, np.arange(len(train)), train)
+    if cfg["use_karras_sigmas"]:
+        sig = _karras(sig[0], sig[-1], n)
+        ts = _sigma_to_t(sig, np.log(train))
+    mids = np.sqrt(sig[:-1] * sig[1:])
+    t_mids = _sigma_to_t(mids, np.log(train))
+    calls = np.concatenate([ts[:1], np.stack([t_mids, ts[1:]], axis=1).ravel()])
+    sig = np.append(sig, 0.0)
+    pred = cfg["prediction_type"]
+
+    def x0_at(model, x, t, s):
+        return _ve_x0(pred, model(x / np.sqrt(s**2 + 1), t), x, s)
+
+    def ancestral(a, b):
+        up = min(b, np.sqrt(b**2 * (a**2 - b**2) / a**2))
+        return np.sqrt(b**2 - up**2), up
+
+    def run(model, x, draw):
+        for i in range(n):
+            s, s_next = sig[i], sig[i + 1]
+            x0 = x0_at(model, x, ts[i], s)
+            if s_next == 0:
+                x = x0 + (x - x0) * (s_next / s)
+                continue
+            s_mid = mids[i]
+            (d1, u1), (d2, u2) = ancestral(s, s_mid), ancestral(s, s_next)
+            z1 = draw(x.shape)
+            x_mid = x0 + d1 / s * (x - x0) + s_noise * u1 * z1
+            x0_mid = x0_at(model, x_mid, t_mids[i], s_mid)
+            z2 = draw(x.shape)
+            w = (np.sqrt(s - s_mid) * z1 + np.sqrt(s_mid - s_next) * z2) / np.sqrt(s - s_next)
+            x = x0_mid + d2 / s * (x - x0_mid) + s_noise * u2 * w
+        return x
+
+    return DiffusersPlan("DPMSolverSDEScheduler", cfg, schedule, calls, _k_init_sigma(cfg, sig), run,
+                         sigmas=sig, stochastic=n > 1)
 
 
 def _lms_coefficient(sig, order, i, j):
@@ -1330,6 +1402,7 @@ _PLANS = {
     "DPMSolverSinglestepScheduler": _plan_dpm_singlestep,
     "DEISMultistepScheduler": _plan_deis,
     "KDPM2DiscreteScheduler": _plan_kdpm2,
+    "DPMSolverSDEScheduler": _plan_dpm_sde,
     "KDPM2AncestralDiscreteScheduler": _plan_kdpm2_ancestral,
     "FlowMatchEulerDiscreteScheduler": _plan_flow_match_euler,
     "LCMScheduler": _plan_lcm,

@@ -85,10 +85,44 @@ def patched_randn(source):
             mod.randn_tensor = fn
 
 
+class BrownianPath:
+    """Stands in for DPMSolverSDEScheduler's torchsde Brownian tree: one Brownian path W(sigma) in sigma, built from
+    `source` (each new point is an extension beyond the known ones or a Brownian bridge between two of them), so
+    that noise_sampler(a, b) = (W(b) - W(a)) / sqrt|b - a| has the tree's joint law."""
+
+    def __init__(self, source, shape):
+        self.source, self.shape, self.known = source, shape, {}
+
+    def _at(self, s):
+        if s in self.known:
+            return self.known[s]
+        if not self.known:
+            w = np.zeros(self.shape)
+        else:
+            lower = [k for k in self.known if k < s]
+            upper = [k for k in self.known if k > s]
+            if lower and upper:
+                lo, hi = max(lower), min(upper)
+                mean = self.known[lo] + (s - lo) / (hi - lo) * (self.known[hi] - self.known[lo])
+                w = mean + np.sqrt((s - lo) * (hi - s) / (hi - lo)) * self.source(self.shape)
+            else:
+                near = max(lower) if lower else min(upper)
+                w = self.known[near] + np.sqrt(abs(s - near)) * self.source(self.shape)
+        self.known[s] = w
+        return w
+
+    def __call__(self, sigma, sigma_next):
+        a, b = float(sigma), float(sigma_next)
+        self._at(a)
+        return torch.from_numpy((self._at(b) - self._at(a)) / np.sqrt(abs(b - a))).float()
+
+
 def run_diffusers(config, n, model, x_T, noise, step_kwargs):
     cls = getattr(diffusers, config["_class_name"])
     sched = cls.from_config(config)
     sched.set_timesteps(n)
+    if config["_class_name"] == "DPMSolverSDEScheduler":
+        sched.noise_sampler = BrownianPath(noise, x_T.shape)
     timesteps = []
     latents = torch.from_numpy(x_T).float() * getattr(sched, "init_noise_sigma", 1.0)
     with patched_randn(noise):
@@ -169,6 +203,10 @@ CASES = [
     ("TCDScheduler", {}, 8, {"eta": 0.0}),
     ("TCDScheduler", {"prediction_type": "v_prediction", "beta_schedule": "linear", "beta_start": 0.0001,
                       "beta_end": 0.02}, 10, {"eta": 0.7}),
+    ("DPMSolverSDEScheduler", {}, 10, {}),
+    ("DPMSolverSDEScheduler", {**SD, "use_karras_sigmas": True, "prediction_type": "v_prediction",
+                               "timestep_spacing": "trailing"}, 8, {"s_noise": 0.8}),
+    ("DPMSolverSDEScheduler", {"timestep_spacing": "leading", "steps_offset": 1}, 6, {}),
     ("FlowMatchEulerDiscreteScheduler", {"shift": 3.0}, 12, {}),
     ("FlowMatchEulerDiscreteScheduler", {"shift": 1.0, "stochastic_sampling": True}, 8, {}),
 ]
@@ -176,6 +214,8 @@ CASES = [
 
 @pytest.mark.parametrize("cls, overrides, n, step_options", CASES, ids=lambda v: v if isinstance(v, str) else "")
 def test_plan_matches_diffusers_loop(cls, overrides, n, step_options):
+    if cls == "DPMSolverSDEScheduler":
+        pytest.importorskip("torchsde")  # diffusers imports it with the class; the plan itself needs no torchsde
     config = {"_class_name": cls, "_diffusers_version": "0.42.1", **overrides}
     plan = interop.from_diffusers(config, n, **step_options)
     model = model_for(plan)
