@@ -305,6 +305,7 @@ STEP_OPTIONS = {
     "LMSDiscreteScheduler": {"order": 4},
     "TCDScheduler": {"eta": 0.3},
     "DPMSolverSDEScheduler": {"s_noise": 1.0},
+    "EulerDiscreteScheduler": {"s_churn": 0.0, "s_tmin": 0.0, "s_tmax": math.inf, "s_noise": 1.0},
 }
 
 
@@ -672,26 +673,55 @@ def _k_init_sigma(cfg, sigmas):
     return top if cfg["timestep_spacing"] in ("linspace", "trailing") else math.sqrt(top**2 + 1)
 
 
+def _churn(opts, sig, n):
+    """Per-step churn gamma_i of Karras et al. (2022, Alg. 2) as diffusers' Euler schedulers compute it:
+    min(s_churn / N, sqrt(2) - 1) where s_tmin <= sigma_i <= s_tmax, else 0; and s_noise."""
+    s_churn = _checks.nonnegative("s_churn", opts.get("s_churn", 0.0))
+    s_tmin = float(opts.get("s_tmin", 0.0))
+    s_tmax = float(opts.get("s_tmax", math.inf))
+    s_noise = _checks.nonnegative("s_noise", opts.get("s_noise", 1.0))
+    inside = (s_tmin <= sig[:-1]) & (sig[:-1] <= s_tmax)
+    return np.where(inside, min(s_churn / n, math.sqrt(2) - 1), 0.0), s_noise
+
+
 def _plan_euler(cfg, n, opts):
-    """Euler's method on the probability-flow ODE in sigma_ve (Karras et al. 2022, Alg. 1 without churn), as
+    """Euler's method on the probability-flow ODE in sigma_ve (Karras et al. 2022, Alg. 1; Alg. 2 with churn), as
     diffusers' EulerDiscreteScheduler: x is scaled by sqrt(sigma^2 + 1) (the model sees x / sqrt(sigma^2 + 1)),
-    x_next = x + (sigma_next - sigma) (x - x0) / sigma. The reference counterpart is `euler` on the same sigmas."""
+    x_next = x + (sigma_next - sigma) (x - x0) / sigma. The reference counterpart is `euler` on the same sigmas.
+
+    Step options s_churn, s_tmin, s_tmax, s_noise (Alg. 2): with gamma = min(s_churn / N, sqrt(2) - 1) where
+    s_tmin <= sigma <= s_tmax, sigma_hat = (1 + gamma) sigma, x_hat = x + s_noise sqrt(sigma_hat^2 - sigma^2) z, then
+    an Euler step from sigma_hat. Departure reproduced: diffusers calls the model *before* the churn, at (x, sigma),
+    and reads its output as if it were taken at (x_hat, sigma_hat): eps -> x0 = x_hat - sigma_hat eps; v -> x0 with
+    sigma's coefficients applied to x_hat (the paper evaluates the denoiser at x_hat, sigma_hat). Noise draws: one
+    per step with gamma > 0, the last step included."""
     schedule = schedule_from_config(cfg)
     ts, sig = _k_sigmas(
         cfg, n, schedule, karras=cfg["use_karras_sigmas"], final_sigmas_type=cfg["final_sigmas_type"],
         sigma_min=cfg["sigma_min"], sigma_max=cfg["sigma_max"],
     )
+    gammas, s_noise = _churn(opts, sig, n)
     pred = cfg["prediction_type"]
 
     def run(model, x, draw):
         for i, t in enumerate(ts):
             s = sig[i]
-            x0 = _ve_x0(pred, model(x / np.sqrt(s**2 + 1), t), x, s)
-            x = x + (sig[i + 1] - s) * (x - x0) / s
+            out = model(x / np.sqrt(s**2 + 1), t)
+            s_hat = s * (1 + gammas[i])
+            if gammas[i] > 0:
+                x = x + s_noise * np.sqrt(s_hat**2 - s**2) * draw(x.shape)
+            match pred:
+                case "epsilon":
+                    x0 = x - s_hat * out
+                case "v_prediction":
+                    x0 = out * (-s / np.sqrt(s**2 + 1)) + x / (s**2 + 1)
+                case "sample":
+                    x0 = out
+            x = x + (sig[i + 1] - s_hat) * (x - x0) / s_hat
         return x
 
     return DiffusersPlan("EulerDiscreteScheduler", cfg, schedule, ts, _k_init_sigma(cfg, sig), run,
-                         sigmas=sig, stochastic=False)
+                         sigmas=sig, stochastic=bool(np.any(gammas > 0)))
 
 
 def _plan_euler_ancestral(cfg, n, opts):
