@@ -261,6 +261,32 @@ HONOURED = {
         "prediction_type": _PRED3,
         "rescale_betas_zero_snr": (False, _values(True, False)),
     },
+    "EDMEulerScheduler": {
+        "sigma_min": (0.002, _ANY),
+        "sigma_max": (80.0, _ANY),
+        "sigma_data": (0.5, _ANY),
+        "sigma_schedule": ("karras", _values("karras", "exponential")),
+        "num_train_timesteps": (1000, _ANY),  # only sizes the unused training grid
+        "prediction_type": _PRED2,
+        "rho": (7.0, _ANY),
+        "final_sigmas_type": ("zero", _values("zero", "sigma_min")),
+    },
+    "EDMDPMSolverMultistepScheduler": {
+        **_THRESH,
+        "sigma_min": (0.002, _ANY),
+        "sigma_max": (80.0, _ANY),
+        "sigma_data": (0.5, _ANY),
+        "sigma_schedule": ("karras", _values("karras", "exponential")),
+        "num_train_timesteps": (1000, _ANY),  # only sizes the unused training grid
+        "prediction_type": _PRED2,
+        "rho": (7.0, _ANY),
+        "solver_order": (2, _values(1, 2, 3)),
+        "algorithm_type": ("dpmsolver++", _values("dpmsolver++", "sde-dpmsolver++", "deis")),
+        "solver_type": ("midpoint", _values("midpoint", "heun", "logrho", "bh1", "bh2")),
+        "lower_order_final": (True, _values(True, False)),
+        "euler_at_final": (False, _values(True, False)),
+        "final_sigmas_type": ("zero", _values("zero", "sigma_min")),
+    },
     "FlowMatchEulerDiscreteScheduler": {
         "num_train_timesteps": (1000, _ANY),
         "shift": (1.0, _ANY),
@@ -306,6 +332,7 @@ STEP_OPTIONS = {
     "TCDScheduler": {"eta": 0.3},
     "DPMSolverSDEScheduler": {"s_noise": 1.0},
     "EulerDiscreteScheduler": {"s_churn": 0.0, "s_tmin": 0.0, "s_tmax": math.inf, "s_noise": 1.0},
+    "EDMEulerScheduler": {"s_churn": 0.0, "s_tmin": 0.0, "s_tmax": math.inf, "s_noise": 1.0},
 }
 
 
@@ -970,6 +997,61 @@ def _vp_of(s):
         return alpha, s * alpha, -np.log(s) if s > 0 else np.inf
 
 
+def _dpm_multistep_update(sig, of, algo, solver_type):
+    """The DPM-Solver(++) multistep update of diffusers (orders 1-3, midpoint/heun, sde-dpmsolver++) for sigmas
+    `sig` (sigma_ve), with `of(s)` -> (alpha, sigma, lam): VP (`_vp_of`) or EDM's alpha = 1 (`_edm_of`)."""
+
+    def update(x, ms, i, k, z):
+        a_t, s_t, l_t = of(sig[i + 1])
+        a_0, s_0, l_0 = of(sig[i])
+        if np.isinf(l_t):  # onto sigma = 0: the first-order data-prediction step returns x0 exactly
+            return ms[-1]
+        h = l_t - l_0
+        m0 = ms[-1]
+        if k == 1:
+            D0, D1, D2 = m0, 0.0, 0.0
+        else:
+            l_1 = of(sig[i - 1])[2]
+            r0 = (l_0 - l_1) / h
+            D1_0 = (m0 - ms[-2]) / r0
+            if k == 2:
+                D0, D1, D2 = m0, D1_0, 0.0
+            else:
+                l_2 = of(sig[i - 2])[2]
+                r1 = (l_1 - l_2) / h
+                D1_1 = (ms[-2] - ms[-3]) / r1
+                D0, D1, D2 = m0, D1_0 + r0 / (r0 + r1) * (D1_0 - D1_1), (D1_0 - D1_1) / (r0 + r1)
+        if algo == "dpmsolver++":
+            base = s_t / s_0 * x - a_t * np.expm1(-h) * D0
+            if k == 2 and solver_type == "midpoint":
+                return base - 0.5 * a_t * np.expm1(-h) * D1
+            return base + a_t * (np.expm1(-h) / h + 1.0) * D1 - a_t * ((np.expm1(-h) + h) / h**2 - 0.5) * D2
+        if algo == "dpmsolver":
+            base = a_t / a_0 * x - s_t * np.expm1(h) * D0
+            if k == 2 and solver_type == "midpoint":
+                return base - 0.5 * s_t * np.expm1(h) * D1
+            return base - s_t * (np.expm1(h) / h - 1.0) * D1 - s_t * ((np.expm1(h) - h) / h**2 - 0.5) * D2
+        # sde-dpmsolver++
+        e2 = -np.expm1(-2.0 * h)
+        base = s_t / s_0 * np.exp(-h) * x + a_t * e2 * D0 + s_t * np.sqrt(e2) * z
+        if k == 2 and solver_type == "midpoint":
+            return base + 0.5 * a_t * e2 * D1
+        return base + a_t * (e2 / (-2.0 * h) + 1.0) * D1 + a_t * ((e2 - 2.0 * h) / (2.0 * h) ** 2 - 0.5) * D2
+
+    return update
+
+
+def _multistep_order(cfg, order, i, N):
+    """The order of step i of N in diffusers' DPM-Solver multistep schedulers: warm-up 1, 2, ...; first order on
+    the last step (euler_at_final, lower_order_final below 15 steps, or a final sigma of zero) and at most second
+    order on the one before (lower_order_final below 15 steps)."""
+    final = i == N - 1 and (
+        cfg["euler_at_final"] or (cfg["lower_order_final"] and N < 15) or cfg["final_sigmas_type"] == "zero"
+    )
+    second = i == N - 2 and cfg["lower_order_final"] and N < 15
+    return 1 if (order == 1 or i < 1 or final) else 2 if (order == 2 or i < 2 or second) else 3
+
+
 def _plan_dpm_multistep(cfg, n, opts):
     """DPM-Solver++ / DPM-Solver multistep (Lu et al. 2022, arXiv:2211.01095, Alg. 2; 2206.00927) as diffusers'
     DPMSolverMultistepScheduler: orders 1-3, "midpoint" or "heun" second-order variants, lower-order warm-up and
@@ -997,52 +1079,13 @@ def _plan_dpm_multistep(cfg, n, opts):
             eps = (x - alpha * x0) / sigma
         return eps
 
-    def update(x, ms, i, k, z):
-        a_t, s_t, l_t = _vp_of(sig[i + 1])
-        a_0, s_0, l_0 = _vp_of(sig[i])
-        if np.isinf(l_t):  # onto sigma = 0: the first-order data-prediction step returns x0 exactly
-            return ms[-1]
-        h = l_t - l_0
-        m0 = ms[-1]
-        if k == 1:
-            D0, D1, D2 = m0, 0.0, 0.0
-        else:
-            l_1 = _vp_of(sig[i - 1])[2]
-            r0 = (l_0 - l_1) / h
-            D1_0 = (m0 - ms[-2]) / r0
-            if k == 2:
-                D0, D1, D2 = m0, D1_0, 0.0
-            else:
-                l_2 = _vp_of(sig[i - 2])[2]
-                r1 = (l_1 - l_2) / h
-                D1_1 = (ms[-2] - ms[-3]) / r1
-                D0, D1, D2 = m0, D1_0 + r0 / (r0 + r1) * (D1_0 - D1_1), (D1_0 - D1_1) / (r0 + r1)
-        if algo == "dpmsolver++":
-            base = s_t / s_0 * x - a_t * np.expm1(-h) * D0
-            if k == 2 and cfg["solver_type"] == "midpoint":
-                return base - 0.5 * a_t * np.expm1(-h) * D1
-            return base + a_t * (np.expm1(-h) / h + 1.0) * D1 - a_t * ((np.expm1(-h) + h) / h**2 - 0.5) * D2
-        if algo == "dpmsolver":
-            base = a_t / a_0 * x - s_t * np.expm1(h) * D0
-            if k == 2 and cfg["solver_type"] == "midpoint":
-                return base - 0.5 * s_t * np.expm1(h) * D1
-            return base - s_t * (np.expm1(h) / h - 1.0) * D1 - s_t * ((np.expm1(h) - h) / h**2 - 0.5) * D2
-        # sde-dpmsolver++
-        e2 = -np.expm1(-2.0 * h)
-        base = s_t / s_0 * np.exp(-h) * x + a_t * e2 * D0 + s_t * np.sqrt(e2) * z
-        if k == 2 and cfg["solver_type"] == "midpoint":
-            return base + 0.5 * a_t * e2 * D1
-        return base + a_t * (e2 / (-2.0 * h) + 1.0) * D1 + a_t * ((e2 - 2.0 * h) / (2.0 * h) ** 2 - 0.5) * D2
+    update = _dpm_multistep_update(sig, _vp_of, algo, cfg["solver_type"])
 
     def run(model, x, draw):
         ms = []
         for i, t in enumerate(ts):
             ms = (ms + [convert(model(x, t), x, sig[i])])[-order:]
-            final = i == N - 1 and (
-                cfg["euler_at_final"] or (cfg["lower_order_final"] and N < 15) or cfg["final_sigmas_type"] == "zero"
-            )
-            second = i == N - 2 and cfg["lower_order_final"] and N < 15
-            k = 1 if (order == 1 or i < 1 or final) else 2 if (order == 2 or i < 2 or second) else 3
+            k = _multistep_order(cfg, order, i, N)
             z = draw(x.shape) if algo == "sde-dpmsolver++" else None
             if z is not None and np.isinf(_vp_of(sig[i + 1])[2]):
                 x = ms[-1]
@@ -1377,6 +1420,98 @@ def _plan_tcd(cfg, n, opts):
     return DiffusersPlan("TCDScheduler", cfg, schedule, ts, 1.0, run, stochastic=gamma > 0 and n > 1)
 
 
+# ---- EDM: EDMEuler, EDMDPMSolverMultistep --------------------------------------------------------------------
+
+
+def _edm_sigmas(cfg, n):
+    """EDM schedulers' set_timesteps: Karras sigmas (rho) or log-uniform ("exponential") between sigma_min and
+    sigma_max, N of them; model timestep c_noise = log(sigma) / 4 (float32)."""
+    _checks.integer("num_inference_steps", n, minimum=1)
+    lo, hi = _checks.positive("sigma_min", cfg["sigma_min"]), _checks.positive("sigma_max", cfg["sigma_max"])
+    if cfg["sigma_schedule"] == "karras":
+        sig = _karras(hi, lo, n, rho=_checks.positive("rho", cfg["rho"]))
+    else:
+        sig = np.exp(np.linspace(math.log(lo), math.log(hi), n))[::-1].copy()
+    ts = (0.25 * np.log(sig.astype(np.float32))).astype(np.float32)
+    return ts, np.append(sig, lo if cfg["final_sigmas_type"] == "sigma_min" else 0.0)
+
+
+def _edm_x0(cfg, out, x, s):
+    """EDM preconditioning (Karras et al. 2022, Table 1): x0 = c_skip x + c_out F with c_skip = sd^2 / (s^2 + sd^2)
+    and c_out = s sd / sqrt(s^2 + sd^2), negated for diffusers' "v_prediction"."""
+    sd = float(cfg["sigma_data"])
+    c_out = s * sd / np.sqrt(s**2 + sd**2) * (-1.0 if cfg["prediction_type"] == "v_prediction" else 1.0)
+    return sd**2 / (s**2 + sd**2) * x + c_out * out
+
+
+def _edm_of(s):
+    """(alpha, sigma, lam) of the EDM process (alpha = 1) at sigma = s; s = 0 gives (1, 0, inf)."""
+    with np.errstate(divide="ignore"):
+        return 1.0, s, -np.log(s) if s > 0 else np.inf
+
+
+def _edm_schedule(cfg):
+    return EDM(sigma_min=float(cfg["sigma_min"]), sigma_max=float(cfg["sigma_max"]),
+               sigma_data=float(cfg["sigma_data"]))
+
+
+def _plan_edm_euler(cfg, n, opts):
+    """Euler (Karras et al. 2022, Alg. 1; Alg. 2 with churn) in EDM's own parameterization, as diffusers'
+    EDMEulerScheduler: the model sees c_in x = x / sqrt(sigma^2 + sigma_data^2) and c_noise = log(sigma) / 4, its
+    output F gives x0 = c_skip x + c_out F; x_next = x + (sigma_next - sigma_hat) (x_hat - x0) / sigma_hat, churn as
+    in `_plan_euler` (step options s_churn, s_tmin, s_tmax, s_noise; the model is called before the churn and F is
+    read at sigma_hat: a diffusers departure from Alg. 2). Departure: x_T = sqrt(sigma_max^2 + 1) eps
+    (init_noise_sigma), where the paper starts from sigma_max eps."""
+    ts, sig = _edm_sigmas(cfg, n)
+    gammas, s_noise = _churn(opts, sig, n)
+    sd = float(cfg["sigma_data"])
+
+    def run(model, x, draw):
+        for i, t in enumerate(ts):
+            s = sig[i]
+            out = model(x / np.sqrt(s**2 + sd**2), t)
+            s_hat = s * (1 + gammas[i])
+            if gammas[i] > 0:
+                x = x + s_noise * np.sqrt(s_hat**2 - s**2) * draw(x.shape)
+            x = x + (sig[i + 1] - s_hat) * (x - _edm_x0(cfg, out, x, s_hat)) / s_hat
+        return x
+
+    return DiffusersPlan("EDMEulerScheduler", cfg, _edm_schedule(cfg), ts, math.sqrt(cfg["sigma_max"] ** 2 + 1), run,
+                         sigmas=sig, stochastic=bool(np.any(gammas > 0)))
+
+
+def _plan_edm_dpm_multistep(cfg, n, opts):
+    """DPM-Solver++ multistep (Lu et al. 2022, arXiv:2211.01095) on the EDM process (alpha = 1, sigma = sigma_ve,
+    lam = -log sigma) as diffusers' EDMDPMSolverMultistepScheduler: the DPMSolverMultistep update and order rules
+    (`_dpm_multistep_update`) on EDM sigmas, with the model called as in EDMEuler (c_in, c_noise) and x0 from EDM's
+    preconditioning (then thresholded if configured). Departures: x_T = sqrt(sigma_max^2 + 1) eps; diffusers 0.42.1
+    has no third-order SDE update (sde-dpmsolver++ with solver_order 3 is rejected here)."""
+    algo = "dpmsolver++" if cfg["algorithm_type"] == "deis" else cfg["algorithm_type"]
+    solver_type = "midpoint" if cfg["solver_type"] in ("logrho", "bh1", "bh2") else cfg["solver_type"]
+    order = cfg["solver_order"]
+    if algo == "sde-dpmsolver++" and order == 3:
+        raise ValueError(
+            "config key 'solver_order'=3 with algorithm_type='sde-dpmsolver++' is not implemented for "
+            "EDMDPMSolverMultistepScheduler: diffusers 0.42.1 has no third-order SDE update"
+        )
+    ts, sig = _edm_sigmas(cfg, n)
+    sd, N = float(cfg["sigma_data"]), len(ts)
+    update = _dpm_multistep_update(sig, _edm_of, algo, solver_type)
+
+    def run(model, x, draw):
+        ms = []
+        for i, t in enumerate(ts):
+            out = model(x / np.sqrt(sig[i] ** 2 + sd**2), t)
+            ms = (ms + [_threshold(_edm_x0(cfg, out, x, sig[i]), cfg)])[-order:]
+            k = _multistep_order(cfg, order, i, N)
+            z = draw(x.shape) if algo == "sde-dpmsolver++" else None
+            x = ms[-1] if sig[i + 1] == 0 else update(x, ms, i, k, z)
+        return x
+
+    return DiffusersPlan("EDMDPMSolverMultistepScheduler", cfg, _edm_schedule(cfg), ts,
+                         math.sqrt(cfg["sigma_max"] ** 2 + 1), run, sigmas=sig, stochastic=algo == "sde-dpmsolver++")
+
+
 # ---- Flow matching -------------------------------------------------------------------------------------------
 
 
@@ -1437,6 +1572,8 @@ _PLANS = {
     "FlowMatchEulerDiscreteScheduler": _plan_flow_match_euler,
     "LCMScheduler": _plan_lcm,
     "TCDScheduler": _plan_tcd,
+    "EDMEulerScheduler": _plan_edm_euler,
+    "EDMDPMSolverMultistepScheduler": _plan_edm_dpm_multistep,
 }
 
 SUPPORTED_CLASSES = tuple(_PLANS)

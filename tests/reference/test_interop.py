@@ -6,6 +6,7 @@ converted to the config's prediction type at the schedule time that the diffuser
 """
 
 import contextlib
+import dataclasses
 import os
 
 import numpy as np
@@ -40,7 +41,25 @@ def oracle_model(schedule, prediction_type, time_of):
     return model
 
 
+def edm_oracle_model(schedule, prediction_type):
+    """The EDM schedulers' network: input c_in x, timestep c_noise = log(sigma) / 4, output F with
+    x0 = c_skip x + c_out F (c_out negated for "v_prediction")."""
+    # sigma = exp(4 c_noise) from a float32 c_noise may pass sigma_max by a few ulps: widen the oracle's domain
+    den, sd = MIX.denoiser(dataclasses.replace(schedule, sigma_max=2 * schedule.sigma_max)), schedule.sigma_data
+
+    def model(x_in, timestep):
+        s = float(np.exp(4.0 * np.float64(np.asarray(timestep))))
+        x = x_in * np.sqrt(s**2 + sd**2)
+        x0 = den(x.reshape(x.shape[0], -1), s).reshape(x.shape)
+        c_out = s * sd / np.sqrt(s**2 + sd**2) * (-1.0 if prediction_type == "v_prediction" else 1.0)
+        return (x0 - sd**2 / (s**2 + sd**2) * x) / c_out
+
+    return model
+
+
 def model_for(plan):
+    if isinstance(plan.schedule, type(make_schedule("edm"))):
+        return edm_oracle_model(plan.schedule, plan.prediction_type)
     if isinstance(plan.schedule, type(make_schedule("flow"))):
         return oracle_model(plan.schedule, "flow_prediction", lambda ts: ts / 1000.0)
     return oracle_model(plan.schedule, plan.prediction_type, lambda ts: ts)
@@ -212,6 +231,15 @@ CASES = [
     ("DPMSolverSDEScheduler", {**SD, "use_karras_sigmas": True, "prediction_type": "v_prediction",
                                "timestep_spacing": "trailing"}, 8, {"s_noise": 0.8}),
     ("DPMSolverSDEScheduler", {"timestep_spacing": "leading", "steps_offset": 1}, 6, {}),
+    ("EDMEulerScheduler", {}, 12, {}),
+    ("EDMEulerScheduler", {"sigma_schedule": "exponential", "prediction_type": "v_prediction", "sigma_data": 1.0,
+                           "final_sigmas_type": "sigma_min"}, 15, {}),
+    ("EDMEulerScheduler", {"rho": 5.0}, 10, {"s_churn": 20.0, "s_tmin": 0.05, "s_tmax": 50.0}),
+    ("EDMDPMSolverMultistepScheduler", {}, 12, {}),
+    ("EDMDPMSolverMultistepScheduler", {"solver_order": 3, "solver_type": "heun", "prediction_type": "v_prediction",
+                                        "sigma_schedule": "exponential"}, 16, {}),
+    ("EDMDPMSolverMultistepScheduler", {"algorithm_type": "sde-dpmsolver++", "final_sigmas_type": "sigma_min",
+                                        "thresholding": True, "sample_max_value": 1.5}, 10, {}),
     ("FlowMatchEulerDiscreteScheduler", {"shift": 3.0}, 12, {}),
     ("FlowMatchEulerDiscreteScheduler", {"shift": 1.0, "stochastic_sampling": True}, 8, {}),
 ]
@@ -253,6 +281,9 @@ def test_stochastic_plan_requires_noise():
         ({"_class_name": "DPMSolverSinglestepScheduler", "algorithm_type": "dpmsolver", "thresholding": True,
           "final_sigmas_type": "sigma_min"}, "thresholding"),
         ({"_class_name": "DPMSolverSinglestepScheduler", "lambda_min_clipped": -5.1}, "lambda_min_clipped"),
+        ({"_class_name": "EDMDPMSolverMultistepScheduler", "algorithm_type": "sde-dpmsolver++", "solver_order": 3},
+         "solver_order"),
+        ({"_class_name": "DPMSolverSDEScheduler", "noise_sampler_seed": 3}, "noise_sampler_seed"),
         ({"_class_name": "KarrasVeScheduler"}, "_class_name"),
         ({"beta_start": 0.1}, "_class_name"),
     ],
