@@ -60,14 +60,25 @@ def _f64(value):
     return torch.tensor(float(value), dtype=torch.float64)
 
 
+def _linspace(start, stop, num):
+    """numpy's linspace arithmetic, start + i (stop - start) / (num - 1) with the last value exactly stop: diffusers'
+    integer spacings round these values, so a half-integer must land on the same side as there."""
+    if num == 1:
+        return torch.tensor([float(start)], dtype=torch.float64)
+    step = (stop - start) / (num - 1)
+    out = torch.arange(num, dtype=torch.float64) * step + start
+    out[-1] = stop
+    return out
+
+
 def uniform(schedule, steps, *, t_start=None, t_end=None):
     """Evenly spaced in t. Discrete: diffusers' "linspace", round(linspace(0, T-1, steps)) reversed, then the
     clean end. Continuous: linspace(t_start, t_end, steps + 1)."""
     steps, t_start, t_end = _endpoints(schedule, steps, t_start, t_end)
     if schedule.is_discrete:
-        ts = torch.round(torch.linspace(0.0, t_start, steps, dtype=torch.float64)).flip(0)
+        ts = torch.round(_linspace(0.0, t_start, steps)).flip(0)
         return _finish(torch.cat([ts, _f64(t_end)[None]]), "uniform")
-    return _finish(torch.linspace(t_start, t_end, steps + 1, dtype=torch.float64), "uniform")
+    return _finish(_linspace(t_start, t_end, steps + 1), "uniform")
 
 
 def leading(schedule, steps, *, offset=0, t_end=None):
@@ -87,7 +98,11 @@ def trailing(schedule, steps, *, t_end=None):
     _discrete_only(schedule, "trailing")
     steps, _, t_end = _endpoints(schedule, steps, None, t_end)
     T = schedule.num_steps
-    ts = torch.round(torch.arange(T, 0, -T / steps, dtype=torch.float64)) - 1.0
+    step = -T / steps
+    # numpy's arange arithmetic (as diffusers): T + i delta with delta = (T + step) - T, so that values at
+    # half-integers round to the same integers.
+    delta = (T + step) - T
+    ts = torch.round(T + torch.arange(math.ceil(-T / step), dtype=torch.float64) * delta) - 1.0
     return _finish(torch.cat([ts[:steps], _f64(t_end)[None]]), "trailing")
 
 
@@ -119,7 +134,7 @@ def karras(schedule, steps, *, rho=7.0, t_start=None, t_end=None):
         raise ValueError(f"rho={rho!r}: expected a finite number > 0")
 
     def spacing(hi, lo, n):
-        ramp = torch.linspace(0.0, 1.0, n, dtype=torch.float64)
+        ramp = _linspace(0.0, 1.0, n)
         return (hi ** (1 / rho) + ramp * (lo ** (1 / rho) - hi ** (1 / rho))) ** rho
 
     return _finish(_in_sigma_ve(schedule, steps, t_start, t_end, spacing), "karras")
@@ -130,7 +145,7 @@ def exponential(schedule, steps, *, t_start=None, t_end=None):
     steps, t_start, t_end = _endpoints(schedule, steps, t_start, t_end)
 
     def spacing(hi, lo, n):
-        return torch.exp(torch.linspace(math.log(hi), math.log(lo), n, dtype=torch.float64))
+        return torch.exp(_linspace(math.log(hi), math.log(lo), n))
 
     return _finish(_in_sigma_ve(schedule, steps, t_start, t_end, spacing), "exponential")
 
@@ -150,7 +165,7 @@ def uniform_lam(schedule, steps, *, t_start=None, t_end=None):
             f"t_start={t_start}: lam is -inf there (alpha = 0), so a grid uniform in lam cannot start at it; "
             f"pass t_start < {t_start}"
         )
-    ts = schedule.t_of_lam(torch.linspace(lam_start, lam_end, steps + 1, dtype=torch.float64)).clone()
+    ts = schedule.t_of_lam(_linspace(lam_start, lam_end, steps + 1)).clone()
     ts[0], ts[-1] = t_start, t_end
     return _finish(ts, "uniform_lam")
 
@@ -160,10 +175,10 @@ def time_quadratic(schedule, steps, *, t_start=None, t_end=None):
     steps, t_start, t_end = _endpoints(schedule, steps, t_start, t_end)
     if schedule.is_discrete and t_end < schedule.t_eps:
         # Integer steps down to t_eps = 0, then the clean end (rounding a quadratic ending at -1 repeats integers).
-        u = torch.linspace(math.sqrt(t_start - schedule.t_eps), 0.0, steps, dtype=torch.float64)
+        u = _linspace(math.sqrt(t_start - schedule.t_eps), 0.0, steps)
         ts = torch.cat([torch.round(schedule.t_eps + u**2), _f64(t_end)[None]])
     else:
-        u = torch.linspace(math.sqrt(t_start - t_end), 0.0, steps + 1, dtype=torch.float64)
+        u = _linspace(math.sqrt(t_start - t_end), 0.0, steps + 1)
         ts = t_end + u**2
         if schedule.is_discrete:
             ts[:-1] = torch.round(ts[:-1])
@@ -176,7 +191,7 @@ def shifted(schedule, steps, *, shift=None, t_start=None, t_end=None):
     if not hasattr(schedule, "shifted"):
         raise ValueError(f"grid 'shifted' needs a flow schedule, got {type(schedule).__name__}: use schedule 'flow'")
     steps, t_start, t_end = _endpoints(schedule, steps, t_start, t_end)
-    return _finish(schedule.shifted(torch.linspace(t_start, t_end, steps + 1, dtype=torch.float64), shift), "shifted")
+    return _finish(schedule.shifted(_linspace(t_start, t_end, steps + 1), shift), "shifted")
 
 
 GRIDS = {
