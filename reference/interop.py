@@ -26,7 +26,15 @@ from the papers are reproduced on purpose, each named where it happens:
 - `final_sigmas_type="sigma_min"` ends at sigma(t=0) instead of the clean end;
 - Euler-ancestral and DDIM with eta > 0 draw noise on their last step too (multiplied by 0);
 - FlowMatchEuler applies `shift` twice to its last sigma (issue 13243): the grid is linspace(1, shift(1/T), N)
-  shifted again.
+  shifted again;
+- Euler / EDMEuler churn: the model is called before the churn noise is added and its output read at sigma_hat;
+- PNDM's pseudo Runge-Kutta warm-up transfers every stage from the step's start and covers the grid's last three
+  intervals above t_{N-4}; DEIS ends at alphabar[0] (and, with Karras sigmas, repeats the last sigma); TCD floors
+  s = (1 - gamma) t_next in float32 and ends at alphabar[0]; the EDM schedulers start from sqrt(sigma_max^2 + 1) eps;
+- DPMSolverSDE's Brownian-tree noise (torchsde) is reproduced in law, not draw for draw: two standard-normal
+  draws per step combined into the tree's two correlated increments (see `_plan_dpm_sde`).
+
+Classes: `SUPPORTED_CLASSES`. Step options (what a pipeline passes to `scheduler.step`): `STEP_OPTIONS`.
 
 The paper-faithful choices live in `grids` and `samplers`; this module exists to match diffusers bit for bit
 (up to diffusers' float32 arithmetic: about 1e-4 relative to max |x|, see FACTS.md).
@@ -677,7 +685,7 @@ def _plan_pndm(cfg, n, opts):
     return DiffusersPlan("PNDMScheduler", cfg, schedule, ts, 1.0, run, stochastic=False)
 
 
-# ---- k-diffusion family: Euler, Euler ancestral, Heun, LMS -----------------------------------------------
+# ---- k-diffusion family: Euler, Euler ancestral, Heun, KDPM2 (+ ancestral), DPMSolverSDE, LMS ------------
 
 
 def _k_sigmas(cfg, n, schedule, *, karras, final_sigmas_type="zero", sigma_min=None, sigma_max=None):
@@ -880,8 +888,8 @@ def _plan_dpm_sde(cfg, n, opts):
     sqrt(sigma sigma_next) (the lambda-midpoint) and anc(a, b) = (sigma_down, sigma_up) the ancestral split of a
     step a -> b (sigma_up = min(b, sqrt(b^2 (a^2 - b^2) / a^2)), sigma_down = sqrt(b^2 - sigma_up^2)):
 
-        x_mid  = x0 + (d1 / sigma) (x - x0) + s_noise u1 W(sigma, sigma_mid),            (d1, u1) = anc(sigma, sigma_mid)
-        x_next = x0_mid + (d2 / sigma) (x - x0_mid) + s_noise u2 W(sigma, sigma_next),   (d2, u2) = anc(sigma, sigma_next)
+        x_mid  = x0 + (d1 / sigma) (x - x0) + s_noise u1 W(sigma, sigma_mid),        (d1, u1) = anc(sigma, sigma_mid)
+        x_next = x0_mid + (d2 / sigma) (x - x0_mid) + s_noise u2 W(sigma, sigma_next), (d2, u2) = anc(sigma, sigma_next)
 
     with x0_mid the model at x_mid, sigma_mid (its timestep: the unrounded log-sigma interpolation). The step onto
     sigma = 0 is Euler (one call). W(a, b) is the increment of one Brownian path in sigma, normalised to unit
@@ -970,7 +978,7 @@ def _plan_lms(cfg, n, opts):
                          sigmas=sig, stochastic=False)
 
 
-# ---- DPM-Solver family: DPMSolverMultistep, UniPC --------------------------------------------------------
+# ---- DPM-Solver family: DPMSolverMultistep, DPMSolverSinglestep, DEIS, UniPC ------------------------------
 
 
 def _dpm_sigmas(cfg, n, schedule):
@@ -1582,8 +1590,10 @@ SUPPORTED_CLASSES = tuple(_PLANS)
 def from_diffusers(config, num_inference_steps, **step_options):
     """A `DiffusersPlan` reproducing a diffusers pipeline loop for `config` (a scheduler_config.json dict).
 
-    step_options are what a pipeline passes to `scheduler.step` (DDIM: eta, use_clipped_model_output; LMS:
-    order); any other is a ValueError. See the module docstring for the departures from the papers reproduced.
+    step_options are what a pipeline passes to `scheduler.step` (`STEP_OPTIONS`: DDIM eta and
+    use_clipped_model_output; LMS order; TCD eta (the paper's gamma); DPMSolverSDE s_noise; Euler and EDMEuler
+    s_churn, s_tmin, s_tmax, s_noise); any other is a ValueError. See the module docstring for the departures from
+    the papers reproduced.
     """
     name, cfg = _validate(config)
     cfg["_class_name"] = name
