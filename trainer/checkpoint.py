@@ -1,0 +1,333 @@
+"""Checkpoints: `OUTPUT_DIR/checkpoint-STEP/`, written so that nothing already saved is ever lost.
+
+Files (docs/CONTRACTS.md): `model.safetensors`, `ema.safetensors`, `optimizer.safetensors` + `optimizer.json`
+(the AdamW state flattened to tensors plus its JSON skeleton; no pickle anywhere), `rng.safetensors` (torch
+generator states as uint8 tensors) + `rng.json` (numpy's global state), `config.json`, `state.json` (step,
+EMA updates, ...), and `manifest.json` (file names, sizes, sha256) written **last**.
+
+A save writes every file into `OUTPUT_DIR/.tmp-checkpoint-STEP/`, fsyncs each file and the folder, renames
+the folder to `checkpoint-STEP`, then writes the manifest (itself through a temporary file and a rename).
+A checkpoint without a manifest that verifies is incomplete: `find_latest` skips it, and pruning
+(`checkpoints_total_limit`) runs only after the new checkpoint is complete. A complete checkpoint of the same
+step is never overwritten; an incomplete one is moved aside, not deleted.
+"""
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+MANIFEST = "manifest.json"
+CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
+# Compatibility on resume: these config entries must match the run being resumed.
+RESUME_KEYS = ("model", "schedule", "parameterization", "data", "num_classes", "learned_variance")
+_SLEEP_ENV = "DIFFSPEC_TEST_SAVE_SLEEP"  # test hook: seconds to sleep after each file of a save
+
+
+def _fsync_file(path):
+    with open(path, "rb") as f:
+        os.fsync(f.fileno())
+
+
+def _fsync_dir(path):
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _sha256(path):
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _write_json(path, obj):
+    with open(path, "w") as f:
+        json.dump(obj, f, indent=2, sort_keys=True)
+        f.write("\n")
+
+
+def _test_pause():
+    delay = float(os.environ.get(_SLEEP_ENV, "0") or 0)
+    if delay > 0:
+        time.sleep(delay)
+
+
+def unwrap(model):
+    """The bare module under DDP and torch.compile wrappers."""
+    model = getattr(model, "module", model)
+    return getattr(model, "_orig_mod", model)
+
+
+def _state_tensors(module):
+    return {k: v.detach().contiguous().cpu() for k, v in unwrap(module).state_dict().items()}
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Optimizer state <-> (tensors, JSON)
+# ----------------------------------------------------------------------------------------------------------
+
+
+def flatten_optimizer(optimizer):
+    """optimizer.state_dict() as ({"state.<param>.<name>": tensor}, JSON-able skeleton)."""
+    sd = optimizer.state_dict()
+    tensors, state = {}, {}
+    for pid, entry in sd["state"].items():
+        state[str(pid)] = {}
+        for name, value in entry.items():
+            if isinstance(value, torch.Tensor):
+                tensors[f"state.{pid}.{name}"] = value.detach().contiguous().cpu()
+                state[str(pid)][name] = {"tensor": f"state.{pid}.{name}"}
+            else:
+                state[str(pid)][name] = {"value": value}
+    return tensors, {"state": state, "param_groups": sd["param_groups"]}
+
+
+def unflatten_optimizer(tensors, skeleton):
+    state = {}
+    for pid, entry in skeleton["state"].items():
+        state[int(pid)] = {name: tensors[v["tensor"]] if "tensor" in v else v["value"] for name, v in entry.items()}
+    # JSON turned tuples (betas) into lists; the optimizer built them as tuples.
+    groups = [{k: tuple(v) if isinstance(v, list) and k != "params" else v for k, v in g.items()}
+              for g in skeleton["param_groups"]]
+    return {"state": state, "param_groups": groups}
+
+
+# ----------------------------------------------------------------------------------------------------------
+# RNG state
+# ----------------------------------------------------------------------------------------------------------
+
+
+def _numpy_state_json():
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    return {"name": name, "keys": keys.tolist(), "pos": int(pos), "has_gauss": int(has_gauss), "cached": float(cached)}
+
+
+def _numpy_state_restore(d):
+    np.random.set_state((d["name"], np.asarray(d["keys"], dtype=np.uint32), d["pos"], d["has_gauss"], d["cached"]))
+
+
+def rng_tensors(generators):
+    """Torch RNG states as uint8 tensors: the global CPU (and CUDA) generators and the named ones passed in."""
+    out = {"torch_cpu": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        out["torch_cuda"] = torch.cuda.get_rng_state()
+    for name, gen in generators.items():
+        out[f"gen_{name}"] = gen.get_state()
+    return out
+
+
+def restore_rng(tensors, numpy_state, generators):
+    torch.set_rng_state(tensors["torch_cpu"])
+    if "torch_cuda" in tensors and torch.cuda.is_available():
+        torch.cuda.set_rng_state(tensors["torch_cuda"])
+    for name, gen in generators.items():
+        key = f"gen_{name}"
+        if key not in tensors:
+            raise ValueError(f"checkpoint has no RNG state {key!r}: it was written by a different trainer version")
+        gen.set_state(tensors[key])
+    if numpy_state is not None:
+        _numpy_state_restore(numpy_state)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Manifest
+# ----------------------------------------------------------------------------------------------------------
+
+
+def write_manifest(ckpt_dir):
+    ckpt_dir = Path(ckpt_dir)
+    files = {p.name: {"size": p.stat().st_size, "sha256": _sha256(p)}
+             for p in sorted(ckpt_dir.iterdir()) if p.is_file() and p.name != MANIFEST and not p.name.endswith(".tmp")}
+    tmp = ckpt_dir / (MANIFEST + ".tmp")
+    _write_json(tmp, {"format": 1, "files": files})
+    _fsync_file(tmp)
+    os.replace(tmp, ckpt_dir / MANIFEST)
+    _fsync_dir(ckpt_dir)
+
+
+def verify_manifest(ckpt_dir):
+    """Raise ValueError naming what is wrong unless every file listed in manifest.json has its size and sha256."""
+    ckpt_dir = Path(ckpt_dir)
+    path = ckpt_dir / MANIFEST
+    if not path.is_file():
+        raise ValueError(f"checkpoint {str(ckpt_dir)!r} has no {MANIFEST}: it is incomplete (an interrupted save?)")
+    try:
+        manifest = json.loads(path.read_text())
+        files = manifest["files"]
+    except (json.JSONDecodeError, KeyError, TypeError) as err:
+        raise ValueError(f"checkpoint {str(ckpt_dir)!r}: {MANIFEST} is corrupt ({err})") from None
+    for name, meta in files.items():
+        p = ckpt_dir / name
+        if not p.is_file():
+            raise ValueError(f"checkpoint {str(ckpt_dir)!r}: {name} is listed in {MANIFEST} but missing")
+        if p.stat().st_size != meta["size"]:
+            raise ValueError(f"checkpoint {str(ckpt_dir)!r}: {name} has {p.stat().st_size} bytes, "
+                             f"{MANIFEST} says {meta['size']} (truncated or corrupt)")
+        if _sha256(p) != meta["sha256"]:
+            raise ValueError(f"checkpoint {str(ckpt_dir)!r}: {name} does not match its sha256 in {MANIFEST} (corrupt)")
+    for required in ("config.json", "model.safetensors"):
+        if required not in files:
+            raise ValueError(f"checkpoint {str(ckpt_dir)!r}: {MANIFEST} does not list {required}")
+    return manifest
+
+
+def is_complete(ckpt_dir):
+    try:
+        verify_manifest(ckpt_dir)
+        return True
+    except ValueError:
+        return False
+
+
+def list_checkpoints(output_dir):
+    """[(step, path)] of every checkpoint-STEP folder, by step."""
+    output_dir = Path(output_dir)
+    if not output_dir.is_dir():
+        return []
+    found = []
+    for p in output_dir.iterdir():
+        m = CHECKPOINT_RE.match(p.name)
+        if m and p.is_dir():
+            found.append((int(m.group(1)), p))
+    return sorted(found)
+
+
+def find_latest(output_dir):
+    """The checkpoint with the highest step whose manifest verifies, or None."""
+    for _, path in reversed(list_checkpoints(output_dir)):
+        if is_complete(path):
+            return path
+    return None
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Save
+# ----------------------------------------------------------------------------------------------------------
+
+
+def save_checkpoint(output_dir, step, *, model, ema=None, optimizer=None, config, state=None, generators=None,
+                    total_limit=None):
+    """Write checkpoint-STEP atomically (see the module docstring) and prune; returns its path."""
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    final = output_dir / f"checkpoint-{step}"
+    if final.exists():
+        if is_complete(final):
+            return final  # never overwrite a complete checkpoint (a resumed run reaching the same step)
+        aside = output_dir / f"{final.name}.incomplete-{int(time.time())}"
+        os.replace(final, aside)
+    tmp = output_dir / f".tmp-{final.name}"
+    if tmp.exists():
+        shutil.rmtree(tmp)  # a previous interrupted save of this step: never a complete checkpoint
+    tmp.mkdir()
+
+    def put(name, writer):
+        path = tmp / name
+        writer(path)
+        _fsync_file(path)
+        _test_pause()
+
+    put("model.safetensors", lambda p: save_file(_state_tensors(model), str(p)))
+    if ema is not None:
+        put("ema.safetensors", lambda p: save_file(_state_tensors(ema), str(p)))
+    if optimizer is not None:
+        tensors, skeleton = flatten_optimizer(optimizer)
+        put("optimizer.safetensors", lambda p: save_file(tensors, str(p)))
+        put("optimizer.json", lambda p: _write_json(p, skeleton))
+    put("rng.safetensors", lambda p: save_file(rng_tensors(generators or {}), str(p)))
+    put("rng.json", lambda p: _write_json(p, {"numpy": _numpy_state_json()}))
+    put("config.json", lambda p: _write_json(p, config))
+    put("state.json", lambda p: _write_json(p, {"step": int(step), **(state or {})}))
+    _fsync_dir(tmp)
+    os.replace(tmp, final)
+    _fsync_dir(output_dir)
+    write_manifest(final)
+    if total_limit:
+        prune(output_dir, total_limit, keep=final)
+    return final
+
+
+def prune(output_dir, total_limit, *, keep=None):
+    """Delete the oldest checkpoints beyond `total_limit` (complete ones count; `keep` is never deleted)."""
+    if total_limit < 1:
+        raise ValueError(f"checkpoints_total_limit={total_limit}: expected an integer >= 1")
+    complete = [(s, p) for s, p in list_checkpoints(output_dir) if is_complete(p)]
+    excess = len(complete) - total_limit
+    for _, path in complete[: max(excess, 0)]:
+        if keep is not None and Path(path) == Path(keep):
+            continue
+        shutil.rmtree(path)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Load
+# ----------------------------------------------------------------------------------------------------------
+
+
+def read_config(ckpt_dir):
+    verify_manifest(ckpt_dir)
+    return json.loads((Path(ckpt_dir) / "config.json").read_text())
+
+
+def check_compatible(saved, current, *, source):
+    """Raise ValueError naming the first config entry where a checkpoint differs from the run resuming it."""
+    for key in RESUME_KEYS:
+        if saved.get(key) != current.get(key):
+            raise ValueError(f"cannot resume from {source}: its config {key!r} is {json.dumps(saved.get(key))} but "
+                             f"this run has {json.dumps(current.get(key))}; use the same flags or a new --output-dir")
+
+
+def load_training_state(ckpt_dir, *, model, ema=None, optimizer=None, generators=None, config=None):
+    """Restore weights, EMA, optimizer and RNG states in place; returns state.json's dict."""
+    ckpt_dir = Path(ckpt_dir)
+    saved = read_config(ckpt_dir)
+    if config is not None:
+        check_compatible(saved, config, source=str(ckpt_dir))
+    unwrap(model).load_state_dict(load_file(str(ckpt_dir / "model.safetensors")))
+    if ema is not None:
+        unwrap(ema).load_state_dict(load_file(str(ckpt_dir / "ema.safetensors")))
+    if optimizer is not None:
+        skeleton = json.loads((ckpt_dir / "optimizer.json").read_text())
+        optimizer.load_state_dict(unflatten_optimizer(load_file(str(ckpt_dir / "optimizer.safetensors")), skeleton))
+    rng = load_file(str(ckpt_dir / "rng.safetensors"))
+    numpy_state = json.loads((ckpt_dir / "rng.json").read_text())["numpy"]
+    restore_rng(rng, numpy_state, generators or {})
+    return json.loads((ckpt_dir / "state.json").read_text())
+
+
+def load_for_inference(ckpt_dir, *, ema=True):
+    """(model in eval mode, float32, on CPU; config dict) from a checkpoint folder (or an OUTPUT_DIR: its latest)."""
+    from diffspec.trainer.models import build_model
+
+    ckpt_dir = Path(ckpt_dir)
+    if not (ckpt_dir / MANIFEST).exists() and not (ckpt_dir / "config.json").exists():
+        latest = find_latest(ckpt_dir)
+        if latest is None:
+            raise ValueError(f"{str(ckpt_dir)!r} is neither a checkpoint folder nor an output folder with a complete "
+                             "checkpoint-STEP inside")
+        ckpt_dir = latest
+    config = read_config(ckpt_dir)
+    model = build_model(config["model"]["arch"], **config["model"]["kwargs"])
+    name = "ema.safetensors" if ema and (ckpt_dir / "ema.safetensors").exists() else "model.safetensors"
+    try:
+        model.load_state_dict(load_file(str(ckpt_dir / name)))
+    except RuntimeError as err:
+        raise ValueError(f"checkpoint {str(ckpt_dir)!r}: {name} does not fit the model in config.json ({err})") from None
+    return model.float().eval(), config
