@@ -1,0 +1,5 @@
+import sys
+
+from diffspec.trainer.cli import main
+
+sys.exit(main())

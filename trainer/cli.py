@@ -1,0 +1,116 @@
+"""`diffspec-train` / `python -m diffspec.trainer`: flags follow the diffusers training scripts
+(--output-dir, --max-train-steps, --train-batch-size, ...); the underscore spellings are accepted too."""
+
+import argparse
+import json
+import sys
+
+from diffspec.trainer.loop import TrainConfig
+
+
+def _json_dict(text):
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise argparse.ArgumentTypeError(f"{text!r} is not JSON ({err})") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a JSON object like '{{\"T\": 1000}}'")
+    return value
+
+
+def build_parser():
+    p = argparse.ArgumentParser(prog="diffspec-train", description="Train a diffusion model (diffspec trainer).",
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+
+    def add(name, **kw):
+        dashed = "--" + name.replace("_", "-")
+        flags = [dashed] if "-" not in name and "_" not in name else [dashed, "--" + name]
+        p.add_argument(*flags, dest=name, **kw)
+
+    add("data", default="moons", help="moons, swiss_roll, 8gaussians, checkerboard, mixture, digits, mnist5k, "
+        "a folder of images, or a .npy/.npz file")
+    add("output_dir", default="runs/out", help="where checkpoints, log.jsonl and samples/ go")
+    add("max_train_steps", type=int, default=None, help="optimizer steps (default per data set)")
+    add("train_batch_size", type=int, default=None, help="per device (default per data set)")
+    add("learning_rate", type=float, default=None)
+    add("lr_scheduler", choices=["constant", "cosine"], default="cosine")
+    add("lr_warmup_steps", type=int, default=None)
+    add("adam_beta1", type=float, default=0.9)
+    add("adam_beta2", type=float, default=0.999)
+    add("adam_weight_decay", type=float, default=0.0)
+    add("adam_epsilon", type=float, default=1e-8)
+    add("max_grad_norm", type=float, default=1.0, help="gradient clipping; 0 disables")
+    add("gradient_accumulation_steps", type=int, default=1)
+    add("mixed_precision", default="auto", help="auto (bf16 on CUDA), no, bf16")
+    add("no_ema", action="store_true", help="train without an EMA copy")
+    add("ema_max_decay", type=float, default=None)
+    add("arch", choices=["mlp", "unet", "dit"], default=None, help="network (default per data set)")
+    add("model_kwargs", type=_json_dict, default={}, help="JSON overrides of the network's options")
+    add("precond", choices=["none", "edm"], default="none", help="EDM preconditioning (then predicts x0)")
+    add("schedule", default=None, help="noise schedule name (default: linear, DDPM's T=1000)")
+    add("schedule_kwargs", type=_json_dict, default={}, help="JSON schedule parameters, e.g. '{\"T\": 1000}'")
+    add("num_train_timesteps", type=int, default=None, help="T of a discrete schedule")
+    add("prediction_type", default="eps", help="eps|epsilon, x0|sample, v|v_prediction, flow, score")
+    add("weighting", default=None, help="loss weighting in lam: uniform, snr, min_snr, p2, edm, sigmoid, v, flow")
+    add("snr_gamma", type=float, default=None, help="min-SNR-gamma weighting (Hang et al. 2023), e.g. 5")
+    add("timestep_sampling", default=None, help="uniform_discrete, uniform, logit_normal, edm_lognormal, importance")
+    add("noise_offset", type=float, default=0.0)
+    add("class_conditional", choices=["auto", "yes", "no"], default="auto", help="use labels when the data has them")
+    add("cond_drop_prob", type=float, default=0.1, help="label dropout to the null class (for CFG)")
+    add("seed", type=int, default=0)
+    add("checkpointing_steps", type=int, default=None)
+    add("checkpoints_total_limit", type=int, default=None)
+    add("resume_from_checkpoint", default=None, help="'latest' or a checkpoint folder")
+    add("validation_steps", type=int, default=None, help="write a sample grid every N steps (and at the end)")
+    add("validation_sampler", default="dpmpp_2m")
+    add("num_inference_steps", type=int, default=20)
+    add("num_validation_samples", type=int, default=None)
+    add("validation_guidance_scale", type=float, default=1.0, help="CFG scale, diffusers convention (1 = off)")
+    add("logging_steps", type=int, default=50)
+    add("torch_compile", action="store_true")
+    add("device", default=None, help="cpu, cuda, cuda:1 (default: cuda when available)")
+    add("no_progress", action="store_true", help="no tqdm bar")
+    return p
+
+
+def config_from_args(args):
+    schedule_kwargs = dict(args.schedule_kwargs)
+    if args.num_train_timesteps is not None:
+        schedule_kwargs["T"] = args.num_train_timesteps
+    return TrainConfig(
+        data=args.data, output_dir=args.output_dir, max_train_steps=args.max_train_steps,
+        train_batch_size=args.train_batch_size, learning_rate=args.learning_rate, lr_scheduler=args.lr_scheduler,
+        lr_warmup_steps=args.lr_warmup_steps, adam_beta1=args.adam_beta1, adam_beta2=args.adam_beta2,
+        adam_weight_decay=args.adam_weight_decay, adam_epsilon=args.adam_epsilon, max_grad_norm=args.max_grad_norm,
+        gradient_accumulation_steps=args.gradient_accumulation_steps, mixed_precision=args.mixed_precision,
+        use_ema=not args.no_ema, ema_max_decay=args.ema_max_decay, arch=args.arch, model_kwargs=args.model_kwargs,
+        precond=args.precond, schedule=args.schedule, schedule_kwargs=schedule_kwargs,
+        prediction_type=args.prediction_type, weighting=args.weighting, snr_gamma=args.snr_gamma,
+        timestep_sampling=args.timestep_sampling, noise_offset=args.noise_offset,
+        class_conditional={"auto": None, "yes": True, "no": False}[args.class_conditional],
+        cond_drop_prob=args.cond_drop_prob, seed=args.seed, checkpointing_steps=args.checkpointing_steps,
+        checkpoints_total_limit=args.checkpoints_total_limit, resume_from_checkpoint=args.resume_from_checkpoint,
+        validation_steps=args.validation_steps, validation_sampler=args.validation_sampler,
+        num_inference_steps=args.num_inference_steps, num_validation_samples=args.num_validation_samples,
+        validation_guidance_scale=args.validation_guidance_scale, logging_steps=args.logging_steps,
+        torch_compile=args.torch_compile, device=args.device, progress=not args.no_progress,
+    )
+
+
+def main(argv=None):
+    from diffspec.trainer.loop import train
+
+    args = build_parser().parse_args(argv)
+    try:
+        result = train(config_from_args(args))
+    except ValueError as err:
+        print(f"diffspec-train: error: {err}", file=sys.stderr)
+        return 2
+    if int(__import__("os").environ.get("RANK", "0")) == 0:
+        print(f"done: {result['step']} steps in {result['seconds']:.1f} s, final loss {result['final_loss']:.4f}; "
+              f"checkpoint {result['checkpoint']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
