@@ -92,3 +92,30 @@ class RecordedNoise:
     def __call__(self, shape):
         self.shapes.append(tuple(shape))
         return self.rng.standard_normal(shape)
+
+
+def kappa(ref, t):
+    """Conditioning of a schedule's float32 evaluation at t (see test_twin_schedules): 1 + |lam| + |log alpha| +
+    |log sigma| + (1 + |t|) (|dlam/dt| + |dlog alpha/dt| + |dlog sigma/dt|), derivatives by float64 central
+    differences of the reference."""
+    lo, hi = ref.t_min, ref.t_max
+    h = 1e-6 * (hi - lo)
+    a, b = np.clip(t - h, lo, hi), np.clip(t + h, lo, hi)
+
+    def deriv(f):
+        with np.errstate(all="ignore"):
+            return np.abs((f(b) - f(a)) / (b - a))
+
+    with np.errstate(all="ignore"):
+        log_a, log_s = np.log(ref.alpha(t)), np.log(ref.sigma(t))
+        d = deriv(ref.lam) + deriv(lambda u: np.log(ref.alpha(u))) + deriv(lambda u: np.log(ref.sigma(u)))
+        return 1 + np.abs(ref.lam(t)) + np.abs(log_a) + np.abs(log_s) + (1 + np.abs(t)) * d
+
+
+def float32_times(ref, t):
+    """t rounded to float32, nudged back inside the schedule's domain; and the same values in float64."""
+    t32 = np.asarray(t).astype(np.float32)
+    t64 = t32.astype(np.float64)  # compare in float64 (a Python float against float32 compares in float32)
+    t32 = np.where(t64 > ref.t_max, np.nextafter(t32, np.float32(-np.inf)), t32)
+    t32 = np.where(t64 < ref.t_min, np.nextafter(t32, np.float32(np.inf)), t32)
+    return t32, t32.astype(np.float64)

@@ -14,7 +14,7 @@ import torch
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from _twin import RecordedNoise, reference_schedules, twin
+from _twin import RecordedNoise, float32_times, kappa, reference_schedules, twin
 from diffspec.reference import forward as RF
 from diffspec.reference import losses as RL
 from diffspec.reference import parameterizations as RP
@@ -371,3 +371,38 @@ def test_importance_sampling_matches_reference(ref, seed, per_bin):
 
 def test_timestep_registry_matches():
     assert sorted(TT.TIMESTEPS) == sorted(RT.TIMESTEPS)
+
+
+@settings(deadline=None)
+@given(ref=reference_schedules(), data=st.data(), param=st.sampled_from(PARAMS),
+       weighting=st.sampled_from([None, "uniform", "min_snr", "v", "sigmoid", "edm"]))
+def test_diffusion_loss_float32_within_derived_tolerance(ref, data, param, weighting):
+    """The training-precision loss against the float64 reference at the same (float32-rounded) inputs.
+
+    Error budget, per element: alpha and sigma carry a relative error r = 16 eps32 kappa(t) (the schedule bound of
+    test_twin_schedules); the target and F - target are a few operations on terms of size
+    M = |F| + |x0| + |eps| (1 + 1/sigma for the score target), so |delta(F - target)| <= E = (8 eps32 + r) M.
+    The weighted loss is w k^2 mean(diff^2) with w(lam), k(alpha, sigma): its error is at most
+    w k^2 mean(2 |diff| E + E^2) + loss (2 + 2 |lam|) r (w and k are exp/ratios of lam-sized quantities).
+    """
+    x0, eps, out = (a.astype(np.float32).astype(np.float64) for a in data.draw(batches(), label="arrays"))
+    t = data.draw(noisy_times(ref, x0.shape[0]), label="t")
+    t32, t = float32_times(ref, t)
+    assume(np.all(np.isfinite(ref.lam(t))))
+    want = RL.diffusion_loss(out, x0, eps, t, ref, parameterization=param, weighting=weighting)
+    got = TL.diffusion_loss(*(torch.from_numpy(a.astype(np.float32)) for a in (out, x0, eps)), torch.from_numpy(t32),
+                            twin(ref), parameterization=param, weighting=weighting)
+    assert got.dtype == torch.float32
+    alpha, sigma, lam = ref.alpha(t), ref.sigma(t), ref.lam(t)
+    r = RP.broadcast_to_batch(16 * EPS32 * kappa(ref, t), x0)
+    sig = RP.broadcast_to_batch(sigma, x0)
+    M = np.abs(out) + np.abs(x0) + np.abs(eps) * (1 + 1 / sig)
+    E = (8 * EPS32 + r) * M
+    target = RP.training_target(param, x0, eps, alpha, sigma)
+    diff = np.abs(out - target)
+    w = np.ones_like(t) if weighting is None else RW.WEIGHTINGS[weighting](lam)
+    k2 = np.ones_like(t) if weighting is None else TL.eps_scale(param, torch.from_numpy(alpha), torch.from_numpy(sigma)).numpy() ** 2
+    axes = tuple(range(1, x0.ndim))
+    bound = w * k2 * np.mean(2 * diff * E + E**2, axis=axes) + np.abs(want) * (2 + 2 * np.abs(lam)) * 16 * EPS32 * kappa(ref, t)
+    err = np.abs(got.double().numpy() - want)
+    assert np.all(err <= bound), (err, bound)

@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 
 from _twin import RecordedNoise, mixtures, reference_oracle, reference_schedules, torch_oracle, twin
 from diffspec.reference import grids as RG
+from diffspec.reference import schedules as R
 from diffspec.reference.samplers import SAMPLERS as REF_SAMPLERS
 from diffspec.trainer.samplers import SAMPLERS
 
@@ -124,3 +125,24 @@ def test_sampler_matches_reference_step_by_step(name, problem, mixture, batch, s
         np.testing.assert_allclose(torch_calls, ref_calls, rtol=rtol / 100, atol=rtol / 100 * max(1.0, abs(ref.t_max)))
     scale = max(1.0, float(np.max(np.abs(want))), float(np.max(np.abs(x_T))))
     np.testing.assert_allclose(got.numpy(), want, rtol=rtol, atol=rtol * scale, strict=True)
+
+
+@pytest.mark.parametrize("name", sorted(SAMPLERS))
+def test_sampler_keeps_float32_and_feeds_the_network_float32_times(name):
+    """Training-time sampling: x_T float32 stays float32, and the network sees x and t in float32 with t of shape (B,)
+    (never a Python float, which an exported graph would freeze into a constant)."""
+    from diffspec.reference.oracles import standard_mixture_2d
+
+    ref = R.make_schedule("flow" if name.startswith("flow") else "linear", **({} if name.startswith("flow") else {"T": 100}))
+    grid = RG.uniform(ref, 4, t_start=0.9) if name.startswith("flow") else RG.uniform(ref, 4)
+    mixture = standard_mixture_2d()
+    seen = []
+
+    def denoise(x, t):
+        seen.append((x.dtype, t.dtype, tuple(t.shape)))
+        return torch_oracle(mixture, ref)(x, t)
+
+    x_T = torch.randn(3, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float32)
+    out = SAMPLERS[name](denoise, x_T, grid, twin(ref), noise=torch.Generator().manual_seed(1))
+    assert out.dtype == torch.float32 and out.shape == x_T.shape and bool(torch.isfinite(out).all())
+    assert seen and all(s == (torch.float32, torch.float32, (3,)) for s in seen), seen[:3]
