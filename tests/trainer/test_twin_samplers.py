@@ -20,8 +20,9 @@ from hypothesis import strategies as st
 from _twin import RecordedNoise, mixtures, reference_oracle, reference_schedules, torch_oracle, twin
 from diffspec.reference import grids as RG
 from diffspec.reference import schedules as R
+from diffspec.reference.samplers import INVERSIONS as REF_INVERSIONS
 from diffspec.reference.samplers import SAMPLERS as REF_SAMPLERS
-from diffspec.trainer.samplers import SAMPLERS
+from diffspec.trainer.samplers import INVERSIONS, SAMPLERS
 
 _bool = st.booleans()
 _eta = st.sampled_from([0.0, 1.0]) | st.floats(0.0, 1.5)
@@ -146,3 +147,29 @@ def test_sampler_keeps_float32_and_feeds_the_network_float32_times(name):
     out = SAMPLERS[name](denoise, x_T, grid, twin(ref), noise=torch.Generator().manual_seed(1))
     assert out.dtype == torch.float32 and out.shape == x_T.shape and bool(torch.isfinite(out).all())
     assert seen and all(s == (torch.float32, torch.float32, (3,)) for s in seen), seen[:3]
+
+
+@pytest.mark.parametrize("name", sorted(REF_INVERSIONS))
+@settings(deadline=None, max_examples=20)
+@given(ref=reference_schedules(), mixture=mixtures(), steps=st.integers(1, 12), lo=st.floats(0.0, 0.5),
+       hi=st.floats(0.5, 0.99), seed=st.integers(0, 2**32 - 1))
+def test_inversion_matches_reference(name, ref, mixture, steps, lo, hi, seed):
+    span = ref.t_max - ref.t_min
+    t0 = max(ref.t_eps, ref.t_min + lo * span)
+    t0 = t0 if ref.sigma(t0) > 0 else ref.t_min + 1e-3 * span
+    grid = np.linspace(t0, ref.t_min + hi * span, steps + 1)
+    assume(np.all(np.diff(grid) > 0))
+    x0 = mixture.sample(2, np.random.default_rng(seed))[0]
+    try:
+        want = REF_INVERSIONS[name](reference_oracle(mixture, ref), x0, grid, ref)
+    except ValueError:
+        with pytest.raises(ValueError):
+            INVERSIONS[name](torch_oracle(mixture, ref), torch.from_numpy(x0), grid, twin(ref))
+        return
+    got = INVERSIONS[name](torch_oracle(mixture, ref), torch.from_numpy(x0), grid, twin(ref))
+    scale = max(1.0, float(np.max(np.abs(want))))
+    np.testing.assert_allclose(got.numpy(), want, rtol=1e-10, atol=1e-10 * scale, strict=True)
+
+
+def test_every_reference_inversion_has_a_twin():
+    assert sorted(INVERSIONS) == sorted(REF_INVERSIONS)

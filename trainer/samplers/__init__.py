@@ -7,8 +7,9 @@ Options, defaults, draw order and step orders follow the reference sampler of th
 """
 
 from diffspec.trainer.samplers import (
-    consistency, ddim, ddpm, deis, dpm_solver, dpm_solver_pp, flow, k_diffusion, lms, ode, pndm, sde, unipc,
+    consistency, ddim, ddpm, deis, dpm_solver, dpm_solver_pp, flow, inversion, k_diffusion, lms, ode, pndm, sde, unipc,
 )
+from diffspec.trainer.samplers.inversion import INVERSIONS
 
 SAMPLERS = {
     "ddpm": ddpm.sample_ddpm,
@@ -54,4 +55,4 @@ def get_sampler(name):
     return SAMPLERS[name]
 
 
-__all__ = ["SAMPLERS", "get_sampler"]
+__all__ = ["INVERSIONS", "SAMPLERS", "get_sampler"]
