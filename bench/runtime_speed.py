@@ -258,8 +258,10 @@ def main(argv=None):
     import onnxruntime
 
     cpu = platform.processor() or platform.machine()
-    print(f"\n{time.strftime('%Y-%m-%d')}, {os.cpu_count()} CPU cores ({cpu}), torch {torch.__version__}, "
-          f"onnxruntime {onnxruntime.__version__}; {SAMPLER}, {STEPS} steps; samples/s (higher is better)\n")
+    load = ", ".join(f"{v:.1f}" for v in os.getloadavg())
+    print(f"\n{time.strftime('%Y-%m-%d')}, {os.cpu_count()} CPU cores ({cpu}), load average {load} at the end, "
+          f"torch {torch.__version__}, onnxruntime {onnxruntime.__version__}; {SAMPLER}, {STEPS} steps; "
+          "samples/s (higher is better)\n")
     head = ("| net | batch | runtime ORT-CPU | runtime + IOBinding | torch eager | torch.compile | "
             "runtime / eager | runtime / compile | outside network: runtime / eager |")
     print(head)

@@ -149,9 +149,11 @@ def build_parser():
     for name, (default, owners) in sorted(sampler_opts.items()):
         flag_name = name if name not in RESERVED else "sampler_" + name
         kind, metavar = _typed(default)
+        defaults = {repr(keyword_options(SAMPLERS[o])[name]) for o in owners}
         owners_text = ", ".join(owners) if len(owners) <= 6 else ", ".join(owners[:6]) + ", ..."
+        default_text = f"default {default!r}" if len(defaults) == 1 else "default per sampler"
         so.add_argument(_flag(flag_name), dest="opt_" + name, type=kind, metavar=metavar, default=None,
-                        help=f"default {default!r}; {owners_text}")
+                        help=f"{default_text}; {owners_text}")
         dests["opt_" + name] = ("sampler", name)
     o = p.add_argument_group("other")
     o.add_argument("--list-samplers", action="store_true", help="list the samplers and their options, then exit")

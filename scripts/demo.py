@@ -5,7 +5,7 @@
 
 1. Split the 1,797 8x8 digits into a training set and a held-out set (stratified, fixed seed) and write the
    training set as out/digits_train.npz.
-2. `diffspec-train --data out/digits_train.npz ...`: a small class-conditional UNet, a few minutes on 2 cores.
+2. `diffspec-train --data out/digits_train.npz ...`: a small class-conditional UNet, about five minutes on 2 cores.
 3. `diffspec-export RUN_DIR -o out/digits.onnx`: one verified ONNX file with its model card.
 4. `diffspec-sample out/digits.onnx --sampler dpmpp_2m --steps 20 --guidance-scale G ...`: the picture
    out/digits_grid.png (column k holds class k) and 500 samples in out/digits_samples.npz.
@@ -29,15 +29,28 @@ import numpy as np
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def run(cmd, *, label):
-    print(f"\n[{label}] $ {' '.join(shlex.quote(c) for c in cmd)}", flush=True)
+def run(cmd, *, label, env=None):
+    prefix = "".join(f"{k}={v} " for k, v in (env or {}).items())
+    print(f"\n[{label}] $ {prefix}{' '.join(shlex.quote(c) for c in cmd)}", flush=True)
     start = time.perf_counter()
-    result = subprocess.run(cmd, cwd=ROOT)
+    result = subprocess.run(cmd, cwd=ROOT, env={**os.environ, **(env or {})})
     seconds = time.perf_counter() - start
     if result.returncode != 0:
         sys.exit(f"demo: the {label} step failed (exit code {result.returncode}); see its message above")
     print(f"[{label}] done in {seconds:.1f} s", flush=True)
     return seconds
+
+
+def latest_checkpoint(run_dir):
+    """The run's checkpoint-STEP folder with the highest STEP that has its manifest.json (written last)."""
+    found = []
+    for name in os.listdir(run_dir):
+        path = os.path.join(run_dir, name)
+        if name.startswith("checkpoint-") and name[11:].isdigit() and os.path.isfile(os.path.join(path, "manifest.json")):
+            found.append((int(name[11:]), path))
+    if not found:
+        sys.exit(f"demo: no complete checkpoint in {run_dir}")
+    return max(found)[1]
 
 
 def split_digits(seed=0, held_out=500):
@@ -79,7 +92,10 @@ class Features:
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--out-dir", default="out", help="where everything is written (default out/)")
-    p.add_argument("--train-steps", type=int, default=1500, help="optimizer steps (default 1500, ~4 min on 2 cores)")
+    p.add_argument("--train-steps", type=int, default=1000, help="optimizer steps (default 1000, ~5 min on 2 cores)")
+    p.add_argument("--train-threads", type=int, default=1,
+                   help="torch threads for training (default 1: on a shared 2-core machine torch's spinning threads "
+                        "ran 5-10x slower with 2)")
     p.add_argument("--guidance-scale", type=float, default=2.0, help="CFG scale for the samples (diffusers convention)")
     p.add_argument("--samples", type=int, default=500, help="samples for the quality figure (default 500)")
     p.add_argument("--seed", type=int, default=0)
@@ -103,8 +119,10 @@ def main(argv=None):
     timings["train"] = run([py, "-m", "diffspec.trainer", "--data", train_file, "--output-dir", run_dir,
                             "--max-train-steps", str(args.train_steps), "--class-conditional", "yes",
                             "--seed", str(args.seed), "--validation-steps", str(10 * args.train_steps),
-                            "--checkpointing-steps", str(args.train_steps)], label="train")
-    timings["export"] = run([py, "-m", "diffspec.export", run_dir, "-o", onnx_file], label="export")
+                            "--checkpointing-steps", str(args.train_steps)], label="train",
+                           env={"OMP_NUM_THREADS": str(args.train_threads)})
+    timings["export"] = run([py, "-m", "diffspec.export", latest_checkpoint(run_dir), "-o", onnx_file],
+                            label="export")
     sample_args = [py, "-m", "diffspec.runtime", onnx_file, "--sampler", "dpmpp_2m", "--steps", "20",
                    "--seed", str(args.seed), "--guidance-scale", str(args.guidance_scale), "--device", "auto"]
     timings["sample grid"] = run([*sample_args, "-n", "100", "--out", grid_file], label="sample grid")

@@ -71,6 +71,7 @@ BAD = [
     ("missing", [], "does not exist"),
     ("points", ["--sampler", "nope"], "unknown sampler 'nope': expected one of"),
     ("points", ["--steps", "5000"], "steps=5000"),
+    ("points", ["--sampler", "flow_euler"], "needs the 'flow' schedule"),
     ("points", ["--sampler", "dpmpp_2m", "--eta", "0.3"], "sampler 'dpmpp_2m' has no option 'eta'"),
     ("points", ["--class-label", "3"], "class label 3 is out of range: this model has classes 0..2"),
     ("points_uncond", ["--guidance-scale", "3"], "needs a class-conditional model"),
@@ -108,3 +109,24 @@ def test_unwritable_output(models, tmp_path):
     folder.chmod(0o500)
     r = run_cli(models["points"], "-n", "2", "--steps", "2", "--out", folder / "x.png")
     assert r.returncode != 0 and "cannot be written" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_inpainting_and_sdedit_from_png(models, tmp_path):
+    """--init-image and --mask as PNG files: the black (keep) region of the mask comes back as the init image."""
+    init = np.zeros((8, 8), dtype=np.uint8)
+    init[:, ::2] = 255
+    Image.fromarray(init).save(tmp_path / "init.png")
+    mask = np.zeros((8, 8), dtype=np.uint8)
+    mask[4:] = 255  # generate the bottom half
+    Image.fromarray(mask).save(tmp_path / "mask.png")
+    out = tmp_path / "inpainted.npz"
+    r = run_cli(models["image"], "--steps", "6", "-n", "3", "--init-image", tmp_path / "init.png",
+                "--mask", tmp_path / "mask.png", "--out", out, "--quiet")
+    assert r.returncode == 0, r.stderr
+    x = np.load(out)["samples"][:, 0]
+    np.testing.assert_allclose(x[:, :4], np.broadcast_to(init[:4] / 255.0 * 16.0, (3, 4, 8)), atol=1e-4)
+    out = tmp_path / "edit.npy"
+    r = run_cli(models["image"], "--steps", "10", "-n", "2", "--init-image", tmp_path / "init.png",
+                "--strength", "0.3", "--sampler", "ddim", "--out", out, "--quiet")
+    assert r.returncode == 0, r.stderr
+    assert np.abs(np.load(out)[:, 0] - init / 255.0 * 16.0).mean() < 4.0
