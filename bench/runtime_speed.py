@@ -98,9 +98,9 @@ def _export_plain(model, card, path):  # pragma: no cover - only before diffspec
     onnx.save(m, path)
 
 
-def run_worker(kind, net, folder, batches, min_time, timeout):
+def run_worker(kind, net, folder, batches, min_time, timeout, threads):
     cmd = [sys.executable, os.path.abspath(__file__), "--worker", kind, "--net", net, "--folder", folder,
-           "--batches", ",".join(map(str, batches)), "--min-time", str(min_time)]
+           "--batches", ",".join(map(str, batches)), "--min-time", str(min_time), "--threads", str(threads)]
     try:
         r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -126,13 +126,13 @@ def _time_runs(fn, min_time):
     return statistics.median(times), len(times)
 
 
-def worker_runtime(net, folder, batches, min_time, io_binding):
+def worker_runtime(net, folder, batches, min_time, io_binding, threads):
     sys.modules["torch"] = None  # the runtime must not need it; also keeps torch's threads out of this process
     import numpy as np
 
     from diffspec.runtime import Model, sample
 
-    model = Model.load(os.path.join(folder, f"{net}.onnx"), device="cpu", io_binding=io_binding)
+    model = Model.load(os.path.join(folder, f"{net}.onnx"), device="cpu", io_binding=io_binding, threads=threads)
     network = model.network
     spent = [0.0]
 
@@ -159,7 +159,7 @@ def worker_runtime(net, folder, batches, min_time, io_binding):
     return out
 
 
-def worker_torch(net, folder, batches, min_time, compile_):
+def worker_torch(net, folder, batches, min_time, compile_, threads):
     import torch
 
     from diffspec.reference.grids import make_grid
@@ -168,7 +168,7 @@ def worker_torch(net, folder, batches, min_time, compile_):
     from diffspec.trainer.samplers import SAMPLERS
     from diffspec.trainer.schedules import schedule_from_dict
 
-    torch.set_num_threads(os.cpu_count() or 1)
+    torch.set_num_threads(threads or os.cpu_count() or 1)
     model = _build(net)
     model.load_state_dict(torch.load(os.path.join(folder, f"{net}.pt")))
     model.eval()
@@ -222,6 +222,8 @@ def main(argv=None):
     p.add_argument("--nets", default="mlp,unet")
     p.add_argument("--batches", default="1,8,64")
     p.add_argument("--min-time", type=float, default=None, help="seconds of timed runs per configuration")
+    p.add_argument("--threads", type=int, default=0,
+                   help="intra-op threads for both runtimes (default 0: all cores); 1 is steadier on a busy machine")
     p.add_argument("--worker", help=argparse.SUPPRESS)
     p.add_argument("--net", help=argparse.SUPPRESS)
     p.add_argument("--folder", help=argparse.SUPPRESS)
@@ -231,9 +233,10 @@ def main(argv=None):
 
     if args.worker:
         if args.worker in ("ort", "ort_iobinding"):
-            result = worker_runtime(args.net, args.folder, batches, min_time, args.worker == "ort_iobinding")
+            result = worker_runtime(args.net, args.folder, batches, min_time, args.worker == "ort_iobinding",
+                                    args.threads)
         else:
-            result = worker_torch(args.net, args.folder, batches, min_time, args.worker == "compile")
+            result = worker_torch(args.net, args.folder, batches, min_time, args.worker == "compile", args.threads)
         print(json.dumps(result))
         return 0
 
@@ -248,7 +251,7 @@ def main(argv=None):
             for kind in kinds:
                 print(f"timing {net} / {kind} ...", file=sys.stderr, flush=True)
                 timeout = 1200 if kind == "compile" else 600
-                results[(net, kind)] = run_worker(kind, net, folder, batches, min_time, timeout)
+                results[(net, kind)] = run_worker(kind, net, folder, batches, min_time, timeout, args.threads)
     if args.quick:
         print("note: torch.compile skipped under --quick (it compiles for 40-55 s per shape on this CPU)",
               file=sys.stderr)
@@ -260,7 +263,8 @@ def main(argv=None):
     cpu = platform.processor() or platform.machine()
     load = ", ".join(f"{v:.1f}" for v in os.getloadavg())
     print(f"\n{time.strftime('%Y-%m-%d')}, {os.cpu_count()} CPU cores ({cpu}), load average {load} at the end, "
-          f"torch {torch.__version__}, onnxruntime {onnxruntime.__version__}; {SAMPLER}, {STEPS} steps; "
+          f"torch {torch.__version__}, onnxruntime {onnxruntime.__version__}, "
+          f"threads {args.threads or os.cpu_count()}; {SAMPLER}, {STEPS} steps; "
           "samples/s (higher is better)\n")
     head = ("| net | batch | runtime ORT-CPU | runtime + IOBinding | torch eager | torch.compile | "
             "runtime / eager | runtime / compile | outside network: runtime / eager |")
