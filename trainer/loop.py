@@ -52,7 +52,7 @@ class TrainConfig:
     precond: str = "none"  # none | edm (EDM preconditioning; the parameterization is then x0)
     schedule: str | None = None
     schedule_kwargs: dict = field(default_factory=dict)
-    prediction_type: str = "eps"
+    prediction_type: str | None = None  # default v: well conditioned at both ends (see README "## Training")
     weighting: str | None = None
     snr_gamma: float | None = None
     timestep_sampling: str | None = None  # default: uniform_discrete (discrete), edm_lognormal (edm), uniform
@@ -82,8 +82,8 @@ POINT_DEFAULTS = dict(arch="mlp", model_kwargs=dict(hidden=128, depth=3, freq_di
 IMAGE_DEFAULTS = {
     8: dict(arch="unet", model_kwargs=dict(model_channels=32, channel_mult=(1, 2), num_res_blocks=1,
                                            attention_resolutions=(4,), num_heads=4, groups=8),
-            train_batch_size=128, learning_rate=2e-3, max_train_steps=3000, lr_warmup_steps=100,
-            ema_max_decay=0.999, schedule="linear", validation_steps=1000, num_validation_samples=100),
+            train_batch_size=128, learning_rate=2e-3, max_train_steps=1500, lr_warmup_steps=100,
+            ema_max_decay=0.999, schedule="linear", validation_steps=500, num_validation_samples=100),
     "default": dict(arch="unet", model_kwargs=dict(model_channels=32, channel_mult=(1, 2, 2), num_res_blocks=1,
                                                    attention_resolutions=(7,), num_heads=4, groups=8),
                     train_batch_size=64, learning_rate=1e-3, max_train_steps=5000, lr_warmup_steps=200,
@@ -215,10 +215,10 @@ def parameterization_of(cfg):
     from diffspec.trainer.parameterizations import parse
 
     if cfg.precond == "edm":
-        if parse(cfg.prediction_type).value not in ("eps", "x0"):
+        if cfg.prediction_type is not None and parse(cfg.prediction_type).value != "x0":
             raise ValueError(f"--precond edm predicts x0; drop --prediction-type {cfg.prediction_type!r}")
         return "x0"
-    return parse(cfg.prediction_type).value
+    return parse(cfg.prediction_type or "v").value
 
 
 def timestep_sampler(cfg, schedule):
