@@ -58,12 +58,11 @@ def resolve_checkpoint(ckpt_dir):
         raise ValueError(f"checkpoint directory {str(ckpt)!r} does not exist")
     if (ckpt / "manifest.json").exists():
         return ckpt
-    if not (ckpt / "config.json").exists():
-        from diffspec.trainer.checkpoint import find_latest
+    from diffspec.trainer.checkpoint import find_latest
 
-        latest = find_latest(ckpt)
-        if latest is not None:
-            return Path(latest)
+    latest = find_latest(ckpt)
+    if latest is not None:
+        return Path(latest)
     raise ValueError(f"checkpoint directory {str(ckpt)!r} has no manifest.json: not a complete checkpoint (the "
                      "trainer writes manifest.json last; an interrupted save has none), nor a run folder with a "
                      "complete checkpoint-STEP inside")

@@ -38,13 +38,12 @@ def run_dir(tmp_path_factory):
     from diffspec.trainer.checkpoint import save_checkpoint
 
     out = tmp_path_factory.mktemp("run")
-    # DiT: the UNet's `_apply(layers, h, e)` helper currently shadows nn.Module._apply, so the trainer's
-    # load_for_inference (model.float()) cannot load a UNet checkpoint yet.
     model, ema = build("dit"), build("dit")
     with torch.no_grad():
         for p in ema.parameters():
             p.mul_(0.5)
     ckpt = save_checkpoint(out, 10, model=model, ema=ema, config=config_for("dit"))
+    (out / "config.json").write_text(json.dumps(config_for("dit")))  # the trainer keeps one in the run folder too
     return out, ckpt, model, ema
 
 

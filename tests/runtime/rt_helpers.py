@@ -11,7 +11,7 @@ import sys
 import numpy as np
 import pytest
 
-onnx = pytest.importorskip("onnx")
+import onnx
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
 from diffspec.reference.modelcard import DataInfo, ModelCard  # noqa: E402
