@@ -8,7 +8,8 @@ snr = e^{2 lam} and sigma_ve = e^{-lam}:
 | name     | w(lam) on || eps_hat - eps ||^2                  | source / meaning |
 |----------|--------------------------------------------------|------------------|
 | uniform  | 1                                                | Ho et al. 2020, L_simple (eps-MSE) |
-| snr      | snr = e^{2 lam}                                  | as docs/CONTRACTS.md fixes it (see note) |
+| x0       | 1 / snr = e^{-2 lam}                             | the x0-MSE (x0-prediction, Kingma & Gao Table 1) |
+| snr      | snr = e^{2 lam}                                  | the x0-MSE weighted by snr^2 (emphasises low noise) |
 | min_snr  | min(snr, gamma) / snr = min(1, gamma e^{-2 lam}) | Hang et al. 2023, Min-SNR-gamma, gamma = 5 |
 | p2       | 1 / (k + snr)^gamma                              | Choi et al. 2022, P2, k = 1, gamma = 1 |
 | edm      | (sigma_ve^2 + sigma_data^2) / sigma_data^2       | Karras et al. 2022, Table 1, lambda(sigma) sigma^2 |
@@ -16,9 +17,8 @@ snr = e^{2 lam} and sigma_ve = e^{-lam}:
 | v        | 1 + e^{-2 lam}                                   | v-MSE for VP (= 1 / alpha^2) |
 | flow     | (1 + e^{-lam})^2                                 | flow-MSE for alpha + sigma = 1 (= 1 / alpha^2) |
 
-Note on `snr`: the x0-MSE in eps space is e^{-2 lam} || eps_hat - eps ||^2 (weight 1 / snr). The contract's
-entry `snr` is w = e^{2 lam} on the eps-MSE (the x0-MSE weighted by snr^2), kept as written so reference and
-trainer agree; a loss equal to the x0-MSE is `diffusion_loss(..., weighting=lambda lam: np.exp(-2 * lam))`.
+Note: every weight here is on the eps-MSE. `snr` is the weight snr on that MSE, not "the x0-MSE" (whose eps-space
+weight is 1 / snr: the entry `x0`). Papers that put weights on the x0-MSE (Hang et al.) divide by snr to get these.
 
 Each is written so it stays finite where the textbook form overflows (min_snr as min(1, gamma e^{-2 lam}),
 sigmoid as exp(-log(1 + e^{-z})), p2 in log space).
@@ -41,8 +41,13 @@ def uniform(lam):
     return np.ones_like(_lam(lam))
 
 
+def x0(lam):
+    """w = 1 / snr = e^{-2 lam}: the x0-MSE || x0_hat - x0 ||^2 written in eps space."""
+    return np.exp(-2.0 * _lam(lam))
+
+
 def snr(lam):
-    """w = snr = e^{2 lam} on the eps-MSE, as fixed by docs/CONTRACTS.md (see the module note)."""
+    """w = snr = e^{2 lam} on the eps-MSE (the x0-MSE weighted by snr^2; see the module note)."""
     with np.errstate(over="ignore"):
         return np.exp(2.0 * _lam(lam))
 
@@ -95,6 +100,7 @@ def flow(lam):
 
 WEIGHTINGS = {
     "uniform": uniform,
+    "x0": x0,
     "snr": snr,
     "min_snr": min_snr,
     "p2": p2,

@@ -51,7 +51,7 @@ def build_parser():
     add("schedule_kwargs", type=_json_dict, default={}, help="JSON schedule parameters, e.g. '{\"T\": 1000}'")
     add("num_train_timesteps", type=int, default=None, help="T of a discrete schedule")
     add("prediction_type", default=None, help="default v; eps|epsilon, x0|sample, v|v_prediction, flow, score")
-    add("weighting", default=None, help="loss weighting in lam: uniform, snr, min_snr, p2, edm, sigmoid, v, flow")
+    add("weighting", default=None, help="loss weighting in lam: uniform, x0, snr, min_snr, p2, edm, sigmoid, v, flow")
     add("snr_gamma", type=float, default=None, help="min-SNR-gamma weighting (Hang et al. 2023), e.g. 5")
     add("timestep_sampling", default=None, help="uniform_discrete, uniform, logit_normal, edm_lognormal, importance")
     add("noise_offset", type=float, default=0.0)

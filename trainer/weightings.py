@@ -5,7 +5,8 @@ The torch twin of `diffspec.reference.weightings`. With snr = e^{2 lam} and sigm
 | name     | w(lam) on || eps_hat - eps ||^2      | source |
 |----------|--------------------------------------|--------|
 | uniform  | 1                                    | Ho et al. 2020 (eps-MSE) |
-| snr      | snr (as CONTRACTS.md fixes it; the x0-MSE is e^{-2 lam}) | |
+| x0       | 1 / snr = e^{-2 lam} (the x0-MSE)    | Kingma & Gao 2023 |
+| snr      | snr (the x0-MSE weighted by snr^2)   | |
 | min_snr  | min(snr, gamma) / snr = min(1, gamma e^{-2 lam}) | Hang et al. 2023 |
 | p2       | 1 / (k + snr)^gamma                  | Choi et al. 2022 |
 | edm      | (sigma_ve^2 + sigma_data^2) / sigma_data^2 | Karras et al. 2022 (lambda(sigma) sigma^2 ... in eps space) |
@@ -25,6 +26,10 @@ import torch.nn.functional as F
 
 def uniform(lam):
     return torch.ones_like(lam)
+
+
+def x0(lam):
+    return torch.exp(-2.0 * lam)
 
 
 def snr(lam):
@@ -75,6 +80,7 @@ def flow(lam):
 
 WEIGHTINGS = {
     "uniform": uniform,
+    "x0": x0,
     "snr": snr,
     "min_snr": min_snr,
     "p2": p2,

@@ -90,12 +90,12 @@ def test_weightings_match_their_textbook_forms(name):
     lam = np.linspace(-8, 8, 101)
     snr, sve = np.exp(2 * lam), np.exp(-lam)
     want = {
-        "uniform": np.ones_like(lam), "snr": snr, "min_snr": np.minimum(snr, 5.0) / snr, "p2": 1 / (1 + snr),
+        "uniform": np.ones_like(lam), "x0": 1 / snr, "snr": snr, "min_snr": np.minimum(snr, 5.0) / snr, "p2": 1 / (1 + snr),
         "edm": (sve**2 + 0.25) / 0.25, "sigmoid": 1 / (1 + np.exp(-(-3 - 2 * lam))), "v": 1 + 1 / snr,
         "flow": (1 + sve) ** 2,
     }[name]
     np.testing.assert_allclose(W.WEIGHTINGS[name](lam), want, rtol=1e-12)
-    assert np.all(np.isfinite(W.WEIGHTINGS[name](np.array([-300.0, 300.0]))) | (name in ("snr", "edm", "v", "flow")))
+    assert np.all(np.isfinite(W.WEIGHTINGS[name](np.array([-300.0, 300.0]))) | (name in ("x0", "snr", "edm", "v", "flow")))
 
 
 def test_flow_matching_loss_equals_flow_parameterization_mse():

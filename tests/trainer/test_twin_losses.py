@@ -32,7 +32,7 @@ EPS32 = float(np.finfo(np.float32).eps)
 EPS64 = float(np.finfo(np.float64).eps)
 PARAMS = [p.value for p in RP.Parameterization]
 WEIGHTING_OPTIONS = {
-    "uniform": {}, "snr": {}, "v": {}, "flow": {},
+    "uniform": {}, "x0": {}, "snr": {}, "v": {}, "flow": {},
     "min_snr": {"gamma": st.sampled_from([5.0]) | st.floats(0.5, 20.0)},
     "p2": {"k": st.sampled_from([1.0]) | st.floats(0.1, 5.0), "gamma": st.sampled_from([1.0, 0.5]) | st.floats(0.0, 2.0)},
     "edm": {"sigma_data": st.sampled_from([0.5]) | st.floats(0.1, 2.0)},
