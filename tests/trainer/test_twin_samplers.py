@@ -121,6 +121,11 @@ def test_sampler_matches_reference_step_by_step(name, problem, mixture, batch, s
     assert isinstance(got, torch.Tensor) and got.dtype == torch.float64 and got.shape == x_T.shape
     assert torch_noise.shapes == ref_noise.shapes
     rtol = 1e-8 if name in ADAPTIVE else 1e-10
+    if name in ("dpm_solver_2", "dpm_solver_3", "dpm_solver_fast"):
+        # One singlestep step can span the whole grid (e.g. t = 847 -> 0 with T = 848): its intermediate times come
+        # from t_of_lam and its eps-form update multiplies rounding by sigma-ratios of ~1e2 at once; a derandomized
+        # example of that shape measured 6e-10 relative, so these get one decade more.
+        rtol = 1e-9
     if name not in ADAPTIVE:  # an adaptive run may take one extra, zero-length step where t_of_lam(lam + h) lands
         # one ulp above the end time in one twin and on it in the other: same sample, different call list.
         np.testing.assert_allclose(torch_calls, ref_calls, rtol=rtol / 100, atol=rtol / 100 * max(1.0, abs(ref.t_max)))
