@@ -55,6 +55,9 @@ def build_parser():
     add("snr_gamma", type=float, default=None, help="min-SNR-gamma weighting (Hang et al. 2023), e.g. 5")
     add("timestep_sampling", default=None, help="uniform_discrete, uniform, logit_normal, edm_lognormal, importance")
     add("noise_offset", type=float, default=0.0)
+    add("learned_variance", action="store_true", help="iDDPM learned variance (2C outputs, hybrid loss L_simple + "
+        "lambda_vlb L_vlb); discrete VP schedules only; validation then samples with ddpm variance=learned_range")
+    add("lambda_vlb", type=float, default=0.001, help="weight of L_vlb in the hybrid loss (with --learned-variance)")
     add("class_conditional", choices=["auto", "yes", "no"], default="auto", help="use labels when the data has them")
     add("cond_drop_prob", type=float, default=0.1, help="label dropout to the null class (for CFG)")
     add("seed", type=int, default=0)
@@ -62,7 +65,8 @@ def build_parser():
     add("checkpoints_total_limit", type=int, default=None)
     add("resume_from_checkpoint", default=None, help="'latest' or a checkpoint folder")
     add("validation_steps", type=int, default=None, help="write a sample grid every N steps (and at the end)")
-    add("validation_sampler", default="dpmpp_2m")
+    add("validation_sampler", default=None, help="default dpmpp_2m; ddpm (variance=learned_range) with "
+        "--learned-variance; another sampler given with --learned-variance uses the mean half only")
     add("num_inference_steps", type=int, default=20)
     add("num_validation_samples", type=int, default=None)
     add("validation_guidance_scale", type=float, default=1.0, help="CFG scale, diffusers convention (1 = off)")
@@ -87,6 +91,7 @@ def config_from_args(args):
         precond=args.precond, schedule=args.schedule, schedule_kwargs=schedule_kwargs,
         prediction_type=args.prediction_type, weighting=args.weighting, snr_gamma=args.snr_gamma,
         timestep_sampling=args.timestep_sampling, noise_offset=args.noise_offset,
+        learned_variance=args.learned_variance, lambda_vlb=args.lambda_vlb,
         class_conditional={"auto": None, "yes": True, "no": False}[args.class_conditional],
         cond_drop_prob=args.cond_drop_prob, seed=args.seed, checkpointing_steps=args.checkpointing_steps,
         checkpoints_total_limit=args.checkpoints_total_limit, resume_from_checkpoint=args.resume_from_checkpoint,

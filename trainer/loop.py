@@ -57,6 +57,8 @@ class TrainConfig:
     snr_gamma: float | None = None
     timestep_sampling: str | None = None  # default: uniform_discrete (discrete), edm_lognormal (edm), uniform
     noise_offset: float = 0.0
+    learned_variance: bool = False  # iDDPM: 2C outputs, hybrid loss; discrete VP schedules only
+    lambda_vlb: float = 0.001  # weight of L_vlb in the hybrid loss (Nichol & Dhariwal 2021)
     class_conditional: bool | None = None  # default: when the data has labels
     cond_drop_prob: float = 0.1
     seed: int = 0
@@ -64,7 +66,7 @@ class TrainConfig:
     checkpoints_total_limit: int | None = None
     resume_from_checkpoint: str | None = None  # "latest" or a folder
     validation_steps: int | None = None
-    validation_sampler: str = "dpmpp_2m"
+    validation_sampler: str | None = None  # default dpmpp_2m; ddpm with variance="learned_range" with learned_variance
     num_inference_steps: int = 20
     num_validation_samples: int | None = None
     validation_guidance_scale: float = 1.0  # diffusers convention: 1 = off
@@ -160,6 +162,14 @@ def _check_config(cfg):
         raise ValueError(f"--precond={cfg.precond!r}: expected one of ['none', 'edm']")
     if cfg.noise_offset < 0:
         raise ValueError(f"--noise-offset={cfg.noise_offset!r}: expected a number >= 0")
+    if not (isinstance(cfg.lambda_vlb, (int, float)) and math.isfinite(cfg.lambda_vlb) and cfg.lambda_vlb >= 0):
+        raise ValueError(f"--lambda-vlb={cfg.lambda_vlb!r}: expected a finite number >= 0")
+    if cfg.learned_variance:
+        if cfg.precond != "none":
+            raise ValueError(f"--learned-variance does not combine with --precond {cfg.precond!r}")
+        if cfg.weighting is not None or cfg.snr_gamma is not None:
+            raise ValueError("--learned-variance trains with iDDPM's hybrid loss (unweighted eps-MSE + lambda_vlb L_vlb); "
+                             "drop --weighting / --snr-gamma")
 
 
 def resolve_config(cfg, ds):
@@ -174,6 +184,8 @@ def resolve_config(cfg, ds):
         cfg.model_kwargs = {**d["model_kwargs"], **cfg.model_kwargs}
     if cfg.class_conditional is None:
         cfg.class_conditional = ds.y is not None
+    if cfg.validation_sampler is None:
+        cfg.validation_sampler = "ddpm" if cfg.learned_variance else "dpmpp_2m"
     if cfg.class_conditional and ds.y is None:
         raise ValueError(f"--class-conditional: data {ds.name!r} has no labels")
     if cfg.lr_warmup_steps < 0:
@@ -187,7 +199,11 @@ def make_schedule(cfg):
 
     if cfg.schedule not in schedules.SCHEDULES:
         raise ValueError(f"unknown --schedule {cfg.schedule!r}: expected one of {sorted(schedules.SCHEDULES)}")
-    return schedules.make_schedule(cfg.schedule, **cfg.schedule_kwargs)
+    schedule = schedules.make_schedule(cfg.schedule, **cfg.schedule_kwargs)
+    if cfg.learned_variance and not (schedule.is_discrete and schedule.variance_preserving):
+        raise ValueError(f"--learned-variance needs a discrete VP schedule (iDDPM's L_vlb is over integer steps); "
+                         f"--schedule {cfg.schedule!r} is continuous")
+    return schedule
 
 
 def model_spec(cfg, ds, schedule):
@@ -203,6 +219,8 @@ def model_spec(cfg, ds, schedule):
         kwargs.setdefault("image_size", ds.shape[-1])
     if cfg.class_conditional:
         kwargs["num_classes"] = int(ds.num_classes)
+    if cfg.learned_variance:
+        kwargs["learned_variance"] = True
     if cfg.precond == "edm":
         kwargs.setdefault("time_scale", 250.0)
         return "precond", {"inner": {"arch": cfg.arch, "kwargs": kwargs}, "schedule": schedule.to_dict(),
@@ -229,6 +247,9 @@ def timestep_sampler(cfg, schedule):
         name = "uniform_discrete" if schedule.is_discrete else ("edm_lognormal" if cfg.schedule == "edm" else "uniform")
     if name not in timesteps.TIMESTEPS:
         raise ValueError(f"unknown --timestep-sampling {name!r}: expected one of {sorted(timesteps.TIMESTEPS)}")
+    if cfg.learned_variance and name not in ("uniform_discrete", "importance"):
+        raise ValueError(f"--learned-variance needs integer timesteps: --timestep-sampling {name!r} draws continuous "
+                         f"ones; use uniform_discrete or importance")
     if name == "importance":
         bins = schedule.num_steps if schedule.is_discrete else 100
         history = timesteps.LossHistory(bins)
@@ -354,8 +375,12 @@ def _sampler_and_grid(name, schedule, steps):
 
 @torch.no_grad()
 def sample(model, schedule, parameterization, shape, *, n, sampler="dpmpp_2m", steps=20, seed=0, y=None,
-           guidance_scale=1.0, null_class=None, device="cpu"):
-    """n samples (model space) from `model` with one of the twin's samplers; CFG when guidance_scale != 1."""
+           guidance_scale=1.0, null_class=None, device="cpu", variance=None):
+    """n samples (model space) from `model` with one of the twin's samplers; CFG when guidance_scale != 1.
+
+    A learned-variance model (2C outputs): every sampler uses the mean half; `variance` (ddpm only) is passed on,
+    and variance="learned_range" feeds the variance half (the conditional one under CFG) to ddpm as `variance_v`,
+    taken from the same model call as the mean when possible (no second call per step)."""
     from diffspec.trainer.parameterizations import x0_from_output
 
     fn, grid = _sampler_and_grid(sampler, schedule, steps)
@@ -363,20 +388,45 @@ def sample(model, schedule, parameterization, shape, *, n, sampler="dpmpp_2m", s
     t0 = torch.as_tensor(grid[0], dtype=torch.float64)
     x_T = torch.randn((n, *shape), generator=gen, device=device) * float(schedule.sigma(t0))
 
-    def denoise(x, t):
+    if variance is not None and sampler != "ddpm":
+        raise ValueError(f"variance={variance!r} is a ddpm option; the sampler is {sampler!r}")
+    last = {}  # the variance half of the latest model call, keyed by the input tensor
+
+    def model_out(x, t):
         t = t.to(torch.float32)
         if y is not None and guidance_scale != 1.0:
             out = model(torch.cat([x, x]), torch.cat([t, t]), torch.cat([y, torch.full_like(y, null_class)]))
             oc, ou = out.float().chunk(2)
+            var = oc[:, x.shape[1]:] if oc.shape[1] == 2 * x.shape[1] else None
             out = ou + guidance_scale * (oc - ou)
         else:
             out = model(x, t, y).float()
-        out = out[:, : x.shape[1]] if out.shape[1] != x.shape[1] else out
+            var = out[:, x.shape[1]:] if out.shape[1] == 2 * x.shape[1] else None
+        last.clear()
+        last.update(x=x, t=t, var=var)
+        return out[:, : x.shape[1]] if out.shape[1] != x.shape[1] else out, t
+
+    def denoise(x, t):
+        out, t = model_out(x, t)
         return x0_from_output(parameterization, out, x, schedule.alpha(t), schedule.sigma(t))
 
+    def variance_v(x, t):
+        if not (last.get("x") is x and torch.equal(last["t"], t.to(torch.float32))):
+            model_out(x, t)
+        if last["var"] is None:
+            raise ValueError("variance='learned_range' needs a learned-variance model (2C output channels)")
+        return last["var"]
+
+    options = {}
+    if variance is not None:
+        options["variance"] = variance
+        if variance == "learned_range":
+            options["variance_v"] = variance_v
     try:
-        return fn(denoise, x_T, grid, schedule, noise=gen)
+        return fn(denoise, x_T, grid, schedule, noise=gen, **options)
     except TypeError:
+        if options:
+            raise
         return fn(denoise, x_T, grid, schedule)
 
 
@@ -426,14 +476,14 @@ def _train(cfg, device, rank, world, dist):
     parameterization = parameterization_of(cfg)
     weighting, weighting_options = weighting_of(cfg)
     ts_name, draw_t, history = timestep_sampler(cfg, schedule)
-    from diffspec.trainer.losses import diffusion_loss
+    from diffspec.trainer.losses import diffusion_loss, hybrid_loss
 
     arch, kwargs = model_spec(cfg, ds, schedule)
     config = {
         "diffspec_version": VERSION, "model": {"arch": arch, "kwargs": kwargs}, "schedule": schedule.to_dict(),
         "parameterization": parameterization, "time_input": "t", "data": ds.info(),
         "num_classes": int(ds.num_classes) if cfg.class_conditional else None,
-        "null_class": int(ds.num_classes) if cfg.class_conditional else None, "learned_variance": False,
+        "null_class": int(ds.num_classes) if cfg.class_conditional else None, "learned_variance": bool(cfg.learned_variance),
         "train": {**dataclasses.asdict(cfg), "timestep_sampling": ts_name, "world_size": world,
                   "weighting": weighting, "weighting_options": weighting_options},
     }
@@ -441,6 +491,8 @@ def _train(cfg, device, rank, world, dist):
 
     torch.manual_seed(cfg.seed)  # identical initial weights on every rank (DDP also broadcasts rank 0's)
     model = build_model(arch, **kwargs).to(device)
+    if cfg.learned_variance and not getattr(model, "learned_variance", False):
+        raise ValueError(f"--learned-variance: the {arch!r} network does not support a learned variance")
     image = ds.kind == "image"
     if device.type == "cuda" and image:
         model = model.to(memory_format=torch.channels_last)
@@ -517,8 +569,13 @@ def _train(cfg, device, rank, world, dist):
             x_t = x_t.contiguous(memory_format=torch.channels_last)
         with autocast():
             out = train_model(x_t, t, y)
-        loss = diffusion_loss(out.float(), x0, eps, t, schedule, parameterization=parameterization,
-                              weighting=weighting, weighting_options=weighting_options)
+        if cfg.learned_variance:  # iDDPM: the first C channels are the parameterization's output, the rest v
+            mean_out, var_out = out.float().chunk(2, dim=1)
+            loss = hybrid_loss(mean_out, var_out, x0, eps, t.round().long(), schedule,
+                               parameterization=parameterization, lambda_vlb=cfg.lambda_vlb)
+        else:
+            loss = diffusion_loss(out.float(), x0, eps, t, schedule, parameterization=parameterization,
+                                  weighting=weighting, weighting_options=weighting_options)
         if history is not None:
             from diffspec.trainer.timesteps import bin_of
 
@@ -598,7 +655,8 @@ def validate(model, schedule, parameterization, ds, cfg, output_dir, step, devic
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         x = sample(model, schedule, parameterization, ds.shape, n=n, sampler=cfg.validation_sampler,
                    steps=cfg.num_inference_steps, seed=cfg.seed + 12345, y=y, guidance_scale=cfg.validation_guidance_scale,
-                   null_class=ds.num_classes, device=device)
+                   null_class=ds.num_classes, device=device,
+                   variance="learned_range" if cfg.learned_variance and cfg.validation_sampler == "ddpm" else None)
     model.train(was_training)
     out = Path(output_dir) / "samples"
     out.mkdir(parents=True, exist_ok=True)

@@ -128,3 +128,52 @@ def test_two_process_gloo_run_writes_one_checkpoint(tmp_path):
     config = json.loads((out / "checkpoint-4" / "config.json").read_text())
     assert config["train"]["world_size"] == 2
     assert ckpt.find_latest(out) == out / "checkpoint-4"
+
+
+def test_learned_variance_run_checkpoint_and_sampling(tmp_path):
+    """--learned-variance: tiny UNet on digits, hybrid loss, config says so, 2C outputs, ddpm learned_range."""
+    from diffspec.trainer import schedules
+
+    out = tmp_path / "lv"
+    assert main(["--data", "digits", "--output-dir", str(out), "--learned-variance", "--lambda-vlb", "0.01",
+                 "--max-train-steps", "3", "--train-batch-size", "8", "--logging-steps", "1", "--no-progress",
+                 "--model-kwargs", '{"model_channels": 8, "groups": 4, "num_heads": 2}',
+                 "--num-validation-samples", "4", "--num-inference-steps", "3", "--device", "cpu"]) == 0
+    config = json.loads((out / "checkpoint-3" / "config.json").read_text())
+    assert config["learned_variance"] is True and config["model"]["kwargs"]["learned_variance"] is True
+    assert config["train"]["lambda_vlb"] == 0.01 and config["train"]["validation_sampler"] == "ddpm"
+    log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    assert len(log) == 3 and all(np.isfinite(r["loss"]) and r["loss"] > 0 for r in log)
+    assert (out / "samples" / "step-0000003.png").is_file()
+    model, cfg = ckpt.load_for_inference(out / "checkpoint-3")
+    assert cfg["learned_variance"] is True
+    assert model(torch.zeros(3, 1, 8, 8), torch.rand(3), torch.tensor([0, 5, 10])).shape == (3, 2, 8, 8)
+
+    # learned_range sampling takes the variance half from the mean's model call: one call per step.
+    calls = []
+
+    def counted(x, t, y=None):
+        calls.append(1)
+        return model(x, t, y)
+
+    schedule = schedules.schedule_from_dict(cfg["schedule"])
+    y = torch.tensor([1, 2])
+    x = sample(counted, schedule, cfg["parameterization"], (1, 8, 8), n=2, sampler="ddpm", steps=4, y=y,
+               variance="learned_range")
+    assert x.shape == (2, 1, 8, 8) and torch.isfinite(x).all() and len(calls) == 4
+    with pytest.raises(ValueError, match="ddpm option"):
+        sample(model, schedule, cfg["parameterization"], (1, 8, 8), n=2, sampler="dpmpp_2m", steps=3, y=y,
+               variance="learned_range")
+
+
+def test_learned_variance_bad_input(tmp_path, capsys):
+    base = ["--data", "moons", "--output-dir", str(tmp_path), "--learned-variance", "--max-train-steps", "1"]
+    assert main([*base, "--schedule", "vp"]) == 2
+    assert "--learned-variance needs a discrete VP schedule" in capsys.readouterr().err
+    assert main([*base, "--timestep-sampling", "uniform"]) == 2
+    assert "needs integer timesteps" in capsys.readouterr().err
+    assert main([*base, "--snr-gamma", "5"]) == 2
+    assert "hybrid loss" in capsys.readouterr().err
+    assert main([*base, "--lambda-vlb", "-1"]) == 2
+    assert "--lambda-vlb=-1.0" in capsys.readouterr().err
+    assert not list(tmp_path.glob("checkpoint-*"))
