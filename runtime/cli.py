@@ -30,6 +30,10 @@ def _flag(name):
     return "--" + name.replace("_", "-")
 
 
+# sampler options that are callables the runtime supplies itself (ddpm's variance_v: the model's variance half)
+NOT_FLAGS = frozenset({"variance_v"})
+
+
 def _parse_value(text):
     """A CLI option value: true/false, int, float, or a string (variant names)."""
     low = text.strip().lower()
@@ -147,6 +151,8 @@ def build_parser():
         dests["gridopt_" + name] = ("grid", name)
     so = p.add_argument_group("sampler options (each applies to the samplers listed)")
     for name, (default, owners) in sorted(sampler_opts.items()):
+        if name in NOT_FLAGS:
+            continue
         flag_name = name if name not in RESERVED else "sampler_" + name
         kind, metavar = _typed(default)
         defaults = {repr(keyword_options(SAMPLERS[o])[name]) for o in owners}
@@ -168,7 +174,8 @@ def list_samplers():
     lines = []
     for name in sorted(SAMPLERS):
         info = SAMPLER_INFO.get(name)
-        opts = ", ".join(f"{_flag(k)} {v!r}" for k, v in keyword_options(SAMPLERS[name]).items())
+        opts = ", ".join(f"{_flag(k)} {v!r}" for k, v in keyword_options(SAMPLERS[name]).items()
+                         if k not in NOT_FLAGS)
         kind = "stochastic" if info and info.stochastic else "deterministic"
         order = f", order {info.order}" if info and info.order else ""
         lines.append(f"{name:22s} {kind}{order}" + (f"; options: {opts}" if opts else ""))

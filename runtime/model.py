@@ -256,10 +256,12 @@ class Model:
             raise ValueError(f"t of shape {t.shape}: expected a scalar or shape ({batch},)")
         return t
 
-    def network(self, x, t, y=None, *, guidance_scale=None):
+    def network(self, x, t, y=None, *, guidance_scale=None, return_variance=False):
         """The raw network output F (float32 array shaped like x) for x (B, ...), t scalar or (B,), y (B,) or None.
 
         `guidance_scale` only for a graph with fused guidance (input `guidance_scale`).
+        `return_variance`: return (F, v) from the same call, v the variance half of a learned-variance model's 2C
+        output (iDDPM's v in [-1, 1], float32 shaped like x), or None for a model without learned variance.
         """
         x = np.asarray(x)
         if x.shape[1:] != self.data_shape:
@@ -282,12 +284,19 @@ class Model:
         except Exception as err:  # onnxruntime's own exception types: say what was fed, not its C++ trace
             shapes = ", ".join(f"{k} {v.dtype}{list(v.shape)}" for k, v in feeds.items())
             raise RuntimeError(f"onnxruntime failed to run {self.path!r} on {shapes}: {_first_line(err)}") from None
+        v = None
         if out.shape != x.shape:
             if self.card.learned_variance and out.shape[1] == 2 * x.shape[1] and out.shape[2:] == x.shape[2:]:
-                out = out[:, : x.shape[1]]  # the mean part; the runtime's samplers do not use the variance half
+                # iDDPM: channels [0, C) are the parameterization's output, [C, 2C) the variance's v
+                out, v = out[:, : x.shape[1]], out[:, x.shape[1]:]
             else:
                 raise ModelFileError(f"{self.path!r}: output of shape {out.shape} for x of shape {x.shape}")
-        return out
+        elif self.card.learned_variance and return_variance:
+            raise ModelFileError(
+                f"{self.path!r}: metadata says learned_variance but the output has x's shape {x.shape}, not 2C "
+                "channels; re-export with diffspec-export"
+            )
+        return (out, v) if return_variance else out
 
     def x0_from_output(self, output, x, t):
         """The network output F at (x, t) converted to x0_hat, in float64 (the parameterization is in the card).

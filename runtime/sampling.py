@@ -96,17 +96,24 @@ class _PairedNetwork:
     (labels y, then the null class) and cached for the last (x, t), so `reference.guidance.cfg_diffusers` and
     `guidance_rescale`, which call them one after the other with the same x, cost one network call per step."""
 
-    def __init__(self, model, y):
-        self.model, self.y = model, np.asarray(y)
-        self._key, self._x0 = None, None
+    def __init__(self, model, y, variance_sink=None):
+        self.model, self.y, self.variance_sink = model, np.asarray(y), variance_sink
+        self._key, self._x0, self._v = None, None, None
 
     def _both(self, x, t):
         if self._key is None or self._key[0] is not x or self._key[1] != t:
             batch = x.shape[0]
             xx = np.concatenate([x, x])
-            out = self.model.network(xx, t, np.concatenate([self.y, np.full(batch, self.model.null_class)]))
+            labels = np.concatenate([self.y, np.full(batch, self.model.null_class)])
+            if self.variance_sink is None:
+                out, v = self.model.network(xx, t, labels), None
+            else:
+                out, v = self.model.network(xx, t, labels, return_variance=True)
             x0 = self.model.x0_from_output(out, xx, t)
-            self._key, self._x0 = (x, t), (x0[:batch], x0[batch:])
+            # learned variance: the conditional branch's half, as iDDPM/diffusers pipelines do
+            self._key, self._x0, self._v = (x, t), (x0[:batch], x0[batch:]), None if v is None else v[:batch]
+        if self.variance_sink is not None:
+            self.variance_sink(self._v)
         return self._x0
 
     def cond(self, x, t):
@@ -116,7 +123,7 @@ class _PairedNetwork:
         return self._both(x, t)[1]
 
 
-def make_denoiser(model, y=None, *, guidance_scale=1.0, guidance_rescale=0.0):
+def make_denoiser(model, y=None, *, guidance_scale=1.0, guidance_rescale=0.0, variance_sink=None):
     """denoise(x, t) -> x0_hat (float64) for one batch, with labels y and classifier-free guidance closed over.
 
     Guidance is `diffspec.reference.guidance.cfg_diffusers` (x0 = u + scale (c - u), off at scale = 1; Ho &
@@ -124,6 +131,8 @@ def make_denoiser(model, y=None, *, guidance_scale=1.0, guidance_rescale=0.0):
     network call of 2B rows; `guidance_rescale` (Lin et al. 2023) works in the model's own output space, as
     diffusers' `rescale_noise_cfg` does. A graph with fused guidance gets the scale through its
     `guidance_scale` input instead.
+    `variance_sink`: a callable given, at every network call, the variance half of that same call (learned
+    variance models; with guidance, the conditional branch's), see `LearnedVariance`.
     """
     scale = float(guidance_scale)
     phi = float(guidance_rescale)
@@ -133,18 +142,64 @@ def make_denoiser(model, y=None, *, guidance_scale=1.0, guidance_rescale=0.0):
             f"guidance_scale={guidance_scale}, guidance_rescale={guidance_rescale}: classifier-free guidance needs "
             "a class-conditional model (with a null class); this one is unconditional"
         )
+    if (guided and model.cfg_fused and phi):
+        raise ValueError("guidance_rescale is not available for a graph with fused guidance")
+    if variance_sink is not None and (not guided or model.cfg_fused):
+        kw = dict(guidance_scale=scale) if guided else {}
+
+        def with_variance(x, t):
+            x = np.asarray(x, dtype=np.float64)
+            out, v = model.network(x, t, y, return_variance=True, **kw)
+            variance_sink(v)
+            return model.x0_from_output(out, x, t)
+
+        return with_variance
     if not guided:
         return lambda x, t: model.denoise(x, t, y)
     if model.cfg_fused:
-        if phi:
-            raise ValueError("guidance_rescale is not available for a graph with fused guidance")
         return lambda x, t: model.x0_from_output(model.network(x, t, y, guidance_scale=scale), np.asarray(x), t)
-    pair = _PairedNetwork(model, y)
+    pair = _PairedNetwork(model, y, variance_sink)
     denoise = guidance.cfg_diffusers(pair.cond, pair.uncond, scale)
     if phi:
         space = "eps" if model.parameterization.value == "score" else model.parameterization.value
         denoise = guidance.guidance_rescale(denoise, pair.cond, model.schedule, phi=phi, space=space)
     return denoise
+
+
+# ------------------------------------------------------------------------------------------ learned variance
+class LearnedVariance:
+    """The ddpm sampler's `variance_v` for a learned-variance model, from the SAME network call as the denoiser.
+
+    `wrap(denoise)` is the sampler's denoiser; the network-level denoiser (from `make_denoiser(...,
+    variance_sink=lv.capture)`) hands the variance half of each call to `capture`, and the outer wrapper keys it
+    by the (x, t) the sampler asked for. `variance_v(x, t)` returns it for that (x, t) and never calls the network:
+    the ddpm sampler asks for v right after denoise(x, t) with the same x (Nichol & Dhariwal 2021, eq. 15).
+    """
+
+    def __init__(self):
+        self._last, self._key, self._v = None, None, None
+
+    def capture(self, v):
+        self._last = v
+
+    def wrap(self, denoise):
+        def wrapped(x, t):
+            self._last = None
+            x0 = denoise(x, t)
+            self._key, self._v = (x, t), self._last
+            return x0
+
+        return wrapped
+
+    def variance_v(self, x, t):
+        key = self._key
+        if key is None or self._v is None or key[1] != t or not (
+                key[0] is x or (np.shape(key[0]) == np.shape(x) and np.array_equal(key[0], x))):
+            raise RuntimeError(
+                f"variance_v({t}) was asked for an (x, t) the network was not just called at: the learned variance "
+                "comes from the denoiser's own network call (one call per step)"
+            )
+        return np.asarray(self._v, dtype=np.float64)
 
 
 # ---------------------------------------------------------------------------------------------------- labels
@@ -204,6 +259,8 @@ def sample(model, *, sampler="dpmpp_2m", steps=DEFAULT_STEPS, n=None, seed=0, in
     """Draw samples from an exported model; returns an array (n, *data_shape), float64.
 
     sampler, **options: a name in `diffspec.reference.samplers.SAMPLERS` and its keyword options (eta, order...).
+      ddpm with variance="learned_range" needs a learned-variance model: its `variance_v` is the variance half of
+      the denoiser's own network call (the conditional branch's with guidance), see `LearnedVariance`.
     steps, grid, grid_options: the time grid (`diffspec.reference.grids.GRIDS`, default: `default_grid`).
     n or indices: how many samples (indices 0..n-1) or exactly which; sample i uses noise seeded by (seed, i).
     batch_size: samples per network batch (guidance doubles the network batch).
@@ -227,8 +284,13 @@ def sample(model, *, sampler="dpmpp_2m", steps=DEFAULT_STEPS, n=None, seed=0, in
     if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 1:
         raise ValueError(f"steps={steps!r}: expected an integer >= 1")
     fn = check_sampler(sampler, int(steps), options)
-    if options.get("variance") == "learned_range":
-        raise ValueError("variance='learned_range' needs the model's variance output, which the runtime does not use")
+    if "variance_v" in options:
+        raise ValueError("variance_v is not an option of sample(): with variance='learned_range' the runtime takes v "
+                         "from the model's own variance output")
+    learned = options.get("variance") == "learned_range"
+    if learned and not model.card.learned_variance:
+        raise ValueError("variance='learned_range' needs a model exported with learned variance (2C outputs, "
+                         "learned_variance in its metadata); this one has none: use variance='fixed_small' or 'fixed_large'")
     labels = labels_for(model, idx, class_label)
     denoise_kw = dict(guidance_scale=guidance_scale, guidance_rescale=guidance_rescale)
     make_denoiser(model, labels, **denoise_kw)  # validates guidance before any work
@@ -258,14 +320,21 @@ def sample(model, *, sampler="dpmpp_2m", steps=DEFAULT_STEPS, n=None, seed=0, in
         for b in batches:
             noise = SampleNoise(seed, idx[b])
             shape = (len(idx[b]),) + model.data_shape
-            denoise = make_denoiser(model, None if labels is None else labels[b], **denoise_kw)
+            lv = LearnedVariance() if learned else None
+            denoise = make_denoiser(model, None if labels is None else labels[b], **denoise_kw,
+                                    variance_sink=None if lv is None else lv.capture)
             if mask is not None:
                 denoise = guidance.inpaint(denoise, schedule, known=known[b], mask=mask[b], noise=noise)
             denoise = _counted(denoise, bar)
+            run_options = dict(options)
+            if lv is not None:
+                denoise = lv.wrap(denoise)
+                run_options["variance_v"] = lv.variance_v
             if strength is not None:
-                x = guidance.sdedit(fn, denoise, known[b], grid_, schedule, strength=strength, noise=noise, **options)
+                x = guidance.sdedit(fn, denoise, known[b], grid_, schedule, strength=strength, noise=noise,
+                                    **run_options)
             else:
-                x = fn(denoise, sigma0 * noise(shape), grid_, schedule, noise=noise, **options)
+                x = fn(denoise, sigma0 * noise(shape), grid_, schedule, noise=noise, **run_options)
             out[b] = np.asarray(x, dtype=np.float64)
     finally:
         if bar is not None:

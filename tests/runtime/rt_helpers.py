@@ -143,3 +143,48 @@ def run_cli(*args, env_extra=None, block_torch=False, cwd=None):
     else:
         cmd = [sys.executable, "-m", "diffspec.runtime", *map(str, args)]
     return subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=cwd or ROOT, timeout=120)
+
+
+def learned_variance_model(path, *, num_classes=3, dim=2, parameterization="eps", seed=2):
+    """x (B, dim) -> [tanh(x W + t c + E[y] + b), tanh(x U + F[y])]: iDDPM's 2C output (the parameterization's
+    output, then v in [-1, 1]), with learned_variance=True in the card; both halves depend on y."""
+    rng = np.random.default_rng(seed)
+    init = [
+        numpy_helper.from_array((0.5 * rng.standard_normal((dim, dim))).astype(np.float32), "W"),
+        numpy_helper.from_array((0.8 * rng.standard_normal((dim, dim))).astype(np.float32), "U"),
+        numpy_helper.from_array((0.001 * rng.standard_normal((1, dim))).astype(np.float32), "c"),
+        numpy_helper.from_array((0.3 * rng.standard_normal((dim,))).astype(np.float32), "b"),
+        numpy_helper.from_array(np.array([1], dtype=np.int64), "one"),
+    ]
+    nodes = [
+        helper.make_node("MatMul", ["x", "W"], ["xw"]),
+        helper.make_node("Unsqueeze", ["t", "one"], ["t2"]),
+        helper.make_node("MatMul", ["t2", "c"], ["tc"]),
+        helper.make_node("Add", ["xw", "tc"], ["h1"]),
+        helper.make_node("Add", ["h1", "b"], ["h2"]),
+        helper.make_node("MatMul", ["x", "U"], ["g1"]),
+    ]
+    inputs = [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["B", dim]),
+              helper.make_tensor_value_info("t", TensorProto.FLOAT, ["B"])]
+    if num_classes:
+        init.append(numpy_helper.from_array(
+            (0.8 * rng.standard_normal((num_classes + 1, dim))).astype(np.float32), "E"))
+        init.append(numpy_helper.from_array(
+            (1.0 * rng.standard_normal((num_classes + 1, dim))).astype(np.float32), "F"))
+        nodes += [helper.make_node("Gather", ["E", "y"], ["ey"], axis=0),
+                  helper.make_node("Add", ["h2", "ey"], ["h3"]),
+                  helper.make_node("Gather", ["F", "y"], ["fy"], axis=0),
+                  helper.make_node("Add", ["g1", "fy"], ["g2"])]
+        inputs.append(helper.make_tensor_value_info("y", TensorProto.INT64, ["B"]))
+    else:
+        nodes += [helper.make_node("Identity", ["h2"], ["h3"]), helper.make_node("Identity", ["g1"], ["g2"])]
+    nodes += [helper.make_node("Tanh", ["h3"], ["mean"]), helper.make_node("Tanh", ["g2"], ["v"]),
+              helper.make_node("Concat", ["mean", "v"], ["out"], axis=1)]
+    graph = helper.make_graph(nodes, "points_lv", inputs,
+                              [helper.make_tensor_value_info("out", TensorProto.FLOAT, ["B", 2 * dim])], init)
+    card = ModelCard(
+        schedule=make_schedule("linear").to_dict(), parameterization=parameterization,
+        data=DataInfo(shape=(dim,), kind="points", range=(-2.0, 2.0), scale=0.5, shift=0.0, name="toy"),
+        num_classes=num_classes or None, null_class=num_classes or None, learned_variance=True,
+    )
+    return _save(graph, path, card.to_metadata()), card
