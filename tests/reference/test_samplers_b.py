@@ -315,3 +315,18 @@ def test_bad_options_raise(fn, options, word):
     with pytest.raises(ValueError, match="x_T"):
         fn(GAUSS.denoiser(schedule), np.full((2, 2), np.nan), make_grid("karras", schedule, 4), schedule,
            noise=np.random.default_rng(0))
+
+
+@pytest.mark.parametrize("name", ["dpmpp_2m_sde", "dpmpp_3m_sde"])
+def test_sde_solvers_at_eta_zero_start_where_alpha_is_zero(name):
+    """Flow at t = 1 has lam = -inf, so h = inf on the first step: e^{-eta h} must be 1 at eta = 0 (not 0 * inf)."""
+    from diffspec.reference.samplers import SAMPLERS
+
+    schedule = make_schedule("flow")
+    grid = make_grid("uniform", schedule, 10)
+    denoise = standard_mixture_2d().denoiser(schedule)
+    x_T = np.random.default_rng(0).standard_normal((64, 2))
+    out = SAMPLERS[name](denoise, x_T, grid, schedule, eta=0.0, noise=np.random.default_rng(1))
+    assert np.all(np.isfinite(out))
+    if name == "dpmpp_2m_sde":
+        np.testing.assert_allclose(out, SAMPLERS["dpmpp_2m"](denoise, x_T, grid, schedule), rtol=1e-12, atol=1e-12)

@@ -155,7 +155,7 @@ def sample_dpmpp_2m_sde(denoise, x_T, grid, schedule, *, noise=None, eta=1.0, so
             h = lam[i + 1] - lam[i]
             h_eta = (1 + eta) * h
             A = -math.expm1(-h_eta)
-            x = (sigma[i + 1] / sigma[i] * math.exp(-eta * h)) * x + (alpha[i + 1] * A) * x0
+            x = (sigma[i + 1] / sigma[i] * (math.exp(-eta * h) if eta > 0 else 1.0)) * x + (alpha[i + 1] * A) * x0
             if orders[i] == 2:
                 D1 = (x0 - x0_prev) * (h / (lam[i] - lam[i - 1]))
                 C = A / 2 if solver_type == SolverType.MIDPOINT else 1 - A / h_eta
@@ -189,7 +189,7 @@ def sample_dpmpp_3m_sde(denoise, x_T, grid, schedule, *, noise=None, eta=1.0, lo
         _, D1, D2 = _data_term(h, x0s, lam[i::-1], orders[i])
         phi_2 = math.expm1(-h_eta) / h_eta + 1
         phi_3 = phi_2 / h_eta - 0.5
-        x = (sigma[i + 1] / sigma[i] * math.exp(-eta * h)) * x - (alpha[i + 1] * math.expm1(-h_eta)) * x0s[0]
+        x = (sigma[i + 1] / sigma[i] * (math.exp(-eta * h) if eta > 0 else 1.0)) * x - (alpha[i + 1] * math.expm1(-h_eta)) * x0s[0]
         x = x + alpha[i + 1] * (phi_2 * D1 - 2 * phi_3 * D2)
         if eta > 0:
             x = x + (sigma[i + 1] * math.sqrt(-math.expm1(-2 * eta * h))) * draw(x.shape)
