@@ -192,7 +192,9 @@ def sample_dpm_solver_adaptive(denoise, x_T, grid, schedule, *, noise=None, orde
     t, lam, lam_end, h = grid[0], schedule.lam(grid[0]), schedule.lam(t_end), 0.05
     x_prev = x
     while t > t_end:
-        t_next = t_end if lam + h >= lam_end else float(schedule.t_of_lam(lam + h))
+        # Snap to t_end when lam + h is within rounding of lam_end: else t_of_lam may land one ulp above t_end and
+        # cost a zero-length extra step.
+        t_next = t_end if lam + h >= lam_end - 1e-12 * max(1.0, abs(lam_end)) else float(schedule.t_of_lam(lam + h))
         if not t_next < t:
             raise RuntimeError(f"dpm_solver_adaptive: step size underflow at t={t} (h={h}); loosen rtol/atol")
         eps, _ = _model(denoise, x, t, schedule)

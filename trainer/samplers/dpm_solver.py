@@ -148,7 +148,7 @@ def sample_dpm_solver_adaptive(denoise, x_T, grid, schedule, *, noise=None, orde
     t, lam, lam_end, h = grid[0], at(schedule.lam, grid[0]), at(schedule.lam, t_end), 0.05
     x_prev = x
     while t > t_end:
-        t_next = t_end if lam + h >= lam_end else at(schedule.t_of_lam, lam + h)
+        t_next = t_end if lam + h >= lam_end - 1e-12 * max(1.0, abs(lam_end)) else at(schedule.t_of_lam, lam + h)
         if not t_next < t:
             raise RuntimeError(f"dpm_solver_adaptive: step size underflow at t={t} (h={h}); loosen rtol/atol")
         eps, _ = _model(denoise, x, t, schedule)
