@@ -60,6 +60,34 @@ class _Schedule:
         return {"name": self.name, **dataclasses.asdict(self)}
 
 
+class _VP(_Schedule):
+    """A variance-preserving schedule defined by its lam(t): (alpha, sigma) follow through `vp_alpha_sigma`."""
+
+    variance_preserving: ClassVar[bool] = True
+
+    def alpha(self, t):
+        return vp_alpha_sigma(self.lam(t))[0]
+
+    def sigma(self, t):
+        return vp_alpha_sigma(self.lam(t))[1]
+
+
+class _ScoreSDEBeta:
+    """Score-SDE's linear beta(t) = beta_min + t (beta_max - beta_min) (fields of the subclass) and its integral.
+
+    B(t) = beta_min t + (beta_max - beta_min) t^2 / 2; the inverse is the positive root of that quadratic, written
+    as t = 2B / (beta_min + sqrt(beta_min^2 + 2 (beta_max - beta_min) B)) so it keeps precision as B -> 0.
+    """
+
+    def int_beta(self, t):
+        t = self._t(t)
+        return self.beta_min * t + 0.5 * (self.beta_max - self.beta_min) * t**2
+
+    def t_of_int_beta(self, B):
+        d = self.beta_max - self.beta_min
+        return 2.0 * B / (self.beta_min + np.sqrt(self.beta_min**2 + 2.0 * d * B))
+
+
 # --------------------------------------------------------------------------------------------------------
 # Discrete-time VP (DDPM): betas over T steps.
 # --------------------------------------------------------------------------------------------------------
@@ -77,7 +105,7 @@ def rescale_zero_terminal_snr(betas):
     return 1.0 - alphas
 
 
-class _DiscreteVP(_Schedule):
+class _DiscreteVP(_VP):
     """Discrete VP process over integer steps n = 0..T-1 with alphabar_n = prod_{i<=n} (1 - beta_i).
 
     Time t is the diffusers timestep n. Between integers log(alpha) is interpolated piecewise-linearly (the
@@ -86,7 +114,6 @@ class _DiscreteVP(_Schedule):
     """
 
     is_discrete: ClassVar[bool] = True
-    variance_preserving: ClassVar[bool] = True
 
     def betas(self):
         raise NotImplementedError
@@ -157,12 +184,6 @@ class _DiscreteVP(_Schedule):
         # lam = log alpha - log sigma with sigma^2 = 1 - alpha^2 = -expm1(2 log alpha).
         with np.errstate(divide="ignore"):
             return log_alpha - 0.5 * np.log(-np.expm1(2.0 * log_alpha))
-
-    def alpha(self, t):
-        return vp_alpha_sigma(self.lam(t))[0]
-
-    def sigma(self, t):
-        return vp_alpha_sigma(self.lam(t))[1]
 
     def t_of_lam(self, lam):
         lam = np.asarray(lam, dtype=np.float64)
@@ -269,7 +290,7 @@ class ExplicitBetas(_DiscreteVP):
 
 
 @dataclass(frozen=True)
-class LinearVP(_Schedule):
+class LinearVP(_ScoreSDEBeta, _VP):
     """Score-SDE's VP SDE (Song et al. 2021, eq. 11 and App. B) with beta(t) = beta_min + t (beta_max - beta_min).
 
     With B(t) = int_0^t beta = beta_min t + (beta_max - beta_min) t^2 / 2: alpha^2 = e^{-B}, sigma^2 = 1 - e^{-B},
@@ -278,35 +299,22 @@ class LinearVP(_Schedule):
     """
 
     name: ClassVar[str] = "vp"
-    variance_preserving: ClassVar[bool] = True
     beta_min: float = 0.1
     beta_max: float = 20.0
     t_min: ClassVar[float] = 0.0
     t_max: ClassVar[float] = 1.0
     t_eps: ClassVar[float] = 1e-3
 
-    def int_beta(self, t):
-        t = self._t(t)
-        return self.beta_min * t + 0.5 * (self.beta_max - self.beta_min) * t**2
-
     def lam(self, t):
         with np.errstate(divide="ignore"):
             return -0.5 * np.log(np.expm1(self.int_beta(t)))
 
-    def alpha(self, t):
-        return vp_alpha_sigma(self.lam(t))[0]
-
-    def sigma(self, t):
-        return vp_alpha_sigma(self.lam(t))[1]
-
     def t_of_lam(self, lam):
-        B = np.logaddexp(0.0, -2.0 * np.asarray(lam, dtype=np.float64))
-        d = self.beta_max - self.beta_min
-        return 2.0 * B / (self.beta_min + np.sqrt(self.beta_min**2 + 2.0 * d * B))
+        return self.t_of_int_beta(np.logaddexp(0.0, -2.0 * np.asarray(lam, dtype=np.float64)))
 
 
 @dataclass(frozen=True)
-class CosineVP(_Schedule):
+class CosineVP(_VP):
     """Cosine schedule of Nichol & Dhariwal (2021, eq. 17) in continuous time t in [0, 1].
 
     alphabar(t) = cos^2(phi) with phi = (t + s)/(1 + s) pi/2, so SNR = cot^2(phi) and lam = -log tan(phi).
@@ -318,7 +326,6 @@ class CosineVP(_Schedule):
     """
 
     name: ClassVar[str] = "vp_cosine"
-    variance_preserving: ClassVar[bool] = True
     s: float = 0.008
     t_min: ClassVar[float] = 0.0
     t_max: ClassVar[float] = 1.0
@@ -329,19 +336,13 @@ class CosineVP(_Schedule):
         with np.errstate(divide="ignore"):
             return np.log(np.tan(u))
 
-    def alpha(self, t):
-        return vp_alpha_sigma(self.lam(t))[0]
-
-    def sigma(self, t):
-        return vp_alpha_sigma(self.lam(t))[1]
-
     def t_of_lam(self, lam):
         u = np.arctan(np.exp(np.asarray(lam, dtype=np.float64)))
         return 1.0 - u / (np.pi / 2) * (1 + self.s)
 
 
 @dataclass(frozen=True)
-class SubVP(_Schedule):
+class SubVP(_ScoreSDEBeta, _Schedule):
     """Score-SDE's sub-VP SDE (Song et al. 2021, eq. 29): alpha = e^{-B/2}, sigma = 1 - e^{-B}, B as in `LinearVP`.
 
     lam = -B/2 - log(-expm1(-B)). Inverse: with u = alpha = e^{-B/2}, e^lam = u / (1 - u^2), so
@@ -354,10 +355,6 @@ class SubVP(_Schedule):
     t_min: ClassVar[float] = 0.0
     t_max: ClassVar[float] = 1.0
     t_eps: ClassVar[float] = 1e-3
-
-    def int_beta(self, t):
-        t = self._t(t)
-        return self.beta_min * t + 0.5 * (self.beta_max - self.beta_min) * t**2
 
     def alpha(self, t):
         return np.exp(-0.5 * self.int_beta(t))
@@ -376,8 +373,7 @@ class SubVP(_Schedule):
         a = np.exp(-2.0 * lam)
         log_u = -np.log1p(0.5 * (np.exp(-lam) + a / (np.sqrt(a + 4.0) + 2.0)))
         B = -2.0 * log_u
-        d = self.beta_max - self.beta_min
-        return 2.0 * B / (self.beta_min + np.sqrt(self.beta_min**2 + 2.0 * d * B))
+        return self.t_of_int_beta(B)
 
 
 @dataclass(frozen=True)

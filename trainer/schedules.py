@@ -75,6 +75,34 @@ class _Schedule:
         return d
 
 
+class _VP(_Schedule):
+    """A variance-preserving schedule defined by its lam(t): (alpha, sigma) follow through `vp_alpha_sigma`."""
+
+    variance_preserving: ClassVar[bool] = True
+
+    def alpha(self, t):
+        return vp_alpha_sigma(self.lam(t))[0]
+
+    def sigma(self, t):
+        return vp_alpha_sigma(self.lam(t))[1]
+
+
+class _ScoreSDEBeta:
+    """Score-SDE's linear beta(t) (fields beta_min, beta_max of the subclass): B(t) = beta_min t + (beta_max -
+    beta_min) t^2 / 2 and its inverse t = 2B / (beta_min + sqrt(beta_min^2 + 2 (beta_max - beta_min) B))."""
+
+    def __post_init__(self):
+        _check_beta_range(self.beta_min, self.beta_max)
+
+    def int_beta(self, t):
+        t = as_time(t)
+        return self.beta_min * t + 0.5 * (self.beta_max - self.beta_min) * t**2
+
+    def t_of_int_beta(self, B):
+        d = self.beta_max - self.beta_min
+        return 2.0 * B / (self.beta_min + torch.sqrt(self.beta_min**2 + 2.0 * d * B))
+
+
 # --------------------------------------------------------------------------------------------------------
 # Discrete-time VP (DDPM): betas over T steps.
 # --------------------------------------------------------------------------------------------------------
@@ -91,7 +119,7 @@ def rescale_zero_terminal_snr(betas):
     return 1.0 - alphas
 
 
-class _DiscreteVP(_Schedule):
+class _DiscreteVP(_VP):
     """Discrete VP process over integer steps n = 0..T-1 with alphabar_n = prod_{i<=n} (1 - beta_i).
 
     t is the diffusers timestep n; between integers log(alpha) is interpolated piecewise-linearly (the
@@ -100,7 +128,6 @@ class _DiscreteVP(_Schedule):
     """
 
     is_discrete: ClassVar[bool] = True
-    variance_preserving: ClassVar[bool] = True
 
     def __post_init__(self):
         self._log_alpha_nodes  # build and check the betas once, at construction
@@ -180,12 +207,6 @@ class _DiscreteVP(_Schedule):
         log_alpha = self.log_alpha(t)
         # sigma^2 = 1 - alpha^2 = -expm1(2 log alpha): no cancellation as alpha -> 1.
         return log_alpha - 0.5 * torch.log(-torch.expm1(2.0 * log_alpha))
-
-    def alpha(self, t):
-        return vp_alpha_sigma(self.lam(t))[0]
-
-    def sigma(self, t):
-        return vp_alpha_sigma(self.lam(t))[1]
 
     def t_of_lam(self, lam):
         """Piecewise-linear inverse of log alpha(t) (a searchsorted interpolation), alpha-linear in a -inf interval."""
@@ -302,7 +323,7 @@ def _check_beta_range(beta_min, beta_max):
 
 
 @dataclass(frozen=True)
-class LinearVP(_Schedule):
+class LinearVP(_ScoreSDEBeta, _VP):
     """Score-SDE's VP SDE (Song et al. 2021, eq. 11), beta(t) = beta_min + t (beta_max - beta_min), t in [0, 1].
 
     B(t) = beta_min t + (beta_max - beta_min) t^2 / 2; lam = -log(expm1(B)) / 2; inverse B = log1p(e^{-2 lam}),
@@ -310,44 +331,28 @@ class LinearVP(_Schedule):
     """
 
     name: ClassVar[str] = "vp"
-    variance_preserving: ClassVar[bool] = True
     beta_min: float = 0.1
     beta_max: float = 20.0
     t_min: ClassVar[float] = 0.0
     t_max: ClassVar[float] = 1.0
     t_eps: ClassVar[float] = 1e-3
 
-    def __post_init__(self):
-        _check_beta_range(self.beta_min, self.beta_max)
-
-    def int_beta(self, t):
-        t = as_time(t)
-        return self.beta_min * t + 0.5 * (self.beta_max - self.beta_min) * t**2
-
     def lam(self, t):
         return -0.5 * torch.log(torch.expm1(self.int_beta(t)))
 
-    def alpha(self, t):
-        return vp_alpha_sigma(self.lam(t))[0]
-
-    def sigma(self, t):
-        return vp_alpha_sigma(self.lam(t))[1]
-
     def t_of_lam(self, lam):
         B = _softplus(-2.0 * as_time(lam))
-        d = self.beta_max - self.beta_min
-        return 2.0 * B / (self.beta_min + torch.sqrt(self.beta_min**2 + 2.0 * d * B))
+        return self.t_of_int_beta(B)
 
 
 @dataclass(frozen=True)
-class CosineVP(_Schedule):
+class CosineVP(_VP):
     """Cosine schedule (Nichol & Dhariwal 2021, eq. 17) in continuous t in [0, 1], unnormalised:
     phi = (t + s)/(1 + s) pi/2, lam = -log tan(phi), computed with the complementary angle
     u = pi/2 - phi = (1 - t)/(1 + s) pi/2 as lam = log tan(u) so that t = 1 gives alpha = 0 exactly;
     t_of_lam = 1 - arctan(e^lam) (1 + s) 2/pi."""
 
     name: ClassVar[str] = "vp_cosine"
-    variance_preserving: ClassVar[bool] = True
     s: float = 0.008
     t_min: ClassVar[float] = 0.0
     t_max: ClassVar[float] = 1.0
@@ -360,19 +365,13 @@ class CosineVP(_Schedule):
         u = (1.0 - as_time(t)) / (1 + self.s) * (math.pi / 2)
         return torch.log(torch.tan(u))
 
-    def alpha(self, t):
-        return vp_alpha_sigma(self.lam(t))[0]
-
-    def sigma(self, t):
-        return vp_alpha_sigma(self.lam(t))[1]
-
     def t_of_lam(self, lam):
         u = torch.atan(torch.exp(as_time(lam)))
         return 1.0 - u / (math.pi / 2) * (1 + self.s)
 
 
 @dataclass(frozen=True)
-class SubVP(_Schedule):
+class SubVP(_ScoreSDEBeta, _Schedule):
     """Score-SDE's sub-VP SDE (Song et al. 2021, eq. 29): alpha = e^{-B/2}, sigma = 1 - e^{-B}, B as in LinearVP.
 
     lam = -B/2 - log(-expm1(-B)). Inverse through u = alpha: e^lam = u / (1 - u^2), solved without cancellation
@@ -385,13 +384,6 @@ class SubVP(_Schedule):
     t_min: ClassVar[float] = 0.0
     t_max: ClassVar[float] = 1.0
     t_eps: ClassVar[float] = 1e-3
-
-    def __post_init__(self):
-        _check_beta_range(self.beta_min, self.beta_max)
-
-    def int_beta(self, t):
-        t = as_time(t)
-        return self.beta_min * t + 0.5 * (self.beta_max - self.beta_min) * t**2
 
     def alpha(self, t):
         return torch.exp(-0.5 * self.int_beta(t))
@@ -412,8 +404,7 @@ class SubVP(_Schedule):
         a = torch.exp(-2.0 * lam)
         log_u = -torch.log1p(0.5 * (torch.exp(-lam) + a / (torch.sqrt(a + 4.0) + 2.0)))
         B = -2.0 * log_u
-        d = self.beta_max - self.beta_min
-        return 2.0 * B / (self.beta_min + torch.sqrt(self.beta_min**2 + 2.0 * d * B))
+        return self.t_of_int_beta(B)
 
 
 @dataclass(frozen=True)
