@@ -97,6 +97,15 @@ _OFF = {
 _PRED3 = ("epsilon", _values("epsilon", "sample", "v_prediction"))
 _PRED2 = ("epsilon", _values("epsilon", "v_prediction"))
 
+# KDPM2, KDPM2 ancestral and DPMSolverSDE share their keys (Karras-sigma schedulers with SD's default betas).
+_KARRAS_FAMILY = {
+    **_BETAS, **_SPACING, **_OFF,
+    "beta_start": (0.00085, _ANY),
+    "beta_end": (0.012, _ANY),
+    "prediction_type": _PRED2,
+    "use_karras_sigmas": (False, _values(True, False)),
+}
+
 HONOURED = {
     "DDIMScheduler": {
         **_BETAS, **_SPACING, **_CLIP, **_THRESH,
@@ -145,26 +154,10 @@ HONOURED = {
         "prediction_type": _PRED3,
         "use_karras_sigmas": (False, _values(True, False)),
     },
-    "KDPM2DiscreteScheduler": {
-        **_BETAS, **_SPACING, **_OFF,
-        "beta_start": (0.00085, _ANY),
-        "beta_end": (0.012, _ANY),
-        "prediction_type": _PRED2,
-        "use_karras_sigmas": (False, _values(True, False)),
-    },
-    "KDPM2AncestralDiscreteScheduler": {
-        **_BETAS, **_SPACING, **_OFF,
-        "beta_start": (0.00085, _ANY),
-        "beta_end": (0.012, _ANY),
-        "prediction_type": _PRED2,
-        "use_karras_sigmas": (False, _values(True, False)),
-    },
+    "KDPM2DiscreteScheduler": _KARRAS_FAMILY,
+    "KDPM2AncestralDiscreteScheduler": _KARRAS_FAMILY,
     "DPMSolverSDEScheduler": {
-        **_BETAS, **_SPACING, **_OFF,
-        "beta_start": (0.00085, _ANY),
-        "beta_end": (0.012, _ANY),
-        "prediction_type": _PRED2,
-        "use_karras_sigmas": (False, _values(True, False)),
+        **_KARRAS_FAMILY,
         "noise_sampler_seed": (None, _values(None)),  # seeds torchsde's Brownian tree: pass `noise` instead
     },
     "LMSDiscreteScheduler": {
