@@ -24,11 +24,14 @@ for _family in _FAMILIES:
     INVERSIONS.update(getattr(_module, "INVERSIONS", {}))
 
 SAMPLERS = {name: info.fn for name, info in SAMPLER_INFO.items()}
+# Other names a sampler is known by (k-diffusion's function names without `sample_`, ...) -> registry name.
+SAMPLER_ALIASES = {alias: info.name for info in SAMPLER_INFO.values() for alias in info.aliases}
 
 
 def get_sampler(name):
-    """SAMPLERS[name], or a ValueError listing the known names."""
+    """SAMPLERS[name] (an alias resolves to its registry name), or a ValueError listing the known names."""
+    name = SAMPLER_ALIASES.get(name, name) if isinstance(name, str) else name
     return _checks.lookup(SAMPLERS, name, what="sampler")
 
 
-__all__ = ["INVERSIONS", "SAMPLERS", "SAMPLER_INFO", "SamplerInfo", "get_sampler"]
+__all__ = ["INVERSIONS", "SAMPLERS", "SAMPLER_ALIASES", "SAMPLER_INFO", "SamplerInfo", "get_sampler"]

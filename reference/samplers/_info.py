@@ -12,3 +12,4 @@ class SamplerInfo:
     stochastic: bool  # draws noise with its default options (then `noise` is required)
     calls_per_step: int | None  # denoiser calls per grid step (None: adaptive)
     min_grid: int = 2  # the fewest grid points it accepts
+    aliases: tuple[str, ...] = ()  # other names it is known by (k-diffusion's, diffusers'), resolved by get_sampler
