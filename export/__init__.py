@@ -5,7 +5,7 @@
 or from Python `export_checkpoint(ckpt_dir, path, ...)`, `export_model(model, card, path, ...)`, and
 `verify(onnx_path, model_or_checkpoint_dir)` to re-check any exported file.
 
-The file (docs/CONTRACTS.md): inputs `x` float32 [B, ...], `t` float32 [B], `y` int64 [B] (class-conditional
+The file (docs/architecture.md): inputs `x` float32 [B, ...], `t` float32 [B], `y` int64 [B] (class-conditional
 models), `guidance_scale` float32 [1] (fused-CFG graphs only); output `out` float32 shaped like x; a symbolic
 batch axis; no random op. Metadata: `ModelCard.to_metadata()` (schedule, parameterization, time input, data
 shape/range/scale/shift, classes and null class, cfg_fused, learned variance, precision, diffspec version,

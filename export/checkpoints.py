@@ -1,6 +1,6 @@
 """Reading trainer checkpoints for export: validation before any weight is read, and the ModelCard of a config.
 
-A checkpoint directory (docs/CONTRACTS.md) holds `config.json`, the safetensors weights and `manifest.json`,
+A checkpoint directory (docs/architecture.md) holds `config.json`, the safetensors weights and `manifest.json`,
 written last; a directory without a manifest is an interrupted save and is refused. A run folder with several
 `checkpoint-STEP` directories resolves to its latest complete one.
 """
@@ -100,7 +100,7 @@ def _scalars(d):
 
 
 def card_from_config(config, *, ckpt=None):
-    """The ModelCard of a checkpoint's config.json (docs/CONTRACTS.md)."""
+    """The ModelCard of a checkpoint's config.json (docs/architecture.md)."""
     try:
         data = config["data"]
         card = ModelCard(

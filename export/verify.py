@@ -5,7 +5,7 @@
 1. the external-data locations are safe (`files.check_external_data`);
 2. `onnx.checker.check_model(full_check=True)` and strict shape inference;
 3. the diffspec metadata parses (`ModelCard.from_metadata`) and rebuilds its reference schedule;
-4. the graph contract (docs/CONTRACTS.md): inputs `x` float32 [B, ...], `t` float32 [B], `y` int64 [B] exactly
+4. the graph contract (docs/architecture.md): inputs `x` float32 [B, ...], `t` float32 [B], `y` int64 [B] exactly
    when the card has classes, `guidance_scale` float32 [1] exactly when cfg_fused; one output `out` float32 of
    x's rank; a symbolic batch axis everywhere; no random op in the graph;
 5. onnxruntime (CPU) against the torch network on fresh random inputs at two batch sizes (and at two

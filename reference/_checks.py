@@ -1,6 +1,6 @@
 """Input validation shared by the reference's public entry points.
 
-Every check raises ValueError naming the argument, the value and what was expected (DESIGN.md, "Errors").
+Every check raises ValueError naming the argument, the value and what was expected.
 """
 
 import numpy as np

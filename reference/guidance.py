@@ -1,7 +1,7 @@
 """Guidance and conditioning as wrappers around denoisers: each takes denoise(x, t) -> x0_hat and returns another.
 
 Samplers never know about guidance: classifier-free guidance, guidance rescale, thresholding, classifier guidance
-and inpainting are closed over here (DESIGN.md, "Samplers"). Two functions are sampler-level instead, because they
+and inpainting are closed over here. Two functions are sampler-level instead, because they
 change the path and not only the prediction: `sample_repaint` (resampling jumps) and `sdedit` (starting late).
 
 CFG conventions. Two published conventions differ by one in the scale; both are here, under names neither can be

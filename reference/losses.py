@@ -1,7 +1,7 @@
 """Training losses: the weighted diffusion MSE, flow matching, iDDPM's hybrid loss, consistency training and
 distillation, the progressive-distillation target, and two explicit noise transforms.
 
-Losses take `t` and `eps` (and any other randomness) as arguments (STYLE.md, noise contract rule 4) and return
+Losses take `t` and `eps` (and any other randomness) as arguments (the noise contract, docs/architecture.md) and return
 one value per sample, shape (B,). There are no gradients in NumPy: where a loss has stop-gradient semantics the
 docstring says which input the trainer must detach; the value is the same.
 """

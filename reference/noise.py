@@ -1,4 +1,4 @@
-"""The one door through which randomness enters a sampler (STYLE.md, "The noise contract")."""
+"""The one door through which randomness enters a sampler (the noise contract, docs/architecture.md)."""
 
 import numpy as np
 

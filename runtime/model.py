@@ -1,6 +1,6 @@
 """An exported diffspec model as a float64 denoiser: an onnxruntime session plus the model card in its metadata.
 
-The ONNX contract (docs/CONTRACTS.md): inputs `x` float32 [B, ...], `t` float32 [B] (the schedule's own time),
+The ONNX contract (docs/architecture.md): inputs `x` float32 [B, ...], `t` float32 [B] (the schedule's own time),
 `y` int64 [B] for class-conditional models (null class = `num_classes` means "no label"), optionally
 `guidance_scale` float32 [1] for a graph with fused classifier-free guidance; one output shaped like `x`, the
 parameterization's output F. Everything else (schedule, parameterization, data shape and scaling, classes)

@@ -1,6 +1,6 @@
 """Checkpoints: `OUTPUT_DIR/checkpoint-STEP/`, written so that nothing already saved is ever lost.
 
-Files (docs/CONTRACTS.md): `model.safetensors`, `ema.safetensors`, `optimizer.safetensors` + `optimizer.json`
+Files (docs/architecture.md): `model.safetensors`, `ema.safetensors`, `optimizer.safetensors` + `optimizer.json`
 (the AdamW state flattened to tensors plus its JSON skeleton; no pickle anywhere), `rng.safetensors` (torch
 generator states as uint8 tensors) + `rng.json` (numpy's global state), `config.json`, `state.json` (step,
 EMA updates, ...), and `manifest.json` (file names, sizes, sha256) written **last**.

@@ -4,7 +4,7 @@ noise and input perturbation).
 
 A diffusion loss is w(lam) || eps_hat - eps ||^2 averaged over the non-batch dimensions (Kingma & Gao 2023): the
 eps-, x0-, v- and flow-MSE differ only by a weight in lam (`weightings`). The step draws t and eps with its own
-torch.Generator and passes them in (STYLE.md, the noise contract).
+torch.Generator and passes them in (the noise contract, docs/architecture.md).
 """
 
 import enum

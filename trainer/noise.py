@@ -1,4 +1,4 @@
-"""The one door through which randomness enters a torch sampler (STYLE.md, "The noise contract").
+"""The one door through which randomness enters a torch sampler (the noise contract, docs/architecture.md).
 
 The torch twin of `diffspec.reference.noise`: a `torch.Generator`, or a callable shape -> standard-normal array
 (a tensor, or anything `torch.as_tensor` takes, such as the numpy draws the reference consumed), so the

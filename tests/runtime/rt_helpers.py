@@ -1,4 +1,4 @@
-"""Helpers for the runtime tests. Tiny ONNX models that follow the contract (docs/CONTRACTS.md), built with onnx.helper, for the runtime tests.
+"""Helpers for the runtime tests. Tiny ONNX models that follow the contract (docs/architecture.md), built with onnx.helper, for the runtime tests.
 
 The networks are arbitrary smooth functions (their samples mean nothing); what matters is the contract: inputs x
 float32 [B, ...], t float32 [B], y int64 [B]; output shaped like x; ModelCard metadata in metadata_props.
