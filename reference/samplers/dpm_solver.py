@@ -170,6 +170,11 @@ def sample_dpm_solver_fast(denoise, x_T, grid, schedule, *, noise=None):
     return x
 
 
+def _vp_scale(schedule, t):
+    """sqrt(alpha^2 + sigma^2): x / this is the state of the variance-preserving process with the same lam."""
+    return float(np.hypot(schedule.alpha(t), schedule.sigma(t)))
+
+
 def sample_dpm_solver_adaptive(denoise, x_T, grid, schedule, *, noise=None, order=3, rtol=0.05, atol=0.0078):
     """DPM-Solver-12 / -23 with adaptive step size: an embedded pair and error control in lam.
 
@@ -179,6 +184,11 @@ def sample_dpm_solver_adaptive(denoise, x_T, grid, schedule, *, noise=None, orde
     delta = max(atol, rtol max(|x_lo|, |x_prev|)) and E = max over the batch of rms((x_hi - x_lo) / delta), the step
     is accepted when E <= 1, and h <- min(0.9 h E^{-1/order}, lam_end - lam); h starts at 0.05. One step size is
     shared by the batch (E is its worst sample), so nothing loops over samples.
+    The tolerances are read in the variance-preserving scale: every state enters the error test divided by
+    sqrt(alpha^2 + sigma^2) at its own time (x_lo and x_hi at t_next, x_prev at t), which is Lu et al.'s test
+    unchanged on a VP schedule. Read in the raw scale of an alpha = 1 schedule (VE, EDM), |x_prev| ~ sigma is many
+    times |x_lo| after a long step, so rtol |x_prev| would accept a step whose error is larger than its result; the
+    VP-scaled test makes the accepted steps depend on lam alone, the same for every schedule with the same lam.
     Only grid[0] and grid[-1] are used; when grid[-1] is a clean end the integration stops at grid[-2] (the last
     noisy time) and a data-prediction step x = alpha_end x0_hat lands on grid[-1].
     Model calls per step: adaptive (order calls per trial step). Noise draws: none. Order: `order`.
@@ -190,7 +200,7 @@ def sample_dpm_solver_adaptive(denoise, x_T, grid, schedule, *, noise=None, orde
     clean = schedule.sigma(grid[-1]) == 0
     t_end = grid[-2] if clean else grid[-1]
     t, lam, lam_end, h = grid[0], schedule.lam(grid[0]), schedule.lam(t_end), 0.05
-    x_prev = x
+    x_prev = x / _vp_scale(schedule, t)
     while t > t_end:
         # Snap to t_end when lam + h is within rounding of lam_end: else t_of_lam may land one ulp above t_end and
         # cost a zero-length extra step.
@@ -204,10 +214,11 @@ def sample_dpm_solver_adaptive(denoise, x_T, grid, schedule, *, noise=None, orde
         else:
             x_lo, eps1 = _update_2(denoise, schedule, x, t, t_next, eps, r1=1 / 3)
             x_hi = _update_3(denoise, schedule, x, t, t_next, eps, eps1=eps1)
-        delta = np.maximum(atol, rtol * np.maximum(np.abs(x_lo), np.abs(x_prev)))
-        E = np.sqrt(np.mean(((x_hi - x_lo) / delta).reshape(len(x), -1) ** 2, axis=1)).max()
+        scale = _vp_scale(schedule, t_next)
+        delta = np.maximum(atol, rtol * np.maximum(np.abs(x_lo / scale), np.abs(x_prev)))
+        E = np.sqrt(np.mean(((x_hi - x_lo) / scale / delta).reshape(len(x), -1) ** 2, axis=1)).max()
         if E <= 1:
-            x, x_prev, t, lam = x_hi, x_lo, t_next, schedule.lam(t_next)
+            x, x_prev, t, lam = x_hi, x_lo / scale, t_next, schedule.lam(t_next)
         h = min(0.9 * h * max(E, 1e-12) ** (-1 / order), lam_end - lam)
     if clean:
         x = _step(denoise, schedule, x, t_end, grid[-1], 1)

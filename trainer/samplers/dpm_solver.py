@@ -133,9 +133,15 @@ def sample_dpm_solver_fast(denoise, x_T, grid, schedule, *, noise=None):
     return x
 
 
+def _vp_scale(schedule, t):
+    """sqrt(alpha^2 + sigma^2): the error test reads x / this, the state of the VP process with the same lam."""
+    return math.hypot(at(schedule.alpha, t), at(schedule.sigma, t))
+
+
 def sample_dpm_solver_adaptive(denoise, x_T, grid, schedule, *, noise=None, order=3, rtol=0.05, atol=0.0078):
     """DPM-Solver-12 / -23 with adaptive steps in lam (Lu et al. 2022, Algorithm 4); see the reference for the
-    error control. The accept test reads one number per trial step from the device (adaptive by nature).
+    error control (read in the variance-preserving scale x / sqrt(alpha^2 + sigma^2)). The accept test reads one
+    number per trial step from the device (adaptive by nature).
     Model calls per step: adaptive. Noise draws: none. Order: `order`."""
     grid, x = _setup(x_T, grid, schedule, "dpm_solver_adaptive")
     if order not in (2, 3):
@@ -146,7 +152,7 @@ def sample_dpm_solver_adaptive(denoise, x_T, grid, schedule, *, noise=None, orde
     clean = at(schedule.sigma, grid[-1]) == 0
     t_end = grid[-2] if clean else grid[-1]
     t, lam, lam_end, h = grid[0], at(schedule.lam, grid[0]), at(schedule.lam, t_end), 0.05
-    x_prev = x
+    x_prev = x / _vp_scale(schedule, t)
     while t > t_end:
         t_next = t_end if lam + h >= lam_end - 1e-12 * max(1.0, abs(lam_end)) else at(schedule.t_of_lam, lam + h)
         if not t_next < t:
@@ -158,10 +164,11 @@ def sample_dpm_solver_adaptive(denoise, x_T, grid, schedule, *, noise=None, orde
         else:
             x_lo, eps1 = _update_2(denoise, schedule, x, t, t_next, eps, r1=1 / 3)
             x_hi = _update_3(denoise, schedule, x, t, t_next, eps, eps1=eps1)
-        delta = torch.clamp(rtol * torch.maximum(x_lo.abs(), x_prev.abs()), min=atol)
-        E = float(torch.sqrt((((x_hi - x_lo) / delta).reshape(len(x), -1) ** 2).mean(dim=1)).max())
+        scale = _vp_scale(schedule, t_next)
+        delta = torch.clamp(rtol * torch.maximum((x_lo / scale).abs(), x_prev.abs()), min=atol)
+        E = float(torch.sqrt(((((x_hi - x_lo) / scale) / delta).reshape(len(x), -1) ** 2).mean(dim=1)).max())
         if E <= 1:
-            x, x_prev, t, lam = x_hi, x_lo, t_next, at(schedule.lam, t_next)
+            x, x_prev, t, lam = x_hi, x_lo / scale, t_next, at(schedule.lam, t_next)
         h = min(0.9 * h * max(E, 1e-12) ** (-1 / order), lam_end - lam)
     if clean:
         x = _step(denoise, schedule, x, t_end, grid[-1], 1)
