@@ -81,3 +81,67 @@ class ModelCard:
         card.reference_schedule()  # validates the schedule
         parse_parameterization(card.parameterization)
         return card
+
+    @classmethod
+    def from_diffusers(cls, scheduler_config, *, sample_size, in_channels, num_classes=None, null_class=None,
+                       learned_variance=False, name="", version=None, train_config=None):
+        """The card of a diffusers network trained with `scheduler_config` (a scheduler_config.json dict).
+
+        Through `diffspec.reference.interop`: the schedule (betas, rescale to zero terminal SNR, flow shift), the
+        parameterization (`prediction_type`) and the time convention; any config the interop refuses raises its
+        ValueError unchanged. Data: images (in_channels, sample_size, sample_size) in [-1, 1], as diffusers assumes.
+        Classes: `num_classes` labels 0..num_classes-1 and `null_class` the "no label" index (None: no guidance).
+        `learned_variance`: the network returns 2 in_channels, the second half improved DDPM's v (Nichol &
+        Dhariwal 2021, eq. 15), which needs a discrete VP schedule; a DDPMScheduler config with
+        `variance_type="learned_range"` sets it whatever the argument.
+
+        Time: the card's time input is the schedule's own time t. For discrete (beta) schedulers that is diffusers'
+        timestep itself; for FlowMatchEulerDiscreteScheduler diffusers feeds timestep = num_train_timesteps * t, so
+        the network must be wrapped to multiply t (`diffspec.export.NetworkAdapter(time_scale=...)`). EDM schedulers
+        precondition the network's input, time and output (c_in, c_noise, c_skip, c_out), which a card cannot
+        describe: refused.
+        """
+        from diffspec.reference import interop
+
+        if not isinstance(scheduler_config, dict) or "_class_name" not in scheduler_config:
+            raise ValueError("scheduler_config: expected a dict loaded from scheduler_config.json, with a "
+                             "'_class_name' key")
+        config = dict(scheduler_config)
+        if config.get("variance_type") == "learned_range":
+            learned_variance = True
+        try:
+            plan = interop.from_diffusers(config, 4)
+        except ValueError:
+            if config.get("variance_type") != "learned_range":
+                raise
+            # an interop without learned_range: validate the rest; the variance type is the sampler's business
+            plan = interop.from_diffusers({**config, "variance_type": "fixed_small"}, 4)
+        schedule = plan.schedule
+        if type(schedule).__name__ == "EDM":
+            raise ValueError(f"scheduler {plan.class_name}: diffusers' EDM schedulers precondition the network's "
+                             "input, time and output (c_in, c_noise, c_skip, c_out); a model trained with them is "
+                             "not supported: expected a beta-based or flow-matching scheduler")
+        if learned_variance and not (schedule.is_discrete and schedule.variance_preserving):
+            raise ValueError(f"learned_variance=True: needs a discrete VP (beta) schedule, got "
+                             f"{type(schedule).__name__}")
+        sample_size = tuple(sample_size) if isinstance(sample_size, (list, tuple)) else (sample_size, sample_size)
+        if len(sample_size) != 2 or any(isinstance(s, bool) or not isinstance(s, int) or s < 1 for s in sample_size):
+            raise ValueError(f"sample_size={sample_size!r}: expected a positive integer or a pair (height, width)")
+        if isinstance(in_channels, bool) or not isinstance(in_channels, int) or in_channels < 1:
+            raise ValueError(f"in_channels={in_channels!r}: expected a positive integer")
+        if num_classes is not None and (isinstance(num_classes, bool) or not isinstance(num_classes, int)
+                                        or num_classes < 1):
+            raise ValueError(f"num_classes={num_classes!r}: expected None or a positive integer")
+        if null_class is not None and (num_classes is None or null_class != num_classes):
+            raise ValueError(f"null_class={null_class!r}: expected None or num_classes={num_classes} (the label after "
+                             "the real ones)")
+        card = cls(
+            schedule=schedule.to_dict(),
+            parameterization=str(parse_parameterization(plan.prediction_type)),
+            data=DataInfo(shape=(in_channels, *sample_size), kind="image", range=(-1.0, 1.0), name=str(name)),
+            time_input="t", num_classes=num_classes, null_class=null_class, learned_variance=bool(learned_variance),
+            train_config={"scheduler": plan.class_name, **(train_config or {})},
+            **({} if version is None else {"version": str(version)}),
+        )
+        card.reference_schedule()
+        return card
