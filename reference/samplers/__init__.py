@@ -1,14 +1,16 @@
 """Every sampler, one paper family per module; `SAMPLERS` maps a name to its function.
 
 Signature: fn(denoise, x_T, grid, schedule, *, noise=None, <options>) -> x, with denoise(x, t) -> x0_hat.
-`SAMPLER_INFO[name]` holds its order, whether it draws noise, and its denoiser calls per step.
+`SAMPLER_INFO[name]` is its contract (`SamplerInfo`): options and their allowed values, noise draws as a function
+of the options, requirements, order (and for which options), denoiser calls per step, aliases. The conformance
+kit (`diffspec.conformance`) turns it into checks for any backend.
 `INVERSIONS` holds the data -> noise maps (grid increasing).
 """
 
 import importlib
 
 from diffspec.reference import _checks
-from diffspec.reference.samplers._info import SamplerInfo
+from diffspec.reference.samplers._info import Option, Requirement, SamplerInfo
 
 _FAMILIES = (
     "ddpm", "ddim", "pndm", "k_diffusion", "lms", "dpm_solver", "dpm_solver_pp", "unipc", "deis",
@@ -34,4 +36,6 @@ def get_sampler(name):
     return _checks.lookup(SAMPLERS, name, what="sampler")
 
 
-__all__ = ["INVERSIONS", "SAMPLERS", "SAMPLER_ALIASES", "SAMPLER_INFO", "SamplerInfo", "get_sampler"]
+__all__ = [
+    "INVERSIONS", "Option", "Requirement", "SAMPLERS", "SAMPLER_ALIASES", "SAMPLER_INFO", "SamplerInfo", "get_sampler",
+]

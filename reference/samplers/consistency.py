@@ -11,7 +11,7 @@ import numpy as np
 
 from diffspec.reference import _checks
 from diffspec.reference.noise import as_noise_source
-from diffspec.reference.samplers._info import SamplerInfo
+from diffspec.reference.samplers._info import Option, Requirement, SamplerInfo, one_per_step, one_per_step_if
 
 
 def _renoise_loop(denoise, x_T, grid, schedule, draw, a_eps, lam_eps):
@@ -89,7 +89,10 @@ def sample_tcd(denoise, x_T, grid, schedule, *, noise=None, gamma=0.3):
 
 
 INFO = [
-    SamplerInfo("consistency", sample_consistency, order=None, stochastic=True, calls_per_step=1),
-    SamplerInfo("lcm", sample_lcm, order=None, stochastic=True, calls_per_step=1),
-    SamplerInfo("tcd", sample_tcd, order=None, stochastic=True, calls_per_step=1),
+    SamplerInfo("consistency", sample_consistency, order=None, stochastic=True, calls_per_step=1, draws=one_per_step),
+    SamplerInfo("lcm", sample_lcm, order=None, stochastic=True, calls_per_step=1, draws=one_per_step,
+                requires={Requirement.CLEAN_END}),
+    SamplerInfo("tcd", sample_tcd, order=None, stochastic=True, calls_per_step=1, draws=one_per_step_if("gamma"),
+                requires={Requirement.CLEAN_END},
+                options=dict(gamma=Option(0.3, low=0.0, high=1.0, invalid=(-0.1, 1.5), probe=(0.0, 1.0)))),
 ]

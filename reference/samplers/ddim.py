@@ -8,7 +8,7 @@ import numpy as np
 
 from diffspec.reference import _checks
 from diffspec.reference.noise import as_noise_source
-from diffspec.reference.samplers._info import SamplerInfo
+from diffspec.reference.samplers._info import Option, SamplerInfo, one_per_step_if
 
 
 def sample_ddim(denoise, x_T, grid, schedule, *, noise=None, eta=0.0):
@@ -39,4 +39,7 @@ def sample_ddim(denoise, x_T, grid, schedule, *, noise=None, eta=0.0):
     return x
 
 
-INFO = [SamplerInfo("ddim", sample_ddim, order=1, stochastic=False, calls_per_step=1)]
+INFO = [
+    SamplerInfo("ddim", sample_ddim, order=1, stochastic=False, calls_per_step=1, draws=one_per_step_if("eta"),
+                options=dict(eta=Option(0.0, low=0.0, high=1.0, invalid=(-0.1, 1.5), probe=(0.5, 1.0)))),
+]

@@ -11,7 +11,7 @@ import numpy as np
 
 from diffspec.reference import _checks
 from diffspec.reference.noise import as_noise_source
-from diffspec.reference.samplers._info import SamplerInfo
+from diffspec.reference.samplers._info import Option, SamplerInfo, one_per_step
 
 
 class Variance(enum.StrEnum):
@@ -72,4 +72,9 @@ def sample_ddpm(denoise, x_T, grid, schedule, *, noise=None, variance="fixed_sma
     return x
 
 
-INFO = [SamplerInfo("ddpm", sample_ddpm, order=None, stochastic=True, calls_per_step=1)]
+INFO = [
+    SamplerInfo("ddpm", sample_ddpm, order=None, stochastic=True, calls_per_step=1, draws=one_per_step,
+                options=dict(variance=Option("fixed_small", choices=("fixed_small", "fixed_large", "learned_range"),
+                                             invalid=("fixed",), probe=("fixed_large",)),
+                             variance_v=Option(None, callable=True))),
+]

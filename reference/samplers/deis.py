@@ -21,7 +21,7 @@ import enum
 import numpy as np
 
 from diffspec.reference import _checks
-from diffspec.reference.samplers._info import SamplerInfo
+from diffspec.reference.samplers._info import Option, Requirement, SamplerInfo
 
 _NODES, _WEIGHTS = np.polynomial.legendre.leggauss(24)
 
@@ -77,4 +77,9 @@ def sample_deis(denoise, x_T, grid, schedule, *, noise=None, order=3, fit_in="t"
     return x
 
 
-INFO = [SamplerInfo("deis", sample_deis, order=3, stochastic=False, calls_per_step=1)]
+INFO = [
+    SamplerInfo("deis", sample_deis, order=3, stochastic=False, calls_per_step=1, requires={Requirement.ALPHA_START},
+                options=dict(order=Option(3, choices=(1, 2, 3), invalid=(0, 4)),
+                             fit_in=Option("t", choices=("t", "lam"), invalid=("rho",))),
+                orders=(({"order": 1}, 1), ({"order": 2}, 2), ({"order": 2, "fit_in": "lam"}, 2))),
+]

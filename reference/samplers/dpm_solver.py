@@ -15,7 +15,7 @@ the noise-prediction integral has no finite form there, while the data-predictio
 import numpy as np
 
 from diffspec.reference import _checks
-from diffspec.reference.samplers._info import SamplerInfo
+from diffspec.reference.samplers._info import Option, Requirement, SamplerInfo
 
 
 def _setup(x_T, grid, schedule, sampler, *, min_len=2):
@@ -225,10 +225,16 @@ def sample_dpm_solver_adaptive(denoise, x_T, grid, schedule, *, noise=None, orde
     return x
 
 
+_A = {Requirement.ALPHA_START}
 INFO = [
-    SamplerInfo("dpm_solver_1", sample_dpm_solver_1, order=1, stochastic=False, calls_per_step=1),
-    SamplerInfo("dpm_solver_2", sample_dpm_solver_2, order=2, stochastic=False, calls_per_step=2),
-    SamplerInfo("dpm_solver_3", sample_dpm_solver_3, order=3, stochastic=False, calls_per_step=3),
-    SamplerInfo("dpm_solver_fast", sample_dpm_solver_fast, order=2, stochastic=False, calls_per_step=1),
-    SamplerInfo("dpm_solver_adaptive", sample_dpm_solver_adaptive, order=3, stochastic=False, calls_per_step=None),
+    SamplerInfo("dpm_solver_1", sample_dpm_solver_1, order=1, stochastic=False, calls_per_step=1, requires=_A),
+    SamplerInfo("dpm_solver_2", sample_dpm_solver_2, order=2, stochastic=False, calls_per_step=2, requires=_A),
+    SamplerInfo("dpm_solver_3", sample_dpm_solver_3, order=3, stochastic=False, calls_per_step=3, requires=_A),
+    SamplerInfo("dpm_solver_fast", sample_dpm_solver_fast, order=2, stochastic=False, calls_per_step=1, requires=_A,
+                adaptive=True),
+    SamplerInfo("dpm_solver_adaptive", sample_dpm_solver_adaptive, order=3, stochastic=False, calls_per_step=None,
+                requires=_A, adaptive=True,
+                options=dict(order=Option(3, choices=(2, 3), invalid=(1,)),
+                             rtol=Option(0.05, low=0.0, invalid=(0.0,)),
+                             atol=Option(0.0078, low=0.0, invalid=(-1.0,)))),
 ]

@@ -24,7 +24,7 @@ import numpy as np
 
 from diffspec.reference import _checks
 from diffspec.reference.noise import as_noise_source
-from diffspec.reference.samplers._info import SamplerInfo
+from diffspec.reference.samplers._info import Option, SamplerInfo, one_per_step_if
 
 
 class SolverType(enum.StrEnum):
@@ -298,11 +298,27 @@ def _singlestep_orders(sigma, lam, order, lower_order_final):
     return np.where((sigma[1:] == 0) | np.isneginf(lam[:-1]), 1, orders)
 
 
+_LOF = Option(True, choices=(True, False), invalid=("no",))
+_ETA = Option(1.0, low=0.0, invalid=(-0.1, float("nan")), probe=(0.0, 0.5))  # 0: the deterministic method
+_NO_LOF = {"lower_order_final": False}
 INFO = [
-    SamplerInfo("dpmpp_2s_ancestral", sample_dpmpp_2s_ancestral, order=None, stochastic=True, calls_per_step=2),
-    SamplerInfo("dpmpp_2m", sample_dpmpp_2m, order=2, stochastic=False, calls_per_step=1),
-    SamplerInfo("dpmpp_3m", sample_dpmpp_3m, order=3, stochastic=False, calls_per_step=1),
-    SamplerInfo("dpmpp_2m_sde", sample_dpmpp_2m_sde, order=None, stochastic=True, calls_per_step=1),
-    SamplerInfo("dpmpp_3m_sde", sample_dpmpp_3m_sde, order=None, stochastic=True, calls_per_step=1),
-    SamplerInfo("dpmpp_sde", sample_dpmpp_sde, order=None, stochastic=True, calls_per_step=2),
+    SamplerInfo("dpmpp_2s_ancestral", sample_dpmpp_2s_ancestral, order=2, stochastic=True, calls_per_step=2,
+                draws=one_per_step_if("eta"), order_options={"eta": 0.0, **_NO_LOF},
+                options=dict(eta=_ETA, lower_order_final=_LOF)),
+    SamplerInfo("dpmpp_2m", sample_dpmpp_2m, order=2, stochastic=False, calls_per_step=1, order_options=_NO_LOF,
+                options=dict(lower_order_final=_LOF)),
+    SamplerInfo("dpmpp_3m", sample_dpmpp_3m, order=3, stochastic=False, calls_per_step=1, order_options=_NO_LOF,
+                options=dict(lower_order_final=_LOF)),
+    SamplerInfo("dpmpp_2m_sde", sample_dpmpp_2m_sde, order=2, stochastic=True, calls_per_step=1,
+                draws=one_per_step_if("eta"), order_options={"eta": 0.0, **_NO_LOF},
+                orders=(({"eta": 0.0, "solver_type": "heun", **_NO_LOF}, 2),),
+                options=dict(eta=_ETA,
+                             solver_type=Option("midpoint", choices=("midpoint", "heun"), invalid=("euler",)),
+                             lower_order_final=_LOF)),
+    SamplerInfo("dpmpp_3m_sde", sample_dpmpp_3m_sde, order=3, stochastic=True, calls_per_step=1,
+                draws=one_per_step_if("eta"), order_options={"eta": 0.0, **_NO_LOF},
+                options=dict(eta=_ETA, lower_order_final=_LOF)),
+    SamplerInfo("dpmpp_sde", sample_dpmpp_sde, order=None, stochastic=True, calls_per_step=2,
+                draws=lambda o: (o["order"], 0),
+                options=dict(order=Option(2, choices=(1, 2), invalid=(3,), probe=(1,)), lower_order_final=_LOF)),
 ]

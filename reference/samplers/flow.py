@@ -14,7 +14,7 @@ the `Flow` schedule only; other schedules raise. u is never evaluated at t = 0.
 import numpy as np
 
 from diffspec.reference import _checks
-from diffspec.reference.samplers._info import SamplerInfo
+from diffspec.reference.samplers._info import Requirement, SamplerInfo
 from diffspec.reference.schedules import Flow
 
 
@@ -77,8 +77,9 @@ def sample_flow_midpoint(denoise, x_T, grid, schedule, *, noise=None):
     return x
 
 
+_F = {Requirement.FLOW_SCHEDULE}
 INFO = [
-    SamplerInfo("flow_euler", sample_flow_euler, order=1, stochastic=False, calls_per_step=1),
-    SamplerInfo("flow_heun", sample_flow_heun, order=2, stochastic=False, calls_per_step=2),
-    SamplerInfo("flow_midpoint", sample_flow_midpoint, order=2, stochastic=False, calls_per_step=2),
+    SamplerInfo("flow_euler", sample_flow_euler, order=1, stochastic=False, calls_per_step=1, requires=_F),
+    SamplerInfo("flow_heun", sample_flow_heun, order=2, stochastic=False, calls_per_step=2, requires=_F),
+    SamplerInfo("flow_midpoint", sample_flow_midpoint, order=2, stochastic=False, calls_per_step=2, requires=_F),
 ]

@@ -8,7 +8,7 @@ import numpy as np
 from numpy.polynomial import polynomial as P
 
 from diffspec.reference import _checks
-from diffspec.reference.samplers._info import SamplerInfo
+from diffspec.reference.samplers._info import Option, Requirement, SamplerInfo
 
 
 def lms_coefficients(sigmas, sigma_next):
@@ -51,4 +51,8 @@ def sample_lms(denoise, x_T, grid, schedule, *, noise=None, order=4):
     return alpha[-1] * y
 
 
-INFO = [SamplerInfo("lms", sample_lms, order=4, stochastic=False, calls_per_step=1)]
+INFO = [
+    SamplerInfo("lms", sample_lms, order=4, stochastic=False, calls_per_step=1, requires={Requirement.ALPHA_START},
+                options=dict(order=Option(4, low=1, high=4, integer=True, invalid=(0, 5))),
+                orders=(({"order": 1}, 1), ({"order": 2}, 2), ({"order": 3}, 3))),
+]

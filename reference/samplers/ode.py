@@ -10,7 +10,7 @@ Norsett & Wanner, "Solving ODEs I", Sec. II.4 and II.5 (eqs. 4.11, 4.13; startin
 import numpy as np
 
 from diffspec.reference import _checks
-from diffspec.reference.samplers._info import SamplerInfo
+from diffspec.reference.samplers._info import Option, Requirement, SamplerInfo
 
 # Dormand-Prince 5(4) tableau (Hairer I, Table II.5.2): nodes C, stages A, 5th-order weights B5, 4th-order B4.
 C = np.array([0, 1 / 5, 3 / 10, 4 / 5, 8 / 9, 1, 1])
@@ -114,4 +114,8 @@ def sample_pf_ode_rk45(denoise, x_T, grid, schedule, *, noise=None, rtol=1e-5, a
     return x
 
 
-INFO = [SamplerInfo("pf_ode_rk45", sample_pf_ode_rk45, order=5, stochastic=False, calls_per_step=None)]
+INFO = [
+    SamplerInfo("pf_ode_rk45", sample_pf_ode_rk45, order=5, stochastic=False, calls_per_step=None, adaptive=True,
+                requires={Requirement.ALPHA_START},
+                options=dict(rtol=Option(1e-5, low=0.0, invalid=(0.0,)), atol=Option(1e-5, low=0.0, invalid=(-1.0,)))),
+]

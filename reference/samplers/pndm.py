@@ -18,7 +18,7 @@ second order; iPNDM uses the variable-step weights.
 import numpy as np
 
 from diffspec.reference import _checks
-from diffspec.reference.samplers._info import SamplerInfo
+from diffspec.reference.samplers._info import Option, Requirement, SamplerInfo
 
 _AB = {1: (1.0,), 2: (3 / 2, -1 / 2), 3: (23 / 12, -16 / 12, 5 / 12), 4: (55 / 24, -59 / 24, 37 / 24, -9 / 24)}
 
@@ -141,8 +141,11 @@ def sample_ipndm(denoise, x_T, grid, schedule, *, noise=None, order=4):
     return alpha[-1] * y
 
 
+_A = {Requirement.ALPHA_START}
 INFO = [
-    SamplerInfo("pndm", sample_pndm, order=2, stochastic=False, calls_per_step=1),
-    SamplerInfo("plms", sample_plms, order=2, stochastic=False, calls_per_step=1),
-    SamplerInfo("ipndm", sample_ipndm, order=4, stochastic=False, calls_per_step=1),
+    SamplerInfo("pndm", sample_pndm, order=2, stochastic=False, calls_per_step=1, requires=_A),
+    SamplerInfo("plms", sample_plms, order=2, stochastic=False, calls_per_step=1, requires=_A),
+    SamplerInfo("ipndm", sample_ipndm, order=4, stochastic=False, calls_per_step=1, requires=_A,
+                options=dict(order=Option(4, low=1, high=4, integer=True, invalid=(0, 5))),
+                orders=(({"order": 1}, 1), ({"order": 2}, 2), ({"order": 3}, 3))),
 ]

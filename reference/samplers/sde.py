@@ -16,7 +16,7 @@ import numpy as np
 
 from diffspec.reference import _checks
 from diffspec.reference.noise import as_noise_source
-from diffspec.reference.samplers._info import SamplerInfo
+from diffspec.reference.samplers._info import Option, Requirement, SamplerInfo, one_per_step
 
 
 class Predictor(enum.StrEnum):
@@ -130,7 +130,14 @@ def _norm(a):
     return np.sqrt(np.sum(a.reshape(len(a), -1) ** 2, axis=1))
 
 
+_A = {Requirement.ALPHA_START}
 INFO = [
-    SamplerInfo("euler_maruyama", sample_euler_maruyama, order=None, stochastic=True, calls_per_step=1),
-    SamplerInfo("pc", sample_pc, order=None, stochastic=True, calls_per_step=2),
+    SamplerInfo("euler_maruyama", sample_euler_maruyama, order=None, stochastic=True, calls_per_step=1, requires=_A,
+                draws=one_per_step),
+    SamplerInfo("pc", sample_pc, order=None, stochastic=True, calls_per_step=2, requires=_A,
+                draws=lambda o: (o["corrector_steps"] + 1, o["corrector_steps"]),
+                options=dict(predictor=Option("reverse_diffusion", choices=("reverse_diffusion", "euler_maruyama"),
+                                              invalid=("ancestral",), probe=("euler_maruyama",)),
+                             snr=Option(0.16, low=0.0, invalid=(0.0,)),
+                             corrector_steps=Option(1, low=0, integer=True, invalid=(-1,), probe=(0, 2)))),
 ]

@@ -10,7 +10,7 @@ import enum
 import numpy as np
 
 from diffspec.reference import _checks
-from diffspec.reference.samplers._info import SamplerInfo
+from diffspec.reference.samplers._info import Option, SamplerInfo
 
 
 class Variant(enum.StrEnum):
@@ -90,4 +90,15 @@ def sample_unipc(denoise, x_T, grid, schedule, *, noise=None, order=2, variant="
     return x
 
 
-INFO = [SamplerInfo("unipc", sample_unipc, order=3, stochastic=False, calls_per_step=1)]
+_LOF = Option(True, choices=(True, False), invalid=("no",))
+INFO = [
+    SamplerInfo("unipc", sample_unipc, order=3, stochastic=False, calls_per_step=1,
+                order_options={"lower_order_final": False},
+                options=dict(order=Option(2, choices=(1, 2, 3), invalid=(4,)),
+                             variant=Option("bh2", choices=("bh1", "bh2"), invalid=("bh3",)),
+                             use_corrector=Option(True, choices=(True, False), invalid=("yes",)),
+                             lower_order_final=_LOF),
+                orders=tuple(({"order": p, "variant": v, "use_corrector": c, "lower_order_final": False}, p + c)
+                             for p in (1, 2, 3) for v in ("bh1", "bh2") for c in (True, False)
+                             if (p, v, c) != (2, "bh2", True))),
+]
