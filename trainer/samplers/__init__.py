@@ -4,55 +4,36 @@ Signature: fn(denoise, x_T, grid, schedule, *, noise=None, <options>) -> x, with
 sequence of times (used as float64), schedule a `diffspec.trainer.schedules` schedule, denoise(x, t) -> x0_hat
 called with t a tensor of shape (B,) in x's dtype, and noise a torch.Generator or a callable shape -> array.
 Options, defaults, draw order and step orders follow the reference sampler of the same name.
+
+The registry is built from the reference's contract (`diffspec.reference.samplers.SAMPLER_INFO`, plumbing only:
+names and family modules, never the math): each registered sampler `name` implemented by the reference function
+`sample_x` in `reference/samplers/<family>.py` is the function of the same name in `trainer/samplers/<family>.py`.
+`MISSING` lists contract names without a torch twin (the conformance suite requires it to be empty).
 """
 
-from diffspec.trainer.samplers import (
-    consistency, ddim, ddpm, deis, dpm_solver, dpm_solver_pp, flow, inversion, k_diffusion, lms, ode, pndm, sde, unipc,
-)
+import importlib
+
+from diffspec.reference.samplers import SAMPLER_ALIASES, SAMPLER_INFO
 from diffspec.trainer.samplers.inversion import INVERSIONS
 
-SAMPLERS = {
-    "ddpm": ddpm.sample_ddpm,
-    "ddim": ddim.sample_ddim,
-    "pndm": pndm.sample_pndm,
-    "plms": pndm.sample_plms,
-    "ipndm": pndm.sample_ipndm,
-    "euler": k_diffusion.sample_euler,
-    "euler_ancestral": k_diffusion.sample_euler_ancestral,
-    "heun": k_diffusion.sample_heun,
-    "dpm2": k_diffusion.sample_dpm2,
-    "dpm2_ancestral": k_diffusion.sample_dpm2_ancestral,
-    "lms": lms.sample_lms,
-    "dpm_solver_1": dpm_solver.sample_dpm_solver_1,
-    "dpm_solver_2": dpm_solver.sample_dpm_solver_2,
-    "dpm_solver_3": dpm_solver.sample_dpm_solver_3,
-    "dpm_solver_fast": dpm_solver.sample_dpm_solver_fast,
-    "dpm_solver_adaptive": dpm_solver.sample_dpm_solver_adaptive,
-    "dpmpp_2s_ancestral": dpm_solver_pp.sample_dpmpp_2s_ancestral,
-    "dpmpp_2m": dpm_solver_pp.sample_dpmpp_2m,
-    "dpmpp_3m": dpm_solver_pp.sample_dpmpp_3m,
-    "dpmpp_2m_sde": dpm_solver_pp.sample_dpmpp_2m_sde,
-    "dpmpp_3m_sde": dpm_solver_pp.sample_dpmpp_3m_sde,
-    "dpmpp_sde": dpm_solver_pp.sample_dpmpp_sde,
-    "unipc": unipc.sample_unipc,
-    "deis": deis.sample_deis,
-    "euler_maruyama": sde.sample_euler_maruyama,
-    "pc": sde.sample_pc,
-    "pf_ode_rk45": ode.sample_pf_ode_rk45,
-    "flow_euler": flow.sample_flow_euler,
-    "flow_heun": flow.sample_flow_heun,
-    "flow_midpoint": flow.sample_flow_midpoint,
-    "consistency": consistency.sample_consistency,
-    "lcm": consistency.sample_lcm,
-    "tcd": consistency.sample_tcd,
-}
+
+def _twin(info):
+    family = info.fn.__module__.rsplit(".", 1)[-1]
+    module = importlib.import_module(f"{__name__}.{family}")
+    return getattr(module, info.fn.__name__, None)
+
+
+_TWINS = {name: _twin(info) for name, info in SAMPLER_INFO.items()}
+SAMPLERS = {name: fn for name, fn in _TWINS.items() if fn is not None}
+MISSING = tuple(name for name, fn in _TWINS.items() if fn is None)
 
 
 def get_sampler(name):
-    """SAMPLERS[name], or a ValueError listing the known names."""
+    """SAMPLERS[name] (an alias resolves to its registry name), or a ValueError listing the known names."""
+    name = SAMPLER_ALIASES.get(name, name) if isinstance(name, str) else name
     if name not in SAMPLERS:
         raise ValueError(f"unknown sampler {name!r}: expected one of {', '.join(sorted(SAMPLERS))}")
     return SAMPLERS[name]
 
 
-__all__ = ["INVERSIONS", "SAMPLERS", "get_sampler"]
+__all__ = ["INVERSIONS", "MISSING", "SAMPLERS", "get_sampler"]
