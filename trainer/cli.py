@@ -5,7 +5,7 @@ import argparse
 import json
 import sys
 
-from diffspec.trainer.loop import TrainConfig
+from diffspec.trainer.config import TrainConfig
 
 
 def _json_dict(text):

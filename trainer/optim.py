@@ -1,0 +1,74 @@
+"""Optimization: AdamW, the learning-rate schedule and the EMA of the weights, each a pure function of the step.
+
+Pure functions of the step are what make resume exact: a resumed run recomputes the same learning rate and EMA
+decay from the step it restarts at, with no schedule state to save.
+"""
+
+import math
+
+import torch
+from diffspec.trainer.config import LRScheduler, TrainConfig
+
+
+def make_optimizer(cfg: TrainConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
+    """AdamW (Loshchilov & Hutter 2019) over the model's parameters with the config's betas, decay and epsilon."""
+    return torch.optim.AdamW(
+        model.parameters(),
+        lr=cfg.learning_rate,
+        betas=(cfg.adam_beta1, cfg.adam_beta2),
+        weight_decay=cfg.adam_weight_decay,
+        eps=cfg.adam_epsilon,
+    )
+
+
+def lr_at(step: int, cfg: TrainConfig) -> float:
+    """Learning rate at optimizer step `step` (0-based): linear warm-up, then constant or cosine to 0.
+
+    Cosine: lr = base * (1 + cos(pi * p)) / 2 with p the fraction of the post-warm-up steps done
+    (Loshchilov & Hutter 2017, SGDR, eq. 5 with one cycle and eta_min = 0).
+    """
+    base, warm, total = cfg.learning_rate, cfg.lr_warmup_steps, cfg.max_train_steps
+    if warm and step < warm:
+        return base * (step + 1) / warm
+    if cfg.lr_scheduler == LRScheduler.CONSTANT:
+        return base
+    progress = (step - warm) / max(1, total - warm)
+    return base * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+
+def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+
+
+def ema_decay_at(num_updates: int, max_decay: float) -> float:
+    """EMA warm-up (the diffusers EMAModel form): min(max_decay, (1 + n) / (10 + n))."""
+    return min(max_decay, (1.0 + num_updates) / (10.0 + num_updates))
+
+
+class EMA:
+    """An exponential moving average of a model's weights: ema <- decay * ema + (1 - decay) * model.
+
+    The parameter lists are gathered once (not on every update); buffers (e.g. normalisation statistics) are
+    copied. Polyak & Juditsky (1992); the warm-up of the decay is `ema_decay_at`.
+    """
+
+    def __init__(self, ema: torch.nn.Module, model: torch.nn.Module):
+        self.module = ema
+        self._dst = list(ema.parameters())
+        self._src = [p.detach() for p in model.parameters()]
+        self._same_dtype = all(p.dtype == q.dtype for p, q in zip(self._src, self._dst))
+        self._buffers = list(zip(ema.buffers(), model.buffers()))
+
+    @torch.no_grad()
+    def update(self, decay: float) -> None:
+        src = self._src if self._same_dtype else [p.to(q.dtype) for p, q in zip(self._src, self._dst)]
+        torch._foreach_lerp_(self._dst, src, 1.0 - decay)
+        for b, s in self._buffers:
+            b.copy_(s)
+
+
+@torch.no_grad()
+def ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:
+    """One EMA step on two modules of the same structure (see `EMA`, which caches the parameter lists)."""
+    EMA(ema, model).update(decay)
