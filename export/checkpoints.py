@@ -82,15 +82,14 @@ def _check_arch(model_config, *, source):
 def load_checkpoint(ckpt_dir, *, ema=True):
     """(model fp32 eval, config dict, checkpoint path, weights "ema" | "raw"), the config checked before any weight
     is read. With ema=True and no ema.safetensors the raw weights are used, and "raw" is returned."""
-    ckpt = resolve_checkpoint(ckpt_dir)
-    config = _read_json(ckpt / "config.json", "checkpoint config")
-    if not isinstance(config, dict):
-        raise ValueError(f"checkpoint {str(ckpt)!r}: config.json is not a JSON object")
-    _check_arch(config.get("model"), source=f"checkpoint {str(ckpt)!r}")
-    from diffspec.trainer.checkpoint import load_for_inference
+    from diffspec.trainer.checkpoint import listed, load_for_inference, read_config, verify_manifest
 
+    ckpt = resolve_checkpoint(ckpt_dir)
+    manifest = verify_manifest(ckpt)  # nothing is read that the manifest does not list and vouch for
+    config = read_config(ckpt, manifest)
+    _check_arch(config.get("model"), source=f"checkpoint {str(ckpt)!r}")
     model, config = load_for_inference(ckpt, ema=ema)
-    weights = "ema" if ema and (ckpt / "ema.safetensors").exists() else "raw"
+    weights = "ema" if ema and listed(ckpt, manifest, "ema.safetensors", required=False) is not None else "raw"
     return model, config, ckpt, weights
 
 

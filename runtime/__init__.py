@@ -12,7 +12,14 @@ Command line: `diffspec-sample model.onnx --sampler dpmpp_2m --steps 20 -n 64 --
 
 from diffspec.runtime.model import Model, ModelFileError, ProviderError
 from diffspec.runtime.output import write_samples
-from diffspec.runtime.sampling import LearnedVariance, SampleNoise, labels_for, make_denoiser, make_sampling_grid, sample
+from diffspec.runtime.sampling import (
+    LearnedVariance,
+    SampleNoise,
+    labels_for,
+    make_denoiser,
+    make_sampling_grid,
+    sample,
+)
 
 __all__ = [
     "LearnedVariance", "Model", "ModelFileError", "ProviderError", "SampleNoise", "labels_for", "make_denoiser",

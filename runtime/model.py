@@ -12,10 +12,10 @@ No torch and no `onnx` package here: only numpy and onnxruntime.
 import os
 
 import numpy as np
-
 from diffspec.reference.modelcard import ModelCard
-from diffspec.reference.parameterizations import parse as parse_parameterization
 from diffspec.reference.parameterizations import coefficients, x0_from_output
+from diffspec.reference.parameterizations import parse as parse_parameterization
+from diffspec.runtime.external_data import ExternalDataError, check_external_data
 
 DEVICES = ("auto", "cuda", "cpu")
 CUDA = "CUDAExecutionProvider"
@@ -49,7 +49,12 @@ def _first_line(err):
 
 
 def _check_file(path):
-    path = os.fspath(path)
+    try:
+        path = os.fspath(path)
+    except TypeError:
+        raise ModelFileError(f"model path {path!r}: expected a file path (str or os.PathLike)") from None
+    if not isinstance(path, str):
+        path = os.fsdecode(path)
     if not os.path.exists(path):
         raise ModelFileError(f"model file {path!r} does not exist")
     if os.path.isdir(path):
@@ -118,12 +123,18 @@ class Model:
         options.log_severity_level = 1 if verbose else 3
         if threads:
             options.intra_op_num_threads = int(threads)
+        try:  # our own containment check, whatever onnxruntime version is installed, before it opens the file
+            check_external_data(path)
+        except ExternalDataError as err:
+            raise ModelFileError(str(err)) from None
+        except OSError as err:
+            raise ModelFileError(f"model file {path!r} cannot be read ({err.strerror or err})") from None
         try:
             session = ort.InferenceSession(path, sess_options=options, providers=providers)
         except Exception as err:  # onnxruntime raises its own pybind exception types for every parse failure
             raise ModelFileError(
-                f"{path!r} is not a readable ONNX model (onnxruntime: {_first_line(err)}); a truncated or corrupt "
-                "file gives this too: export it again with `diffspec-export CHECKPOINT_DIR -o model.onnx`"
+                f"{path!r} is not a readable ONNX model (onnxruntime: {_first_line(err)}): export it again with "
+                "`diffspec-export CHECKPOINT_DIR -o model.onnx`"
             ) from None
         used = session.get_providers()
         if want_cuda and CUDA not in used:
@@ -187,7 +198,8 @@ class Model:
         for name in inputs:
             dtype = _ORT_DTYPES.get(inputs[name].type)
             if dtype is None:
-                raise ModelFileError(f"{src}: input {name!r} has type {inputs[name].type}, which the runtime cannot feed")
+                raise ModelFileError(
+                    f"{src}: input {name!r} has type {inputs[name].type}, which the runtime cannot feed")
             self._input_dtypes[name] = dtype
         missing = [n for n in ("x", "t") if n not in inputs]
         if missing:
@@ -216,7 +228,8 @@ class Model:
             raise ModelFileError(f"{src}: input 'y' is {inputs['y'].type}, expected tensor(int64)")
         extra = sorted(set(inputs) - {"x", "t", "y", "guidance_scale"})
         if extra:
-            raise ModelFileError(f"{src}: unexpected graph inputs {extra}: the runtime feeds only x, t, y, guidance_scale")
+            raise ModelFileError(
+                f"{src}: unexpected graph inputs {extra}: the runtime feeds only x, t, y, guidance_scale")
         if self.card.time_input != "t":
             raise ModelFileError(
                 f"{src}: time_input={self.card.time_input!r}; this runtime feeds the schedule's own time t "
@@ -229,7 +242,8 @@ class Model:
         """y as an int64 array of shape (batch,), checked against the model's classes (None: the null class)."""
         if not self.conditional:
             if y is not None:
-                raise ValueError("y (class labels) given, but this model is unconditional (no num_classes in its metadata)")
+                raise ValueError(
+                    "y (class labels) given, but this model is unconditional (no num_classes in its metadata)")
             return None
         if y is None:
             return np.full(batch, self.null_class, dtype=np.int64)

@@ -1,12 +1,16 @@
 """Writing samples: a PNG grid of images, a PNG scatter plot of 2-D points, or the arrays as .npy / .npz.
 
 Values arrive in the data's original range (`DataInfo.range`); images are mapped from that range to 0..255.
-Files are written to a temporary name in the same folder and renamed, so a failed run never leaves half a file.
+Files are written to a temporary name in the same folder (`.diffspec-PID-*`) and renamed, so a failed run never
+leaves half a file; the temporaries of a run that was killed are removed by the next write to that folder. Files
+get the usual mode (0666 less the umask), as `open` would give them.
 """
 
+import errno
 import math
 import os
 import tempfile
+import time
 
 import numpy as np
 
@@ -17,7 +21,8 @@ def check_output_path(path):
     """Fail early (before sampling) on an output path that cannot be written or has an unknown suffix."""
     path = os.fspath(path)
     if os.path.isdir(path):
-        raise ValueError(f"output {path!r} is a directory: expected a file name such as {os.path.join(path, 'grid.png')}")
+        example = os.path.join(path, "grid.png")
+        raise ValueError(f"output {path!r} is a directory: expected a file name such as {example}")
     suffix = os.path.splitext(path)[1].lower()
     if suffix not in SUFFIXES:
         raise ValueError(f"output {path!r}: expected a name ending in {', '.join(SUFFIXES)}")
@@ -29,18 +34,78 @@ def check_output_path(path):
     return path
 
 
+TEMP_PREFIX = ".diffspec-"  # temporaries are named .diffspec-PID-XXXXXXXX.SUFFIX next to the output
+STALE_SECONDS = 60.0
+
+
+def _pid_alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):
+        return True
+    return True
+
+
+def prune_temporaries(folder, *, older_than=STALE_SECONDS):
+    """Remove `.diffspec-PID-*` temporaries in `folder` left by a run that was killed before it could clean up:
+    those whose process no longer exists and that are older than `older_than` seconds. Returns the removed names."""
+    removed = []
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return removed
+    now = time.time()
+    for entry in entries:
+        name = entry.name
+        if not name.startswith(TEMP_PREFIX) or not entry.is_file(follow_symlinks=False):
+            continue
+        pid_text = name[len(TEMP_PREFIX):].split("-", 1)[0]
+        if not pid_text.isdigit() or _pid_alive(int(pid_text)):
+            continue
+        try:
+            if now - entry.stat(follow_symlinks=False).st_mtime >= older_than:
+                os.remove(entry.path)
+                removed.append(name)
+        except OSError:
+            pass
+    return removed
+
+
+def _umask():
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def _atomic_write(path, write):
+    """write(tmp) to a temporary next to `path`, give it the usual mode (0666 less the umask), rename it to `path`.
+    A full disk or any other OSError raises an OSError naming `path` (never the temporary)."""
     folder = os.path.dirname(os.path.abspath(path))
     suffix = os.path.splitext(path)[1]
-    fd, tmp = tempfile.mkstemp(prefix=".diffspec-", suffix=suffix, dir=folder)
+    prune_temporaries(folder)
+    fd, tmp = tempfile.mkstemp(prefix=f"{TEMP_PREFIX}{os.getpid()}-", suffix=suffix, dir=folder)
     os.close(fd)
     try:
         write(tmp)
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
+    except OSError as err:
+        _remove(tmp)
+        if err.errno == errno.ENOSPC:
+            raise OSError(err.errno, f"no space left on device while writing {path!r}") from None
+        raise OSError(err.errno, f"cannot write {path!r} ({err.strerror or err})") from None
     except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+        _remove(tmp)
         raise
+
+
+def _remove(tmp):
+    try:
+        os.remove(tmp)
+    except OSError:
+        pass
 
 
 def to_uint8(images, value_range):
@@ -106,7 +171,10 @@ def scatter_image(points, *, labels=None, value_range=None, size=512, margin=16,
                 img[margin:size - margin, int(round(p))] = [235, 235, 235]
             else:
                 img[int(round(size - 1 - p)), margin:size - margin] = [235, 235, 235]
-    colors = _PALETTE[np.asarray(labels) % len(_PALETTE)] if labels is not None else np.tile(_PALETTE[0], (len(points), 1))
+    if labels is not None:
+        colors = _PALETTE[np.asarray(labels) % len(_PALETTE)]
+    else:
+        colors = np.tile(_PALETTE[0], (len(points), 1))
     for dr in range(-dot + 1, dot):
         for dc in range(-dot + 1, dot):
             r, c = np.clip(rows + dr, 0, size - 1), np.clip(cols + dc, 0, size - 1)
@@ -114,9 +182,9 @@ def scatter_image(points, *, labels=None, value_range=None, size=512, margin=16,
     return img
 
 
-def write_samples(path, samples, *, kind, value_range, labels=None, indices=None, metadata=None):
+def write_samples(path, samples, *, kind, value_range, labels=None, indices=None, metadata=None, columns=None):
     """Write samples by the suffix of `path`: .png (image grid or 2-D scatter), .npy (the array), .npz (samples,
-    labels if any, indices)."""
+    labels if any, indices). `columns`: tiles per row of an image grid (default: a square-ish grid)."""
     from PIL import Image
 
     path = check_output_path(path)
@@ -137,6 +205,6 @@ def write_samples(path, samples, *, kind, value_range, labels=None, indices=None
         if kind == "points" or (samples.ndim == 2 and samples.shape[1] == 2):
             pixels = scatter_image(samples, labels=labels, value_range=value_range)
         else:
-            pixels = image_grid(samples, value_range)
+            pixels = image_grid(samples, value_range, columns=columns)
         _atomic_write(path, lambda tmp: Image.fromarray(pixels).save(tmp, format="PNG"))
     return path

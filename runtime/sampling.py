@@ -9,9 +9,10 @@ rounding, which may depend on the batch size).
 
 import inspect
 import math
+import os
+import sys
 
 import numpy as np
-
 from diffspec.reference import grids as ref_grids
 from diffspec.reference import guidance
 from diffspec.reference.samplers import SAMPLER_INFO, SAMPLERS, get_sampler
@@ -229,6 +230,29 @@ def labels_for(model, indices, class_label=None):
 
 
 # ---------------------------------------------------------------------------------------------------- inputs
+def _memory_bytes():
+    """The machine's physical memory in bytes, or None where the OS does not say."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
+def check_sample_size(n, data_shape, *, what="n"):
+    """Refuse, before anything is allocated, a sample count whose float64 output cannot fit in this machine's memory
+    (the output array and a working copy per batch are float64 of shape (n, *data_shape))."""
+    needed = int(n) * math.prod(int(d) for d in data_shape) * 8
+    memory = _memory_bytes()
+    limit = memory if memory else 2**40
+    if needed > limit:
+        raise ValueError(
+            f"{what}={n}: {n} samples of shape {tuple(data_shape)} need {needed / 2**30:.3g} GiB as float64, more "
+            f"than this machine's {limit / 2**30:.3g} GiB of memory: ask for fewer samples (or split the run with "
+            "--index, which keeps each sample's noise)"
+        )
+    return int(n)
+
+
 def _per_sample(name, value, model, n):
     """An init/mask array in model data shape, broadcast to one row per sample (n, ...)."""
     arr = np.asarray(value, dtype=np.float64)
@@ -241,10 +265,11 @@ def _per_sample(name, value, model, n):
         raise ValueError(f"{name} of shape {arr.shape}: expected the data shape {shape} or ({n}, *{shape})") from None
 
 
-def _indices(n, indices):
+def _indices(n, indices, data_shape):
     if indices is None:
         if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
             raise ValueError(f"n={n!r}: expected the number of samples, an integer >= 1")
+        check_sample_size(n, data_shape)
         return np.arange(int(n))
     idx = np.atleast_1d(np.asarray(indices))
     if idx.ndim != 1 or idx.size == 0 or not np.issubdtype(idx.dtype, np.integer) or np.any(idx < 0):
@@ -276,8 +301,9 @@ def sample(model, *, sampler="dpmpp_2m", steps=DEFAULT_STEPS, n=None, seed=0, in
     Noise: sample i draws, from np.random.default_rng([seed, i]), first x_T's eps (or SDEdit's z), then the
     draws of inpainting and of the sampler in their documented order.
     """
-    idx = _indices(n, indices)
+    idx = _indices(n, indices, model.data_shape)
     n = len(idx)
+    check_sample_size(n, model.data_shape, what="indices" if indices is not None else "n")
     seed = check_seed(seed)
     if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
         raise ValueError(f"batch_size={batch_size!r}: expected an integer >= 1")
@@ -290,7 +316,8 @@ def sample(model, *, sampler="dpmpp_2m", steps=DEFAULT_STEPS, n=None, seed=0, in
     learned = options.get("variance") == "learned_range"
     if learned and not model.card.learned_variance:
         raise ValueError("variance='learned_range' needs a model exported with learned variance (2C outputs, "
-                         "learned_variance in its metadata); this one has none: use variance='fixed_small' or 'fixed_large'")
+                         "learned_variance in its metadata); this one has none: use variance='fixed_small' or "
+                         "'fixed_large'")
     labels = labels_for(model, idx, class_label)
     denoise_kw = dict(guidance_scale=guidance_scale, guidance_rescale=guidance_rescale)
     make_denoiser(model, labels, **denoise_kw)  # validates guidance before any work
@@ -298,6 +325,9 @@ def sample(model, *, sampler="dpmpp_2m", steps=DEFAULT_STEPS, n=None, seed=0, in
         raise ValueError("mask (inpainting) needs init: the data whose masked (mask = 1) region is kept")
     if init is not None and mask is None and strength is None:
         raise ValueError("init needs mask (inpainting) or strength (SDEdit, e.g. 0.6)")
+    if strength is not None and (isinstance(strength, bool) or not isinstance(strength, (int, float, np.number))
+                                 or not 0 <= strength <= 1):
+        raise ValueError(f"strength={strength!r}: expected a number in [0, 1] (SDEdit's fraction of the grid)")
     if strength is not None and init is None:
         raise ValueError(f"strength={strength} (SDEdit) needs init: the data to start from")
     known = None if init is None else model.from_raw(_per_sample("init", init, model, n))
@@ -366,7 +396,9 @@ def _counted(denoise, bar):
 
 
 def _progress(enabled, total, sampler):
-    if not enabled:
+    """A tqdm bar on stderr, only when asked for and stderr is a terminal (no bar floods a log file)."""
+    isatty = getattr(sys.stderr, "isatty", None)
+    if not enabled or isatty is None or not isatty():
         return None
     try:
         from tqdm.auto import tqdm

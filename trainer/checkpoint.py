@@ -162,19 +162,37 @@ def write_manifest(ckpt_dir):
     _fsync_dir(ckpt_dir)
 
 
+def _manifest_name(ckpt_dir, name):
+    """A manifest entry must name a plain file directly inside the checkpoint: no folder part, no '..', not
+    absolute, not a symlink."""
+    if (not isinstance(name, str) or not name or name in (".", "..") or "/" in name or "\\" in name
+            or "\x00" in name or os.path.isabs(name)):
+        raise ValueError(f"checkpoint {str(ckpt_dir)!r}: {MANIFEST} lists {name!r}: expected the name of a file "
+                         "directly inside the checkpoint (no folder, no '..', not absolute)")
+    path = Path(ckpt_dir) / name
+    if path.is_symlink():
+        raise ValueError(f"checkpoint {str(ckpt_dir)!r}: {name} is a symlink: a checkpoint holds its own files only")
+    return path
+
+
 def verify_manifest(ckpt_dir):
-    """Raise ValueError naming what is wrong unless every file listed in manifest.json has its size and sha256."""
+    """Raise ValueError naming what is wrong unless manifest.json is well formed, names only plain files inside
+    the checkpoint, and every file it lists has its size and sha256. Returns the manifest."""
     ckpt_dir = Path(ckpt_dir)
     path = ckpt_dir / MANIFEST
-    if not path.is_file():
+    if not path.is_file() or path.is_symlink():
         raise ValueError(f"checkpoint {str(ckpt_dir)!r} has no {MANIFEST}: it is incomplete (an interrupted save?)")
     try:
         manifest = json.loads(path.read_text())
         files = manifest["files"]
-    except (json.JSONDecodeError, KeyError, TypeError) as err:
+        if not isinstance(files, dict) or not all(
+                isinstance(m, dict) and isinstance(m.get("size"), int) and isinstance(m.get("sha256"), str)
+                for m in files.values()):
+            raise TypeError("'files' must map each file name to its size and sha256")
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as err:
         raise ValueError(f"checkpoint {str(ckpt_dir)!r}: {MANIFEST} is corrupt ({err})") from None
     for name, meta in files.items():
-        p = ckpt_dir / name
+        p = _manifest_name(ckpt_dir, name)
         if not p.is_file():
             raise ValueError(f"checkpoint {str(ckpt_dir)!r}: {name} is listed in {MANIFEST} but missing")
         if p.stat().st_size != meta["size"]:
@@ -186,6 +204,47 @@ def verify_manifest(ckpt_dir):
         if required not in files:
             raise ValueError(f"checkpoint {str(ckpt_dir)!r}: {MANIFEST} does not list {required}")
     return manifest
+
+
+def listed(ckpt_dir, manifest, name, *, required=True):
+    """The path of `name` in a verified checkpoint, which the loader may read only if the manifest lists it.
+
+    A file on disk that the manifest does not list is refused, not trusted; a missing optional file gives None.
+    """
+    path = Path(ckpt_dir) / name
+    if name in manifest["files"]:
+        return path
+    if path.exists() or path.is_symlink():
+        raise ValueError(f"checkpoint {str(ckpt_dir)!r}: {name} is not listed in {MANIFEST}: every file the loader "
+                         "reads must be listed (was it added after the save?)")
+    if required:
+        raise ValueError(f"checkpoint {str(ckpt_dir)!r}: {MANIFEST} does not list {name}, which this load needs")
+    return None
+
+
+_MACHINE_KEYS = ("output_dir", "resume_from_checkpoint")  # paths of the training machine, never stored
+
+
+def _portable_value(value):
+    """A path-like string reduced to its last component: a data set given as /home/me/data.npz is 'data.npz'."""
+    if isinstance(value, str) and ("/" in value or "\\" in value):
+        return value.replace("\\", "/").rstrip("/").rsplit("/", 1)[-1] or value
+    return value
+
+
+def portable_config(config):
+    """The config as stored: nothing that names the training machine (no output or resume folder, data paths
+    reduced to their file names). Resume compares configs in this form."""
+    out = json.loads(json.dumps(config))
+    train = out.get("train")
+    if isinstance(train, dict):
+        for key in _MACHINE_KEYS:
+            train.pop(key, None)
+        out["train"] = {k: _portable_value(v) for k, v in train.items()}
+    data = out.get("data")
+    if isinstance(data, dict) and "name" in data:
+        data["name"] = _portable_value(data["name"])
+    return out
 
 
 def is_complete(ckpt_dir):
@@ -253,7 +312,7 @@ def save_checkpoint(output_dir, step, *, model, ema=None, optimizer=None, config
         put("optimizer.json", lambda p: _write_json(p, skeleton))
     put("rng.safetensors", lambda p: save_file(rng_tensors(generators or {}), str(p)))
     put("rng.json", lambda p: _write_json(p, {"numpy": _numpy_state_json()}))
-    put("config.json", lambda p: _write_json(p, config))
+    put("config.json", lambda p: _write_json(p, portable_config(config)))
     put("state.json", lambda p: _write_json(p, {"step": int(step), **(state or {})}))
     _fsync_dir(tmp)
     os.replace(tmp, final)
@@ -281,13 +340,22 @@ def prune(output_dir, total_limit, *, keep=None):
 # ----------------------------------------------------------------------------------------------------------
 
 
-def read_config(ckpt_dir):
-    verify_manifest(ckpt_dir)
-    return json.loads((Path(ckpt_dir) / "config.json").read_text())
+def read_config(ckpt_dir, manifest=None):
+    """config.json of a checkpoint, after its manifest verifies (pass `manifest` if it was just verified)."""
+    manifest = verify_manifest(ckpt_dir) if manifest is None else manifest
+    path = listed(ckpt_dir, manifest, "config.json")
+    try:
+        config = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(f"checkpoint {str(ckpt_dir)!r}: config.json is not valid JSON ({err})") from None
+    if not isinstance(config, dict):
+        raise ValueError(f"checkpoint {str(ckpt_dir)!r}: config.json is not a JSON object")
+    return config
 
 
 def check_compatible(saved, current, *, source):
     """Raise ValueError naming the first config entry where a checkpoint differs from the run resuming it."""
+    saved, current = portable_config(saved), portable_config(current)
     for key in RESUME_KEYS:
         if saved.get(key) != current.get(key):
             raise ValueError(f"cannot resume from {source}: its config {key!r} is {json.dumps(saved.get(key))} but "
@@ -297,19 +365,24 @@ def check_compatible(saved, current, *, source):
 def load_training_state(ckpt_dir, *, model, ema=None, optimizer=None, generators=None, config=None):
     """Restore weights, EMA, optimizer and RNG states in place; returns state.json's dict."""
     ckpt_dir = Path(ckpt_dir)
-    saved = read_config(ckpt_dir)
+    manifest = verify_manifest(ckpt_dir)
+    saved = read_config(ckpt_dir, manifest)
+
+    def path(name):
+        return str(listed(ckpt_dir, manifest, name))
+
     if config is not None:
         check_compatible(saved, config, source=str(ckpt_dir))
-    unwrap(model).load_state_dict(load_file(str(ckpt_dir / "model.safetensors")))
+    unwrap(model).load_state_dict(load_file(path("model.safetensors")))
     if ema is not None:
-        unwrap(ema).load_state_dict(load_file(str(ckpt_dir / "ema.safetensors")))
+        unwrap(ema).load_state_dict(load_file(path("ema.safetensors")))
     if optimizer is not None:
-        skeleton = json.loads((ckpt_dir / "optimizer.json").read_text())
-        optimizer.load_state_dict(unflatten_optimizer(load_file(str(ckpt_dir / "optimizer.safetensors")), skeleton))
-    rng = load_file(str(ckpt_dir / "rng.safetensors"))
-    numpy_state = json.loads((ckpt_dir / "rng.json").read_text())["numpy"]
+        skeleton = json.loads(Path(path("optimizer.json")).read_text())
+        optimizer.load_state_dict(unflatten_optimizer(load_file(path("optimizer.safetensors")), skeleton))
+    rng = load_file(path("rng.safetensors"))
+    numpy_state = json.loads(Path(path("rng.json")).read_text())["numpy"]
     restore_rng(rng, numpy_state, generators or {})
-    return json.loads((ckpt_dir / "state.json").read_text())
+    return json.loads(Path(path("state.json")).read_text())
 
 
 def load_for_inference(ckpt_dir, *, ema=True):
@@ -323,11 +396,14 @@ def load_for_inference(ckpt_dir, *, ema=True):
             raise ValueError(f"{str(ckpt_dir)!r} is neither a checkpoint folder nor an output folder with a complete "
                              "checkpoint-STEP inside")
         ckpt_dir = latest
-    config = read_config(ckpt_dir)
+    manifest = verify_manifest(ckpt_dir)
+    config = read_config(ckpt_dir, manifest)
     model = build_model(config["model"]["arch"], **config["model"]["kwargs"])
-    name = "ema.safetensors" if ema and (ckpt_dir / "ema.safetensors").exists() else "model.safetensors"
+    use_ema = ema and listed(ckpt_dir, manifest, "ema.safetensors", required=False) is not None
+    name = "ema.safetensors" if use_ema else "model.safetensors"
     try:
-        model.load_state_dict(load_file(str(ckpt_dir / name)))
+        model.load_state_dict(load_file(str(listed(ckpt_dir, manifest, name))))
     except RuntimeError as err:
-        raise ValueError(f"checkpoint {str(ckpt_dir)!r}: {name} does not fit the model in config.json ({err})") from None
+        raise ValueError(
+            f"checkpoint {str(ckpt_dir)!r}: {name} does not fit the model in config.json ({err})") from None
     return model.float().eval(), config

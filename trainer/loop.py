@@ -301,7 +301,7 @@ def _train(cfg, device, rank, world, dist, objective_factory):
     log_path = output_dir / "log.jsonl"
     if is_main:
         output_dir.mkdir(parents=True, exist_ok=True)
-        (output_dir / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+        (output_dir / "config.json").write_text(json.dumps(ckpt.portable_config(config), indent=2) + "\n")
     bar = None
     if is_main and cfg.progress:
         from tqdm.auto import tqdm

@@ -102,19 +102,23 @@ def test_bad_input_gives_a_clear_message(models, tmp_path, key, extra, message):
 
 
 def test_inpainting_and_sdedit_from_png(models, tmp_path):
-    """--init-image and --mask as PNG files: the black (keep) region of the mask comes back as the init image."""
+    """--init-image and --mask as PNG files: the white (keep) region of --mask, and the black region of
+    --repaint-mask (diffusers' polarity), come back as the init image."""
     init = np.zeros((8, 8), dtype=np.uint8)
     init[:, ::2] = 255
     Image.fromarray(init).save(tmp_path / "init.png")
-    mask = np.zeros((8, 8), dtype=np.uint8)
-    mask[4:] = 255  # generate the bottom half
-    Image.fromarray(mask).save(tmp_path / "mask.png")
-    out = tmp_path / "inpainted.npz"
-    r = run_cli(models["image"], "--steps", "6", "-n", "3", "--init-image", tmp_path / "init.png",
-                "--mask", tmp_path / "mask.png", "--out", out, "--quiet")
-    assert r.returncode == 0, r.stderr
-    x = np.load(out)["samples"][:, 0]
-    np.testing.assert_allclose(x[:, :4], np.broadcast_to(init[:4] / 255.0 * 16.0, (3, 4, 8)), atol=1e-4)
+    keep_top = np.zeros((8, 8), dtype=np.uint8)
+    keep_top[:4] = 255  # keep the top half, generate the bottom half
+    Image.fromarray(keep_top).save(tmp_path / "mask.png")
+    Image.fromarray(255 - keep_top).save(tmp_path / "repaint.png")
+    for flag, mask in (("--mask", "mask.png"), ("--repaint-mask", "repaint.png")):
+        out = tmp_path / "inpainted.npz"
+        r = run_cli(models["image"], "--steps", "6", "-n", "3", "--init-image", tmp_path / "init.png",
+                    flag, tmp_path / mask, "--out", out, "--quiet")
+        assert r.returncode == 0, r.stderr
+        x = np.load(out)["samples"][:, 0]
+        np.testing.assert_allclose(x[:, :4], np.broadcast_to(init[:4] / 255.0 * 16.0, (3, 4, 8)), atol=1e-4)
+        assert np.abs(x[:, 4:] - init[4:] / 255.0 * 16.0).max() > 1.0
     out = tmp_path / "edit.npy"
     r = run_cli(models["image"], "--steps", "10", "-n", "2", "--init-image", tmp_path / "init.png",
                 "--strength", "0.3", "--sampler", "ddim", "--out", out, "--quiet")
