@@ -6,7 +6,8 @@ one definition of the keys, shared by the writer and the reader.
 """
 
 import json
-from dataclasses import asdict, dataclass, field
+import math
+from dataclasses import asdict, dataclass, field, fields
 
 from diffspec.reference.parameterizations import parse as parse_parameterization
 from diffspec.reference.schedules import schedule_from_dict
@@ -14,6 +15,81 @@ from diffspec.reference.schedules import schedule_from_dict
 FORMAT_VERSION = 1
 PREFIX = "diffspec."
 REQUIRED = ("format", "version", "schedule", "parameterization", "time_input", "data")
+DATA_KINDS = ("image", "points")
+PRECISIONS = ("fp32", "fp16")
+MAX_DIMS = 4  # a sample is at most (C, D, H, W)
+MAX_SAMPLE_ELEMENTS = 2**28  # one sample of more values than this (1 GiB of float32) is refused as corrupt
+MAX_CLASSES = 10**7
+
+
+def _fail(source, key, value, expected):
+    text = repr(value)
+    text = text if len(text) <= 80 else text[:77] + "..."
+    raise ValueError(f"{source}: metadata {PREFIX}{key}={text}: expected {expected}; re-export the model")
+
+
+def _is_int(value):
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_real(value):
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _check_data(data, source):
+    if not isinstance(data, dict):
+        _fail(source, "data", data, "a JSON object with shape, kind, range, scale, shift")
+    shape = data.get("shape")
+    if (not isinstance(shape, (list, tuple)) or not 1 <= len(shape) <= MAX_DIMS
+            or not all(_is_int(d) and d >= 1 for d in shape)):
+        _fail(source, "data.shape", shape, f"a list of 1 to {MAX_DIMS} positive integers")
+    if math.prod(shape) > MAX_SAMPLE_ELEMENTS:
+        _fail(source, "data.shape", shape, f"at most {MAX_SAMPLE_ELEMENTS} values per sample")
+    kind = data.get("kind", "image")
+    if kind not in DATA_KINDS:
+        _fail(source, "data.kind", kind, f"one of {', '.join(DATA_KINDS)}")
+    value_range = data.get("range", (-1.0, 1.0))
+    if (not isinstance(value_range, (list, tuple)) or len(value_range) != 2
+            or not all(_is_real(v) for v in value_range) or not value_range[0] < value_range[1]):
+        _fail(source, "data.range", value_range, "[lo, hi] with finite lo < hi")
+    scale = data.get("scale", 1.0)
+    if not _is_real(scale) or scale <= 0:
+        _fail(source, "data.scale", scale, "a finite number > 0 (x_model = x_raw * scale + shift)")
+    shift = data.get("shift", 0.0)
+    if not _is_real(shift):
+        _fail(source, "data.shift", shift, "a finite number")
+    if not isinstance(data.get("name", ""), str):
+        _fail(source, "data.name", data.get("name"), "a string")
+    unknown = sorted(set(data) - {f.name for f in fields(DataInfo)})
+    if unknown:
+        _fail(source, "data", unknown, f"only the keys {', '.join(f.name for f in fields(DataInfo))}")
+
+
+def _check_fields(raw, source):
+    """Every value that flows into the math: right type, finite, in range (the reader's side of the contract)."""
+    if not isinstance(raw.get("schedule"), dict):
+        _fail(source, "schedule", raw.get("schedule"), "a JSON object with the schedule's name and parameters")
+    if not isinstance(raw.get("parameterization"), str):
+        _fail(source, "parameterization", raw.get("parameterization"), "a name such as 'eps', 'x0' or 'v'")
+    if not isinstance(raw.get("time_input"), str):
+        _fail(source, "time_input", raw.get("time_input"), "'t'")
+    _check_data(raw.get("data"), source)
+    num_classes = raw.get("num_classes")
+    if num_classes is not None and (not _is_int(num_classes) or not 1 <= num_classes <= MAX_CLASSES):
+        _fail(source, "num_classes", num_classes, f"null or an integer in [1, {MAX_CLASSES}]")
+    null_class = raw.get("null_class")
+    if null_class is not None and (num_classes is None or not _is_int(null_class)
+                                   or not 0 <= null_class <= num_classes):
+        _fail(source, "null_class", null_class, "null, or an integer in [0, num_classes] of a conditional model")
+    for key in ("cfg_fused", "learned_variance"):
+        if not isinstance(raw.get(key, False), bool):
+            _fail(source, key, raw.get(key), "true or false")
+    if raw.get("precision", "fp32") not in PRECISIONS:
+        _fail(source, "precision", raw.get("precision"), f"one of {', '.join(PRECISIONS)}")
+    if not isinstance(raw.get("version", ""), str):
+        _fail(source, "version", raw.get("version"), "a version string")
+    if not isinstance(raw.get("train_config", {}), dict):
+        _fail(source, "train_config", raw.get("train_config"), "a JSON object")
 
 
 @dataclass(frozen=True)
@@ -66,21 +142,42 @@ class ModelCard:
                 f"{source} has no diffspec metadata (missing {', '.join(missing)}): export it with "
                 "`diffspec-export CHECKPOINT_DIR -o model.onnx` or diffspec.export.export_model(...)"
             )
-        try:
-            raw = {k[len(PREFIX):]: json.loads(v) for k, v in props.items() if k.startswith(PREFIX)}
-        except json.JSONDecodeError as err:
-            raise ValueError(f"{source}: diffspec metadata is not valid JSON ({err})") from None
+        raw = {}
+        for key, value in props.items():
+            if not key.startswith(PREFIX):
+                continue
+            try:  # JSON's NaN and Infinity are refused: nothing non-finite flows into the math
+                raw[key[len(PREFIX):]] = json.loads(value, parse_constant=_no_constant)
+            except (json.JSONDecodeError, TypeError, ValueError, RecursionError) as err:
+                raise ValueError(f"{source}: metadata {key} is not valid JSON ({_first_line(err)}); "
+                                 "re-export the model") from None
         if raw.pop("format") != FORMAT_VERSION:
             raise ValueError(f"{source}: diffspec metadata format is not {FORMAT_VERSION}; re-export the model")
         known = {f for f in cls.__dataclass_fields__}
         raw = {k: v for k, v in raw.items() if k in known}
+        _check_fields(raw, source)
         data = dict(raw.pop("data"))
         data["shape"] = tuple(data["shape"])
-        data["range"] = tuple(data["range"])
+        data["range"] = tuple(float(v) for v in data.get("range", (-1.0, 1.0)))
         card = cls(data=DataInfo(**data), **raw)
-        card.reference_schedule()  # validates the schedule
-        parse_parameterization(card.parameterization)
+        try:
+            card.reference_schedule()  # the schedule's own constructor validates its parameters
+        except (ValueError, TypeError) as err:
+            raise ValueError(f"{source}: metadata {PREFIX}schedule: {_first_line(err)}; re-export the model") from None
+        try:
+            parse_parameterization(card.parameterization)
+        except ValueError as err:
+            raise ValueError(f"{source}: metadata {PREFIX}parameterization: {err}") from None
         return card
+
+
+def _no_constant(name):
+    raise ValueError(f"{name} is not a finite number")
+
+
+def _first_line(err):
+    text = str(err).strip().splitlines()
+    return text[0] if text else type(err).__name__
 
     @classmethod
     def from_diffusers(cls, scheduler_config, *, sample_size, in_channels, num_classes=None, null_class=None,

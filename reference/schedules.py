@@ -39,6 +39,14 @@ class _Schedule:
     is_discrete: ClassVar[bool] = False
     variance_preserving: ClassVar[bool] = False
 
+    def __post_init__(self):
+        # The reference is the spec: a schedule with bad parameters is refused when it is built, with the same
+        # rules as the trainer's schedules, never later as a NaN.
+        self._check_parameters()
+
+    def _check_parameters(self):
+        pass
+
     def _t(self, t):
         return _checks.times_in_domain("t", t, self)
 
@@ -79,6 +87,10 @@ class _ScoreSDEBeta:
     as t = 2B / (beta_min + sqrt(beta_min^2 + 2 (beta_max - beta_min) B)) so it keeps precision as B -> 0.
     """
 
+    def _check_beta_range(self):
+        _checks.positive("beta_min", self.beta_min)
+        _checks.at_least("beta_max", self.beta_max, "beta_min", self.beta_min)
+
     def int_beta(self, t):
         t = self._t(t)
         return self.beta_min * t + 0.5 * (self.beta_max - self.beta_min) * t**2
@@ -114,6 +126,10 @@ class _DiscreteVP(_VP):
     """
 
     is_discrete: ClassVar[bool] = True
+
+    def _check_parameters(self):
+        _checks.boolean("rescale_zero_snr", self.rescale_zero_snr)
+        self._checked_betas()  # every beta in (0, 1), checked once at construction
 
     def betas(self):
         raise NotImplementedError
@@ -305,6 +321,9 @@ class LinearVP(_ScoreSDEBeta, _VP):
     t_max: ClassVar[float] = 1.0
     t_eps: ClassVar[float] = 1e-3
 
+    def _check_parameters(self):
+        self._check_beta_range()
+
     def lam(self, t):
         with np.errstate(divide="ignore"):
             return -0.5 * np.log(np.expm1(self.int_beta(t)))
@@ -331,6 +350,9 @@ class CosineVP(_VP):
     t_max: ClassVar[float] = 1.0
     t_eps: ClassVar[float] = 0.0
 
+    def _check_parameters(self):
+        _checks.positive("s", self.s)
+
     def lam(self, t):
         u = (1.0 - self._t(t)) / (1 + self.s) * (np.pi / 2)
         with np.errstate(divide="ignore"):
@@ -355,6 +377,9 @@ class SubVP(_ScoreSDEBeta, _Schedule):
     t_min: ClassVar[float] = 0.0
     t_max: ClassVar[float] = 1.0
     t_eps: ClassVar[float] = 1e-3
+
+    def _check_parameters(self):
+        self._check_beta_range()
 
     def alpha(self, t):
         return np.exp(-0.5 * self.int_beta(t))
@@ -391,6 +416,10 @@ class VE(_Schedule):
     t_max: ClassVar[float] = 1.0
     t_eps: ClassVar[float] = 0.0
 
+    def _check_parameters(self):
+        _checks.positive("sigma_min", self.sigma_min)
+        _checks.greater("sigma_max", self.sigma_max, "sigma_min", self.sigma_min)
+
     def alpha(self, t):
         return np.ones_like(self._t(t))
 
@@ -417,6 +446,11 @@ class EDM(_Schedule):
     sigma_max: float = 80.0
     sigma_data: float = 0.5
     t_min: ClassVar[float] = 0.0
+
+    def _check_parameters(self):
+        _checks.positive("sigma_min", self.sigma_min)
+        _checks.greater("sigma_max", self.sigma_max, "sigma_min", self.sigma_min)
+        _checks.positive("sigma_data", self.sigma_data)
 
     @property
     def t_max(self):
@@ -454,6 +488,9 @@ class Flow(_Schedule):
     t_min: ClassVar[float] = 0.0
     t_max: ClassVar[float] = 1.0
     t_eps: ClassVar[float] = 0.0
+
+    def _check_parameters(self):
+        _checks.positive("shift", self.shift)
 
     def alpha(self, t):
         return 1.0 - self._t(t)

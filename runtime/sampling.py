@@ -13,8 +13,8 @@ import os
 import sys
 
 import numpy as np
+from diffspec.reference import _checks, guidance
 from diffspec.reference import grids as ref_grids
-from diffspec.reference import guidance
 from diffspec.reference.samplers import SAMPLER_INFO, SAMPLERS, get_sampler
 
 DEFAULT_STEPS = 20
@@ -135,8 +135,9 @@ def make_denoiser(model, y=None, *, guidance_scale=1.0, guidance_rescale=0.0, va
     `variance_sink`: a callable given, at every network call, the variance half of that same call (learned
     variance models; with guidance, the conditional branch's), see `LearnedVariance`.
     """
-    scale = float(guidance_scale)
-    phi = float(guidance_rescale)
+    # the same checks as reference.guidance.cfg_diffusers and guidance_rescale, for plain and fused-CFG graphs alike
+    scale = _checks.in_range("guidance_scale", guidance_scale, 0.0, np.inf)
+    phi = _checks.in_range("guidance_rescale", guidance_rescale, 0.0, 1.0)
     guided = scale != 1.0 or phi != 0.0
     if guided and not model.conditional:
         raise ValueError(

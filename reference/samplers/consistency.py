@@ -42,6 +42,7 @@ def sample_consistency(denoise, x_T, grid, schedule, *, noise=None):
     grid[-1]. Model calls per step: 1. Noise draws: one array per step but the last (len(grid) - 2), in grid order.
     Order: none (stochastic).
     """
+    denoise = _checks.checked_denoiser(denoise, grid, sampler="consistency")
     draw = as_noise_source(noise, sampler="consistency")
     grid = _checks.decreasing_grid(grid, schedule, sampler="consistency")
     return _renoise_loop(denoise, x_T, grid, schedule, draw, schedule.alpha(grid[-1]), schedule.lam(grid[-1]))
@@ -54,6 +55,7 @@ def sample_lcm(denoise, x_T, grid, schedule, *, noise=None):
     x_{i+1} = alpha_{i+1} x0_hat + sigma_{i+1} z; the last step returns x0_hat.
     Model calls per step: 1. Noise draws: one array per step but the last, in grid order. Order: none (stochastic).
     """
+    denoise = _checks.checked_denoiser(denoise, grid, sampler="lcm")
     draw = as_noise_source(noise, sampler="lcm")
     grid = _checks.decreasing_grid(grid, schedule, sampler="lcm")
     return _renoise_loop(denoise, x_T, grid, schedule, draw, 1.0, np.inf)
@@ -72,6 +74,7 @@ def sample_tcd(denoise, x_T, grid, schedule, *, noise=None, gamma=0.3):
     Model calls per step: 1. Noise draws: one array per step but the last when gamma > 0, in grid order.
     Order: none (stochastic; 1 at gamma = 0).
     """
+    denoise = _checks.checked_denoiser(denoise, grid, sampler="tcd")
     gamma = _checks.in_range("gamma", gamma, 0.0, 1.0)
     draw = as_noise_source(noise, sampler="tcd with gamma > 0") if gamma > 0 else None
     grid = _checks.decreasing_grid(grid, schedule, sampler="tcd")

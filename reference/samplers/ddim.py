@@ -24,6 +24,7 @@ def sample_ddim(denoise, x_T, grid, schedule, *, noise=None, eta=0.0):
     Model calls per step: 1. Noise draws: one array per step when eta > 0, in grid order, none on the last
     step; none when eta = 0 (`noise` may then be None). Order: 1 (eta = 0, checked in tests).
     """
+    denoise = _checks.checked_denoiser(denoise, grid, sampler="ddim")
     eta = _checks.in_range("eta", eta, 0.0, 1.0)
     draw = as_noise_source(noise, sampler="ddim with eta > 0") if eta > 0 else None
     grid = _checks.decreasing_grid(grid, schedule, sampler="ddim")

@@ -54,6 +54,7 @@ def sample_ddpm(denoise, x_T, grid, schedule, *, noise=None, variance="fixed_sma
     Model calls per step: 1 (+ 1 variance_v call on all steps but the last for learned_range).
     Noise draws: one array per step, in grid order, none on the last step. Order: none (stochastic).
     """
+    denoise = _checks.checked_denoiser(denoise, grid, sampler="ddpm")
     draw = as_noise_source(noise, sampler="ddpm")
     variance = Variance(_checks.lookup({str(v): v for v in Variance}, variance, what="variance"))
     if variance is Variance.LEARNED_RANGE and not callable(variance_v):

@@ -54,6 +54,7 @@ def sample_deis(denoise, x_T, grid, schedule, *, noise=None, order=3, fit_in="t"
     as many past values as exist (orders 1, 2, ..., order).
     Model calls per step: 1. Noise draws: none. Order: `order`.
     """
+    denoise = _checks.checked_denoiser(denoise, grid, sampler="deis")
     grid = _checks.decreasing_grid(grid, schedule, sampler="deis")
     x = _checks.finite_array("x_T", x_T)
     if order not in (1, 2, 3):

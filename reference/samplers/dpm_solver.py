@@ -93,6 +93,7 @@ def sample_dpm_solver_1(denoise, x_T, grid, schedule, *, noise=None):
     A step onto sigma_next = 0 returns alpha_next x0_hat (the same limit, without inf - inf).
     Model calls per step: 1. Noise draws: none (`noise` is accepted for a uniform signature). Order: 1.
     """
+    denoise = _checks.checked_denoiser(denoise, grid, sampler="dpm_solver_1")
     grid, x = _setup(x_T, grid, schedule, "dpm_solver_1")
     for i in range(len(grid) - 1):
         x = _step(denoise, schedule, x, grid[i], grid[i + 1], 1)
@@ -110,6 +111,7 @@ def sample_dpm_solver_2(denoise, x_T, grid, schedule, *, noise=None):
     A step onto sigma_next = 0 is the data-prediction step alpha_next x0_hat (1 call).
     Model calls per step: 2. Noise draws: none. Order: 2.
     """
+    denoise = _checks.checked_denoiser(denoise, grid, sampler="dpm_solver_2")
     grid, x = _setup(x_T, grid, schedule, "dpm_solver_2")
     for i in range(len(grid) - 1):
         x = _step(denoise, schedule, x, grid[i], grid[i + 1], 2)
@@ -128,6 +130,7 @@ def sample_dpm_solver_3(denoise, x_T, grid, schedule, *, noise=None):
     A step onto sigma_next = 0 is the data-prediction step alpha_next x0_hat (1 call).
     Model calls per step: 3. Noise draws: none. Order: 3.
     """
+    denoise = _checks.checked_denoiser(denoise, grid, sampler="dpm_solver_3")
     grid, x = _setup(x_T, grid, schedule, "dpm_solver_3")
     for i in range(len(grid) - 1):
         x = _step(denoise, schedule, x, grid[i], grid[i + 1], 3)
@@ -157,6 +160,7 @@ def sample_dpm_solver_fast(denoise, x_T, grid, schedule, *, noise=None):
     Order: 2 globally (the final first- or second-order step sets it; the third-order steps dominate the error
     at practical budgets).
     """
+    denoise = _checks.checked_denoiser(denoise, grid, sampler="dpm_solver_fast")
     grid, x = _setup(x_T, grid, schedule, "dpm_solver_fast")
     clean = schedule.sigma(grid[-1]) == 0
     noisy = grid[:-1] if clean else grid
@@ -193,6 +197,7 @@ def sample_dpm_solver_adaptive(denoise, x_T, grid, schedule, *, noise=None, orde
     noisy time) and a data-prediction step x = alpha_end x0_hat lands on grid[-1].
     Model calls per step: adaptive (order calls per trial step). Noise draws: none. Order: `order`.
     """
+    denoise = _checks.checked_denoiser(denoise, grid, sampler="dpm_solver_adaptive")
     grid, x = _setup(x_T, grid, schedule, "dpm_solver_adaptive")
     if order not in (2, 3):
         raise ValueError(f"order={order!r}: expected 2 (DPM-Solver-12) or 3 (DPM-Solver-23)")

@@ -86,6 +86,7 @@ def sample_dpmpp_2m(denoise, x_T, grid, schedule, *, noise=None, lower_order_fin
     The first step, and first-order steps (see the module's `lower_order_final`), use D = x0: that is DDIM.
     Model calls per step: 1. Noise draws: none (`noise` is accepted for a uniform signature). Order: 2.
     """
+    denoise = _checks.checked_denoiser(denoise, grid, sampler="dpmpp_2m")
     grid, x, alpha, sigma, lam = _setup(x_T, grid, schedule, "dpmpp_2m")
     orders = _orders(sigma, 2, lower_order_final)
     x0_prev = None
@@ -115,6 +116,7 @@ def sample_dpmpp_3m(denoise, x_T, grid, schedule, *, noise=None, lower_order_fin
     only, while this one is third order (it equals UniP-3, derived independently; see the tests).
     Model calls per step: 1. Noise draws: none. Order: 3.
     """
+    denoise = _checks.checked_denoiser(denoise, grid, sampler="dpmpp_3m")
     grid, x, alpha, sigma, lam = _setup(x_T, grid, schedule, "dpmpp_3m")
     orders = _orders(sigma, 3, lower_order_final)
     x0s = []
@@ -147,6 +149,7 @@ def sample_dpmpp_2s_ancestral(denoise, x_T, grid, schedule, *, noise=None, eta=1
     Model calls per step: 2 (1 when sigma_down = 0 or first order). Noise draws: one per step with sigma_up > 0
     (none onto a clean end; none at all with eta = 0, when `noise` may be None). Order: 2 at eta = 0.
     """
+    denoise = _checks.checked_denoiser(denoise, grid, sampler="dpmpp_2s_ancestral")
     grid, x, alpha, sigma, lam = _setup(x_T, grid, schedule, "dpmpp_2s_ancestral")
     eta = _eta(eta)
     draw = as_noise_source(noise, sampler="dpmpp_2s_ancestral") if eta > 0 else None
@@ -184,6 +187,7 @@ def sample_dpmpp_2m_sde(denoise, x_T, grid, schedule, *, noise=None, eta=1.0, so
     Model calls per step: 1. Noise draws: one per step with sigma_next > 0 and eta > 0, in grid order (none onto
     a clean end; with eta = 0 `noise` may be None). Order: 2 at eta = 0 (weak order 1 as an SDE solver).
     """
+    denoise = _checks.checked_denoiser(denoise, grid, sampler="dpmpp_2m_sde")
     grid, x, alpha, sigma, lam = _setup(x_T, grid, schedule, "dpmpp_2m_sde")
     eta = _eta(eta)
     solver_type = SolverType(_checks.lookup({s.value: s for s in SolverType}, solver_type, what="solver_type"))
@@ -224,6 +228,7 @@ def sample_dpmpp_3m_sde(denoise, x_T, grid, schedule, *, noise=None, eta=1.0, lo
     Model calls per step: 1. Noise draws: one per step with sigma_next > 0 and eta > 0 (none onto a clean end;
     with eta = 0 `noise` may be None). Order: 3 at eta = 0 (weak order 1 as an SDE solver).
     """
+    denoise = _checks.checked_denoiser(denoise, grid, sampler="dpmpp_3m_sde")
     grid, x, alpha, sigma, lam = _setup(x_T, grid, schedule, "dpmpp_3m_sde")
     eta = _eta(eta)
     draw = as_noise_source(noise, sampler="dpmpp_3m_sde") if eta > 0 else None
@@ -264,6 +269,7 @@ def sample_dpmpp_sde(denoise, x_T, grid, schedule, *, noise=None, order=2, lower
     Model calls per step: `order` (1 onto a clean end). Noise draws: `order` per step with sigma_next > 0
     (z1 then z2), none onto a clean end. Order: weak 1 (SDE solver); the drift expansion is of order `order`.
     """
+    denoise = _checks.checked_denoiser(denoise, grid, sampler="dpmpp_sde")
     grid, x, alpha, sigma, lam = _setup(x_T, grid, schedule, "dpmpp_sde")
     if order not in (1, 2):
         raise ValueError(f"order={order!r}: expected 1 or 2")

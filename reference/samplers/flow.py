@@ -38,6 +38,7 @@ def sample_flow_euler(denoise, x_T, grid, schedule, *, noise=None):
     Liu et al. (2022), eq. 1 discretised; diffusers' `FlowMatchEulerDiscreteScheduler` (on an unshifted grid).
     At t_next = 0 it returns x0_hat. Model calls per step: 1. Noise draws: none. Order: 1 (checked in tests).
     """
+    denoise = _checks.checked_denoiser(denoise, grid, sampler="flow_euler")
     grid, x = _setup(x_T, grid, schedule, "flow_euler")
     for i in range(len(grid) - 1):
         x = x + (grid[i + 1] - grid[i]) * _u(denoise, x, grid[i])
@@ -54,6 +55,7 @@ def sample_flow_heun(denoise, x_T, grid, schedule, *, noise=None):
     A step onto t_next = 0 is the Euler step. Model calls per step: 2 (1 onto t = 0). Noise draws: none.
     Order: 2 (checked in tests).
     """
+    denoise = _checks.checked_denoiser(denoise, grid, sampler="flow_heun")
     grid, x = _setup(x_T, grid, schedule, "flow_heun")
     for i in range(len(grid) - 1):
         dt, u = grid[i + 1] - grid[i], _u(denoise, x, grid[i])
@@ -69,6 +71,7 @@ def sample_flow_midpoint(denoise, x_T, grid, schedule, *, noise=None):
     u(x_mid, t_mid). It never evaluates u at t = 0. Model calls per step: 2. Noise draws: none.
     Order: 2 (checked in tests).
     """
+    denoise = _checks.checked_denoiser(denoise, grid, sampler="flow_midpoint")
     grid, x = _setup(x_T, grid, schedule, "flow_midpoint")
     for i in range(len(grid) - 1):
         t_mid = (grid[i] + grid[i + 1]) / 2

@@ -42,6 +42,7 @@ def ddim_inversion(denoise, x0, grid, schedule, *, noise=None):
 
     Model calls per step: 1. Noise draws: none. Order: 1.
     """
+    denoise = _checks.checked_denoiser(denoise, grid, sampler="ddim_inversion")
     grid = _increasing_grid(grid, schedule, "ddim_inversion")
     alpha, sigma = schedule.alpha(grid), schedule.sigma(grid)
     x = _checks.finite_array("x0", x0)
@@ -62,6 +63,7 @@ def dpmpp_inversion(denoise, x0, grid, schedule, *, noise=None):
 
     Model calls per step: 1. Noise draws: none. Order: 2 (checked in tests against the exact flow map).
     """
+    denoise = _checks.checked_denoiser(denoise, grid, sampler="dpmpp_inversion")
     grid = _increasing_grid(grid, schedule, "dpmpp_inversion")
     alpha, sigma, lam = schedule.alpha(grid), schedule.sigma(grid), schedule.lam(grid)
     x, x0_prev = _checks.finite_array("x0", x0), None

@@ -57,6 +57,7 @@ def sample_euler(denoise, x_T, grid, schedule, *, noise=None):
 
     On a VP schedule this is exactly deterministic DDIM. Model calls per step: 1. Noise draws: none. Order: 1.
     """
+    denoise = _checks.checked_denoiser(denoise, grid, sampler="euler")
     grid, alpha, sigma_ve, y = _setup(x_T, grid, schedule, "euler")
     for i in range(len(grid) - 1):
         d = _d(denoise, schedule, y, sigma_ve[i], grid[i])
@@ -78,6 +79,7 @@ def sample_euler_ancestral(denoise, x_T, grid, schedule, *, noise=None, eta=1.0)
     Model calls per step: 1. Noise draws: one array per step when eta > 0, in grid order, none on the last step.
     Order: none (stochastic; 1 at eta = 0).
     """
+    denoise = _checks.checked_denoiser(denoise, grid, sampler="euler_ancestral")
     eta = _checks.nonnegative("eta", eta)
     draw = as_noise_source(noise, sampler="euler_ancestral with eta > 0") if eta > 0 else None
     grid, alpha, sigma_ve, y = _setup(x_T, grid, schedule, "euler_ancestral")
@@ -106,6 +108,7 @@ def sample_heun(denoise, x_T, grid, schedule, *, noise=None, s_churn=0.0, s_tmin
     Model calls per step: 2 (1 onto sigma = 0). Noise draws: one array per churned step (sigma_hat > sigma), in
     grid order, none without churn. Order: 2 without churn (checked in tests).
     """
+    denoise = _checks.checked_denoiser(denoise, grid, sampler="heun")
     s_churn, s_noise = _checks.nonnegative("s_churn", s_churn), _checks.nonnegative("s_noise", s_noise)
     if not (0 <= s_tmin <= s_tmax):
         raise ValueError(f"s_tmin={s_tmin!r}, s_tmax={s_tmax!r}: expected 0 <= s_tmin <= s_tmax")
@@ -150,6 +153,7 @@ def sample_dpm2(denoise, x_T, grid, schedule, *, noise=None):
     A step onto sigma_next = 0 is the Euler step. Model calls per step: 2 (1 onto sigma = 0). Noise draws: none.
     Order: 2 (checked in tests).
     """
+    denoise = _checks.checked_denoiser(denoise, grid, sampler="dpm2")
     grid, alpha, sigma_ve, y = _setup(x_T, grid, schedule, "dpm2")
     for i in range(len(grid) - 1):
         d = _d(denoise, schedule, y, sigma_ve[i], grid[i])
@@ -165,6 +169,7 @@ def sample_dpm2_ancestral(denoise, x_T, grid, schedule, *, noise=None, eta=1.0):
     Model calls per step: 2 (1 onto sigma = 0). Noise draws: one array per step when eta > 0, in grid order, none on
     the last step. Order: none (stochastic; 2 at eta = 0).
     """
+    denoise = _checks.checked_denoiser(denoise, grid, sampler="dpm2_ancestral")
     eta = _checks.nonnegative("eta", eta)
     draw = as_noise_source(noise, sampler="dpm2_ancestral with eta > 0") if eta > 0 else None
     grid, alpha, sigma_ve, y = _setup(x_T, grid, schedule, "dpm2_ancestral")

@@ -36,6 +36,7 @@ def sample_lms(denoise, x_T, grid, schedule, *, noise=None, order=4):
     Model calls per step: 1. Noise draws: none. Order: `order` (checked in tests on grids starting at high
     noise; the lower-order start adds an O(h^2) term whose constant vanishes as sigma_ve at grid[0] grows).
     """
+    denoise = _checks.checked_denoiser(denoise, grid, sampler="lms")
     order = _checks.integer("order", order, minimum=1, maximum=4)
     grid = _checks.decreasing_grid(grid, schedule, sampler="lms")
     alpha = schedule.alpha(grid)

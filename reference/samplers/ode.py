@@ -92,6 +92,7 @@ def sample_pf_ode_rk45(denoise, x_T, grid, schedule, *, noise=None, rtol=1e-5, a
     lands on grid[-1] (the exact limit of the flow's linear part). The grid must start where alpha > 0.
     Model calls per step: adaptive (6 per step plus 2 to start). Noise draws: none. Order: 5 (error set by rtol/atol).
     """
+    denoise = _checks.checked_denoiser(denoise, grid, sampler="pf_ode_rk45")
     grid = _checks.decreasing_grid(grid, schedule, sampler="pf_ode_rk45")
     x = _checks.finite_array("x_T", x_T)
     rtol, atol = _checks.positive("rtol", rtol), _checks.positive("atol", atol)

@@ -63,6 +63,7 @@ def sample_pndm(denoise, x_T, grid, schedule, *, noise=None):
     A warm-up step onto sigma = 0 uses e' = e3. Model calls per step: 4 for the first three steps, then 1.
     Noise draws: none. Order: 4 on grids uniform in sigma_ve, 2 on other smooth grids (checked in tests).
     """
+    denoise = _checks.checked_denoiser(denoise, grid, sampler="pndm")
     grid, alpha, sigma_ve, y = _setup(x_T, grid, schedule, "pndm")
     history = []
     for i in range(len(grid) - 1):
@@ -88,6 +89,7 @@ def sample_plms(denoise, x_T, grid, schedule, *, noise=None):
     Noise draws: none. Order: 2 on smooth grids (checked in tests); on grids uniform in sigma_ve the pseudo-Heun
     start makes it 3.
     """
+    denoise = _checks.checked_denoiser(denoise, grid, sampler="plms")
     grid, alpha, sigma_ve, y = _setup(x_T, grid, schedule, "plms")
     history = []
     for i in range(len(grid) - 1):
@@ -131,6 +133,7 @@ def sample_ipndm(denoise, x_T, grid, schedule, *, noise=None, order=4):
     Model calls per step: 1. Noise draws: none. Order: `order` (checked in tests on grids starting at high noise;
     the Euler first step adds an O(h^2) term whose constant vanishes as sigma_ve at grid[0] grows).
     """
+    denoise = _checks.checked_denoiser(denoise, grid, sampler="ipndm")
     order = _checks.integer("order", order, minimum=1, maximum=4)
     grid, alpha, sigma_ve, y = _setup(x_T, grid, schedule, "ipndm")
     history = []

@@ -51,6 +51,7 @@ def sample_euler_maruyama(denoise, x_T, grid, schedule, *, noise=None):
     it is the drift alone (score_sde's `x_mean`, their `denoise=True`).
     Model calls per step: 1. Noise draws: one per step, in grid order, none on the last step. Order: weak 1.
     """
+    denoise = _checks.checked_denoiser(denoise, grid, sampler="euler_maruyama")
     grid = _checks.decreasing_grid(grid, schedule, sampler="euler_maruyama")
     x = _checks.finite_array("x_T", x_T)
     draw = as_noise_source(noise, sampler="euler_maruyama")
@@ -97,6 +98,7 @@ def sample_pc(denoise, x_T, grid, schedule, *, noise=None, predictor="reverse_di
     Model calls per step: corrector_steps + 1. Noise draws: per step, corrector_steps draws then one predictor draw
     (none for the last step's predictor). Order: weak 1.
     """
+    denoise = _checks.checked_denoiser(denoise, grid, sampler="pc")
     grid = _checks.decreasing_grid(grid, schedule, sampler="pc")
     x = _checks.finite_array("x_T", x_T)
     predictor = _checks.lookup({p.value: p for p in Predictor}, predictor, what="predictor")

@@ -64,6 +64,7 @@ def sample_unipc(denoise, x_T, grid, schedule, *, noise=None, order=2, variant="
     rule for UniPC), and 1 onto a clean end, where the step is alpha_next x0_hat.
     Model calls per step: 1. Noise draws: none. Order: `order` + 1 with the corrector, `order` without.
     """
+    denoise = _checks.checked_denoiser(denoise, grid, sampler="unipc")
     grid = _checks.decreasing_grid(grid, schedule, sampler="unipc")
     x = _checks.finite_array("x_T", x_T)
     if order not in (1, 2, 3):
