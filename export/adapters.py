@@ -26,8 +26,10 @@ def _output_tensor(out):
         return sample
     if isinstance(out, (tuple, list)) and out and isinstance(out[0], torch.Tensor):
         return out[0]
-    raise ValueError(f"the network returned {type(out).__name__}: expected a tensor, an object with a .sample tensor "
-                     "(diffusers' outputs) or a tuple whose first item is a tensor")
+    raise ValueError(
+        f"the network returned {type(out).__name__}: expected a tensor, an object with a .sample tensor "
+        "(diffusers' outputs) or a tuple whose first item is a tensor"
+    )
 
 
 class NetworkAdapter(nn.Module):
@@ -56,8 +58,10 @@ class NetworkAdapter(nn.Module):
         params = inspect.signature(module.forward).parameters
         self._return_dict = "return_dict" in params
         if class_labels not in (None, "positional") and class_labels not in params:
-            raise ValueError(f"class_labels={class_labels!r}: {type(module).__name__}.forward has no such argument "
-                             f"(its arguments: {', '.join(params)})")
+            raise ValueError(
+                f"class_labels={class_labels!r}: {type(module).__name__}.forward has no such argument "
+                f"(its arguments: {', '.join(params)})"
+            )
 
     def forward(self, x, t, y=None):
         if (y is None) != (self.class_labels is None):

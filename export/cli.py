@@ -11,10 +11,13 @@ import sys
 
 def build_parser():
     from diffspec.export.exporter import DEFAULT_OPSET, EXPORTERS, SUPPORTED_OPSETS
+    from diffspec.export.pipeline_cli import add_pipeline_arguments
 
     p = argparse.ArgumentParser(prog="diffspec-export", description=__doc__.split("\n")[0])
-    p.add_argument("checkpoint", help="checkpoint directory (checkpoint-STEP with manifest.json) or a run folder "
-                   "(its latest checkpoint is used)")
+    p.add_argument("checkpoint", nargs="?",
+                   help="checkpoint directory (checkpoint-STEP with manifest.json) or a run folder "
+                   "(its latest checkpoint is used); or a diffusers pipeline folder (model_index.json) or model folder "
+                   "(config.json, with --scheduler-config)")
     p.add_argument("-o", "--output", required=True, help="the .onnx file to write (its directory must exist)")
     p.add_argument("--no-ema", dest="ema", action="store_false", help="export the raw weights instead of the EMA")
     p.add_argument("--fp16", action="store_true", help="float16 weights and compute, float32 inputs and outputs")
@@ -28,16 +31,54 @@ def build_parser():
     p.add_argument("--seed", type=int, default=None, help="seed of the verification inputs (default: fresh)")
     p.add_argument("--verify-only", action="store_true",
                    help="do not export: verify the existing OUTPUT file against the checkpoint")
+    d = p.add_argument_group("diffusers folders")
+    d.add_argument("--scheduler-config", metavar="FILE", help="scheduler_config.json of a diffusers model folder "
+                   "(replaces a pipeline's own scheduler)")
+    d.add_argument("--allow-pickle", action="store_true", help="load .bin (pickle) weights: pickle can run arbitrary "
+                   "code when loaded, so only for files you trust (safetensors needs no such flag)")
+    d.add_argument("--null-class", type=int, metavar="K", help="UNet2DModel: the label trained as 'no label' "
+                   "(num_class_embeds - 1), which enables classifier-free guidance")
+    add_pipeline_arguments(p)
     return p
 
 
-def main(argv=None):
+def _is_diffusers(path):
+    from pathlib import Path
+
+    from diffspec.export.diffusers_folder import folder_kind
+
+    return Path(path).is_dir() and folder_kind(path).startswith("diffusers")
+
+
+def _diffusers_main(args):
+    from diffspec.export.diffusers_folder import export_diffusers, load_diffusers
+    from diffspec.export.verify import verify
+
+    options = dict(scheduler_config=args.scheduler_config, allow_pickle=args.allow_pickle, null_class=args.null_class)
+    if args.verify_only:
+        verify(args.output, load_diffusers(args.checkpoint, **options)[0], seed=args.seed)
+        return
+    export_diffusers(args.checkpoint, args.output, **options, fp16=args.fp16, cfg_fused=args.cfg_fused,
+                     dynamic_size=args.dynamic_size, opset=args.opset, exporter=args.exporter, seed=args.seed)
+
+
+def _main(argv=None):
     args = build_parser().parse_args(argv)
+    from diffspec.export.files import check_output_file
+
+    check_output_file(args.output, must_exist=args.verify_only)  # before any work
     from diffspec.export.exporter import export_checkpoint
+    from diffspec.export.pipeline_cli import pipeline_main, wants_pipeline
     from diffspec.export.verify import VerificationError, verify
 
     try:
-        if args.verify_only:
+        if wants_pipeline(args):
+            pipeline_main(args)
+        elif not args.checkpoint:
+            raise ValueError("expected a checkpoint directory (or --pipeline MODEL_ONNX --sampler NAME)")
+        elif _is_diffusers(args.checkpoint):
+            _diffusers_main(args)
+        elif args.verify_only:
             verify(args.output, args.checkpoint, seed=args.seed)
         else:
             export_checkpoint(args.checkpoint, args.output, ema=args.ema, fp16=args.fp16, cfg_fused=args.cfg_fused,
@@ -45,7 +86,31 @@ def main(argv=None):
     except ValueError as err:
         print(f"diffspec-export: error: {err}", file=sys.stderr)
         return 2
-    except (VerificationError, OSError) as err:
+    except (VerificationError, OSError, RuntimeError) as err:
         print(f"diffspec-export: error: {err}", file=sys.stderr)
         return 1
     return 0
+
+
+def main(argv=None):
+    """The command line; returns the exit status: 0, 2 for bad input, 1 for a failed export or verification,
+    130 on Ctrl-C. Every error a user can meet prints one line `diffspec-export: error: ...`, never a traceback."""
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:
+        print("diffspec-export: interrupted; the output was not written", file=sys.stderr)
+        return 130
+    except ValueError as err:  # bad input found before the export's own handler (the output path)
+        print(f"diffspec-export: error: {err}", file=sys.stderr)
+        return 2
+    except MemoryError:
+        print("diffspec-export: error: out of memory while exporting", file=sys.stderr)
+        return 1
+    except OSError as err:
+        print(f"diffspec-export: error: {err.strerror or err}" + (f" ({err.filename!r})" if err.filename else ""),
+              file=sys.stderr)
+        return 1
+    except Exception as err:  # torch, onnx and onnxruntime raise their own types: one line all the same
+        text = " ".join(str(err).split())[:2000] or type(err).__name__
+        print(f"diffspec-export: error: {type(err).__name__}: {text}", file=sys.stderr)
+        return 1
