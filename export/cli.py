@@ -11,11 +11,9 @@ import sys
 
 def build_parser():
     from diffspec.export.exporter import DEFAULT_OPSET, EXPORTERS, SUPPORTED_OPSETS
-    from diffspec.export.pipeline_cli import add_pipeline_arguments
 
     p = argparse.ArgumentParser(prog="diffspec-export", description=__doc__.split("\n")[0])
-    p.add_argument("checkpoint", nargs="?",
-                   help="checkpoint directory (checkpoint-STEP with manifest.json) or a run folder "
+    p.add_argument("checkpoint", help="checkpoint directory (checkpoint-STEP with manifest.json) or a run folder "
                    "(its latest checkpoint is used); or a diffusers pipeline folder (model_index.json) or model folder "
                    "(config.json, with --scheduler-config)")
     p.add_argument("-o", "--output", required=True, help="the .onnx file to write (its directory must exist)")
@@ -38,7 +36,6 @@ def build_parser():
                    "code when loaded, so only for files you trust (safetensors needs no such flag)")
     d.add_argument("--null-class", type=int, metavar="K", help="UNet2DModel: the label trained as 'no label' "
                    "(num_class_embeds - 1), which enables classifier-free guidance")
-    add_pipeline_arguments(p)
     return p
 
 
@@ -62,21 +59,13 @@ def _diffusers_main(args):
                      dynamic_size=args.dynamic_size, opset=args.opset, exporter=args.exporter, seed=args.seed)
 
 
-def _main(argv=None):
+def main(argv=None):
     args = build_parser().parse_args(argv)
-    from diffspec.export.files import check_output_file
-
-    check_output_file(args.output, must_exist=args.verify_only)  # before any work
     from diffspec.export.exporter import export_checkpoint
-    from diffspec.export.pipeline_cli import pipeline_main, wants_pipeline
     from diffspec.export.verify import VerificationError, verify
 
     try:
-        if wants_pipeline(args):
-            pipeline_main(args)
-        elif not args.checkpoint:
-            raise ValueError("expected a checkpoint directory (or --pipeline MODEL_ONNX --sampler NAME)")
-        elif _is_diffusers(args.checkpoint):
+        if _is_diffusers(args.checkpoint):
             _diffusers_main(args)
         elif args.verify_only:
             verify(args.output, args.checkpoint, seed=args.seed)
@@ -86,31 +75,7 @@ def _main(argv=None):
     except ValueError as err:
         print(f"diffspec-export: error: {err}", file=sys.stderr)
         return 2
-    except (VerificationError, OSError, RuntimeError) as err:
+    except (VerificationError, OSError) as err:
         print(f"diffspec-export: error: {err}", file=sys.stderr)
         return 1
     return 0
-
-
-def main(argv=None):
-    """The command line; returns the exit status: 0, 2 for bad input, 1 for a failed export or verification,
-    130 on Ctrl-C. Every error a user can meet prints one line `diffspec-export: error: ...`, never a traceback."""
-    try:
-        return _main(argv)
-    except KeyboardInterrupt:
-        print("diffspec-export: interrupted; the output was not written", file=sys.stderr)
-        return 130
-    except ValueError as err:  # bad input found before the export's own handler (the output path)
-        print(f"diffspec-export: error: {err}", file=sys.stderr)
-        return 2
-    except MemoryError:
-        print("diffspec-export: error: out of memory while exporting", file=sys.stderr)
-        return 1
-    except OSError as err:
-        print(f"diffspec-export: error: {err.strerror or err}" + (f" ({err.filename!r})" if err.filename else ""),
-              file=sys.stderr)
-        return 1
-    except Exception as err:  # torch, onnx and onnxruntime raise their own types: one line all the same
-        text = " ".join(str(err).split())[:2000] or type(err).__name__
-        print(f"diffspec-export: error: {type(err).__name__}: {text}", file=sys.stderr)
-        return 1
