@@ -8,12 +8,13 @@ kwargs {"inner": {"arch", "kwargs"}, "schedule": <schedule dict>, "sigma_data": 
 
 import inspect
 
+from diffspec.trainer.models.diffusers_models import DIFFUSERS_ARCHS
 from diffspec.trainer.models.dit import DiT
 from diffspec.trainer.models.mlp import MLP
 from diffspec.trainer.models.precond import EDMPrecond
 from diffspec.trainer.models.unet import UNet
 
-ARCHS = {"mlp": MLP, "unet": UNet, "dit": DiT}
+ARCHS = {"mlp": MLP, "unet": UNet, "dit": DiT, **DIFFUSERS_ARCHS}  # + diffusers-unet2d, diffusers-dit
 
 
 def _build_precond(*, inner, schedule, sigma_data=0.5):
