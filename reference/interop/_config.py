@@ -1,0 +1,435 @@
+"""Config keys (honoured, inert, foreign no-ops), their validation, and schedules and timesteps as diffusers
+computes them."""
+
+import math
+
+import numpy as np
+from diffspec.reference import _checks
+from diffspec.reference.schedules import (
+    CosineBetas,
+    ExplicitBetas,
+    LinearBetas,
+    ScaledLinearBetas,
+    SigmoidBetas,
+)
+
+_ANY = None
+
+
+def _values(*allowed):
+    return tuple(allowed)
+
+
+_BETAS = {
+    "num_train_timesteps": (1000, _ANY),
+    "beta_start": (0.0001, _ANY),
+    "beta_end": (0.02, _ANY),
+    "beta_schedule": ("linear", _values("linear", "scaled_linear", "squaredcos_cap_v2")),
+    "trained_betas": (None, _ANY),
+}
+_SPACING = {
+    "timestep_spacing": ("linspace", _values("linspace", "leading", "trailing")),
+    "steps_offset": (0, _ANY),
+}
+_CLIP = {"clip_sample": (False, _values(True, False)), "clip_sample_range": (1.0, _ANY)}
+_THRESH = {
+    "thresholding": (False, _values(True, False)),
+    "dynamic_thresholding_ratio": (0.995, _ANY),
+    "sample_max_value": (1.0, _ANY),
+}
+_OFF = {
+    "use_exponential_sigmas": (False, _values(False)),
+    "use_beta_sigmas": (False, _values(False)),
+}
+_PRED3 = ("epsilon", _values("epsilon", "sample", "v_prediction"))
+_PRED2 = ("epsilon", _values("epsilon", "v_prediction"))
+
+# KDPM2, KDPM2 ancestral and DPMSolverSDE share their keys (Karras-sigma schedulers with SD's default betas).
+_KARRAS_FAMILY = {
+    **_BETAS,
+    **_SPACING,
+    **_OFF,
+    "beta_start": (0.00085, _ANY),
+    "beta_end": (0.012, _ANY),
+    "prediction_type": _PRED2,
+    "use_karras_sigmas": (False, _values(True, False)),
+}
+
+HONOURED = {
+    "DDIMScheduler": {
+        **_BETAS,
+        **_SPACING,
+        **_CLIP,
+        **_THRESH,
+        "timestep_spacing": ("leading", _values("linspace", "leading", "trailing")),
+        "clip_sample": (True, _values(True, False)),
+        "set_alpha_to_one": (True, _values(True, False)),
+        "prediction_type": _PRED3,
+        "rescale_betas_zero_snr": (False, _values(True, False)),
+    },
+    "DDPMScheduler": {
+        **_BETAS,
+        **_SPACING,
+        **_CLIP,
+        **_THRESH,
+        "beta_schedule": ("linear", _values("linear", "scaled_linear", "squaredcos_cap_v2", "sigmoid")),
+        "timestep_spacing": ("leading", _values("linspace", "leading", "trailing")),
+        "clip_sample": (True, _values(True, False)),
+        "variance_type": ("fixed_small", _values("fixed_small", "fixed_large")),
+        "prediction_type": _PRED3,
+        "rescale_betas_zero_snr": (False, _values(True, False)),
+    },
+    "PNDMScheduler": {
+        **_BETAS,
+        **_SPACING,
+        "timestep_spacing": ("leading", _values("linspace", "leading", "trailing")),
+        "skip_prk_steps": (False, _values(True, False)),
+        "set_alpha_to_one": (False, _values(True, False)),
+        "prediction_type": _PRED2,
+    },
+    "EulerDiscreteScheduler": {
+        **_BETAS,
+        **_SPACING,
+        **_OFF,
+        "prediction_type": _PRED3,
+        "interpolation_type": ("linear", _values("linear")),
+        "use_karras_sigmas": (False, _values(True, False)),
+        "sigma_min": (None, _ANY),
+        "sigma_max": (None, _ANY),
+        "timestep_type": ("discrete", _values("discrete")),
+        "rescale_betas_zero_snr": (False, _values(False)),
+        "final_sigmas_type": ("zero", _values("zero", "sigma_min")),
+    },
+    "EulerAncestralDiscreteScheduler": {
+        **_BETAS,
+        **_SPACING,
+        "prediction_type": _PRED2,
+        "rescale_betas_zero_snr": (False, _values(False)),
+    },
+    "HeunDiscreteScheduler": {
+        **_BETAS,
+        **_SPACING,
+        **_OFF,
+        **_CLIP,
+        "beta_start": (0.00085, _ANY),
+        "beta_end": (0.012, _ANY),
+        "prediction_type": _PRED3,
+        "use_karras_sigmas": (False, _values(True, False)),
+    },
+    "KDPM2DiscreteScheduler": _KARRAS_FAMILY,
+    "KDPM2AncestralDiscreteScheduler": _KARRAS_FAMILY,
+    "DPMSolverSDEScheduler": {
+        **_KARRAS_FAMILY,
+        "noise_sampler_seed": (None, _values(None)),  # seeds torchsde's Brownian tree: pass `noise` instead
+    },
+    "LMSDiscreteScheduler": {
+        **_BETAS,
+        **_SPACING,
+        **_OFF,
+        "prediction_type": _PRED3,
+        "use_karras_sigmas": (False, _values(True, False)),
+    },
+    "DPMSolverMultistepScheduler": {
+        **_BETAS,
+        **_SPACING,
+        **_OFF,
+        **_THRESH,
+        "solver_order": (2, _values(1, 2, 3)),
+        "prediction_type": _PRED3,
+        "algorithm_type": ("dpmsolver++", _values("dpmsolver++", "dpmsolver", "sde-dpmsolver++")),
+        "solver_type": ("midpoint", _values("midpoint", "heun")),
+        "lower_order_final": (True, _values(True, False)),
+        "euler_at_final": (False, _values(True, False)),
+        "use_karras_sigmas": (False, _values(True, False)),
+        "use_lu_lambdas": (False, _values(False)),
+        "use_flow_sigmas": (False, _values(False)),
+        "flow_shift": (1.0, _ANY),  # inert without use_flow_sigmas
+        "final_sigmas_type": ("zero", _values("zero", "sigma_min")),
+        "lambda_min_clipped": (-math.inf, _values(-math.inf)),
+        "variance_type": (None, _values(None)),
+        "rescale_betas_zero_snr": (False, _values(False)),
+        "use_dynamic_shifting": (False, _values(False)),
+        "time_shift_type": ("exponential", _ANY),  # inert without use_dynamic_shifting
+    },
+    "DPMSolverSinglestepScheduler": {
+        **_BETAS,
+        **_OFF,
+        **_THRESH,
+        "solver_order": (2, _values(1, 2, 3)),
+        "prediction_type": _PRED3,
+        "algorithm_type": ("dpmsolver++", _values("dpmsolver++", "dpmsolver", "sde-dpmsolver++", "deis")),
+        "solver_type": ("midpoint", _values("midpoint", "heun", "logrho", "bh1", "bh2")),
+        "lower_order_final": (False, _values(True, False)),
+        "use_karras_sigmas": (False, _values(True, False)),
+        "use_flow_sigmas": (False, _values(False)),
+        "flow_shift": (1.0, _ANY),  # inert without use_flow_sigmas
+        "final_sigmas_type": ("zero", _values("zero", "sigma_min")),
+        "lambda_min_clipped": (-math.inf, _values(-math.inf)),
+        "variance_type": (None, _values(None)),
+        "use_dynamic_shifting": (False, _values(False)),
+        "time_shift_type": ("exponential", _ANY),  # inert without use_dynamic_shifting
+    },
+    "DEISMultistepScheduler": {
+        **_BETAS,
+        **_SPACING,
+        **_OFF,
+        **_THRESH,
+        "solver_order": (2, _values(1, 2, 3)),
+        "prediction_type": _PRED3,
+        "algorithm_type": ("deis", _values("deis", "dpmsolver", "dpmsolver++")),
+        "solver_type": ("logrho", _values("logrho", "midpoint", "heun", "bh1", "bh2")),
+        "lower_order_final": (True, _values(True, False)),
+        "use_karras_sigmas": (False, _values(True, False)),
+        "use_flow_sigmas": (False, _values(False)),
+        "flow_shift": (1.0, _ANY),  # inert without use_flow_sigmas
+        "use_dynamic_shifting": (False, _values(False)),
+        "time_shift_type": ("exponential", _ANY),  # inert without use_dynamic_shifting
+    },
+    "UniPCMultistepScheduler": {
+        **_BETAS,
+        **_SPACING,
+        **_OFF,
+        "solver_order": (2, _values(1, 2, 3)),
+        "prediction_type": _PRED3,
+        "thresholding": (False, _values(False)),
+        "dynamic_thresholding_ratio": (0.995, _ANY),
+        "sample_max_value": (1.0, _ANY),
+        "predict_x0": (True, _values(True)),
+        "solver_type": ("bh2", _values("bh1", "bh2")),
+        "lower_order_final": (True, _values(True)),
+        "disable_corrector": ((), _ANY),
+        "solver_p": (None, _values(None)),
+        "use_karras_sigmas": (False, _values(True, False)),
+        "use_flow_sigmas": (False, _values(False)),
+        "flow_shift": (1.0, _ANY),
+        "final_sigmas_type": ("zero", _values("zero", "sigma_min")),
+        "rescale_betas_zero_snr": (False, _values(False)),
+        "use_dynamic_shifting": (False, _values(False)),
+        "time_shift_type": ("exponential", _ANY),
+        "sigma_min": (None, _values(None)),
+        "sigma_max": (None, _values(None)),
+        "shift_terminal": (None, _values(None)),
+    },
+    "LCMScheduler": {
+        **_BETAS,
+        **_CLIP,
+        **_THRESH,
+        "beta_start": (0.00085, _ANY),
+        "beta_end": (0.012, _ANY),
+        "beta_schedule": ("scaled_linear", _values("linear", "scaled_linear", "squaredcos_cap_v2")),
+        "original_inference_steps": (50, _ANY),
+        "set_alpha_to_one": (True, _ANY),  # never read: no step lands below t = 0
+        "steps_offset": (0, _ANY),  # stored, never read by LCM
+        "timestep_spacing": ("leading", _ANY),  # stored, never read by LCM
+        "prediction_type": _PRED3,
+        "timestep_scaling": (10.0, _ANY),
+        "rescale_betas_zero_snr": (False, _values(True, False)),
+    },
+    "TCDScheduler": {
+        **_BETAS,
+        "beta_start": (0.00085, _ANY),
+        "beta_end": (0.012, _ANY),
+        "beta_schedule": ("scaled_linear", _values("linear", "scaled_linear", "squaredcos_cap_v2")),
+        "original_inference_steps": (50, _ANY),
+        # stored by diffusers but never read by TCD's set_timesteps or step (0.42.1): inert
+        "clip_sample": (False, _ANY),
+        "clip_sample_range": (1.0, _ANY),
+        "thresholding": (False, _ANY),
+        "dynamic_thresholding_ratio": (0.995, _ANY),
+        "sample_max_value": (1.0, _ANY),
+        "set_alpha_to_one": (True, _ANY),
+        "steps_offset": (0, _ANY),
+        "timestep_spacing": ("leading", _ANY),
+        "timestep_scaling": (10.0, _ANY),
+        "prediction_type": _PRED3,
+        "rescale_betas_zero_snr": (False, _values(True, False)),
+    },
+    "EDMEulerScheduler": {
+        "sigma_min": (0.002, _ANY),
+        "sigma_max": (80.0, _ANY),
+        "sigma_data": (0.5, _ANY),
+        "sigma_schedule": ("karras", _values("karras", "exponential")),
+        "num_train_timesteps": (1000, _ANY),  # only sizes the unused training grid
+        "prediction_type": _PRED2,
+        "rho": (7.0, _ANY),
+        "final_sigmas_type": ("zero", _values("zero", "sigma_min")),
+    },
+    "EDMDPMSolverMultistepScheduler": {
+        **_THRESH,
+        "sigma_min": (0.002, _ANY),
+        "sigma_max": (80.0, _ANY),
+        "sigma_data": (0.5, _ANY),
+        "sigma_schedule": ("karras", _values("karras", "exponential")),
+        "num_train_timesteps": (1000, _ANY),  # only sizes the unused training grid
+        "prediction_type": _PRED2,
+        "rho": (7.0, _ANY),
+        "solver_order": (2, _values(1, 2, 3)),
+        "algorithm_type": ("dpmsolver++", _values("dpmsolver++", "sde-dpmsolver++", "deis")),
+        "solver_type": ("midpoint", _values("midpoint", "heun", "logrho", "bh1", "bh2")),
+        "lower_order_final": (True, _values(True, False)),
+        "euler_at_final": (False, _values(True, False)),
+        "final_sigmas_type": ("zero", _values("zero", "sigma_min")),
+    },
+    "FlowMatchEulerDiscreteScheduler": {
+        "num_train_timesteps": (1000, _ANY),
+        "shift": (1.0, _ANY),
+        "use_dynamic_shifting": (False, _values(False)),
+        "base_shift": (0.5, _ANY),  # inert without use_dynamic_shifting
+        "max_shift": (1.15, _ANY),
+        "base_image_seq_len": (256, _ANY),
+        "max_image_seq_len": (4096, _ANY),
+        "invert_sigmas": (False, _values(False)),
+        "shift_terminal": (None, _values(None)),
+        "use_karras_sigmas": (False, _values(False)),
+        **_OFF,
+        "time_shift_type": ("exponential", _ANY),
+        "stochastic_sampling": (False, _values(True, False)),
+    },
+}
+
+INERT_ALWAYS = frozenset({"_class_name", "_diffusers_version", "_name_or_path", "_use_default_values"})
+
+# Keys of other scheduler classes (configs are often shared between classes) at the value that means "off".
+FOREIGN_NOOP = {
+    "clip_sample": False,
+    "thresholding": False,
+    "use_karras_sigmas": False,
+    "use_exponential_sigmas": False,
+    "use_beta_sigmas": False,
+    "rescale_betas_zero_snr": False,
+    "use_dynamic_shifting": False,
+    "use_flow_sigmas": False,
+    "use_lu_lambdas": False,
+    "trained_betas": None,
+}
+# Keys inert whatever their value, given the other keys (key -> predicate on the completed config).
+_CONDITIONALLY_INERT = {
+    "clip_sample_range": lambda c: not c.get("clip_sample", False),
+    "dynamic_thresholding_ratio": lambda c: not c.get("thresholding", False),
+    "sample_max_value": lambda c: not c.get("thresholding", False),
+    "beta_start": lambda c: c.get("trained_betas") is not None,
+    "beta_end": lambda c: c.get("trained_betas") is not None,
+}
+# Value keys of other scheduler classes, which diffusers ignores for this class (shared SD configs carry them).
+FOREIGN_INERT = frozenset(
+    {
+        "clip_sample_range",
+        "dynamic_thresholding_ratio",
+        "sample_max_value",
+        "set_alpha_to_one",
+        "skip_prk_steps",
+        "steps_offset",
+        "timestep_spacing",
+        "interpolation_type",
+        "sigma_min",
+        "sigma_max",
+        "final_sigmas_type",
+    }
+)
+
+STEP_OPTIONS = {
+    "DDIMScheduler": {"eta": 0.0, "use_clipped_model_output": False},
+    "LMSDiscreteScheduler": {"order": 4},
+    "TCDScheduler": {"eta": 0.3},
+    "DPMSolverSDEScheduler": {"s_noise": 1.0},
+    "EulerDiscreteScheduler": {"s_churn": 0.0, "s_tmin": 0.0, "s_tmax": math.inf, "s_noise": 1.0},
+    "EDMEulerScheduler": {"s_churn": 0.0, "s_tmin": 0.0, "s_tmax": math.inf, "s_noise": 1.0},
+}
+
+
+def _validate(config):
+    if not isinstance(config, dict) or "_class_name" not in config:
+        raise ValueError("config: expected a dict loaded from scheduler_config.json, with a '_class_name' key")
+    name = config["_class_name"]
+    spec = _checks.lookup(HONOURED, name, what="diffusers scheduler class (config['_class_name'])")
+    cfg = {k: d for k, (d, _) in spec.items()}
+    for key, value in config.items():
+        if key in INERT_ALWAYS:
+            continue
+        if key in spec:
+            if isinstance(value, list) and key == "disable_corrector":
+                value = tuple(value)
+            cfg[key] = value
+        elif key in FOREIGN_NOOP and value == FOREIGN_NOOP[key]:
+            continue
+        elif key in FOREIGN_INERT:
+            continue  # a key of another class, which diffusers ignores here too
+        else:
+            raise ValueError(
+                f"config key {key!r}={value!r} is not implemented for {name}: honoured keys are {sorted(spec)}"
+            )
+    for key, (_, allowed) in spec.items():
+        inert = key in _CONDITIONALLY_INERT and _CONDITIONALLY_INERT[key](cfg)
+        if allowed is not _ANY and not inert and cfg[key] not in allowed:
+            raise ValueError(
+                f"config key {key!r}={cfg[key]!r} is not implemented for {name}: expected one of {list(allowed)}"
+            )
+    if cfg.get("thresholding") and cfg.get("sample_max_value", 1.0) < 1.0:
+        raise ValueError(
+            f"config key 'sample_max_value'={cfg['sample_max_value']}: expected >= 1 (below 1 diffusers' clamp turns "
+            "dynamic thresholding into a fixed divisor, which is not implemented)"
+        )
+    return name, cfg
+
+
+# --------------------------------------------------------------------------------------------------------
+# Schedules and timesteps, as diffusers computes them
+# --------------------------------------------------------------------------------------------------------
+
+
+def schedule_from_config(cfg):
+    """The diffspec schedule of a beta-based diffusers config (betas, rescale to zero terminal SNR)."""
+    T = _checks.integer("num_train_timesteps", cfg["num_train_timesteps"], minimum=2)
+    zero_snr = bool(cfg.get("rescale_betas_zero_snr", False))
+    if cfg.get("trained_betas") is not None:
+        return ExplicitBetas(tuple(float(b) for b in cfg["trained_betas"]), rescale_zero_snr=zero_snr)
+    kind = cfg["beta_schedule"]
+    b0, b1 = float(cfg["beta_start"]), float(cfg["beta_end"])
+    match kind:
+        case "linear":
+            return LinearBetas(T, b0, b1, rescale_zero_snr=zero_snr)
+        case "scaled_linear":
+            return ScaledLinearBetas(T, b0, b1, rescale_zero_snr=zero_snr)
+        case "squaredcos_cap_v2":
+            return CosineBetas(T, rescale_zero_snr=zero_snr)  # diffusers' betas_for_alpha_bar(cosine), s = 0.008
+        case "sigmoid":
+            return SigmoidBetas(T, b0, b1, rescale_zero_snr=zero_snr)
+    raise ValueError(f"config key 'beta_schedule'={kind!r}: expected linear, scaled_linear or squaredcos_cap_v2")
+
+
+def _spaced(cfg, n, *, dtype, plus_one=False):
+    """diffusers' timestep spacings. plus_one: the multistep solvers' variant (N + 1 points, the last dropped)."""
+    T, m = cfg["num_train_timesteps"], n + (1 if plus_one else 0)
+    match cfg["timestep_spacing"]:
+        case "linspace":
+            if dtype == np.float32:
+                ts = np.linspace(0, T - 1, m, dtype=np.float32)[::-1]
+            else:
+                ts = np.linspace(0, T - 1, m).round()[::-1]
+        case "leading":
+            ratio = T // m
+            ts = (np.arange(0, m) * ratio).round()[::-1] + cfg["steps_offset"]
+        case "trailing":
+            ratio = T / n
+            ts = np.round(np.arange(T, 0, -ratio)) - 1
+    ts = ts[:n] if plus_one else ts
+    return np.ascontiguousarray(ts).astype(dtype)
+
+
+def _sigma_to_t(sigma, log_sigmas):
+    """diffusers' `_sigma_to_t`: interpolate log sigma between the training sigmas, giving a fractional timestep."""
+    log_sigma = np.log(np.maximum(sigma, 1e-10))
+    dists = log_sigma - log_sigmas[:, None]
+    low = np.cumsum(dists >= 0, axis=0).argmax(axis=0).clip(max=len(log_sigmas) - 2)
+    w = np.clip((log_sigmas[low] - log_sigma) / (log_sigmas[low] - log_sigmas[low + 1]), 0, 1)
+    return (1 - w) * low + w * (low + 1)
+
+
+def _karras(sigma_max, sigma_min, n, rho=7.0):
+    ramp = np.linspace(0, 1, n)
+    return (sigma_max ** (1 / rho) + ramp * (sigma_min ** (1 / rho) - sigma_max ** (1 / rho))) ** rho
+
+
+def _train_sigmas(schedule):
+    """sigma_ve = sqrt((1 - abar) / abar) at the training timesteps 0..T-1."""
+    return np.exp(-schedule.lam(np.arange(schedule.num_steps, dtype=np.float64)))

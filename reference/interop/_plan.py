@@ -1,0 +1,86 @@
+"""`DiffusersPlan` (what `from_diffusers` returns) and the model-output conversions shared by every family."""
+
+import numpy as np
+from diffspec.reference import _checks
+from diffspec.reference.noise import as_noise_source
+
+# The plan
+# --------------------------------------------------------------------------------------------------------
+
+
+class DiffusersPlan:
+    """What `from_diffusers` returns: the schedule, the model timesteps and a runner that mirrors the pipeline.
+
+    Attributes: `class_name`, `config` (completed with diffusers' defaults), `schedule` (a diffspec schedule),
+    `prediction_type`, `timesteps` (one per model call, as diffusers gives them to the model), `sigmas` (where
+    the class has them), `init_noise_sigma`, `stochastic`. `run(model, x_T, noise=None)` -> final sample.
+    """
+
+    def __init__(self, class_name, config, schedule, timesteps, init_noise_sigma, runner, *, sigmas=None, stochastic):
+        self.class_name = class_name
+        self.config = config
+        self.schedule = schedule
+        self.prediction_type = config.get("prediction_type", "flow_prediction")
+        self.timesteps = timesteps
+        self.sigmas = sigmas
+        self.init_noise_sigma = float(init_noise_sigma)
+        self.stochastic = stochastic
+        self._runner = runner
+
+    def run(self, model, x_T, noise=None):
+        x_T = _checks.finite_array("x_T", x_T)
+        draw = as_noise_source(noise, sampler=self.class_name) if self.stochastic else _no_draws(self.class_name)
+
+        def call(x, t):
+            out = np.asarray(model(x, np.asarray(t)), dtype=np.float64)
+            if out.shape != x.shape:
+                raise ValueError(f"model output of shape {out.shape}: expected the input's shape {x.shape}")
+            return out
+
+        return self._runner(call, x_T * self.init_noise_sigma, draw)
+
+    def __repr__(self):
+        return f"DiffusersPlan({self.class_name}, steps={len(self.timesteps)}, prediction_type={self.prediction_type})"
+
+
+def _no_draws(name):
+    def draw(shape):
+        raise RuntimeError(f"{name} plan drew noise although it is deterministic")  # pragma: no cover
+
+    return draw
+
+
+def _threshold(x0, cfg):
+    """diffusers' `_threshold_sample` (Imagen dynamic thresholding), or clip_sample, as the config says."""
+    if cfg.get("thresholding"):
+        flat = x0.reshape(x0.shape[0], -1)
+        s = np.quantile(np.abs(flat), cfg["dynamic_thresholding_ratio"], axis=1, keepdims=True)
+        s = np.clip(s, 1.0, cfg["sample_max_value"])
+        return (np.clip(flat, -s, s) / s).reshape(x0.shape)
+    if cfg.get("clip_sample"):
+        r = cfg["clip_sample_range"]
+        return np.clip(x0, -r, r)
+    return x0
+
+
+def _vp_x0_eps(pred, out, x, abar):
+    """(x0, eps) from the model output at alphabar = abar, in diffusers' DDIM/DDPM algebra."""
+    a, b = np.sqrt(abar), np.sqrt(1.0 - abar)
+    match pred:
+        case "epsilon":
+            return (x - b * out) / a, out
+        case "sample":
+            return out, (x - a * out) / b
+        case "v_prediction":
+            return a * x - b * out, a * out + b * x
+
+
+def _ve_x0(pred, out, x, s):
+    """x0 from the model output in k-diffusion scaling (x = x_vp * sqrt(s^2 + 1), s = sigma_ve)."""
+    match pred:
+        case "epsilon":
+            return x - s * out
+        case "v_prediction":
+            return out * (-s / np.sqrt(s**2 + 1)) + x / (s**2 + 1)
+        case "sample":
+            return out

@@ -1,0 +1,75 @@
+"""Consistency models: LCMScheduler, TCDScheduler."""
+
+import numpy as np
+from diffspec.reference import _checks
+from diffspec.reference.interop._config import schedule_from_config
+from diffspec.reference.interop._plan import DiffusersPlan, _threshold, _vp_x0_eps
+
+# ---- Consistency models: LCM, TCD ----------------------------------------------------------------------------
+
+
+def _lcm_timesteps(cfg, n):
+    """LCM/TCD set_timesteps (strength 1): the distillation grid t = k j - 1 (j = 1..original_inference_steps,
+    k = T // original_inference_steps), descending, sampled at floor(linspace(0, len, N, endpoint=False))."""
+    T = _checks.integer("num_train_timesteps", cfg["num_train_timesteps"], minimum=2)
+    orig = _checks.integer("original_inference_steps", cfg["original_inference_steps"], minimum=1, maximum=T)
+    _checks.integer("num_inference_steps", n, minimum=1, maximum=orig)
+    origin = (np.arange(1, orig + 1) * (T // orig) - 1)[::-1]
+    return origin[np.floor(np.linspace(0, len(origin), num=n, endpoint=False)).astype(np.int64)].astype(np.int64)
+
+
+def _plan_lcm(cfg, n, opts):
+    """Latent consistency model multistep sampling (Luo et al. 2023, arXiv:2310.04378, Alg. 3; Song et al. 2023,
+    "Consistency Models", Alg. 1) as diffusers' LCMScheduler: x0 from the model output (thresholded or clipped as
+    configured), the consistency boundary condition f = c_skip(t) x + c_out(t) x0 with c_skip = sd^2 / (s^2 + sd^2),
+    c_out = s / sqrt(s^2 + sd^2), s = timestep_scaling * t (the integer timestep, not a noise level) and
+    sd = 0.5, then re-noise to the next grid time: x = sqrt(abar') f + sqrt(1 - abar') z. The last step returns f.
+    Noise draws: one per step except the last. timestep_spacing, steps_offset and set_alpha_to_one are stored by
+    diffusers but never read by LCM's timesteps or step (inert)."""
+    schedule = schedule_from_config(cfg)
+    abar = schedule.alphas_cumprod()
+    ts = _lcm_timesteps(cfg, n)
+    pred, scaling = cfg["prediction_type"], float(cfg["timestep_scaling"])
+
+    def run(model, x, draw):
+        for i, t in enumerate(ts):
+            x0 = _threshold(_vp_x0_eps(pred, model(x, t), x, abar[t])[0], cfg)
+            s = t * scaling
+            f = 0.25 / (s**2 + 0.25) * x + s / np.sqrt(s**2 + 0.25) * x0
+            if i == len(ts) - 1:
+                return f
+            a_next = abar[ts[i + 1]]
+            x = np.sqrt(a_next) * f + np.sqrt(1 - a_next) * draw(x.shape)
+        return x
+
+    return DiffusersPlan("LCMScheduler", cfg, schedule, ts, 1.0, run, stochastic=n > 1)
+
+
+def _plan_tcd(cfg, n, opts):
+    """Trajectory consistency distillation's strategic stochastic sampling (Zheng et al. 2024, arXiv:2402.19159,
+    Alg. 4, gamma = the step option `eta`, 0.3 by default as in diffusers' pipelines) as diffusers' TCDScheduler:
+    from (x0, eps) of the model output, jump to s = floor((1 - gamma) t_next) along the ODE,
+    x_s = sqrt(abar_s) x0 + sqrt(1 - abar_s) eps, then forward-noise to t_next:
+    x = sqrt(abar_next / abar_s) x_s + sqrt(1 - abar_next / abar_s) z. gamma = 0 is deterministic (DDIM between the
+    grid times); gamma > 0 draws one array per step except the last.
+
+    Departures reproduced: s is floored in float32 ((1 - 0.3) * 700 gives 489 in float64 but 490 in diffusers); the
+    last step jumps to s = 0 and returns x at alphabar[0], not the clean end. TCD's step never reads clip_sample,
+    thresholding, timestep_spacing, steps_offset or set_alpha_to_one in diffusers 0.42.1: inert here too."""
+    gamma = _checks.in_range("eta", opts.get("eta", 0.3), 0.0, 1.0)
+    schedule = schedule_from_config(cfg)
+    abar = schedule.alphas_cumprod()
+    ts = _lcm_timesteps(cfg, n)
+    pred = cfg["prediction_type"]
+
+    def run(model, x, draw):
+        for i, t in enumerate(ts):
+            t_next = ts[i + 1] if i + 1 < len(ts) else 0
+            s = int(np.floor(np.float32(1 - gamma) * np.float32(t_next)))
+            x0, eps = _vp_x0_eps(pred, model(x, t), x, abar[t])
+            x = np.sqrt(abar[s]) * x0 + np.sqrt(1 - abar[s]) * eps
+            if gamma > 0 and i != len(ts) - 1:
+                x = np.sqrt(abar[t_next] / abar[s]) * x + np.sqrt(1 - abar[t_next] / abar[s]) * draw(x.shape)
+        return x
+
+    return DiffusersPlan("TCDScheduler", cfg, schedule, ts, 1.0, run, stochastic=gamma > 0 and n > 1)

@@ -1,0 +1,165 @@
+"""The discrete-VP classes: DDIMScheduler, DDPMScheduler, PNDMScheduler."""
+
+import numpy as np
+from diffspec.reference import _checks
+from diffspec.reference.interop._config import _spaced, schedule_from_config
+from diffspec.reference.interop._plan import DiffusersPlan, _threshold, _vp_x0_eps
+
+# ---- DDIM, DDPM, PNDM ---------------------------------------------------------------------------------------
+
+
+def _plan_ddim(cfg, n, opts):
+    """DDIM (Song et al. 2021, eq. 12) as diffusers' DDIMScheduler steps it.
+
+    Departure: the previous timestep is t - T // N whatever the spacing (with "linspace" or "trailing" this is not
+    the next grid time; the reference `sample_ddim` steps grid[i] -> grid[i + 1]). eta > 0 draws one array per
+    step, the last included (times std = 0 when it lands on alphabar = 1)."""
+    eta = _checks.nonnegative("eta", opts.get("eta", 0.0))
+    use_clipped = bool(opts.get("use_clipped_model_output", False))
+    schedule = schedule_from_config(cfg)
+    abar = schedule.alphas_cumprod()
+    T = cfg["num_train_timesteps"]
+    _checks.integer("num_inference_steps", n, minimum=1, maximum=T)
+    ts = _spaced(cfg, n, dtype=np.int64)
+    final = 1.0 if cfg["set_alpha_to_one"] else abar[0]
+    pred = cfg["prediction_type"]
+
+    def run(model, x, draw):
+        for t in ts:
+            prev = t - T // n
+            a_t, a_prev = abar[t], (abar[prev] if prev >= 0 else final)
+            x0, eps = _vp_x0_eps(pred, model(x, t), x, a_t)
+            x0 = _threshold(x0, cfg)
+            var = (1 - a_prev) / (1 - a_t) * (1 - a_t / a_prev)
+            std = eta * np.sqrt(var)
+            if use_clipped:
+                eps = (x - np.sqrt(a_t) * x0) / np.sqrt(1 - a_t)
+            x = np.sqrt(a_prev) * x0 + np.sqrt(1 - a_prev - std**2) * eps
+            if eta > 0:
+                x = x + std * draw(x.shape)
+        return x
+
+    return DiffusersPlan("DDIMScheduler", cfg, schedule, ts, 1.0, run, stochastic=eta > 0)
+
+
+def _plan_ddpm(cfg, n, opts):
+    """Ancestral DDPM (Ho et al. 2020, eqs. 6-7) as diffusers' DDPMScheduler steps it between its timesteps.
+
+    Equal to the reference `sample_ddpm` on the same grid with the clean end appended, except: a noise array is
+    drawn on every step whose timestep is > 0 (so with "trailing" spacing also on the last step, times the
+    clamped variance 1e-20), and "fixed_large" uses beta_t = 1 - abar_t / abar_prev as the variance."""
+    schedule = schedule_from_config(cfg)
+    abar = schedule.alphas_cumprod()
+    _checks.integer("num_inference_steps", n, minimum=1, maximum=cfg["num_train_timesteps"])
+    ts = _spaced(cfg, n, dtype=np.int64)
+    pred = cfg["prediction_type"]
+
+    def run(model, x, draw):
+        for i, t in enumerate(ts):
+            a_t = abar[t]
+            a_prev = abar[ts[i + 1]] if i + 1 < len(ts) else 1.0
+            beta = 1 - a_t / a_prev
+            x0, _ = _vp_x0_eps(pred, model(x, t), x, a_t)
+            x0 = _threshold(x0, cfg)
+            mean = np.sqrt(a_prev) * beta / (1 - a_t) * x0 + np.sqrt(1 - beta) * (1 - a_prev) / (1 - a_t) * x
+            if t > 0:
+                small = max((1 - a_prev) / (1 - a_t) * beta, 1e-20)
+                var = small if cfg["variance_type"] == "fixed_small" else beta
+                mean = mean + np.sqrt(var) * draw(x.shape)
+            x = mean
+        return x
+
+    return DiffusersPlan("DDPMScheduler", cfg, schedule, ts, 1.0, run, stochastic=True)
+
+
+def _adams_bashforth(ets):
+    """PLMS's eps combination (Liu et al. 2022, eq. 12): Adams-Bashforth of order len(ets) <= 4, newest last."""
+    match len(ets):
+        case 1:
+            return ets[-1]
+        case 2:
+            return (3 * ets[-1] - ets[-2]) / 2
+        case 3:
+            return (23 * ets[-1] - 16 * ets[-2] + 5 * ets[-3]) / 12
+    return (55 * ets[-1] - 59 * ets[-2] + 37 * ets[-3] - 9 * ets[-4]) / 24
+
+
+def _plan_pndm(cfg, n, opts):
+    """PNDM (Liu et al. 2022, "Pseudo Numerical Methods for Diffusion Models", arXiv:2202.09778, Alg. 2) as
+    diffusers' PNDMScheduler. Every update is the paper's transfer (eq. 9), written as DDIM's
+    x_prev = sqrt(abar_prev) x0(eps') + sqrt(1 - abar_prev) eps'. The step is t -> t - T // N, and with
+    set_alpha_to_one=False (PNDM's default) the result is x at alphabar[0], not x0.
+
+    skip_prk_steps=False (the class default): the first three steps are pseudo Runge-Kutta (eq. 13), four model
+    calls each at t, t - h, t - h, t - 2h with h = T // N // 2, the stages combined as (e1 + 2 e2 + 2 e3 + e4) / 6;
+    then PLMS of order 4. Departures reproduced: every stage is transferred from the step's *start* sample and
+    time (for v_prediction, each stage's v is turned into eps with that start sample); stage 1 lands on t - h but
+    the model is called at (t - 2h + h), which differs by one when T // N is odd; the three PRK steps cover the
+    *last three* intervals of the grid above t_{N-4} (12 calls, timesteps listed as diffusers lists them), so
+    N >= 4 (diffusers fails below). Model calls: 12 + (N - 3).
+
+    skip_prk_steps=True (PLMS alone): the first step is a 2-stage (Heun-like) step (the model is called twice at
+    the first two timesteps; the second timestep appears twice in `timesteps`), then Adams-Bashforth combinations
+    of eps of order 2, 3, 4."""
+    schedule = schedule_from_config(cfg)
+    abar = schedule.alphas_cumprod()
+    T = cfg["num_train_timesteps"]
+    prk = not cfg["skip_prk_steps"]
+    _checks.integer("num_inference_steps", n, minimum=4 if prk else 1, maximum=T)
+    base = _spaced(cfg, n, dtype=np.int64)[::-1]  # ascending, as PNDM builds it
+    h, r = T // n // 2, T // n
+    if prk:
+        stages = np.repeat(base[-4:], 2) + np.tile([0, h], 4)
+        prk_ts = np.repeat(stages[:-1], 2)[1:-1][::-1]
+        ts = np.concatenate([prk_ts, base[:-3][::-1]]).astype(np.int64)
+    else:
+        ts = np.concatenate([base[:-1], base[-2:-1], base[-1:]])[::-1].astype(np.int64)
+        prk_ts = ts[:0]
+    final = 1.0 if cfg["set_alpha_to_one"] else abar[0]
+    pred = cfg["prediction_type"]
+
+    def transfer(x, t, t_prev, eps_like):
+        a_t, a_prev = abar[t], (abar[t_prev] if t_prev >= 0 else final)
+        if pred == "v_prediction":
+            eps_like = np.sqrt(a_t) * eps_like + np.sqrt(1 - a_t) * x
+        x0 = (x - np.sqrt(1 - a_t) * eps_like) / np.sqrt(a_t)
+        return np.sqrt(a_prev) * x0 + np.sqrt(1 - a_prev) * eps_like
+
+    def prk_stage(x, c, t, out, state):
+        """Stage c % 4 of pseudo Runge-Kutta step c // 4; state = [ets, start sample, accumulated eps]."""
+        ets, start, acc = state
+        t_prev, t_start = int(t) - (0 if c % 2 else h), int(prk_ts[c // 4 * 4])
+        match c % 4:
+            case 0:
+                ets, start, acc, e = ets + [out], x, out / 6, out
+            case 1 | 2:
+                acc, e = acc + out / 3, out
+            case _:
+                e = acc + out / 6
+        state[:] = [ets, start, acc]
+        return transfer(start, t_start, t_prev, e)
+
+    def run(model, x, draw):
+        state, cur = [[], None, 0.0], None
+        for counter, t in enumerate(ts):
+            out = model(x, t)
+            if counter < len(prk_ts):
+                x = prk_stage(x, counter, t, out, state)
+                continue
+            ets = state[0]
+            t_cur, t_prev = int(t), int(t) - r
+            if counter != 1:
+                ets = ets[-3:] + [out]
+            else:
+                t_prev, t_cur = t_cur, t_cur + r
+            if len(ets) == 1 and counter == 0:
+                e, cur = out, x
+            elif len(ets) == 1 and counter == 1:
+                e, x = (out + ets[-1]) / 2, cur
+            else:
+                e = _adams_bashforth(ets)
+            state[0] = ets
+            x = transfer(x, t_cur, t_prev, e)
+        return x
+
+    return DiffusersPlan("PNDMScheduler", cfg, schedule, ts, 1.0, run, stochastic=False)

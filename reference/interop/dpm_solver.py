@@ -1,0 +1,396 @@
+"""The DPM-Solver family: DPMSolverMultistep, DPMSolverSinglestep, DEISMultistep, UniPCMultistep."""
+
+import numpy as np
+from diffspec.reference import _checks
+from diffspec.reference.interop._config import _karras, _sigma_to_t, _spaced, _train_sigmas, schedule_from_config
+from diffspec.reference.interop._plan import DiffusersPlan, _threshold, _vp_x0_eps
+
+# ---- DPM-Solver family: DPMSolverMultistep, DPMSolverSinglestep, DEIS, UniPC ------------------------------
+
+
+def _dpm_sigmas(cfg, n, schedule):
+    """Timesteps (int64) and sigmas of DPMSolverMultistep/UniPC set_timesteps (N + 1 linspace points, last dropped;
+    Karras sigmas mapped to timesteps and rounded, while the steps use the exact Karras sigmas)."""
+    _checks.integer("num_inference_steps", n, minimum=1, maximum=cfg["num_train_timesteps"])
+    ts = _spaced(cfg, n, dtype=np.float64, plus_one=True)
+    train = _train_sigmas(schedule)
+    if cfg["use_karras_sigmas"]:
+        sigmas = _karras(train[-1], train[0], n)
+        ts = _sigma_to_t(sigmas, np.log(train))
+        if cfg["beta_schedule"] != "squaredcos_cap_v2" or cfg["_class_name"] != "DPMSolverMultistepScheduler":
+            ts = ts.round()
+    else:
+        sigmas = np.interp(ts, np.arange(len(train)), train)
+    last = train[0] if cfg["final_sigmas_type"] == "sigma_min" else 0.0
+    return ts.astype(np.int64), np.append(sigmas, last)
+
+
+def _vp_of(s):
+    """(alpha, sigma, lam) of a VP process at sigma_ve = s; s = 0 gives (1, 0, inf) without warnings."""
+    alpha = 1.0 / np.sqrt(s**2 + 1)
+    with np.errstate(divide="ignore"):
+        return alpha, s * alpha, -np.log(s) if s > 0 else np.inf
+
+
+def _dpm_multistep_update(sig, of, algo, solver_type):
+    """The DPM-Solver(++) multistep update of diffusers (orders 1-3, midpoint/heun, sde-dpmsolver++) for sigmas
+    `sig` (sigma_ve), with `of(s)` -> (alpha, sigma, lam): VP (`_vp_of`) or EDM's alpha = 1 (`_edm_of`)."""
+
+    def update(x, ms, i, k, z):
+        a_t, s_t, l_t = of(sig[i + 1])
+        a_0, s_0, l_0 = of(sig[i])
+        if np.isinf(l_t):  # onto sigma = 0: the first-order data-prediction step returns x0 exactly
+            return ms[-1]
+        h = l_t - l_0
+        m0 = ms[-1]
+        if k == 1:
+            D0, D1, D2 = m0, 0.0, 0.0
+        else:
+            l_1 = of(sig[i - 1])[2]
+            r0 = (l_0 - l_1) / h
+            D1_0 = (m0 - ms[-2]) / r0
+            if k == 2:
+                D0, D1, D2 = m0, D1_0, 0.0
+            else:
+                l_2 = of(sig[i - 2])[2]
+                r1 = (l_1 - l_2) / h
+                D1_1 = (ms[-2] - ms[-3]) / r1
+                D0, D1, D2 = m0, D1_0 + r0 / (r0 + r1) * (D1_0 - D1_1), (D1_0 - D1_1) / (r0 + r1)
+        if algo == "dpmsolver++":
+            base = s_t / s_0 * x - a_t * np.expm1(-h) * D0
+            if k == 2 and solver_type == "midpoint":
+                return base - 0.5 * a_t * np.expm1(-h) * D1
+            return base + a_t * (np.expm1(-h) / h + 1.0) * D1 - a_t * ((np.expm1(-h) + h) / h**2 - 0.5) * D2
+        if algo == "dpmsolver":
+            base = a_t / a_0 * x - s_t * np.expm1(h) * D0
+            if k == 2 and solver_type == "midpoint":
+                return base - 0.5 * s_t * np.expm1(h) * D1
+            return base - s_t * (np.expm1(h) / h - 1.0) * D1 - s_t * ((np.expm1(h) - h) / h**2 - 0.5) * D2
+        # sde-dpmsolver++
+        e2 = -np.expm1(-2.0 * h)
+        base = s_t / s_0 * np.exp(-h) * x + a_t * e2 * D0 + s_t * np.sqrt(e2) * z
+        if k == 2 and solver_type == "midpoint":
+            return base + 0.5 * a_t * e2 * D1
+        return base + a_t * (e2 / (-2.0 * h) + 1.0) * D1 + a_t * ((e2 - 2.0 * h) / (2.0 * h) ** 2 - 0.5) * D2
+
+    return update
+
+
+def _multistep_order(cfg, order, i, N):
+    """The order of step i of N in diffusers' DPM-Solver multistep schedulers: warm-up 1, 2, ...; first order on
+    the last step (euler_at_final, lower_order_final below 15 steps, or a final sigma of zero) and at most second
+    order on the one before (lower_order_final below 15 steps)."""
+    final = i == N - 1 and (
+        cfg["euler_at_final"] or (cfg["lower_order_final"] and N < 15) or cfg["final_sigmas_type"] == "zero"
+    )
+    second = i == N - 2 and cfg["lower_order_final"] and N < 15
+    return 1 if (order == 1 or i < 1 or final) else 2 if (order == 2 or i < 2 or second) else 3
+
+
+def _plan_dpm_multistep(cfg, n, opts):
+    """DPM-Solver++ / DPM-Solver multistep (Lu et al. 2022, arXiv:2211.01095, Alg. 2; 2206.00927) as diffusers'
+    DPMSolverMultistepScheduler: orders 1-3, "midpoint" or "heun" second-order variants, lower-order warm-up and
+    final steps (lower_order_final below 15 steps, first order onto a final sigma of zero), and the SDE variant
+    sde-dpmsolver++ (one draw per step, the last included). The model sees the rounded (Karras) timestep while
+    the update uses the exact sigma."""
+    schedule = schedule_from_config(cfg)
+    ts, sig = _dpm_sigmas(cfg, n, schedule)
+    pred, algo, order = cfg["prediction_type"], cfg["algorithm_type"], cfg["solver_order"]
+    N = len(ts)
+    data_pred = algo in ("dpmsolver++", "sde-dpmsolver++")
+    if not data_pred and cfg["final_sigmas_type"] == "zero":
+        raise ValueError(
+            f"config key 'algorithm_type'={algo!r} with final_sigmas_type='zero': diffusers rejects it too "
+            "(the noise-prediction update is 0 * inf at sigma = 0); use final_sigmas_type='sigma_min'"
+        )
+
+    def convert(out, x, s):
+        alpha, sigma, _ = _vp_of(s)
+        x0, eps = _vp_x0_eps(pred, out, x, alpha**2)
+        if data_pred:
+            return _threshold(x0, cfg)
+        if cfg["thresholding"]:
+            x0 = _threshold(x0, cfg)
+            eps = (x - alpha * x0) / sigma
+        return eps
+
+    update = _dpm_multistep_update(sig, _vp_of, algo, cfg["solver_type"])
+
+    def run(model, x, draw):
+        ms = []
+        for i, t in enumerate(ts):
+            ms = (ms + [convert(model(x, t), x, sig[i])])[-order:]
+            k = _multistep_order(cfg, order, i, N)
+            z = draw(x.shape) if algo == "sde-dpmsolver++" else None
+            if z is not None and np.isinf(_vp_of(sig[i + 1])[2]):
+                x = ms[-1]
+            else:
+                x = update(x, ms, i, k, z)
+        return x
+
+    return DiffusersPlan(
+        "DPMSolverMultistepScheduler", cfg, schedule, ts, 1.0, run, sigmas=sig, stochastic=algo == "sde-dpmsolver++"
+    )
+
+
+def _singlestep_orders(order, n, lower_order_final, final_zero):
+    """diffusers' DPMSolverSinglestepScheduler.get_order_list: the order of each step, in repeating groups 1, 2, ..
+    (a group of order k spans k steps and restarts from the sample at its first step)."""
+    if lower_order_final:
+        if order == 3:
+            tail = {0: [1, 2, 1], 1: [1], 2: [1, 2]}[n % 3]
+            orders = [1, 2, 3] * (n // 3 - (1 if n % 3 == 0 else 0)) + tail
+        elif order == 2:
+            orders = [1, 2] * (n // 2 - 1) + [1, 1] if n % 2 == 0 else [1, 2] * (n // 2) + [1]
+        else:
+            orders = [1] * n
+    else:
+        orders = {1: [1], 2: [1, 2], 3: [1, 2, 3]}[order] * (n // order)
+    if final_zero:
+        orders[-1] = 1
+    return orders
+
+
+def _plan_dpm_singlestep(cfg, n, opts):
+    """Singlestep DPM-Solver / DPM-Solver++ (Lu et al. 2022, arXiv:2206.00927 Alg. 1; arXiv:2211.01095 Alg. 1) as
+    diffusers' DPMSolverSinglestepScheduler: steps in groups of orders 1, 2, 3 (`_singlestep_orders`); a group of
+    order k goes from the sample at grid[i - k + 1] to grid[i + 1] with the k model values of the group, so the
+    intermediate points of the paper's singlestep solver are the grid points themselves (the paper places them at
+    r = 1/2 or 1/3, 2/3 of the step in lambda). Third order with solver_type="midpoint" uses only D1 = (m0 - m2)/r0
+    (the paper's DPM-Solver-3 form); "heun" adds the D2 term. sde-dpmsolver++ draws one array per step, the last
+    included. Timesteps: N + 1 linspace points, the last dropped (no timestep_spacing key); Karras sigmas are
+    mapped to rounded timesteps while the updates use the exact sigmas.
+
+    diffusers forces lower_order_final=True when N is not a multiple of solver_order or the final sigma is zero
+    (the default), and so does this plan. Departure kept out: with algorithm_type="dpmsolver" and thresholding,
+    diffusers 0.42.1 indexes alpha_t with timestep None (a shape error): rejected here."""
+    schedule = schedule_from_config(cfg)
+    cfg = {**cfg, "timestep_spacing": "linspace"}
+    ts, sig = _dpm_sigmas(cfg, n, schedule)
+    pred, algo, order = cfg["prediction_type"], cfg["algorithm_type"], cfg["solver_order"]
+    algo = "dpmsolver++" if algo == "deis" else algo  # diffusers' own alias
+    solver_type = "midpoint" if cfg["solver_type"] in ("logrho", "bh1", "bh2") else cfg["solver_type"]
+    final_zero = cfg["final_sigmas_type"] == "zero"
+    if algo == "dpmsolver" and final_zero:
+        raise ValueError(
+            f"config key 'algorithm_type'={algo!r} with final_sigmas_type='zero': diffusers rejects it too "
+            "(the noise-prediction update is 0 * inf at sigma = 0); use final_sigmas_type='sigma_min'"
+        )
+    if algo == "dpmsolver" and cfg["thresholding"]:
+        raise ValueError(
+            "config key 'thresholding'=True with algorithm_type='dpmsolver' is not implemented for "
+            "DPMSolverSinglestepScheduler: diffusers 0.42.1 fails on it (alpha_t indexed with timestep None)"
+        )
+    lower_final = cfg["lower_order_final"] or n % order != 0 or final_zero
+    orders = _singlestep_orders(order, n, lower_final, final_zero)
+    data_pred = algo != "dpmsolver"
+
+    def convert(out, x, s):
+        alpha, sigma, _ = _vp_of(s)
+        x0, eps = _vp_x0_eps(pred, out, x, alpha**2)
+        return _threshold(x0, cfg) if data_pred else eps
+
+    def update(x, ms, i, k, z):
+        a_t, s_t, l_t = _vp_of(sig[i + 1])
+        a_s, s_s, l_s = _vp_of(sig[i - k + 1])
+        if np.isinf(l_t):  # onto sigma = 0 (k = 1): the data-prediction step returns x0 exactly
+            return ms[-1]
+        h = l_t - l_s
+        if k == 1:
+            D0, D1, D1_1, D2 = ms[-1], 0.0, 0.0, 0.0
+        elif k == 2:
+            r0 = (_vp_of(sig[i])[2] - l_s) / h
+            D0, D1, D1_1, D2 = ms[-2], (ms[-1] - ms[-2]) / r0, 0.0, 0.0
+        else:
+            r0, r1 = (_vp_of(sig[i])[2] - l_s) / h, (_vp_of(sig[i - 1])[2] - l_s) / h
+            D0 = ms[-3]
+            D1_0, D1_1 = (ms[-2] - ms[-3]) / r1, (ms[-1] - ms[-3]) / r0
+            D1, D2 = (r0 * D1_0 - r1 * D1_1) / (r0 - r1), 2.0 * (D1_1 - D1_0) / (r0 - r1)
+        mid = solver_type == "midpoint"
+        if algo == "dpmsolver++":
+            phi1, phi2, phi3 = np.expm1(-h), np.expm1(-h) / h + 1.0, (np.expm1(-h) + h) / h**2 - 0.5
+            x_t = s_t / s_s * x - a_t * phi1 * D0
+            if k == 2:
+                return x_t - 0.5 * a_t * phi1 * D1 if mid else x_t + a_t * phi2 * D1
+            if k == 3:
+                return x_t + a_t * phi2 * D1_1 if mid else x_t + a_t * phi2 * D1 - a_t * phi3 * D2
+            return x_t
+        if algo == "dpmsolver":
+            phi1, phi2, phi3 = np.expm1(h), np.expm1(h) / h - 1.0, (np.expm1(h) - h) / h**2 - 0.5
+            x_t = a_t / a_s * x - s_t * phi1 * D0
+            if k == 2:
+                return x_t - 0.5 * s_t * phi1 * D1 if mid else x_t - s_t * phi2 * D1
+            if k == 3:
+                return x_t - s_t * phi2 * D1_1 if mid else x_t - s_t * phi2 * D1 - s_t * phi3 * D2
+            return x_t
+        e2 = -np.expm1(-2.0 * h)  # sde-dpmsolver++
+        phi2, phi3 = e2 / (-2.0 * h) + 1.0, (e2 - 2.0 * h) / (2.0 * h) ** 2 - 0.5
+        x_t = s_t / s_s * np.exp(-h) * x + a_t * e2 * D0 + s_t * np.sqrt(e2) * z
+        if k == 2:
+            return x_t + 0.5 * a_t * e2 * D1 if mid else x_t + a_t * phi2 * D1
+        if k == 3:
+            return x_t + a_t * phi2 * D1_1 if mid else x_t + a_t * phi2 * D1 + a_t * phi3 * D2
+        return x_t
+
+    def run(model, x, draw):
+        ms, x_start = [], x
+        for i, t in enumerate(ts):
+            ms = (ms + [convert(model(x, t), x, sig[i])])[-order:]
+            k = min(orders[i], len(ms))
+            if k == 1:
+                x_start = x
+            z = draw(x.shape) if algo == "sde-dpmsolver++" else None
+            x = update(x_start, ms, i, k, z)
+        return x
+
+    return DiffusersPlan(
+        "DPMSolverSinglestepScheduler", cfg, schedule, ts, 1.0, run, sigmas=sig, stochastic=algo == "sde-dpmsolver++"
+    )
+
+
+def _deis_coefficients(rho_t, rho_s):
+    """DEIS log-rho coefficients (Zhang & Chen 2023, "Fast Sampling of Diffusion Models with Exponential
+    Integrator", arXiv:2204.13902, eq. 15 with the polynomial in log rho): c_j = int_{rho_s[0]}^{rho_t} L_j(log rho)
+    d rho, L_j the Lagrange basis through (log rho_s[0], log rho_s[1], ...), in diffusers' closed forms."""
+    logs = [np.log(r) for r in rho_s]
+    if len(rho_s) == 2:
+
+        def ind(r, b, c):  # an antiderivative of (log r - c) / (b - c)
+            return r * (np.log(r) - c - 1) / (b - c)
+
+        b, c = logs
+        return [ind(rho_t, b, c) - ind(rho_s[0], b, c), ind(rho_t, c, b) - ind(rho_s[0], c, b)]
+
+    def ind3(r, b, c, d):  # an antiderivative of (log r - c)(log r - d) / ((b - c)(b - d))
+        lr = np.log(r)
+        return r * (c * (d - lr + 1) - d * lr + d + lr**2 - 2 * lr + 2) / ((b - c) * (b - d))
+
+    b, c, d = logs
+    return [
+        ind3(rho_t, b, c, d) - ind3(rho_s[0], b, c, d),
+        ind3(rho_t, c, d, b) - ind3(rho_s[0], c, d, b),
+        ind3(rho_t, d, b, c) - ind3(rho_s[0], d, b, c),
+    ]
+
+
+def _plan_deis(cfg, n, opts):
+    """DEIS multistep in its log-rho form (Zhang & Chen 2023, arXiv:2204.13902, Sec. 4, "tAB-DEIS" with rho =
+    sigma / alpha = sigma_ve) as diffusers' DEISMultistepScheduler: eps-form exponential integrator,
+    x_t = alpha_t (x / alpha_s + sum_j c_j eps_j), orders 1-3 with the DPM-Solver warm-up and lower_order_final
+    (below 15 steps); order 1 is DDIM. Thresholding acts on x0 before it is turned back into eps.
+
+    Departures reproduced: the last step never reaches the clean end, it lands on sigma(t = 0) (alphabar[0]); with
+    use_karras_sigmas the final sigma *repeats* the last Karras sigma, so the last model call changes nothing and
+    the result is x at sigma_min of the Karras grid. algorithm_type "dpmsolver"/"dpmsolver++" and solver_type
+    "midpoint"/"heun"/"bh1"/"bh2" are renamed to "deis"/"logrho" by diffusers itself, and so here."""
+    schedule = schedule_from_config(cfg)
+    ts, sig = _dpm_sigmas({**cfg, "final_sigmas_type": "sigma_min"}, n, schedule)
+    if cfg["use_karras_sigmas"]:
+        sig[-1] = sig[-2]
+    pred, order, N = cfg["prediction_type"], cfg["solver_order"], len(ts)
+
+    def eps_of(out, x, s):
+        alpha, sigma, _ = _vp_of(s)
+        x0, eps = _vp_x0_eps(pred, out, x, alpha**2)
+        if cfg["thresholding"]:
+            eps = (x - alpha * _threshold(x0, cfg)) / sigma
+        return eps
+
+    def update(x, es, i, k):
+        a_t, s_t, l_t = _vp_of(sig[i + 1])
+        a_s, _, l_s = _vp_of(sig[i])
+        if k == 1:
+            return a_t / a_s * x - s_t * np.expm1(l_t - l_s) * es[-1]
+        coefs = _deis_coefficients(sig[i + 1], [sig[i - j] for j in range(k)])
+        return a_t * (x / a_s + sum(c * es[-1 - j] for j, c in enumerate(coefs)))
+
+    def run(model, x, draw):
+        es = []
+        for i, t in enumerate(ts):
+            es = (es + [eps_of(model(x, t), x, sig[i])])[-order:]
+            low = cfg["lower_order_final"] and N < 15
+            k = (
+                1
+                if (order == 1 or i < 1 or (low and i == N - 1))
+                else 2
+                if (order == 2 or i < 2 or (low and i == N - 2))
+                else 3
+            )
+            x = update(x, es, i, k)
+        return x
+
+    return DiffusersPlan("DEISMultistepScheduler", cfg, schedule, ts, 1.0, run, sigmas=sig, stochastic=False)
+
+
+def _unipc_coefficients(rks, hh, order, solver_type):
+    """UniPC's B(h) and b_k (Zhao et al. 2023, arXiv:2302.04867, Alg. 1-2, the phi functions of -h)."""
+    h_phi_1 = np.expm1(hh)
+    h_phi_k = h_phi_1 / hh - 1
+    factorial = 1
+    B_h = hh if solver_type == "bh1" else np.expm1(hh)
+    R, b = [], []
+    for i in range(1, order + 1):
+        R.append(np.power(rks, i - 1))
+        b.append(h_phi_k * factorial / B_h)
+        factorial *= i + 1
+        h_phi_k = h_phi_k / hh - 1 / factorial
+    return h_phi_1, B_h, np.array(R), np.array(b)
+
+
+def _plan_unipc(cfg, n, opts):
+    """UniPC (Zhao et al. 2023, "UniPC", arXiv:2302.04867): UniP-p predictor + UniC corrector in data-prediction
+    form, as diffusers' UniPCMultistepScheduler (bh1/bh2, lower_order_final, disable_corrector). The corrector
+    at step i re-uses the model call of step i (no extra call); the last predictor step is not corrected.
+    Departure kept out: with solver_type="bh1" and a final sigma of zero diffusers 0.42.1 returns NaN
+    (B(h) = h = -inf times a zero correction); the plan returns that step's limit, x0."""
+    schedule = schedule_from_config(cfg)
+    ts, sig = _dpm_sigmas(cfg, n, schedule)
+    pred, order, N = cfg["prediction_type"], cfg["solver_order"], len(ts)
+    disabled = set(cfg["disable_corrector"])
+    lams = [_vp_of(s)[2] for s in sig]
+
+    def predictor(x, ms, i, k):
+        a_t, s_t, l_t = _vp_of(sig[i + 1])
+        _, s_0, l_0 = _vp_of(sig[i])
+        m0 = ms[-1]
+        if np.isinf(l_t):
+            if k != 1:
+                raise ValueError("UniPC above order 1 onto sigma = 0 is undefined (diffusers gives NaN)")
+            return m0
+        h = l_t - l_0
+        rks = [(lams[i - j] - l_0) / h for j in range(1, k)] + [1.0]
+        D1s = [(ms[-(j + 1)] - m0) / rks[j - 1] for j in range(1, k)]
+        h_phi_1, B_h, R, b = _unipc_coefficients(np.array(rks), -h, k, cfg["solver_type"])
+        x_t = s_t / s_0 * x - a_t * h_phi_1 * m0
+        if D1s:
+            rhos = np.array([0.5]) if k == 2 else np.linalg.solve(R[:-1, :-1], b[:-1])
+            x_t = x_t - a_t * B_h * sum(r * d for r, d in zip(rhos, D1s))
+        return x_t
+
+    def corrector(x_last, ms, m_new, i, k):
+        a_t, s_t, l_t = _vp_of(sig[i])
+        _, s_0, l_0 = _vp_of(sig[i - 1])
+        m0 = ms[-1]
+        h = l_t - l_0
+        rks = [(lams[i - 1 - j] - l_0) / h for j in range(1, k)] + [1.0]
+        D1s = [(ms[-(j + 1)] - m0) / rks[j - 1] for j in range(1, k)]
+        h_phi_1, B_h, R, b = _unipc_coefficients(np.array(rks), -h, k, cfg["solver_type"])
+        rhos = np.array([0.5]) if k == 1 else np.linalg.solve(R, b)
+        corr = sum(r * d for r, d in zip(rhos[:-1], D1s)) if D1s else 0.0
+        return s_t / s_0 * x_last - a_t * h_phi_1 * m0 - a_t * B_h * (corr + rhos[-1] * (m_new - m0))
+
+    def run(model, x, draw):
+        ms, x_last, k_prev = [], None, 0
+        for i, t in enumerate(ts):
+            alpha, sigma, _ = _vp_of(sig[i])
+            m = _vp_x0_eps(pred, model(x, t), x, alpha**2)[0]
+            if i > 0 and (i - 1) not in disabled and x_last is not None:
+                x = corrector(x_last, ms, m, i, k_prev)
+            ms = (ms + [m])[-order:]
+            k = min(order, N - i)  # lower_order_final
+            k = min(k, i + 1)  # warm-up
+            x_last, k_prev = x, k
+            x = predictor(x, ms, i, k)
+        return x
+
+    return DiffusersPlan("UniPCMultistepScheduler", cfg, schedule, ts, 1.0, run, sigmas=sig, stochastic=False)
