@@ -26,6 +26,7 @@ class Requirement(enum.StrEnum):
     ALPHA_START = "alpha > 0 at grid[0]"  # it divides by alpha (noise-prediction or sigma_ve form)
     FLOW_SCHEDULE = "a flow schedule (alpha = 1 - t, sigma = t)"
     CLEAN_END = "a grid that ends at sigma = 0 (the model's output is taken as clean data)"
+    CONSISTENCY_MODEL = "a consistency function as the model (its output is a sample, not E[x0 | x_t])"
 
 
 @dataclass(frozen=True)

@@ -32,6 +32,18 @@ class SolverType(enum.StrEnum):
     HEUN = "heun"
 
 
+class Variant(enum.StrEnum):
+    """Which form of a sampler that k-diffusion also ships: diffspec's (the paper's, the default) or k-diffusion's
+    function of the same name, reproduced exactly (its coefficients, its draws in its order)."""
+
+    DIFFSPEC = "diffspec"
+    K_DIFFUSION = "k-diffusion"
+
+
+def _variant(variant):
+    return Variant(_checks.lookup({v.value: v for v in Variant}, variant, what="variant"))
+
+
 def _setup(x_T, grid, schedule, sampler):
     grid = _checks.decreasing_grid(grid, schedule, sampler=sampler)
     return grid, _checks.finite_array("x_T", x_T), schedule.alpha(grid), schedule.sigma(grid), schedule.lam(grid)
@@ -99,7 +111,7 @@ def sample_dpmpp_2m(denoise, x_T, grid, schedule, *, noise=None, lower_order_fin
     return x
 
 
-def sample_dpmpp_3m(denoise, x_T, grid, schedule, *, noise=None, lower_order_final=True):
+def sample_dpmpp_3m(denoise, x_T, grid, schedule, *, noise=None, lower_order_final=True, variant="diffspec"):
     """DPM-Solver++(3M): multistep, third order, in data-prediction form.
 
     Lu et al. (2022), arXiv:2211.01095, App. (the third-order multistep update, as in their code and diffusers).
@@ -114,9 +126,16 @@ def sample_dpmpp_3m(denoise, x_T, grid, schedule, *, noise=None, lower_order_fin
     weight of the Taylor term (u/h)^2 D2 is -2 phi_3 with phi_3 = (expm1(-h) + h)/h^2 - 1/2. The authors' code,
     diffusers and k-diffusion write -phi_3 D2: measured on the Gaussian oracle that form converges at order 2
     only, while this one is third order (it equals UniP-3, derived independently; see the tests).
-    Model calls per step: 1. Noise draws: none. Order: 3.
+
+    variant="k-diffusion" is k-diffusion's `sample_dpmpp_3m_sde` at eta = 0 (it has no separate 3M ODE function):
+    the weight -phi_3 D2, and phi_2 D1 = (expm1(-h)/h + 1) D1 on the second-order warm-up step in place of
+    -expm1(-h)/2 D1. k-diffusion has no lower-order final steps: it is reproduced with lower_order_final=False.
+    Model calls per step: 1. Noise draws: none. Order: 3 (2 with variant="k-diffusion").
     """
     denoise = _checks.checked_denoiser(denoise, grid, sampler="dpmpp_3m")
+    if _variant(variant) == Variant.K_DIFFUSION:
+        return sample_dpmpp_3m_sde(denoise, x_T, grid, schedule, eta=0.0, lower_order_final=lower_order_final,
+                                   variant=variant)
     grid, x, alpha, sigma, lam = _setup(x_T, grid, schedule, "dpmpp_3m")
     orders = _orders(sigma, 3, lower_order_final)
     x0s = []
@@ -213,7 +232,8 @@ def sample_dpmpp_2m_sde(denoise, x_T, grid, schedule, *, noise=None, eta=1.0, so
     return x
 
 
-def sample_dpmpp_3m_sde(denoise, x_T, grid, schedule, *, noise=None, eta=1.0, lower_order_final=True):
+def sample_dpmpp_3m_sde(denoise, x_T, grid, schedule, *, noise=None, eta=1.0, lower_order_final=True,
+                        variant="diffspec"):
     """SDE-DPM-Solver++(3M): multistep third order on the reverse SDE (k-diffusion's `sample_dpmpp_3m_sde`).
 
     Lu et al. (2022), arXiv:2211.01095, the third-order multistep expansion applied to the SDE form, with eta as in
@@ -224,11 +244,15 @@ def sample_dpmpp_3m_sde(denoise, x_T, grid, schedule, *, noise=None, eta=1.0, lo
                  + sigma_next sqrt(-expm1(-2 eta h)) z
 
     The factor 2 on phi_3 is the exact weight of the Taylor term (see `sample_dpmpp_3m`); k-diffusion omits it.
+    variant="k-diffusion" reproduces k-diffusion's function: the weight -phi_3 D2 (with lower_order_final=False, as
+    k-diffusion has no lower-order final steps); its draws are one per step as here, so each
+    `noise_sampler(sigma, sigma_next)` call of k-diffusion is one draw of `noise`, in order.
 
     Model calls per step: 1. Noise draws: one per step with sigma_next > 0 and eta > 0 (none onto a clean end;
     with eta = 0 `noise` may be None). Order: 3 at eta = 0 (weak order 1 as an SDE solver).
     """
     denoise = _checks.checked_denoiser(denoise, grid, sampler="dpmpp_3m_sde")
+    w3 = 1.0 if _variant(variant) == Variant.K_DIFFUSION else 2.0
     grid, x, alpha, sigma, lam = _setup(x_T, grid, schedule, "dpmpp_3m_sde")
     eta = _eta(eta)
     draw = as_noise_source(noise, sampler="dpmpp_3m_sde") if eta > 0 else None
@@ -245,13 +269,14 @@ def sample_dpmpp_3m_sde(denoise, x_T, grid, schedule, *, noise=None, eta=1.0, lo
         phi_2 = np.expm1(-h_eta) / h_eta + 1
         phi_3 = phi_2 / h_eta - 0.5
         x = (sigma[i + 1] / sigma[i]) * (np.exp(-eta * h) if eta > 0 else 1.0) * x - alpha[i + 1] * np.expm1(-h_eta) * x0s[0]
-        x = x + alpha[i + 1] * (phi_2 * D1 - 2 * phi_3 * D2)
+        x = x + alpha[i + 1] * (phi_2 * D1 - w3 * phi_3 * D2)
         if eta > 0:
             x = x + sigma[i + 1] * np.sqrt(-np.expm1(-2 * eta * h)) * draw(x.shape)
     return x
 
 
-def sample_dpmpp_sde(denoise, x_T, grid, schedule, *, noise=None, order=2, lower_order_final=True):
+def sample_dpmpp_sde(denoise, x_T, grid, schedule, *, noise=None, order=2, lower_order_final=True,
+                     variant="diffspec", eta=None, r=None):
     """SDE-DPM-Solver++, singlestep, first or second order, on the reverse SDE.
 
     Lu et al. (2022), arXiv:2211.01095, SDE-DPM-Solver++1 and its second-order singlestep (r = 1/2) form; not
@@ -268,8 +293,20 @@ def sample_dpmpp_sde(denoise, x_T, grid, schedule, *, noise=None, order=2, lower
     so u and x_next see one consistent path and no draw is wasted.
     Model calls per step: `order` (1 onto a clean end). Noise draws: `order` per step with sigma_next > 0
     (z1 then z2), none onto a clean end. Order: weak 1 (SDE solver); the drift expansion is of order `order`.
+
+    variant="k-diffusion" is k-diffusion's `sample_dpmpp_sde` instead (`_dpmpp_sde_k_diffusion`), with its options
+    eta (default 1) and r (default 1/2); `eta` and `r` belong to that variant only. Its steps are ancestral
+    (k-diffusion's sigma_down / sigma_up split) rather than exact SDE steps, which is why it is not the default.
     """
     denoise = _checks.checked_denoiser(denoise, grid, sampler="dpmpp_sde")
+    if _variant(variant) == Variant.K_DIFFUSION:
+        if order != 2:
+            raise ValueError(f"order={order!r}: variant='k-diffusion' has second-order steps only; expected 2")
+        return _dpmpp_sde_k_diffusion(denoise, x_T, grid, schedule, noise=noise, eta=1.0 if eta is None else eta,
+                                      r=0.5 if r is None else r, lower_order_final=lower_order_final)
+    for name, value in (("eta", eta), ("r", r)):
+        if value is not None:
+            raise ValueError(f"{name}={value!r}: an option of variant='k-diffusion' only; leave it None")
     grid, x, alpha, sigma, lam = _setup(x_T, grid, schedule, "dpmpp_sde")
     if order not in (1, 2):
         raise ValueError(f"order={order!r}: expected 1 or 2")
@@ -294,6 +331,68 @@ def sample_dpmpp_sde(denoise, x_T, grid, schedule, *, noise=None, order=2, lower
     return x
 
 
+def _dpmpp_sde_k_diffusion(denoise, x_T, grid, schedule, *, noise, eta, r, lower_order_final):
+    """k-diffusion's `sample_dpmpp_sde` (Crowson), in sigma_ve = sigma / alpha = e^{-lam} for any schedule.
+
+    With y = x / alpha (k-diffusion's EDM world, see `k_diffusion.py`), h = lam_next - lam, t_s = t_of_lam(lam + r h)
+    and k-diffusion's ancestral split (down, up) = split(sigma_from, sigma_to, eta):
+
+        (d1, u1) = split(sigma, sigma_s),       y_s = x0 + (d1 / sigma) (y - x0) + u1 z1,   x0_s = x0_hat(y_s, t_s)
+        (d2, u2) = split(sigma, sigma_next),    y_next = D + (d2 / sigma) (y - D) + u2 z2,
+        D = (1 - 1/(2r)) x0 + 1/(2r) x0_s
+
+    (d / sigma) (y - D) + D is k-diffusion's (sigma_fn(t_next_) / sigma_fn(t)) y - expm1(t - t_next_) D. A step onto
+    sigma_next = 0 is the Euler step y_next = x0. k-diffusion takes z1 = noise_sampler(sigma, sigma_s) and
+    z2 = noise_sampler(sigma, sigma_next), two standardized increments of one Brownian path W in sigma_ve
+    (z(a, b) = (W(b) - W(a)) / sqrt|b - a|), so z2 overlaps z1. Here the path is built from two independent draws
+    per step, in this order: a over [sigma_s, sigma] and b over [sigma_next, sigma_s], and
+
+        z1 = a,        z2 = (sqrt(sigma - sigma_s) a + sqrt(sigma_s - sigma_next) b) / sqrt(sigma - sigma_next).
+
+    k-diffusion is reproduced with lower_order_final=False. With True and fewer than 15 steps, a last step onto a
+    noisy end is first order: D = x0 and no intermediate call (its draws a, b still make z2).
+    Model calls per step: 2 (1 onto a clean end). Noise draws: 2 per step with eta > 0 (a, b), none onto a clean end
+    and none at eta = 0.
+    """
+    from diffspec.reference.samplers.k_diffusion import _ancestral_step
+
+    eta = _eta(eta)
+    r = _checks.positive("r", r)
+    grid = _checks.decreasing_grid(grid, schedule, sampler="dpmpp_sde")
+    alpha, lam = schedule.alpha(grid), schedule.lam(grid)
+    if alpha[0] == 0:
+        raise ValueError(
+            f"grid[0]={grid[0]} has alpha = 0 (sigma_ve = inf): variant='k-diffusion' works in sigma_ve = sigma / "
+            "alpha; start the grid at a time with alpha > 0"
+        )
+    draw = as_noise_source(noise, sampler="dpmpp_sde with eta > 0") if eta > 0 else None
+    sigma_ve = schedule.sigma(grid) / alpha
+    y = _checks.finite_array("x_T", x_T) / alpha[0]
+    orders = _singlestep_orders(sigma_ve, lam, 2, lower_order_final)
+    for i in range(len(grid) - 1):
+        x0 = _x0(denoise, alpha[i] * y, grid[i])
+        if sigma_ve[i + 1] == 0:
+            y = x0
+            continue
+        sig, sig_next = sigma_ve[i], sigma_ve[i + 1]
+        t_s = float(schedule.t_of_lam(lam[i] + r * (lam[i + 1] - lam[i])))
+        sig_s = float(np.exp(-schedule.lam(t_s)))
+        z1 = z2 = 0.0
+        if draw is not None:
+            a, b = draw(y.shape), draw(y.shape)
+            z1 = a
+            z2 = (np.sqrt(sig - sig_s) * a + np.sqrt(sig_s - sig_next) * b) / np.sqrt(sig - sig_next)
+        D = x0
+        if orders[i] == 2:
+            down, up = _ancestral_step(sig, sig_s, eta)
+            y_s = x0 + (down / sig) * (y - x0) + up * z1
+            x0_s = _x0(denoise, schedule.alpha(t_s) * y_s, t_s)
+            D = (1 - 1 / (2 * r)) * x0 + 1 / (2 * r) * x0_s
+        down, up = _ancestral_step(sig, sig_next, eta)
+        y = D + (down / sig) * (y - D) + up * z2
+    return alpha[-1] * y
+
+
 def _singlestep_orders(sigma, lam, order, lower_order_final):
     """Singlestep: `order` on every step, first order on the last one when lower_order_final (< 15 steps), onto a
     clean end, and from alpha = 0 (lam = -inf, where the lam-midpoint does not exist)."""
@@ -304,7 +403,7 @@ def _singlestep_orders(sigma, lam, order, lower_order_final):
     return np.where((sigma[1:] == 0) | np.isneginf(lam[:-1]), 1, orders)
 
 
-_LOF = Option(True, choices=(True, False), invalid=("no",))
+_LOF = Option(True, choices=(True, False))
 _ETA = Option(1.0, low=0.0, invalid=(-0.1, float("nan")), probe=(0.0, 0.5))  # 0: the deterministic method
 _NO_LOF = {"lower_order_final": False}
 INFO = [

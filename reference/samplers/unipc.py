@@ -91,7 +91,7 @@ def sample_unipc(denoise, x_T, grid, schedule, *, noise=None, order=2, variant="
     return x
 
 
-_LOF = Option(True, choices=(True, False), invalid=("no",))
+_LOF = Option(True, choices=(True, False))
 INFO = [
     SamplerInfo("unipc", sample_unipc, order=3, stochastic=False, calls_per_step=1,
                 order_options={"lower_order_final": False},

@@ -1,0 +1,435 @@
+"""`check_sampler`: a sampler scored against the contract of the registry sampler it claims to be.
+
+The checks, each a row of the `Report` (a check's name is the part of the row's label before " ("):
+
+- `signature`: the function fits its calling convention;
+- `clean end`: on grids that end at sigma = 0 (three schedule families), a finite sample of x's shape, no model
+  call at sigma = 0, the caller's x_T untouched;
+- `draws`: the number of noise draws (each of x's shape) equals the contract's count for the options;
+- `noise contract`: the same draws give the same sample; a stochastic sampler without `noise` raises ValueError
+  naming it, a deterministic one gives the same sample with `noise=None` (diffspec convention);
+- `option validation`: each value the contract lists as invalid is refused with a ValueError naming the option
+  (diffspec convention);
+- `agreement`: step by step against the reference sampler of that name, given the same x_T, grid, model and
+  draws: the same model times and the same sample, to a tolerance derived from the arithmetic's precision;
+- `order`: deterministic samplers (and stochastic ones at the options that make them deterministic) on the exact
+  probability-flow map of Gaussian data, on three schedule families, between fixed log-SNR endpoints: the
+  observed order against the contract's (first step split so that multistep warm-up does not cap it);
+- `distribution`: stochastic samplers' outputs for the 2-D Gaussian mixture (consistency samplers: Gaussian data
+  and its exact consistency function) against the exact distribution: mean and covariance within 5 standard
+  errors, and a two-sample Kolmogorov-Smirnov test per coordinate (p > 1e-3).
+
+Bad input never crashes the kit: a sampler that raises, returns the wrong shape or NaN gives a failing row that
+says so. Bad usage (an unknown registry name or convention, options the contract does not have) is a ValueError.
+"""
+
+from collections.abc import Mapping
+
+import numpy as np
+
+from diffspec.conformance import _world
+from diffspec.conformance.conventions import CONVENTIONS, accepts, adapt, signature_problem
+from diffspec.conformance.report import Report
+from diffspec.reference.grids import make_grid
+from diffspec.reference.noise import CountingNoise
+from diffspec.reference.samplers import SAMPLER_ALIASES, SAMPLER_INFO, Requirement
+from diffspec.reference.schedules import make_schedule
+
+F64_RTOL = 1e-9  # a few dozen float64 operations per step on O(1)-conditioned coefficients, a hundredfold margin
+ADAPTIVE_RTOL = 1e-7  # step-size control feeds rounding back into the accepted times
+ORDER_TOL = 0.3
+ORDER_TOL_HIGH = 0.5  # fourth order approaches its slope from below on affordable grids; a defect drops it by >= 1
+N_DISTRIBUTION = 2000
+
+
+def sampler_info(name):
+    """The contract of registry sampler `name` (an alias resolves), or a ValueError listing the known names."""
+    key = SAMPLER_ALIASES.get(name, name) if isinstance(name, str) else name
+    if key not in SAMPLER_INFO:
+        raise ValueError(f"unknown sampler {name!r}: expected one of {', '.join(sorted(SAMPLER_INFO))}")
+    return SAMPLER_INFO[key]
+
+
+def tolerance(info, precision: str, steps: int) -> float:
+    """Relative agreement tolerance for `precision`: float64 a fixed margin over rounding; float32 derived from
+    float32 epsilon times the number of rounded operations that feed the result (model inputs and outputs are
+    rounded at every call, the state at every step), with a factor 16 for the coefficients' conditioning."""
+    if precision == "float64":
+        return ADAPTIVE_RTOL if info.adaptive else F64_RTOL
+    if precision == "float32":
+        calls = (info.calls_per_step or 4) * steps
+        return 16 * float(np.finfo(np.float32).eps) * (calls + steps)
+    raise ValueError(f"precision={precision!r}: expected 'float64' or 'float32'")
+
+
+class _Recorder:
+    """The model wrapped to record the times it is called at (and refuse calls at sigma = 0)."""
+
+    def __init__(self, denoise, schedule):
+        self.denoise, self.schedule, self.times, self.clean_calls = denoise, schedule, [], 0
+
+    def __call__(self, x, t):
+        t = float(np.asarray(t).reshape(-1)[0])
+        self.times.append(t)
+        if self.schedule.sigma(t) == 0:
+            self.clean_calls += 1
+        return self.denoise(x, t)
+
+
+class _Draws:
+    """A seeded standard-normal stream that records shapes; two with the same seed give the same draws."""
+
+    def __init__(self, seed):
+        self.rng, self.shapes = np.random.default_rng(seed), []
+
+    def __call__(self, shape):
+        self.shapes.append(tuple(shape))
+        return self.rng.standard_normal(tuple(shape))
+
+
+def _call(run, *args, **kwargs):
+    """(output, None) or (None, a one-line problem): exceptions, wrong shapes and NaN become problems."""
+    x_T = args[1]
+    try:
+        with np.errstate(all="ignore"):
+            out = run(*args, **kwargs)
+    except Exception as err:  # the user's code may raise anything: report it, never crash the kit
+        return None, f"raised {type(err).__name__}: {str(err).splitlines()[0][:160] if str(err) else ''}"
+    try:
+        out = np.asarray(out.detach().cpu().numpy() if hasattr(out, "detach") else out, dtype=np.float64)
+    except Exception as err:
+        return None, f"returned {type(out).__name__} that is not an array ({err})"
+    if out.shape != np.shape(x_T):
+        return None, f"returned shape {out.shape}: expected x_T's shape {np.shape(x_T)}"
+    if not np.all(np.isfinite(out)):
+        return None, f"returned {int(np.sum(~np.isfinite(out)))} NaN or inf values"
+    return out, None
+
+
+def _scale(*arrays):
+    return max(1.0, *(float(np.max(np.abs(a))) for a in arrays))
+
+
+def check_sampler(fn, name: str, *, convention: str = "diffspec", options: Mapping | None = None,
+                  reference_options: Mapping | None = None, precision: str = "float64", thorough: bool = False,
+                  checks: tuple[str, ...] | None = None) -> Report:
+    """Score sampler `fn` against the contract of registry sampler `name` (see the module docstring).
+
+    fn: the sampler, in `convention` ("diffspec" or "k-diffusion", see `diffspec.conformance.conventions`).
+    options: keyword options passed to `fn` with every call (in its own convention's names).
+    reference_options: the registry sampler's options that `fn` with `options` claims to equal (default: `options`
+      in the diffspec convention; for another convention, the `options` whose names the contract has).
+    precision: the arithmetic `fn` runs in ("float64" or "float32"), which sets the agreement tolerance.
+    thorough: also the contract's further (options, order) pairs and a larger distribution sample.
+    checks: run only these checks (names as in the module docstring); default all that apply.
+    """
+    if convention not in CONVENTIONS:
+        raise ValueError(f"convention={convention!r}: expected one of {', '.join(CONVENTIONS)}")
+    info = sampler_info(name)
+    options = dict(options or {})
+    if reference_options is None:
+        reference_options = options if convention == "diffspec" else {k: v for k, v in options.items()
+                                                                      if k in info.options}
+    reference_options = dict(reference_options)
+    for key, value in reference_options.items():
+        if key not in info.options:
+            known = ", ".join(info.options) or "none"
+            raise ValueError(f"{info.name} has no option {key!r} (its options: {known})")
+        if not info.options[key].allows(value):
+            raise ValueError(f"{key}={value!r} is not allowed for {info.name}: expected "
+                             f"{info.options[key].describe()}")
+    tolerance(info, precision, 1)  # validates precision
+    label = getattr(fn, "__qualname__", getattr(fn, "__name__", repr(fn)))
+    report = Report(f"{label} as {info.name} ({convention} convention, {precision})")
+    problem = signature_problem(fn, convention, options)
+    if problem:
+        report.fail("signature", problem, expected=convention)
+        return report
+    report.add("signature", "fits", convention, "", True)
+    run = adapt(fn, convention, options)
+    ctx = _Context(info, fn, run, convention, options, reference_options, precision, thorough)
+    wanted = set(checks) if checks else None
+    for check_name, check in _CHECKS:
+        if wanted is None or check_name in wanted:
+            try:
+                check(ctx, report)
+            except Exception as err:  # a defect of the kit itself must still leave a report
+                report.fail(check_name, f"the check itself failed: {type(err).__name__}: {err}")
+    return report
+
+
+class _Context:
+    def __init__(self, info, fn, run, convention, options, reference_options, precision, thorough):
+        self.info, self.fn, self.run, self.convention = info, fn, run, convention
+        self.options, self.reference_options = options, reference_options
+        self.precision, self.thorough = precision, thorough
+        self.run_options = info.with_defaults(reference_options)
+
+    def reference(self, **extra):
+        opts = {**self.reference_options, **extra}
+        return lambda denoise, x_T, grid, schedule, *, noise=None: self.info.fn(
+            denoise, x_T, grid, schedule, noise=noise, **opts)
+
+    def variant(self, extra: Mapping):
+        """(run, reference) with `extra` registry options; None where `fn`'s convention cannot express them."""
+        own = {}
+        for key, value in extra.items():
+            if self.convention == "diffspec" or accepts(self.fn, key):
+                own[key] = value
+            elif key in self.info.options and value != self.info.options[key].default:
+                # e.g. lower_order_final: a k-diffusion function has no such switch; its own behaviour is measured
+                continue
+        return adapt(self.fn, self.convention, {**self.options, **own}), self.reference(**extra)
+
+    @property
+    def stochastic(self):
+        return self.info.draw_count(3, self.reference_options) != 0
+
+
+# ------------------------------------------------------------------------------------------------------ checks
+def _check_clean_end(ctx, report):
+    steps = max(5, ctx.info.min_grid)
+    for label, schedule, grid in _world.clean_end_cases(ctx.info, steps):
+        model = _Recorder(_world.MIXTURE.denoiser(schedule), schedule)
+        x_T = np.random.default_rng(0).standard_normal((5, 2)) * schedule.sigma(grid[0])
+        keep = x_T.copy()
+        out, problem = _call(ctx.run, model, x_T, grid, schedule, noise=np.random.default_rng(1))
+        check = f"clean end ({label}, {steps} steps)"
+        if problem:
+            report.fail(check, problem, expected="a finite sample")
+        elif model.clean_calls:
+            report.fail(check, f"{model.clean_calls} model calls at sigma = 0", expected="no model call at sigma = 0")
+        elif not np.array_equal(x_T, keep):
+            report.fail(check, "x_T was modified in place", expected="the caller's x_T untouched")
+        else:
+            report.add(check, "finite, no call at sigma = 0", "finite, no call at sigma = 0", "", True)
+
+
+def _check_draws(ctx, report):
+    info, steps = ctx.info, 7
+    label, schedule, grid = _world.clean_end_cases(info, steps)[0]
+    expected = info.draw_count(steps, ctx.reference_options)
+    counting = CountingNoise(1)
+    x_T = np.random.default_rng(0).standard_normal((8, 2)) * schedule.sigma(grid[0])
+    out, problem = _call(ctx.run, _world.MIXTURE.denoiser(schedule), x_T, grid, schedule, noise=counting)
+    check = f"draws ({label}, {steps} steps)"
+    if problem:
+        report.fail(check, problem, expected=expected)
+        return
+    bad_shapes = [s for s in counting.shapes if s != x_T.shape]
+    if bad_shapes:
+        report.fail(check, f"a draw of shape {bad_shapes[0]}", expected=f"draws of x's shape {x_T.shape}")
+    elif expected is None:
+        report.add(check, len(counting.shapes), "grid-dependent", "", True, note="the contract's count depends on the "
+                   "grid (e.g. Heun's churn window); only the shapes are checked")
+    else:
+        report.add(check, len(counting.shapes), expected, 0, len(counting.shapes) == expected)
+
+
+def _check_noise_contract(ctx, report):
+    if ctx.convention != "diffspec":
+        return
+    label, schedule, grid = _world.clean_end_cases(ctx.info, 6)[0]
+    denoise = _world.MIXTURE.denoiser(schedule)
+    x_T = np.random.default_rng(2).standard_normal((6, 2)) * schedule.sigma(grid[0])
+    first, p1 = _call(ctx.run, denoise, x_T, grid, schedule, noise=CountingNoise(3))
+    again, p2 = _call(ctx.run, denoise, x_T, grid, schedule, noise=CountingNoise(3))
+    if p1 or p2:
+        report.fail("noise contract (replay)", p1 or p2, expected="the same sample twice")
+        return
+    same = float(np.max(np.abs(first - again)))
+    report.add("noise contract (replay)", same, 0.0, 0.0, same == 0.0)
+    if ctx.stochastic:
+        try:
+            ctx.run(denoise, x_T, grid, schedule, noise=None)
+            report.fail("noise contract (noise=None)", "ran without noise", expected="ValueError naming `noise`")
+        except ValueError as err:
+            ok = "noise" in str(err)
+            report.add("noise contract (noise=None)", "ValueError" + ("" if ok else " not naming noise"),
+                       "ValueError naming `noise`", "", ok)
+        except Exception as err:
+            report.fail("noise contract (noise=None)", f"raised {type(err).__name__}", expected="ValueError")
+    else:
+        out, problem = _call(ctx.run, denoise, x_T, grid, schedule, noise=None)
+        diff = float("nan") if problem else float(np.max(np.abs(out - first)))
+        report.add("noise contract (noise=None)", problem or diff, 0.0, 0.0, problem is None and diff == 0.0)
+
+
+def _check_option_validation(ctx, report):
+    if ctx.convention != "diffspec":
+        return
+    schedule = make_schedule("edm")
+    grid = make_grid("karras", schedule, 4)
+    for key, option in ctx.info.options.items():
+        for value in option.invalid:
+            check = f"option validation ({key}={value!r})"
+            try:
+                ctx.fn(_world.GAUSS.denoiser(schedule), np.zeros((2, 2)), grid, schedule,
+                       noise=np.random.default_rng(0), **{**ctx.options, key: value})
+                report.fail(check, "accepted", expected=f"ValueError naming {key}")
+            except ValueError as err:
+                report.add(check, "ValueError" + ("" if key in str(err) else f" not naming {key}: {err}"),
+                           f"ValueError naming {key}", "", key in str(err))
+            except Exception as err:
+                report.fail(check, f"raised {type(err).__name__}: {err}", expected=f"ValueError naming {key}")
+
+
+def _agreement_rows(ctx, report, run, reference, suffix, steps=10):
+    info = ctx.info
+    rtol = tolerance(info, ctx.precision, steps)
+    for label, schedule, grid in _world.agreement_cases(info, steps):
+        mix = _world.MIXTURE
+        denoise = mix.denoiser(schedule)
+        if Requirement.CONSISTENCY_MODEL in info.requires:
+            denoise = _world.consistency_function(schedule, grid[-1])
+        x_T = mix.sample_xt(6, schedule.alpha(grid[0]), schedule.sigma(grid[0]), np.random.default_rng(4))
+        want_model, got_model = _Recorder(denoise, schedule), _Recorder(denoise, schedule)
+        want_draws, got_draws = _Draws(5), _Draws(5)
+        want, p_ref = _call(reference, want_model, x_T, grid, schedule, noise=want_draws)
+        check = f"agreement ({label}, {steps} steps{suffix})"
+        if p_ref:
+            report.fail(check, f"the reference {p_ref}", note="the reference itself fails on this case")
+            continue
+        got, problem = _call(run, got_model, x_T, grid, schedule, noise=got_draws)
+        if problem:
+            report.fail(check, problem, expected="the reference's sample")
+            continue
+        if ctx.convention == "diffspec" and got_draws.shapes != want_draws.shapes:
+            report.fail(check, f"{len(got_draws.shapes)} draws", expected=f"{len(want_draws.shapes)} draws as the "
+                        "reference, in the same order and shapes")
+            continue
+        if not info.adaptive:
+            t_ref, t_got = np.array(want_model.times), np.array(got_model.times)
+            if t_ref.shape != t_got.shape or not np.allclose(t_got, t_ref, rtol=rtol, atol=rtol * (1 + abs(grid[0]))):
+                report.fail(f"agreement ({label}, model times{suffix})",
+                            f"{len(t_got)} calls at {np.round(t_got[:4], 6).tolist()}...",
+                            expected=f"{len(t_ref)} calls at {np.round(t_ref[:4], 6).tolist()}...")
+                continue
+        err = float(np.max(np.abs(got - want))) / _scale(want, x_T)
+        report.add(check, err, 0.0, rtol, err <= rtol)
+
+
+def _check_agreement(ctx, report):
+    _agreement_rows(ctx, report, ctx.run, ctx.reference(), "")
+    if ctx.thorough and ctx.convention == "diffspec":
+        for key, option in ctx.info.options.items():
+            for value in option.probe:
+                if key in ctx.options:
+                    continue
+                run, reference = ctx.variant({key: value})
+                _agreement_rows(ctx, report, run, reference, f", {key}={value!r}")
+
+
+def measure_order(run, info, family, order):
+    """(observed order, errors, steps) of `run` on an exact probability-flow map of `family` (Gaussian data; the
+    2-D mixture against a tight scipy solution for the flow families), for a method of nominal `order` (which
+    picks the log-SNR span and step counts, `_world.order_setup`)."""
+    _, schedule_name, params, grid_name = family
+    schedule = make_schedule(schedule_name, **params)
+    mixture = Requirement.FLOW_SCHEDULE in info.requires
+    lam_0, lam_1, steps = _world.order_setup(order, mixture)
+    data = _world.MIXTURE if mixture else _world.GAUSS
+    exact = None
+    errors = []
+    for n in steps:
+        grid = _world.order_grid(schedule, grid_name, n, lam_0, lam_1, order=order)
+        if mixture:
+            x_T = data.sample_xt(6, schedule.alpha(grid[0]), schedule.sigma(grid[0]), np.random.default_rng(1))
+            exact = _world.mixture_flow(schedule, x_T, grid[0], grid[-1]) if exact is None else exact
+        else:
+            x_T = _world.gauss_start(schedule, grid[0])
+            exact = _world.exact_flow(schedule, x_T, grid)
+        out, problem = _call(run, data.denoiser(schedule), x_T, grid, schedule, noise=None)
+        if problem:
+            return None, problem, steps
+        errors.append(float(np.max(np.abs(out - exact))))
+    errors = np.array(errors)
+    if np.any(errors <= 0) or not np.all(np.isfinite(errors)):
+        return None, f"errors {errors.tolist()}", steps
+    slope = -np.polyfit(np.log(steps), np.log(errors), 1)[0]
+    return float(slope), errors, steps
+
+
+def _check_order(ctx, report):
+    cases = ctx.info.order_cases()
+    if not ctx.thorough:
+        cases = cases[:1]
+    for opts, order in cases:
+        if ctx.convention != "diffspec" and any(k in ctx.options and ctx.options[k] != v for k, v in opts.items()):
+            continue
+        if any(k in ctx.reference_options and ctx.reference_options[k] != v for k, v in opts.items()
+               if ctx.convention == "diffspec"):
+            continue  # the user fixed an option the order does not hold for
+        run, _ = ctx.variant(opts)
+        suffix = "".join(f", {k}={v!r}" for k, v in opts.items() if k != "lower_order_final")
+        for family in _world.families_for(ctx.info):
+            slope, errors, steps = measure_order(run, ctx.info, family, order)
+            check = f"order ({family[0]}{suffix})"
+            if slope is None:
+                report.fail(check, errors, expected=order)
+            elif not np.all(np.diff(errors) < 0):
+                report.fail(check, f"error does not decrease with steps {steps}: {np.round(errors, 12).tolist()}",
+                            expected=order)
+            else:
+                tol = ORDER_TOL if order < 4 else ORDER_TOL_HIGH
+                report.add(check, slope, order, tol, abs(slope - order) < tol,
+                           note="" if abs(slope - order) < tol else f"errors {errors.tolist()} at {steps} steps")
+
+
+def _check_distribution(ctx, report):
+    if not ctx.stochastic:
+        return
+    info = ctx.info
+    n = 2 * N_DISTRIBUTION if ctx.thorough else N_DISTRIBUTION
+    rng = np.random.default_rng(3)
+    if Requirement.CONSISTENCY_MODEL in info.requires:
+        schedule = make_schedule("edm")
+        grid = make_grid("karras", schedule, 4)
+        mean, cov = _world.MEAN, np.diag(_world.STD**2)
+        denoise = _world.consistency_function(schedule, grid[-1])
+        x_T = _world.GAUSS.sample_xt(n, schedule.alpha(grid[0]), schedule.sigma(grid[0]), rng)
+        big = _world.GAUSS.sample(100_000, np.random.default_rng(99))[0]
+        fresh = _world.GAUSS.sample(n, np.random.default_rng(4))[0]
+        label = "gaussian, exact consistency function, edm/karras, 4 steps"
+    else:
+        mix = _world.MIXTURE
+        schedule = make_schedule("vp")
+        steps = 400 if info.calls_per_step == 1 and info.name in ("euler_maruyama",) else 200
+        steps = steps // (info.calls_per_step or 1)
+        grid = make_grid("uniform_lam", schedule, steps - 1, t_start=float(schedule.t_of_lam(-5.0)))
+        grid = np.append(grid, 0.0)
+        mean, cov = mix.mean(), mix.cov()
+        denoise = mix.denoiser(schedule)
+        x_T = mix.sample_xt(n, schedule.alpha(grid[0]), schedule.sigma(grid[0]), rng)
+        big = mix.sample(100_000, np.random.default_rng(99))[0]
+        fresh = mix.sample(n, np.random.default_rng(4))[0]
+        label = f"2-D mixture, vp/uniform_lam, {steps} steps"
+    out, problem = _call(ctx.run, denoise, x_T, grid, schedule, noise=rng)
+    if problem:
+        report.fail(f"distribution ({label})", problem, expected="samples of the data distribution")
+        return
+    from scipy import stats
+
+    centred = big - mean
+    se_mean = np.sqrt(np.diag(cov) / n)
+    se_cov = np.array([[np.std(centred[:, i] * centred[:, j]) for j in range(2)] for i in range(2)]) / np.sqrt(n)
+    z_mean = float(np.max(np.abs(out.mean(0) - mean) / se_mean))
+    z_cov = float(np.max(np.abs(np.cov(out.T) - cov) / se_cov))
+    report.add(f"distribution (mean, {label})", z_mean, 0.0, 5.0, z_mean < 5.0,
+               note="" if z_mean < 5 else "measured in standard errors of the sample mean")
+    report.add(f"distribution (covariance, {label})", z_cov, 0.0, 5.0, z_cov < 5.0,
+               note="" if z_cov < 5 else "measured in standard errors of the sample covariance")
+    p = min(stats.ks_2samp(out[:, k], fresh[:, k]).pvalue for k in range(2))
+    report.add(f"distribution (KS p-value, {label})", float(p), ">= 1e-3", 1e-3, p >= 1e-3)
+
+
+_CHECKS = (
+    ("clean end", _check_clean_end),
+    ("draws", _check_draws),
+    ("noise contract", _check_noise_contract),
+    ("option validation", _check_option_validation),
+    ("agreement", _check_agreement),
+    ("order", _check_order),
+    ("distribution", _check_distribution),
+)
+CHECKS = tuple(name for name, _ in _CHECKS)
