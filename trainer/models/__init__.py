@@ -26,12 +26,24 @@ def _build_precond(*, inner, schedule, sigma_data=0.5):
                       sigma_data=sigma_data)
 
 
+def _build_consistency(*, inner, schedule, parameterization, sigma_min, sigma_data=0.5):
+    from diffspec.trainer.models.consistency import ConsistencyModel
+    from diffspec.trainer.schedules import schedule_from_dict
+
+    if not isinstance(inner, dict) or "arch" not in inner:
+        raise ValueError(f"consistency inner={inner!r}: expected {{'arch': ..., 'kwargs': {{...}}}}")
+    return ConsistencyModel(build_model(inner["arch"], **inner.get("kwargs", {})), schedule_from_dict(schedule),
+                            parameterization=parameterization, sigma_min=sigma_min, sigma_data=sigma_data)
+
+
 def build_model(arch, **kwargs):
     """ARCHS[arch](**kwargs); an unknown arch or keyword raises a ValueError listing the known ones."""
     if arch == "precond":
         return _build_precond(**kwargs)
+    if arch == "consistency":
+        return _build_consistency(**kwargs)
     if arch not in ARCHS:
-        raise ValueError(f"unknown model arch {arch!r}: expected one of {sorted(ARCHS) + ['precond']}")
+        raise ValueError(f"unknown model arch {arch!r}: expected one of {sorted(ARCHS) + ['consistency', 'precond']}")
     cls = ARCHS[arch]
     known = [p for p in inspect.signature(cls.__init__).parameters if p != "self"]
     unknown = sorted(set(kwargs) - set(known))

@@ -1,0 +1,595 @@
+"""Few-step students as training procedures: consistency distillation and training, progressive distillation, reflow.
+
+`distill(cfg)` runs one procedure and writes ordinary checkpoints (`checkpoint-STEP/` with config.json, weights and
+manifest) that `diffspec-export` and `diffspec-sample` take like any other; config.json's "student" entry records
+the procedure, its settings and the sampler a student is meant for. The math lives in `diffspec.trainer.distill`
+(twin of `diffspec.reference.distillation`) and `diffspec.trainer.losses`; this module only wires it.
+
+- consistency (CD): Song et al. (2023), Algorithm 2. The student is the teacher's network inside a consistency
+  model (`models.consistency.ConsistencyModel`, boundary condition built in), initialised from the teacher; the
+  target network is an EMA of the student (decay mu); the teacher's ODE step is one step of a registry sampler.
+- consistency_training (CT, `--objective consistency`): Song & Dhariwal (2023), iCT. No teacher; an EDM-
+  preconditioned network inside a consistency model, the curriculum N(k), lognormal pair sampling, weight
+  1 / (sigma_{i+1} - sigma_i), pseudo-Huber metric, the online weights under stop-gradient as the target.
+- progressive: Salimans & Ho (2022), Algorithm 2. Rounds halve the steps, each student (initialised from its
+  teacher) matching two teacher DDIM steps with one, its EMA the next round's teacher.
+- reflow: Liu et al. (2022), Algorithm 1. (noise, sample) pairs from the flow teacher's ODE, the student
+  (initialised from the teacher) retrained on their straight interpolation; straightness before and after.
+"""
+
+import copy
+import dataclasses
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from diffspec.trainer import checkpoint as ckpt
+from diffspec.trainer import distill as D
+from diffspec.trainer.data import load_dataset
+from diffspec.trainer.grids import GRIDS as GRIDS_
+from diffspec.trainer.losses import (
+    consistency_loss,
+    diffusion_loss,
+    ict_weight,
+    progressive_distillation_target,
+    sample_ict_index,
+)
+from diffspec.trainer.models import build_model
+from diffspec.trainer.parameterizations import broadcast_to_batch, x0_from_output
+from diffspec.trainer.schedules import make_schedule, schedule_from_dict
+
+VERSION = "0.1.0"
+PROCEDURES = ("consistency", "consistency_training", "progressive", "reflow")
+TEACHER_SAMPLER = {"consistency": "ddim", "reflow": "flow_euler"}
+
+
+@dataclass
+class DistillConfig:
+    procedure: str  # one of PROCEDURES
+    data: str = "moons"
+    output_dir: str = "runs/student"
+    teacher: str | None = None  # checkpoint folder or run folder (its latest complete checkpoint)
+    teacher_sampler: str | None = None  # CD: ddim; reflow: flow_euler
+    teacher_steps: int | None = None  # CD: N of the discretization (40); PD: the teacher's steps (64); reflow: 32
+    student_steps: int = 4  # PD: the last round's steps
+    cd_grid: str | None = None  # CD discretization: karras, or uniform where sigma_ve is infinite at t_max
+    metric: str | None = None  # l2 (CD) | pseudo_huber (CT)
+    target_ema: float = 0.95  # CD: mu of the target network
+    max_train_steps: int = 2000  # per round for PD
+    train_batch_size: int = 256
+    learning_rate: float = 2e-4
+    lr_warmup_steps: int = 50
+    max_grad_norm: float = 1.0
+    ema_max_decay: float = 0.999
+    schedule: str = "edm"  # CT only: the student's schedule
+    num_pairs: int = 20000  # reflow
+    pairs_per_step: int = 4  # CD: distinct (t_{n+1}, t_n) pairs per batch (one teacher step each)
+    seed: int = 0
+    device: str = "cpu"
+    n_points: int = 20000
+    progress: bool = True
+    logging_steps: int = 100
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Teachers
+# ----------------------------------------------------------------------------------------------------------
+
+
+def resolve_teacher(path):
+    """The complete checkpoint folder a --teacher path names (a run folder resolves to its latest)."""
+    if path is None:
+        raise ValueError("--teacher: this procedure distils a trained model; pass --teacher CHECKPOINT_DIR")
+    p = Path(path)
+    if not p.is_dir():
+        raise ValueError(f"--teacher {str(p)!r}: no such checkpoint folder")
+    if ckpt.list_checkpoints(p):
+        latest = ckpt.find_latest(p)
+        if latest is None:
+            raise ValueError(
+                f"--teacher {str(p)!r}: no complete checkpoint-STEP inside (an interrupted save has no manifest.json)"
+            )
+        return Path(latest)
+    try:
+        ckpt.verify_manifest(p)
+    except ValueError as err:
+        raise ValueError(f"--teacher {str(p)!r} is an incomplete checkpoint ({err})") from None
+    return p
+
+
+def load_teacher(path, device):
+    """(network fp32 eval on device, frozen; config dict, checkpoint path)."""
+    folder = resolve_teacher(path)
+    config = ckpt.read_config(folder)
+    for key in ("model", "schedule", "parameterization", "data"):
+        if key not in config:
+            raise ValueError(f"--teacher {str(folder)!r}: config.json has no {key!r}; not a diffspec checkpoint")
+    if config.get("learned_variance"):
+        raise ValueError(f"--teacher {str(folder)!r} has a learned variance; distillation needs a plain mean model")
+    model, config = ckpt.load_for_inference(folder, ema=True)
+    return model.to(device).requires_grad_(False), config, folder
+
+
+def denoiser(model, schedule, parameterization, y=None):
+    """denoise(x, t) -> x0_hat through the model's parameterization; t of shape (B,)."""
+
+    def denoise(x, t):
+        t = t.to(torch.float32)
+        out = model(x.to(torch.float32), t, y).to(x.dtype)
+        return x0_from_output(parameterization, out, x, schedule.alpha(t).to(x.dtype), schedule.sigma(t).to(x.dtype))
+
+    return denoise
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The shared optimisation loop
+# ----------------------------------------------------------------------------------------------------------
+
+
+def _lr(step, cfg, total):
+    if cfg.lr_warmup_steps and step < cfg.lr_warmup_steps:
+        return cfg.learning_rate * (step + 1) / cfg.lr_warmup_steps
+    progress = (step - cfg.lr_warmup_steps) / max(1, total - cfg.lr_warmup_steps)
+    return cfg.learning_rate * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+
+@torch.no_grad()
+def _lerp(dst, src, decay):
+    torch._foreach_lerp_(list(dst.parameters()), [p.detach() for p in src.parameters()], 1.0 - decay)
+
+
+def _optimise(student, loss_fn, x_data, y_data, cfg, *, steps, gen, log, desc, after_step=None):
+    """AdamW on loss_fn(x0, y, step) for `steps` steps; returns the student's EMA (decay warm-up as in diffusers)."""
+    ema = copy.deepcopy(student).requires_grad_(False).eval()
+    opt = torch.optim.AdamW(student.parameters(), lr=cfg.learning_rate)
+    student.train()
+    bar = None
+    if cfg.progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=steps, desc=desc, dynamic_ncols=True)
+    n, B, loss_sum, t0 = x_data.shape[0], cfg.train_batch_size, 0.0, time.perf_counter()
+    for step in range(steps):
+        for g in opt.param_groups:
+            g["lr"] = _lr(step, cfg, steps)
+        idx = torch.randint(0, n, (B,), generator=gen, device=x_data.device)
+        x0, y = x_data[idx], (y_data[idx] if y_data is not None else None)
+        loss = loss_fn(x0, y, step).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if cfg.max_grad_norm > 0:
+            torch.nn.utils.clip_grad_norm_(student.parameters(), cfg.max_grad_norm)
+        opt.step()
+        _lerp(ema, student, min(cfg.ema_max_decay, (1.0 + step) / (10.0 + step)))
+        if after_step is not None:
+            after_step(step)
+        loss_sum += float(loss.detach())
+        if (step + 1) % cfg.logging_steps == 0 or step + 1 == steps:
+            rec = {
+                "phase": desc,
+                "step": step + 1,
+                "loss": loss_sum / ((step % cfg.logging_steps) + 1),
+                "time": time.perf_counter() - t0,
+            }
+            log(rec)
+            loss_sum = 0.0
+            if bar is not None:
+                bar.set_postfix(loss=f"{rec['loss']:.4g}")
+        if bar is not None:
+            bar.update(1)
+    if bar is not None:
+        bar.close()
+    student.eval()
+    return ema
+
+
+def _groups(index):
+    """(value, mask) for every distinct value of an integer tensor (the teacher step runs once per time pair)."""
+    for v in torch.unique(index).tolist():
+        yield int(v), index == v
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Procedures
+# ----------------------------------------------------------------------------------------------------------
+
+
+def _consistency_student(teacher_model, teacher_config, sigma_min, sigma_data=0.5):
+    """(ConsistencyModel around a copy of the teacher's network, its {"arch", "kwargs"})."""
+    spec = {
+        "arch": "consistency",
+        "kwargs": {
+            "inner": teacher_config["model"],
+            "schedule": teacher_config["schedule"],
+            "parameterization": teacher_config["parameterization"],
+            "sigma_min": float(sigma_min),
+            "sigma_data": float(sigma_data),
+        },
+    }
+    student = build_model(spec["arch"], **spec["kwargs"])
+    student.inner.load_state_dict(teacher_model.state_dict())
+    return student, spec
+
+
+def _run_cd(cfg, teacher, tconfig, x_data, y_data, gen, log):
+    schedule = schedule_from_dict(tconfig["schedule"])
+    sampler = cfg.teacher_sampler or TEACHER_SAMPLER["consistency"]
+    N = cfg.teacher_steps or 40
+    grid = cfg.cd_grid or (
+        "uniform"
+        if not math.isfinite(float(schedule.sigma_ve(torch.tensor(float(schedule.t_max), dtype=torch.float64))))
+        else "karras"
+    )
+    times = D.distillation_times(schedule, N, grid=grid)
+    sigma_min = float(schedule.sigma_ve(times[-1:]))
+    student, spec = _consistency_student(teacher, tconfig, sigma_min)
+    student = student.to(x_data.device)
+    target = copy.deepcopy(student).requires_grad_(False).eval()
+    param = tconfig["parameterization"]
+    metric = cfg.metric or "l2"
+
+    def loss_fn(x0, y, step):
+        B = x0.shape[0]
+        n = torch.randint(0, N, (cfg.pairs_per_step,), generator=gen, device=x0.device).repeat_interleave(
+            -(-B // cfg.pairs_per_step)
+        )[:B]
+        t, t_next = times.to(x0.device)[n], times.to(x0.device)[n + 1]
+        z = torch.randn(x0.shape, generator=gen, device=x0.device)
+        x_t = (
+            broadcast_to_batch(schedule.alpha(t), x0).float() * x0
+            + broadcast_to_batch(schedule.sigma(t), x0).float() * z
+        )
+        with torch.no_grad():
+            x_next = torch.empty_like(x_t)
+            for v, m in _groups(n):
+                yy = y[m] if y is not None else None
+                x_next[m] = D.teacher_step(
+                    denoiser(teacher, schedule, param, yy),
+                    x_t[m],
+                    float(times[v]),
+                    float(times[v + 1]),
+                    schedule,
+                    sampler=sampler,
+                ).to(x_t.dtype)
+            tgt = target(x_next, t_next.float(), y)
+        pred = student(x_t, t.float(), y)
+        return consistency_loss(pred, tgt, metric=metric)
+
+    ema = _optimise(
+        student,
+        loss_fn,
+        x_data,
+        y_data,
+        cfg,
+        steps=cfg.max_train_steps,
+        gen=gen,
+        log=log,
+        desc="cd",
+        after_step=lambda step: _lerp(target, student, cfg.target_ema),
+    )
+    info = {
+        "procedure": "consistency_distillation",
+        "teacher_sampler": sampler,
+        "num_steps": N,
+        "grid": grid,
+        "metric": metric,
+        "target_ema": cfg.target_ema,
+        "sigma_min": sigma_min,
+        "sigma_data": 0.5,
+        "sampler": "consistency",
+    }
+    return student, ema, spec, "x0", tconfig["schedule"], info
+
+
+def _run_ct(cfg, x_data, y_data, ds, gen, log):
+    from diffspec.trainer.config import defaults_for
+
+    schedule = make_schedule(cfg.schedule)
+    d = defaults_for(ds.kind, tuple(ds.shape))
+    inner = dict(d["model_kwargs"])
+    for k in ("channel_mult", "attention_resolutions"):
+        if k in inner:
+            inner[k] = list(inner[k])
+    if d["arch"] == "mlp":
+        inner["dim"] = int(np.prod(ds.shape))
+    else:
+        inner.update(in_channels=ds.shape[0], image_size=ds.shape[-1])
+    if y_data is not None:
+        inner["num_classes"] = int(ds.num_classes)
+    inner["time_scale"] = 250.0
+    precond = {
+        "arch": "precond",
+        "kwargs": {"inner": {"arch": d["arch"], "kwargs": inner}, "schedule": schedule.to_dict(), "sigma_data": 0.5},
+    }
+    times0, sigmas0 = D.ict_times(schedule, 0, cfg.max_train_steps)
+    sigma_min = float(sigmas0[0])
+    spec = {
+        "arch": "consistency",
+        "kwargs": {
+            "inner": precond,
+            "schedule": schedule.to_dict(),
+            "parameterization": "x0",
+            "sigma_min": sigma_min,
+            "sigma_data": 0.5,
+        },
+    }
+    torch.manual_seed(cfg.seed)
+    student = build_model(spec["arch"], **spec["kwargs"]).to(x_data.device)
+    metric = cfg.metric or "pseudo_huber"
+    K = cfg.max_train_steps
+
+    def loss_fn(x0, y, step):
+        times, sigmas = D.ict_times(schedule, step, K)
+        i = sample_ict_index(sigmas, x0.shape[0], gen).to(x0.device)
+        times, sigmas = times.to(x0.device), sigmas.to(x0.device)
+        t_next, t = times[i], times[i + 1]
+        z = torch.randn(x0.shape, generator=gen, device=x0.device)
+        x_t, x_next = D.consistency_training_pair(x0, z, t.float(), t_next.float(), schedule)
+        pred = student(x_t, t.float(), y)
+        with torch.no_grad():
+            tgt = student(x_next, t_next.float(), y)
+        return ict_weight(sigmas[i], sigmas[i + 1]).float() * consistency_loss(pred, tgt, metric=metric)
+
+    ema = _optimise(student, loss_fn, x_data, y_data, cfg, steps=K, gen=gen, log=log, desc="ct")
+    info = {
+        "procedure": "consistency_training",
+        "curriculum": "ict",
+        "metric": metric,
+        "sigma_min": sigma_min,
+        "sigma_data": 0.5,
+        "sampler": "consistency",
+    }
+    return student, ema, spec, "x0", schedule.to_dict(), info
+
+
+def _run_pd(cfg, teacher, tconfig, x_data, y_data, gen, log):
+    schedule = schedule_from_dict(tconfig["schedule"])
+    param = tconfig["parameterization"]
+    rounds = D.progressive_rounds(cfg.teacher_steps or 64, cfg.student_steps)
+    student = ema = None
+    for r, steps in enumerate(rounds):
+        grid = D.progressive_grid(schedule, steps).to(x_data.device)
+        student = copy.deepcopy(teacher).requires_grad_(True)
+
+        def loss_fn(x0, y, step, grid=grid, steps=steps, teacher=teacher, student=student):
+            i = torch.randint(0, steps, (x0.shape[0],), generator=gen, device=x0.device)
+            t, t_next = grid[i], grid[i + 1]
+            eps = torch.randn(x0.shape, generator=gen, device=x0.device)
+            x_t = (
+                broadcast_to_batch(schedule.alpha(t), x0).float() * x0
+                + broadcast_to_batch(schedule.sigma(t), x0).float() * eps
+            )
+            with torch.no_grad():
+                x_tilde = progressive_distillation_target(
+                    denoiser(teacher, schedule, param, y), x_t.double(), t, t_next, schedule
+                ).float()
+            x0_hat = denoiser(student, schedule, param, y)(x_t, t.float())
+            return D.progressive_distillation_loss(x0_hat, x_tilde, t.float(), schedule)
+
+        ema = _optimise(
+            student,
+            loss_fn,
+            x_data,
+            y_data,
+            cfg,
+            steps=cfg.max_train_steps,
+            gen=gen,
+            log=log,
+            desc=f"pd round {r + 1}/{len(rounds)} ({steps} steps)",
+        )
+        teacher = copy.deepcopy(ema).requires_grad_(False).eval()
+    info = {
+        "procedure": "progressive_distillation",
+        "teacher_steps": cfg.teacher_steps or 64,
+        "rounds": rounds,
+        "student_steps": cfg.student_steps,
+        "sampler": "ddim",
+        "grid": "trailing" if schedule.is_discrete else "uniform",
+    }
+    return student, ema, tconfig["model"], param, tconfig["schedule"], info
+
+
+def _run_reflow(cfg, teacher, tconfig, x_data, y_data, gen, log):
+    schedule = schedule_from_dict(tconfig["schedule"])
+    if tconfig["schedule"].get("name") != "flow":
+        raise ValueError(
+            f"--distill reflow needs a flow-matching teacher (trained with --schedule flow); the teacher's "
+            f"schedule is {tconfig['schedule'].get('name')!r}"
+        )
+    param = tconfig["parameterization"]
+    sampler = cfg.teacher_sampler or TEACHER_SAMPLER["reflow"]
+    steps = cfg.teacher_steps or 32
+    device = x_data.device
+    z = torch.randn((cfg.num_pairs, *x_data.shape[1:]), generator=gen, device=device)
+    y_pairs = (
+        y_data[torch.randint(0, len(y_data), (cfg.num_pairs,), generator=gen, device=device)]
+        if y_data is not None
+        else None
+    )
+    with torch.no_grad():
+        x1 = torch.cat(
+            [
+                D.reflow_pairs(
+                    denoiser(teacher, schedule, param, y_pairs[s : s + 4096] if y_pairs is not None else None),
+                    z[s : s + 4096],
+                    schedule,
+                    steps=steps,
+                    sampler=sampler,
+                )
+                for s in range(0, cfg.num_pairs, 4096)
+            ]
+        )
+    pairs = torch.cat([z, x1], dim=1) if x_data.ndim == 2 else torch.stack([z, x1], dim=1)
+    C = x_data.shape[1]
+    student = copy.deepcopy(teacher).requires_grad_(True)
+
+    def loss_fn(batch, y, step):
+        zb, x0 = (batch[:, :C], batch[:, C:]) if batch.ndim == 2 else (batch[:, 0], batch[:, 1])
+        t = torch.rand((batch.shape[0],), generator=gen, device=device).clamp(1e-4, 1.0)
+        x_t = (
+            broadcast_to_batch(schedule.alpha(t), x0).float() * x0
+            + broadcast_to_batch(schedule.sigma(t), x0).float() * zb
+        )
+        return diffusion_loss(student(x_t, t, y), x0, zb, t, schedule, parameterization=param)
+
+    ema = _optimise(student, loss_fn, pairs, y_pairs, cfg, steps=cfg.max_train_steps, gen=gen, log=log, desc="reflow")
+    probe = torch.randn(
+        (1000, *x_data.shape[1:]), generator=torch.Generator(device=device).manual_seed(cfg.seed + 99), device=device
+    )
+    with torch.no_grad():
+        _, s_before = D.straightness(denoiser(teacher, schedule, param), probe, schedule, steps=steps)
+        _, s_after = D.straightness(denoiser(ema, schedule, param), probe, schedule, steps=steps)
+    info = {
+        "procedure": "reflow",
+        "teacher_sampler": sampler,
+        "teacher_steps": steps,
+        "num_pairs": cfg.num_pairs,
+        "straightness_teacher": float(s_before.mean()),
+        "straightness_student": float(s_after.mean()),
+        "sampler": "flow_euler",
+    }
+    log(
+        {
+            "phase": "reflow",
+            "straightness_teacher": info["straightness_teacher"],
+            "straightness_student": info["straightness_student"],
+        }
+    )
+    return student, ema, tconfig["model"], param, tconfig["schedule"], info
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Entry point
+# ----------------------------------------------------------------------------------------------------------
+
+
+def check_config(cfg):
+    if cfg.procedure not in PROCEDURES:
+        raise ValueError(f"--distill {cfg.procedure!r}: expected one of consistency, progressive, reflow")
+    for name in ("max_train_steps", "train_batch_size", "num_pairs", "logging_steps", "pairs_per_step"):
+        v = getattr(cfg, name)
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise ValueError(f"--{name.replace('_', '-')}={v!r}: expected an integer >= 1")
+    if cfg.teacher_steps is not None and (not isinstance(cfg.teacher_steps, int) or cfg.teacher_steps < 1):
+        raise ValueError(f"--teacher-steps={cfg.teacher_steps!r}: expected an integer >= 1")
+    if not (cfg.learning_rate > 0 and math.isfinite(cfg.learning_rate)):
+        raise ValueError(f"--learning-rate={cfg.learning_rate!r}: expected a finite number > 0")
+    if not 0 <= cfg.target_ema < 1:
+        raise ValueError(f"--target-ema={cfg.target_ema!r}: expected a number in [0, 1)")
+    if cfg.metric not in (None, "l2", "pseudo_huber"):
+        raise ValueError(f"--consistency-metric={cfg.metric!r}: expected one of l2, pseudo_huber")
+    if cfg.procedure == "consistency_training":
+        if cfg.teacher is not None:
+            raise ValueError(
+                "--objective consistency trains without a teacher; for distillation use --distill "
+                "consistency --teacher CKPT"
+            )
+    elif cfg.teacher is None:
+        raise ValueError(f"--distill {cfg.procedure} needs --teacher CHECKPOINT_DIR (a trained model to distil)")
+    if cfg.procedure == "progressive":
+        D.progressive_rounds(cfg.teacher_steps or 64, cfg.student_steps)
+    if (
+        cfg.teacher_sampler is not None
+        and cfg.procedure in ("consistency", "reflow")
+        and cfg.teacher_sampler not in D.DETERMINISTIC_TEACHER_SAMPLERS
+    ):
+        raise ValueError(
+            f"--teacher-sampler {cfg.teacher_sampler!r}: expected a deterministic ODE sampler, one of "
+            f"{list(D.DETERMINISTIC_TEACHER_SAMPLERS)}"
+        )
+
+
+def distill(cfg: DistillConfig) -> dict:
+    """Run one procedure; write OUTPUT_DIR/checkpoint-STEPS and log.jsonl; returns {"checkpoint", "seconds", ...}."""
+    check_config(cfg)
+    device = torch.device(cfg.device)
+    teacher = tconfig = tfolder = None
+    if cfg.procedure != "consistency_training":
+        teacher, tconfig, tfolder = load_teacher(cfg.teacher, device)
+        if tconfig.get("num_classes") is not None:
+            raise ValueError(
+                f"--teacher {str(tfolder)!r} is class-conditional; distillation here takes unconditional teachers"
+            )
+    data_name = tconfig["data"].get("name", cfg.data) if tconfig and cfg.data is None else cfg.data
+    ds = load_dataset(data_name, n_points=cfg.n_points, seed=cfg.seed)
+    if tconfig is not None and list(tconfig["data"]["shape"]) != list(ds.shape):
+        raise ValueError(
+            f"--data {cfg.data!r} has samples of shape {list(ds.shape)}; the teacher was trained on "
+            f"{list(tconfig['data']['shape'])}"
+        )
+    x_data = torch.as_tensor(ds.x, dtype=torch.float32, device=device)
+    gen = torch.Generator(device=device).manual_seed(cfg.seed)
+    torch.manual_seed(cfg.seed)
+    out = Path(cfg.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    log_path = out / "log.jsonl"
+
+    def log(rec):
+        with open(log_path, "a") as f:
+            f.write(json.dumps(rec) + "\n")
+
+    t0 = time.perf_counter()
+    match cfg.procedure:
+        case "consistency":
+            result = _run_cd(cfg, teacher, tconfig, x_data, None, gen, log)
+        case "consistency_training":
+            result = _run_ct(cfg, x_data, None, ds, gen, log)
+        case "progressive":
+            result = _run_pd(cfg, teacher, tconfig, x_data, None, gen, log)
+        case "reflow":
+            result = _run_reflow(cfg, teacher, tconfig, x_data, None, gen, log)
+    seconds = time.perf_counter() - t0
+    student, ema, spec, param, schedule_dict, info = result
+    info = {**info, "teacher": (Path(tfolder).name if tfolder is not None else None), "train_seconds": seconds}
+    config = {
+        "diffspec_version": VERSION,
+        "model": spec,
+        "schedule": schedule_dict,
+        "parameterization": param,
+        "time_input": "t",
+        "data": ds.info(),
+        "num_classes": None,
+        "null_class": None,
+        "learned_variance": False,
+        "student": info,
+        "train": {**dataclasses.asdict(cfg), "teacher": info["teacher"]},
+    }
+    json.loads(json.dumps(config))
+    steps = cfg.max_train_steps * (len(info.get("rounds", [])) or 1)
+    path = ckpt.save_checkpoint(out, steps, model=student, ema=ema, config=config)
+    (out / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+    return {"checkpoint": str(path), "step": steps, "seconds": seconds, "student": info, "config": config}
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Sampling a checkpoint's network (tests and benchmarks)
+# ----------------------------------------------------------------------------------------------------------
+
+
+def default_grid(schedule):
+    """The grid students are trained for: trailing for discrete schedules (t_max ... down to the clean end in equal
+    steps), uniform in t for flow, Karras in sigma_ve otherwise."""
+    if schedule.is_discrete:
+        return "trailing"
+    return "uniform" if schedule.to_dict().get("name") in ("flow", "vp_cosine") else "karras"
+
+
+@torch.no_grad()
+def sample_model(model, config, *, n, sampler, steps, seed=0, grid=None, device="cpu"):
+    """n samples (model space, float64 numpy) of a checkpoint's network with a trainer sampler on `grid`."""
+    from diffspec.trainer.samplers import SAMPLERS
+
+    schedule = schedule_from_dict(config["schedule"])
+    if sampler not in SAMPLERS:
+        raise ValueError(f"unknown sampler {sampler!r}: expected one of {sorted(SAMPLERS)}")
+    times = torch.as_tensor(GRIDS_[grid or default_grid(schedule)](schedule, steps), dtype=torch.float64)
+    gen = torch.Generator(device=device).manual_seed(seed)
+    x_T = torch.randn((n, *config["data"]["shape"]), generator=gen, device=device, dtype=torch.float64)
+    x_T = x_T * float(schedule.sigma(times[:1]))
+    model = model.to(device).eval()
+    den = denoiser(model, schedule, config["parameterization"])
+    return SAMPLERS[sampler](den, x_T, times, schedule, noise=gen).cpu().numpy()
