@@ -24,6 +24,7 @@ docs/pipeline.md.
 """
 
 import json
+import warnings
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -141,16 +142,16 @@ def trace_sampler(schedule, parameterization, sampler, steps, *, grid=None, grid
 def _trace(schedule, parameterization, sampler, steps, grid, grid_options, options):
     options = dict(options or {})
     name = SAMPLER_ALIASES.get(sampler, sampler) if isinstance(sampler, str) else sampler
+    if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or not 1 <= steps <= MAX_CALLS:
+        raise PipelineError(f"steps={steps!r}: expected an integer in 1..{MAX_CALLS}")
     fn = check_sampler(name, steps, options)
     info = SAMPLER_INFO[name]
     if info.calls_per_step is None:
-        raise _refusal(name, "chooses its steps adaptively (the number of network calls depends on the data)")
+        raise _refusal(name, "it chooses its steps adaptively (the number of network calls depends on the data)")
     if options.get("variance") == "learned_range":
         raise _refusal(
-            name, "with variance='learned_range' draws with a data-dependent std (the network's variance output)"
+            name, "with variance='learned_range' it draws with a data-dependent std (the network's variance output)"
         )
-    if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 1:
-        raise PipelineError(f"steps={steps!r}: expected an integer >= 1")
     if int(steps) * info.calls_per_step > MAX_CALLS:
         raise PipelineError(
             f"steps={steps}: {name} would unroll {int(steps) * info.calls_per_step} network calls; "
@@ -158,27 +159,37 @@ def _trace(schedule, parameterization, sampler, steps, grid, grid_options, optio
         )
     grid_ = make_sampling_grid(schedule, int(steps), grid=grid, grid_options=grid_options)
     coeff = _coefficient_fn(schedule, parameterization)
-    try:
-        kinds, _, _ = _run_basis(fn, schedule, grid_, coeff, options, 1)
-        size = len(kinds)
-        kinds2, calls, out = _run_basis(fn, schedule, grid_, coeff, options, size)
-    except PipelineError as err:
-        raise _refusal(name, str(err)) from None
-    if kinds2 != kinds:
-        raise _refusal(name, "makes a data-dependent number of network calls or draws")
-    program = Program(
-        sampler=name,
-        options=options,
-        steps=int(steps),
-        grid_name=grid,
-        grid_options=dict(grid_options or {}),
-        grid=grid_,
-        kinds=tuple(kinds),
-        calls=tuple(calls),
-        out=out,
-    )
-    _check_linear(program, fn, schedule, coeff)
+    # the reference sampler itself on data, with a nonlinear stand-in network: bad options fail here as ValueError
+    eps, draws, expected = _reference_run(fn, schedule, grid_, coeff, options)
+    # basis vectors can make a nonlinear sampler divide 0 by 0: the replay refuses it, no warning needed
+    with warnings.catch_warnings(), np.errstate(all="ignore"):
+        warnings.simplefilter("ignore", RuntimeWarning)
+        try:
+            kinds, _, _ = _run_basis(fn, schedule, grid_, coeff, options, 1)
+            kinds2, calls, out = _run_basis(fn, schedule, grid_, coeff, options, len(kinds))
+        except (PipelineError, ValueError, FloatingPointError):
+            raise _refusal(name, NOT_LINEAR) from None
+        if kinds2 != kinds or sum(k == "noise" for k in kinds) != len(draws):
+            raise _refusal(name, "it makes a data-dependent number of network calls or draws")
+        program = Program(
+            sampler=name,
+            options=options,
+            steps=int(steps),
+            grid_name=grid,
+            grid_options=dict(grid_options or {}),
+            grid=grid_,
+            kinds=tuple(kinds),
+            calls=tuple(calls),
+            out=out,
+        )
+        got = replay(program, _test_network, eps, draws)
+    err = float(np.max(np.abs(got - expected))) / max(float(np.max(np.abs(expected))), 1e-300)
+    if not np.isfinite(err) or err > _REL_TOL:
+        raise _refusal(name, f"{NOT_LINEAR} (replay off by {err:.1e})")
     return program
+
+
+NOT_LINEAR = "it is not a fixed linear combination of its network outputs and draws on this grid"
 
 
 def _refusal(name, why):
@@ -190,40 +201,22 @@ def _test_network(x, t):
     return np.tanh(0.8 * x + 0.3 * np.sin(3.0 * x) + 0.05 * t) + 0.1 * x
 
 
-def _check_linear(program, fn, schedule, coeff):
-    """Replay the traced program and run the reference sampler on the same draws; refuse if they differ."""
+def _reference_run(fn, schedule, grid, coeff, options):
+    """(eps, draws, x): the reference sampler on random data (batch 2, 3 values) with `_test_network`."""
     rng = np.random.default_rng(0)
-    shape = (2, 3)
-    eps = rng.standard_normal(shape)
-    draws = rng.standard_normal((program.num_draws,) + shape)
-    it = iter(draws)
+    eps = rng.standard_normal((2, 3))
+    draws = []
+
+    def draw(shape):
+        draws.append(rng.standard_normal(shape))
+        return draws[-1]
 
     def denoise(x, t):
         c_skip, c_out = coeff(float(t))
         return c_skip * x + c_out * _test_network(x, float(t))
 
-    try:
-        expected = fn(
-            denoise,
-            float(schedule.sigma(program.grid[0])) * eps,
-            program.grid,
-            schedule,
-            noise=lambda s: next(it),
-            **program.options,
-        )
-        got = replay(program, lambda x, t: _test_network(x, t), eps, draws)
-    except (StopIteration, ValueError, FloatingPointError):
-        raise _refusal(
-            program.sampler, "is not a fixed linear combination of its network outputs and draws on this grid"
-        ) from None
-    scale = max(float(np.max(np.abs(expected))), 1e-300)
-    err = float(np.max(np.abs(got - expected))) / scale
-    if not np.isfinite(err) or err > _REL_TOL:
-        raise _refusal(
-            program.sampler,
-            f"is not a fixed linear combination of its network outputs and draws "
-            f"on this grid (replay off by {err:.1e})",
-        )
+    x = fn(denoise, float(schedule.sigma(grid[0])) * eps, grid, schedule, noise=draw, **options)
+    return eps, np.array(draws).reshape((len(draws),) + eps.shape), np.asarray(x, dtype=np.float64)
 
 
 def replay(program: Program, network, eps: np.ndarray, draws: np.ndarray) -> np.ndarray:
