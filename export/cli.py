@@ -11,9 +11,11 @@ import sys
 
 def build_parser():
     from diffspec.export.exporter import DEFAULT_OPSET, EXPORTERS, SUPPORTED_OPSETS
+    from diffspec.export.pipeline_cli import add_pipeline_arguments
 
     p = argparse.ArgumentParser(prog="diffspec-export", description=__doc__.split("\n")[0])
-    p.add_argument("checkpoint", help="checkpoint directory (checkpoint-STEP with manifest.json) or a run folder "
+    p.add_argument("checkpoint", nargs="?",
+                   help="checkpoint directory (checkpoint-STEP with manifest.json) or a run folder "
                    "(its latest checkpoint is used); or a diffusers pipeline folder (model_index.json) or model folder "
                    "(config.json, with --scheduler-config)")
     p.add_argument("-o", "--output", required=True, help="the .onnx file to write (its directory must exist)")
@@ -36,6 +38,7 @@ def build_parser():
                    "code when loaded, so only for files you trust (safetensors needs no such flag)")
     d.add_argument("--null-class", type=int, metavar="K", help="UNet2DModel: the label trained as 'no label' "
                    "(num_class_embeds - 1), which enables classifier-free guidance")
+    add_pipeline_arguments(p)
     return p
 
 
@@ -62,10 +65,15 @@ def _diffusers_main(args):
 def main(argv=None):
     args = build_parser().parse_args(argv)
     from diffspec.export.exporter import export_checkpoint
+    from diffspec.export.pipeline_cli import pipeline_main, wants_pipeline
     from diffspec.export.verify import VerificationError, verify
 
     try:
-        if _is_diffusers(args.checkpoint):
+        if wants_pipeline(args):
+            pipeline_main(args)
+        elif not args.checkpoint:
+            raise ValueError("expected a checkpoint directory (or --pipeline MODEL_ONNX --sampler NAME)")
+        elif _is_diffusers(args.checkpoint):
             _diffusers_main(args)
         elif args.verify_only:
             verify(args.output, args.checkpoint, seed=args.seed)
@@ -75,7 +83,7 @@ def main(argv=None):
     except ValueError as err:
         print(f"diffspec-export: error: {err}", file=sys.stderr)
         return 2
-    except (VerificationError, OSError) as err:
+    except (VerificationError, OSError, RuntimeError) as err:
         print(f"diffspec-export: error: {err}", file=sys.stderr)
         return 1
     return 0
