@@ -5,6 +5,10 @@
 or from Python `export_checkpoint(ckpt_dir, path, ...)`, `export_model(model, card, path, ...)`, and
 `verify(onnx_path, model_or_checkpoint_dir)` to re-check any exported file.
 
+Networks diffspec did not train: `diffspec-export DIFFUSERS_FOLDER -o model.onnx [--scheduler-config FILE]` or
+`export_diffusers(folder, path, ...)` for a diffusers pipeline or model folder (`diffspec.export.diffusers_folder`),
+and `export_model(NetworkAdapter(module, ...), card, path)` for any torch module (docs/export-diffusers.md).
+
 The file (docs/architecture.md): inputs `x` float32 [B, ...], `t` float32 [B], `y` int64 [B] (class-conditional
 models), `guidance_scale` float32 [1] (fused-CFG graphs only); output `out` float32 shaped like x; a symbolic
 batch axis; no random op. Metadata: `ModelCard.to_metadata()` (schedule, parameterization, time input, data
@@ -24,6 +28,8 @@ Opset 18 (onnxruntime >= 1.14) rather than 20: any onnxruntime runs it; at 18-20
 and attention is MatMul+Softmax, which onnxruntime's CUDA fusions expect (FACTS.md).
 """
 
+from diffspec.export.adapters import NetworkAdapter
+from diffspec.export.diffusers_folder import export_diffusers, load_diffusers
 from diffspec.export.exporter import (
     DEFAULT_OPSET,
     SUPPORTED_OPSETS,
@@ -39,7 +45,8 @@ from diffspec.export.fp16 import convert_to_fp16
 from diffspec.export.verify import TOLERANCES, Tolerance, VerificationError, VerifyReport, verify
 
 __all__ = [
-    "DEFAULT_OPSET", "EXTERNAL_DATA_THRESHOLD", "SUPPORTED_OPSETS", "TOLERANCES", "CfgFused", "Tolerance",
-    "VerificationError", "VerifyReport", "card_from_config", "check_external_data", "convert_to_fp16",
-    "export_checkpoint", "export_model", "load_checkpoint", "load_model_safely", "to_onnx", "verify",
+    "DEFAULT_OPSET", "EXTERNAL_DATA_THRESHOLD", "SUPPORTED_OPSETS", "TOLERANCES", "CfgFused", "NetworkAdapter",
+    "Tolerance", "VerificationError", "VerifyReport", "card_from_config", "check_external_data", "convert_to_fp16",
+    "export_checkpoint", "export_diffusers", "export_model", "load_checkpoint", "load_diffusers", "load_model_safely",
+    "to_onnx", "verify",
 ]

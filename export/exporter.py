@@ -182,6 +182,10 @@ def export_model(model, card, path, *, opset=DEFAULT_OPSET, fp16=False, cfg_fuse
                  external_data_threshold=EXTERNAL_DATA_THRESHOLD, verify_batch_sizes=(1, 4), seed=None, log=print):
     """Export a network with forward(x, t, y=None) to `path`, verified; returns the VerifyReport.
 
+    Any torch module works, not only diffspec's: give it the contract with `diffspec.export.NetworkAdapter`
+    (e.g. diffusers-style forward(sample, timestep, class_labels) returning an object with `.sample`) and describe
+    it with a card (`ModelCard.from_diffusers(scheduler_config, sample_size=..., in_channels=...)`, or a ModelCard
+    built by hand): t is the schedule's own time, x the data in the card's model space.
     `card`: the ModelCard to store (its `cfg_fused` and `precision` are set from the options).
     `fp16`: float16 weights and compute, float32 inputs/outputs (see `diffspec.export.fp16`).
     `cfg_fused`: the graph takes `guidance_scale` float32 [1] and returns u + s (c - u) (see `CfgFused`).
