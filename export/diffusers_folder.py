@@ -262,12 +262,29 @@ def card_for(source, *, null_class=None, name=""):
         num_classes=num,
         null_class=null,
         learned_variance=learned,
-        name=name or str(extra.get("data_name", "")),
+        name=name,
         version=_version(),
         train_config={"diffusers_class": source.model_class, "diffusers_version": cfg.get("_diffusers_version")},
     )
+    card = dataclasses.replace(card, data=_data_info(card.data, extra.get("data"), name))
     time_scale = float(sched.get("num_train_timesteps", 1000)) if card.schedule["name"] == "flow" else 1.0
     return card, {"class_labels": labels_arg if num is not None else None, "time_scale": time_scale}
+
+
+def _data_info(data, recorded, name):
+    """The card's data, with the value range, scaling and name diffspec's trainer recorded under `_diffspec`."""
+    if not isinstance(recorded, dict):
+        return data
+    try:
+        return dataclasses.replace(
+            data,
+            range=tuple(float(v) for v in recorded.get("range", data.range)),
+            scale=float(recorded.get("scale", data.scale)),
+            shift=float(recorded.get("shift", data.shift)),
+            name=name or str(recorded.get("name", "")),
+        )
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"config.json {DIFFSPEC_KEY}.data={recorded!r} is malformed ({err})") from None
 
 
 def _version():
