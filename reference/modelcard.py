@@ -170,15 +170,6 @@ class ModelCard:
             raise ValueError(f"{source}: metadata {PREFIX}parameterization: {err}") from None
         return card
 
-
-def _no_constant(name):
-    raise ValueError(f"{name} is not a finite number")
-
-
-def _first_line(err):
-    text = str(err).strip().splitlines()
-    return text[0] if text else type(err).__name__
-
     @classmethod
     def from_diffusers(cls, scheduler_config, *, sample_size, in_channels, num_classes=None, null_class=None,
                        learned_variance=False, name="", version=None, train_config=None):
@@ -242,3 +233,12 @@ def _first_line(err):
         )
         card.reference_schedule()
         return card
+
+
+def _no_constant(name):
+    raise ValueError(f"{name} is not a finite number")
+
+
+def _first_line(err):
+    text = str(err).strip().splitlines()
+    return text[0] if text else type(err).__name__
