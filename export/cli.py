@@ -62,8 +62,11 @@ def _diffusers_main(args):
                      dynamic_size=args.dynamic_size, opset=args.opset, exporter=args.exporter, seed=args.seed)
 
 
-def main(argv=None):
+def _main(argv=None):
     args = build_parser().parse_args(argv)
+    from diffspec.export.files import check_output_file
+
+    check_output_file(args.output, must_exist=args.verify_only)  # before any work
     from diffspec.export.exporter import export_checkpoint
     from diffspec.export.pipeline_cli import pipeline_main, wants_pipeline
     from diffspec.export.verify import VerificationError, verify
@@ -87,3 +90,27 @@ def main(argv=None):
         print(f"diffspec-export: error: {err}", file=sys.stderr)
         return 1
     return 0
+
+
+def main(argv=None):
+    """The command line; returns the exit status: 0, 2 for bad input, 1 for a failed export or verification,
+    130 on Ctrl-C. Every error a user can meet prints one line `diffspec-export: error: ...`, never a traceback."""
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:
+        print("diffspec-export: interrupted; the output was not written", file=sys.stderr)
+        return 130
+    except ValueError as err:  # bad input found before the export's own handler (the output path)
+        print(f"diffspec-export: error: {err}", file=sys.stderr)
+        return 2
+    except MemoryError:
+        print("diffspec-export: error: out of memory while exporting", file=sys.stderr)
+        return 1
+    except OSError as err:
+        print(f"diffspec-export: error: {err.strerror or err}" + (f" ({err.filename!r})" if err.filename else ""),
+              file=sys.stderr)
+        return 1
+    except Exception as err:  # torch, onnx and onnxruntime raise their own types: one line all the same
+        text = " ".join(str(err).split())[:2000] or type(err).__name__
+        print(f"diffspec-export: error: {type(err).__name__}: {text}", file=sys.stderr)
+        return 1

@@ -6,6 +6,7 @@ location. A reader must not follow a location out of the model's directory: `che
 locations that are absolute, contain '..', or name a symlink, before any byte of external data is read.
 """
 
+import errno
 import os
 import shutil
 import tempfile
@@ -49,7 +50,8 @@ def check_external_data(model, base_dir, *, source="the model"):
     files = []
     for location in external_locations(model):
         posix, windows = PurePosixPath(location), PureWindowsPath(location)
-        if not location or posix.is_absolute() or windows.is_absolute() or windows.drive or location.startswith(("/", "\\")):
+        absolute = posix.is_absolute() or windows.is_absolute() or windows.drive
+        if not location or absolute or location.startswith(("/", "\\")):
             raise ValueError(f"{source}: external data location {location!r} is absolute: expected a file name "
                              "relative to the model's directory")
         if ".." in posix.parts or ".." in windows.parts:
@@ -93,25 +95,66 @@ def load_model_safely(path, *, load_external_data=True):
     return model
 
 
+def check_output_file(path, *, must_exist=False):
+    """Fail before any work on an output path that cannot be written: a missing or read-only folder, a directory,
+    a name not ending in .onnx. `must_exist` (for --verify-only): the file must be there. Raises ValueError."""
+    path = Path(path)
+    if must_exist:
+        if not path.is_file():
+            raise ValueError(f"--output {str(path)!r}: no such file to verify")
+        return path
+    if path.suffix.lower() != ".onnx":
+        raise ValueError(f"--output {str(path)!r}: expected a file name ending in .onnx")
+    if path.is_dir():
+        raise ValueError(f"--output {str(path)!r} is a directory: expected a file name such as model.onnx")
+    folder = path.parent if str(path.parent) else Path(".")
+    if not folder.is_dir():
+        raise ValueError(f"--output {str(path)!r}: directory {str(folder)!r} does not exist (create it first)")
+    if not os.access(folder, os.W_OK | os.X_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise ValueError(f"--output {str(path)!r} cannot be written (no write permission)")
+    return path
+
+
+def _replace_temporary(err, tmp, path):
+    """The same exception with the temporary's name replaced by the final path's (a user never sees .tmp names)."""
+    text = str(err).replace(str(tmp), str(path)).replace(str(tmp.parent), str(path.parent))
+    try:
+        return type(err)(text)
+    except Exception:  # an exception type that takes other arguments: keep the original
+        return err
+
+
 def write_atomically(model, path, *, external_data_threshold=EXTERNAL_DATA_THRESHOLD, check=None):
     """Save `model` to `path` via a temporary directory in the same folder, run `check(tmp_path)`, then rename.
 
     With more than `external_data_threshold` initializer bytes, the weights go to `path.name + ".data"` next to
-    the model. If saving or `check` raises, nothing is left behind and an existing file at `path` is untouched.
+    the model. If saving or `check` raises, nothing is left behind and an existing file at `path` is untouched;
+    the error names `path`, never the temporary (a full disk says "no space left on device").
     Returns the list of files written.
     """
     path = Path(path)
-    tmpdir = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     try:
-        tmp = tmpdir / path.name
+        tmpdir = Path(tempfile.mkdtemp(prefix=f".diffspec-export-{os.getpid()}-", suffix=".tmp", dir=path.parent))
+    except OSError as err:
+        raise OSError(err.errno, f"cannot write {str(path)!r} ({err.strerror or err})") from None
+    tmp = tmpdir / path.name
+    try:
         data_name = path.name + ".data"
-        if initializer_bytes(model) > external_data_threshold:
-            onnx.save_model(model, str(tmp), save_as_external_data=True, all_tensors_to_one_file=True,
-                            location=data_name, size_threshold=1024)
-        else:
-            onnx.save_model(model, str(tmp))
+        try:
+            if initializer_bytes(model) > external_data_threshold:
+                onnx.save_model(model, str(tmp), save_as_external_data=True, all_tensors_to_one_file=True,
+                                location=data_name, size_threshold=1024)
+            else:
+                onnx.save_model(model, str(tmp))
+        except OSError as err:
+            if err.errno == errno.ENOSPC:
+                raise OSError(err.errno, f"no space left on device while writing {str(path)!r}") from None
+            raise OSError(err.errno, f"cannot write {str(path)!r} ({err.strerror or err})") from None
         if check is not None:
-            check(tmp)
+            try:
+                check(tmp)
+            except Exception as err:
+                raise _replace_temporary(err, tmp, path) from None
         written = []
         if (tmpdir / data_name).exists():
             os.replace(tmpdir / data_name, path.parent / data_name)

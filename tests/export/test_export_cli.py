@@ -93,8 +93,11 @@ def _bad_checkpoint(tmp_path, *, manifest=True, arch="unet"):
     config = config_for("dit")
     config["model"]["arch"] = arch
     (ckpt / "config.json").write_text(json.dumps(config))
-    if manifest:
-        (ckpt / "manifest.json").write_text(json.dumps({"format": 1, "files": {}}))
+    if manifest:  # a manifest that verifies: every file the loader reads is listed
+        from diffspec.trainer.checkpoint import write_manifest
+
+        (ckpt / "model.safetensors").write_bytes(b"never read: the arch is checked first")
+        write_manifest(ckpt)
     return ckpt
 
 
