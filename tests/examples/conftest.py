@@ -1,0 +1,1 @@
+from js_helpers import digits  # noqa: F401  (the session fixture)
