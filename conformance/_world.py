@@ -14,10 +14,16 @@ MIXTURE = standard_mixture_2d()
 
 # Families for the order check: (label, schedule name, schedule parameters, grid name). Three VP/VE families for
 # samplers that take any schedule; three flow shifts for the flow samplers (which need a flow schedule).
-ORDER_FAMILIES = (("vp_cosine/uniform_lam", "vp_cosine", {}, "uniform_lam"), ("edm/karras", "edm", {}, "karras"),
-                  ("vp/time_quadratic", "vp", {}, "time_quadratic"))
-FLOW_FAMILIES = (("flow/uniform", "flow", {"shift": 1.0}, "uniform"), ("flow/karras", "flow", {"shift": 1.0}, "karras"),
-                 ("flow3/uniform_lam", "flow", {"shift": 3.0}, "uniform_lam"))
+ORDER_FAMILIES = (
+    ("vp_cosine/uniform_lam", "vp_cosine", {}, "uniform_lam"),
+    ("edm/karras", "edm", {}, "karras"),
+    ("vp/time_quadratic", "vp", {}, "time_quadratic"),
+)
+FLOW_FAMILIES = (
+    ("flow/uniform", "flow", {"shift": 1.0}, "uniform"),
+    ("flow/karras", "flow", {"shift": 1.0}, "karras"),
+    ("flow3/uniform_lam", "flow", {"shift": 3.0}, "uniform_lam"),
+)
 
 
 def order_setup(order: float, mixture: bool = False) -> tuple[float, float, list[int]]:
@@ -98,9 +104,10 @@ def consistency_function(schedule, t_end):
     return f
 
 
-def clean_end_cases(info, steps):
+def clean_end_cases(info, steps, requires=None):
     """(label, schedule, grid) with a clean end (sigma = 0) on three families, started where the contract allows."""
-    if Requirement.FLOW_SCHEDULE in info.requires:
+    requires = info.requires if requires is None else requires
+    if Requirement.FLOW_SCHEDULE in requires:
         specs = [("flow", "flow", {}, "uniform"), ("flow3", "flow", {"shift": 3.0}, "uniform")]
     else:
         specs = [("edm", "edm", {}, "karras"), ("linear", "linear", {}, "uniform"), ("flow", "flow", {}, "uniform")]
@@ -108,7 +115,7 @@ def clean_end_cases(info, steps):
     for label, name, params, grid_name in specs:
         schedule = make_schedule(name, **params)
         t_start = None
-        if Requirement.ALPHA_START in info.requires and schedule.alpha(schedule.t_max) == 0:
+        if Requirement.ALPHA_START in requires and schedule.alpha(schedule.t_max) == 0:
             t_start = schedule.t_min + 0.98 * (schedule.t_max - schedule.t_min)
         out.append((f"{label}/{grid_name}", schedule, make_grid(grid_name, schedule, steps, t_start=t_start)))
     return out
@@ -118,10 +125,14 @@ def agreement_cases(info, steps=10):
     """(label, schedule, grid) for step-by-step agreement: a VP world ending at the clean end and an EDM world
     ending at a noisy time (flow samplers: two flow shifts)."""
     if Requirement.FLOW_SCHEDULE in info.requires:
-        specs = [("flow", make_schedule("flow"), "uniform", {}),
-                 ("flow3", make_schedule("flow", shift=3.0), "uniform", {"t_end": 0.05})]
+        specs = [
+            ("flow", make_schedule("flow"), "uniform", {}),
+            ("flow3", make_schedule("flow", shift=3.0), "uniform", {"t_end": 0.05}),
+        ]
     else:
         edm = make_schedule("edm")
-        specs = [("vp_cosine", make_schedule("vp_cosine"), "uniform", {"t_start": 0.99}),
-                 ("edm", edm, "karras", {} if Requirement.CLEAN_END in info.requires else {"t_end": 0.05})]
+        specs = [
+            ("vp_cosine", make_schedule("vp_cosine"), "uniform", {"t_start": 0.99}),
+            ("edm", edm, "karras", {} if Requirement.CLEAN_END in info.requires else {"t_end": 0.05}),
+        ]
     return [(f"{label}/{g}", s, make_grid(g, s, steps, **o)) for label, s, g, o in specs]

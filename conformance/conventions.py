@@ -42,8 +42,10 @@ def signature_problem(fn, convention: str, options=None) -> str | None:
     if convention == "diffspec":
         positional = [p for p in params.values() if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
         if len(positional) < 4 and not any(p.kind is p.VAR_POSITIONAL for p in params.values()):
-            return f"signature {inspect.signature(fn)} takes {len(positional)} positional arguments: expected " \
-                   f"{SIGNATURES[convention]}"
+            return (
+                f"signature {inspect.signature(fn)} takes {len(positional)} positional arguments: expected "
+                f"{SIGNATURES[convention]}"
+            )
         if "noise" not in names and not var_kw:
             return f"signature {inspect.signature(fn)} has no keyword `noise`: expected {SIGNATURES[convention]}"
     else:
@@ -64,6 +66,7 @@ def adapt(fn, convention: str, options=None):
     """`fn` in `convention` -> (run, dtype), run in diffspec's convention on numpy arrays with `options` closed over."""
     options = dict(options or {})
     if convention == "diffspec":
+
         def run(denoise, x_T, grid, schedule, *, noise=None):
             return fn(denoise, x_T, grid, schedule, noise=noise, **options)
 

@@ -74,17 +74,22 @@ class Report:
 
     def __str__(self) -> str:
         head = ("check", "measured", "expected", "tolerance", "result")
-        body = [(r.check, _fmt(r.measured), _fmt(r.expected), _fmt(r.tolerance), "pass" if r.passed else "FAIL")
-                for r in self.rows]
+        body = [
+            (r.check, _fmt(r.measured), _fmt(r.expected), _fmt(r.tolerance), "pass" if r.passed else "FAIL")
+            for r in self.rows
+        ]
         widths = [max(len(h), *(len(b[i]) for b in body)) if body else len(h) for i, h in enumerate(head)]
         widths = [min(w, 60) for w in widths]
 
         def line(cells):
             return "| " + " | ".join(str(c)[:w].ljust(w) for c, w in zip(cells, widths)) + " |"
 
-        out = [f"{self.subject}: {'PASSED' if self.passed else 'FAILED'} "
-               f"({len(self.rows) - len(self.failed)}/{len(self.rows)} checks)",
-               line(head), "|" + "|".join("-" * (w + 2) for w in widths) + "|"]
+        out = [
+            f"{self.subject}: {'PASSED' if self.passed else 'FAILED'} "
+            f"({len(self.rows) - len(self.failed)}/{len(self.rows)} checks)",
+            line(head),
+            "|" + "|".join("-" * (w + 2) for w in widths) + "|",
+        ]
         out += [line(b) for b in body]
         notes = [f"- {r.check}: {r.note}" for r in self.rows if r.note]
         return "\n".join(out + notes)
