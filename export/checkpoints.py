@@ -71,11 +71,11 @@ def resolve_checkpoint(ckpt_dir):
 def _check_arch(model_config, *, source):
     from diffspec.trainer.models import ARCHS
 
-    known = sorted(ARCHS) + ["precond"]
+    known = sorted(ARCHS) + ["consistency", "precond"]
     arch = model_config.get("arch") if isinstance(model_config, dict) else None
     if arch not in known:
         raise ValueError(f"{source}: config.json model.arch={arch!r}: unknown arch, expected one of {known}")
-    if arch == "precond":
+    if arch in ("precond", "consistency"):  # wrappers: check the network inside
         _check_arch((model_config.get("kwargs") or {}).get("inner"), source=source)
 
 
@@ -117,7 +117,9 @@ def card_from_config(config, *, ckpt=None):
             train_config={"arch": config["model"]["arch"], "model_kwargs": config["model"].get("kwargs", {}),
                           "train": _scalars(config.get("train")),
                           "trained_with": config.get("diffspec_version"),
-                          "checkpoint": Path(ckpt).name if ckpt else None},
+                          "checkpoint": Path(ckpt).name if ckpt else None,
+                          # few-step students: procedure, intended sampler, consistency scalings or reflow straightness
+                          "student": config.get("student")},
         )
     except (KeyError, TypeError, ValueError) as err:
         raise ValueError(f"checkpoint config is missing or has a bad field ({type(err).__name__}: {err})") from None
