@@ -12,9 +12,8 @@ import json
 from pathlib import Path
 
 import torch
-from torch import nn
-
 from diffspec.reference.modelcard import DataInfo, ModelCard
+from torch import nn
 
 
 def diffspec_version():
@@ -99,8 +98,12 @@ def _scalars(d):
 
 
 def card_from_config(config, *, ckpt=None):
-    """The ModelCard of a checkpoint's config.json (docs/architecture.md)."""
+    """The ModelCard of a checkpoint's config.json (docs/architecture.md), with nothing that names the training
+    machine (`trainer.checkpoint.portable_config`: no output folder, data paths reduced to file names)."""
+    from diffspec.trainer.checkpoint import portable_config
+
     try:
+        config = portable_config(config)
         data = config["data"]
         card = ModelCard(
             schedule=dict(config["schedule"]),

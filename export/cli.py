@@ -84,12 +84,16 @@ def _main(argv=None):
             export_checkpoint(args.checkpoint, args.output, ema=args.ema, fp16=args.fp16, cfg_fused=args.cfg_fused,
                               dynamic_size=args.dynamic_size, opset=args.opset, exporter=args.exporter, seed=args.seed)
     except ValueError as err:
-        print(f"diffspec-export: error: {err}", file=sys.stderr)
+        print(f"diffspec-export: error: {_one_line(err)}", file=sys.stderr)
         return 2
     except (VerificationError, OSError, RuntimeError) as err:
-        print(f"diffspec-export: error: {err}", file=sys.stderr)
+        print(f"diffspec-export: error: {_one_line(err)}", file=sys.stderr)
         return 1
     return 0
+
+
+def _one_line(err):
+    return " ".join(str(err).split()) or type(err).__name__
 
 
 def main(argv=None):
@@ -101,16 +105,16 @@ def main(argv=None):
         print("diffspec-export: interrupted; the output was not written", file=sys.stderr)
         return 130
     except ValueError as err:  # bad input found before the export's own handler (the output path)
-        print(f"diffspec-export: error: {err}", file=sys.stderr)
+        print(f"diffspec-export: error: {_one_line(err)}", file=sys.stderr)
         return 2
     except MemoryError:
         print("diffspec-export: error: out of memory while exporting", file=sys.stderr)
         return 1
     except OSError as err:
-        print(f"diffspec-export: error: {err.strerror or err}" + (f" ({err.filename!r})" if err.filename else ""),
-              file=sys.stderr)
+        print(f"diffspec-export: error: {_one_line(err.strerror or err)}"
+              + (f" ({err.filename!r})" if err.filename else ""), file=sys.stderr)
         return 1
     except Exception as err:  # torch, onnx and onnxruntime raise their own types: one line all the same
-        text = " ".join(str(err).split())[:2000] or type(err).__name__
+        text = _one_line(err)[:2000]
         print(f"diffspec-export: error: {type(err).__name__}: {text}", file=sys.stderr)
         return 1

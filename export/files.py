@@ -103,10 +103,10 @@ def check_output_file(path, *, must_exist=False):
         if not path.is_file():
             raise ValueError(f"--output {str(path)!r}: no such file to verify")
         return path
-    if path.suffix.lower() != ".onnx":
-        raise ValueError(f"--output {str(path)!r}: expected a file name ending in .onnx")
     if path.is_dir():
         raise ValueError(f"--output {str(path)!r} is a directory: expected a file name such as model.onnx")
+    if path.suffix.lower() != ".onnx":
+        raise ValueError(f"--output {str(path)!r}: expected a file name ending in .onnx")
     folder = path.parent if str(path.parent) else Path(".")
     if not folder.is_dir():
         raise ValueError(f"--output {str(path)!r}: directory {str(folder)!r} does not exist (create it first)")

@@ -122,16 +122,23 @@ def chdir(path):
 
 def image_card(num_classes=3):
     data = DataInfo(shape=(1, 4, 4), kind="image", range=(0.0, 1.0), scale=2.0, shift=-1.0, name="tiny")
-    return ModelCard(schedule=make_schedule("linear").to_dict(), parameterization="x0", data=data,
-                     num_classes=num_classes, null_class=num_classes)
+    return ModelCard(
+        schedule=make_schedule("linear").to_dict(),
+        parameterization="x0",
+        data=data,
+        num_classes=num_classes,
+        null_class=num_classes,
+    )
 
 
 def image_model(path, *, num_classes=3):
     """x (B, 1, 4, 4), t (B,), y (B,) -> tanh(0.9 x + E[y]): a tiny class-conditional image denoiser."""
     init = [numpy_helper.from_array(np.array(0.9, dtype=np.float32), "a")]
     nodes = [helper.make_node("Mul", ["x", "a"], ["xa"]), helper.make_node("Cast", ["t"], ["t_unused"], to=1)]
-    inputs = [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["B", 1, 4, 4]),
-              helper.make_tensor_value_info("t", TensorProto.FLOAT, ["B"])]
+    inputs = [
+        helper.make_tensor_value_info("x", TensorProto.FLOAT, ["B", 1, 4, 4]),
+        helper.make_tensor_value_info("t", TensorProto.FLOAT, ["B"]),
+    ]
     if num_classes:
         emb = np.linspace(-0.5, 0.5, (num_classes + 1) * 16, dtype=np.float32).reshape(num_classes + 1, 1, 4, 4)
         init.append(numpy_helper.from_array(emb, "E"))
@@ -140,8 +147,9 @@ def image_model(path, *, num_classes=3):
     else:
         nodes.append(helper.make_node("Identity", ["xa"], ["h"]))
     nodes.append(helper.make_node("Tanh", ["h"], ["out"]))
-    graph = helper.make_graph(nodes, "image", inputs,
-                              [helper.make_tensor_value_info("out", TensorProto.FLOAT, ["B", 1, 4, 4])], init)
+    graph = helper.make_graph(
+        nodes, "image", inputs, [helper.make_tensor_value_info("out", TensorProto.FLOAT, ["B", 1, 4, 4])], init
+    )
     return save(graph, path, image_card(num_classes or None).to_metadata())
 
 

@@ -10,12 +10,11 @@ import os
 
 import numpy as np
 import pytest
-from hardening_helpers import card, points_model, save, points_graph
-
 from diffspec.reference import _checks
 from diffspec.reference.modelcard import PREFIX, ModelCard
 from diffspec.reference.samplers import SAMPLER_INFO, SAMPLERS
 from diffspec.reference.schedules import make_schedule, schedule_from_dict
+from hardening_helpers import card, points_graph, points_model, save
 
 # ------------------------------------------------------------------------------------------------ schedules
 SCHEDULES = [  # (name, parameters, words the message must contain)
@@ -101,7 +100,9 @@ def test_every_sampler_refuses_a_nan_denoiser_naming_itself_and_the_step(name):
     assert SAMPLER_INFO[name].name in message or name in message, message
 
 
-@pytest.mark.parametrize("kind, words", [("none", "returned None"), ("shape", r"shape \(2, 3\)"), ("inf", "NaN or inf")])
+@pytest.mark.parametrize(
+    "kind, words", [("none", "returned None"), ("shape", r"shape \(2, 3\)"), ("inf", "NaN or inf")]
+)
 @pytest.mark.parametrize("name", ["ddim", "dpmpp_2m", "heun", "ddpm", "unipc"])
 def test_samplers_refuse_none_wrong_shape_and_inf(name, kind, words):
     schedule, grid = _runnable(name)
@@ -188,8 +189,9 @@ def test_json_nan_in_metadata_is_refused_not_parsed():
         ModelCard.from_metadata(meta)
 
 
-@pytest.mark.parametrize("changes, words", [(dict(data__scale=0.0), "data.scale=0.0"),
-                                            (dict(data__shape=[10**9, 10**9]), "data.shape")])
+@pytest.mark.parametrize(
+    "changes, words", [(dict(data__scale=0.0), "data.scale=0.0"), (dict(data__shape=[10**9, 10**9]), "data.shape")]
+)
 def test_runtime_and_verification_refuse_a_file_with_bad_metadata(tmp_path, changes, words):
     from diffspec.export.verify import VerificationError, check_graph
     from diffspec.runtime import Model, ModelFileError
@@ -260,8 +262,12 @@ def test_fused_guidance_graph_gets_the_same_checks_as_the_plain_one(model, monke
 
     for fused in (False, True):
         monkeypatch.setattr(type(model), "cfg_fused", property(lambda self, f=fused: f))
-        for scale, rescale, words in ((math.nan, 0.0, "guidance_scale=nan"), (-1.0, 0.0, "guidance_scale=-1.0"),
-                                      (math.inf, 0.0, "guidance_scale=inf"), (2.0, 1.5, "guidance_rescale=1.5")):
+        for scale, rescale, words in (
+            (math.nan, 0.0, "guidance_scale=nan"),
+            (-1.0, 0.0, "guidance_scale=-1.0"),
+            (math.inf, 0.0, "guidance_scale=inf"),
+            (2.0, 1.5, "guidance_rescale=1.5"),
+        ):
             with pytest.raises(ValueError, match=words):
                 make_denoiser(model, np.zeros(2, dtype=np.int64), guidance_scale=scale, guidance_rescale=rescale)
 
@@ -271,8 +277,12 @@ def test_model_load_rejects_paths_that_are_not_model_files(tmp_path):
 
     (tmp_path / "empty.onnx").write_bytes(b"")
     (tmp_path / "junk.onnx").write_bytes(os.urandom(64))
-    for path, words in ((None, "expected a file path"), (tmp_path / "none.onnx", "does not exist"),
-                        (tmp_path, "is a directory"), (tmp_path / "empty.onnx", "is empty"),
-                        (tmp_path / "junk.onnx", "junk.onnx")):
+    for path, words in (
+        (None, "expected a file path"),
+        (tmp_path / "none.onnx", "does not exist"),
+        (tmp_path, "is a directory"),
+        (tmp_path / "empty.onnx", "is empty"),
+        (tmp_path / "junk.onnx", "junk.onnx"),
+    ):
         with pytest.raises(ModelFileError, match=words):
             Model.load(path, device="cpu")

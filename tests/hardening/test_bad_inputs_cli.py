@@ -11,19 +11,18 @@ import stat
 
 import numpy as np
 import pytest
+from diffspec.runtime import cli, output, sampling
 from hardening_helpers import (
     _metadata_with,
     assert_clean_failure,
     external_model,
     image_model,
+    points_graph,
     points_model,
     run_cli,
     save,
-    points_graph,
 )
 from PIL import Image
-
-from diffspec.runtime import cli, output, sampling
 
 
 @pytest.fixture(scope="module")
@@ -151,8 +150,13 @@ def _raise(exc):
 
 INJECTED = [  # (id, what to patch, the exception, exit code, words)
     ("disk-full-npy", (np, "save"), OSError(errno.ENOSPC, "No space left on device"), 1, "no space left on device"),
-    ("disk-full-png", (Image.Image, "save"), OSError(errno.ENOSPC, "No space left on device"), 1,
-     "no space left on device"),
+    (
+        "disk-full-png",
+        (Image.Image, "save"),
+        OSError(errno.ENOSPC, "No space left on device"),
+        1,
+        "no space left on device",
+    ),
     ("permission", (np, "save"), PermissionError(errno.EACCES, "Permission denied"), 1, "cannot write"),
     ("out-of-memory", (cli, "sample"), MemoryError(), 1, "out of memory"),
     ("ctrl-c", (cli, "sample"), KeyboardInterrupt(), 130, "interrupted"),
@@ -163,8 +167,7 @@ INJECTED = [  # (id, what to patch, the exception, exit code, words)
 
 
 @pytest.mark.parametrize("target, exc, status, words", [r[1:] for r in INJECTED], ids=[r[0] for r in INJECTED])
-def test_sample_cli_reports_failures_from_outside_in_one_line(files, monkeypatch, tmp_path, target, exc, status,
-                                                              words):
+def test_sample_cli_reports_failures_from_outside_in_one_line(files, monkeypatch, tmp_path, target, exc, status, words):
     monkeypatch.setattr(*target, _raise(exc))
     suffix = ".png" if target[0] in (Image, Image.Image) else ".npy"
     out = tmp_path / f"samples{suffix}"
