@@ -132,7 +132,8 @@ def check_sampler(
     fn: the sampler, in `convention` ("diffspec" or "k-diffusion", see `diffspec.conformance.conventions`).
     options: keyword options passed to `fn` with every call (in its own convention's names).
     reference_options: the registry sampler's options that `fn` with `options` claims to equal (default: `options`
-      in the diffspec convention; for another convention, the `options` whose names the contract has).
+      in the diffspec convention; in k-diffusion's, the `options` whose names the contract has, no lower-order
+      final steps and variant="k-diffusion" where the reference has them, `kdiffusion.registry_options`).
     precision: the arithmetic `fn` runs in ("float64" or "float32"), which sets the agreement tolerance.
     thorough: also the contract's further (options, order) pairs and a larger distribution sample.
     checks: run only these checks (names as in the module docstring); default all that apply.
@@ -141,10 +142,13 @@ def check_sampler(
         raise ValueError(f"convention={convention!r}: expected one of {', '.join(CONVENTIONS)}")
     info = sampler_info(name)
     options = dict(options or {})
-    if reference_options is None:
-        reference_options = (
-            options if convention == "diffspec" else {k: v for k, v in options.items() if k in info.options}
-        )
+    if reference_options is None and convention == "k-diffusion":
+        from diffspec.conformance.kdiffusion import registry_options
+
+        own = {k: v for k, v in options.items() if k in info.options}
+        reference_options = {**registry_options(getattr(fn, "__name__", ""), info), **own}
+    elif reference_options is None:
+        reference_options = options
     reference_options = dict(reference_options)
     for key, value in reference_options.items():
         if key not in info.options:
