@@ -74,6 +74,9 @@ def build_parser():
     add("torch_compile", action="store_true")
     add("device", default=None, help="cpu, cuda, cuda:1 (default: cuda when available)")
     add("no_progress", action="store_true", help="no tqdm bar")
+    from diffspec.trainer.distill_loop import add_distill_arguments
+
+    add_distill_arguments(p)  # --distill, --teacher, --objective consistency, ...
     return p
 
 
@@ -107,7 +110,12 @@ def main(argv=None):
 
     args = build_parser().parse_args(argv)
     try:
-        result = train(config_from_args(args))
+        from diffspec.trainer import distill_loop
+
+        if distill_loop.distill_requested(args):  # a few-step student (docs/distillation.md)
+            result = distill_loop.run_distill(args)
+        else:
+            result = train(config_from_args(args))
     except ValueError as err:
         print(f"diffspec-train: error: {err}", file=sys.stderr)
         return 2
