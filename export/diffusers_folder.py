@@ -117,10 +117,10 @@ def folder_kind(path):
 
 
 def _inside(root, sub):
-    root, sub = Path(root).resolve(), Path(sub).resolve()
-    if root != sub and root not in sub.parents:
+    real_root, real_sub = Path(root).resolve(), Path(sub).resolve()
+    if real_root != real_sub and real_root not in real_sub.parents:
         raise ValueError(f"{str(sub)!r} lies outside the folder {str(root)!r}: refusing to read it")
-    return sub
+    return Path(sub)
 
 
 def _text_refusal(what):
@@ -173,7 +173,7 @@ def read_diffusers_folder(path, *, scheduler_config=None):
                 raise ValueError(f"pipeline {str(root)!r} has no scheduler component: pass --scheduler-config FILE")
             scheduler_config = _inside(root, root / "scheduler")
     else:
-        model_dir = root.resolve()
+        model_dir = root
     config = _read_json(model_dir / "config.json", "model config")
     cls = config.get("_class_name")
     if cls in TEXT_CONDITIONED or "cross_attention_dim" in config and cls not in SUPPORTED_MODELS:
