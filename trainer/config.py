@@ -80,6 +80,12 @@ class TrainConfig:
     device: str | None = None  # default: cuda when available
     progress: bool = True
     n_points: int = 20000
+    threads: int | None = None  # torch intra-op threads; None: the rule in `default_threads`
+    report_to: ReportTo | str = ReportTo.NONE
+    resolution: int | None = None  # image folders: resize the shorter side, then crop to resolution^2
+    center_crop: bool = False  # image folders with --resolution: crop at the centre (else at a random place)
+    random_flip: bool = False  # images: flip left-right with probability 1/2
+    dataloader_num_workers: int | None = None  # image folders: decoding processes (None: min(4, CPUs - 1))
 
 
 # Per-data-set defaults, measured on 2 CPU cores (docs/training.md).
@@ -249,6 +255,9 @@ def check_config(cfg: TrainConfig) -> None:
     for name in ("checkpointing_steps", "checkpoints_total_limit", "validation_steps"):
         check_int(cfg, name, 1, optional=True)
     check_int(cfg, "lr_warmup_steps", 0)
+    check_int(cfg, "threads", 1, optional=True, maximum=1024)
+    check_int(cfg, "resolution", 1, optional=True, maximum=16384)
+    check_int(cfg, "dataloader_num_workers", 0, optional=True, maximum=256)
     check_int(cfg, "seed", 0, maximum=2**31 - 1)
     check_number(cfg, "learning_rate", low=0.0, low_open=True)
     check_number(cfg, "adam_epsilon", low=0.0, low_open=True)
@@ -262,7 +271,7 @@ def check_config(cfg: TrainConfig) -> None:
     check_number(cfg, "lambda_vlb", low=0.0)
     check_number(cfg, "snr_gamma", low=0.0, low_open=True, optional=True)
     check_number(cfg, "validation_guidance_scale", low=-math.inf)
-    for name in ("use_ema", "learned_variance", "torch_compile", "progress"):
+    for name in ("use_ema", "learned_variance", "torch_compile", "progress", "center_crop", "random_flip"):
         check_bool(cfg, name)
     check_bool(cfg, "class_conditional", optional=True)
     for name in ("model_kwargs", "schedule_kwargs"):
@@ -278,6 +287,14 @@ def check_config(cfg: TrainConfig) -> None:
                 "--learned-variance trains with iDDPM's hybrid loss (unweighted eps-MSE + lambda_vlb "
                 "L_vlb); drop --weighting / --snr-gamma"
             )
+
+
+def check_before_data(cfg: TrainConfig) -> None:
+    """The checks of options that are used to load the data (run before it is loaded)."""
+    check_int(cfg, "seed", 0, maximum=2**31 - 1)
+    check_int(cfg, "n_points", 1)
+    check_int(cfg, "resolution", 1, optional=True, maximum=16384)
+    check_bool(cfg, "center_crop")
 
 
 def resolve_config(cfg: TrainConfig, *, kind: str, shape: tuple, has_labels: bool, name: str = "data") -> TrainConfig:
@@ -298,5 +315,23 @@ def resolve_config(cfg: TrainConfig, *, kind: str, shape: tuple, has_labels: boo
     cfg.lr_scheduler = as_enum(LRScheduler, "lr_scheduler", cfg.lr_scheduler)
     cfg.mixed_precision = as_enum(MixedPrecision, "mixed_precision", cfg.mixed_precision)
     cfg.precond = as_enum(Precond, "precond", cfg.precond)
+    cfg.report_to = as_enum(ReportTo, "report_to", cfg.report_to)
+    if cfg.random_flip is True and kind != "image":
+        raise ValueError(f"--random-flip flips images; data {name!r} is {kind}")
     check_config(cfg)
     return cfg
+
+
+# Below this many parameters x batch size, one intra-op thread (measured with bench/train_speed.py --threads;
+# docs/training.md "Threads"): a small network's step is too short to split, and on a busy machine a second thread
+# that waits for a core makes every step wait.
+SMALL_WORK = 50_000_000
+
+
+def default_threads(work: int, device_type: str, available: int) -> int:
+    """torch intra-op threads when --threads is not given: 1 for small work (parameters x batch size below
+    SMALL_WORK) or on CUDA (the host only feeds the device), else `available` (torch's default at start-up: one
+    per physical core, or OMP_NUM_THREADS)."""
+    if device_type == "cuda" or work < SMALL_WORK:
+        return 1
+    return max(1, available)

@@ -12,6 +12,7 @@ array, or a .npz with `x` (and optional `y`) arrays.
 
 import gzip
 import importlib.util
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -149,42 +150,128 @@ def load_mnist5k():
     return _make("mnist5k", arr[:, :-1].reshape(-1, 1, 28, 28), arr[:, -1].astype(np.int64), "image", 0.0, 255.0, 10)
 
 
-def load_image_folder(path):
-    """Every image file in a folder (not recursive), all the same size; grayscale stays 1 channel, else RGB."""
-    from PIL import Image
+def _scan_images(path):
+    """(files, sizes {(w, h): example name}, grey) of the image files in a folder, reading headers only."""
+    from PIL import Image, UnidentifiedImageError
 
-    files = sorted(p for p in Path(path).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    try:
+        files = sorted(p for p in Path(path).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    except OSError as err:
+        raise ValueError(f"data folder {str(path)!r} cannot be read ({err.strerror or err})") from None
     if not files:
         raise ValueError(f"data folder {str(path)!r} has no images: expected files ending in {sorted(IMAGE_SUFFIXES)}")
-    images, sizes = [], {}
+    sizes, grey = {}, True
     for p in files:
-        with Image.open(p) as im:
-            gray = im.mode in ("L", "1", "I", "I;16", "F")
-            arr = np.asarray(im.convert("L" if gray else "RGB"), dtype=np.float64)
+        try:
+            with Image.open(p) as im:
+                sizes.setdefault(im.size, p.name)
+                grey = grey and im.mode in GREY_MODES
+        except (OSError, UnidentifiedImageError) as err:
+            raise ValueError(f"data folder {str(path)!r}: {p.name} is not a readable image ({err})") from None
+    return files, sizes, grey
+
+
+GREY_MODES = ("L", "1", "I", "I;16", "F")
+
+
+@dataclass
+class ImageFolder:
+    """A folder of image files (not recursive), read one image at a time (streamed by the trainer, never held whole).
+
+    Without `resolution` every image must have the same size. With it, each image is resized so its shorter side
+    is `resolution` (bilinear) and cropped to resolution x resolution, at the centre (`center_crop`) or at a random
+    place, as diffusers' training scripts do (torchvision's Resize + CenterCrop/RandomCrop). Greyscale folders stay
+    one channel; otherwise every image becomes RGB. Raw values 0..255 map onto [-1, 1].
+    """
+
+    name: str
+    files: list
+    shape: tuple
+    resolution: int | None = None
+    center_crop: bool = False
+    kind: str = "image"
+    y: None = None
+    num_classes: None = None
+    raw_range: tuple = (0.0, 255.0)
+    scale: float = 2.0 / 255.0
+    shift: float = -1.0
+
+    def __len__(self):
+        return len(self.files)
+
+    def info(self):
+        return {"name": self.name, "shape": list(self.shape), "kind": self.kind, "range": list(self.raw_range),
+                "scale": self.scale, "shift": self.shift}
+
+    def load(self, index, crop_u=(0.5, 0.5)):
+        """Image `index` in model space, float32 (C, H, W). crop_u: two numbers in [0, 1) placing a random crop
+        (rows, columns); ignored with center_crop or without resolution."""
+        from PIL import Image
+
+        path = self.files[index]
+        try:
+            with Image.open(path) as im:
+                im = im.convert("L" if self.shape[0] == 1 else "RGB")
+        except OSError as err:
+            raise ValueError(f"data folder {self.name!r}: {path.name} cannot be read ({err})") from None
+        if self.resolution is not None:
+            r = self.resolution
+            w, h = im.size
+            k = r / min(w, h)
+            size = (max(r, round(w * k)), max(r, round(h * k)))
+            if size != im.size:
+                im = im.resize(size, Image.BILINEAR)
+            w, h = im.size
+            if self.center_crop:
+                top, left = round((h - r) / 2.0), round((w - r) / 2.0)
+            else:
+                top, left = int(crop_u[0] * (h - r + 1)), int(crop_u[1] * (w - r + 1))
+            im = im.crop((left, top, left + r, top + r))
+        arr = np.asarray(im, dtype=np.float32)
         arr = arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
-        sizes.setdefault(arr.shape, p.name)
-        images.append(arr)
-    if len(sizes) > 1:
-        described = ", ".join(f"{s[2]}x{s[1]}x{s[0]} (e.g. {n})" for s, n in sizes.items())
-        raise ValueError(f"data folder {str(path)!r} has images of different sizes: {described}; "
-                         "expected one size (resize them first)")
-    if len({a.shape[0] for a in images}) > 1:
-        images = [np.repeat(a, 3, axis=0) if a.shape[0] == 1 else a for a in images]
-    return _make(Path(path).name, np.stack(images), None, "image", 0.0, 255.0)
+        return arr * np.float32(self.scale) + np.float32(self.shift)
+
+
+def load_image_folder(path, *, resolution=None, center_crop=False):
+    """An `ImageFolder` over every image file in `path` (headers are checked here, pixels are read when streamed)."""
+    files, sizes, grey = _scan_images(path)
+    if resolution is None:
+        if len(sizes) > 1:
+            described = ", ".join(f"{w}x{h} (e.g. {n})" for (w, h), n in sizes.items())
+            raise ValueError(f"data folder {str(path)!r} has images of different sizes: {described}; pass "
+                             "--resolution N to resize and crop every image to N x N")
+        (w, h), = sizes
+    else:
+        w = h = resolution
+    return ImageFolder(Path(path).name, files, (1 if grey else 3, h, w), resolution, center_crop)
+
+
+def _read_arrays(path):
+    if path.suffix == ".npz":
+        with np.load(path, allow_pickle=False) as f:
+            if "x" not in f:
+                raise ValueError(f"data file {str(path)!r} has arrays {list(f.keys())}: expected one named 'x' "
+                                 "(and optional 'y')")
+            return f["x"], (f["y"] if "y" in f else None)
+    return np.load(path, allow_pickle=False), None
 
 
 def load_array(path):
     """A .npy array (N, D) or (N, C, H, W), or a .npz with `x` and optional `y`; range from the data itself."""
     path = Path(path)
-    y = None
-    if path.suffix == ".npz":
-        with np.load(path) as f:
-            if "x" not in f:
-                raise ValueError(f"data file {str(path)!r} has arrays {list(f.keys())}: expected one named 'x' (and optional 'y')")
-            x = f["x"]
-            y = f["y"] if "y" in f else None
-    else:
-        x = np.load(path, allow_pickle=False)
+    try:
+        x, y = _read_arrays(path)
+    except (OSError, EOFError, zipfile.BadZipFile, KeyError) as err:
+        raise ValueError(f"data file {str(path)!r} cannot be read as a numpy array ({err})") from None
+    except ValueError as err:
+        if str(path) in str(err):
+            raise
+        raise ValueError(f"data file {str(path)!r} is not a valid .npy/.npz array ({err})") from None
+    if y is not None and y.dtype.kind not in "iu":
+        raise ValueError(f"data file {str(path)!r}: labels 'y' have dtype {y.dtype}: expected integers 0..K-1 "
+                         "(convert them with y.astype(int) if they are whole numbers)")
+    if x.dtype.kind not in "iuf" or x.dtype.kind == "b":
+        raise ValueError(f"data file {str(path)!r}: array 'x' has dtype {x.dtype}: expected numbers")
     if x.ndim not in (2, 3, 4):
         raise ValueError(f"data file {str(path)!r} holds shape {x.shape}: expected (N, D), (N, H, W) or (N, C, H, W)")
     if x.ndim == 3:
@@ -198,17 +285,22 @@ def load_array(path):
 DATASETS = sorted(TOYS) + ["digits", "mnist5k"]
 
 
-def load_dataset(name, *, n_points=20000, seed=0):
-    """A Dataset by name or path; an unknown name that is not a file or folder lists the known names."""
+def load_dataset(name, *, n_points=20000, seed=0, resolution=None, center_crop=False):
+    """A Dataset by name or path (an `ImageFolder` for a folder); an unknown name lists the known names.
+
+    `resolution` and `center_crop` apply to folders of images only."""
+    path = Path(name)
+    if (resolution is not None or center_crop) and not path.is_dir():
+        which = "--resolution" if resolution is not None else "--center-crop"
+        raise ValueError(f"{which} applies to a folder of images; data {name!r} is not one")
     if name in TOYS:
         return _points(name, TOYS[name](n_points, seed))
     if name == "digits":
         return load_digits()
     if name == "mnist5k":
         return load_mnist5k()
-    path = Path(name)
     if path.is_dir():
-        return load_image_folder(path)
+        return load_image_folder(path, resolution=resolution, center_crop=center_crop)
     if path.is_file() and path.suffix in (".npy", ".npz"):
         return load_array(path)
     if path.is_file():

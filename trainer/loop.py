@@ -18,6 +18,8 @@ import copy
 import dataclasses
 import json
 import os
+import shutil
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -33,16 +35,22 @@ from diffspec.trainer.config import (
     MixedPrecision,
     Precond,
     TrainConfig,
+    check_before_data,
+    default_threads,
+    flag,
     resolve_config,
 )
-from diffspec.trainer.data import load_dataset
+from diffspec.trainer.data import ImageFolder, load_dataset
+from diffspec.trainer.images import has_picture, pixels
 from diffspec.trainer.models import build_model
 from diffspec.trainer.objective import DiffusionObjective, Objective
 from diffspec.trainer.optim import EMA, ema_decay_at, ema_update, lr_at, make_optimizer, set_lr
-from diffspec.trainer.stream import BatchStream
-from diffspec.trainer.validation import sample, validate
+from diffspec.trainer.stream import BatchStream, LoaderStream
+from diffspec.trainer.trackers import Tracker, make_tracker
+from diffspec.trainer.validation import sample, sampler_and_grid, validate
 
 VERSION = "0.1.0"
+STARTUP_THREADS = torch.get_num_threads()  # torch's default (physical cores or OMP_NUM_THREADS), before any change
 
 __all__ = ["IMAGE_DEFAULTS", "POINT_DEFAULTS", "LRScheduler", "MixedPrecision", "Precond", "Setup", "TrainConfig",
            "ema_decay_at", "ema_update", "lr_at", "sample", "train", "validate"]
@@ -204,6 +212,23 @@ def model_no_sync(train_model):
 # ----------------------------------------------------------------------------------------------------------
 
 
+def resolve_device(name: str) -> torch.device:
+    """torch.device(name), checked: a CUDA device must exist on this machine."""
+    try:
+        device = torch.device(name)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"--device={name!r}: expected cpu, cuda or cuda:N") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"--device={name!r}: CUDA is not available here (no GPU, or a CPU-only torch); "
+                             "use --device cpu")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ValueError(f"--device={name!r}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    elif device.type != "cpu":
+        raise ValueError(f"--device={name!r}: expected cpu, cuda or cuda:N")
+    return device
+
+
 def train(cfg: TrainConfig, *, objective: Callable[[Setup], Objective] | None = None) -> dict:
     """Run training; returns {"checkpoint": path, "step": n, "seconds": s, "final_loss": l, ...} (on every rank).
 
@@ -212,7 +237,7 @@ def train(cfg: TrainConfig, *, objective: Callable[[Setup], Objective] | None = 
     """
     if cfg.device is None:
         cfg = dataclasses.replace(cfg, device="cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(cfg.device)
+    device = resolve_device(cfg.device)
     rank, world, dist = _dist_setup(device.type)
     if device.type == "cuda" and world > 1:
         local = int(os.environ.get("LOCAL_RANK", rank))
@@ -226,15 +251,81 @@ def train(cfg: TrainConfig, *, objective: Callable[[Setup], Objective] | None = 
             dist.destroy_process_group()
 
 
+def _resume_path(cfg: TrainConfig, output_dir: Path) -> Path | None:
+    if not cfg.resume_from_checkpoint:
+        return None
+    if cfg.resume_from_checkpoint == "latest":
+        path = ckpt.find_latest(output_dir)
+        if path is None and any(output_dir.glob("checkpoint-*")):
+            raise ValueError(f"--resume-from-checkpoint latest: no checkpoint in {str(output_dir)!r} verifies")
+        return path
+    path = Path(cfg.resume_from_checkpoint)
+    if not path.is_dir():
+        raise ValueError(f"--resume-from-checkpoint {str(path)!r}: no such checkpoint folder")
+    return path
+
+
+LR_KEYS = ("learning_rate", "lr_scheduler", "lr_warmup_steps", "max_train_steps")
+
+
+def lr_schedule_changes(saved_train: dict, cfg: TrainConfig) -> list[str]:
+    """The learning-rate settings that differ between a checkpoint's run and this one ("name old -> new").
+
+    The learning rate at a step depends on them all (a cosine decays over max_train_steps - lr_warmup_steps), so
+    a resumed run whose list is not empty follows a different schedule than a run that never stopped."""
+    changes = []
+    for key in LR_KEYS:
+        if key == "max_train_steps" and cfg.lr_scheduler == LRScheduler.CONSTANT:
+            continue
+        old, new = saved_train.get(key), getattr(cfg, key)
+        if old is not None and old != new:
+            changes.append(f"{flag(key)} {old} -> {new}")
+    return changes
+
+
+def clean_leftovers(output_dir: Path) -> list[str]:
+    """Remove what interrupted saves left in OUTPUT_DIR: `.tmp-checkpoint-*` folders (a save killed before its
+    rename) and `checkpoint-*.incomplete-*` folders (an unverified checkpoint moved aside by a later save). Neither
+    can ever be resumed from. Returns the names removed."""
+    removed = []
+    if not output_dir.is_dir():
+        return removed
+    for p in sorted(output_dir.iterdir()):
+        name = p.name
+        leftover = name.startswith(".tmp-checkpoint-") or (name.startswith("checkpoint-") and ".incomplete-" in name)
+        if leftover and p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p, ignore_errors=True)
+            removed.append(p.name)
+    return removed
+
+
 def _train(cfg, device, rank, world, dist, objective_factory):
-    ds = load_dataset(cfg.data, n_points=cfg.n_points, seed=cfg.seed)
+    check_before_data(cfg)
+    ds = load_dataset(cfg.data, n_points=cfg.n_points, seed=cfg.seed, resolution=cfg.resolution,
+                      center_crop=cfg.center_crop)
     cfg = resolve_config(cfg, kind=ds.kind, shape=ds.shape, has_labels=ds.y is not None, name=ds.name)
     schedule = make_schedule(cfg)
     parameterization = parameterization_of(cfg)
     weighting, weighting_options = weighting_of(cfg)
     ts_name, draw_t, history = timestep_sampler(cfg, schedule)
+    sampler_and_grid(cfg.validation_sampler, schedule, cfg.num_inference_steps)  # fail now, not after training
 
     arch, kwargs = model_spec(cfg, ds, schedule)
+    torch.manual_seed(cfg.seed)  # identical initial weights on every rank (DDP also broadcasts rank 0's)
+    model = build_network(arch, kwargs).to(device)
+    if cfg.learned_variance and not getattr(model, "learned_variance", False):
+        raise ValueError(f"--learned-variance: the {arch!r} network does not support a learned variance")
+    num_params = sum(p.numel() for p in model.parameters())
+    if cfg.threads is None:
+        cfg.threads = default_threads(num_params * cfg.train_batch_size, device.type, STARTUP_THREADS)
+    torch.set_num_threads(cfg.threads)
+    is_main = rank == 0
+    output_dir = Path(cfg.output_dir)
+    resume = _resume_path(cfg, output_dir)
+    if is_main:
+        for name in clean_leftovers(output_dir):
+            print(f"removed {name} from {str(output_dir)!r} (left by an interrupted save)", file=sys.stderr)
+
     config = {
         "diffspec_version": VERSION, "model": {"arch": arch, "kwargs": kwargs}, "schedule": schedule.to_dict(),
         "parameterization": parameterization, "time_input": "t", "data": ds.info(),
@@ -246,10 +337,6 @@ def _train(cfg, device, rank, world, dist, objective_factory):
     }
     json.loads(json.dumps(config))  # JSON-able or fail here, not mid-save
 
-    torch.manual_seed(cfg.seed)  # identical initial weights on every rank (DDP also broadcasts rank 0's)
-    model = build_network(arch, kwargs).to(device)
-    if cfg.learned_variance and not getattr(model, "learned_variance", False):
-        raise ValueError(f"--learned-variance: the {arch!r} network does not support a learned variance")
     channels_last = device.type == "cuda" and ds.kind == "image"
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
@@ -258,26 +345,28 @@ def _train(cfg, device, rank, world, dist, objective_factory):
     optimizer = make_optimizer(cfg, model)
     gen = torch.Generator(device=device).manual_seed(cfg.seed * 1000 + rank)
     torch.manual_seed(cfg.seed * 1000 + rank + 1)  # dropout layers: per-rank streams
-    output_dir = Path(cfg.output_dir)
 
     start_step, ema_updates = 0, 0
-    if cfg.resume_from_checkpoint:
-        if cfg.resume_from_checkpoint == "latest":
-            path = ckpt.find_latest(output_dir)
-            if path is None and any(output_dir.glob("checkpoint-*")):
-                raise ValueError(f"--resume-from-checkpoint latest: no checkpoint in {str(output_dir)!r} verifies")
-        else:
-            path = Path(cfg.resume_from_checkpoint)
-            if not path.is_dir():
-                raise ValueError(f"--resume-from-checkpoint {str(path)!r}: no such checkpoint folder")
-        if path is not None:
-            state = ckpt.load_training_state(path, model=model, ema=ema_model, optimizer=optimizer,
-                                             generators={"train": gen} if rank == 0 else {}, config=config)
-            start_step, ema_updates = int(state["step"]), int(state.get("ema_updates", 0))
-            if rank != 0:
-                gen.manual_seed(cfg.seed * 1000 + rank + 7919 * start_step)
-            if rank == 0:
-                print(f"resumed from {path} at step {start_step}", flush=True)
+    if resume is not None:
+        saved = ckpt.read_config(resume)
+        saved_step = _checkpoint_step(resume)
+        if saved_step is not None and cfg.max_train_steps < saved_step:
+            raise ValueError(f"--max-train-steps={cfg.max_train_steps} is below step {saved_step} of the checkpoint "
+                             f"{str(resume)!r}: ask for more steps than that, or use a new --output-dir")
+        state = ckpt.load_training_state(resume, model=model, ema=ema_model, optimizer=optimizer,
+                                         generators={"train": gen} if rank == 0 else {}, config=config)
+        start_step, ema_updates = int(state["step"]), int(state.get("ema_updates", 0))
+        if cfg.max_train_steps < start_step:
+            raise ValueError(f"--max-train-steps={cfg.max_train_steps} is below step {start_step} of the checkpoint "
+                             f"{str(resume)!r}: ask for more steps than that, or use a new --output-dir")
+        if rank != 0:
+            gen.manual_seed(cfg.seed * 1000 + rank + 7919 * start_step)
+        if is_main:
+            print(f"resumed from {resume} at step {start_step}", flush=True)
+            changes = lr_schedule_changes(saved.get("train") or {}, cfg)
+            if changes:
+                print(f"note: the learning-rate schedule differs from the checkpoint's ({', '.join(changes)}): the "
+                      "resumed run is not bit-exact with one that never stopped", file=sys.stderr, flush=True)
 
     train_model = model
     if world > 1:
@@ -295,18 +384,43 @@ def _train(cfg, device, rank, world, dist, objective_factory):
     else:
         loss_fn = objective_factory(setup)
 
-    stream = BatchStream(ds, device, seed=cfg.seed, rank=rank, world=world)
-    B, accum = cfg.train_batch_size, cfg.gradient_accumulation_steps
-    is_main = rank == 0
-    log_path = output_dir / "log.jsonl"
+    tracker = Tracker()
     if is_main:
         output_dir.mkdir(parents=True, exist_ok=True)
         (output_dir / "config.json").write_text(json.dumps(ckpt.portable_config(config), indent=2) + "\n")
+        tracker = make_tracker(cfg.report_to, output_dir, ckpt.portable_config(config))
+    if isinstance(ds, ImageFolder):
+        workers = cfg.dataloader_num_workers
+        if workers is None:
+            workers = min(4, max(1, (os.cpu_count() or 1) - 1))
+        stream = LoaderStream(ds, device, seed=cfg.seed, rank=rank, world=world, workers=workers,
+                              random_flip=cfg.random_flip)
+    else:
+        stream = BatchStream(ds, device, seed=cfg.seed, rank=rank, world=world, random_flip=cfg.random_flip)
+    try:
+        return _steps(cfg, model, train_model, ema, ema_model, optimizer, gen, loss_fn, stream, tracker, config,
+                      schedule, parameterization, ds, device, start_step, ema_updates, is_main, output_dir)
+    finally:
+        stream.close()
+        tracker.close()
+
+
+def _checkpoint_step(path: Path) -> int | None:
+    m = ckpt.CHECKPOINT_RE.match(Path(path).name)
+    return int(m.group(1)) if m else None
+
+
+def _steps(cfg, model, train_model, ema, ema_model, optimizer, gen, loss_fn, stream, tracker, config, schedule,
+           parameterization, ds, device, start_step, ema_updates, is_main, output_dir):
+    B, accum = cfg.train_batch_size, cfg.gradient_accumulation_steps
+    world = config["train"]["world_size"]
+    log_path = output_dir / "log.jsonl"
     bar = None
     if is_main and cfg.progress:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=cfg.max_train_steps, initial=start_step, desc="train", dynamic_ncols=True)
+        # disable=None: no bar when stderr is not a terminal (a log file gets no carriage returns)
+        bar = tqdm(total=cfg.max_train_steps, initial=start_step, desc="train", dynamic_ncols=True, disable=None)
 
     loss_sum = torch.zeros((), device=device)
     loss_count, t_last, step_last = 0, time.perf_counter(), start_step
@@ -336,14 +450,17 @@ def _train(cfg, device, rank, world, dist, objective_factory):
             now = time.perf_counter()
             rate = (done - step_last) / max(now - t_last, 1e-9)
             if is_main:
-                rec = {"step": done, "loss": final_loss, "lr": lr, "steps_per_s": rate,
+                epoch = done * accum * B / stream.shard_size
+                rec = {"step": done, "epoch": epoch, "loss": final_loss, "lr": lr, "steps_per_s": rate,
                        "grad_norm": float(grad_norm) if grad_norm is not None else None,
                        "ema_decay": ema_decay_at(ema_updates - 1, cfg.ema_max_decay) if ema is not None else None,
                        "time": now - t_start}
                 with open(log_path, "a") as f:
                     f.write(json.dumps(rec) + "\n")
+                tracker.scalars(done, rec)
                 if bar is not None:
-                    bar.set_postfix(loss=f"{final_loss:.4f}", lr=f"{lr:.2e}", steps_s=f"{rate:.1f}")
+                    bar.set_postfix(epoch=f"{epoch:.2f}", loss=f"{final_loss:.4f}", lr=f"{lr:.2e}",
+                                    steps_s=f"{rate:.1f}")
             loss_sum.zero_()
             loss_count, t_last, step_last = 0, now, done
         if bar is not None:
@@ -354,11 +471,12 @@ def _train(cfg, device, rank, world, dist, objective_factory):
                                  state={"ema_updates": ema_updates, "epoch_samples": done * accum * B},
                                  generators={"train": gen}, total_limit=cfg.checkpoints_total_limit)
         if is_main and (is_last or (cfg.validation_steps and done % cfg.validation_steps == 0)):
-            validate(ema_model if ema_model is not None else model, schedule, parameterization, ds, cfg, output_dir,
-                     done, device)
+            _, x = validate(ema_model if ema_model is not None else model, schedule, parameterization, ds, cfg,
+                            output_dir, done, device)
+            if has_picture(ds.kind, ds.shape):
+                tracker.image(done, "samples", pixels(x, ds.kind))
     if bar is not None:
         bar.close()
-    stream.close()
     seconds = time.perf_counter() - t_start
     final = output_dir / f"checkpoint-{cfg.max_train_steps}"
     return {"checkpoint": str(final), "step": cfg.max_train_steps, "seconds": seconds, "final_loss": final_loss,

