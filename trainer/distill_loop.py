@@ -54,14 +54,14 @@ class DistillConfig:
     output_dir: str = "runs/student"
     teacher: str | None = None  # checkpoint folder or run folder (its latest complete checkpoint)
     teacher_sampler: str | None = None  # CD: ddim; reflow: flow_euler
-    teacher_steps: int | None = None  # CD: N of the discretization (40); PD: the teacher's steps (64); reflow: 32
+    teacher_steps: int | None = None  # CD: N of the discretization (18); PD: the teacher's steps (64); reflow: 32
     student_steps: int = 4  # PD: the last round's steps
     cd_grid: str | None = None  # CD discretization: karras, or uniform where sigma_ve is infinite at t_max
     metric: str | None = None  # l2 (CD) | pseudo_huber (CT)
     target_ema: float = 0.95  # CD: mu of the target network
     max_train_steps: int = 2000  # per round for PD
     train_batch_size: int = 256
-    learning_rate: float = 2e-4
+    learning_rate: float | None = None  # 1e-3 for 2-D points, 2e-4 for images
     lr_warmup_steps: int = 50
     max_grad_norm: float = 1.0
     ema_max_decay: float = 0.999
@@ -218,7 +218,7 @@ def _consistency_student(teacher_model, teacher_config, sigma_min, sigma_data=0.
 def _run_cd(cfg, teacher, tconfig, x_data, y_data, gen, log):
     schedule = schedule_from_dict(tconfig["schedule"])
     sampler = cfg.teacher_sampler or TEACHER_SAMPLER["consistency"]
-    N = cfg.teacher_steps or 40
+    N = cfg.teacher_steps or 18
     grid = cfg.cd_grid or (
         "uniform"
         if not math.isfinite(float(schedule.sigma_ve(torch.tensor(float(schedule.t_max), dtype=torch.float64))))
@@ -346,7 +346,7 @@ def _run_ct(cfg, x_data, y_data, ds, gen, log):
     return student, ema, spec, "x0", schedule.to_dict(), info
 
 
-def _run_pd(cfg, teacher, tconfig, x_data, y_data, gen, log):
+def _run_pd(cfg, teacher, tconfig, x_data, y_data, gen, log, save):
     schedule = schedule_from_dict(tconfig["schedule"])
     param = tconfig["parameterization"]
     rounds = D.progressive_rounds(cfg.teacher_steps or 64, cfg.student_steps)
@@ -382,14 +382,15 @@ def _run_pd(cfg, teacher, tconfig, x_data, y_data, gen, log):
             desc=f"pd round {r + 1}/{len(rounds)} ({steps} steps)",
         )
         teacher = copy.deepcopy(ema).requires_grad_(False).eval()
-    info = {
-        "procedure": "progressive_distillation",
-        "teacher_steps": cfg.teacher_steps or 64,
-        "rounds": rounds,
-        "student_steps": cfg.student_steps,
-        "sampler": "ddim",
-        "grid": "trailing" if schedule.is_discrete else "uniform",
-    }
+        info = {
+            "procedure": "progressive_distillation",
+            "teacher_steps": cfg.teacher_steps or 64,
+            "rounds": rounds[: r + 1],
+            "student_steps": steps,
+            "sampler": "ddim",
+            "grid": "trailing" if schedule.is_discrete else "uniform",
+        }
+        save(student, ema, tconfig["model"], param, tconfig["schedule"], info, cfg.max_train_steps * (r + 1))
     return student, ema, tconfig["model"], param, tconfig["schedule"], info
 
 
@@ -476,7 +477,7 @@ def check_config(cfg):
             raise ValueError(f"--{name.replace('_', '-')}={v!r}: expected an integer >= 1")
     if cfg.teacher_steps is not None and (not isinstance(cfg.teacher_steps, int) or cfg.teacher_steps < 1):
         raise ValueError(f"--teacher-steps={cfg.teacher_steps!r}: expected an integer >= 1")
-    if not (cfg.learning_rate > 0 and math.isfinite(cfg.learning_rate)):
+    if cfg.learning_rate is not None and not (cfg.learning_rate > 0 and math.isfinite(cfg.learning_rate)):
         raise ValueError(f"--learning-rate={cfg.learning_rate!r}: expected a finite number > 0")
     if not 0 <= cfg.target_ema < 1:
         raise ValueError(f"--target-ema={cfg.target_ema!r}: expected a number in [0, 1)")
@@ -521,6 +522,8 @@ def distill(cfg: DistillConfig) -> dict:
             f"--data {cfg.data!r} has samples of shape {list(ds.shape)}; the teacher was trained on "
             f"{list(tconfig['data']['shape'])}"
         )
+    if cfg.learning_rate is None:
+        cfg = dataclasses.replace(cfg, learning_rate=1e-3 if ds.kind == "points" else 2e-4)
     x_data = torch.as_tensor(ds.x, dtype=torch.float32, device=device)
     gen = torch.Generator(device=device).manual_seed(cfg.seed)
     torch.manual_seed(cfg.seed)
@@ -536,41 +539,52 @@ def distill(cfg: DistillConfig) -> dict:
             f.write(json.dumps(rec) + "\n")
 
     t0 = time.perf_counter()
+    saved = {}
+
+    def save(student, ema, spec, param, schedule_dict, info, step):
+        """Write checkpoint-STEP: an ordinary checkpoint whose config.json carries the student's card."""
+        info = {
+            **info,
+            "teacher": (Path(tfolder).name if tfolder is not None else None),
+            "train_seconds": time.perf_counter() - t0,
+        }
+        config = {
+            "diffspec_version": VERSION,
+            "model": spec,
+            "schedule": schedule_dict,
+            "parameterization": param,
+            "time_input": "t",
+            "data": ds.info(),
+            "num_classes": None,
+            "null_class": None,
+            "learned_variance": False,
+            "student": info,
+            "train": {**dataclasses.asdict(cfg), "teacher": info["teacher"]},
+        }
+        json.loads(json.dumps(config))
+        path = ckpt.save_checkpoint(out, step, model=student, ema=ema, config=config)
+        (out / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+        saved.update(path=path, step=step, info=info, config=config)
+
     match cfg.procedure:
         case "consistency":
             result = _run_cd(cfg, teacher, tconfig, x_data, None, gen, log)
         case "consistency_training":
             result = _run_ct(cfg, x_data, None, ds, gen, log)
         case "progressive":
-            result = _run_pd(cfg, teacher, tconfig, x_data, None, gen, log)
+            result = _run_pd(cfg, teacher, tconfig, x_data, None, gen, log, save)
         case "reflow":
             result = _run_reflow(cfg, teacher, tconfig, x_data, None, gen, log)
     seconds = time.perf_counter() - t0
-    student, ema, spec, param, schedule_dict, info = result
-    info = {**info, "teacher": (Path(tfolder).name if tfolder is not None else None), "train_seconds": seconds}
-    config = {
-        "diffspec_version": VERSION,
-        "model": spec,
-        "schedule": schedule_dict,
-        "parameterization": param,
-        "time_input": "t",
-        "data": ds.info(),
-        "num_classes": None,
-        "null_class": None,
-        "learned_variance": False,
-        "student": info,
-        "train": {**dataclasses.asdict(cfg), "teacher": info["teacher"]},
-    }
-    json.loads(json.dumps(config))
-    steps = cfg.max_train_steps * (len(info.get("rounds", [])) or 1)
-    path = ckpt.save_checkpoint(out, steps, model=student, ema=ema, config=config)
-    (out / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+    if not saved:
+        save(*result, cfg.max_train_steps)
+    path, steps, info = saved["path"], saved["step"], saved["info"]
     return {
         "checkpoint": str(path),
         "step": steps,
         "seconds": seconds,
         "student": info,
-        "config": config,
+        "config": saved["config"],
         "final_loss": float(last.get("loss", float("nan"))),
     }
 
@@ -625,7 +639,7 @@ def add_distill_arguments(parser) -> None:
         "teacher_steps",
         type=int,
         default=None,
-        help="consistency: N of the discretization (40); progressive: the "
+        help="consistency: N of the discretization (18); progressive: the "
         "teacher's sampling steps (64); reflow: ODE steps of the pairs (32)",
     )
     add("student_steps", type=int, default=4, help="progressive: the last student's steps (teacher_steps / 2^k)")
