@@ -42,6 +42,7 @@ from onnx import TensorProto, helper, numpy_helper
 PIPELINE_KEY = PREFIX + "pipeline"
 MAX_CALLS = 1000  # network calls in one unrolled graph
 GUIDANCE_DYNAMIC = "dynamic"
+FORMS = ("unrolled", "loop")
 _REL_TOL = 1e-9  # the traced program against the reference sampler, float64, relative to max |x|
 
 
@@ -342,8 +343,62 @@ def _parse_guidance(guidance, card):
     return mode, scale
 
 
-def build_pipeline(network: onnx.ModelProto, program: Program, *, guidance=None, image_output=True):
-    """The pipeline ModelProto around `network` (a diffspec network graph with its metadata) for `program`."""
+def _loop_body(b, program, basis, shape_x, call_network):
+    """The Loop form: H [N, B * D] float64 holds every basis tensor (x_T, draws, network outputs so far); call k
+    reads its input as row vector C_in[k] @ H and writes F_k into row net_at[k]; the sample is c_out @ H."""
+    f64 = TensorProto.DOUBLE
+    N, K = len(program.kinds), len(program.calls)
+    flat = b.node("Concat", [b.const([1], np.int64), b.const([-1], np.int64)], "flat_shape", axis=0)
+    x_T_row = b.node("Reshape", [basis[0], flat], "x_T_row")
+    zero_row = b.node("Mul", [x_T_row, b.const(0.0, np.float64)], "zero_row")
+    rows = [b.node("Reshape", [basis[j], flat], f"row{j}") if j in basis and j else zero_row for j in range(N)]
+    rows[0] = x_T_row
+    H0 = b.node("Concat", rows, "H0", axis=0)
+    c_in = b.const(np.stack([c for _, c in program.calls]), np.float64, "C_in")
+    times = b.const(np.array([[t] for t, _ in program.calls]), np.float32, "times")
+    net_at = [j for j, k in enumerate(program.kinds) if k == "net"]
+    onehot = b.const(np.eye(N)[net_at][:, :, None], np.float64, "write_row")
+
+    outer, b.nodes = b.nodes, []
+    it, cond_in, H = "loop/iter", "loop/cond_in", "loop/H"
+    c_k = b.node("Unsqueeze", [b.node("Gather", [c_in, it], "c_k", axis=0), b.const([0], np.int64)], "c_k_row")
+    x_in = b.node("Reshape", [b.node("MatMul", [c_k, H], "x_in_row"), shape_x], "x_in64")
+    x_in = b.node("Cast", [x_in], "x_in", to=TensorProto.FLOAT)
+    F = call_network(x_in, b.node("Gather", [times, it], "t_k", axis=0), "_loop")
+    F_row = b.node("Reshape", [b.node("Cast", [F], "F64", to=f64), flat], "F_row")
+    w = b.node("Gather", [onehot, it], "w_k", axis=0)
+    H_next = b.node("Add", [H, b.node("Mul", [w, F_row], "H_write")], "H_next")
+    cond_out = b.node("Identity", [cond_in], "cond_out")
+    body = helper.make_graph(
+        b.nodes,
+        "sampler_step",
+        [
+            helper.make_tensor_value_info(it, TensorProto.INT64, []),
+            helper.make_tensor_value_info(cond_in, TensorProto.BOOL, []),
+            helper.make_tensor_value_info(H, f64, [N, None]),
+        ],
+        [
+            helper.make_tensor_value_info(cond_out, TensorProto.BOOL, []),
+            helper.make_tensor_value_info(H_next, f64, [N, None]),
+        ],
+    )
+    b.nodes = outer
+    H_end = b.node(
+        "Loop", [b.const(K, np.int64, "trip_count"), b.const(True, np.bool_, "true"), H0], "H_end", body=body
+    )
+    out_row = b.node("MatMul", [b.const(program.out[None, :], np.float64, "c_out"), H_end], "out_row")
+    return b.node("Reshape", [out_row, shape_x], "x_out")
+
+
+def build_pipeline(network: onnx.ModelProto, program: Program, *, guidance=None, image_output=True, form="unrolled"):
+    """The pipeline ModelProto around `network` (a diffspec network graph with its metadata) for `program`.
+
+    form: "unrolled" (the network repeated once per call, sharing its initializers; the default) or "loop" (one
+    ONNX Loop over the calls around a single copy of the network, the state a dense [basis, B * D] matrix),
+    kept for the measurement in bench/runtime_speed.py and docs/pipeline.md.
+    """
+    if form not in FORMS:
+        raise PipelineError(f"form={form!r}: expected one of {', '.join(FORMS)}")
     props = {p.key: p.value for p in network.metadata_props}
     card = ModelCard.from_metadata(props, source="the network")
     if PIPELINE_KEY in props:
@@ -402,29 +457,16 @@ def build_pipeline(network: onnx.ModelProto, program: Program, *, guidance=None,
     def term(src):
         return basis[src[1]] if src[0] == "basis" else combos[src[1]]
 
-    for step in _plan(program):
-        if step[0] == "combo":
-            _, i, terms = step
-            acc = None
-            for coef, src in terms:
-                v = term(src) if coef == 1.0 else b.node("Mul", [term(src), b.const(coef, np.float64)], f"m{i}")
-                acc = v if acc is None else b.node("Add", [acc, v], f"x{i}")
-            if acc is None:
-                acc = b.node("Mul", [basis[0], b.const(0.0, np.float64)], f"x{i}")
-            combos[i] = acc
-            continue
-        k = step[1]
-        t_k, _ = program.calls[k]
-        x_in = b.node("Cast", [combos[k]], f"x_in{k}", to=TensorProto.FLOAT)
-        t_const = b.const([t_k], np.float32, f"t{k}")
+    def call_network(x_in, t_1, tag):
+        """F (float32, guided) of the network at x_in [B, ...] float32 and time t_1 [1] float32."""
         feeds = {}
         if pair:
-            feeds["x"] = b.node("Concat", [x_in, x_in], f"x_pair{k}", axis=0)
-            feeds["t"] = b.node("Expand", [t_const, batch2], f"t_pair{k}")
+            feeds["x"] = b.node("Concat", [x_in, x_in], f"x_pair{tag}", axis=0)
+            feeds["t"] = b.node("Expand", [t_1, batch2], f"t_pair{tag}")
             feeds["y"] = y2
         else:
             feeds["x"] = x_in
-            feeds["t"] = b.node("Expand", [t_const, batch], f"t{k}")
+            feeds["t"] = b.node("Expand", [t_1, batch], f"t{tag}")
             if conditional:
                 feeds["y"] = y
             if fused:
@@ -432,18 +474,42 @@ def build_pipeline(network: onnx.ModelProto, program: Program, *, guidance=None,
         missing = net_inputs - set(feeds)
         if missing:
             raise PipelineError(f"the network has inputs {sorted(missing)} the pipeline cannot feed")
-        out = _inline(b, g, f"call{k}/", {n: feeds[n] for n in net_inputs})
+        out = _inline(b, g, f"call{tag}/", {n: feeds[n] for n in net_inputs})
         if card.learned_variance:  # 2C channels: the parameterization's output is the first C
             out = b.node(
-                "Slice", [out, b.const([0], np.int64), b.const([channels], np.int64), b.const([1], np.int64)], f"f{k}"
+                "Slice", [out, b.const([0], np.int64), b.const([channels], np.int64), b.const([1], np.int64)], f"f{tag}"
             )
         if pair:
-            cond, uncond = b.node("Split", [out], f"cu{k}", n_out=2, axis=0, num_outputs=2)
-            diff = b.node("Sub", [cond, uncond], f"d{k}")
-            out = b.node("Add", [uncond, b.node("Mul", [diff, scale_t], f"sd{k}")], f"F{k}")
-        basis[net_at[k]] = b.node("Cast", [out], f"F64_{k}", to=f64)
+            cond, uncond = b.node("Split", [out], f"cu{tag}", n_out=2, axis=0, num_outputs=2)
+            diff = b.node("Sub", [cond, uncond], f"d{tag}")
+            out = b.node("Add", [uncond, b.node("Mul", [diff, scale_t], f"sd{tag}")], f"F{tag}")
+        return out
 
-    x = combos[len(program.calls)]
+    if form == "loop":
+        x = _loop_body(b, program, basis, shape_x, call_network)
+    else:
+        combos = {}
+
+        def term(src):
+            return basis[src[1]] if src[0] == "basis" else combos[src[1]]
+
+        for step in _plan(program):
+            if step[0] == "combo":
+                _, i, terms = step
+                acc = None
+                for coef, src in terms:
+                    v = term(src) if coef == 1.0 else b.node("Mul", [term(src), b.const(coef, np.float64)], f"m{i}")
+                    acc = v if acc is None else b.node("Add", [acc, v], f"x{i}")
+                if acc is None:
+                    acc = b.node("Mul", [basis[0], b.const(0.0, np.float64)], f"x{i}")
+                combos[i] = acc
+                continue
+            k = step[1]
+            x_in = b.node("Cast", [combos[k]], f"x_in{k}", to=TensorProto.FLOAT)
+            out = call_network(x_in, b.const([program.calls[k][0]], np.float32, f"t{k}"), k)
+            basis[net_at[k]] = b.node("Cast", [out], f"F64_{k}", to=f64)
+        x = combos[len(program.calls)]
+
     d = card.data
     raw64 = b.node(
         "Div", [b.node("Sub", [x, b.const(d.shift, np.float64)], "unshift"), b.const(d.scale, np.float64)], "raw64"
@@ -477,6 +543,7 @@ def build_pipeline(network: onnx.ModelProto, program: Program, *, guidance=None,
     model.ir_version = network.ir_version
     model.functions.extend(network.functions)
     meta = pipeline_card(program, card, mode=mode, scale=scale, with_image=with_image)
+    meta["form"] = form
     for key, value in props.items():
         model.metadata_props.add(key=key, value=value)
     model.metadata_props.add(key=PIPELINE_KEY, value=json.dumps(meta))
@@ -592,6 +659,7 @@ def export_pipeline(
     guidance=None,
     image_output: bool = True,
     verify: bool = True,
+    form: str = "unrolled",
     **options,
 ) -> Path:
     """Write the pipeline graph for the exported network `network_path` to `output_path` (no torch needed).
@@ -621,7 +689,7 @@ def export_pipeline(
         grid_options=grid_options,
         options=options,
     )
-    model = build_pipeline(network, program, guidance=guidance, image_output=image_output)
+    model = build_pipeline(network, program, guidance=guidance, image_output=image_output, form=form)
     check = (lambda tmp: verify_pipeline(tmp, network_path)) if verify else None
     write_atomically(model, output_path, check=check)
     return output_path

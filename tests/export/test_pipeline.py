@@ -229,3 +229,17 @@ def test_cli_from_network_file(nets, tmp_path, capsys):
     assert (meta["steps"], meta["grid"], meta["grid_options"], meta["guidance"]["mode"]) == (
         7, "karras", {"rho": 5}, "dynamic")
     assert os.listdir(tmp_path) == ["sampler.onnx"]
+
+
+def test_loop_form_equals_unrolled(nets, tmp_path):
+    model = Model.load(nets["image_cond"], device="cpu")
+    outs = {}
+    for form in ("unrolled", "loop"):
+        path = export_pipeline(nets["image_cond"], tmp_path / f"{form}.onnx", sampler="dpmpp_sde", steps=STEPS,
+                               guidance="dynamic", form=form)
+        outs[form], meta = _run_graph(path, model, [0, 1], labels=[7, 8], guidance_scale=1.5)
+        assert meta["form"] == form
+    assert [n.op_type for n in onnx.load(str(tmp_path / "loop.onnx")).graph.node].count("Loop") == 1
+    assert _scaled_err(outs["loop"]["sample"], outs["unrolled"]["sample"]) <= TOL
+    with pytest.raises(PipelineError, match="form='scan'"):
+        export_pipeline(nets["image_cond"], tmp_path / "s.onnx", sampler="ddim", steps=STEPS, form="scan")
