@@ -179,7 +179,9 @@ def _vp_scale(schedule, t):
     return float(np.hypot(schedule.alpha(t), schedule.sigma(t)))
 
 
-def sample_dpm_solver_adaptive(denoise, x_T, grid, schedule, *, noise=None, order=3, rtol=0.05, atol=0.0078):
+def sample_dpm_solver_adaptive(denoise, x_T, grid, schedule, *, noise=None, order=3, rtol=0.05, atol=0.0078,
+                               variant="diffspec", h_init=None, pcoeff=None, icoeff=None, dcoeff=None,
+                               accept_safety=None):
     """DPM-Solver-12 / -23 with adaptive step size: an embedded pair and error control in lam.
 
     Lu et al. (2022), arXiv:2206.00927, Sec. 3.4 and Algorithm 4 (their `dpm_solver_adaptive`). From (x, t) a trial
@@ -195,6 +197,10 @@ def sample_dpm_solver_adaptive(denoise, x_T, grid, schedule, *, noise=None, orde
     VP-scaled test makes the accepted steps depend on lam alone, the same for every schedule with the same lam.
     Only grid[0] and grid[-1] are used; when grid[-1] is a clean end the integration stops at grid[-2] (the last
     noisy time) and a data-prediction step x = alpha_end x0_hat lands on grid[-1].
+    variant="k-diffusion" is k-diffusion's `sample_dpm_adaptive` (at eta = 0) instead: a PID step-size controller
+    (`h_init`, `pcoeff`, `icoeff`, `dcoeff`, `accept_safety`, defaults 0.05, 0, 1, 0, 0.81; those five belong to
+    that variant only), its error read in sigma_ve's scale x / alpha over the whole batch at once, and the loop's end
+    1e-5 before lam_end (`_adaptive_k_diffusion`). Its raw-scale test is why it is not the default: see above.
     Model calls per step: adaptive (order calls per trial step). Noise draws: none. Order: `order`.
     """
     denoise = _checks.checked_denoiser(denoise, grid, sampler="dpm_solver_adaptive")
@@ -202,6 +208,14 @@ def sample_dpm_solver_adaptive(denoise, x_T, grid, schedule, *, noise=None, orde
     if order not in (2, 3):
         raise ValueError(f"order={order!r}: expected 2 (DPM-Solver-12) or 3 (DPM-Solver-23)")
     rtol, atol = _checks.positive("rtol", rtol), _checks.positive("atol", atol)
+    pid = {"h_init": h_init, "pcoeff": pcoeff, "icoeff": icoeff, "dcoeff": dcoeff, "accept_safety": accept_safety}
+    if _checks.lookup({"diffspec": False, "k-diffusion": True}, variant, what="variant"):
+        defaults = {"h_init": 0.05, "pcoeff": 0.0, "icoeff": 1.0, "dcoeff": 0.0, "accept_safety": 0.81}
+        pid = {k: defaults[k] if v is None else float(v) for k, v in pid.items()}
+        return _adaptive_k_diffusion(denoise, x, grid, schedule, order=order, rtol=rtol, atol=atol, **pid)
+    for name, value in pid.items():
+        if value is not None:
+            raise ValueError(f"{name}={value!r}: an option of variant='k-diffusion' only; leave it None")
     clean = schedule.sigma(grid[-1]) == 0
     t_end = grid[-2] if clean else grid[-1]
     t, lam, lam_end, h = grid[0], schedule.lam(grid[0]), schedule.lam(t_end), 0.05
@@ -230,15 +244,59 @@ def sample_dpm_solver_adaptive(denoise, x_T, grid, schedule, *, noise=None, orde
     return x
 
 
+def _adaptive_k_diffusion(denoise, x, grid, schedule, *, order, rtol, atol, h_init, pcoeff, icoeff, dcoeff,
+                          accept_safety):
+    """k-diffusion's `DPMSolver.dpm_solver_adaptive` at eta = 0 (Crowson), for any schedule.
+
+    The same embedded pairs as `sample_dpm_solver_adaptive`; the step size comes from a PID controller on the error
+    E = rms over every element of (y_lo - y_hi) / max(atol, rtol max(|y_lo|, |y_prev|)), y = x / alpha (sigma_ve's
+    scale): with b1 = (p + i + d) / order, b2 = -(p + 2 d) / order, b3 = d / order and e_k = 1 / (E_k + 1e-8),
+    factor = 1 + atan(e_0^b1 e_1^b2 e_2^b3 - 1) (history e_1, e_2 of accepted steps, all e_0 at the start), the
+    step is accepted when factor >= accept_safety, and h <- h factor either way. The loop stops once lam is within
+    1e-5 of lam_end; a clean grid[-1] is reached as in the default variant.
+    """
+    h_init, accept_safety = _checks.positive("h_init", h_init), _checks.positive("accept_safety", accept_safety)
+    b1, b2, b3 = (pcoeff + icoeff + dcoeff) / order, -(pcoeff + 2 * dcoeff) / order, dcoeff / order
+    clean = schedule.sigma(grid[-1]) == 0
+    t_end = grid[-2] if clean else grid[-1]
+    t, lam, lam_end, h = grid[0], float(schedule.lam(grid[0])), float(schedule.lam(t_end)), h_init
+    x_prev, errs = x / schedule.alpha(t), []
+    while lam < lam_end - 1e-5:
+        lam_next = min(lam_end, lam + h)
+        t_next = t_end if lam_next == lam_end else float(schedule.t_of_lam(lam_next))
+        eps, _ = _model(denoise, x, t, schedule)
+        if order == 2:
+            x_lo = _update_1(schedule, x, t, t_next, eps)
+            x_hi, _ = _update_2(denoise, schedule, x, t, t_next, eps, r1=0.5)
+        else:
+            x_lo, eps1 = _update_2(denoise, schedule, x, t, t_next, eps, r1=1 / 3)
+            x_hi = _update_3(denoise, schedule, x, t, t_next, eps, eps1=eps1)
+        alpha_next = schedule.alpha(t_next)
+        y_lo, y_hi = x_lo / alpha_next, x_hi / alpha_next
+        delta = np.maximum(atol, rtol * np.maximum(np.abs(y_lo), np.abs(x_prev)))
+        error = float(np.sqrt(np.mean(((y_lo - y_hi) / delta) ** 2)))
+        inv_error = 1 / (error + 1e-8)
+        errs = errs or [inv_error] * 3
+        errs[0] = inv_error
+        factor = 1 + np.arctan(errs[0] ** b1 * errs[1] ** b2 * errs[2] ** b3 - 1)
+        if factor >= accept_safety:
+            errs[2], errs[1] = errs[1], errs[0]
+            x, x_prev, t, lam = x_hi, y_lo, t_next, lam_next
+        h *= factor
+    if clean:
+        x = _step(denoise, schedule, x, t, grid[-1], 1)
+    return x
+
+
 _A = {Requirement.ALPHA_START}
 INFO = [
     SamplerInfo("dpm_solver_1", sample_dpm_solver_1, order=1, stochastic=False, calls_per_step=1, requires=_A),
     SamplerInfo("dpm_solver_2", sample_dpm_solver_2, order=2, stochastic=False, calls_per_step=2, requires=_A),
     SamplerInfo("dpm_solver_3", sample_dpm_solver_3, order=3, stochastic=False, calls_per_step=3, requires=_A),
     SamplerInfo("dpm_solver_fast", sample_dpm_solver_fast, order=2, stochastic=False, calls_per_step=1, requires=_A,
-                adaptive=True),
+                adaptive=True, aliases=("dpm_fast",)),
     SamplerInfo("dpm_solver_adaptive", sample_dpm_solver_adaptive, order=3, stochastic=False, calls_per_step=None,
-                requires=_A, adaptive=True,
+                requires=_A, adaptive=True, aliases=("dpm_adaptive",),
                 options=dict(order=Option(3, choices=(2, 3), invalid=(1,)),
                              rtol=Option(0.05, low=0.0, invalid=(0.0,)),
                              atol=Option(0.0078, low=0.0, invalid=(-1.0,)))),

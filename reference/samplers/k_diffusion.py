@@ -194,7 +194,8 @@ INFO = [
                 options=dict(s_churn=Option(0.0, low=0.0, invalid=(-1.0,), probe=(10.0,)),
                              s_tmin=Option(0.0, low=0.0), s_tmax=Option(float("inf"), low=0.0),
                              s_noise=Option(1.0, low=0.0, invalid=(-1.0,)))),
-    SamplerInfo("dpm2", sample_dpm2, order=2, stochastic=False, calls_per_step=2, requires=_A),
+    SamplerInfo("dpm2", sample_dpm2, order=2, stochastic=False, calls_per_step=2, requires=_A, aliases=("dpm_2",)),
     SamplerInfo("dpm2_ancestral", sample_dpm2_ancestral, order=2, stochastic=True, calls_per_step=2, requires=_A,
+                aliases=("dpm_2_ancestral",),
                 draws=one_per_step_if("eta"), order_options={"eta": 0.0}, options=dict(eta=_ETA)),
 ]

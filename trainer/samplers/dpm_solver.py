@@ -138,10 +138,13 @@ def _vp_scale(schedule, t):
     return math.hypot(at(schedule.alpha, t), at(schedule.sigma, t))
 
 
-def sample_dpm_solver_adaptive(denoise, x_T, grid, schedule, *, noise=None, order=3, rtol=0.05, atol=0.0078):
+def sample_dpm_solver_adaptive(denoise, x_T, grid, schedule, *, noise=None, order=3, rtol=0.05, atol=0.0078,
+                               variant="diffspec", h_init=None, pcoeff=None, icoeff=None, dcoeff=None,
+                               accept_safety=None):
     """DPM-Solver-12 / -23 with adaptive steps in lam (Lu et al. 2022, Algorithm 4); see the reference for the
     error control (read in the variance-preserving scale x / sqrt(alpha^2 + sigma^2)). The accept test reads one
-    number per trial step from the device (adaptive by nature).
+    number per trial step from the device (adaptive by nature). variant="k-diffusion": k-diffusion's PID controller
+    (`_adaptive_k_diffusion`; h_init, pcoeff, icoeff, dcoeff, accept_safety belong to it only).
     Model calls per step: adaptive. Noise draws: none. Order: `order`."""
     grid, x = _setup(x_T, grid, schedule, "dpm_solver_adaptive")
     if order not in (2, 3):
@@ -149,6 +152,16 @@ def sample_dpm_solver_adaptive(denoise, x_T, grid, schedule, *, noise=None, orde
     for name, value in (("rtol", rtol), ("atol", atol)):
         if not (math.isfinite(value) and value > 0):
             raise ValueError(f"{name}={value!r}: expected a finite number > 0")
+    pid = {"h_init": h_init, "pcoeff": pcoeff, "icoeff": icoeff, "dcoeff": dcoeff, "accept_safety": accept_safety}
+    if variant not in ("diffspec", "k-diffusion"):
+        raise ValueError(f"unknown variant {variant!r}: expected one of diffspec, k-diffusion")
+    if variant == "k-diffusion":
+        defaults = {"h_init": 0.05, "pcoeff": 0.0, "icoeff": 1.0, "dcoeff": 0.0, "accept_safety": 0.81}
+        pid = {k: defaults[k] if v is None else float(v) for k, v in pid.items()}
+        return _adaptive_k_diffusion(denoise, x, grid, schedule, order=order, rtol=rtol, atol=atol, **pid)
+    for name, value in pid.items():
+        if value is not None:
+            raise ValueError(f"{name}={value!r}: an option of variant='k-diffusion' only; leave it None")
     clean = at(schedule.sigma, grid[-1]) == 0
     t_end = grid[-2] if clean else grid[-1]
     t, lam, lam_end, h = grid[0], at(schedule.lam, grid[0]), at(schedule.lam, t_end), 0.05
@@ -172,4 +185,45 @@ def sample_dpm_solver_adaptive(denoise, x_T, grid, schedule, *, noise=None, orde
         h = min(0.9 * h * max(E, 1e-12) ** (-1 / order), lam_end - lam)
     if clean:
         x = _step(denoise, schedule, x, t_end, grid[-1], 1)
+    return x
+
+
+def _adaptive_k_diffusion(denoise, x, grid, schedule, *, order, rtol, atol, h_init, pcoeff, icoeff, dcoeff,
+                          accept_safety):
+    """k-diffusion's `dpm_solver_adaptive` at eta = 0: the same embedded pairs, error
+    E = rms over all elements of (y_lo - y_hi) / max(atol, rtol max(|y_lo|, |y_prev|)) with y = x / alpha, and a PID
+    controller factor = 1 + atan(e0^b1 e1^b2 e2^b3 - 1), e = 1 / (E + 1e-8); accept when factor >= accept_safety;
+    h *= factor; stop within 1e-5 of lam_end (see the reference)."""
+    for name, value in (("h_init", h_init), ("accept_safety", accept_safety)):
+        if not (math.isfinite(value) and value > 0):
+            raise ValueError(f"{name}={value!r}: expected a finite number > 0")
+    b1, b2, b3 = (pcoeff + icoeff + dcoeff) / order, -(pcoeff + 2 * dcoeff) / order, dcoeff / order
+    clean = at(schedule.sigma, grid[-1]) == 0
+    t_end = grid[-2] if clean else grid[-1]
+    t, lam, lam_end, h = grid[0], at(schedule.lam, grid[0]), at(schedule.lam, t_end), h_init
+    x_prev, errs = x / at(schedule.alpha, t), []
+    while lam < lam_end - 1e-5:
+        lam_next = min(lam_end, lam + h)
+        t_next = t_end if lam_next == lam_end else at(schedule.t_of_lam, lam_next)
+        eps, _ = _model(denoise, x, t, schedule)
+        if order == 2:
+            x_lo = _update_1(schedule, x, t, t_next, eps)
+            x_hi, _ = _update_2(denoise, schedule, x, t, t_next, eps, r1=0.5)
+        else:
+            x_lo, eps1 = _update_2(denoise, schedule, x, t, t_next, eps, r1=1 / 3)
+            x_hi = _update_3(denoise, schedule, x, t, t_next, eps, eps1=eps1)
+        alpha_next = at(schedule.alpha, t_next)
+        y_lo, y_hi = x_lo / alpha_next, x_hi / alpha_next
+        delta = torch.clamp(rtol * torch.maximum(y_lo.abs(), x_prev.abs()), min=atol)
+        error = float(torch.sqrt((((y_lo - y_hi) / delta) ** 2).mean()))
+        inv_error = 1 / (error + 1e-8)
+        errs = errs or [inv_error] * 3
+        errs[0] = inv_error
+        factor = 1 + math.atan(errs[0] ** b1 * errs[1] ** b2 * errs[2] ** b3 - 1)
+        if factor >= accept_safety:
+            errs[2], errs[1] = errs[1], errs[0]
+            x, x_prev, t, lam = x_hi, y_lo, t_next, lam_next
+        h *= factor
+    if clean:
+        x = _step(denoise, schedule, x, t, grid[-1], 1)
     return x

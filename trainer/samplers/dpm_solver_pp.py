@@ -20,6 +20,20 @@ class SolverType(enum.StrEnum):
     HEUN = "heun"
 
 
+class Variant(enum.StrEnum):
+    """diffspec's form (the paper's, default) or k-diffusion's function of the same name, reproduced exactly."""
+
+    DIFFSPEC = "diffspec"
+    K_DIFFUSION = "k-diffusion"
+
+
+def _variant(variant):
+    try:
+        return Variant(variant)
+    except ValueError:
+        raise ValueError(f"unknown variant {variant!r}: expected one of diffspec, k-diffusion") from None
+
+
 def _setup(x_T, grid, schedule, sampler):
     grid = checked_grid(grid, schedule, sampler=sampler)
     alpha, sigma, lam = marginals(schedule, grid)
@@ -82,10 +96,15 @@ def sample_dpmpp_2m(denoise, x_T, grid, schedule, *, noise=None, lower_order_fin
     return x
 
 
-def sample_dpmpp_3m(denoise, x_T, grid, schedule, *, noise=None, lower_order_final=True):
+def sample_dpmpp_3m(denoise, x_T, grid, schedule, *, noise=None, lower_order_final=True, variant="diffspec"):
     """DPM-Solver++(3M): x_next = (sigma_next / sigma) x - alpha_next expm1(-h) x0 + alpha_next (expm1(-h)/h + 1) D1
     - 2 alpha_next ((expm1(-h) + h)/h^2 - 1/2) D2, with D1, D2 the divided differences (`_data_term`).
+    variant="k-diffusion": k-diffusion's `sample_dpmpp_3m_sde` at eta = 0 (weight -phi_3 D2, phi_2 D1 on the
+    second-order step); see the reference for why the default differs.
     Model calls per step: 1. Noise draws: none. Order: 3."""
+    if _variant(variant) == Variant.K_DIFFUSION:
+        return sample_dpmpp_3m_sde(denoise, x_T, grid, schedule, eta=0.0, lower_order_final=lower_order_final,
+                                   variant=variant)
     grid, x, alpha, sigma, lam = _setup(x_T, grid, schedule, "dpmpp_3m")
     orders = _orders(sigma, 3, lower_order_final)
     x0s = []
@@ -166,14 +185,17 @@ def sample_dpmpp_2m_sde(denoise, x_T, grid, schedule, *, noise=None, eta=1.0, so
     return x
 
 
-def sample_dpmpp_3m_sde(denoise, x_T, grid, schedule, *, noise=None, eta=1.0, lower_order_final=True):
+def sample_dpmpp_3m_sde(denoise, x_T, grid, schedule, *, noise=None, eta=1.0, lower_order_final=True,
+                        variant="diffspec"):
     """SDE-DPM-Solver++(3M) (k-diffusion `sample_dpmpp_3m_sde`): with h_eta = (1 + eta) h,
     phi_2 = expm1(-h_eta)/h_eta + 1, phi_3 = phi_2 / h_eta - 1/2:
 
         x_next = (sigma_next / sigma) e^{-eta h} x - alpha_next expm1(-h_eta) x0 + alpha_next (phi_2 D1 - 2 phi_3 D2)
                  + sigma_next sqrt(-expm1(-2 eta h)) z
 
-    Model calls per step: 1. Noise draws: one per step with sigma_next > 0 and eta > 0."""
+    variant="k-diffusion": weight -phi_3 D2 (k-diffusion's). Model calls per step: 1. Noise draws: one per step with
+    sigma_next > 0 and eta > 0."""
+    w3 = 1.0 if _variant(variant) == Variant.K_DIFFUSION else 2.0
     grid, x, alpha, sigma, lam = _setup(x_T, grid, schedule, "dpmpp_3m_sde")
     eta = _eta(eta)
     draw = as_noise_source(noise, sampler="dpmpp_3m_sde", like=x_T) if eta > 0 else None
@@ -190,20 +212,30 @@ def sample_dpmpp_3m_sde(denoise, x_T, grid, schedule, *, noise=None, eta=1.0, lo
         phi_2 = math.expm1(-h_eta) / h_eta + 1
         phi_3 = phi_2 / h_eta - 0.5
         x = (sigma[i + 1] / sigma[i] * (math.exp(-eta * h) if eta > 0 else 1.0)) * x - (alpha[i + 1] * math.expm1(-h_eta)) * x0s[0]
-        x = x + alpha[i + 1] * (phi_2 * D1 - 2 * phi_3 * D2)
+        x = x + alpha[i + 1] * (phi_2 * D1 - w3 * phi_3 * D2)
         if eta > 0:
             x = x + (sigma[i + 1] * math.sqrt(-math.expm1(-2 * eta * h))) * draw(x.shape)
     return x
 
 
-def sample_dpmpp_sde(denoise, x_T, grid, schedule, *, noise=None, order=2, lower_order_final=True):
+def sample_dpmpp_sde(denoise, x_T, grid, schedule, *, noise=None, order=2, lower_order_final=True,
+                     variant="diffspec", eta=None, r=None):
     """SDE-DPM-Solver++ singlestep, order 1 or 2 (the paper's, not k-diffusion's Brownian-tree variant):
 
         order 1: x_next = (sigma_next / sigma) e^{-h} x - alpha_next expm1(-2h) x0 + sigma_next sqrt(-expm1(-2h)) z
         order 2: a first-order step to the lam-midpoint with z1 gives u and x0(u, t_s); the full step uses x0(u) and
                  the noise sigma_next sqrt(-expm1(-h)) (e^{-h/2} z1 + z2) (the same Brownian path).
 
+    variant="k-diffusion": k-diffusion's eta/r form (`_dpmpp_sde_k_diffusion`); eta and r belong to it only.
     Model calls per step: `order` (1 onto a clean end). Noise draws: `order` per step with sigma_next > 0 (z1, z2)."""
+    if _variant(variant) == Variant.K_DIFFUSION:
+        if order != 2:
+            raise ValueError(f"order={order!r}: variant='k-diffusion' has second-order steps only; expected 2")
+        return _dpmpp_sde_k_diffusion(denoise, x_T, grid, schedule, noise=noise, eta=1.0 if eta is None else eta,
+                                      r=0.5 if r is None else r, lower_order_final=lower_order_final)
+    for name, value in (("eta", eta), ("r", r)):
+        if value is not None:
+            raise ValueError(f"{name}={value!r}: an option of variant='k-diffusion' only; leave it None")
     grid, x, alpha, sigma, lam = _setup(x_T, grid, schedule, "dpmpp_sde")
     if order not in (1, 2):
         raise ValueError(f"order={order!r}: expected 1 or 2")
@@ -226,3 +258,48 @@ def sample_dpmpp_sde(denoise, x_T, grid, schedule, *, noise=None, order=2, lower
             noise_term = (sigma[i + 1] * math.sqrt(-math.expm1(-h))) * (math.exp(-h / 2) * z1 + draw(x.shape))
         x = (sigma[i + 1] / sigma[i] * math.exp(-h)) * x - (alpha[i + 1] * math.expm1(-2 * h)) * x0 + noise_term
     return x
+
+
+def _dpmpp_sde_k_diffusion(denoise, x_T, grid, schedule, *, noise, eta, r, lower_order_final):
+    """k-diffusion's `sample_dpmpp_sde` in sigma_ve (y = x / alpha), twin of the reference's: per step, draws a then b
+    make z1 = a and z2 = (sqrt(sigma - sigma_s) a + sqrt(sigma_s - sigma_next) b) / sqrt(sigma - sigma_next);
+    y_s = x0 + (d1 / sigma)(y - x0) + u1 z1, D = (1 - 1/(2r)) x0 + 1/(2r) x0(y_s, t_s),
+    y_next = D + (d2 / sigma)(y - D) + u2 z2 with k-diffusion's ancestral splits; Euler (y = x0) onto a clean end."""
+    from diffspec.trainer.samplers.k_diffusion import _ancestral_step
+
+    eta = _eta(eta)
+    if not (math.isfinite(r) and r > 0):
+        raise ValueError(f"r={r!r}: expected a finite number > 0")
+    grid, x, alpha, sigma, lam = _setup(x_T, grid, schedule, "dpmpp_sde")
+    if alpha[0] == 0:
+        raise ValueError(
+            f"grid[0]={grid[0]} has alpha = 0 (sigma_ve = inf): variant='k-diffusion' works in sigma_ve = sigma / "
+            "alpha; start the grid at a time with alpha > 0"
+        )
+    draw = as_noise_source(noise, sampler="dpmpp_sde with eta > 0", like=x_T) if eta > 0 else None
+    sigma_ve = [s / a for s, a in zip(sigma, alpha, strict=True)]
+    orders = _singlestep_orders(sigma_ve, lam, 2, lower_order_final)
+    y = x / alpha[0]
+    for i in range(len(grid) - 1):
+        x0 = call(denoise, alpha[i] * y, grid[i])
+        if sigma_ve[i + 1] == 0:
+            y = x0
+            continue
+        sig, sig_next = sigma_ve[i], sigma_ve[i + 1]
+        t_s = at(schedule.t_of_lam, lam[i] + r * (lam[i + 1] - lam[i]))
+        sig_s = math.exp(-at(schedule.lam, t_s))
+        z1 = z2 = 0.0
+        if draw is not None:
+            a, b = draw(y.shape), draw(y.shape)
+            z1 = a
+            z2 = (math.sqrt(sig - sig_s) / math.sqrt(sig - sig_next)) * a + (
+                math.sqrt(sig_s - sig_next) / math.sqrt(sig - sig_next)) * b
+        D = x0
+        if orders[i] == 2:
+            down, up = _ancestral_step(sig, sig_s, eta)
+            y_s = x0 + (down / sig) * (y - x0) + up * z1
+            x0_s = call(denoise, at(schedule.alpha, t_s) * y_s, t_s)
+            D = (1 - 1 / (2 * r)) * x0 + (1 / (2 * r)) * x0_s
+        down, up = _ancestral_step(sig, sig_next, eta)
+        y = D + (down / sig) * (y - D) + up * z2
+    return alpha[-1] * y
