@@ -10,6 +10,7 @@ import errno
 import os
 import shutil
 import tempfile
+import time
 from pathlib import Path, PurePosixPath, PureWindowsPath
 
 import onnx
@@ -124,17 +125,56 @@ def _replace_temporary(err, tmp, path):
         return err
 
 
+TEMP_PREFIX = ".diffspec-export-"  # temporary folders: .diffspec-export-PID-XXXXXXXX.tmp next to the output
+STALE_SECONDS = 60.0
+
+
+def _pid_alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # e.g. another user's process: alive
+        return True
+    return True
+
+
+def prune_temporaries(folder, *, older_than=STALE_SECONDS):
+    """Remove the temporary folders of exports that were killed before they could clean up: those whose process
+    no longer exists and that are older than `older_than` seconds. Returns the names removed."""
+    removed = []
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return removed
+    now = time.time()
+    for entry in entries:
+        pid = entry.name[len(TEMP_PREFIX):].split("-", 1)[0]
+        if not entry.name.startswith(TEMP_PREFIX) or not entry.is_dir(follow_symlinks=False) or not pid.isdigit():
+            continue
+        try:
+            stale = now - entry.stat(follow_symlinks=False).st_mtime >= older_than
+        except OSError:
+            continue
+        if stale and not _pid_alive(int(pid)):
+            shutil.rmtree(entry.path, ignore_errors=True)
+            removed.append(entry.name)
+    return removed
+
+
 def write_atomically(model, path, *, external_data_threshold=EXTERNAL_DATA_THRESHOLD, check=None):
     """Save `model` to `path` via a temporary directory in the same folder, run `check(tmp_path)`, then rename.
 
     With more than `external_data_threshold` initializer bytes, the weights go to `path.name + ".data"` next to
     the model. If saving or `check` raises, nothing is left behind and an existing file at `path` is untouched;
-    the error names `path`, never the temporary (a full disk says "no space left on device").
+    the error names `path`, never the temporary (a full disk says "no space left on device"). Temporary folders
+    left by a killed export in the same folder are removed first (`prune_temporaries`).
     Returns the list of files written.
     """
     path = Path(path)
+    prune_temporaries(path.parent)
     try:
-        tmpdir = Path(tempfile.mkdtemp(prefix=f".diffspec-export-{os.getpid()}-", suffix=".tmp", dir=path.parent))
+        tmpdir = Path(tempfile.mkdtemp(prefix=f"{TEMP_PREFIX}{os.getpid()}-", suffix=".tmp", dir=path.parent))
     except OSError as err:
         raise OSError(err.errno, f"cannot write {str(path)!r} ({err.strerror or err})") from None
     tmp = tmpdir / path.name

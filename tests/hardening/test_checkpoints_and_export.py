@@ -229,3 +229,15 @@ def test_export_bars_are_silent_and_the_runtime_check_agrees_with_the_exporters(
             except (ValueError, ExternalDataError):
                 outcomes.append(False)
         assert outcomes == [ok, ok], location
+
+
+def test_temporary_folders_of_a_killed_export_are_pruned(tmp_path):
+    model = onnx.load(points_model(tmp_path / "src.onnx"))
+    dead = tmp_path / ".diffspec-export-999999999-abc.tmp"  # no such process
+    alive = tmp_path / f".diffspec-export-{os.getpid()}-abc.tmp"  # this process: maybe still writing, kept
+    for folder in (dead, alive):
+        folder.mkdir()
+        (folder / "m.onnx").write_bytes(b"partial")
+        os.utime(folder, (1, 1))
+    export_files.write_atomically(model, tmp_path / "out.onnx")
+    assert not dead.exists() and alive.exists() and (tmp_path / "out.onnx").is_file()
