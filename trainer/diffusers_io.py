@@ -52,6 +52,23 @@ def scheduler_config(schedule, parameterization, *, learned_variance=False):
     )
 
 
+def check_save_diffusers(arch, kwargs, schedule, parameterization):
+    """Before training: can `save_diffusers` write this run? A ValueError says why not."""
+    from diffspec.trainer.models.diffusers_models import DIFFUSERS_ARCHS
+
+    if arch not in DIFFUSERS_ARCHS:
+        raise ValueError(
+            f"--save-diffusers needs --arch {' or '.join(DIFFUSERS_ARCHS)} (diffusers' own classes), got {arch!r}"
+        )
+    time_scale = float(kwargs.get("time_scale", 1.0))
+    if time_scale != 1.0:
+        raise ValueError(
+            f"--save-diffusers: time_scale={time_scale} but a diffusers pipeline feeds the discrete "
+            "timestep itself: use a discrete schedule and leave time_scale at 1"
+        )
+    scheduler_config(schedule, parameterization, learned_variance=bool(kwargs.get("learned_variance", False)))
+
+
 def save_diffusers(model, path, *, schedule, parameterization, data=None):
     """Write `model` (a DiffusersUNet2D or DiffusersDiT, e.g. the EMA copy) as a diffusers folder at `path`.
 
