@@ -14,7 +14,19 @@ kit applied to its backends (the reference, the trainer in float64 and float32, 
 `diffspec-check` (`python -m diffspec.conformance`).
 """
 
+from diffspec.conformance.losses import check_loss
 from diffspec.conformance.report import Report, Row
 from diffspec.conformance.samplers import CHECKS, check_sampler, sampler_info
+from diffspec.conformance.schedulers import check_scheduler
+from diffspec.conformance.schedules import check_schedule
 
-__all__ = ["CHECKS", "Report", "Row", "check_sampler", "sampler_info"]
+__all__ = [
+    "CHECKS",
+    "Report",
+    "Row",
+    "check_loss",
+    "check_sampler",
+    "check_schedule",
+    "check_scheduler",
+    "sampler_info",
+]

@@ -1,0 +1,5 @@
+import sys
+
+from diffspec.conformance.cli import main
+
+sys.exit(main())

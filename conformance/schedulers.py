@@ -1,0 +1,266 @@
+"""`check_scheduler`: a diffusers scheduler instance (custom subclasses included) against the reference's
+reading of its config (`diffspec.reference.interop.from_diffusers`) and against exact answers.
+
+Rows: `class` (the diffusers class it is, or derives from, has a counterpart), `timesteps` and `sigmas` (after
+`set_timesteps(n)`, against the plan's), `loop` (a whole pipeline loop on the exact Gaussian-mixture model, with
+the same draws fed to both: final samples within 2e-4 of max |x|, diffusers' float32 arithmetic), and `order`
+(the loop's final sample on Gaussian data against the exact probability-flow map from the start state to the
+data: the observed order of convergence, for deterministic classes with a known nominal order).
+"""
+
+import contextlib
+import importlib
+import math
+
+import numpy as np
+
+from diffspec.conformance.report import Report
+from diffspec.reference.oracles import GaussianMixture, gaussian_flow_map, standard_mixture_2d
+from diffspec.reference.parameterizations import output_from_x0
+
+LOOP_TOL = 2e-4  # diffusers runs in float32; its own float64 run moves samples by up to 6e-5 of max |x|
+ORDER_TOL = 0.3
+PARAM = {"epsilon": "eps", "sample": "x0", "v_prediction": "v", "flow_prediction": "flow"}
+MEAN, STD = np.array([0.5, -0.2]), np.array([0.3, 0.8])
+GAUSS = GaussianMixture.gaussian(MEAN, STD)
+STOCHASTIC_LAW_ONLY = ("DPMSolverSDEScheduler",)  # Brownian-tree draws: reproduced in law, not draw for draw
+
+
+def nominal_order(class_name: str, config) -> float | None:
+    """The order a deterministic diffusers class is documented to have with this config (None: stochastic or none
+    documented). Multistep solvers count their `solver_order`; UniPC's corrector adds one."""
+    algorithm = config.get("algorithm_type", "")
+    if "sde" in str(algorithm):
+        return None
+    table = {
+        "DDIMScheduler": 1,
+        "EulerDiscreteScheduler": 1,
+        "HeunDiscreteScheduler": 2,
+        "KDPM2DiscreteScheduler": 2,
+        "FlowMatchEulerDiscreteScheduler": 1,
+        "EDMEulerScheduler": 1,
+    }
+    if class_name in table:
+        return table[class_name]
+    if class_name in (
+        "DPMSolverMultistepScheduler",
+        "DPMSolverSinglestepScheduler",
+        "DEISMultistepScheduler",
+        "EDMDPMSolverMultistepScheduler",
+    ):
+        return config.get("solver_order", 2)
+    if class_name == "UniPCMultistepScheduler":
+        return config.get("solver_order", 2) + 1
+    if class_name == "LMSDiscreteScheduler":
+        return 4
+    return None
+
+
+def counterpart(scheduler):
+    """The supported diffusers class `scheduler` is or derives from (None if none)."""
+    from diffspec.reference.interop import SUPPORTED_CLASSES
+
+    for cls in type(scheduler).__mro__:
+        if cls.__name__ in SUPPORTED_CLASSES:
+            return cls.__name__
+    return None
+
+
+def config_of(scheduler, class_name):
+    cfg = {k: v for k, v in dict(scheduler.config).items() if not k.startswith("_")}
+    cfg["_class_name"] = class_name
+    return cfg
+
+
+def _oracle(plan, mixture):
+    """model(x, timestep) for a plan: the mixture's exact x0 in the config's prediction type, at the schedule time
+    the timestep names (EDM classes: c_noise = log(sigma) / 4 and c_in-scaled input)."""
+    schedule = plan.schedule
+    name = type(schedule).__name__
+    if name == "EDM":
+        import dataclasses
+
+        den = mixture.denoiser(dataclasses.replace(schedule, sigma_max=2 * schedule.sigma_max))
+        sd, pred = schedule.sigma_data, plan.prediction_type
+
+        def edm_model(x_in, timestep):
+            s = float(np.exp(4.0 * np.float64(np.asarray(timestep))))
+            x = x_in * np.sqrt(s**2 + sd**2)
+            x0 = den(x.reshape(x.shape[0], -1), s).reshape(x.shape)
+            c_out = s * sd / np.sqrt(s**2 + sd**2) * (-1.0 if pred == "v_prediction" else 1.0)
+            return (x0 - sd**2 / (s**2 + sd**2) * x) / c_out
+
+        return edm_model
+    flow = name == "Flow"
+    den = mixture.denoiser(schedule)
+    param = "flow" if flow else PARAM[plan.prediction_type]
+
+    def model(x, timestep):
+        t = float(np.asarray(timestep)) / (1000.0 if flow else 1.0)
+        flat = x.reshape(x.shape[0], -1)
+        x0 = den(flat, t)
+        return output_from_x0(param, x0, flat, schedule.alpha(t), schedule.sigma(t)).reshape(x.shape)
+
+    return model
+
+
+@contextlib.contextmanager
+def _patched_randn(scheduler, source):
+    """Route the draws of the scheduler's module (and its bases') `randn_tensor` to `source`."""
+    import torch
+
+    modules = {importlib.import_module(c.__module__) for c in type(scheduler).__mro__ if c.__module__ != "builtins"}
+    saved = [(m, m.randn_tensor) for m in modules if hasattr(m, "randn_tensor")]
+
+    def fake(shape, generator=None, device=None, dtype=None, layout=None):
+        return torch.from_numpy(source(tuple(shape))).to(dtype or torch.float32)
+
+    for m, _ in saved:
+        m.randn_tensor = fake
+    try:
+        yield
+    finally:
+        for m, fn in saved:
+            m.randn_tensor = fn
+
+
+def run_loop(scheduler, n, model, x_T, noise):
+    """A diffusers pipeline loop with `scheduler` (set to n steps), `model(x, timestep)` on numpy, draws from
+    `noise`: the final latents as float64 numpy."""
+    import torch
+
+    scheduler.set_timesteps(n)
+    latents = torch.from_numpy(x_T).float() * float(getattr(scheduler, "init_noise_sigma", 1.0))
+    with _patched_randn(scheduler, noise):
+        for t in scheduler.timesteps:
+            inp = scheduler.scale_model_input(latents, t) if hasattr(scheduler, "scale_model_input") else latents
+            out = model(inp.double().numpy(), t.numpy())
+            latents = scheduler.step(torch.from_numpy(np.asarray(out)).float(), t, latents).prev_sample
+    return latents.double().numpy()
+
+
+class _Draws:
+    def __init__(self, seed):
+        self.rng = np.random.default_rng(seed)
+
+    def __call__(self, shape):
+        return self.rng.standard_normal(tuple(shape))
+
+
+def start_state(plan):
+    """(alpha, sigma) that the loop's first latents (x_T * init_noise_sigma) stand for: VE (alpha = 1, sigma =
+    sigmas[0]) for the classes that scale their input (init_noise_sigma > 1), else the schedule at the first
+    timestep (flow: timestep / 1000)."""
+    if plan.init_noise_sigma > 1.0 and plan.sigmas is not None:
+        return 1.0, float(plan.sigmas[0])
+    t = float(plan.timesteps[0]) / (1000.0 if type(plan.schedule).__name__ == "Flow" else 1.0)
+    return float(plan.schedule.alpha(t)), float(plan.schedule.sigma(t))
+
+
+def measure_scheduler_order(scheduler, class_name, config, steps=(10, 20, 40, 80)):
+    """(observed order, errors) of the diffusers loop on Gaussian data against the exact flow map from the start
+    state to the data (alpha = 1, sigma = 0): whatever keeps a loop from the data (a final sigma_min, alphabar[0]
+    instead of 1) shows as a low order."""
+    from diffspec.reference.interop import from_diffusers
+
+    errors = []
+    for n in steps:
+        plan = from_diffusers(config, n)
+        a0, s0 = start_state(plan)
+        z = np.random.default_rng(0).standard_normal((16, 2))
+        latents = a0 * MEAN + np.sqrt(a0**2 * STD**2 + s0**2) * z
+        x_T = latents / plan.init_noise_sigma
+        out = run_loop(scheduler, n, _oracle(plan, GAUSS), x_T.reshape(16, 2, 1, 1), _Draws(1)).reshape(16, 2)
+        errors.append(float(np.max(np.abs(out - gaussian_flow_map(latents, MEAN, STD, a0, s0, 1.0, 0.0)))))
+    errors = np.array(errors)
+    if np.any(errors <= 0) or not np.all(np.isfinite(errors)):
+        return float("nan"), errors
+    return float(-np.polyfit(np.log(steps), np.log(errors), 1)[0]), errors
+
+
+def check_scheduler(scheduler, *, steps: tuple[int, ...] = (10, 25), order: bool = True) -> Report:
+    """Score a diffusers scheduler instance against `from_diffusers(scheduler.config)` and exact answers.
+
+    scheduler: anything with diffusers' `set_timesteps` / `step` (and `scale_model_input`, `config`), custom
+    subclasses of a supported class included. steps: the step counts compared. order: also measure the order.
+    """
+    for attr in ("set_timesteps", "step", "config"):
+        if not hasattr(scheduler, attr):
+            raise ValueError(f"scheduler={scheduler!r} has no `{attr}`: expected a diffusers scheduler instance")
+    from diffspec.reference.interop import SUPPORTED_CLASSES, from_diffusers
+
+    report = Report(f"{type(scheduler).__name__} (diffusers scheduler)")
+    class_name = counterpart(scheduler)
+    if class_name is None:
+        report.fail("class", type(scheduler).__name__, expected="one of " + ", ".join(SUPPORTED_CLASSES))
+        return report
+    report.add("class", type(scheduler).__name__, class_name, "", True)
+    config = config_of(scheduler, class_name)
+    mixture = standard_mixture_2d()
+    for n in steps:
+        try:
+            plan = from_diffusers(config, n)
+        except ValueError as err:
+            report.fail(f"config ({n} steps)", str(err), expected="a config from_diffusers implements")
+            return report
+        try:
+            scheduler.set_timesteps(n)
+            got_t = np.asarray(scheduler.timesteps, dtype=np.float64)
+        except Exception as err:
+            report.fail(f"timesteps ({n} steps)", f"set_timesteps raised {type(err).__name__}: {err}")
+            continue
+        want_t = np.asarray(plan.timesteps, dtype=np.float64)
+        if got_t.shape != want_t.shape:
+            report.fail(f"timesteps ({n} steps)", f"{len(got_t)} timesteps", expected=f"{len(want_t)} timesteps")
+        else:
+            err = float(np.max(np.abs(got_t - want_t)) / max(1.0, float(np.max(np.abs(want_t)))))
+            report.add(f"timesteps ({n} steps)", err, 0.0, 1e-6, err <= 1e-6)
+        if plan.sigmas is not None and hasattr(scheduler, "sigmas"):
+            got_s = np.asarray(scheduler.sigmas, dtype=np.float64)
+            want_s = np.asarray(plan.sigmas, dtype=np.float64)
+            if got_s.shape != want_s.shape:  # Heun / KDPM2 interleave their intermediate sigmas
+                got_s, want_s = np.unique(got_s)[::-1], np.unique(want_s)[::-1]
+            if got_s.shape != want_s.shape:
+                report.fail(f"sigmas ({n} steps)", f"{len(got_s)} sigmas", expected=f"{len(want_s)} sigmas")
+            else:
+                err = float(np.max(np.abs(got_s - want_s) / np.maximum(np.abs(want_s), 1e-3)))
+                report.add(f"sigmas ({n} steps)", err, 0.0, LOOP_TOL, err <= LOOP_TOL)
+        check = f"loop ({n} steps, 2-D mixture)"
+        if class_name in STOCHASTIC_LAW_ONLY:
+            continue  # its Brownian-tree noise cannot be fed draw for draw
+        x_T = np.random.default_rng(3).standard_normal((32, 2, 1, 1))
+        try:
+            want = plan.run(_oracle(plan, mixture), x_T, noise=_Draws(7) if plan.stochastic else None)
+            got = run_loop(scheduler, n, _oracle(plan, mixture), x_T, _Draws(7))
+        except Exception as err:
+            report.fail(check, f"raised {type(err).__name__}: {str(err)[:160]}", expected="the reference's sample")
+            continue
+        if got.shape != want.shape or not np.all(np.isfinite(got)):
+            report.fail(check, f"shape {got.shape}, finite: {bool(np.all(np.isfinite(got)))}", expected=want.shape)
+            continue
+        err = float(np.max(np.abs(got - want))) / max(1.0, float(np.max(np.abs(want))))
+        report.add(check, err, 0.0, LOOP_TOL, err <= LOOP_TOL)
+    expected = nominal_order(class_name, config)
+    if order and expected is not None:
+        try:
+            slope, errors = measure_scheduler_order(scheduler, class_name, config)
+        except Exception as err:
+            report.fail("order", f"raised {type(err).__name__}: {str(err)[:160]}", expected=expected)
+            return report
+        # the final step onto sigma = 0 of a multistep solver is first order in its own step, and the warm-up caps
+        # multistep orders above 2: the loop is held to min(nominal, 2)
+        target = min(expected, 2)
+        ok = math.isfinite(slope) and slope > target - ORDER_TOL
+        known = [k for k in ("clip_sample", "thresholding") if config.get(k)]
+        known += ["set_alpha_to_one=False"] if config.get("set_alpha_to_one") is False else []
+        known += ["final_sigmas_type=sigma_min"] if config.get("final_sigmas_type") == "sigma_min" else []
+        why = f" (the config has {', '.join(known)}: the loop does not end on the data)" if known else ""
+        report.add(
+            "order (gaussian, 10-80 steps)",
+            slope,
+            f">= {target}",
+            ORDER_TOL,
+            ok,
+            note="" if ok else f"errors {np.round(errors, 8).tolist()}; nominal order {expected}{why}",
+        )
+    return report
