@@ -61,7 +61,10 @@ def build_parser() -> argparse.ArgumentParser:
     add("mixed_precision", default="auto", help="auto (bf16 on CUDA), no, bf16")
     add("no_ema", action="store_true", help="train without an EMA copy")
     add("ema_max_decay", type=float, default=None)
-    add("arch", choices=["mlp", "unet", "dit"], default=None, help="network (default per data set)")
+    add("arch", choices=["mlp", "unet", "dit", "diffusers-unet2d", "diffusers-dit"], default=None,
+        help="network (default per data set); diffusers-*: diffusers' UNet2DModel / DiTTransformer2DModel")
+    add("save_diffusers", action="store_true", help="at the end, write the EMA model as a diffusers folder "
+        "OUTPUT_DIR/diffusers (DDPMPipeline.from_pretrained loads it); needs --arch diffusers-*")
     add("model_kwargs", type=_json_dict, default={}, help="JSON overrides of the network's options")
     add("precond", default="none", help="none or edm (EDM preconditioning; then predicts x0)")
     add("schedule", default=None, help="noise schedule name (default: linear, DDPM's T=1000)")
@@ -130,6 +133,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         torch_compile=args.torch_compile, device=args.device, progress=not args.no_progress,
         threads=args.threads, report_to=args.report_to, resolution=args.resolution, center_crop=args.center_crop,
         random_flip=args.random_flip, dataloader_num_workers=args.dataloader_num_workers,
+        save_diffusers=args.save_diffusers,
     )
 
 

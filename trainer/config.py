@@ -52,7 +52,7 @@ class TrainConfig:
     mixed_precision: MixedPrecision | str = MixedPrecision.AUTO
     use_ema: bool = True
     ema_max_decay: float | None = None
-    arch: str | None = None  # mlp | unet | dit (default per data set)
+    arch: str | None = None  # mlp | unet | dit | diffusers-unet2d | diffusers-dit (default per data set)
     model_kwargs: dict = field(default_factory=dict)  # overrides of the per-data-set defaults
     precond: Precond | str = Precond.NONE
     schedule: str | None = None
@@ -80,6 +80,7 @@ class TrainConfig:
     device: str | None = None  # default: cuda when available
     progress: bool = True
     n_points: int = 20000
+    save_diffusers: bool = False  # at the end, the EMA model as a diffusers folder OUTPUT_DIR/diffusers
     threads: int | None = None  # torch intra-op threads; None: the rule in `default_threads`
     report_to: ReportTo | str = ReportTo.NONE
     resolution: int | None = None  # image folders: resize the shorter side, then crop to resolution^2
@@ -271,7 +272,8 @@ def check_config(cfg: TrainConfig) -> None:
     check_number(cfg, "lambda_vlb", low=0.0)
     check_number(cfg, "snr_gamma", low=0.0, low_open=True, optional=True)
     check_number(cfg, "validation_guidance_scale", low=-math.inf)
-    for name in ("use_ema", "learned_variance", "torch_compile", "progress", "center_crop", "random_flip"):
+    for name in ("use_ema", "learned_variance", "torch_compile", "progress", "center_crop", "random_flip",
+                 "save_diffusers"):
         check_bool(cfg, name)
     check_bool(cfg, "class_conditional", optional=True)
     for name in ("model_kwargs", "schedule_kwargs"):

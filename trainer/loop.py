@@ -95,6 +95,8 @@ def model_spec(cfg: TrainConfig, ds, schedule) -> tuple[str, dict]:
         kwargs.setdefault("time_scale", 250.0)
         return "precond", {"inner": {"arch": cfg.arch, "kwargs": kwargs}, "schedule": schedule.to_dict(),
                            "sigma_data": 0.5}
+    if str(cfg.arch).startswith("diffusers-") and schedule.is_discrete:
+        kwargs.setdefault("time_scale", 1.0)  # diffusers' pipelines feed the integer timestep itself
     kwargs.setdefault("time_scale", 1000.0 / float(schedule.t_max))
     return cfg.arch, kwargs
 
@@ -336,6 +338,10 @@ def _train(cfg, device, rank, world, dist, objective_factory):
                   "weighting": weighting, "weighting_options": weighting_options},
     }
     json.loads(json.dumps(config))  # JSON-able or fail here, not mid-save
+    if cfg.save_diffusers:
+        from diffspec.trainer.diffusers_io import check_save_diffusers
+
+        check_save_diffusers(arch, kwargs, config["schedule"], parameterization)
 
     channels_last = device.type == "cuda" and ds.kind == "image"
     if channels_last:
@@ -477,6 +483,11 @@ def _steps(cfg, model, train_model, ema, ema_model, optimizer, gen, loss_fn, str
                 tracker.image(done, "samples", pixels(x, ds.kind))
     if bar is not None:
         bar.close()
+    if is_main and cfg.save_diffusers:
+        from diffspec.trainer.diffusers_io import save_diffusers
+
+        save_diffusers(ema_model if ema_model is not None else model, output_dir / "diffusers",
+                       schedule=config["schedule"], parameterization=parameterization, data=config["data"])
     seconds = time.perf_counter() - t_start
     final = output_dir / f"checkpoint-{cfg.max_train_steps}"
     return {"checkpoint": str(final), "step": cfg.max_train_steps, "seconds": seconds, "final_loss": final_loss,
