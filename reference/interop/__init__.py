@@ -1,7 +1,7 @@
 """Interoperability with diffusers: read a `scheduler_config.json` and do what a diffusers pipeline loop does.
 
-`from_diffusers(config, num_inference_steps, **step_options)` returns a `DiffusersPlan` whose
-`run(model, x_T, noise=None)` reproduces the pipeline loop
+`from_diffusers(config, num_inference_steps=None, *, timesteps=None, sigmas=None, mu=None, **step_options)`
+returns a `DiffusersPlan` whose `run(model, x_T, noise=None)` reproduces the pipeline loop
 
     latents = x_T * scheduler.init_noise_sigma
     for t in scheduler.timesteps:
@@ -61,13 +61,14 @@ from diffspec.reference.interop._config import (
     _validate,
     schedule_from_config,
 )
-from diffspec.reference.interop._load import SUPPORTED_CLASSES, from_diffusers
+from diffspec.reference.interop._load import CUSTOM_INPUTS, SUPPORTED_CLASSES, from_diffusers
 from diffspec.reference.interop._plan import DiffusersPlan
 from diffspec.reference.interop.k_diffusion import K_DIFFUSION_SAMPLERS, k_diffusion_grid, k_diffusion_sampler
 from diffspec.reference.interop.writing import dataclass_replace_no_rescale, to_diffusers
 from diffspec.reference.schedules import make_schedule
 
 __all__ = [
+    "CUSTOM_INPUTS",
     "FOREIGN_INERT",
     "FOREIGN_NOOP",
     "HONOURED",

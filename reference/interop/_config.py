@@ -273,16 +273,18 @@ HONOURED = {
     "FlowMatchEulerDiscreteScheduler": {
         "num_train_timesteps": (1000, _ANY),
         "shift": (1.0, _ANY),
-        "use_dynamic_shifting": (False, _values(False)),
-        "base_shift": (0.5, _ANY),  # inert without use_dynamic_shifting
+        "use_dynamic_shifting": (False, _values(True, False)),
+        # read by pipelines to compute `mu` from the image size; the scheduler itself never reads them
+        "base_shift": (0.5, _ANY),
         "max_shift": (1.15, _ANY),
         "base_image_seq_len": (256, _ANY),
         "max_image_seq_len": (4096, _ANY),
-        "invert_sigmas": (False, _values(False)),
-        "shift_terminal": (None, _values(None)),
-        "use_karras_sigmas": (False, _values(False)),
-        **_OFF,
-        "time_shift_type": ("exponential", _ANY),
+        "invert_sigmas": (False, _values(True, False)),
+        "shift_terminal": (None, _ANY),
+        "use_karras_sigmas": (False, _values(True, False)),
+        "use_exponential_sigmas": (False, _values(True, False)),
+        "use_beta_sigmas": (False, _values(False)),  # needs scipy's beta inverse CDF: not in the numpy reference
+        "time_shift_type": ("exponential", _values("exponential", "linear")),
         "stochastic_sampling": (False, _values(True, False)),
     },
 }

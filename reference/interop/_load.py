@@ -42,13 +42,23 @@ _PLANS = {
 SUPPORTED_CLASSES = tuple(_PLANS)
 
 
-def from_diffusers(config, num_inference_steps, **step_options):
+# What each class's set_timesteps accepts besides num_inference_steps, as implemented here (the pipelines of FLUX,
+# SD3, HunyuanVideo and LTX-Video pass custom sigmas and mu).
+CUSTOM_INPUTS = {
+    "FlowMatchEulerDiscreteScheduler": ("timesteps", "sigmas", "mu"),
+}
+
+
+def from_diffusers(config, num_inference_steps=None, *, timesteps=None, sigmas=None, mu=None, **step_options):
     """A `DiffusersPlan` reproducing a diffusers pipeline loop for `config` (a scheduler_config.json dict).
 
-    step_options are what a pipeline passes to `scheduler.step` (`STEP_OPTIONS`: DDIM eta and
-    use_clipped_model_output; LMS order; TCD eta (the paper's gamma); DPMSolverSDE s_noise; Euler and EDMEuler
-    s_churn, s_tmin, s_tmax, s_noise); any other is a ValueError. See the module docstring for the departures from
-    the papers reproduced.
+    The arguments are those a pipeline gives `scheduler.set_timesteps`: `num_inference_steps` (may be None when
+    `sigmas` or `timesteps` are given), custom `timesteps` or `sigmas`, and `mu` (the resolution-dependent shift of
+    `use_dynamic_shifting`); the classes that accept the custom ones are listed in `CUSTOM_INPUTS`, any other
+    combination is a ValueError. step_options are what a pipeline passes to `scheduler.step` (`STEP_OPTIONS`: DDIM
+    eta and use_clipped_model_output; LMS order; TCD eta (the paper's gamma); DPMSolverSDE s_noise; Euler and
+    EDMEuler s_churn, s_tmin, s_tmax, s_noise); any other is a ValueError. See the package docstring for the
+    departures from the papers reproduced.
     """
     name, cfg = _validate(config)
     cfg["_class_name"] = name
@@ -58,5 +68,12 @@ def from_diffusers(config, num_inference_steps, **step_options):
         raise ValueError(
             f"step option {unknown[0]!r} is not implemented for {name}: expected some of {sorted(allowed) or 'none'}"
         )
+    custom = {k: v for k, v in (("timesteps", timesteps), ("sigmas", sigmas), ("mu", mu)) if v is not None}
+    for key, value in custom.items():
+        if key not in CUSTOM_INPUTS.get(name, ()):
+            accepting = sorted(c for c, keys in CUSTOM_INPUTS.items() if key in keys)
+            raise ValueError(f"{key}={value!r}: custom {key} are implemented for {', '.join(accepting)}, not {name}")
+    if custom or name in CUSTOM_INPUTS:
+        return _PLANS[name](cfg, num_inference_steps, step_options, **custom)
     n = _checks.integer("num_inference_steps", num_inference_steps, minimum=1)
     return _PLANS[name](cfg, n, step_options)

@@ -1,36 +1,113 @@
-"""Flow matching: FlowMatchEulerDiscreteScheduler."""
+"""Flow matching: FlowMatchEulerDiscreteScheduler, with what FLUX, SD3, LTX-Video, HunyuanVideo and Mochi pass."""
+
+import enum
+import math
 
 import numpy as np
 from diffspec.reference import _checks
 from diffspec.reference.interop._plan import DiffusersPlan
-from diffspec.reference.schedules import (
-    Flow,
-)
-
-# ---- Flow matching -------------------------------------------------------------------------------------------
+from diffspec.reference.schedules import Flow
 
 
-def _plan_flow_match_euler(cfg, n, opts):
-    """Euler on the rectified-flow ODE dx/dt = u (Liu et al. 2022; Esser et al. 2024) as diffusers'
-    FlowMatchEulerDiscreteScheduler: model timestep = 1000 sigma, x_next = x + (sigma_next - sigma) u.
+class TimeShift(enum.StrEnum):
+    """`time_shift_type` of the resolution-dependent shift (`use_dynamic_shifting`)."""
 
-    Departure (diffusers #13243, still in 0.42.1): `shift` is applied in __init__ to the training sigmas and again in
-    set_timesteps, so the grid is shift(linspace(1, shift(1/T), N)) rather than the paper's shift(linspace(1,
-    1/T, N)) (the reference's `grids.shifted`). stochastic_sampling: x_next = (1 - s') x0 + s' z, one draw per
-    step, the last included."""
+    EXPONENTIAL = "exponential"
+    LINEAR = "linear"
+
+
+class SigmaSpacing(enum.StrEnum):
+    """How FlowMatchEuler re-spaces its shifted sigmas (`use_karras_sigmas`, `use_exponential_sigmas`)."""
+
+    SHIFTED = "shifted"
+    KARRAS = "karras"
+    EXPONENTIAL = "exponential"
+
+
+def _time_shift(kind, mu, sigmas):
+    """The resolution-dependent shift of SD3 / FLUX (Esser et al. 2024, Sec. 5.3.2), with mu = log of the shift:
+    exponential: e^mu / (e^mu + 1/s - 1); linear: mu / (mu + 1/s - 1)."""
+    m = math.exp(mu) if kind == TimeShift.EXPONENTIAL else mu
+    return m / (m + (1 / sigmas - 1))
+
+
+def flow_match_sigmas(cfg, n=None, *, timesteps=None, sigmas=None, mu=None):
+    """(model timesteps, sigmas with the terminal one appended) of FlowMatchEulerDiscreteScheduler.set_timesteps.
+
+    Default: N times linspace(t(sigma_max), t(sigma_min)) / T, then shifted (static shift, or the time shift with
+    `mu` when use_dynamic_shifting), then stretched to end at `shift_terminal` (LTX-Video: 1 - (1 - s) (1 - s_T) /
+    (1 - s_last)), then re-spaced as Karras (rho 7) or exponential between the first and last; the model sees
+    T sigma unless `timesteps` are given. `sigmas` replace the linspace (and are shifted like it); `invert_sigmas`
+    (Mochi) steps on 1 - sigma towards 1. Departure (diffusers #13243, still in 0.42.1): with the static shift,
+    __init__ shifts the training sigmas once and set_timesteps shifts the grid built between them again, so the grid
+    is shift(linspace(1, shift(1/T), N)) rather than the paper's shift(linspace(1, 1/T, N)) (`grids.shifted`).
+    """
     T = _checks.integer("num_train_timesteps", cfg["num_train_timesteps"], minimum=2)
-    _checks.integer("num_inference_steps", n, minimum=1)
     shift = _checks.positive("shift", cfg["shift"])
+    dynamic = bool(cfg["use_dynamic_shifting"])
+    if dynamic and mu is None:
+        raise ValueError("mu=None: use_dynamic_shifting is on, so the pipeline's mu (log of the time shift) is needed")
+    if not dynamic and mu is not None:
+        raise ValueError(f"mu={mu!r}: diffusers ignores mu without use_dynamic_shifting; leave it None")
+    if sigmas is not None and timesteps is not None and len(sigmas) != len(timesteps):
+        raise ValueError(f"sigmas ({len(sigmas)}) and timesteps ({len(timesteps)}): expected the same length")
+    given = sigmas if sigmas is not None else timesteps
+    if n is None:
+        if given is None:
+            raise ValueError("num_inference_steps=None: pass it, or custom sigmas or timesteps")
+        n = len(given)
+    n = _checks.integer("num_inference_steps", n, minimum=1)
+    if given is not None and len(given) != n:
+        raise ValueError(f"num_inference_steps={n}: the custom sigmas / timesteps have {len(given)} values")
 
-    def shifted(s):
+    def static(s):
         return shift * s / (1 + (shift - 1) * s)
 
-    train = shifted(np.linspace(1, T, T)[::-1] / T)  # __init__: the first application
-    s_max, s_min = train[0], train[-1]
-    sig = shifted(np.linspace(s_max * T, s_min * T, n) / T)  # set_timesteps: the second
-    ts = (sig * T).astype(np.float32)
-    sig = np.append(sig, 0.0)
-    schedule = Flow(shift=shift)
+    train = np.linspace(1, T, T, dtype=np.float32)[::-1] / np.float32(T)
+    train = train if dynamic else static(train.astype(np.float32)).astype(np.float32)
+    s_max, s_min = float(train[0]), float(train[-1])
+    ts_given = None if timesteps is None else np.asarray(timesteps, dtype=np.float32)
+    if sigmas is None:
+        base = ts_given if ts_given is not None else np.linspace(s_max * T, s_min * T, n)
+        sig = base / T
+    else:
+        sig = np.asarray(sigmas, dtype=np.float32)
+    if dynamic:
+        sig = _time_shift(TimeShift(cfg["time_shift_type"]), float(mu), sig)
+    else:
+        sig = static(sig)
+    if cfg["shift_terminal"]:
+        one_minus = 1 - sig
+        sig = 1 - one_minus / (one_minus[-1] / (1 - float(cfg["shift_terminal"])))
+    spacing = (
+        SigmaSpacing.KARRAS
+        if cfg["use_karras_sigmas"]
+        else SigmaSpacing.EXPONENTIAL
+        if cfg["use_exponential_sigmas"]
+        else SigmaSpacing.SHIFTED
+    )
+    if spacing == SigmaSpacing.KARRAS:
+        rho, hi, lo = 7.0, float(sig[0]), float(sig[-1])
+        ramp = np.linspace(0, 1, n)
+        sig = (hi ** (1 / rho) + ramp * (lo ** (1 / rho) - hi ** (1 / rho))) ** rho
+    elif spacing == SigmaSpacing.EXPONENTIAL:
+        sig = np.exp(np.linspace(math.log(float(sig[0])), math.log(float(sig[-1])), n))
+    sig = np.asarray(sig, dtype=np.float32).astype(np.float64)
+    ts = ts_given.astype(np.float64) if ts_given is not None else sig * T
+    if cfg["invert_sigmas"]:
+        sig = 1 - sig
+        ts = sig * T
+        return ts.astype(np.float32), np.append(sig, 1.0)
+    return ts.astype(np.float32), np.append(sig, 0.0)
+
+
+def _plan_flow_match_euler(cfg, n, opts, *, timesteps=None, sigmas=None, mu=None):
+    """Euler on the rectified-flow ODE dx/dt = u (Liu et al. 2022; Esser et al. 2024) as diffusers'
+    FlowMatchEulerDiscreteScheduler: model timestep = T sigma, x_next = x + (sigma_next - sigma) u, on the sigmas of
+    `flow_match_sigmas`. stochastic_sampling: x_next = (1 - s') x0 + s' z with x0 = x - sigma u, one draw per step,
+    the last included."""
+    ts, sig = flow_match_sigmas(cfg, n, timesteps=timesteps, sigmas=sigmas, mu=mu)
+    schedule = Flow(shift=float(cfg["shift"]))
     stochastic = bool(cfg["stochastic_sampling"])
 
     def run(model, x, draw):

@@ -1,6 +1,6 @@
 """from_diffusers against diffusers itself: the same model function and the same noise through both loops.
 
-diffusers runs in torch float32 (FACTS.md: its own float64 run moves final samples by up to 6e-5 of max |x|), so
+diffusers runs in torch float32 (its own loop run in float64 moves final samples by up to 6e-5 of max |x|), so
 final samples are compared at 2e-4 relative to max |x|. The model is the Gaussian-mixture oracle's exact denoiser,
 converted to the config's prediction type at the schedule time that the diffusers timestep names.
 """
@@ -11,7 +11,6 @@ import os
 
 import numpy as np
 import pytest
-
 from diffspec.reference import interop
 from diffspec.reference.oracles import standard_mixture_2d
 from diffspec.reference.parameterizations import output_from_x0

@@ -1,0 +1,80 @@
+"""from_diffusers with what pipelines pass to set_timesteps (custom sigmas, timesteps, mu) and FlowMatchEuler's options,
+against diffusers' own loop with the same model and draws (at 2e-4 of max |x|, as in test_interop)."""
+
+import numpy as np
+import pytest
+from diffspec.reference import interop
+from test_interop import SHAPE, TOL, NoiseList, diffusers, model_for, patched_randn, torch
+
+FLUX = {
+    "shift": 3.0,
+    "use_dynamic_shifting": True,
+    "base_shift": 0.5,
+    "max_shift": 1.15,
+    "base_image_seq_len": 256,
+    "max_image_seq_len": 4096,
+}
+
+
+def run_diffusers(config, n, model, x_T, noise, **set_timesteps):
+    sched = getattr(diffusers, config["_class_name"]).from_config(config)
+    sched.set_timesteps(n, **set_timesteps)
+    latents = torch.from_numpy(x_T).float() * getattr(sched, "init_noise_sigma", 1.0)
+    timesteps = []
+    with patched_randn(noise):
+        for t in sched.timesteps:
+            timesteps.append(t.item())
+            out = model(latents.double().numpy(), t.numpy())
+            latents = sched.step(torch.from_numpy(out).float(), t, latents).prev_sample
+    return latents.double().numpy(), np.array(timesteps)
+
+
+CASES = [
+    ("flux_sigmas_and_mu", FLUX, None, {"sigmas": list(np.linspace(1.0, 1 / 8, 8)), "mu": 0.8}),
+    ("dynamic_linear", {**FLUX, "time_shift_type": "linear"}, 10, {"mu": 2.0}),
+    ("ltx_shift_terminal", {**FLUX, "shift_terminal": 0.1}, 12, {"mu": 1.2}),
+    ("custom_timesteps", {"shift": 3.0}, None, {"timesteps": [999.0, 900.0, 700.0, 400.0, 150.0]}),
+    ("sigmas_and_timesteps", {"shift": 1.0}, 4, {"sigmas": [1.0, 0.7, 0.4, 0.1], "timesteps": [1000, 700, 400, 100]}),
+    ("karras", {"shift": 3.0, "use_karras_sigmas": True}, 10, {}),
+    ("exponential", {"shift": 2.0, "use_exponential_sigmas": True}, 9, {}),
+    ("invert_sigmas", {"shift": 1.0, "invert_sigmas": True}, None, {"sigmas": [0.9, 0.6, 0.3]}),
+    ("stochastic_dynamic", {**FLUX, "stochastic_sampling": True}, 6, {"mu": 0.5}),
+]
+
+
+@pytest.mark.parametrize("name, overrides, n, custom", CASES, ids=[c[0] for c in CASES])
+def test_flow_match_inputs_match_diffusers(name, overrides, n, custom):
+    config = {"_class_name": "FlowMatchEulerDiscreteScheduler", "_diffusers_version": "0.42.1", **overrides}
+    plan = interop.from_diffusers(config, n, **custom)
+    model = model_for(plan)
+    x_T = np.random.default_rng(2).standard_normal(SHAPE)
+    ours_noise, theirs_noise = NoiseList(3), NoiseList(3)
+    ours = plan.run(model, x_T, noise=ours_noise if plan.stochastic else None)
+    theirs, their_ts = run_diffusers(config, n, model, x_T, theirs_noise, **custom)
+    assert len(ours_noise.drawn) == len(theirs_noise.drawn)
+    np.testing.assert_allclose(plan.timesteps, their_ts, rtol=2e-5, atol=1e-3)
+    dev = np.max(np.abs(ours - theirs)) / np.max(np.abs(theirs))
+    assert dev < TOL, f"{name}: max deviation {dev:.2e} of max |x|"
+
+
+@pytest.mark.parametrize(
+    "config, n, custom, match",
+    [
+        ({"_class_name": "FlowMatchEulerDiscreteScheduler", **FLUX}, 8, {}, "mu=None"),
+        ({"_class_name": "FlowMatchEulerDiscreteScheduler", "shift": 3.0}, 8, {"mu": 0.5}, "mu=0.5"),
+        ({"_class_name": "FlowMatchEulerDiscreteScheduler"}, None, {}, "num_inference_steps=None"),
+        ({"_class_name": "FlowMatchEulerDiscreteScheduler"}, 3, {"sigmas": [1.0, 0.5]}, "num_inference_steps=3"),
+        (
+            {"_class_name": "FlowMatchEulerDiscreteScheduler"},
+            None,
+            {"sigmas": [1.0, 0.5], "timesteps": [900.0]},
+            "same length",
+        ),
+        ({"_class_name": "FlowMatchEulerDiscreteScheduler", "use_beta_sigmas": True}, 8, {}, "use_beta_sigmas"),
+        ({"_class_name": "DDIMScheduler"}, 8, {"sigmas": [1.0, 0.5]}, "sigmas="),
+        ({"_class_name": "EulerDiscreteScheduler"}, 8, {"mu": 0.5}, "mu="),
+    ],
+)
+def test_refused_inputs_name_the_argument(config, n, custom, match):
+    with pytest.raises(ValueError, match=match):
+        interop.from_diffusers(config, n, **custom)
