@@ -243,3 +243,27 @@ def test_loop_form_equals_unrolled(nets, tmp_path):
     assert _scaled_err(outs["loop"]["sample"], outs["unrolled"]["sample"]) <= TOL
     with pytest.raises(PipelineError, match="form='scan'"):
         export_pipeline(nets["image_cond"], tmp_path / "s.onnx", sampler="ddim", steps=STEPS, form="scan")
+
+
+def test_cli_from_checkpoint(tmp_path, capsys):
+    import torch
+    from diffspec.trainer.checkpoint import save_checkpoint
+    from export_helpers import KWARGS, build
+
+    config = {
+        "diffspec_version": "0.1.0", "model": {"arch": "mlp", "kwargs": KWARGS["mlp"]},
+        "schedule": make_schedule("linear").to_dict(), "parameterization": "eps", "time_input": "t",
+        "data": {"name": "toy", "shape": [2], "kind": "points", "range": [-2, 2], "scale": 0.5, "shift": 0.0},
+        "num_classes": None, "null_class": None, "learned_variance": False, "train": {},
+    }
+    net = build("mlp")
+    with torch.no_grad():
+        ckpt = save_checkpoint(tmp_path / "run", 5, model=net, ema=net, config=config)
+    out = tmp_path / "sampler.onnx"
+    assert main([str(ckpt), "-o", str(out), "--sampler", "dpmpp_2m", "--steps", "6", "--seed", "0",
+                 "--exporter", "torchscript"]) == 0
+    meta = read_pipeline_card(out)
+    assert (meta["sampler"], meta["steps"], meta["network_calls"]) == ("dpmpp_2m", 6, 6)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run", "sampler.onnx"]  # no network file left behind
+    assert main([str(ckpt), "-o", str(tmp_path / "x.onnx"), "--sampler", "pf_ode_rk45"]) == 2
+    assert "cannot be exported as a static graph" in capsys.readouterr().err
