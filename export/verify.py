@@ -29,11 +29,10 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-from onnx import TensorProto
-
 from diffspec.export.checkpoints import inference_mode, load_checkpoint
 from diffspec.export.files import check_external_data, load_index_tensors, load_model_safely
 from diffspec.reference.modelcard import PREFIX, ModelCard
+from onnx import TensorProto
 
 
 class VerificationError(RuntimeError):
@@ -118,7 +117,8 @@ def check_graph(model, *, source="the model"):
     graph = model.graph
     random_ops = sorted({n.op_type for n in graph.node if n.op_type in RANDOM_OPS})
     if random_ops:
-        raise VerificationError(f"{source}: the graph contains random ops {random_ops}: noise must be drawn by the runtime")
+        raise VerificationError(
+            f"{source}: the graph contains random ops {random_ops}: noise must be drawn by the runtime")
     expected = {"x": TensorProto.FLOAT, "t": TensorProto.FLOAT}
     if card.num_classes is not None:
         expected["y"] = TensorProto.INT64
@@ -129,13 +129,17 @@ def check_graph(model, *, source="the model"):
         raise VerificationError(f"{source}: graph inputs {list(inputs)}: expected {list(expected)} for this model card")
     for name, dtype in expected.items():
         if inputs[name].type.tensor_type.elem_type != dtype:
-            raise VerificationError(f"{source}: input {_fmt(inputs[name])}: expected {TensorProto.DataType.Name(dtype).lower()}")
+            wanted = TensorProto.DataType.Name(dtype).lower()
+            raise VerificationError(f"{source}: input {_fmt(inputs[name])}: expected {wanted}")
     x_dims = _dims(inputs["x"])
-    if len(graph.output) != 1 or graph.output[0].name != "out" or graph.output[0].type.tensor_type.elem_type != TensorProto.FLOAT:
-        raise VerificationError(f"{source}: outputs {[_fmt(o) for o in graph.output]}: expected one output 'out' float32")
+    outputs = graph.output
+    if len(outputs) != 1 or outputs[0].name != "out" or outputs[0].type.tensor_type.elem_type != TensorProto.FLOAT:
+        raise VerificationError(
+            f"{source}: outputs {[_fmt(o) for o in outputs]}: expected one output 'out' float32")
     out_dims = _dims(graph.output[0])
     if len(out_dims) != len(x_dims):
-        raise VerificationError(f"{source}: output {_fmt(graph.output[0])} does not have the rank of {_fmt(inputs['x'])}")
+        raise VerificationError(
+            f"{source}: output {_fmt(graph.output[0])} does not have the rank of {_fmt(inputs['x'])}")
     batch_inputs = [n for n in ("x", "t", "y") if n in inputs]
     for name in batch_inputs:
         if not isinstance(_dims(inputs[name])[0], str):
@@ -146,7 +150,8 @@ def check_graph(model, *, source="the model"):
         raise VerificationError(f"{source}: input {_fmt(inputs['guidance_scale'])}: expected shape [1]")
     static = [d for d in x_dims[1:] if not isinstance(d, str)]
     if len(static) == len(x_dims) - 1 and tuple(static) != tuple(card.data.shape):
-        raise VerificationError(f"{source}: input {_fmt(inputs['x'])} does not match the card's data shape {list(card.data.shape)}")
+        raise VerificationError(
+            f"{source}: input {_fmt(inputs['x'])} does not match the card's data shape {list(card.data.shape)}")
     return card
 
 
@@ -216,7 +221,8 @@ def compare(ort_out, ref):
     d = ort_out - ref
     max_abs = float(np.max(np.abs(d))) if finite else float("inf")
     scale = max(float(np.max(np.abs(ref))), np.finfo(np.float64).tiny)
-    rel = float(np.linalg.norm(d) / max(float(np.linalg.norm(ref)), np.finfo(np.float64).tiny)) if finite else float("inf")
+    tiny = np.finfo(np.float64).tiny
+    rel = float(np.linalg.norm(d) / max(float(np.linalg.norm(ref)), tiny)) if finite else float("inf")
     return max_abs, max_abs / scale, rel, finite
 
 
@@ -272,7 +278,8 @@ def _parity(path, header, card, net, tolerance, batch_sizes, seed, log):
     shapes = [tuple(card.data.shape)]
     if any(isinstance(d, str) for d in x_dims):  # dynamic resolution: also run at twice the spatial size
         shapes.append(tuple(card.data.shape[:1]) + tuple(2 * d for d in card.data.shape[1:]))
-    log(f"  onnxruntime {session.get_providers()[0]} vs torch, seed {seed}, tolerance {card.precision if tolerance is TOLERANCES.get(card.precision) else 'custom'}: "
+    tolerance_name = card.precision if tolerance is TOLERANCES.get(card.precision) else "custom"
+    log(f"  onnxruntime {session.get_providers()[0]} vs torch, seed {seed}, tolerance {tolerance_name}: "
         f"max|d|/max|ref| <= {tolerance.max_abs_scaled:g}, relL2 <= {tolerance.rel_l2:g}")
     report = VerifyReport(str(path), card, tolerance, node_count=len(header.graph.node), op_types=ops)
     scales = iter([1.5, 7.5, 4.0, 3.0])
@@ -283,13 +290,15 @@ def _parity(path, header, card, net, tolerance, batch_sizes, seed, log):
             try:
                 (out,) = session.run(["out"], feeds)
             except Exception as err:
-                raise VerificationError(f"{path}: onnxruntime failed at batch {batch}, x {list(feeds['x'].shape)}: {err}") from None
+                raise VerificationError(
+                    f"{path}: onnxruntime failed at batch {batch}, x {list(feeds['x'].shape)}: {err}") from None
             ref = _torch_output(net, card, feeds)
             run = ParityRun(batch, feeds["x"].shape[1:], tuple(float(v) for v in feeds["t"]), *compare(out, ref),
                             guidance_scale=scale)
             report.runs.append(run)
             log("    " + run.line())
-    bad = [r for r in report.runs if not r.finite or r.max_abs_scaled > tolerance.max_abs_scaled or r.rel_l2 > tolerance.rel_l2]
+    bad = [r for r in report.runs
+           if not r.finite or r.max_abs_scaled > tolerance.max_abs_scaled or r.rel_l2 > tolerance.rel_l2]
     if bad:
         raise VerificationError(
             f"{path}: onnxruntime and torch disagree beyond the {card.precision} tolerance "
