@@ -96,7 +96,7 @@ def load_model_safely(path, *, load_external_data=True):
     return model
 
 
-def check_output_file(path, *, must_exist=False):
+def check_output_file(path: str | Path, *, must_exist: bool = False) -> Path:
     """Fail before any work on an output path that cannot be written: a missing or read-only folder, a directory,
     a name not ending in .onnx. `must_exist` (for --verify-only): the file must be there. Raises ValueError."""
     path = Path(path)
@@ -139,7 +139,7 @@ def _pid_alive(pid):
     return True
 
 
-def prune_temporaries(folder, *, older_than=STALE_SECONDS):
+def prune_temporaries(folder: str | Path, *, older_than: float = STALE_SECONDS) -> list[str]:
     """Remove the temporary folders of exports that were killed before they could clean up: those whose process
     no longer exists and that are older than `older_than` seconds. Returns the names removed."""
     removed = []

@@ -3,6 +3,8 @@
 Every check raises ValueError naming the argument, the value and what was expected.
 """
 
+from collections.abc import Callable
+
 import numpy as np
 
 
@@ -49,21 +51,21 @@ def in_range(name, value, lo, hi, *, lo_open=False, hi_open=False):
     return float(value)
 
 
-def greater(name, value, other_name, other):
+def greater(name: str, value, other_name: str, other: float) -> float:
     """A finite number > `other` (e.g. sigma_max > sigma_min)."""
     if not (_is_real(value) and np.isfinite(value) and value > other):
         raise ValueError(f"{name}={_short(value)}: expected a finite number > {other_name} = {_short(other)}")
     return float(value)
 
 
-def at_least(name, value, other_name, other):
+def at_least(name: str, value, other_name: str, other: float) -> float:
     """A finite number >= `other` (e.g. beta_max >= beta_min)."""
     if not (_is_real(value) and np.isfinite(value) and value >= other):
         raise ValueError(f"{name}={_short(value)}: expected a finite number >= {other_name} = {_short(other)}")
     return float(value)
 
 
-def boolean(name, value):
+def boolean(name: str, value) -> bool:
     if not isinstance(value, (bool, np.bool_)):
         raise ValueError(f"{name}={_short(value)}: expected True or False")
     return bool(value)
@@ -116,7 +118,7 @@ def decreasing_grid(grid, schedule, *, min_len=2, sampler=None):
     return grid
 
 
-def checked_denoiser(denoise, grid, *, sampler):
+def checked_denoiser(denoise: Callable, grid, *, sampler: str) -> Callable:
     """`denoise` wrapped so that a bad model output raises a ValueError naming the sampler and the step.
 
     Each call's result must be an array of real numbers shaped like its `x`, finite everywhere: None, a wrong

@@ -256,7 +256,7 @@ def _order_text(name, info, options):
     return f"{info.order:g}"
 
 
-def list_samplers():
+def list_samplers() -> str:
     """One line per sampler: name, deterministic or stochastic, its order, its options with their real defaults."""
     rows = []
     for name in sorted(SAMPLERS):
@@ -411,7 +411,7 @@ def _message(err):
     return text
 
 
-def main(argv=None):
+def main(argv: list[str] | None = None) -> int:
     """The command line; returns the exit status: 0, 2 for bad input, 1 for a failure while running, 130 on Ctrl-C."""
     try:
         parser = build_parser()

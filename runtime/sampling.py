@@ -231,7 +231,7 @@ def labels_for(model, indices, class_label=None):
 
 
 # ---------------------------------------------------------------------------------------------------- inputs
-def _memory_bytes():
+def _memory_bytes() -> int | None:
     """The machine's physical memory in bytes, or None where the OS does not say."""
     try:
         return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
@@ -239,7 +239,7 @@ def _memory_bytes():
         return None
 
 
-def check_sample_size(n, data_shape, *, what="n"):
+def check_sample_size(n: int, data_shape: tuple, *, what: str = "n") -> int:
     """Refuse, before anything is allocated, a sample count whose float64 output cannot fit in this machine's memory
     (the output array and a working copy per batch are float64 of shape (n, *data_shape))."""
     needed = int(n) * math.prod(int(d) for d in data_shape) * 8

@@ -175,7 +175,7 @@ def _manifest_name(ckpt_dir, name):
     return path
 
 
-def verify_manifest(ckpt_dir):
+def verify_manifest(ckpt_dir: str | Path) -> dict:
     """Raise ValueError naming what is wrong unless manifest.json is well formed, names only plain files inside
     the checkpoint, and every file it lists has its size and sha256. Returns the manifest."""
     ckpt_dir = Path(ckpt_dir)
@@ -206,7 +206,7 @@ def verify_manifest(ckpt_dir):
     return manifest
 
 
-def listed(ckpt_dir, manifest, name, *, required=True):
+def listed(ckpt_dir: str | Path, manifest: dict, name: str, *, required: bool = True) -> Path | None:
     """The path of `name` in a verified checkpoint, which the loader may read only if the manifest lists it.
 
     A file on disk that the manifest does not list is refused, not trusted; a missing optional file gives None.
@@ -232,7 +232,7 @@ def _portable_value(value):
     return value
 
 
-def portable_config(config):
+def portable_config(config: dict) -> dict:
     """The config as stored: nothing that names the training machine (no output or resume folder, data paths
     reduced to their file names). Resume compares configs in this form."""
     out = json.loads(json.dumps(config))
@@ -340,7 +340,7 @@ def prune(output_dir, total_limit, *, keep=None):
 # ----------------------------------------------------------------------------------------------------------
 
 
-def read_config(ckpt_dir, manifest=None):
+def read_config(ckpt_dir: str | Path, manifest: dict | None = None) -> dict:
     """config.json of a checkpoint, after its manifest verifies (pass `manifest` if it was just verified)."""
     manifest = verify_manifest(ckpt_dir) if manifest is None else manifest
     path = listed(ckpt_dir, manifest, "config.json")
