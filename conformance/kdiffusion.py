@@ -69,12 +69,22 @@ def load_sampling():
         package.__path__ = [folder]
         package.__spec__ = importlib.machinery.ModuleSpec("k_diffusion", None, is_package=True)
         sys.modules["k_diffusion"] = package
+    stubs = {}
     try:
         importlib.import_module("torchvision.transforms.functional")
-    except Exception:  # absent, or (FACTS: PyPI's torchvision beside this torch build) present but broken
-        for name, module in _torchvision_stub().items():
-            sys.modules[name] = module
-    return importlib.import_module("k_diffusion.sampling")
+    except Exception:  # absent, or a torchvision build that does not import beside this torch
+        stubs = _torchvision_stub()
+        saved = {name: sys.modules.get(name) for name in stubs}
+        sys.modules.update(stubs)
+    try:
+        return importlib.import_module("k_diffusion.sampling")
+    finally:
+        # the stand-ins served `k_diffusion.utils`' import only: other packages (diffusers) probe torchvision later
+        for name in stubs:
+            if saved[name] is None:
+                sys.modules.pop(name, None)
+            else:
+                sys.modules[name] = saved[name]
 
 
 def sampler_functions() -> dict:

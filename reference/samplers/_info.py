@@ -46,18 +46,23 @@ class Option:
     invalid: tuple = ()
     probe: tuple = ()
     callable: bool = False  # a callable (x, t) -> array rather than a value
+    low_open: bool = False  # the interval excludes `low` (a positive tolerance, say)
+    nullable: bool = False  # None is allowed (an option that only one variant reads)
 
     def allows(self, value) -> bool:
         """Whether `value` is an allowed value of this option."""
         if self.callable:
             return value is None or callable(value)
+        if value is None:
+            return self.nullable
         if self.choices:
             return any(value == c and type(value) is type(c) for c in self.choices)
         if isinstance(value, bool) or not isinstance(value, int | float) or math.isnan(value):
             return False
         if self.integer and value != int(value):
             return False
-        return (self.low is None or value >= self.low) and (self.high is None or value <= self.high)
+        above = self.low is None or (value > self.low if self.low_open else value >= self.low)
+        return above and (self.high is None or value <= self.high)
 
     def describe(self) -> str:
         if self.choices:
@@ -65,7 +70,10 @@ class Option:
         kind = "an integer" if self.integer else "a number"
         lo = "-inf" if self.low is None else repr(self.low)
         hi = "inf" if self.high is None else repr(self.high)
-        return f"{kind} in [{lo}, {hi}]"
+        return f"{kind} in {'(' if self.low_open else '['}{lo}, {hi}]" + (" or None" if self.nullable else "")
+
+
+VARIANT = Option("diffspec", choices=("diffspec", "k-diffusion"), invalid=("kdiffusion",))  # k-diffusion's own form
 
 
 def no_draws(options: Mapping) -> tuple[int, int]:

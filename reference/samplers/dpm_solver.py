@@ -15,7 +15,7 @@ the noise-prediction integral has no finite form there, while the data-predictio
 import numpy as np
 
 from diffspec.reference import _checks
-from diffspec.reference.samplers._info import Option, Requirement, SamplerInfo
+from diffspec.reference.samplers._info import VARIANT, Option, Requirement, SamplerInfo
 
 
 def _setup(x_T, grid, schedule, sampler, *, min_len=2):
@@ -298,6 +298,8 @@ INFO = [
     SamplerInfo("dpm_solver_adaptive", sample_dpm_solver_adaptive, order=3, stochastic=False, calls_per_step=None,
                 requires=_A, adaptive=True, aliases=("dpm_adaptive",),
                 options=dict(order=Option(3, choices=(2, 3), invalid=(1,)),
-                             rtol=Option(0.05, low=0.0, invalid=(0.0,)),
-                             atol=Option(0.0078, low=0.0, invalid=(-1.0,)))),
+                             rtol=Option(0.05, low=0.0, low_open=True, invalid=(0.0,)),
+                             atol=Option(0.0078, low=0.0, low_open=True, invalid=(-1.0,)), variant=VARIANT,
+                             **{k: Option(None, low=0.0, nullable=True)
+                                for k in ("h_init", "pcoeff", "icoeff", "dcoeff", "accept_safety")})),
 ]

@@ -24,7 +24,7 @@ import numpy as np
 
 from diffspec.reference import _checks
 from diffspec.reference.noise import as_noise_source
-from diffspec.reference.samplers._info import Option, SamplerInfo, one_per_step_if
+from diffspec.reference.samplers._info import VARIANT, Option, SamplerInfo, one_per_step_if
 
 
 class SolverType(enum.StrEnum):
@@ -413,7 +413,8 @@ INFO = [
     SamplerInfo("dpmpp_2m", sample_dpmpp_2m, order=2, stochastic=False, calls_per_step=1, order_options=_NO_LOF,
                 options=dict(lower_order_final=_LOF)),
     SamplerInfo("dpmpp_3m", sample_dpmpp_3m, order=3, stochastic=False, calls_per_step=1, order_options=_NO_LOF,
-                options=dict(lower_order_final=_LOF)),
+                orders=(({"variant": "k-diffusion", **_NO_LOF}, 2),),
+                options=dict(lower_order_final=_LOF, variant=VARIANT)),
     SamplerInfo("dpmpp_2m_sde", sample_dpmpp_2m_sde, order=2, stochastic=True, calls_per_step=1,
                 draws=one_per_step_if("eta"), order_options={"eta": 0.0, **_NO_LOF},
                 orders=(({"eta": 0.0, "solver_type": "heun", **_NO_LOF}, 2),),
@@ -422,8 +423,10 @@ INFO = [
                              lower_order_final=_LOF)),
     SamplerInfo("dpmpp_3m_sde", sample_dpmpp_3m_sde, order=3, stochastic=True, calls_per_step=1,
                 draws=one_per_step_if("eta"), order_options={"eta": 0.0, **_NO_LOF},
-                options=dict(eta=_ETA, lower_order_final=_LOF)),
+                options=dict(eta=_ETA, lower_order_final=_LOF, variant=VARIANT)),
     SamplerInfo("dpmpp_sde", sample_dpmpp_sde, order=None, stochastic=True, calls_per_step=2,
                 draws=lambda o: (o["order"], 0),
-                options=dict(order=Option(2, choices=(1, 2), invalid=(3,), probe=(1,)), lower_order_final=_LOF)),
+                options=dict(order=Option(2, choices=(1, 2), invalid=(3,), probe=(1,)), lower_order_final=_LOF,
+                             variant=VARIANT, eta=Option(None, low=0.0, nullable=True),
+                             r=Option(None, low=0.0, high=1.0, low_open=True, nullable=True))),
 ]

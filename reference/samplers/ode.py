@@ -118,5 +118,6 @@ def sample_pf_ode_rk45(denoise, x_T, grid, schedule, *, noise=None, rtol=1e-5, a
 INFO = [
     SamplerInfo("pf_ode_rk45", sample_pf_ode_rk45, order=5, stochastic=False, calls_per_step=None, adaptive=True,
                 requires={Requirement.ALPHA_START},
-                options=dict(rtol=Option(1e-5, low=0.0, invalid=(0.0,)), atol=Option(1e-5, low=0.0, invalid=(-1.0,)))),
+                options=dict(rtol=Option(1e-5, low=0.0, low_open=True, invalid=(0.0,)),
+                             atol=Option(1e-5, low=0.0, low_open=True, invalid=(-1.0,)))),
 ]

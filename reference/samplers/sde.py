@@ -140,6 +140,6 @@ INFO = [
                 draws=lambda o: (o["corrector_steps"] + 1, o["corrector_steps"]),
                 options=dict(predictor=Option("reverse_diffusion", choices=("reverse_diffusion", "euler_maruyama"),
                                               invalid=("ancestral",), probe=("euler_maruyama",)),
-                             snr=Option(0.16, low=0.0, invalid=(0.0,)),
+                             snr=Option(0.16, low=0.0, low_open=True, invalid=(0.0,)),
                              corrector_steps=Option(1, low=0, integer=True, invalid=(-1,), probe=(0, 2)))),
 ]

@@ -1,0 +1,137 @@
+"""The kit's own behaviour: bad input never crashes it, reports read and serialise, the command line's exit
+status, the k-diffusion convention on k-diffusion itself, schedulers, schedules and losses."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from diffspec.conformance import check_loss, check_sampler, check_schedule, check_scheduler
+from diffspec.conformance.kdiffusion import KDIFFUSION, sampler_functions
+from diffspec.reference.samplers import SAMPLERS
+
+
+def _run_cli(*args):
+    return subprocess.run(
+        [sys.executable, "-m", "diffspec.conformance", *args],
+        capture_output=True,
+        text=True,
+        env={"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"},
+        timeout=300,
+    )
+
+
+def test_not_callable_unknown_name_and_convention_are_usage_errors():
+    with pytest.raises(ValueError, match="dpmpp_9m.*expected one of .*dpmpp_2m"):
+        check_sampler(SAMPLERS["dpmpp_2m"], "dpmpp_9m")
+    with pytest.raises(ValueError, match="convention='jax'"):
+        check_sampler(SAMPLERS["dpmpp_2m"], "dpmpp_2m", convention="jax")
+    with pytest.raises(ValueError, match="eta=-1.0 is not allowed for ddim"):
+        check_sampler(SAMPLERS["ddim"], "ddim", options={"eta": -1.0})
+    report = check_sampler(42, "ddim")
+    assert not report.passed and report.failed_checks() == ["signature"] and "not callable" in str(report)
+
+
+def test_a_signature_that_does_not_fit_names_the_expected_one():
+    report = check_sampler(lambda x: x, "ddim")
+    assert report.failed_checks() == ["signature"]
+    assert "fn(denoise, x_T, grid, schedule, *, noise=None" in report.rows[0].measured
+    report = check_sampler(SAMPLERS["ddim"], "ddim", convention="k-diffusion")
+    assert report.failed_checks() == ["signature"] and "fn(model, x, sigmas" in report.rows[0].measured
+
+
+@pytest.mark.parametrize(
+    ("body", "problem"),
+    [
+        (lambda denoise, x_T, grid, schedule, noise=None: 1 / 0, "raised ZeroDivisionError"),
+        (lambda denoise, x_T, grid, schedule, noise=None: x_T[:1], "returned shape (1, 2)"),
+        (lambda denoise, x_T, grid, schedule, noise=None: np.full_like(x_T, np.nan), "NaN"),
+        (lambda denoise, x_T, grid, schedule, noise=None: "oops", "not an array"),
+    ],
+    ids=["raises", "wrong-shape", "nan", "not-an-array"],
+)
+def test_a_broken_sampler_gives_failing_rows_that_name_the_problem(body, problem):
+    report = check_sampler(body, "ddim")
+    assert not report.passed
+    assert any(problem in str(row.measured) for row in report.failed), str(report)
+
+
+def test_report_table_and_json():
+    report = check_sampler(SAMPLERS["ddim"], "ddim", checks=("draws", "agreement"))
+    assert report.passed
+    text = str(report)
+    assert "PASSED" in text and "| check" in text and "agreement (" in text
+    doc = json.loads(report.to_json())
+    assert doc["passed"] is True and {r["check"] for r in doc["rows"]} == {r.check for r in report.rows}
+    assert set(doc["rows"][0]) == {"check", "measured", "expected", "tolerance", "passed", "note"}
+
+
+def test_k_diffusion_dpmpp_2m_conforms():
+    fn = sampler_functions()["sample_dpmpp_2m"]
+    report = check_sampler(fn, "dpmpp_2m", convention="k-diffusion")
+    assert report.passed, str(report)
+    assert {"agreement", "order", "clean end", "draws"} <= {r.check.split(" (")[0] for r in report.rows}
+
+
+def test_every_k_diffusion_sampler_has_a_registry_counterpart():
+    functions = sampler_functions()
+    assert set(functions) == set(KDIFFUSION), set(functions) ^ set(KDIFFUSION)
+    for registry_name, _, _ in KDIFFUSION.values():
+        assert registry_name in SAMPLERS
+
+
+def test_cli_exit_status():
+    ok = _run_cli("sampler", "k_diffusion.sampling:sample_dpmpp_2m", "--as", "dpmpp_2m", "--convention", "k-diffusion")
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    assert "PASSED" in ok.stdout
+    # a registry sampler claimed as another: the table names the failing checks, exit 1
+    bad = _run_cli("sampler", "diffspec.reference.samplers.k_diffusion:sample_euler", "--as", "heun")
+    assert bad.returncode == 1 and "FAIL" in bad.stdout and "order (" in bad.stdout
+    for args in (
+        ["sampler", "no_such_module:fn", "--as", "ddim"],
+        ["sampler", "math:sqrt", "--as", "nope"],
+        ["frobnicate"],
+        ["sampler", "math:sqrt"],
+    ):
+        usage = _run_cli(*args)
+        assert usage.returncode == 2, (args, usage.stdout, usage.stderr)
+        assert "Traceback" not in usage.stderr
+
+
+def test_diffusers_dpm_solver_multistep_conforms_and_a_broken_subclass_does_not():
+    diffusers = pytest.importorskip("diffusers")
+    import torch
+
+    torch.set_num_threads(1)
+    report = check_scheduler(diffusers.DPMSolverMultistepScheduler())
+    assert report.passed, str(report)
+
+    class Shifted(diffusers.DPMSolverMultistepScheduler):
+        """One coefficient wrong: the data-prediction output scaled by 1.01."""
+
+        def convert_model_output(self, model_output, *args, sample=None, **kwargs):
+            return 1.01 * super().convert_model_output(model_output, *args, sample=sample, **kwargs)
+
+    broken = check_scheduler(Shifted(), order=False)
+    assert not broken.passed and "loop" in broken.failed_checks(), str(broken)
+
+
+def test_check_schedule_and_check_loss():
+    from diffspec.reference.losses import diffusion_loss
+    from diffspec.reference.schedules import make_schedule
+
+    ref = make_schedule("cosine")
+    abar = ref.alpha(np.arange(ref.num_steps, dtype=np.float64)) ** 2
+    assert check_schedule("cosine", alphas_cumprod=abar, rtol=1e-12).passed
+    assert not check_schedule("linear", alphas_cumprod=abar).passed
+    vp = make_schedule("vp_cosine")
+    assert check_schedule("vp_cosine", alpha=vp.alpha, sigma=vp.sigma, rtol=1e-12).passed
+
+    def min_snr_v(output, x0, eps, t, schedule):
+        return diffusion_loss(output, x0, eps, t, schedule, parameterization="v", weighting="min_snr")
+
+    assert check_loss(min_snr_v, "v", weighting="min_snr").passed
+    wrong_target = check_loss(lambda o, x0, e, t, s: np.mean((o - e) ** 2, axis=1), "v")
+    assert {"value", "zero at the target"} <= set(wrong_target.failed_checks())
