@@ -328,5 +328,5 @@ def test_to_diffusers_flow_and_edm():
     edm = interop.to_diffusers(make_schedule("edm"))
     sched = diffusers.EDMEulerScheduler.from_config(edm)
     assert sched.config.sigma_max == 80.0 and sched.config.sigma_data == 0.5
-    with pytest.raises(ValueError, match="VE"):
-        interop.to_diffusers(make_schedule("ve"))
+    with pytest.raises(ValueError, match="SubVP"):
+        interop.to_diffusers(make_schedule("subvp"))
