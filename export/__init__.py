@@ -9,6 +9,10 @@ Networks diffspec did not train: `diffspec-export DIFFUSERS_FOLDER -o model.onnx
 `export_diffusers(folder, path, ...)` for a diffusers pipeline or model folder (`diffspec.export.diffusers_folder`),
 and `export_model(NetworkAdapter(module, ...), card, path)` for any torch module (docs/export-diffusers.md).
 
+The whole sampler in the file: `diffspec-export --pipeline model.onnx -o sampler.onnx --sampler dpmpp_2m --steps 20`
+(or a checkpoint with `--sampler`), `export_pipeline(network_path, path, sampler=..., steps=...)` in
+`diffspec.export.pipeline` (docs/pipeline.md).
+
 The file (docs/architecture.md): inputs `x` float32 [B, ...], `t` float32 [B], `y` int64 [B] (class-conditional
 models), `guidance_scale` float32 [1] (fused-CFG graphs only); output `out` float32 shaped like x; a symbolic
 batch axis; no random op. Metadata: `ModelCard.to_metadata()` (schedule, parameterization, time input, data
@@ -42,11 +46,12 @@ from diffspec.export.exporter import (
 )
 from diffspec.export.files import EXTERNAL_DATA_THRESHOLD, check_external_data, load_model_safely
 from diffspec.export.fp16 import convert_to_fp16
+from diffspec.export.pipeline import PipelineError, export_pipeline, exportable_samplers
 from diffspec.export.verify import TOLERANCES, Tolerance, VerificationError, VerifyReport, verify
 
 __all__ = [
     "DEFAULT_OPSET", "EXTERNAL_DATA_THRESHOLD", "SUPPORTED_OPSETS", "TOLERANCES", "CfgFused", "NetworkAdapter",
     "Tolerance", "VerificationError", "VerifyReport", "card_from_config", "check_external_data", "convert_to_fp16",
     "export_checkpoint", "export_diffusers", "export_model", "load_checkpoint", "load_diffusers", "load_model_safely",
-    "to_onnx", "verify",
+    "to_onnx", "verify", "PipelineError", "export_pipeline", "exportable_samplers",
 ]
