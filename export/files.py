@@ -142,7 +142,7 @@ def _pid_alive(pid):
 def prune_temporaries(folder: str | Path, *, older_than: float = STALE_SECONDS) -> list[str]:
     """Remove the temporary folders of exports that were killed before they could clean up: those whose process
     no longer exists and that are older than `older_than` seconds. Returns the names removed."""
-    removed = []
+    removed: list[str] = []
     try:
         entries = list(os.scandir(folder))
     except OSError:

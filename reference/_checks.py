@@ -159,5 +159,5 @@ def checked_denoiser(denoise: Callable, grid, *, sampler: str) -> Callable:
                              "(check the model, its parameterization, or the grid's end points)")
         return arr
 
-    checked._checked_by = sampler
+    checked._checked_by = sampler  # type: ignore[attr-defined]
     return checked

@@ -51,7 +51,7 @@ def _pid_alive(pid):
 def prune_temporaries(folder: str, *, older_than: float = STALE_SECONDS) -> list[str]:
     """Remove `.diffspec-PID-*` temporaries in `folder` left by a run that was killed before it could clean up:
     those whose process no longer exists and that are older than `older_than` seconds. Returns the removed names."""
-    removed = []
+    removed: list[str] = []
     try:
         entries = list(os.scandir(folder))
     except OSError:

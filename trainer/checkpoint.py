@@ -343,7 +343,8 @@ def prune(output_dir, total_limit, *, keep=None):
 def read_config(ckpt_dir: str | Path, manifest: dict | None = None) -> dict:
     """config.json of a checkpoint, after its manifest verifies (pass `manifest` if it was just verified)."""
     manifest = verify_manifest(ckpt_dir) if manifest is None else manifest
-    path = listed(ckpt_dir, manifest, "config.json")
+    listed(ckpt_dir, manifest, "config.json")
+    path = Path(ckpt_dir) / "config.json"
     try:
         config = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
