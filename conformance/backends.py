@@ -95,7 +95,15 @@ def register_backend(backend: Backend) -> None:
 register_backend(Backend("reference", "float64", _reference_sampler))
 # The trainer mirrors the reference's math independently: step-by-step agreement, draws, clean ends and option
 # validation carry the order and distribution over from the reference (re-measuring them adds nothing in CI).
-_TWIN_CHECKS = ("clean end", "draws", "noise contract", "option validation", "agreement")
+_TWIN_CHECKS = (
+    "clean end",
+    "draws",
+    "noise contract",
+    "option validation",
+    "input validation",
+    "requirements",
+    "agreement",
+)
 register_backend(Backend("trainer64", "float64", _trainer_sampler("float64"), _TWIN_CHECKS))
 register_backend(Backend("trainer32", "float32", _trainer_sampler("float32"), ("clean end", "agreement")))
 

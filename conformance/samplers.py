@@ -319,6 +319,63 @@ def _check_option_validation(ctx, report):
                 report.fail(check, f"raised {type(err).__name__}: {err}", expected=f"ValueError naming {key}")
 
 
+def _check_input_validation(ctx, report):
+    """Bad grids (increasing, repeated, a single time) and a NaN in x_T: a ValueError naming the argument."""
+    if ctx.convention != "diffspec":
+        return
+    label, schedule, grid = _world.clean_end_cases(ctx.info, 4, ctx.requires)[0]
+    denoise = _world.MIXTURE.denoiser(schedule)
+    x_T = np.random.default_rng(0).standard_normal((2, 2)) * schedule.sigma(grid[0])
+    cases = [
+        ("grid", "increasing grid", grid[::-1].copy(), x_T),
+        ("grid", "repeated time", grid[[0, 0, -1]], x_T),
+        ("grid", "one time", grid[:1], x_T),
+        ("x_T", "NaN in x_T", grid, np.full_like(x_T, np.nan)),
+    ]
+    for word, what, g, x in cases:
+        check = f"input validation ({what})"
+        try:
+            with np.errstate(all="ignore"):
+                ctx.run(denoise, x, g, schedule, noise=np.random.default_rng(0))
+            report.fail(check, "accepted", expected=f"ValueError naming {word}")
+        except ValueError as err:
+            ok = word in str(err)
+            report.add(
+                check, "ValueError" + ("" if ok else f" not naming {word}: {err}"), f"ValueError naming {word}", "", ok
+            )
+        except Exception as err:
+            report.fail(check, f"raised {type(err).__name__}: {str(err)[:120]}", expected=f"ValueError naming {word}")
+
+
+def _check_requirements(ctx, report):
+    """Where alpha = 0 at grid[0] (flow at t = 1): a sampler that requires alpha > 0 refuses with a ValueError
+    naming alpha; any other runs to a finite sample."""
+    if ctx.convention != "diffspec" or Requirement.FLOW_SCHEDULE in ctx.requires:
+        return
+    schedule = make_schedule("flow")
+    grid = make_grid("uniform", schedule, 6)
+    x_T = np.random.default_rng(0).standard_normal((4, 2))
+    denoise = _world.MIXTURE.denoiser(schedule)
+    if Requirement.CONSISTENCY_MODEL in ctx.requires:
+        denoise = _world.consistency_function(schedule, grid[-1])
+    check = "requirements (alpha = 0 at grid[0])"
+    if Requirement.ALPHA_START in ctx.requires:
+        try:
+            with np.errstate(all="ignore"):
+                ctx.run(denoise, x_T, grid, schedule, noise=np.random.default_rng(1))
+            report.fail(check, "accepted", expected="ValueError naming alpha (the contract requires alpha > 0)")
+        except ValueError as err:
+            ok = "alpha" in str(err)
+            report.add(
+                check, "ValueError" + ("" if ok else f" not naming alpha: {err}"), "ValueError naming alpha", "", ok
+            )
+        except Exception as err:
+            report.fail(check, f"raised {type(err).__name__}: {str(err)[:120]}", expected="ValueError naming alpha")
+    else:
+        out, problem = _call(ctx.run, denoise, x_T, grid, schedule, noise=np.random.default_rng(1))
+        report.add(check, problem or "finite sample", "finite sample", "", problem is None)
+
+
 def _agreement_rows(ctx, report, run, reference, suffix, steps=10):
     info = ctx.info
     rtol = tolerance(info, ctx.precision, steps, ctx.reference_options)
@@ -444,7 +501,17 @@ def _check_order(ctx, report):
 
 
 def _check_distribution(ctx, report):
-    if not ctx.stochastic:
+    _distribution_rows(ctx, report, ctx.run, "")
+    if ctx.thorough and ctx.convention == "diffspec":
+        for key, option in ctx.info.options.items():
+            for value in option.probe:
+                if key not in ctx.options and ctx.info.draw_count(3, {**ctx.reference_options, key: value}) != 0:
+                    run, _ = ctx.variant({key: value})
+                    _distribution_rows(ctx, report, run, f", {key}={value!r}")
+
+
+def _distribution_rows(ctx, report, run, suffix):
+    if not ctx.stochastic and not suffix:
         return
     info = ctx.info
     n = 2 * N_DISTRIBUTION if ctx.thorough else N_DISTRIBUTION
@@ -457,7 +524,7 @@ def _check_distribution(ctx, report):
         x_T = _world.GAUSS.sample_xt(n, schedule.alpha(grid[0]), schedule.sigma(grid[0]), rng)
         big = _world.GAUSS.sample(100_000, np.random.default_rng(99))[0]
         fresh = _world.GAUSS.sample(n, np.random.default_rng(4))[0]
-        label = "gaussian, exact consistency function, edm/karras, 4 steps"
+        label = f"gaussian, exact consistency function, edm/karras, 4 steps{suffix}"
     else:
         mix = _world.MIXTURE
         schedule = make_schedule("vp")
@@ -470,8 +537,8 @@ def _check_distribution(ctx, report):
         x_T = mix.sample_xt(n, schedule.alpha(grid[0]), schedule.sigma(grid[0]), rng)
         big = mix.sample(100_000, np.random.default_rng(99))[0]
         fresh = mix.sample(n, np.random.default_rng(4))[0]
-        label = f"2-D mixture, vp/uniform_lam, {steps} steps"
-    out, problem = _call(ctx.run, denoise, x_T, grid, schedule, noise=rng)
+        label = f"2-D mixture, vp/uniform_lam, {steps} steps{suffix}"
+    out, problem = _call(run, denoise, x_T, grid, schedule, noise=rng)
     if problem:
         report.fail(f"distribution ({label})", problem, expected="samples of the data distribution")
         return
@@ -507,6 +574,8 @@ _CHECKS = (
     ("draws", _check_draws),
     ("noise contract", _check_noise_contract),
     ("option validation", _check_option_validation),
+    ("input validation", _check_input_validation),
+    ("requirements", _check_requirements),
     ("agreement", _check_agreement),
     ("order", _check_order),
     ("distribution", _check_distribution),
