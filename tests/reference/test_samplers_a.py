@@ -1,19 +1,17 @@
-"""Reference samplers of issue 4 (part a): DDPM, DDIM, PNDM family, k-diffusion, LMS, flow, consistency, inversions.
-
-Checked against the analytic oracles: the exact probability-flow map of Gaussian data (error and observed order of
-convergence), the output distribution for a Gaussian mixture, exact identities between samplers, the noise
-contract and input validation.
+"""Reference samplers (DDPM, DDIM, PNDM family, k-diffusion's, LMS, flow, consistency, inversions): the checks
+beyond the contract that `tests/conformance/` applies to every sampler (order, distribution, draws, clean ends,
+option validation): identities between samplers, exactness of consistency sampling, inversions, PNDM's pseudo
+Runge-Kutta warm-up and fourth order on grids uniform in sigma_ve, Heun's churn window, cross-option validation.
 """
 
 import numpy as np
 import pytest
 from scipy import stats
-from scipy.integrate import solve_ivp
 
 from diffspec.reference.grids import make_grid
 from diffspec.reference.noise import CountingNoise
 from diffspec.reference.oracles import GaussianMixture, gaussian_flow_map, standard_mixture_2d
-from diffspec.reference.samplers import INVERSIONS, SAMPLER_INFO, SAMPLERS
+from diffspec.reference.samplers import INVERSIONS, SAMPLER_INFO, SAMPLERS, Requirement
 from diffspec.reference.schedules import make_schedule
 
 MEAN, STD = np.array([0.5, -0.2]), np.array([0.3, 0.8])
@@ -22,7 +20,6 @@ GAUSS = GaussianMixture.gaussian(MEAN, STD)
 # (schedule name, grid name, grid options) for order tests; every grid ends at a noisy time.
 VP_COSINE = ("vp_cosine", "uniform_lam", {"t_start": 0.99})
 LINEAR = ("linear", "uniform_lam", {})
-EDM_KARRAS = ("edm", "karras", {"t_end": 0.002})
 EDM_UNIFORM = ("edm", "uniform", {"t_start": 1.0, "t_end": 0.1})  # uniform in sigma_ve
 
 
@@ -55,89 +52,27 @@ def _observed_order(steps, errors):
 # Deterministic samplers: error against the exact flow map, observed order of convergence.
 # ------------------------------------------------------------------------------------------------------------
 
-LOW_ORDER = [  # (sampler, options, theoretical order on smooth grids)
-    ("ddim", {}, 1),
-    ("euler", {}, 1),
-    ("heun", {}, 2),
-    ("dpm2", {}, 2),
-    ("pndm", {}, 2),
-    ("plms", {}, 2),
-    ("lms", {"order": 1}, 1),
-    ("lms", {"order": 2}, 2),
-    ("ipndm", {"order": 2}, 2),
-]
-
-
-@pytest.mark.parametrize("case", [VP_COSINE, LINEAR, EDM_KARRAS], ids=["vp_cosine", "linear", "edm"])
-@pytest.mark.parametrize(("name", "options", "order"), LOW_ORDER, ids=[f"{n}{o or ''}" for n, o, _ in LOW_ORDER])
-def test_order_low(name, options, order, case):
-    steps = [16, 32, 64, 128]
-    errors = [_flow_error(name, case, n, **options) for n in steps]
-    assert abs(_observed_order(steps, errors) - order) < 0.25, errors
-
-
-HIGH_ORDER = [
-    ("lms", {"order": 3}, 3, VP_COSINE),
-    ("lms", {"order": 4}, 4, VP_COSINE),
-    ("lms", {"order": 4}, 4, EDM_KARRAS),
-    ("ipndm", {}, 4, LINEAR),
-    ("ipndm", {}, 4, EDM_KARRAS),
-    ("pndm", {}, 4, EDM_UNIFORM),  # the fixed PLMS weights are fourth order on grids uniform in sigma_ve
-]
-
-
-@pytest.mark.parametrize(("name", "options", "order", "case"), HIGH_ORDER,
-                         ids=[f"{h[0]}{h[2]}-{h[3][0]}" for h in HIGH_ORDER])
-def test_order_high(name, options, order, case):
+def test_pndm_is_fourth_order_on_grids_uniform_in_sigma_ve():
+    """The fixed PLMS weights (equal-step Adams-Bashforth) are fourth order where the steps in sigma_ve are equal."""
     steps = [128, 256, 512]
-    errors = [_flow_error(name, case, n, **options) for n in steps]
-    assert abs(_observed_order(steps, errors) - order) < 0.25, errors
+    errors = [_flow_error("pndm", EDM_UNIFORM, n) for n in steps]
+    assert abs(_observed_order(steps, errors) - 4) < 0.25, errors
 
 
-def test_declared_orders_match_tests():
-    expected = {"ddim": 1, "euler": 1, "heun": 2, "dpm2": 2, "pndm": 2, "plms": 2, "lms": 4, "ipndm": 4,
-                "flow_euler": 1, "flow_heun": 2, "flow_midpoint": 2}
-    assert {name: SAMPLER_INFO[name].order for name in expected} == expected
-
-
-FLOW_SAMPLERS = [("flow_euler", 1), ("flow_heun", 2), ("flow_midpoint", 2)]
-
-
-@pytest.mark.parametrize(("name", "order"), FLOW_SAMPLERS)
-def test_flow_samplers_gaussian(name, order):
-    """On the Flow schedule from t = 1 to the clean end t = 0 the Gaussian flow map is exact."""
+def test_flow_midpoint_is_superconvergent_on_gaussian_data():
+    """On the Flow schedule from t = 1 to the clean end t = 0 the Gaussian flow map is exact; the midpoint rule is
+    third order on this linear problem (the conformance suite measures its order 2 on the mixture)."""
     schedule = make_schedule("flow")
     steps, errors = [16, 32, 64, 128], []
     for n in steps:
         grid = make_grid("uniform", schedule, n)
         x_T = _x_T(schedule, grid)
-        out = SAMPLERS[name](GAUSS.denoiser(schedule), x_T, grid, schedule)
+        out = SAMPLERS["flow_midpoint"](GAUSS.denoiser(schedule), x_T, grid, schedule)
         errors.append(np.max(np.abs(out - gaussian_flow_map(x_T, MEAN, STD, 0.0, 1.0, 1.0, 0.0))))
-    # flow_midpoint is superconvergent (order 3) on this linear problem; the mixture test below sees order 2.
-    assert _observed_order(steps, errors) > order - 0.25, errors
+    assert _observed_order(steps, errors) > 2.75, errors
 
 
-@pytest.mark.parametrize(("name", "order"), FLOW_SAMPLERS)
-def test_flow_samplers_mixture_order(name, order):
-    """Against a tight scipy solution of dx/dt = (x - x0_hat)/t for a two-component mixture."""
-    schedule = make_schedule("flow")
-    mixture = GaussianMixture.create([1, 1], [[0.5, 0.5], [-1.0, 0.2]], [0.4, 0.6])
-    denoise = mixture.denoiser(schedule)
-    x_T = np.random.default_rng(1).standard_normal((6, 2))
-    t_end = 0.02
-
-    def f(t, y):
-        x = y.reshape(x_T.shape)
-        return ((x - denoise(x, t)) / t).ravel()
-
-    ref = solve_ivp(f, (1.0, t_end), x_T.ravel(), method="DOP853", rtol=1e-12, atol=1e-12).y[:, -1].reshape(x_T.shape)
-    steps = [16, 32, 64, 128]
-    errors = [np.abs(SAMPLERS[name](denoise, x_T, make_grid("uniform", schedule, n, t_end=t_end), schedule) - ref).max()
-              for n in steps]
-    assert abs(_observed_order(steps, errors) - order) < 0.25, errors
-
-
-@pytest.mark.parametrize("name", ["flow_euler", "flow_heun", "flow_midpoint"])
+@pytest.mark.parametrize("name", sorted(n for n, i in SAMPLER_INFO.items() if Requirement.FLOW_SCHEDULE in i.requires))
 def test_flow_samplers_need_flow_schedule(name):
     schedule = make_schedule("edm")
     grid = make_grid("karras", schedule, 4)
@@ -174,7 +109,7 @@ def test_ddim_inversion_roundtrip():
 def test_inversion_validation():
     schedule = make_schedule("edm")
     grid = make_grid("karras", schedule, 8)
-    for name, fn in INVERSIONS.items():
+    for fn in INVERSIONS.values():
         with pytest.raises(ValueError, match="increasing"):
             fn(GAUSS.denoiser(schedule), np.zeros((2, 2)), grid, schedule)
         with pytest.raises(ValueError, match="clean end"):
@@ -182,43 +117,8 @@ def test_inversion_validation():
 
 
 # ------------------------------------------------------------------------------------------------------------
-# Clean ends: never a model call at sigma = 0, no warnings (RuntimeWarning is an error here), finite output.
-# ------------------------------------------------------------------------------------------------------------
-
-MINE = ["ddpm", "ddim", "pndm", "plms", "ipndm", "euler", "euler_ancestral", "heun", "dpm2", "dpm2_ancestral",
-        "lms", "consistency", "lcm", "tcd"]
-
-
-def _guarded(schedule):
-    denoise = standard_mixture_2d().denoiser(schedule)
-
-    def guarded(x, t):
-        assert isinstance(t, float), type(t)
-        assert schedule.sigma(t) > 0, f"denoise called at a clean end t={t}"
-        return denoise(x, t)
-
-    return guarded
-
-
-CLEAN_CASES = [(name, sched) for name in MINE for sched in ("linear", "edm", "flow")] + [
-    (name, "flow") for name in ("flow_euler", "flow_heun", "flow_midpoint")]
-
-
-@pytest.mark.parametrize("steps", [1, 2, 5])
-@pytest.mark.parametrize(("name", "schedule_name"), CLEAN_CASES)
-def test_clean_end(name, steps, schedule_name):
-    schedule = make_schedule(schedule_name)
-    t_start = 0.98 if schedule_name == "flow" and not name.startswith("flow") else None  # alpha > 0 at the start
-    grid = make_grid("karras" if schedule_name == "edm" else "uniform", schedule, steps, t_start=t_start)
-    assert schedule.sigma(grid[-1]) == 0
-    x_T = np.random.default_rng(0).standard_normal((5, 2)) * schedule.sigma(grid[0])
-    out = SAMPLERS[name](_guarded(schedule), x_T, grid, schedule, noise=np.random.default_rng(1))
-    assert out.shape == x_T.shape and out.dtype == np.float64 and np.all(np.isfinite(out))
-    assert not np.shares_memory(out, x_T)
-
-
-# ------------------------------------------------------------------------------------------------------------
-# Stochastic samplers: the output distribution against the data (N samples, 5 standard errors, KS p > 1e-3).
+# Consistency samplers with the exact consistency function: exact for any step count (N samples, 5 standard
+# errors, KS p > 1e-3).
 # ------------------------------------------------------------------------------------------------------------
 
 N_SAMPLES = 4000
@@ -234,40 +134,6 @@ def _assert_matches(out, data_sample, mean, cov, reference):
     np.testing.assert_array_less(np.abs(np.cov(out.T) - cov), 5 * se_cov)
     for k in range(out.shape[1]):
         assert stats.ks_2samp(out[:, k], data_sample[:, k]).pvalue > 1e-3, k
-
-
-@pytest.fixture(scope="module")
-def mixture_data():
-    mixture = standard_mixture_2d()
-    reference = mixture.sample(100_000, np.random.default_rng(99))[0]
-    return mixture, reference, mixture.sample(N_SAMPLES, np.random.default_rng(7))[0]
-
-
-STOCHASTIC = [  # (sampler, schedule, grid, steps, options)
-    ("ddpm", "linear", "uniform", 200, {}),
-    ("ddpm", "linear", "uniform", 200, {"variance": "fixed_large"}),
-    ("ddpm", "linear", "uniform", 200, {"variance": "learned_range", "variance_v": lambda x, t: np.full_like(x, 0.3)}),
-    ("ddim", "linear", "uniform", 200, {"eta": 1.0}),
-    ("ddim", "vp_cosine", "uniform", 200, {"eta": 0.5}),
-    ("euler_ancestral", "edm", "karras", 100, {}),
-    ("euler_ancestral", "linear", "karras", 100, {"eta": 0.5}),
-    ("dpm2_ancestral", "edm", "karras", 100, {}),
-    ("heun", "edm", "karras", 100, {"s_churn": 40.0, "s_tmin": 0.05, "s_tmax": 50.0}),
-    ("tcd", "linear", "uniform", 200, {"gamma": 0.3}),
-]
-
-
-@pytest.mark.parametrize(("name", "schedule_name", "grid_name", "steps", "options"), STOCHASTIC,
-                         ids=[f"{s[0]}-{s[1]}-{i}" for i, s in enumerate(STOCHASTIC)])
-def test_stochastic_distribution(name, schedule_name, grid_name, steps, options, mixture_data):
-    mixture, reference, fresh = mixture_data
-    schedule = make_schedule(schedule_name)
-    t_start = 0.995 if schedule_name == "vp_cosine" else None
-    grid = make_grid(grid_name, schedule, steps, **({"t_start": t_start} if t_start else {}))
-    rng = np.random.default_rng(5)
-    x_T = mixture.sample_xt(N_SAMPLES, schedule.alpha(grid[0]), schedule.sigma(grid[0]), rng)
-    out = SAMPLERS[name](mixture.denoiser(schedule), x_T, grid, schedule, noise=rng, **options)
-    _assert_matches(out, fresh, mixture.mean(), mixture.cov(), reference)
 
 
 def _gaussian_consistency_function(schedule, t_eps):
@@ -367,38 +233,19 @@ def test_ddpm_fixed_large_is_beta_on_full_grid():
 
 
 # ------------------------------------------------------------------------------------------------------------
-# The noise contract.
+# Heun's churn: its draw count depends on the grid (the contract says so; counted here).
 # ------------------------------------------------------------------------------------------------------------
 
-DRAWS = [  # (sampler, options, draws for a grid of `steps` steps ending at a clean end)
-    ("ddpm", {}, lambda n: n - 1),
-    ("ddpm", {"variance": "fixed_large"}, lambda n: n - 1),
-    ("ddim", {"eta": 0.5}, lambda n: n - 1),
-    ("ddim", {}, lambda n: 0),
-    ("euler_ancestral", {}, lambda n: n - 1),
-    ("dpm2_ancestral", {}, lambda n: n - 1),
-    ("heun", {"s_churn": 10.0}, lambda n: n - 1),  # churn on every noisy step (sigma_hat < sigma_max except step 0)
-    ("heun", {}, lambda n: 0),
-    ("consistency", {}, lambda n: n - 1),
-    ("lcm", {}, lambda n: n - 1),
-    ("tcd", {"gamma": 0.3}, lambda n: n - 1),
-    ("tcd", {"gamma": 0.0}, lambda n: 0),
-] + [(name, {}, lambda n: 0) for name in ("euler", "dpm2", "pndm", "plms", "ipndm", "lms")]
 
-
-@pytest.mark.parametrize(("name", "options", "count"), DRAWS, ids=[f"{d[0]}{d[1] or ''}" for d in DRAWS])
-def test_draw_counts_and_replay(name, options, count):
+@pytest.mark.parametrize("s_churn", [1.0, 10.0, 40.0])
+def test_heun_churn_draws_once_per_churned_step(s_churn):
     schedule = make_schedule("vp_cosine")
     grid = make_grid("uniform", schedule, 10, t_start=0.99)
-    counting, denoise = CountingNoise(0), standard_mixture_2d().denoiser(schedule)
+    counting = CountingNoise(0)
     x_T = np.random.default_rng(42).standard_normal((64, 2))
-    first = SAMPLERS[name](denoise, x_T, grid, schedule, noise=counting, **options)
-    expected = count(10) if not (name == "heun" and options) else _churned_steps(schedule, grid, options)
-    assert counting.shapes == [x_T.shape] * expected
-    again = SAMPLERS[name](denoise, x_T, grid, schedule, noise=CountingNoise(0), **options)
-    np.testing.assert_array_equal(first, again)
-    if expected == 0:  # deterministic: noise=None works and gives the same answer
-        np.testing.assert_array_equal(SAMPLERS[name](denoise, x_T, grid, schedule, **options), first)
+    SAMPLERS["heun"](standard_mixture_2d().denoiser(schedule), x_T, grid, schedule, noise=counting, s_churn=s_churn)
+    assert SAMPLER_INFO["heun"].draw_count(10, {"s_churn": s_churn}) is None
+    assert counting.shapes == [x_T.shape] * _churned_steps(schedule, grid, {"s_churn": s_churn})
 
 
 def _churned_steps(schedule, grid, options):
@@ -408,49 +255,14 @@ def _churned_steps(schedule, grid, options):
     return int(np.sum(np.minimum(sigma_ve[:-1] * (1 + gamma), top) > sigma_ve[:-1]))
 
 
-@pytest.mark.parametrize(("name", "options"), [
-    ("ddpm", {}), ("ddim", {"eta": 0.1}), ("euler_ancestral", {}), ("dpm2_ancestral", {}), ("heun", {"s_churn": 1.0}),
-    ("consistency", {}), ("lcm", {}), ("tcd", {}),
-])
-def test_stochastic_without_noise_raises(name, options):
-    schedule = make_schedule("edm")
-    with pytest.raises(ValueError, match="noise"):
-        grid = make_grid("karras", schedule, 4)
-        SAMPLERS[name](GAUSS.denoiser(schedule), np.zeros((2, 2)), grid, schedule, **options)
-
-
-def test_stochastic_flags():
-    for name in ("ddpm", "euler_ancestral", "dpm2_ancestral", "consistency", "lcm", "tcd"):
-        assert SAMPLER_INFO[name].stochastic, name
-    for name in ("ddim", "pndm", "plms", "ipndm", "euler", "heun", "dpm2", "lms", "flow_euler", "flow_heun"):
-        assert not SAMPLER_INFO[name].stochastic, name
-
-
 # ------------------------------------------------------------------------------------------------------------
 # Bad input.
 # ------------------------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", MINE)
-def test_bad_grids(name):
-    schedule = make_schedule("edm")
-    denoise, x = GAUSS.denoiser(schedule), np.zeros((2, 2))
-    rng = np.random.default_rng(0)
-    with pytest.raises(ValueError, match="decreasing"):
-        SAMPLERS[name](denoise, x, np.array([1.0, 2.0, 0.0]), schedule, noise=rng)
-    with pytest.raises(ValueError, match="decreasing"):
-        SAMPLERS[name](denoise, x, np.array([2.0, 2.0, 0.0]), schedule, noise=rng)
-    with pytest.raises(ValueError, match="at least 2"):
-        SAMPLERS[name](denoise, x, np.array([2.0]), schedule, noise=rng)
-
-
 @pytest.mark.parametrize(("name", "options", "option"), [
-    ("ddim", {"eta": -0.1}, "eta"), ("ddim", {"eta": 1.5}, "eta"), ("euler_ancestral", {"eta": -1.0}, "eta"),
-    ("dpm2_ancestral", {"eta": -1.0}, "eta"), ("lms", {"order": 0}, "order"), ("lms", {"order": 5}, "order"),
-    ("ipndm", {"order": 5}, "order"), ("tcd", {"gamma": 1.5}, "gamma"), ("tcd", {"gamma": -0.1}, "gamma"),
-    ("ddpm", {"variance": "fixed"}, "variance"), ("ddpm", {"variance": "learned_range"}, "variance_v"),
-    ("heun", {"s_churn": -1.0}, "s_churn"), ("heun", {"s_tmin": 2.0, "s_tmax": 1.0}, "s_tmin"),
-])
+    ("ddpm", {"variance": "learned_range"}, "variance_v"), ("heun", {"s_tmin": 2.0, "s_tmax": 1.0}, "s_tmin"),
+])  # values that are wrong only together (one option's values are the contract's, checked in tests/conformance)
 def test_bad_options(name, options, option):
     schedule = make_schedule("edm")
     with pytest.raises(ValueError, match=option):
