@@ -363,6 +363,23 @@ def check_compatible(saved, current, *, source):
                              f"this run has {json.dumps(current.get(key))}; use the same flags or a new --output-dir")
 
 
+def _tensors(path):
+    """safetensors' load_file, its errors (a file that is not safetensors) as a ValueError naming the file."""
+    try:
+        return load_file(path)
+    except (OSError, ValueError, RuntimeError) as err:
+        raise ValueError(f"{path!r} is not a readable safetensors file ({_first_line(err)})") from None
+    except Exception as err:  # safetensors_rust.SafetensorError derives from Exception only
+        if type(err).__name__ != "SafetensorError":
+            raise
+        raise ValueError(f"{path!r} is not a readable safetensors file ({_first_line(err)})") from None
+
+
+def _first_line(err):
+    text = str(err).strip().splitlines()
+    return text[0] if text else type(err).__name__
+
+
 def load_training_state(ckpt_dir, *, model, ema=None, optimizer=None, generators=None, config=None):
     """Restore weights, EMA, optimizer and RNG states in place; returns state.json's dict."""
     ckpt_dir = Path(ckpt_dir)
@@ -374,13 +391,13 @@ def load_training_state(ckpt_dir, *, model, ema=None, optimizer=None, generators
 
     if config is not None:
         check_compatible(saved, config, source=str(ckpt_dir))
-    unwrap(model).load_state_dict(load_file(path("model.safetensors")))
+    unwrap(model).load_state_dict(_tensors(path("model.safetensors")))
     if ema is not None:
-        unwrap(ema).load_state_dict(load_file(path("ema.safetensors")))
+        unwrap(ema).load_state_dict(_tensors(path("ema.safetensors")))
     if optimizer is not None:
         skeleton = json.loads(Path(path("optimizer.json")).read_text())
-        optimizer.load_state_dict(unflatten_optimizer(load_file(path("optimizer.safetensors")), skeleton))
-    rng = load_file(path("rng.safetensors"))
+        optimizer.load_state_dict(unflatten_optimizer(_tensors(path("optimizer.safetensors")), skeleton))
+    rng = _tensors(path("rng.safetensors"))
     numpy_state = json.loads(Path(path("rng.json")).read_text())["numpy"]
     restore_rng(rng, numpy_state, generators or {})
     return json.loads(Path(path("state.json")).read_text())
@@ -403,7 +420,7 @@ def load_for_inference(ckpt_dir, *, ema=True):
     use_ema = ema and listed(ckpt_dir, manifest, "ema.safetensors", required=False) is not None
     name = "ema.safetensors" if use_ema else "model.safetensors"
     try:
-        model.load_state_dict(load_file(str(listed(ckpt_dir, manifest, name))))
+        model.load_state_dict(_tensors(str(listed(ckpt_dir, manifest, name))))
     except RuntimeError as err:
         raise ValueError(
             f"checkpoint {str(ckpt_dir)!r}: {name} does not fit the model in config.json ({err})") from None

@@ -241,3 +241,27 @@ def test_temporary_folders_of_a_killed_export_are_pruned(tmp_path):
         os.utime(folder, (1, 1))
     export_files.write_atomically(model, tmp_path / "out.onnx")
     assert not dead.exists() and alive.exists() and (tmp_path / "out.onnx").is_file()
+
+
+def _rewrite(name, content):
+    def tamper(p):
+        (p / name).write_bytes(content)
+        ckpt.write_manifest(p)  # a manifest that vouches for the bad file: the loader must still say what is wrong
+
+    return tamper
+
+
+@pytest.mark.parametrize(
+    "tamper, words",
+    [
+        (_rewrite("config.json", b"{not json"), "config.json is not valid JSON"),
+        (_rewrite("config.json", b"[1, 2]"), "config.json is not a JSON object"),
+        (_rewrite("ema.safetensors", b"\x08\x00\x00\x00\x00\x00\x00\x00garbage!"), "ema.safetensors"),
+    ],
+    ids=["config-not-json", "config-not-object", "weights-not-safetensors"],
+)
+def test_export_cli_names_a_bad_file_inside_a_valid_checkpoint(copy, tmp_path, tamper, words):
+    tamper(copy)
+    code, _, err = run_cli(export_cli.main, [copy, "-o", tmp_path / "m.onnx"])
+    assert_clean_failure(code, err, words)
+    assert len(err.strip().splitlines()) == 1
