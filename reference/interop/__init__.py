@@ -35,7 +35,8 @@ from the papers are reproduced on purpose, each named where it happens:
 - DPMSolverSDE's Brownian-tree noise (torchsde) is reproduced in law, not draw for draw: two standard-normal
   draws per step combined into the tree's two correlated increments (see `_plan_dpm_sde`).
 
-Classes: `SUPPORTED_CLASSES`. Step options (what a pipeline passes to `scheduler.step`): `STEP_OPTIONS`.
+Classes: `SUPPORTED_CLASSES`; every other class of diffusers that has a `step` is in `REFUSED`, with the reason.
+Step options (what a pipeline passes to `scheduler.step`): `STEP_OPTIONS`.
 
 The paper-faithful choices live in `grids` and `samplers`; this module exists to match diffusers bit for bit
 (up to diffusers' float32 arithmetic: diffusers builds its betas in float32, which moves final samples by up to
@@ -61,7 +62,7 @@ from diffspec.reference.interop._config import (
     _validate,
     schedule_from_config,
 )
-from diffspec.reference.interop._load import CUSTOM_INPUTS, SUPPORTED_CLASSES, from_diffusers
+from diffspec.reference.interop._load import CUSTOM_INPUTS, REFUSED, SUPPORTED_CLASSES, from_diffusers
 from diffspec.reference.interop._plan import DiffusersPlan
 from diffspec.reference.interop.k_diffusion import K_DIFFUSION_SAMPLERS, k_diffusion_grid, k_diffusion_sampler
 from diffspec.reference.interop.writing import dataclass_replace_no_rescale, to_diffusers
@@ -74,6 +75,7 @@ __all__ = [
     "HONOURED",
     "INERT_ALWAYS",
     "K_DIFFUSION_SAMPLERS",
+    "REFUSED",
     "STEP_OPTIONS",
     "SUPPORTED_CLASSES",
     "DiffusersPlan",

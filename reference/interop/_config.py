@@ -329,8 +329,14 @@ FOREIGN_INERT = frozenset(
     }
 )
 
+# The "Parallel" classes (ParaDiGMS, Shih et al. 2023) have the same keys and the same `step`; they add a batched
+# step over several timesteps that a sequential loop never calls.
+HONOURED["DDPMParallelScheduler"] = HONOURED["DDPMScheduler"]
+HONOURED["DDIMParallelScheduler"] = HONOURED["DDIMScheduler"]
+
 STEP_OPTIONS = {
     "DDIMScheduler": {"eta": 0.0, "use_clipped_model_output": False},
+    "DDIMParallelScheduler": {"eta": 0.0, "use_clipped_model_output": False},
     "LMSDiscreteScheduler": {"order": 4},
     "TCDScheduler": {"eta": 0.3},
     "DPMSolverSDEScheduler": {"s_noise": 1.0},

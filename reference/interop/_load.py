@@ -39,7 +39,53 @@ _PLANS = {
     "EDMDPMSolverMultistepScheduler": _plan_edm_dpm_multistep,
 }
 
+_PLANS["DDPMParallelScheduler"] = _plan_ddpm
+_PLANS["DDIMParallelScheduler"] = _plan_ddim
+
 SUPPORTED_CLASSES = tuple(_PLANS)
+
+# Every other class of diffusers 0.42.1 that has a `step`, and why `from_diffusers` refuses it. "No counterpart":
+# the class does not sample a Gaussian diffusion or flow of continuous data through its `step` alone, so no
+# diffspec schedule, grid and sampler can be its equivalent. "Not implemented": a counterpart could exist.
+_NO_COUNTERPART = "no counterpart in diffspec: "
+_NOT_IMPLEMENTED = "not implemented: "
+REFUSED = {
+    "AmusedScheduler": _NO_COUNTERPART
+    + "masked-token generation over discrete codes",
+    "VQDiffusionScheduler": _NO_COUNTERPART
+    + "a discrete diffusion over vector-quantized codes",
+    "BlockRefinementScheduler": _NO_COUNTERPART + "block-wise commit-by-confidence refinement of discrete tokens",
+    "DiscreteDDIMScheduler": _NO_COUNTERPART + "DDIM for a uniform corruption process over discrete tokens",
+    "EntropyBoundScheduler": _NO_COUNTERPART + "entropy-bounded unmasking of discrete tokens (uniform corruption)",
+    "RePaintScheduler": _NO_COUNTERPART + "its loop needs the known image and mask and jumps back in time (undo "
+    "steps); diffspec's inpainting is a denoiser wrapper over any sampler",
+    "RFD4ProteinaScheduler": _NO_COUNTERPART + "a temporal-score-rescaled flow for one modality of a protein model, "
+    "whose step reads modality-specific state",
+    "ConsistencyDecoderScheduler": _NO_COUNTERPART + "the consistency decoder of a VAE, whose step conditions on "
+    "latents outside the sample",
+    "PiflowScheduler": _NO_COUNTERPART + "the model output is a widened policy (several velocity components per "
+    "sample), not one prediction of the sample's shape",
+    "HeliosScheduler": _NOT_IMPLEMENTED + "a multi-stage video scheduler whose step takes stage state",
+    "HeliosDMDScheduler": _NOT_IMPLEMENTED + "a distilled multi-stage video scheduler whose step takes stage state",
+    "FlowMapEulerDiscreteScheduler": _NOT_IMPLEMENTED + "flow-map models take two times (t, r) per call",
+    "FlowMatchLCMScheduler": _NOT_IMPLEMENTED + "LCM on a flow-matching schedule",
+    "FlowMatchHeunDiscreteScheduler": _NOT_IMPLEMENTED + "Heun on the FlowMatchEuler grid",
+    "LTXEulerAncestralRFScheduler": _NOT_IMPLEMENTED + "Euler ancestral on LTX-Video's rectified flow",
+    "MiniMaxH3Scheduler": _NOT_IMPLEMENTED + "rectified-flow Euler with MiniMax-H3's exponential sigma shift",
+    "SCMScheduler": _NOT_IMPLEMENTED + "sCM's TrigFlow consistency sampling",
+    "CMStochasticIterativeScheduler": _NOT_IMPLEMENTED + "consistency-model multistep sampling in EDM's sigma",
+    "SASolverScheduler": _NOT_IMPLEMENTED + "SA-Solver's stochastic Adams predictor-corrector",
+    "CosineDPMSolverMultistepScheduler": _NOT_IMPLEMENTED + "DPM-Solver++ on Stable Audio's cosine sigmas",
+    "IPNDMScheduler": _NOT_IMPLEMENTED + "diffusers' improved PNDM in its own sigma/alpha parameterisation",
+    "UnCLIPScheduler": _NOT_IMPLEMENTED + "Karlo's DDPM variant with its own learned-range variance",
+    "DDPMWuerstchenScheduler": _NOT_IMPLEMENTED + "Wuerstchen's continuous-time cosine DDPM",
+    "CogVideoXDDIMScheduler": _NOT_IMPLEMENTED + "DDIM with snr_shift_scale",
+    "CogVideoXDPMScheduler": _NOT_IMPLEMENTED + "DPM-Solver++(2M) with snr_shift_scale and its own first step",
+    "DDIMInverseScheduler": _NOT_IMPLEMENTED + "the DDIM inversion loop (data to noise)",
+    "DPMSolverMultistepInverseScheduler": _NOT_IMPLEMENTED + "the DPM-Solver++ inversion loop (data to noise)",
+    "ScoreSdeVeScheduler": _NOT_IMPLEMENTED + "its predictor-corrector loop calls step_correct and step_pred, "
+    "not `step`; `to_diffusers` writes it",
+}
 
 
 # What each class's set_timesteps accepts besides num_inference_steps, as implemented here (the pipelines of FLUX,
@@ -60,6 +106,9 @@ def from_diffusers(config, num_inference_steps=None, *, timesteps=None, sigmas=N
     EDMEuler s_churn, s_tmin, s_tmax, s_noise); any other is a ValueError. See the package docstring for the
     departures from the papers reproduced.
     """
+    name = config.get("_class_name") if isinstance(config, dict) else None
+    if name in REFUSED:
+        raise ValueError(f"config['_class_name']={name!r}: {REFUSED[name]}")
     name, cfg = _validate(config)
     cfg["_class_name"] = name
     allowed = STEP_OPTIONS.get(name, {})
@@ -74,6 +123,8 @@ def from_diffusers(config, num_inference_steps=None, *, timesteps=None, sigmas=N
             accepting = sorted(c for c, keys in CUSTOM_INPUTS.items() if key in keys)
             raise ValueError(f"{key}={value!r}: custom {key} are implemented for {', '.join(accepting)}, not {name}")
     if custom or name in CUSTOM_INPUTS:
-        return _PLANS[name](cfg, num_inference_steps, step_options, **custom)
-    n = _checks.integer("num_inference_steps", num_inference_steps, minimum=1)
-    return _PLANS[name](cfg, n, step_options)
+        plan = _PLANS[name](cfg, num_inference_steps, step_options, **custom)
+    else:
+        plan = _PLANS[name](cfg, _checks.integer("num_inference_steps", num_inference_steps, minimum=1), step_options)
+    plan.class_name = name
+    return plan

@@ -84,7 +84,8 @@ def patched_randn(source):
 
     saved = []
 
-    for name in ("scheduling_ddim", "scheduling_ddpm", "scheduling_euler_ancestral_discrete",
+    for name in ("scheduling_ddim", "scheduling_ddpm", "scheduling_ddim_parallel", "scheduling_ddpm_parallel",
+                 "scheduling_euler_ancestral_discrete",
                  "scheduling_dpmsolver_multistep", "scheduling_flow_match_euler_discrete", "scheduling_euler_discrete",
                  "scheduling_dpmsolver_singlestep", "scheduling_k_dpm_2_ancestral_discrete", "scheduling_lcm",
                  "scheduling_tcd", "scheduling_edm_euler", "scheduling_edm_dpmsolver_multistep"):
@@ -239,6 +240,14 @@ CASES = [
                                         "sigma_schedule": "exponential"}, 16, {}),
     ("EDMDPMSolverMultistepScheduler", {"algorithm_type": "sde-dpmsolver++", "final_sigmas_type": "sigma_min",
                                         "thresholding": True, "sample_max_value": 1.5}, 10, {}),
+    ("DDIMScheduler", {}, 10, {}),
+    ("DDPMScheduler", {}, 10, {}),
+    ("PNDMScheduler", {}, 10, {}),
+    ("DDPMParallelScheduler", {}, 10, {}),
+    ("DDIMParallelScheduler", {}, 10, {}),
+    ("DDIMParallelScheduler", {**SD, "prediction_type": "v_prediction", "timestep_spacing": "trailing"}, 8,
+     {"eta": 0.5}),
+    ("FlowMatchEulerDiscreteScheduler", {}, 10, {}),
     ("FlowMatchEulerDiscreteScheduler", {"shift": 3.0}, 12, {}),
     ("FlowMatchEulerDiscreteScheduler", {"shift": 1.0, "stochastic_sampling": True}, 8, {}),
 ]
