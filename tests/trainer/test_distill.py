@@ -148,3 +148,239 @@ def test_reflow_pairs_and_straightness_twin(steps, seed):
     got_x, got_s = TD.straightness(torch_oracle(mix, ref), torch.from_numpy(z), twin(ref), steps=steps)
     _close(got_x, want_x, scale=100.0)
     np.testing.assert_allclose(got_s.numpy(), want_s, rtol=1e-10, atol=1e-12)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Short CPU runs of every procedure: the student beats the same network untrained at the same number of steps
+# ---------------------------------------------------------------------------------------------------------
+
+TINY = '{"hidden": 64, "depth": 2, "freq_dim": 16}'
+
+
+def _train(tmp, name, *extra):
+    from diffspec.trainer.cli import main
+
+    out = tmp / name
+    assert main(["--data", "moons", "--output-dir", str(out), "--no-progress", *extra]) == 0
+    return out
+
+
+@pytest.fixture(scope="module")
+def teachers(tmp_path_factory):
+    """A v-prediction teacher (linear DDPM schedule) and a flow-matching teacher, tiny MLPs trained for 1,000 steps."""
+    tmp = tmp_path_factory.mktemp("teachers")
+    common = ["--max-train-steps", "1000", "--model-kwargs", TINY, "--validation-steps", "1000000"]
+    return {
+        "v": _train(tmp, "v", *common),
+        "flow": _train(tmp, "flow", *common, "--schedule", "flow", "--prediction-type", "flow"),
+    }
+
+
+def _score(x_model, config):
+    """Standardized sliced W2 to fresh moons (n = 2,000) of model-space samples."""
+    d = config["data"]
+    return _score_raw((x_model - d["shift"]) / d["scale"])
+
+
+def _score_raw(raw):
+    from diffspec.reference.metrics import sliced_wasserstein
+    from diffspec.trainer.data import TOYS
+
+    ref = np.asarray(TOYS["moons"](len(raw), 12345), dtype=np.float64)
+    mean, std = ref.mean(0), ref.std(0)
+    return sliced_wasserstein(
+        (raw - mean) / std, (ref - mean) / std, rng=np.random.default_rng(0), num_projections=64, p=2
+    )
+
+
+def _sample(model, config, sampler, steps):
+    from diffspec.trainer.distill_loop import sample_model
+
+    return sample_model(model, config, n=2000, sampler=sampler, steps=steps, seed=1)
+
+
+def _student(tmp, *args):
+    from diffspec.trainer.checkpoint import find_latest, load_for_inference
+    from diffspec.trainer.cli import main
+
+    out = tmp / "student"
+    assert (
+        main(
+            [
+                "--data",
+                "moons",
+                "--output-dir",
+                str(out),
+                "--no-progress",
+                "--train-batch-size",
+                "128",
+                "--logging-steps",
+                "50",
+                *args,
+            ]
+        )
+        == 0
+    )
+    return load_for_inference(find_latest(out))
+
+
+def test_consistency_distillation_beats_its_untrained_student(teachers, tmp_path):
+    from diffspec.trainer.checkpoint import find_latest, load_for_inference, read_config
+    from diffspec.trainer.distill_loop import _consistency_student
+
+    model, config = _student(
+        tmp_path, "--distill", "consistency", "--teacher", str(teachers["v"]), "--max-train-steps", "400"
+    )
+    assert config["model"]["arch"] == "consistency" and config["parameterization"] == "x0"
+    assert config["student"]["procedure"] == "consistency_distillation"
+    teacher, tconfig = load_for_inference(find_latest(teachers["v"]))
+    untrained, _ = _consistency_student(
+        teacher, read_config(find_latest(teachers["v"])), config["model"]["kwargs"]["sigma_min"]
+    )
+    for steps in (1, 2):
+        trained = _score(_sample(model, config, "consistency", steps), config)
+        before = _score(_sample(untrained.eval(), config, "consistency", steps), config)
+        assert trained < 0.5 * before, (steps, trained, before)
+
+
+def test_consistency_training_beats_its_untrained_student(tmp_path):
+    from diffspec.trainer.models import build_model
+
+    model, config = _student(tmp_path, "--objective", "consistency", "--max-train-steps", "400")
+    assert config["student"]["procedure"] == "consistency_training" and config["schedule"]["name"] == "edm"
+    torch.manual_seed(0)
+    untrained = build_model(config["model"]["arch"], **config["model"]["kwargs"]).eval()
+    trained = _score(_sample(model, config, "consistency", 1), config)
+    before = _score(_sample(untrained, config, "consistency", 1), config)
+    assert trained < 0.5 * before, (trained, before)
+
+
+def test_progressive_distillation_beats_its_teacher_at_the_same_steps(teachers, tmp_path):
+    from diffspec.trainer.checkpoint import find_latest, load_for_inference
+
+    model, config = _student(
+        tmp_path,
+        "--distill",
+        "progressive",
+        "--teacher",
+        str(teachers["v"]),
+        "--teacher-steps",
+        "4",
+        "--student-steps",
+        "1",
+        "--max-train-steps",
+        "150",
+    )
+    assert config["student"]["rounds"] == [2, 1] and config["parameterization"] == "v"
+    teacher, tconfig = load_for_inference(find_latest(teachers["v"]))
+    trained = _score(_sample(model, config, "ddim", 1), config)
+    before = _score(_sample(teacher, tconfig, "ddim", 1), tconfig)  # the first round's initialisation
+    assert trained < 0.5 * before, (trained, before)
+
+
+def test_reflow_straightens_and_beats_its_teacher_at_one_step(teachers, tmp_path):
+    from diffspec.trainer.checkpoint import find_latest, load_for_inference
+
+    model, config = _student(
+        tmp_path,
+        "--distill",
+        "reflow",
+        "--teacher",
+        str(teachers["flow"]),
+        "--max-train-steps",
+        "200",
+        "--num-pairs",
+        "4000",
+    )
+    info = config["student"]
+    assert info["straightness_student"] < 0.5 * info["straightness_teacher"], info
+    teacher, tconfig = load_for_inference(find_latest(teachers["flow"]))
+    trained = _score(_sample(model, config, "flow_euler", 1), config)
+    before = _score(_sample(teacher, tconfig, "flow_euler", 1), tconfig)
+    assert trained < 0.5 * before, (trained, before)
+
+
+def test_export_and_sample_round_trip(teachers, tmp_path):
+    """A CD student exports like any checkpoint (card: x0, the consistency scalings, the student entry) and the
+    runtime samples it with `--sampler consistency` as well as the trainer does."""
+    import subprocess
+    import sys
+
+    from diffspec.trainer.checkpoint import find_latest
+
+    model, config = _student(
+        tmp_path, "--distill", "consistency", "--teacher", str(teachers["v"]), "--max-train-steps", "200"
+    )
+    onnx_path, npy = tmp_path / "student.onnx", tmp_path / "samples.npy"
+    ckpt_dir = find_latest(tmp_path / "student")
+    run = [sys.executable, "-m"]
+    done = subprocess.run(
+        [*run, "diffspec.export", str(ckpt_dir), "-o", str(onnx_path)], capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    info = subprocess.run([*run, "diffspec.runtime", str(onnx_path), "--info"], capture_output=True, text=True)
+    assert info.returncode == 0 and "consistency_distillation" in info.stdout + info.stderr, info.stdout
+    got = subprocess.run(
+        [
+            *run,
+            "diffspec.runtime",
+            str(onnx_path),
+            "--sampler",
+            "consistency",
+            "--steps",
+            "2",
+            "--grid",
+            "trailing",
+            "-n",
+            "2000",
+            "--seed",
+            "3",
+            "--out",
+            str(npy),
+            "--no-progress",
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert got.returncode == 0, got.stderr
+    runtime_score = _score_raw(np.load(npy).astype(np.float64))
+    trainer_score = _score(_sample(model, config, "consistency", 2), config)
+    assert runtime_score < 1.5 * trainer_score + 0.02, (runtime_score, trainer_score)
+
+
+def test_bad_input_is_one_line_naming_what_is_needed(teachers, tmp_path, capsys):
+    import shutil
+
+    from diffspec.trainer.checkpoint import find_latest
+    from diffspec.trainer.cli import main
+
+    broken = tmp_path / "broken"
+    shutil.copytree(find_latest(teachers["v"]), broken)
+    (broken / "manifest.json").unlink()
+    cases = [
+        (["--distill", "consistency"], "needs --teacher"),
+        (["--distill", "reflow", "--teacher", str(teachers["v"])], "needs a flow-matching teacher"),
+        (["--distill", "progressive", "--teacher", str(teachers["v"]), "--student-steps", "3"], "--student-steps=3"),
+        (
+            [
+                "--distill",
+                "progressive",
+                "--teacher",
+                str(teachers["v"]),
+                "--teacher-steps",
+                "64",
+                "--student-steps",
+                "64",
+            ],
+            "--student-steps=64",
+        ),
+        (["--distill", "consistency", "--teacher", str(broken)], "incomplete checkpoint"),
+        (["--distill", "consistency", "--teacher", str(tmp_path / "missing")], "no such checkpoint folder"),
+        (["--distill", "consistency", "--teacher", str(teachers["v"]), "--teacher-sampler", "ddpm"], "deterministic"),
+        (["--distill", "distil", "--teacher", str(teachers["v"])], "expected one of consistency, progressive"),
+        (["--objective", "consistency", "--teacher", str(teachers["v"])], "--teacher is used with --distill"),
+    ]
+    for args, message in cases:
+        assert main(["--output-dir", str(tmp_path / "out"), "--no-progress", *args]) == 2, args
+        err = capsys.readouterr().err
+        assert message in err and len(err.strip().splitlines()) == 1, (args, err)

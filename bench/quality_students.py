@@ -1,0 +1,241 @@
+"""Few-step students against their teachers: sample quality at 1, 2 and 4 network evaluations, and training time.
+
+    python bench/quality_students.py [--quick] [--data moons,digits] [--workdir runs/bench_students] [--seed 0]
+
+For each data set it trains two teachers with `diffspec-train` (the defaults: linear schedule, v-prediction; and a
+flow-matching one for reflow), then every student with `diffspec-train --distill ...` / `--objective consistency`,
+each in its own process, and scores samples drawn with the trainer's samplers:
+
+- moons: standardized sliced W2 to fresh data over the data-vs-data floor, n = 4,000 (1.0 = as good as data);
+- digits: the Frechet distance in the hidden layer of the demo's small classifier (scripts/demo.py), generated vs
+  held-out digits, over the floor (training vs held-out digits).
+
+Rows: the teacher at 20 and 50 steps (dpmpp_2m) and at 1, 2, 4 DDIM steps (what the teacher does without a
+student), consistency distillation (CD) and consistency training (CT) with the `consistency` sampler, progressive
+distillation (PD, one student per round) with DDIM, the flow teacher and its reflow student with `flow_euler`.
+Students sample on the grid they were trained for (trailing for the DDPM schedule, uniform in t for flow, Karras
+for EDM). The table ends with the ratios the targets are stated in: CD at 2 and 1 NFE and PD at 4 NFE over the
+teacher's 20-NFE score. Run it with `nice` and one thread on a shared machine; --quick is a smoke run (minutes).
+"""
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+RECIPES = {  # full / quick optimizer steps
+    "moons": {
+        "teacher": (4000, 800),
+        "cd": (2000, 300),
+        "ct": (4000, 600),
+        "pd": (800, 150),
+        "reflow": (2000, 300),
+        "pd_teacher_steps": (64, 16),
+        "num_pairs": (20000, 4000),
+    },
+    "digits": {
+        "teacher": (1500, 300),
+        "cd": (1000, 100),
+        "ct": (2000, 200),
+        "pd": (400, 50),
+        "reflow": (1000, 100),
+        "pd_teacher_steps": (32, 8),
+        "num_pairs": (2000, 500),
+    },
+}
+
+
+def _run(args, log):
+    """Run `python -m diffspec.trainer ARGS` in its own process; returns wall seconds."""
+    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
+    t0 = time.perf_counter()
+    proc = subprocess.run(
+        [sys.executable, "-m", "diffspec.trainer", *args, "--no-progress"], env=env, capture_output=True, text=True
+    )
+    seconds = time.perf_counter() - t0
+    log.write(" ".join(args) + "\n" + proc.stdout + proc.stderr + "\n")
+    log.flush()
+    if proc.returncode != 0:
+        raise SystemExit(f"quality_students: training failed: {' '.join(args)}\n{proc.stderr.strip()[-800:]}")
+    return seconds
+
+
+def _checkpoints(run):
+    from diffspec.trainer.checkpoint import list_checkpoints
+
+    return [p for _, p in list_checkpoints(run)]
+
+
+class Scorer:
+    def __init__(self, data, n):
+        from _scores import ImageScorer, PointScorer, image_split
+
+        self.data, self.n = data, n
+        if data == "moons":
+            self.impl = PointScorer(data, n)
+        else:
+            self.impl = ImageScorer(image_split(data))
+
+    def __call__(self, x_model, config):
+        d = config["data"]
+        raw = (x_model - d["shift"]) / d["scale"]
+        if self.data == "moons":
+            return self.impl(raw)["score"]
+        return self.impl(raw, np.zeros(len(raw), dtype=np.int64))["score"]
+
+
+def _score(scorer, ckpt, sampler, steps, *, grid=None, n, seed):
+    from diffspec.trainer.checkpoint import load_for_inference
+    from diffspec.trainer.distill_loop import sample_model
+
+    model, config = load_for_inference(ckpt)
+    chunks = [
+        sample_model(model, config, n=min(2000, n - i), sampler=sampler, steps=steps, seed=seed + i, grid=grid)
+        for i in range(0, n, 2000)
+    ]
+    return scorer(np.concatenate(chunks), config)
+
+
+def run(data, *, quick, workdir, seed, log):
+    q = 1 if quick else 0
+    r = {k: v[q] for k, v in RECIPES[data].items()}
+    work = Path(workdir) / data
+    common = ["--data", data, "--seed", str(seed)]
+    image = data != "moons"
+    if image:
+        common += ["--class-conditional", "no"]
+    rows, times = [], {}
+
+    def train(name, extra, steps):
+        out = work / name
+        if not _checkpoints(out):
+            times[name] = _run([*common, "--output-dir", str(out), "--max-train-steps", str(steps), *extra], log)
+        else:
+            times[name] = float("nan")
+        return out
+
+    vis = ["--validation-steps", "1000000"]
+    teacher = train("teacher", vis, r["teacher"])
+    flow = train("teacher_flow", [*vis, "--schedule", "flow", "--prediction-type", "flow"], r["teacher"])
+    t_ckpt, f_ckpt = _checkpoints(teacher)[-1], _checkpoints(flow)[-1]
+    cd = train("cd", ["--distill", "consistency", "--teacher", str(teacher)], r["cd"])
+    ct = train("ct", ["--objective", "consistency"], r["ct"])
+    pd = train(
+        "pd",
+        [
+            "--distill",
+            "progressive",
+            "--teacher",
+            str(teacher),
+            "--teacher-steps",
+            str(r["pd_teacher_steps"]),
+            "--student-steps",
+            "1",
+        ],
+        r["pd"],
+    )
+    rf = train(
+        "reflow", ["--distill", "reflow", "--teacher", str(flow), "--num-pairs", str(r["num_pairs"])], r["reflow"]
+    )
+
+    n = 4000 if data == "moons" else 500
+    scorer = Scorer(data, n)
+
+    def row(model, procedure, ckpt, sampler, nfe, seconds, grid=None):
+        score = _score(scorer, ckpt, sampler, nfe, grid=grid, n=n, seed=seed + 1)
+        rows.append(
+            {
+                "data": data,
+                "model": model,
+                "procedure": procedure,
+                "sampler": sampler,
+                "nfe": nfe,
+                "score": score,
+                "train_s": seconds,
+            }
+        )
+        print(f"  {data:6s} {model:14s} {sampler:12s} NFE {nfe:3d}  score {score:8.2f}", flush=True)
+
+    for nfe in (20, 50):
+        row("teacher", "diffusion", t_ckpt, "dpmpp_2m", nfe, times["teacher"])
+    for nfe in (1, 2, 4):
+        row("teacher", "diffusion", t_ckpt, "ddim", nfe, times["teacher"])
+    for nfe in (1, 2, 4):
+        row("cd student", "consistency distillation", _checkpoints(cd)[-1], "consistency", nfe, times["cd"])
+    for nfe in (1, 2, 4):
+        row("ct student", "consistency training", _checkpoints(ct)[-1], "consistency", nfe, times["ct"])
+    for ckpt in _checkpoints(pd):
+        steps = json.loads((ckpt / "config.json").read_text())["student"]["student_steps"]
+        if steps <= 4:
+            row("pd student", "progressive distillation", ckpt, "ddim", steps, times["pd"])
+    for nfe in (1, 2, 4, 20):
+        row("flow teacher", "flow matching", f_ckpt, "flow_euler", nfe, times["teacher_flow"])
+    for nfe in (1, 2, 4):
+        row("reflow student", "reflow", _checkpoints(rf)[-1], "flow_euler", nfe, times["reflow"])
+    straight = json.loads((_checkpoints(rf)[-1] / "config.json").read_text())["student"]
+    return rows, straight
+
+
+def table(rows, straight):
+    lines = [
+        "| data | model | procedure | sampler | NFE | score (x floor) | training s |",
+        "|---|---|---|---|---:|---:|---:|",
+    ]
+    for r in rows:
+        t = "" if not np.isfinite(r["train_s"]) else f"{r['train_s']:.0f}"
+        lines.append(
+            f"| {r['data']} | {r['model']} | {r['procedure']} | {r['sampler']} | {r['nfe']} | {r['score']:.2f} | {t} |"
+        )
+    out = "\n".join(lines)
+    for data, s in straight.items():
+        out += (
+            f"\n\n{data}: straightness (Liu et al. 2022, eq. 6) of the flow teacher "
+            f"{s['straightness_teacher']:.4f}, of its reflow student {s['straightness_student']:.4f}"
+        )
+    for data in sorted({r["data"] for r in rows}):
+        by = {(r["model"], r["nfe"]): r["score"] for r in rows if r["data"] == data}
+        ref = by[("teacher", 20)]
+        ratios = [
+            f"CD@2 / teacher@20 = {by[('cd student', 2)] / ref:.2f} (target <= 1.5)",
+            f"CD@1 / teacher@20 = {by[('cd student', 1)] / ref:.2f} (target <= 2.5)",
+        ]
+        if ("pd student", 4) in by:
+            ratios.append(f"PD@4 / teacher@20 = {by[('pd student', 4)] / ref:.2f} (target <= 1.5)")
+        out += f"\n{data}: " + "; ".join(ratios)
+    return out
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--quick", action="store_true", help="a smoke run: few steps, minutes")
+    p.add_argument("--data", default="moons", help="comma-separated: moons, digits")
+    p.add_argument("--workdir", default="runs/bench_students", help="teachers and students are kept here")
+    p.add_argument("--seed", type=int, default=0)
+    args = p.parse_args(argv)
+    datas = [d for d in args.data.split(",") if d]
+    unknown = [d for d in datas if d not in RECIPES]
+    if unknown:
+        print(f"quality_students: --data {unknown[0]!r}: expected some of {sorted(RECIPES)}", file=sys.stderr)
+        return 2
+    Path(args.workdir).mkdir(parents=True, exist_ok=True)
+    rows, straight = [], {}
+    with open(Path(args.workdir) / "train.log", "a") as log:
+        for data in datas:
+            print(f"[{data}] training teachers and students ({'quick' if args.quick else 'full'}) ...", flush=True)
+            r, s = run(data, quick=args.quick, workdir=args.workdir, seed=args.seed, log=log)
+            rows += r
+            straight[data] = s
+    print()
+    print(table(rows, straight))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
