@@ -324,16 +324,17 @@ def resolve_config(cfg: TrainConfig, *, kind: str, shape: tuple, has_labels: boo
     return cfg
 
 
-# Below this many parameters x batch size, one intra-op thread (measured with bench/train_speed.py --threads;
-# docs/training.md "Threads"): a small network's step is too short to split, and on a busy machine a second thread
-# that waits for a core makes every step wait.
-SMALL_WORK = 50_000_000
+# Below this many floating-point operations in one forward pass of a batch, one intra-op thread (measured with
+# bench/train_speed.py --threads-sweep; docs/training.md "Threads"): such a step takes a core tens of milliseconds,
+# a second thread gains little on an idle machine, and on a busy one a thread that waits for a core makes every
+# step wait (400 moons steps: 9.0 s with one thread, 91.6 s with two).
+SMALL_STEP_FLOPS = 1e9
 
 
-def default_threads(work: int, device_type: str, available: int) -> int:
-    """torch intra-op threads when --threads is not given: 1 for small work (parameters x batch size below
-    SMALL_WORK) or on CUDA (the host only feeds the device), else `available` (torch's default at start-up: one
+def default_threads(forward_flops: float, device_type: str, available: int) -> int:
+    """torch intra-op threads when --threads is not given: 1 on CUDA (the host only feeds the device) or for a small
+    step (a forward pass of one batch below SMALL_STEP_FLOPS), else `available` (torch's default at start-up: one
     per physical core, or OMP_NUM_THREADS)."""
-    if device_type == "cuda" or work < SMALL_WORK:
+    if device_type == "cuda" or forward_flops < SMALL_STEP_FLOPS:
         return 1
     return max(1, available)

@@ -253,6 +253,26 @@ def train(cfg: TrainConfig, *, objective: Callable[[Setup], Objective] | None = 
             dist.destroy_process_group()
 
 
+def forward_flops(model: torch.nn.Module, shape: tuple, num_classes: int | None, device: torch.device) -> float:
+    """Floating-point operations of one forward pass on one sample (torch's FlopCounterMode; eval mode, so no
+    dropout draw touches the random streams). Networks it cannot count give the parameter count x 2."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    was_training = model.training
+    model.eval()
+    try:
+        x, t = torch.zeros((1, *shape), device=device), torch.zeros(1, device=device)
+        y = torch.zeros(1, dtype=torch.int64, device=device) if num_classes else None
+        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+            model(x, t, y)
+        flops = counter.get_total_flops()
+    except (RuntimeError, TypeError, ValueError):
+        flops = 0
+    finally:
+        model.train(was_training)
+    return float(flops) or 2.0 * sum(p.numel() for p in model.parameters())
+
+
 def _resume_path(cfg: TrainConfig, output_dir: Path) -> Path | None:
     if not cfg.resume_from_checkpoint:
         return None
@@ -317,9 +337,9 @@ def _train(cfg, device, rank, world, dist, objective_factory):
     model = build_network(arch, kwargs).to(device)
     if cfg.learned_variance and not getattr(model, "learned_variance", False):
         raise ValueError(f"--learned-variance: the {arch!r} network does not support a learned variance")
-    num_params = sum(p.numel() for p in model.parameters())
     if cfg.threads is None:
-        cfg.threads = default_threads(num_params * cfg.train_batch_size, device.type, STARTUP_THREADS)
+        flops = forward_flops(model, ds.shape, ds.num_classes if cfg.class_conditional else None, device)
+        cfg.threads = default_threads(flops * cfg.train_batch_size, device.type, STARTUP_THREADS)
     torch.set_num_threads(cfg.threads)
     is_main = rank == 0
     output_dir = Path(cfg.output_dir)
@@ -430,7 +450,7 @@ def _steps(cfg, model, train_model, ema, ema_model, optimizer, gen, loss_fn, str
 
     loss_sum = torch.zeros((), device=device)
     loss_count, t_last, step_last = 0, time.perf_counter(), start_step
-    t_start = time.perf_counter()
+    t_start, cpu_start = time.perf_counter(), time.process_time()
     final_loss = float("nan")
     for step in range(start_step, cfg.max_train_steps):
         lr = lr_at(step, cfg)
@@ -460,7 +480,7 @@ def _steps(cfg, model, train_model, ema, ema_model, optimizer, gen, loss_fn, str
                 rec = {"step": done, "epoch": epoch, "loss": final_loss, "lr": lr, "steps_per_s": rate,
                        "grad_norm": float(grad_norm) if grad_norm is not None else None,
                        "ema_decay": ema_decay_at(ema_updates - 1, cfg.ema_max_decay) if ema is not None else None,
-                       "time": now - t_start}
+                       "time": now - t_start, "cpu_time": time.process_time() - cpu_start}
                 with open(log_path, "a") as f:
                     f.write(json.dumps(rec) + "\n")
                 tracker.scalars(done, rec)

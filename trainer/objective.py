@@ -52,6 +52,7 @@ class DiffusionObjective:
     def __call__(self, model, x0, y, gen):
         B, device = x0.shape[0], x0.device
         t = self.draw_t(B, gen).to(device=device, dtype=torch.float32)
+        schedule = _OneTime(self.schedule, t)
         eps = torch.randn(x0.shape, generator=gen, device=device)
         if self.noise_offset > 0:
             off_shape = (B, x0.shape[1]) + (1,) * (x0.ndim - 2) if x0.ndim > 2 else (B, 1)
@@ -62,7 +63,7 @@ class DiffusionObjective:
                 y = torch.where(drop, torch.full_like(y, self.null_class), y)
             else:
                 y = None
-        x_t = broadcast_to_batch(self.schedule.alpha(t), x0) * x0 + broadcast_to_batch(self.schedule.sigma(t), x0) * eps
+        x_t = broadcast_to_batch(schedule.alpha(t), x0) * x0 + broadcast_to_batch(schedule.sigma(t), x0) * eps
         if self.channels_last:
             x_t = x_t.contiguous(memory_format=torch.channels_last)
         with self.autocast():
@@ -85,7 +86,7 @@ class DiffusionObjective:
                 x0,
                 eps,
                 t,
-                self.schedule,
+                schedule,
                 parameterization=self.parameterization,
                 weighting=self.weighting,
                 weighting_options=self.weighting_options,
@@ -95,3 +96,30 @@ class DiffusionObjective:
             self.history.update(bins, loss.detach())
             loss = loss * self.history.weights(bins).to(loss)
         return loss
+
+
+class _OneTime:
+    """A schedule that computes alpha, sigma and lam of one time tensor once: x_t needs alpha and sigma, and the
+    loss asks for them (and lam) again. Other times and every other attribute go to the schedule itself."""
+
+    def __init__(self, schedule, t):
+        self._schedule, self._t, self._values = schedule, t, {}
+
+    def __getattr__(self, name):
+        return getattr(self._schedule, name)
+
+    def _of(self, name, t):
+        if t is not self._t:
+            return getattr(self._schedule, name)(t)
+        if name not in self._values:
+            self._values[name] = getattr(self._schedule, name)(t)
+        return self._values[name]
+
+    def alpha(self, t):
+        return self._of("alpha", t)
+
+    def sigma(self, t):
+        return self._of("sigma", t)
+
+    def lam(self, t):
+        return self._of("lam", t)

@@ -6,7 +6,7 @@ import json
 import numpy as np
 import torch
 from diffspec.trainer.cli import main
-from diffspec.trainer.config import SMALL_WORK, default_threads
+from diffspec.trainer.config import SMALL_STEP_FLOPS, default_threads
 
 TINY = [
     "--model-kwargs",
@@ -91,8 +91,16 @@ def test_threads_flag_sets_torch_threads(tmp_path):
         torch.set_num_threads(before)
 
 
-def test_default_threads_rule():
-    assert default_threads(SMALL_WORK - 1, "cpu", 8) == 1
-    assert default_threads(SMALL_WORK, "cpu", 8) == 8
-    assert default_threads(10 * SMALL_WORK, "cuda", 8) == 1
-    assert default_threads(10 * SMALL_WORK, "cpu", 1) == 1
+def test_default_threads_rule(tmp_path):
+    assert default_threads(SMALL_STEP_FLOPS - 1, "cpu", 8) == 1
+    assert default_threads(SMALL_STEP_FLOPS, "cpu", 8) == 8
+    assert default_threads(10 * SMALL_STEP_FLOPS, "cuda", 8) == 1
+    assert default_threads(10 * SMALL_STEP_FLOPS, "cpu", 1) == 1
+    # the moons MLP (hidden 128, depth 3) at batch 256 is a small step: one thread without --threads
+    before = torch.get_num_threads()
+    try:
+        assert main(["--data", "moons", "--output-dir", str(tmp_path), "--max-train-steps", "1", "--no-progress",
+                     "--num-validation-samples", "16", "--num-inference-steps", "2", "--device", "cpu"]) == 0
+        assert json.loads((tmp_path / "checkpoint-1" / "config.json").read_text())["train"]["threads"] == 1
+    finally:
+        torch.set_num_threads(before)
