@@ -92,19 +92,20 @@ HONOURED = {
         **_SPACING,
         **_OFF,
         "prediction_type": _PRED3,
-        "interpolation_type": ("linear", _values("linear")),
+        "interpolation_type": ("linear", _values("linear", "log_linear")),
         "use_karras_sigmas": (False, _values(True, False)),
+        "use_exponential_sigmas": (False, _values(True, False)),
         "sigma_min": (None, _ANY),
         "sigma_max": (None, _ANY),
-        "timestep_type": ("discrete", _values("discrete")),
-        "rescale_betas_zero_snr": (False, _values(False)),
+        "timestep_type": ("discrete", _values("discrete", "continuous")),
+        "rescale_betas_zero_snr": (False, _values(True, False)),
         "final_sigmas_type": ("zero", _values("zero", "sigma_min")),
     },
     "EulerAncestralDiscreteScheduler": {
         **_BETAS,
         **_SPACING,
         "prediction_type": _PRED2,
-        "rescale_betas_zero_snr": (False, _values(False)),
+        "rescale_betas_zero_snr": (False, _values(True, False)),
     },
     "HeunDiscreteScheduler": {
         **_BETAS,
@@ -439,5 +440,13 @@ def _karras(sigma_max, sigma_min, n, rho=7.0):
 
 
 def _train_sigmas(schedule):
-    """sigma_ve = sqrt((1 - abar) / abar) at the training timesteps 0..T-1."""
-    return np.exp(-schedule.lam(np.arange(schedule.num_steps, dtype=np.float64)))
+    """sigma_ve = sqrt((1 - abar) / abar) at the training timesteps 0..T-1.
+
+    With the zero-terminal-SNR rescale (Lin et al. 2023) abar[T-1] = 0; the diffusers classes that read
+    `rescale_betas_zero_snr` set it to 2^-24 (the smallest float32 step above 0 near 1) so that the top sigma stays
+    finite, sqrt(2^24 - 1) ~ 4096, and sample from there."""
+    T = schedule.num_steps
+    if not getattr(schedule, "rescale_zero_snr", False):
+        return np.exp(-schedule.lam(np.arange(T, dtype=np.float64)))
+    floor = 2.0**-24
+    return np.append(np.exp(-schedule.lam(np.arange(T - 1, dtype=np.float64))), math.sqrt((1 - floor) / floor))

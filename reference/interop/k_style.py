@@ -1,6 +1,7 @@
 """k-diffusion-style classes in sigma: EulerDiscrete, EulerAncestralDiscrete, HeunDiscrete, KDPM2Discrete,
 KDPM2AncestralDiscrete, DPMSolverSDE, LMSDiscrete."""
 
+import enum
 import math
 
 import numpy as np
@@ -11,16 +12,37 @@ from diffspec.reference.interop._plan import DiffusersPlan, _threshold, _ve_x0
 # ---- k-diffusion family: Euler, Euler ancestral, Heun, KDPM2 (+ ancestral), DPMSolverSDE, LMS ------------
 
 
-def _k_sigmas(cfg, n, schedule, *, karras, final_sigmas_type="zero", sigma_min=None, sigma_max=None):
-    """Timesteps (float32) and sigmas (+ the final one) of diffusers' Euler/Heun/LMS set_timesteps."""
+class SigmaSpacing(enum.StrEnum):
+    """How diffusers' Euler re-spaces its sigmas: interpolated at the timesteps (linear in t, or diffusers'
+    log_linear, which ignores the timesteps), or re-spaced as Karras or exponential between the ends."""
+
+    LINEAR = "linear"
+    LOG_LINEAR = "log_linear"
+    KARRAS = "karras"
+    EXPONENTIAL = "exponential"
+
+
+def _k_sigmas(cfg, n, schedule, *, karras, final_sigmas_type="zero", sigma_min=None, sigma_max=None, spacing=None):
+    """Timesteps (float32) and sigmas (+ the final one) of diffusers' Euler/Heun/LMS set_timesteps.
+
+    spacing (Euler only) overrides `karras`. Departure reproduced for log_linear: diffusers takes N + 1 sigmas
+    geometric between the training ends (float32 linspace of log sigma) and keeps the spaced timesteps, so the
+    model times do not match the sigmas, and the final sigma is appended after them (the loop uses N + 1)."""
     _checks.integer("num_inference_steps", n, minimum=1, maximum=cfg["num_train_timesteps"])
+    spacing = SigmaSpacing(spacing or (SigmaSpacing.KARRAS if karras else SigmaSpacing.LINEAR))
     ts = _spaced(cfg, n, dtype=np.float32)
     train = _train_sigmas(schedule)
-    sigmas = np.interp(ts.astype(np.float64), np.arange(len(train)), train)  # linear in t (diffusers)
-    if karras:
+    if spacing == SigmaSpacing.LOG_LINEAR:
+        sigmas = np.exp(np.linspace(np.log(train[-1]), np.log(train[0]), n + 1, dtype=np.float32).astype(np.float64))
+        sigmas = sigmas.astype(np.float32).astype(np.float64)
+    else:
+        sigmas = np.interp(ts.astype(np.float64), np.arange(len(train)), train)  # linear in t (diffusers)
+    if spacing in (SigmaSpacing.KARRAS, SigmaSpacing.EXPONENTIAL):
         lo = sigmas[-1] if sigma_min is None else sigma_min
         hi = sigmas[0] if sigma_max is None else sigma_max
-        sigmas = _karras(hi, lo, n)
+        sigmas = (
+            _karras(hi, lo, n) if spacing == SigmaSpacing.KARRAS else np.exp(np.linspace(np.log(hi), np.log(lo), n))
+        )
         ts = _sigma_to_t(sigmas, np.log(train)).astype(np.float32)
     last = train[0] if final_sigmas_type == "sigma_min" else 0.0
     return ts, np.append(sigmas, last)
@@ -54,6 +76,13 @@ def _plan_euler(cfg, n, opts):
     sigma's coefficients applied to x_hat (the paper evaluates the denoiser at x_hat, sigma_hat). Noise draws: one
     per step with gamma > 0, the last step included."""
     schedule = schedule_from_config(cfg)
+    spacing = (
+        SigmaSpacing.KARRAS
+        if cfg["use_karras_sigmas"]
+        else SigmaSpacing.EXPONENTIAL
+        if cfg["use_exponential_sigmas"]
+        else SigmaSpacing(cfg["interpolation_type"])
+    )
     ts, sig = _k_sigmas(
         cfg,
         n,
@@ -62,7 +91,11 @@ def _plan_euler(cfg, n, opts):
         final_sigmas_type=cfg["final_sigmas_type"],
         sigma_min=cfg["sigma_min"],
         sigma_max=cfg["sigma_max"],
+        spacing=spacing,
     )
+    if cfg["timestep_type"] == "continuous" and cfg["prediction_type"] == "v_prediction":
+        # EDM's c_noise = log(sigma) / 4 (Stable Video Diffusion), from the float32 sigmas
+        ts = (0.25 * np.log(sig[:n].astype(np.float32))).astype(np.float32)
     gammas, s_noise = _churn(opts, sig, n)
     pred = cfg["prediction_type"]
 
