@@ -12,12 +12,13 @@ The adapter is traced into the graph, so it adds no node beyond a multiplication
 """
 
 import inspect
+from typing import Any
 
 import torch
 from torch import nn
 
 
-def _output_tensor(out):
+def _output_tensor(out: Any) -> torch.Tensor:
     """The tensor of a forward's return value: a tensor, an object with `.sample`, or a tuple/list (first item)."""
     if isinstance(out, torch.Tensor):
         return out
@@ -45,7 +46,7 @@ class NetworkAdapter(nn.Module):
     `return_dict=False` is passed to modules whose forward accepts it (so no output object is built while tracing).
     """
 
-    def __init__(self, module, *, class_labels=None, time_scale=1.0):
+    def __init__(self, module: nn.Module, *, class_labels: str | None = None, time_scale: float = 1.0) -> None:
         super().__init__()
         if not isinstance(module, nn.Module):
             raise ValueError(f"module={type(module).__name__}: expected a torch.nn.Module")
@@ -63,11 +64,12 @@ class NetworkAdapter(nn.Module):
                 f"(its arguments: {', '.join(params)})"
             )
 
-    def forward(self, x, t, y=None):
+    def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         if (y is None) != (self.class_labels is None):
             raise ValueError("y is required by a class-conditional adapter and refused by an unconditional one")
         timestep = t if self.time_scale == 1.0 else t * self.time_scale
-        args, kwargs = [x, timestep], {}
+        args: list[Any] = [x, timestep]
+        kwargs: dict[str, Any] = {}
         if self.class_labels == "positional":
             args.append(y)
         elif self.class_labels is not None:

@@ -19,7 +19,9 @@ downloaded: diffusers loads with `local_files_only=True`.
 
 import dataclasses
 import json
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from diffspec.export.adapters import NetworkAdapter
 from diffspec.reference.modelcard import ModelCard
@@ -95,7 +97,7 @@ def _is_diffusers_config(path):
         return False
 
 
-def folder_kind(path):
+def folder_kind(path: str | Path) -> str:
     """ "diffspec", "diffusers-pipeline" or "diffusers-model"; anything else raises, naming the files looked for."""
     path = Path(path)
     if not path.is_dir():
@@ -131,7 +133,7 @@ def _text_refusal(what):
     )
 
 
-def read_scheduler_config(path):
+def read_scheduler_config(path: str | Path) -> tuple[dict, str]:
     """A scheduler config from a scheduler_config.json file or a folder that holds one."""
     path = Path(path)
     if path.is_dir():
@@ -139,7 +141,7 @@ def read_scheduler_config(path):
     return _read_json(path, "scheduler config"), str(path)
 
 
-def read_diffusers_folder(path, *, scheduler_config=None):
+def read_diffusers_folder(path: str | Path, *, scheduler_config: str | Path | dict | None = None) -> DiffusersSource:
     """The `DiffusersSource` of a pipeline or model folder (configs only; no weight is read).
 
     `scheduler_config`: a scheduler_config.json path (or its folder), or a dict; required for a model folder,
@@ -216,7 +218,7 @@ def _model_shape(source):
     return size, channels, out
 
 
-def card_for(source, *, null_class=None, name=""):
+def card_for(source: DiffusersSource, *, null_class: int | None = None, name: str = "") -> tuple[ModelCard, dict]:
     """(ModelCard, NetworkAdapter options) of a `DiffusersSource` (see the module docstring for where each field
     comes from). `null_class`: for UNet2DModel, the label index trained as "no label" (it must be the last,
     num_class_embeds - 1); DiTTransformer2DModel's null class is always num_embeds_ada_norm."""
@@ -225,7 +227,8 @@ def card_for(source, *, null_class=None, name=""):
     num, null = cfg.get(labels_key), None
     if source.model_class == "DiTTransformer2DModel":
         null = num
-    extra = cfg.get(DIFFSPEC_KEY) if isinstance(cfg.get(DIFFSPEC_KEY), dict) else {}
+    recorded = cfg.get(DIFFSPEC_KEY)
+    extra: dict = recorded if isinstance(recorded, dict) else {}
     if null_class is None and extra.get("null_class") is not None and num is not None:
         null_class = int(extra["null_class"])
     if null_class is not None and source.model_class == "UNet2DModel":
@@ -310,7 +313,7 @@ def _weights(model_dir, allow_pickle):
     return False
 
 
-def load_model(source, *, allow_pickle=False):
+def load_model(source: DiffusersSource, *, allow_pickle: bool = False) -> Any:
     """The diffusers module of a `DiffusersSource`, float32, eval, on CPU, from local files only."""
     import diffusers
     import torch
@@ -333,7 +336,14 @@ def load_model(source, *, allow_pickle=False):
     return module.float().eval()
 
 
-def load_diffusers(path, *, scheduler_config=None, allow_pickle=False, null_class=None, name=""):
+def load_diffusers(
+    path: str | Path,
+    *,
+    scheduler_config: str | Path | dict | None = None,
+    allow_pickle: bool = False,
+    null_class: int | None = None,
+    name: str = "",
+) -> tuple[NetworkAdapter, ModelCard, DiffusersSource]:
     """(NetworkAdapter around the diffusers module, ModelCard, DiffusersSource) for a pipeline or model folder.
 
     The adapter has the export contract forward(x, t, y=None); see `read_diffusers_folder` and `card_for`.
@@ -344,7 +354,7 @@ def load_diffusers(path, *, scheduler_config=None, allow_pickle=False, null_clas
     return NetworkAdapter(module, **adapter_options), card, source
 
 
-def sampling_hint(scheduler_config, card):
+def sampling_hint(scheduler_config: dict, card: ModelCard) -> str:
     """A one-line `diffspec-sample` suggestion that follows the scheduler's own grid, where one exists."""
     name = scheduler_config.get("_class_name")
     spacing = scheduler_config.get("timestep_spacing", "leading")
@@ -374,8 +384,16 @@ def sampling_hint(scheduler_config, card):
 
 
 def export_diffusers(
-    path, output, *, scheduler_config=None, allow_pickle=False, null_class=None, name="", log=print, **options
-):
+    path: str | Path,
+    output: str | Path,
+    *,
+    scheduler_config: str | Path | dict | None = None,
+    allow_pickle: bool = False,
+    null_class: int | None = None,
+    name: str = "",
+    log: Callable[[str], None] = print,
+    **options: Any,
+) -> Any:
     """Export a diffusers pipeline or model folder to `output`, verified; options as in `export_model`."""
     from diffspec.export.exporter import export_model
 

@@ -171,8 +171,9 @@ class ModelCard:
         return card
 
     @classmethod
-    def from_diffusers(cls, scheduler_config, *, sample_size, in_channels, num_classes=None, null_class=None,
-                       learned_variance=False, name="", version=None, train_config=None):
+    def from_diffusers(cls, scheduler_config: dict, *, sample_size: int | tuple[int, int], in_channels: int,
+                       num_classes: int | None = None, null_class: int | None = None, learned_variance: bool = False,
+                       name: str = "", version: str | None = None, train_config: dict | None = None) -> "ModelCard":
         """The card of a diffusers network trained with `scheduler_config` (a scheduler_config.json dict).
 
         Through `diffspec.reference.interop`: the schedule (betas, rescale to zero terminal SNR, flow shift), the

@@ -22,13 +22,15 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Any
 
 from diffspec.trainer.models.diffusers_models import DiffusersDiT, DiffusersUNet2D
+from torch import nn
 
 PREDICTION_TYPES = {"eps": "epsilon", "v": "v_prediction", "x0": "sample"}
 
 
-def scheduler_config(schedule, parameterization, *, learned_variance=False):
+def scheduler_config(schedule: Any, parameterization: str, *, learned_variance: bool = False) -> dict:
     """The DDPMScheduler config of a training schedule (a schedule dict, as in a checkpoint's config.json)."""
     from diffspec.reference.interop import to_diffusers
     from diffspec.reference.schedules import schedule_from_dict
@@ -52,7 +54,7 @@ def scheduler_config(schedule, parameterization, *, learned_variance=False):
     )
 
 
-def check_save_diffusers(arch, kwargs, schedule, parameterization):
+def check_save_diffusers(arch: str, kwargs: dict, schedule: Any, parameterization: str) -> None:
     """Before training: can `save_diffusers` write this run? A ValueError says why not."""
     from diffspec.trainer.models.diffusers_models import DIFFUSERS_ARCHS
 
@@ -69,7 +71,9 @@ def check_save_diffusers(arch, kwargs, schedule, parameterization):
     scheduler_config(schedule, parameterization, learned_variance=bool(kwargs.get("learned_variance", False)))
 
 
-def save_diffusers(model, path, *, schedule, parameterization, data=None):
+def save_diffusers(
+    model: nn.Module, path: str | Path, *, schedule: Any, parameterization: str, data: dict | None = None
+) -> Path:
     """Write `model` (a DiffusersUNet2D or DiffusersDiT, e.g. the EMA copy) as a diffusers folder at `path`.
 
     `schedule`: the training schedule (dict or reference schedule); `parameterization`: eps, v or x0; `data`: the
@@ -110,7 +114,7 @@ def save_diffusers(model, path, *, schedule, parameterization, data=None):
         (tmp / "scheduler" / "scheduler_config.json").write_text(
             json.dumps({**sched, "_diffusers_version": version}, indent=2) + "\n"
         )
-        index = {
+        index: dict[str, Any] = {
             "_class_name": "DDPMPipeline" if is_unet else "DiTPipeline",
             "_diffusers_version": version,
             "scheduler": ["diffusers", "DDPMScheduler"],
@@ -132,7 +136,7 @@ def save_diffusers(model, path, *, schedule, parameterization, data=None):
     return path
 
 
-def save_checkpoint_as_diffusers(ckpt_dir, path, *, ema=True):
+def save_checkpoint_as_diffusers(ckpt_dir: str | Path, path: str | Path, *, ema: bool = True) -> Path:
     """A diffspec checkpoint of a diffusers-* arch (EMA weights by default) -> a diffusers folder at `path`."""
     from diffspec.trainer.checkpoint import load_for_inference
 

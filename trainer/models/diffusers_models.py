@@ -44,7 +44,7 @@ class _Wrapper(nn.Module):
         self.null_class = num_classes
         self.learned_variance = bool(learned_variance)
 
-    def forward(self, x, t, y=None):
+    def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         if self.num_classes is not None and y is None:
             y = torch.full((x.shape[0],), self.null_class, dtype=torch.long, device=x.device)
         timestep = t if self.time_scale == 1.0 else t * self.time_scale
@@ -63,18 +63,18 @@ class DiffusersUNet2D(_Wrapper):
     def __init__(
         self,
         *,
-        in_channels=1,
-        image_size=8,
-        block_out_channels=(32, 64),
-        layers_per_block=1,
-        attention=None,
-        norm_num_groups=8,
-        attention_head_dim=8,
-        dropout=0.0,
-        num_classes=None,
-        time_scale=1.0,
-        learned_variance=False,
-    ):
+        in_channels: int = 1,
+        image_size: int = 8,
+        block_out_channels: tuple | list = (32, 64),
+        layers_per_block: int = 1,
+        attention: tuple | list | None = None,
+        norm_num_groups: int = 8,
+        attention_head_dim: int = 8,
+        dropout: float = 0.0,
+        num_classes: int | None = None,
+        time_scale: float = 1.0,
+        learned_variance: bool = False,
+    ) -> None:
         diffusers = _diffusers()
         _positive_int("in_channels", in_channels)
         _positive_int("image_size", image_size)
@@ -121,17 +121,17 @@ class DiffusersDiT(_Wrapper):
     def __init__(
         self,
         *,
-        in_channels=1,
-        image_size=8,
-        patch_size=2,
-        num_layers=4,
-        num_attention_heads=4,
-        attention_head_dim=16,
-        dropout=0.0,
-        num_classes=None,
-        time_scale=1.0,
-        learned_variance=False,
-    ):
+        in_channels: int = 1,
+        image_size: int = 8,
+        patch_size: int = 2,
+        num_layers: int = 4,
+        num_attention_heads: int = 4,
+        attention_head_dim: int = 16,
+        dropout: float = 0.0,
+        num_classes: int | None = None,
+        time_scale: float = 1.0,
+        learned_variance: bool = False,
+    ) -> None:
         diffusers = _diffusers()
         _positive_int("in_channels", in_channels)
         _positive_int("image_size", image_size)
