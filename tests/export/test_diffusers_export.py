@@ -457,3 +457,23 @@ def test_diffusers_dit_saves_parts_that_diffusers_loads(tmp_path):
         check_save_diffusers("diffusers-dit", kwargs, {"name": "edm"}, "eps")
     with pytest.raises(ValueError, match="time_scale"):
         check_save_diffusers("diffusers-dit", {**kwargs, "time_scale": 1000 / 999}, schedule, "eps")
+
+
+def test_class_labels_and_the_null_class(tmp_path):
+    ddpm = {"_class_name": "DDPMScheduler", "clip_sample": False}
+    unet = {"_class_name": "UNet2DModel", "sample_size": 8, "in_channels": 1, "num_class_embeds": 11}
+    source = read_diffusers_folder(_model_folder(tmp_path / "unet", unet), scheduler_config=ddpm)
+    card, options = card_for(source)  # every index is a class: no guidance
+    assert (card.num_classes, card.null_class, options["class_labels"]) == (11, None, "class_labels")
+    card, _ = card_for(source, null_class=10)  # the last label named as "no label"
+    assert (card.num_classes, card.null_class) == (10, 10)
+    with pytest.raises(ValueError, match="num_class_embeds - 1 = 10"):
+        card_for(source, null_class=5)
+    recorded = {**unet, "_diffspec": {"null_class": 10}}  # what --save-diffusers writes
+    source = read_diffusers_folder(_model_folder(tmp_path / "saved", recorded), scheduler_config=ddpm)
+    assert (card_for(source)[0].num_classes, card_for(source)[0].null_class) == (10, 10)
+    dit = {"_class_name": "DiTTransformer2DModel", "sample_size": 8, "in_channels": 4, "num_embeds_ada_norm": 1000}
+    source = read_diffusers_folder(_model_folder(tmp_path / "dit", dit), scheduler_config=ddpm)
+    assert (card_for(source)[0].num_classes, card_for(source)[0].null_class) == (1000, 1000)
+    with pytest.raises(ValueError, match="null class is 1000"):
+        card_for(source, null_class=999)
