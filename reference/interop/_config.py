@@ -43,6 +43,7 @@ _OFF = {
 }
 _PRED3 = ("epsilon", _values("epsilon", "sample", "v_prediction"))
 _PRED2 = ("epsilon", _values("epsilon", "v_prediction"))
+_PRED4 = ("epsilon", _values("epsilon", "sample", "v_prediction", "flow_prediction"))  # flow with use_flow_sigmas
 
 # KDPM2, KDPM2 ancestral and DPMSolverSDE share their keys (Karras-sigma schedulers with SD's default betas).
 _KARRAS_FAMILY = {
@@ -136,14 +137,14 @@ HONOURED = {
         **_OFF,
         **_THRESH,
         "solver_order": (2, _values(1, 2, 3)),
-        "prediction_type": _PRED3,
+        "prediction_type": _PRED4,
         "algorithm_type": ("dpmsolver++", _values("dpmsolver++", "dpmsolver", "sde-dpmsolver++")),
         "solver_type": ("midpoint", _values("midpoint", "heun")),
         "lower_order_final": (True, _values(True, False)),
         "euler_at_final": (False, _values(True, False)),
         "use_karras_sigmas": (False, _values(True, False)),
         "use_lu_lambdas": (False, _values(False)),
-        "use_flow_sigmas": (False, _values(False)),
+        "use_flow_sigmas": (False, _values(True, False)),
         "flow_shift": (1.0, _ANY),  # inert without use_flow_sigmas
         "final_sigmas_type": ("zero", _values("zero", "sigma_min")),
         "lambda_min_clipped": (-math.inf, _values(-math.inf)),
@@ -191,7 +192,7 @@ HONOURED = {
         **_SPACING,
         **_OFF,
         "solver_order": (2, _values(1, 2, 3)),
-        "prediction_type": _PRED3,
+        "prediction_type": _PRED4,
         "thresholding": (False, _values(False)),
         "dynamic_thresholding_ratio": (0.995, _ANY),
         "sample_max_value": (1.0, _ANY),
@@ -201,7 +202,7 @@ HONOURED = {
         "disable_corrector": ((), _ANY),
         "solver_p": (None, _values(None)),
         "use_karras_sigmas": (False, _values(True, False)),
-        "use_flow_sigmas": (False, _values(False)),
+        "use_flow_sigmas": (False, _values(True, False)),
         "flow_shift": (1.0, _ANY),
         "final_sigmas_type": ("zero", _values("zero", "sigma_min")),
         "rescale_betas_zero_snr": (False, _values(False)),
@@ -209,7 +210,7 @@ HONOURED = {
         "time_shift_type": ("exponential", _ANY),
         "sigma_min": (None, _values(None)),
         "sigma_max": (None, _values(None)),
-        "shift_terminal": (None, _values(None)),
+        "shift_terminal": (None, _ANY),
     },
     "LCMScheduler": {
         **_BETAS,

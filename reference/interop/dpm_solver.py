@@ -4,6 +4,7 @@ import numpy as np
 from diffspec.reference import _checks
 from diffspec.reference.interop._config import _karras, _sigma_to_t, _spaced, _train_sigmas, schedule_from_config
 from diffspec.reference.interop._plan import DiffusersPlan, _threshold, _vp_x0_eps
+from diffspec.reference.schedules import Flow
 
 # ---- DPM-Solver family: DPMSolverMultistep, DPMSolverSinglestep, DEIS, UniPC ------------------------------
 
@@ -23,6 +24,43 @@ def _dpm_sigmas(cfg, n, schedule):
         sigmas = np.interp(ts, np.arange(len(train)), train)
     last = train[0] if cfg["final_sigmas_type"] == "sigma_min" else 0.0
     return ts.astype(np.int64), np.append(sigmas, last)
+
+
+def _flow_sigmas(cfg, n):
+    """Timesteps (int64) and sigmas of DPMSolverMultistep / UniPC with use_flow_sigmas (Sana, Wan): N sigmas of
+    flow (alpha = 1 - sigma) from linspace(1, 1/T, N + 1) without its last point, shifted by flow_shift
+    (s' = shift s / (1 + (shift - 1) s)); UniPC then stretches to shift_terminal and nudges a first sigma of 1 down
+    by 1e-6. The model sees int64(T sigma). Final sigma: 0, or for sigma_min DPMSolverMultistep's
+    sqrt((1 - abar_0) / abar_0) of the betas and UniPC's last flow sigma."""
+    T = _checks.integer("num_train_timesteps", cfg["num_train_timesteps"], minimum=2)
+    n = _checks.integer("num_inference_steps", n, minimum=1)
+    shift = _checks.positive("flow_shift", cfg["flow_shift"])
+    unipc = cfg["_class_name"] == "UniPCMultistepScheduler"
+    s = np.linspace(1, 1 / T, n + 1)
+    if unipc:
+        sig = shift * s[:-1] / (1 + (shift - 1) * s[:-1])
+        if cfg["shift_terminal"]:
+            one_minus = 1 - sig
+            sig = 1 - one_minus / (one_minus[-1] / (1 - float(cfg["shift_terminal"])))
+        if abs(sig[0] - 1) < 1e-6:
+            sig[0] -= 1e-6
+    else:
+        s = 1.0 - s
+        sig = np.flip(shift * s / (1 + (shift - 1) * s))[:-1].copy()
+    ts = (sig * T).astype(np.int64)
+    if cfg["final_sigmas_type"] == "zero":
+        last = 0.0
+    elif unipc:
+        last = sig[-1]
+    else:
+        last = float(_train_sigmas(schedule_from_config(cfg))[0])
+    return ts, np.append(sig, last).astype(np.float32).astype(np.float64)
+
+
+def _flow_of(s):
+    """(alpha, sigma, lam) of flow matching at sigma = s: alpha = 1 - s, lam = log((1 - s) / s)."""
+    with np.errstate(divide="ignore"):
+        return 1.0 - s, s, np.log1p(-s) - np.log(s) if s > 0 else np.inf
 
 
 def _vp_of(s):
@@ -87,17 +125,34 @@ def _multistep_order(cfg, order, i, N):
     return 1 if (order == 1 or i < 1 or final) else 2 if (order == 2 or i < 2 or second) else 3
 
 
+def _check_flow(cfg):
+    """True for use_flow_sigmas, whose model must predict the flow (and flow_prediction needs flow sigmas)."""
+    flow, pred = bool(cfg["use_flow_sigmas"]), cfg["prediction_type"]
+    if flow != (pred == "flow_prediction"):
+        raise ValueError(
+            f"config key 'prediction_type'={pred!r} with use_flow_sigmas={flow}: implemented are flow_prediction "
+            "with use_flow_sigmas=True, and epsilon/sample/v_prediction without"
+        )
+    if flow and (cfg["use_karras_sigmas"] or cfg.get("use_exponential_sigmas") or cfg.get("use_beta_sigmas")):
+        raise ValueError("config key 'use_flow_sigmas'=True with Karras/exponential/beta sigmas: not implemented")
+    return flow
+
+
 def _plan_dpm_multistep(cfg, n, opts):
     """DPM-Solver++ / DPM-Solver multistep (Lu et al. 2022, arXiv:2211.01095, Alg. 2; 2206.00927) as diffusers'
     DPMSolverMultistepScheduler: orders 1-3, "midpoint" or "heun" second-order variants, lower-order warm-up and
     final steps (lower_order_final below 15 steps, first order onto a final sigma of zero), and the SDE variant
     sde-dpmsolver++ (one draw per step, the last included). The model sees the rounded (Karras) timestep while
     the update uses the exact sigma."""
-    schedule = schedule_from_config(cfg)
-    ts, sig = _dpm_sigmas(cfg, n, schedule)
+    flow = _check_flow(cfg)
+    schedule = Flow(shift=float(cfg["flow_shift"])) if flow else schedule_from_config(cfg)
+    ts, sig = _flow_sigmas(cfg, n) if flow else _dpm_sigmas(cfg, n, schedule)
+    of = _flow_of if flow else _vp_of
     pred, algo, order = cfg["prediction_type"], cfg["algorithm_type"], cfg["solver_order"]
     N = len(ts)
     data_pred = algo in ("dpmsolver++", "sde-dpmsolver++")
+    if flow and not data_pred:
+        raise ValueError(f"config key 'algorithm_type'={algo!r} with flow_prediction: diffusers rejects it too")
     if not data_pred and cfg["final_sigmas_type"] == "zero":
         raise ValueError(
             f"config key 'algorithm_type'={algo!r} with final_sigmas_type='zero': diffusers rejects it too "
@@ -105,8 +160,8 @@ def _plan_dpm_multistep(cfg, n, opts):
         )
 
     def convert(out, x, s):
-        alpha, sigma, _ = _vp_of(s)
-        x0, eps = _vp_x0_eps(pred, out, x, alpha**2)
+        alpha, sigma, _ = of(s)
+        x0, eps = (x - s * out, x + (1 - s) * out) if flow else _vp_x0_eps(pred, out, x, alpha**2)
         if data_pred:
             return _threshold(x0, cfg)
         if cfg["thresholding"]:
@@ -114,7 +169,7 @@ def _plan_dpm_multistep(cfg, n, opts):
             eps = (x - alpha * x0) / sigma
         return eps
 
-    update = _dpm_multistep_update(sig, _vp_of, algo, cfg["solver_type"])
+    update = _dpm_multistep_update(sig, of, algo, cfg["solver_type"])
 
     def run(model, x, draw):
         ms = []
@@ -122,7 +177,7 @@ def _plan_dpm_multistep(cfg, n, opts):
             ms = (ms + [convert(model(x, t), x, sig[i])])[-order:]
             k = _multistep_order(cfg, order, i, N)
             z = draw(x.shape) if algo == "sde-dpmsolver++" else None
-            if z is not None and np.isinf(_vp_of(sig[i + 1])[2]):
+            if z is not None and np.isinf(of(sig[i + 1])[2]):
                 x = ms[-1]
             else:
                 x = update(x, ms, i, k, z)
@@ -343,21 +398,25 @@ def _plan_unipc(cfg, n, opts):
     at step i re-uses the model call of step i (no extra call); the last predictor step is not corrected.
     Departure kept out: with solver_type="bh1" and a final sigma of zero diffusers 0.42.1 returns NaN
     (B(h) = h = -inf times a zero correction); the plan returns that step's limit, x0."""
-    schedule = schedule_from_config(cfg)
-    ts, sig = _dpm_sigmas(cfg, n, schedule)
+    flow = _check_flow(cfg)
+    schedule = Flow(shift=float(cfg["flow_shift"])) if flow else schedule_from_config(cfg)
+    ts, sig = _flow_sigmas(cfg, n) if flow else _dpm_sigmas(cfg, n, schedule)
+    of = _flow_of if flow else _vp_of
     pred, order, N = cfg["prediction_type"], cfg["solver_order"], len(ts)
     disabled = set(cfg["disable_corrector"])
-    lams = [_vp_of(s)[2] for s in sig]
+    lams = [of(s)[2] for s in sig]
 
     def predictor(x, ms, i, k):
-        a_t, s_t, l_t = _vp_of(sig[i + 1])
-        _, s_0, l_0 = _vp_of(sig[i])
+        a_t, s_t, l_t = of(sig[i + 1])
+        _, s_0, l_0 = of(sig[i])
         m0 = ms[-1]
         if np.isinf(l_t):
             if k != 1:
                 raise ValueError("UniPC above order 1 onto sigma = 0 is undefined (diffusers gives NaN)")
             return m0
         h = l_t - l_0
+        if h == 0:  # flow sigmas with final_sigmas_type="sigma_min" repeat the last sigma: a zero-length step
+            return x
         rks = [(lams[i - j] - l_0) / h for j in range(1, k)] + [1.0]
         D1s = [(ms[-(j + 1)] - m0) / rks[j - 1] for j in range(1, k)]
         h_phi_1, B_h, R, b = _unipc_coefficients(np.array(rks), -h, k, cfg["solver_type"])
@@ -368,8 +427,8 @@ def _plan_unipc(cfg, n, opts):
         return x_t
 
     def corrector(x_last, ms, m_new, i, k):
-        a_t, s_t, l_t = _vp_of(sig[i])
-        _, s_0, l_0 = _vp_of(sig[i - 1])
+        a_t, s_t, l_t = of(sig[i])
+        _, s_0, l_0 = of(sig[i - 1])
         m0 = ms[-1]
         h = l_t - l_0
         rks = [(lams[i - 1 - j] - l_0) / h for j in range(1, k)] + [1.0]
@@ -382,8 +441,9 @@ def _plan_unipc(cfg, n, opts):
     def run(model, x, draw):
         ms, x_last, k_prev = [], None, 0
         for i, t in enumerate(ts):
-            alpha, sigma, _ = _vp_of(sig[i])
-            m = _vp_x0_eps(pred, model(x, t), x, alpha**2)[0]
+            alpha, sigma, _ = of(sig[i])
+            out = model(x, t)
+            m = x - sig[i] * out if flow else _vp_x0_eps(pred, out, x, alpha**2)[0]
             if i > 0 and (i - 1) not in disabled and x_last is not None:
                 x = corrector(x_last, ms, m, i, k_prev)
             ms = (ms + [m])[-order:]

@@ -205,7 +205,15 @@ CASES = [
     ("DPMSolverMultistepScheduler", {"algorithm_type": "dpmsolver", "solver_type": "heun",
                                      "final_sigmas_type": "sigma_min", "prediction_type": "v_prediction"}, 10, {}),
     ("DPMSolverMultistepScheduler", {"algorithm_type": "sde-dpmsolver++", "timestep_spacing": "trailing"}, 12, {}),
+    ("DPMSolverMultistepScheduler", {"prediction_type": "flow_prediction", "use_flow_sigmas": True,
+                                     "flow_shift": 3.0}, 12, {}),  # Sana
+    ("DPMSolverMultistepScheduler", {"prediction_type": "flow_prediction", "use_flow_sigmas": True, "flow_shift": 2.0,
+                                     "algorithm_type": "sde-dpmsolver++", "solver_order": 3}, 10, {}),
     ("UniPCMultistepScheduler", {}, 12, {}),
+    ("UniPCMultistepScheduler", {"prediction_type": "flow_prediction", "use_flow_sigmas": True,
+                                 "flow_shift": 5.0}, 10, {}),  # Wan 2.1
+    ("UniPCMultistepScheduler", {"prediction_type": "flow_prediction", "use_flow_sigmas": True, "flow_shift": 3.0,
+                                 "solver_order": 3, "shift_terminal": 0.05, "final_sigmas_type": "sigma_min"}, 9, {}),
     ("UniPCMultistepScheduler", {**SD, "solver_order": 3, "solver_type": "bh1", "use_karras_sigmas": True,
                                  "disable_corrector": [0], "final_sigmas_type": "sigma_min"}, 10, {}),
     ("UniPCMultistepScheduler", {"solver_order": 3, "use_karras_sigmas": True}, 10, {}),
