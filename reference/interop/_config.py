@@ -149,7 +149,7 @@ HONOURED = {
         "final_sigmas_type": ("zero", _values("zero", "sigma_min")),
         "lambda_min_clipped": (-math.inf, _values(-math.inf)),
         "variance_type": (None, _values(None)),
-        "rescale_betas_zero_snr": (False, _values(False)),
+        "rescale_betas_zero_snr": (False, _values(True, False)),
         "use_dynamic_shifting": (False, _values(False)),
         "time_shift_type": ("exponential", _ANY),  # inert without use_dynamic_shifting
     },
@@ -205,7 +205,7 @@ HONOURED = {
         "use_flow_sigmas": (False, _values(True, False)),
         "flow_shift": (1.0, _ANY),
         "final_sigmas_type": ("zero", _values("zero", "sigma_min")),
-        "rescale_betas_zero_snr": (False, _values(False)),
+        "rescale_betas_zero_snr": (False, _values(True, False)),
         "use_dynamic_shifting": (False, _values(False)),
         "time_shift_type": ("exponential", _ANY),
         "sigma_min": (None, _values(None)),

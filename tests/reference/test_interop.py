@@ -209,7 +209,11 @@ CASES = [
                                      "flow_shift": 3.0}, 12, {}),  # Sana
     ("DPMSolverMultistepScheduler", {"prediction_type": "flow_prediction", "use_flow_sigmas": True, "flow_shift": 2.0,
                                      "algorithm_type": "sde-dpmsolver++", "solver_order": 3}, 10, {}),
+    ("DPMSolverMultistepScheduler", {"rescale_betas_zero_snr": True, "timestep_spacing": "trailing",
+                                     "prediction_type": "v_prediction"}, 10, {}),
     ("UniPCMultistepScheduler", {}, 12, {}),
+    ("UniPCMultistepScheduler", {"rescale_betas_zero_snr": True, "timestep_spacing": "trailing",
+                                 "prediction_type": "v_prediction"}, 10, {}),
     ("UniPCMultistepScheduler", {"prediction_type": "flow_prediction", "use_flow_sigmas": True,
                                  "flow_shift": 5.0}, 10, {}),  # Wan 2.1
     ("UniPCMultistepScheduler", {"prediction_type": "flow_prediction", "use_flow_sigmas": True, "flow_shift": 3.0,
