@@ -32,22 +32,37 @@ Opset 18 (onnxruntime >= 1.14) rather than 20: any onnxruntime runs it; at 18-20
 and attention is MatMul+Softmax, which onnxruntime's CUDA fusions expect (FACTS.md).
 """
 
-from diffspec.export.adapters import NetworkAdapter
-from diffspec.export.diffusers_folder import export_diffusers, load_diffusers
-from diffspec.export.exporter import (
-    DEFAULT_OPSET,
-    SUPPORTED_OPSETS,
-    CfgFused,
-    card_from_config,
-    export_checkpoint,
-    export_model,
-    load_checkpoint,
-    to_onnx,
-)
 from diffspec.export.files import EXTERNAL_DATA_THRESHOLD, check_external_data, load_model_safely
-from diffspec.export.fp16 import convert_to_fp16
 from diffspec.export.pipeline import PipelineError, export_pipeline, exportable_samplers
-from diffspec.export.verify import TOLERANCES, Tolerance, VerificationError, VerifyReport, verify
+
+try:
+    import torch  # noqa: F401
+except ImportError:  # onnx + onnxruntime only: a pipeline graph can still be built from an exported network
+    _TORCH = False
+else:
+    _TORCH = True
+
+if _TORCH:
+    from diffspec.export.adapters import NetworkAdapter
+    from diffspec.export.diffusers_folder import export_diffusers, load_diffusers
+    from diffspec.export.exporter import (
+        DEFAULT_OPSET,
+        SUPPORTED_OPSETS,
+        CfgFused,
+        card_from_config,
+        export_checkpoint,
+        export_model,
+        load_checkpoint,
+        to_onnx,
+    )
+    from diffspec.export.fp16 import convert_to_fp16
+    from diffspec.export.verify import TOLERANCES, Tolerance, VerificationError, VerifyReport, verify
+else:
+
+    def __getattr__(name):
+        raise ImportError(f"diffspec.export.{name} needs torch, which is not installed: pip install "
+                          "'diffspec[export]' (without torch only export_pipeline, from an exported network, works)")
+
 
 __all__ = [
     "DEFAULT_OPSET", "EXTERNAL_DATA_THRESHOLD", "SUPPORTED_OPSETS", "TOLERANCES", "CfgFused", "NetworkAdapter",

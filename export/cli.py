@@ -10,8 +10,12 @@ import sys
 
 
 def build_parser():
-    from diffspec.export.exporter import DEFAULT_OPSET, EXPORTERS, SUPPORTED_OPSETS
     from diffspec.export.pipeline_cli import add_pipeline_arguments
+
+    try:
+        from diffspec.export.exporter import DEFAULT_OPSET, EXPORTERS, SUPPORTED_OPSETS
+    except ImportError:  # no torch: only --pipeline (from an exported network) can run; these only label options
+        DEFAULT_OPSET, EXPORTERS, SUPPORTED_OPSETS = 18, ("dynamo", "torchscript"), (18, 19, 20)
 
     p = argparse.ArgumentParser(prog="diffspec-export", description=__doc__.split("\n")[0])
     p.add_argument("checkpoint", nargs="?",
@@ -67,14 +71,16 @@ def _main(argv=None):
     from diffspec.export.files import check_output_file
 
     check_output_file(args.output, must_exist=args.verify_only)  # before any work
-    from diffspec.export.exporter import export_checkpoint
     from diffspec.export.pipeline_cli import pipeline_main, wants_pipeline
+
+    if wants_pipeline(args):  # from an exported network: onnx and onnxruntime only, no torch
+        pipeline_main(args)
+        return 0
+    from diffspec.export.exporter import export_checkpoint
     from diffspec.export.verify import VerificationError, verify
 
     try:
-        if wants_pipeline(args):
-            pipeline_main(args)
-        elif not args.checkpoint:
+        if not args.checkpoint:
             raise ValueError("expected a checkpoint directory (or --pipeline MODEL_ONNX --sampler NAME)")
         elif _is_diffusers(args.checkpoint):
             _diffusers_main(args)

@@ -267,3 +267,17 @@ def test_cli_from_checkpoint(tmp_path, capsys):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run", "sampler.onnx"]  # no network file left behind
     assert main([str(ckpt), "-o", str(tmp_path / "x.onnx"), "--sampler", "pf_ode_rk45"]) == 2
     assert "cannot be exported as a static graph" in capsys.readouterr().err
+
+
+def test_cli_pipeline_without_torch(nets, tmp_path):
+    import subprocess
+
+    code = ("import sys; sys.modules['torch'] = None; from diffspec.export.cli import main; "
+            "sys.exit(main(sys.argv[1:]))")
+    out = tmp_path / "sampler.onnx"
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore")
+    r = subprocess.run([sys.executable, "-c", code, "--pipeline", nets["points_cond"], "-o", str(out), "--sampler",
+                        "ddim", "--steps", "5", "--guidance-scale", "2"], capture_output=True, text=True, env=env,
+                       timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert read_pipeline_card(out)["guidance"] == {"mode": "static", "scale": 2.0}
