@@ -76,7 +76,10 @@ HONOURED = {
         "beta_schedule": ("linear", _values("linear", "scaled_linear", "squaredcos_cap_v2", "sigmoid")),
         "timestep_spacing": ("leading", _values("linspace", "leading", "trailing")),
         "clip_sample": (True, _values(True, False)),
-        "variance_type": ("fixed_small", _values("fixed_small", "fixed_large")),
+        "variance_type": (
+            "fixed_small",
+            _values("fixed_small", "fixed_small_log", "fixed_large", "learned", "learned_range"),
+        ),
         "prediction_type": _PRED3,
         "rescale_betas_zero_snr": (False, _values(True, False)),
     },

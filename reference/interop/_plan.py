@@ -16,8 +16,22 @@ class DiffusersPlan:
     the class has them), `init_noise_sigma`, `stochastic`. `run(model, x_T, noise=None)` -> final sample.
     """
 
-    def __init__(self, class_name, config, schedule, timesteps, init_noise_sigma, runner, *, sigmas=None, stochastic):
+    def __init__(
+        self,
+        class_name,
+        config,
+        schedule,
+        timesteps,
+        init_noise_sigma,
+        runner,
+        *,
+        sigmas=None,
+        stochastic,
+        learned_variance=False,
+    ):
         self.class_name = class_name
+        # learned variance: the model returns 2C channels along axis 1, the prediction then the variance output
+        self.learned_variance = learned_variance
         self.config = config
         self.schedule = schedule
         self.prediction_type = config.get("prediction_type", "flow_prediction")
@@ -33,8 +47,12 @@ class DiffusersPlan:
 
         def call(x, t):
             out = np.asarray(model(x, np.asarray(t)), dtype=np.float64)
-            if out.shape != x.shape:
-                raise ValueError(f"model output of shape {out.shape}: expected the input's shape {x.shape}")
+            want = x.shape if not self.learned_variance else (x.shape[0], 2 * x.shape[1], *x.shape[2:])
+            if out.shape != want:
+                raise ValueError(
+                    f"model output of shape {out.shape}: expected {want}"
+                    + (" (the prediction and the variance output along axis 1)" if self.learned_variance else "")
+                )
             return out
 
         return self._runner(call, x_T * self.init_noise_sigma, draw)

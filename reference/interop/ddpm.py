@@ -1,5 +1,7 @@
 """The discrete-VP classes: DDIMScheduler, DDPMScheduler, PNDMScheduler."""
 
+import enum
+
 import numpy as np
 from diffspec.reference import _checks
 from diffspec.reference.interop._config import _spaced, schedule_from_config
@@ -42,34 +44,62 @@ def _plan_ddim(cfg, n, opts):
     return DiffusersPlan("DDIMScheduler", cfg, schedule, ts, 1.0, run, stochastic=eta > 0)
 
 
+class Variance(enum.StrEnum):
+    """DDPMScheduler's `variance_type`: the posterior variance (small), beta (large), or the model's own output, as
+    the variance itself (learned) or as the interpolation weight in log space between the two (learned_range)."""
+
+    FIXED_SMALL = "fixed_small"
+    FIXED_SMALL_LOG = "fixed_small_log"
+    FIXED_LARGE = "fixed_large"
+    LEARNED = "learned"
+    LEARNED_RANGE = "learned_range"
+
+
 def _plan_ddpm(cfg, n, opts):
     """Ancestral DDPM (Ho et al. 2020, eqs. 6-7) as diffusers' DDPMScheduler steps it between its timesteps.
 
     Equal to the reference `sample_ddpm` on the same grid with the clean end appended, except: a noise array is
     drawn on every step whose timestep is > 0 (so with "trailing" spacing also on the last step, times the
-    clamped variance 1e-20), and "fixed_large" uses beta_t = 1 - abar_t / abar_prev as the variance."""
+    clamped variance 1e-20), and "fixed_large" uses beta_t = 1 - abar_t / abar_prev as the variance. Learned
+    variances (DeepFloyd IF, iDDPM) read the model's second half of axis 1: "learned" as the variance,
+    "learned_range" as v in log var = (v + 1)/2 log beta + (1 - v)/2 log small (Nichol & Dhariwal 2021, eq. 15).
+    "fixed_large_log" is refused: diffusers takes the square root of log(beta) < 0 there, which is NaN."""
     schedule = schedule_from_config(cfg)
     abar = schedule.alphas_cumprod()
     _checks.integer("num_inference_steps", n, minimum=1, maximum=cfg["num_train_timesteps"])
     ts = _spaced(cfg, n, dtype=np.int64)
     pred = cfg["prediction_type"]
 
+    variance = Variance(cfg["variance_type"])
+    learned = variance in (Variance.LEARNED, Variance.LEARNED_RANGE)
+
     def run(model, x, draw):
         for i, t in enumerate(ts):
             a_t = abar[t]
             a_prev = abar[ts[i + 1]] if i + 1 < len(ts) else 1.0
             beta = 1 - a_t / a_prev
-            x0, _ = _vp_x0_eps(pred, model(x, t), x, a_t)
+            out = model(x, t)
+            if learned:
+                out, v = out[:, : x.shape[1]], out[:, x.shape[1] :]
+            x0, _ = _vp_x0_eps(pred, out, x, a_t)
             x0 = _threshold(x0, cfg)
             mean = np.sqrt(a_prev) * beta / (1 - a_t) * x0 + np.sqrt(1 - beta) * (1 - a_prev) / (1 - a_t) * x
             if t > 0:
                 small = max((1 - a_prev) / (1 - a_t) * beta, 1e-20)
-                var = small if cfg["variance_type"] == "fixed_small" else beta
-                mean = mean + np.sqrt(var) * draw(x.shape)
+                match variance:
+                    case Variance.FIXED_SMALL | Variance.FIXED_SMALL_LOG:  # the log form is exp(log(var) / 2)
+                        std = np.sqrt(small)
+                    case Variance.FIXED_LARGE:
+                        std = np.sqrt(beta)
+                    case Variance.LEARNED:
+                        std = np.sqrt(v)
+                    case Variance.LEARNED_RANGE:  # Nichol & Dhariwal (2021), eq. 15
+                        std = np.exp(0.5 * ((v + 1) / 2 * np.log(beta) + (1 - v) / 2 * np.log(small)))
+                mean = mean + std * draw(x.shape)
             x = mean
         return x
 
-    return DiffusersPlan("DDPMScheduler", cfg, schedule, ts, 1.0, run, stochastic=True)
+    return DiffusersPlan("DDPMScheduler", cfg, schedule, ts, 1.0, run, stochastic=True, learned_variance=learned)
 
 
 def _adams_bashforth(ets):

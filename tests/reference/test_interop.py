@@ -56,7 +56,22 @@ def edm_oracle_model(schedule, prediction_type):
     return model
 
 
+def with_variance_output(model, variance_type):
+    """A learned-variance network: the prediction, then a variance output of the same shape along axis 1 (v in
+    [-1, 1] for learned_range, a positive variance for learned)."""
+
+    def wrapped(x, timestep):
+        v = np.tanh(0.3 * x + 1e-3 * float(np.asarray(timestep)))
+        v = v if variance_type == "learned_range" else 1e-3 * (1.5 + v)
+        return np.concatenate([model(x, timestep), v], axis=1)
+
+    return wrapped
+
+
 def model_for(plan):
+    if getattr(plan, "learned_variance", False):
+        return with_variance_output(oracle_model(plan.schedule, plan.prediction_type, lambda ts: ts),
+                                    plan.config["variance_type"])
     if isinstance(plan.schedule, type(make_schedule("edm"))):
         return edm_oracle_model(plan.schedule, plan.prediction_type)
     if isinstance(plan.schedule, type(make_schedule("flow"))):
@@ -169,6 +184,11 @@ CASES = [
     ("DDPMScheduler", {"clip_sample": False}, 25, {}),
     ("DDPMScheduler", {"timestep_spacing": "trailing", "variance_type": "fixed_large",
                        "prediction_type": "v_prediction"}, 10, {}),
+    ("DDPMScheduler", {"beta_schedule": "squaredcos_cap_v2", "variance_type": "learned_range", "thresholding": True,
+                       "sample_max_value": 1.5, "dynamic_thresholding_ratio": 0.95}, 10, {}),  # DeepFloyd IF
+    ("DDPMScheduler", {"variance_type": "learned", "timestep_spacing": "trailing"}, 8, {}),
+    ("DDPMScheduler", {"variance_type": "fixed_small_log", "prediction_type": "v_prediction"}, 8, {}),
+    ("DDPMParallelScheduler", {"variance_type": "learned_range"}, 6, {}),
     ("PNDMScheduler", {**SD, "skip_prk_steps": True, "steps_offset": 1, "set_alpha_to_one": False,
                        "clip_sample": False}, 20, {}),
     ("PNDMScheduler", {**SD, "steps_offset": 1}, 20, {}),
