@@ -257,7 +257,7 @@ def _plan(program: Program):
                 idx = np.flatnonzero(np.abs(r) > rtol)
                 if len(idx) + 1 < len(best_terms):
                     best_terms = [(float(a), ("combo", p))] + [(float(r[q]), ("basis", int(q))) for q in idx]
-                break  # one pivot per earlier target is enough: the remainder does not depend on which
+                break  # pivot on the first shared basis entry (x_T's for most samplers); the replay checks the result
         steps.append(("combo", i, best_terms))
         done.append(i)
         if i < len(program.calls):

@@ -281,3 +281,30 @@ def test_cli_pipeline_without_torch(nets, tmp_path):
                        timeout=300)
     assert r.returncode == 0, r.stderr
     assert read_pipeline_card(out)["guidance"] == {"mode": "static", "scale": 2.0}
+
+
+def test_fused_cfg_network_from_the_exporter(tmp_path):
+    """A real exported MLP with fused guidance (input guidance_scale): static, dynamic and no guidance."""
+    import torch
+    from diffspec.export.exporter import export_model
+    from diffspec.reference.modelcard import DataInfo, ModelCard
+    from diffspec.trainer.models import build_model
+
+    torch.manual_seed(0)
+    net = build_model("mlp", dim=2, hidden=32, depth=2, num_classes=3).eval()
+    with torch.no_grad():
+        for p in net.parameters():
+            p.add_(0.2 * torch.randn_like(p))
+    card = ModelCard(schedule=make_schedule("linear").to_dict(), parameterization="v",
+                     data=DataInfo(shape=(2,), kind="points", range=(-4.0, 4.0), scale=0.5), num_classes=3,
+                     null_class=3)
+    fused = tmp_path / "fused.onnx"
+    export_model(net, card, fused, cfg_fused=True, exporter="torchscript", log=lambda *a, **k: None)
+    model = Model.load(str(fused), device="cpu")
+    for guidance, scale in ((None, 1.0), (2.5, 2.5), ("dynamic", 0.5)):
+        out = export_pipeline(fused, tmp_path / "p.onnx", sampler="dpmpp_3m_sde", steps=STEPS, guidance=guidance)
+        expected, labels = sampling.sample(model, sampler="dpmpp_3m_sde", steps=STEPS, indices=[0, 1, 2], seed=SEED,
+                                           guidance_scale=scale, return_labels=True)
+        got, _ = _run_graph(out, model, [0, 1, 2], labels=labels,
+                            guidance_scale=scale if guidance == "dynamic" else None)
+        assert _scaled_err(got["sample"], expected) <= TOL
