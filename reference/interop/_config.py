@@ -377,11 +377,6 @@ def _validate(config):
             raise ValueError(
                 f"config key {key!r}={cfg[key]!r} is not implemented for {name}: expected one of {list(allowed)}"
             )
-    if cfg.get("thresholding") and cfg.get("sample_max_value", 1.0) < 1.0:
-        raise ValueError(
-            f"config key 'sample_max_value'={cfg['sample_max_value']}: expected >= 1 (below 1 diffusers' clamp turns "
-            "dynamic thresholding into a fixed divisor, which is not implemented)"
-        )
     return name, cfg
 
 

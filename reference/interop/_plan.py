@@ -69,7 +69,12 @@ def _no_draws(name):
 
 
 def _threshold(x0, cfg):
-    """diffusers' `_threshold_sample` (Imagen dynamic thresholding), or clip_sample, as the config says."""
+    """diffusers' `_threshold_sample` (Imagen dynamic thresholding, Saharia et al. 2022, Sec. 2.3), or clip_sample.
+
+    s = the per-sample quantile of |x0| at dynamic_thresholding_ratio, clamped to [1, sample_max_value], then
+    x0 = clip(x0, -s, s) / s. Departure reproduced: with sample_max_value < 1 the clamp's bounds cross and both
+    torch and numpy return the upper one, so s = sample_max_value for every sample: a fixed divisor, not
+    Imagen's dynamic threshold (which would use s = max(quantile, 1))."""
     if cfg.get("thresholding"):
         flat = x0.reshape(x0.shape[0], -1)
         s = np.quantile(np.abs(flat), cfg["dynamic_thresholding_ratio"], axis=1, keepdims=True)
