@@ -150,7 +150,7 @@ HONOURED = {
         "use_flow_sigmas": (False, _values(True, False)),
         "flow_shift": (1.0, _ANY),  # inert without use_flow_sigmas
         "final_sigmas_type": ("zero", _values("zero", "sigma_min")),
-        "lambda_min_clipped": (-math.inf, _values(-math.inf)),
+        "lambda_min_clipped": (-math.inf, _ANY),
         "variance_type": (None, _values(None)),
         "rescale_betas_zero_snr": (False, _values(True, False)),
         "use_dynamic_shifting": (False, _values(False)),
@@ -405,21 +405,24 @@ def schedule_from_config(cfg):
     raise ValueError(f"config key 'beta_schedule'={kind!r}: expected linear, scaled_linear or squaredcos_cap_v2")
 
 
-def _spaced(cfg, n, *, dtype, plus_one=False):
-    """diffusers' timestep spacings. plus_one: the multistep solvers' variant (N + 1 points, the last dropped)."""
+def _spaced(cfg, n, *, dtype, plus_one=False, last=None):
+    """diffusers' timestep spacings. plus_one: the multistep solvers' variant (N + 1 points, the last dropped).
+    last: DPMSolverMultistep's `lambda_min_clipped` end (T minus the timesteps whose lam is below the clip), which
+    replaces T except in trailing's step ratio (diffusers keeps T / N there)."""
     T, m = cfg["num_train_timesteps"], n + (1 if plus_one else 0)
+    L = T if last is None else last
     match cfg["timestep_spacing"]:
         case "linspace":
             if dtype == np.float32:
-                ts = np.linspace(0, T - 1, m, dtype=np.float32)[::-1]
+                ts = np.linspace(0, L - 1, m, dtype=np.float32)[::-1]
             else:
-                ts = np.linspace(0, T - 1, m).round()[::-1]
+                ts = np.linspace(0, L - 1, m).round()[::-1]
         case "leading":
-            ratio = T // m
+            ratio = L // m
             ts = (np.arange(0, m) * ratio).round()[::-1] + cfg["steps_offset"]
         case "trailing":
             ratio = T / n
-            ts = np.round(np.arange(T, 0, -ratio)) - 1
+            ts = np.round(np.arange(L, 0, -ratio)) - 1
     ts = ts[:n] if plus_one else ts
     return np.ascontiguousarray(ts).astype(dtype)
 

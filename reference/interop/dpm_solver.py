@@ -13,7 +13,13 @@ def _dpm_sigmas(cfg, n, schedule):
     """Timesteps (int64) and sigmas of DPMSolverMultistep/UniPC set_timesteps (N + 1 linspace points, last dropped;
     Karras sigmas mapped to timesteps and rounded, while the steps use the exact Karras sigmas)."""
     _checks.integer("num_inference_steps", n, minimum=1, maximum=cfg["num_train_timesteps"])
-    ts = _spaced(cfg, n, dtype=np.float64, plus_one=True)
+    last = None
+    if cfg.get("lambda_min_clipped", -np.inf) > -np.inf:  # DPMSolverMultistep: stop above the clipped lam
+        T = cfg["num_train_timesteps"]
+        with np.errstate(divide="ignore"):
+            lam = schedule.lam(np.arange(T, dtype=np.float64))
+        last = T - int(np.searchsorted(lam[::-1], cfg["lambda_min_clipped"]))
+    ts = _spaced(cfg, n, dtype=np.float64, plus_one=True, last=last)
     train = _train_sigmas(schedule)
     if cfg["use_karras_sigmas"]:
         sigmas = _karras(train[-1], train[0], n)
