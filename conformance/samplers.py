@@ -427,19 +427,21 @@ def _check_agreement(ctx, report):
                 _agreement_rows(ctx, report, run, reference, f", {key}={value!r}")
 
 
-def measure_order(run, info, family, order, noise=None):
+def measure_order(run, info, family, order, noise=None, *, warm=True, steps=None):
     """(observed order, errors, steps) of `run` on an exact probability-flow map of `family` (Gaussian data; the
     2-D mixture against a tight scipy solution for the flow families), for a method of nominal `order` (which
-    picks the log-SNR span and step counts, `_world.order_setup`)."""
+    picks the log-SNR span and step counts, `_world.order_setup`; `steps` overrides the counts). `warm=False`
+    measures on the plain grid, where lower-order warm-up steps may cap the order."""
     _, schedule_name, params, grid_name = family
     schedule = make_schedule(schedule_name, **params)
     mixture = Requirement.FLOW_SCHEDULE in info.requires
-    lam_0, lam_1, steps = _world.order_setup(order, mixture)
+    lam_0, lam_1, default_steps = _world.order_setup(order, mixture)
+    steps = default_steps if steps is None else list(steps)
     data = _world.MIXTURE if mixture else _world.GAUSS
     exact = None
     errors = []
     for n in steps:
-        grid = _world.order_grid(schedule, grid_name, n, lam_0, lam_1, order=order)
+        grid = _world.order_grid(schedule, grid_name, n, lam_0, lam_1, order=order, warm=warm)
         if mixture:
             x_T = data.sample_xt(6, schedule.alpha(grid[0]), schedule.sigma(grid[0]), np.random.default_rng(1))
             exact = _world.mixture_flow(schedule, x_T, grid[0], grid[-1]) if exact is None else exact
