@@ -141,7 +141,7 @@ HONOURED = {
         **_THRESH,
         "solver_order": (2, _values(1, 2, 3)),
         "prediction_type": _PRED4,
-        "algorithm_type": ("dpmsolver++", _values("dpmsolver++", "dpmsolver", "sde-dpmsolver++")),
+        "algorithm_type": ("dpmsolver++", _values("dpmsolver++", "dpmsolver", "sde-dpmsolver++", "sde-dpmsolver")),
         "solver_type": ("midpoint", _values("midpoint", "heun")),
         "lower_order_final": (True, _values(True, False)),
         "euler_at_final": (False, _values(True, False)),

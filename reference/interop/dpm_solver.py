@@ -110,6 +110,13 @@ def _dpm_multistep_update(sig, of, algo, solver_type):
             if k == 2 and solver_type == "midpoint":
                 return base - 0.5 * s_t * np.expm1(h) * D1
             return base - s_t * (np.expm1(h) / h - 1.0) * D1 - s_t * ((np.expm1(h) - h) / h**2 - 0.5) * D2
+        if algo == "sde-dpmsolver":  # noise-prediction SDE (diffusers' own form; D's are eps differences)
+            base = a_t / a_0 * x - 2.0 * s_t * np.expm1(h) * D0 + s_t * np.sqrt(np.expm1(2.0 * h)) * z
+            if k == 1:
+                return base
+            if solver_type == "midpoint":
+                return base - s_t * np.expm1(h) * D1
+            return base - 2.0 * s_t * (np.expm1(h) / h - 1.0) * D1
         # sde-dpmsolver++
         e2 = -np.expm1(-2.0 * h)
         base = s_t / s_0 * np.exp(-h) * x + a_t * e2 * D0 + s_t * np.sqrt(e2) * z
@@ -159,6 +166,10 @@ def _plan_dpm_multistep(cfg, n, opts):
     data_pred = algo in ("dpmsolver++", "sde-dpmsolver++")
     if flow and not data_pred:
         raise ValueError(f"config key 'algorithm_type'={algo!r} with flow_prediction: diffusers rejects it too")
+    if algo == "sde-dpmsolver" and order == 3:
+        raise ValueError(
+            "config key 'solver_order'=3 with algorithm_type='sde-dpmsolver': diffusers has no such update"
+        )
     if not data_pred and cfg["final_sigmas_type"] == "zero":
         raise ValueError(
             f"config key 'algorithm_type'={algo!r} with final_sigmas_type='zero': diffusers rejects it too "
@@ -182,7 +193,7 @@ def _plan_dpm_multistep(cfg, n, opts):
         for i, t in enumerate(ts):
             ms = (ms + [convert(model(x, t), x, sig[i])])[-order:]
             k = _multistep_order(cfg, order, i, N)
-            z = draw(x.shape) if algo == "sde-dpmsolver++" else None
+            z = draw(x.shape) if algo in ("sde-dpmsolver", "sde-dpmsolver++") else None
             if z is not None and np.isinf(of(sig[i + 1])[2]):
                 x = ms[-1]
             else:
@@ -190,7 +201,14 @@ def _plan_dpm_multistep(cfg, n, opts):
         return x
 
     return DiffusersPlan(
-        "DPMSolverMultistepScheduler", cfg, schedule, ts, 1.0, run, sigmas=sig, stochastic=algo == "sde-dpmsolver++"
+        "DPMSolverMultistepScheduler",
+        cfg,
+        schedule,
+        ts,
+        1.0,
+        run,
+        sigmas=sig,
+        stochastic=algo in ("sde-dpmsolver", "sde-dpmsolver++"),
     )
 
 
@@ -300,7 +318,7 @@ def _plan_dpm_singlestep(cfg, n, opts):
             k = min(orders[i], len(ms))
             if k == 1:
                 x_start = x
-            z = draw(x.shape) if algo == "sde-dpmsolver++" else None
+            z = draw(x.shape) if algo in ("sde-dpmsolver", "sde-dpmsolver++") else None
             x = update(x_start, ms, i, k, z)
         return x
 
