@@ -167,6 +167,8 @@ class _DiscreteVP(_VP):
     def _nodes(self, like):
         """The log-alpha table cast to the dtype and device of `like` (cached per pair)."""
         key = (like.dtype, like.device)
+        if torch.compiler.is_compiling():  # while tracing (ONNX export, torch.compile) cache nothing: a traced
+            return self._log_alpha_nodes.to(dtype=like.dtype, device=like.device)  # tensor must not outlive it
         if key not in self._node_cache:
             self._node_cache[key] = self._log_alpha_nodes.to(dtype=like.dtype, device=like.device)
         return self._node_cache[key]
