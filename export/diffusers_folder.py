@@ -21,10 +21,12 @@ import dataclasses
 import json
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from diffspec.export.adapters import NetworkAdapter
 from diffspec.reference.modelcard import ModelCard
+
+if TYPE_CHECKING:  # torch is imported only to load weights: classifying a folder needs none
+    from diffspec.export.adapters import NetworkAdapter
 
 # model class -> (the config key holding the number of class labels, the forward's label argument)
 SUPPORTED_MODELS = {
@@ -290,10 +292,13 @@ def _data_info(data, recorded, name):
         raise ValueError(f"config.json {DIFFSPEC_KEY}.data={recorded!r} is malformed ({err})") from None
 
 
-def _version():
-    from diffspec.export.checkpoints import diffspec_version
+def _version() -> str:
+    import importlib.metadata
 
-    return diffspec_version()
+    try:
+        return importlib.metadata.version("diffspec")
+    except importlib.metadata.PackageNotFoundError:
+        return ModelCard.__dataclass_fields__["version"].default
 
 
 def _weights(model_dir, allow_pickle):
@@ -343,7 +348,7 @@ def load_diffusers(
     allow_pickle: bool = False,
     null_class: int | None = None,
     name: str = "",
-) -> tuple[NetworkAdapter, ModelCard, DiffusersSource]:
+) -> tuple["NetworkAdapter", ModelCard, DiffusersSource]:
     """(NetworkAdapter around the diffusers module, ModelCard, DiffusersSource) for a pipeline or model folder.
 
     The adapter has the export contract forward(x, t, y=None); see `read_diffusers_folder` and `card_for`.
@@ -351,6 +356,8 @@ def load_diffusers(
     source = read_diffusers_folder(path, scheduler_config=scheduler_config)
     card, adapter_options = card_for(source, null_class=null_class, name=name)
     module = load_model(source, allow_pickle=allow_pickle)
+    from diffspec.export.adapters import NetworkAdapter
+
     return NetworkAdapter(module, **adapter_options), card, source
 
 

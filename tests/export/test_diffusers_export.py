@@ -477,3 +477,24 @@ def test_class_labels_and_the_null_class(tmp_path):
     assert (card_for(source)[0].num_classes, card_for(source)[0].null_class) == (1000, 1000)
     with pytest.raises(ValueError, match="null class is 1000"):
         card_for(source, null_class=999)
+
+
+def test_reading_a_folder_and_its_card_needs_no_torch(ddim):
+    """Classifying a folder and building its card read JSON only; torch is imported to load weights."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "class Block:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name.split('.')[0] in ('torch', 'diffusers'):\n"
+        "            raise ImportError('blocked: ' + name)\n"
+        "sys.meta_path.insert(0, Block())\n"
+        "from diffspec.export.diffusers_folder import card_for, folder_kind, read_diffusers_folder\n"
+        f"folder = {str(ddim['folder'])!r}\n"
+        "print(folder_kind(folder), card_for(read_diffusers_folder(folder))[0].parameterization)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["diffusers-pipeline", "v"]
