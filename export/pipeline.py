@@ -243,12 +243,12 @@ def _plan(program: Program):
     ("basis", j) or ("combo", i); combo i < num_calls is the input of call i, num_calls the output.
     """
     targets = [c for _, c in program.calls] + [program.out]
-    steps, done = [], []
+    steps, done, rebuilt = [], [], []
     for i, v in enumerate(targets):
         tol = 1e-12 * max(float(np.max(np.abs(v))), 1e-300)
         best = [("basis", j, float(v[j])) for j in np.flatnonzero(np.abs(v) > tol)]
         best_terms = [(c, ("basis", j)) for _, j, c in best]
-        for p in reversed(done):
+        for p in reversed(done[-8:]):  # the latest inputs are the useful ones (multistep: the previous one)
             u = targets[p]
             for j in np.flatnonzero((np.abs(u) > 0) & (np.abs(v) > tol)):
                 a = v[j] / u[j]
@@ -257,7 +257,19 @@ def _plan(program: Program):
                 idx = np.flatnonzero(np.abs(r) > rtol)
                 if len(idx) + 1 < len(best_terms):
                     best_terms = [(float(a), ("combo", p))] + [(float(r[q]), ("basis", int(q))) for q in idx]
-                break  # pivot on the first shared basis entry (x_T's for most samplers); the replay checks the result
+                break  # pivot on the first shared basis entry (x_T's for most samplers); checked below
+        w = np.zeros_like(v)
+        for c, (kind, idx) in best_terms:
+            if kind == "basis":
+                w[idx] += c
+            else:
+                w += c * rebuilt[idx]
+        rebuilt.append(w)
+        if float(np.max(np.abs(rebuilt[-1] - v))) > 1e-10 * max(float(np.max(np.abs(v))), 1e-300):
+            raise PipelineError(
+                f"{program.sampler}: the graph's sum for network input {i} does not reproduce the "
+                "traced coefficients; please report this with the sampler and its options"
+            )
         steps.append(("combo", i, best_terms))
         done.append(i)
         if i < len(program.calls):
