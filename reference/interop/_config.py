@@ -199,7 +199,7 @@ HONOURED = {
         "thresholding": (False, _values(False)),
         "dynamic_thresholding_ratio": (0.995, _ANY),
         "sample_max_value": (1.0, _ANY),
-        "predict_x0": (True, _values(True)),
+        "predict_x0": (True, _values(True, False)),
         "solver_type": ("bh2", _values("bh1", "bh2")),
         "lower_order_final": (True, _values(True)),
         "disable_corrector": ((), _ANY),

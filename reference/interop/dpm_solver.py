@@ -429,10 +429,23 @@ def _plan_unipc(cfg, n, opts):
     pred, order, N = cfg["prediction_type"], cfg["solver_order"], len(ts)
     disabled = set(cfg["disable_corrector"])
     lams = [of(s)[2] for s in sig]
+    # predict_x0=False: UniPC in noise-prediction form (m = eps, the phi functions of +h, sigma and alpha swapped)
+    px0 = bool(cfg["predict_x0"])
+    if not px0 and (flow or sig[-1] == 0):
+        raise ValueError(
+            "config key 'predict_x0'=False: implemented without flow sigmas and with final_sigmas_type='sigma_min' "
+            "(onto sigma = 0 the noise-prediction update is 0 * inf, NaN in diffusers too)"
+        )
+
+    def lin(a_t, s_t, a_0, s_0, x, h_phi_1, m0):
+        """The exact linear part, and the weight of the model terms (alpha_t or sigma_t)."""
+        if px0:
+            return s_t / s_0 * x - a_t * h_phi_1 * m0, a_t
+        return a_t / a_0 * x - s_t * h_phi_1 * m0, s_t
 
     def predictor(x, ms, i, k):
         a_t, s_t, l_t = of(sig[i + 1])
-        _, s_0, l_0 = of(sig[i])
+        a_0, s_0, l_0 = of(sig[i])
         m0 = ms[-1]
         if np.isinf(l_t):
             if k != 1:
@@ -443,31 +456,32 @@ def _plan_unipc(cfg, n, opts):
             return x
         rks = [(lams[i - j] - l_0) / h for j in range(1, k)] + [1.0]
         D1s = [(ms[-(j + 1)] - m0) / rks[j - 1] for j in range(1, k)]
-        h_phi_1, B_h, R, b = _unipc_coefficients(np.array(rks), -h, k, cfg["solver_type"])
-        x_t = s_t / s_0 * x - a_t * h_phi_1 * m0
+        h_phi_1, B_h, R, b = _unipc_coefficients(np.array(rks), -h if px0 else h, k, cfg["solver_type"])
+        x_t, w = lin(a_t, s_t, a_0, s_0, x, h_phi_1, m0)
         if D1s:
             rhos = np.array([0.5]) if k == 2 else np.linalg.solve(R[:-1, :-1], b[:-1])
-            x_t = x_t - a_t * B_h * sum(r * d for r, d in zip(rhos, D1s))
+            x_t = x_t - w * B_h * sum(r * d for r, d in zip(rhos, D1s))
         return x_t
 
     def corrector(x_last, ms, m_new, i, k):
         a_t, s_t, l_t = of(sig[i])
-        _, s_0, l_0 = of(sig[i - 1])
+        a_0, s_0, l_0 = of(sig[i - 1])
         m0 = ms[-1]
         h = l_t - l_0
         rks = [(lams[i - 1 - j] - l_0) / h for j in range(1, k)] + [1.0]
         D1s = [(ms[-(j + 1)] - m0) / rks[j - 1] for j in range(1, k)]
-        h_phi_1, B_h, R, b = _unipc_coefficients(np.array(rks), -h, k, cfg["solver_type"])
+        h_phi_1, B_h, R, b = _unipc_coefficients(np.array(rks), -h if px0 else h, k, cfg["solver_type"])
         rhos = np.array([0.5]) if k == 1 else np.linalg.solve(R, b)
         corr = sum(r * d for r, d in zip(rhos[:-1], D1s)) if D1s else 0.0
-        return s_t / s_0 * x_last - a_t * h_phi_1 * m0 - a_t * B_h * (corr + rhos[-1] * (m_new - m0))
+        x_t, w = lin(a_t, s_t, a_0, s_0, x_last, h_phi_1, m0)
+        return x_t - w * B_h * (corr + rhos[-1] * (m_new - m0))
 
     def run(model, x, draw):
         ms, x_last, k_prev = [], None, 0
         for i, t in enumerate(ts):
             alpha, sigma, _ = of(sig[i])
             out = model(x, t)
-            m = x - sig[i] * out if flow else _vp_x0_eps(pred, out, x, alpha**2)[0]
+            m = x - sig[i] * out if flow else _vp_x0_eps(pred, out, x, alpha**2)[0 if px0 else 1]
             if i > 0 and (i - 1) not in disabled and x_last is not None:
                 x = corrector(x_last, ms, m, i, k_prev)
             ms = (ms + [m])[-order:]
