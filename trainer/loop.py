@@ -82,6 +82,9 @@ def model_spec(cfg: TrainConfig, ds, schedule) -> tuple[str, dict]:
     for k in ("channel_mult", "attention_resolutions"):
         if k in kwargs and isinstance(kwargs[k], (list, tuple)):
             kwargs[k] = list(kwargs[k])
+    if str(cfg.arch).startswith("diffusers-") and ds.kind != "image":
+        raise ValueError(f"--arch {cfg.arch}: diffusers' networks are 2-D image models, got {ds.kind} data "
+                         f"{ds.name!r}: use --arch mlp")
     if cfg.arch == "mlp":
         kwargs.setdefault("dim", int(np.prod(ds.shape)))
     else:
