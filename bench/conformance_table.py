@@ -124,6 +124,10 @@ def diffusers_table():
             )
 
 
+def _f(v):
+    return "-" if v is None else f"{v:.2f}"
+
+
 def warmup_table():
     from diffspec.conformance import _world
     from diffspec.conformance.samplers import measure_order
@@ -143,12 +147,8 @@ def warmup_table():
             warm = measure_order(run, info, family, order, steps=[16, 32, 64, 128])[0]
             plain = measure_order(run, info, family, order, warm=False, steps=[16, 32, 64, 128])[0]
             far = measure_order(run, info, family, order, warm=False, steps=[64, 128, 256, 512])[0]
-            o = ", ".join(f"{k}={v!r}" for k, v in opts.items()) or "-"
-
-            def f(v):
-                return "-" if v is None else f"{v:.2f}"
-
-            print(f"| {name} | {o} | {order} | {f(warm)} | {f(plain)} | {f(far)} | |", flush=True)
+            shown = ", ".join(f"{k}={v!r}" for k, v in opts.items()) or "-"
+            print(f"| {name} | {shown} | {order} | {_f(warm)} | {_f(plain)} | {_f(far)} | |", flush=True)
 
 
 def main():
