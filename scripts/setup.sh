@@ -17,3 +17,7 @@ if ! .venv/bin/python -c "import torch" >/dev/null 2>&1; then
   fi
 fi
 .venv/bin/python -m pip install -q -e ".[dev]"
+# k-diffusion, compared with in the tests, without its heavy requirements (only k_diffusion/sampling.py is used)
+if ! .venv/bin/python -m pip show -q k-diffusion >/dev/null 2>&1; then
+  .venv/bin/python -m pip install -q --no-deps "k-diffusion==0.1.1.post1"
+fi
