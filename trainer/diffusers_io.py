@@ -58,6 +58,10 @@ def check_save_diffusers(arch: str, kwargs: dict, schedule: Any, parameterizatio
     """Before training: can `save_diffusers` write this run? A ValueError says why not."""
     from diffspec.trainer.models.diffusers_models import DIFFUSERS_ARCHS
 
+    try:
+        scheduler_config(schedule, parameterization, learned_variance=bool(kwargs.get("learned_variance", False)))
+    except ValueError as err:
+        raise ValueError(f"--save-diffusers: {err}") from None
     if arch not in DIFFUSERS_ARCHS:
         raise ValueError(
             f"--save-diffusers needs --arch {' or '.join(DIFFUSERS_ARCHS)} (diffusers' own classes), got {arch!r}"
@@ -68,7 +72,6 @@ def check_save_diffusers(arch: str, kwargs: dict, schedule: Any, parameterizatio
             f"--save-diffusers: time_scale={time_scale} but a diffusers pipeline feeds the discrete "
             "timestep itself: use a discrete schedule and leave time_scale at 1"
         )
-    scheduler_config(schedule, parameterization, learned_variance=bool(kwargs.get("learned_variance", False)))
 
 
 def save_diffusers(

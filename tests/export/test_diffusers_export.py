@@ -498,3 +498,34 @@ def test_reading_a_folder_and_its_card_needs_no_torch(ddim):
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.split() == ["diffusers-pipeline", "v"]
+
+
+def test_trainer_refuses_what_diffusers_cannot_hold(tmp_path, capsys):
+    from diffspec.trainer.cli import main as train_main
+
+    common = ["--max-train-steps", "1", "--no-progress"]
+    rc = train_main(
+        ["--data", "digits", "--arch", "unet", "--save-diffusers", "--output-dir", str(tmp_path / "a")] + common
+    )
+    err = capsys.readouterr().err
+    assert rc == 2 and "--save-diffusers needs --arch diffusers-unet2d or diffusers-dit" in err
+    rc = train_main(["--data", "moons", "--arch", "diffusers-unet2d", "--output-dir", str(tmp_path / "b")] + common)
+    err = capsys.readouterr().err
+    assert rc == 2 and "2-D image models" in err and "Traceback" not in err
+    rc = train_main(
+        [
+            "--data",
+            "digits",
+            "--arch",
+            "diffusers-unet2d",
+            "--save-diffusers",
+            "--schedule",
+            "edm",
+            "--output-dir",
+            str(tmp_path / "c"),
+        ]
+        + common
+    )
+    err = capsys.readouterr().err
+    assert rc == 2 and "discrete VP" in err
+    assert not (tmp_path / "a").exists() or not any((tmp_path / "a").glob("checkpoint-*"))
