@@ -21,11 +21,21 @@ def _dpm_sigmas(cfg, n, schedule):
         last = T - int(np.searchsorted(lam[::-1], cfg["lambda_min_clipped"]))
     ts = _spaced(cfg, n, dtype=np.float64, plus_one=True, last=last)
     train = _train_sigmas(schedule)
+    multistep = cfg["_class_name"] == "DPMSolverMultistepScheduler"
     if cfg["use_karras_sigmas"]:
         sigmas = _karras(train[-1], train[0], n)
         ts = _sigma_to_t(sigmas, np.log(train))
-        if cfg["beta_schedule"] != "squaredcos_cap_v2" or cfg["_class_name"] != "DPMSolverMultistepScheduler":
+        if cfg["beta_schedule"] != "squaredcos_cap_v2" or not multistep:
             ts = ts.round()
+    elif cfg.get("use_lu_lambdas") or cfg.get("use_exponential_sigmas"):
+        # Lu et al. (2022)'s uniform-lambda steps (use_lu_lambdas) and the exponential sigmas are both geometric in
+        # sigma_ve between the training ends; diffusers rounds the former's timesteps (not for the cosine schedule)
+        sigmas = np.exp(np.linspace(np.log(train[-1]), np.log(train[0]), n))
+        ts = _sigma_to_t(sigmas, np.log(train))
+        if cfg.get("use_lu_lambdas") and cfg["beta_schedule"] != "squaredcos_cap_v2":
+            ts = ts.round()
+        # Departure: with exponential sigmas diffusers casts unrounded timesteps to int64, so a float32 value an ulp
+        # below an integer (the top one, T - 1 exactly in float64) may truncate one lower there.
     else:
         sigmas = np.interp(ts, np.arange(len(train)), train)
     last = train[0] if cfg["final_sigmas_type"] == "sigma_min" else 0.0
