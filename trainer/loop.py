@@ -451,6 +451,7 @@ def _steps(cfg, model, train_model, ema, ema_model, optimizer, gen, loss_fn, str
         # disable=None: no bar when stderr is not a terminal (a log file gets no carriage returns)
         bar = tqdm(total=cfg.max_train_steps, initial=start_step, desc="train", dynamic_ncols=True, disable=None)
 
+    params = list(model.parameters())  # gathered once: walking the modules every step costs a small network ~2%
     loss_sum = torch.zeros((), device=device)
     loss_count, t_last, step_last = 0, time.perf_counter(), start_step
     t_start, cpu_start = time.perf_counter(), time.process_time()
@@ -463,11 +464,10 @@ def _steps(cfg, model, train_model, ema, ema_model, optimizer, gen, loss_fn, str
             with sync:
                 x0, y = stream.batch((step * accum + micro) * B, B)
                 loss = loss_fn(train_model, x0, y, gen).mean()
-                (loss / accum).backward()
+                (loss / accum if accum > 1 else loss).backward()
             loss_sum += loss.detach()
             loss_count += 1
-        grad_norm = (torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
-                     if cfg.max_grad_norm > 0 else None)
+        grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm) if cfg.max_grad_norm > 0 else None
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         if ema is not None:
