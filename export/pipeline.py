@@ -14,9 +14,10 @@ the reference sampler itself, in float64, with basis vectors in place of arrays:
 sigma(t_start), the k-th denoiser call returns c_skip(t_k) x + c_out(t_k) e_(next) (x0 from the network output F,
 Karras et al. 2022, Table 1) and the j-th draw returns e_(next). What comes back is each network input and the
 final sample as coefficient vectors over (x_T, F_1, z_1, ...). No third copy of any sampler's formulas: a
-sampler whose result is not such a linear form (adaptive step size, RK45, the learned-variance DDPM, a sampler
-with a data-dependent step) is found by replaying the traced program against the reference on a nonlinear test
-network and refused, with the list of those that can be exported.
+sampler whose result is not such a linear form (adaptive step size, RK45, a data-dependent step size) is found
+by replaying the traced program against the reference on a nonlinear test network and refused, with the list
+of those that can be exported. The learned-variance DDPM (variance='learned_range') is linear once each draw is
+scaled by exp((v + 1) / 4 L), v the network's variance output; L is read off two traces (v = -1 and v = +1).
 
 The graph is unrolled: the network's nodes are repeated once per call under a prefix, sharing its initializers,
 and each network input is a short sum of already computed tensors (`_plan`). Why unrolled and not Loop/Scan:
@@ -72,6 +73,9 @@ class Program:
     kinds: tuple
     calls: tuple
     out: np.ndarray = field(repr=False)
+    # learned-variance DDPM: (basis index of a draw, the call whose variance output scales it, L) with the draw
+    # entering as z * exp((v + 1) / 4 * L), v in [-1, 1] the network's variance half (coefficients traced at v = -1)
+    noise_scale: tuple = ()
 
     @property
     def num_draws(self) -> int:
@@ -92,9 +96,10 @@ def _coefficient_fn(schedule, parameterization):
     return c
 
 
-def _run_basis(fn, schedule, grid, coeff, options, size):
-    """Run the reference sampler on coefficient vectors of length `size` (batch 1): returns (kinds, calls, out)."""
-    kinds, calls = ["x_T"], []
+def _run_basis(fn, schedule, grid, coeff, options, size, variance_sign=None):
+    """Run the reference sampler on coefficient vectors of length `size` (batch 1): returns (kinds, calls, out,
+    {draw basis index: call index}); `variance_sign` (-1 or 1) is the learned variance v the sampler is given."""
+    kinds, calls, scaled, pending = ["x_T"], [], {}, []
 
     def unit():
         e = np.zeros((1, size))
@@ -116,13 +121,21 @@ def _run_basis(fn, schedule, grid, coeff, options, size):
 
     def draw(shape):
         z = unit()
+        if pending:
+            scaled[len(kinds)] = pending.pop()
         kinds.append("noise")
         return z
 
+    def variance_v(x, t):
+        pending[:] = [len(calls) - 1]
+        return np.full(np.shape(x), float(variance_sign))
+
+    if variance_sign is not None:
+        options = {**options, "variance_v": variance_v}
     x_T = np.zeros((1, size))
     x_T[0, 0] = float(schedule.sigma(grid[0]))
     out = fn(denoise, x_T, grid, schedule, noise=draw, **options)
-    return kinds, calls, np.asarray(out, dtype=np.float64)[0]
+    return kinds, calls, np.asarray(out, dtype=np.float64)[0], scaled
 
 
 def trace_sampler(schedule, parameterization, sampler, steps, *, grid=None, grid_options=None, options=None) -> Program:
@@ -149,10 +162,12 @@ def _trace(schedule, parameterization, sampler, steps, grid, grid_options, optio
     info = SAMPLER_INFO[name]
     if info.calls_per_step is None:
         raise _refusal(name, "it chooses its steps adaptively (the number of network calls depends on the data)")
-    if options.get("variance") == "learned_range":
-        raise _refusal(
-            name, "with variance='learned_range' it draws with a data-dependent std (the network's variance output)"
+    if "variance_v" in options:
+        raise PipelineError(
+            "variance_v is not an option here: with variance='learned_range' the graph takes v from "
+            "the network's own variance output"
         )
+    learned = options.get("variance") == "learned_range"
     if int(steps) * info.calls_per_step > MAX_CALLS:
         raise PipelineError(
             f"steps={steps}: {name} would unroll {int(steps) * info.calls_per_step} network calls; "
@@ -161,13 +176,15 @@ def _trace(schedule, parameterization, sampler, steps, grid, grid_options, optio
     grid_ = make_sampling_grid(schedule, int(steps), grid=grid, grid_options=grid_options)
     coeff = _coefficient_fn(schedule, parameterization)
     # the reference sampler itself on data, with a nonlinear stand-in network: bad options fail here as ValueError
-    eps, draws, expected = _reference_run(fn, schedule, grid_, coeff, options)
+    eps, draws, expected = _reference_run(fn, schedule, grid_, coeff, options, learned)
     # basis vectors can make a nonlinear sampler divide 0 by 0: the replay refuses it, no warning needed
     with warnings.catch_warnings(), np.errstate(all="ignore"):
         warnings.simplefilter("ignore", RuntimeWarning)
         try:
-            kinds, _, _ = _run_basis(fn, schedule, grid_, coeff, options, 1)
-            kinds2, calls, out = _run_basis(fn, schedule, grid_, coeff, options, len(kinds))
+            sign = -1.0 if learned else None
+            kinds, _, _, _ = _run_basis(fn, schedule, grid_, coeff, options, 1, sign)
+            kinds2, calls, out, scaled = _run_basis(fn, schedule, grid_, coeff, options, len(kinds), sign)
+            noise_scale = _noise_scale(fn, schedule, grid_, coeff, options, kinds, calls, out, scaled, learned)
         except (PipelineError, ValueError, FloatingPointError):
             raise _refusal(name, NOT_LINEAR) from None
         if kinds2 != kinds or sum(k == "noise" for k in kinds) != len(draws):
@@ -182,12 +199,28 @@ def _trace(schedule, parameterization, sampler, steps, grid, grid_options, optio
             kinds=tuple(kinds),
             calls=tuple(calls),
             out=out,
+            noise_scale=noise_scale,
         )
-        got = replay(program, _test_network, eps, draws)
+        got = replay(program, _test_network, eps, draws, variance=_test_variance if learned else None)
     err = float(np.max(np.abs(got - expected))) / max(float(np.max(np.abs(expected))), 1e-300)
     if not np.isfinite(err) or err > _REL_TOL:
         raise _refusal(name, f"{NOT_LINEAR} (replay off by {err:.1e})")
     return program
+
+
+def _noise_scale(fn, schedule, grid, coeff, options, kinds, calls, out, scaled, learned):
+    """For the learned-variance DDPM: per scaled draw j, L_j = 2 log(coefficient at v = 1 / at v = -1), read off
+    the first traced linear form that holds draw j (the reference's log var is linear in (v + 1) / 2)."""
+    if not learned:
+        return ()
+    _, calls_plus, out_plus, _ = _run_basis(fn, schedule, grid, coeff, options, len(kinds), 1.0)
+    forms = [c for _, c in calls] + [out]
+    forms_plus = [c for _, c in calls_plus] + [out_plus]
+    result = []
+    for j, k in sorted(scaled.items()):
+        i = next(i for i, f in enumerate(forms) if f[j] != 0)
+        result.append((j, k, float(2 * np.log(forms_plus[i][j] / forms[i][j]))))
+    return tuple(result)
 
 
 NOT_LINEAR = "it is not a fixed linear combination of its network outputs and draws on this grid"
@@ -202,7 +235,12 @@ def _test_network(x, t):
     return np.tanh(0.8 * x + 0.3 * np.sin(3.0 * x) + 0.05 * t) + 0.1 * x
 
 
-def _reference_run(fn, schedule, grid, coeff, options):
+def _test_variance(x, t):
+    """A stand-in for a learned-variance network's v in [-1, 1]."""
+    return np.tanh(0.7 * x - 0.2 + 0.001 * t)
+
+
+def _reference_run(fn, schedule, grid, coeff, options, learned=False):
     """(eps, draws, x): the reference sampler on random data (batch 2, 3 values) with `_test_network`."""
     rng = np.random.default_rng(0)
     eps = rng.standard_normal((2, 3))
@@ -216,20 +254,27 @@ def _reference_run(fn, schedule, grid, coeff, options):
         c_skip, c_out = coeff(float(t))
         return c_skip * x + c_out * _test_network(x, float(t))
 
+    if learned:
+        options = {**options, "variance_v": _test_variance}
     x = fn(denoise, float(schedule.sigma(grid[0])) * eps, grid, schedule, noise=draw, **options)
     return eps, np.array(draws).reshape((len(draws),) + eps.shape), np.asarray(x, dtype=np.float64)
 
 
-def replay(program: Program, network, eps: np.ndarray, draws: np.ndarray) -> np.ndarray:
+def replay(program: Program, network, eps: np.ndarray, draws: np.ndarray, *, variance=None) -> np.ndarray:
     """The program in float64 numpy: network(x, t) -> F, eps [B, ...], draws [S, B, ...] -> x (model space)."""
     values = np.zeros((len(program.kinds),) + eps.shape)
     values[0] = eps
     noise_at = [j for j, k in enumerate(program.kinds) if k == "noise"]
     net_at = [j for j, k in enumerate(program.kinds) if k == "net"]
     values[noise_at] = draws
+    scale_after = {}
+    for j, k, L in program.noise_scale:
+        scale_after.setdefault(k, []).append((j, L))
     for k, (t, c) in enumerate(program.calls):
         x = np.tensordot(c, values, axes=1)
         values[net_at[k]] = network(x, t)
+        for j, L in scale_after.get(k, ()):
+            values[j] = values[j] * np.exp((variance(x, t) + 1) / 4 * L)
     return np.tensordot(program.out, values, axes=1)
 
 
@@ -469,8 +514,9 @@ def build_pipeline(network: onnx.ModelProto, program: Program, *, guidance=None,
     def term(src):
         return basis[src[1]] if src[0] == "basis" else combos[src[1]]
 
-    def call_network(x_in, t_1, tag):
-        """F (float32, guided) of the network at x_in [B, ...] float32 and time t_1 [1] float32."""
+    def call_network(x_in, t_1, tag, with_variance=False):
+        """F (float32, guided) of the network at x_in [B, ...] float32 and time t_1 [1] float32; with_variance:
+        (F, v) with v the variance half of a learned-variance network (the conditional branch's under guidance)."""
         feeds = {}
         if pair:
             feeds["x"] = b.node("Concat", [x_in, x_in], f"x_pair{tag}", axis=0)
@@ -487,6 +533,12 @@ def build_pipeline(network: onnx.ModelProto, program: Program, *, guidance=None,
         if missing:
             raise PipelineError(f"the network has inputs {sorted(missing)} the pipeline cannot feed")
         out = _inline(b, g, f"call{tag}/", {n: feeds[n] for n in net_inputs})
+        v = None
+        if with_variance:  # channels [C, 2C) of iDDPM's output
+            end = b.const([2 * channels], np.int64)
+            v = b.node("Slice", [out, b.const([channels], np.int64), end, b.const([1], np.int64)], f"v{tag}")
+            if pair:
+                v = b.node("Split", [v], f"v_cu{tag}", n_out=2, axis=0, num_outputs=2)[0]
         if card.learned_variance:  # 2C channels: the parameterization's output is the first C
             out = b.node(
                 "Slice", [out, b.const([0], np.int64), b.const([channels], np.int64), b.const([1], np.int64)], f"f{tag}"
@@ -495,8 +547,18 @@ def build_pipeline(network: onnx.ModelProto, program: Program, *, guidance=None,
             cond, uncond = b.node("Split", [out], f"cu{tag}", n_out=2, axis=0, num_outputs=2)
             diff = b.node("Sub", [cond, uncond], f"d{tag}")
             out = b.node("Add", [uncond, b.node("Mul", [diff, scale_t], f"sd{tag}")], f"F{tag}")
-        return out
+        return (out, v) if with_variance else out
 
+    scale_after = {}
+    for j, k, L in program.noise_scale:
+        scale_after.setdefault(k, []).append((j, L))
+    if program.noise_scale and not card.learned_variance:
+        raise PipelineError(
+            "variance='learned_range' needs a network exported with learned variance (2C outputs, "
+            "learned_variance in its metadata): use variance='fixed_small' or 'fixed_large'"
+        )
+    if form == "loop" and program.noise_scale:
+        raise PipelineError("form='loop' does not support variance='learned_range'; use the unrolled form")
     if form == "loop":
         x = _loop_body(b, program, basis, shape_x, call_network)
     else:
@@ -518,7 +580,15 @@ def build_pipeline(network: onnx.ModelProto, program: Program, *, guidance=None,
                 continue
             k = step[1]
             x_in = b.node("Cast", [combos[k]], f"x_in{k}", to=TensorProto.FLOAT)
-            out = call_network(x_in, b.const([program.calls[k][0]], np.float32, f"t{k}"), k)
+            t_k = b.const([program.calls[k][0]], np.float32, f"t{k}")
+            if k in scale_after:  # learned variance: the draws after this call scaled by exp((v + 1) / 4 L)
+                out, v = call_network(x_in, t_k, k, with_variance=True)
+                v1 = b.node("Add", [b.node("Cast", [v], f"v64_{k}", to=f64), b.const(1.0, np.float64)], f"v1_{k}")
+                for j, L in scale_after[k]:
+                    s_j = b.node("Exp", [b.node("Mul", [v1, b.const(L / 4, np.float64)], f"lv{j}")], f"std{j}")
+                    basis[j] = b.node("Mul", [basis[j], s_j], f"z_scaled{j}")
+            else:
+                out = call_network(x_in, t_k, k)
             basis[net_at[k]] = b.node("Cast", [out], f"F64_{k}", to=f64)
         x = combos[len(program.calls)]
 
@@ -708,35 +778,45 @@ def export_pipeline(
 
 
 def verify_pipeline(pipeline_path, network_path, *, batch=3, seed=None, tolerance=1e-4, guidance_scale=1.7):
-    """The pipeline graph against the reference sampler driving the network (onnxruntime) on the same draws.
+    """The pipeline graph against `diffspec.runtime.sample` (the reference sampler in Python driving the same
+    network on onnxruntime) on the same draws: sample i's x_T and noise from numpy.random.default_rng([seed, i]).
 
-    Returns max|d| / max|x| over the sample; raises RuntimeError above `tolerance`.
+    Returns max|d| / max|x| over the samples; raises RuntimeError above `tolerance`.
     """
     import onnxruntime as ort
     from diffspec.runtime.model import Model
-    from diffspec.runtime.sampling import make_denoiser
+    from diffspec.runtime.sampling import sample
 
     model = Model.load(str(network_path), device="cpu")
     options = ort.SessionOptions()
     options.log_severity_level = 3
     sess = ort.InferenceSession(str(pipeline_path), sess_options=options, providers=["CPUExecutionProvider"])
     meta = json.loads(sess.get_modelmeta().custom_metadata_map[PIPELINE_KEY])
-    rng = np.random.default_rng(seed)
-    x_T, noise = pipeline_draws(meta, model.data_shape, int(rng.integers(2**31)), range(batch))
+    seed = int(np.random.default_rng(seed).integers(2**31))
+    x_T, noise = pipeline_draws(meta, model.data_shape, seed, range(batch))
     feeds = {"x_T": x_T}
     if meta["draws"]:
         feeds["noise"] = noise
-    y = None
+    labels = None
     if model.conditional:
-        y = np.arange(batch, dtype=np.int64) % model.num_classes
-        feeds["y"] = y
+        labels = np.arange(batch, dtype=np.int64) % model.num_classes
+        feeds["y"] = labels
     mode, scale = meta["guidance"]["mode"], meta["guidance"]["scale"]
     if mode == "dynamic":
         scale = guidance_scale
         feeds["guidance_scale"] = np.array([scale], dtype=np.float32)
     got = sess.run(["sample"], feeds)[0]
-    expected = run_reference(
-        model, meta, x_T, noise, y, guidance_scale=1.0 if mode == "none" else scale, denoiser=make_denoiser
+    expected = sample(
+        model,
+        sampler=meta["sampler"],
+        steps=meta["steps"],
+        indices=list(range(batch)),
+        seed=seed,
+        grid=meta["grid"],
+        grid_options=meta["grid_options"],
+        class_label=None if labels is None else labels.tolist(),
+        guidance_scale=1.0 if mode == "none" else scale,
+        **meta["options"],
     )
     err = float(np.max(np.abs(got - expected)) / max(float(np.max(np.abs(expected))), 1e-30))
     if not err <= tolerance:
@@ -744,30 +824,6 @@ def verify_pipeline(pipeline_path, network_path, *, batch=3, seed=None, toleranc
             f"pipeline graph differs from the Python sampler: max|d|/max|x| = {err:.2e} (tolerance {tolerance:.0e})"
         )
     return err
-
-
-def run_reference(model, meta, x_T, noise, y, *, guidance_scale=1.0, denoiser=None):
-    """The runtime's Python loop on given draws: the reference sampler, float64 state, the network on onnxruntime;
-    returns the sample in the data's range (clipped for images), as `diffspec.runtime.sample` does."""
-    from diffspec.reference.samplers import get_sampler
-    from diffspec.runtime.sampling import make_denoiser
-
-    fn = get_sampler(meta["sampler"])
-    grid = np.asarray(meta["times"], dtype=np.float64)
-    denoise = (denoiser or make_denoiser)(model, y, guidance_scale=guidance_scale)
-    it = iter(np.asarray(noise, dtype=np.float64))
-    x = fn(
-        denoise,
-        float(model.schedule.sigma(grid[0])) * np.asarray(x_T, dtype=np.float64),
-        grid,
-        model.schedule,
-        noise=lambda shape: next(it),
-        **meta["options"],
-    )
-    out = model.to_raw(x)
-    if model.card.data.kind == "image":
-        out = np.clip(out, *model.card.data.range)
-    return out
 
 
 __all__ = [
@@ -782,7 +838,6 @@ __all__ = [
     "pipeline_draws",
     "read_pipeline_card",
     "replay",
-    "run_reference",
     "trace_sampler",
     "verify_pipeline",
 ]

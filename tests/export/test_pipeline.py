@@ -123,17 +123,24 @@ def test_dynamic_guidance_and_conditional_points(nets, tmp_path):
     assert meta["guidance"]["mode"] == "dynamic" and "guidance_scale" in meta["inputs"]
 
 
-def test_learned_variance_network_with_a_fixed_variance_sampler(nets, tmp_path):
-    out = export_pipeline(nets["learned_variance"], tmp_path / "p.onnx", sampler="ddpm", steps=STEPS,
-                          guidance=1.5, verify=False)
+def test_learned_variance_network(nets, tmp_path):
+    """Fixed-variance DDPM ignores the variance half; learned_range scales each draw by the network's own v
+    (Nichol & Dhariwal 2021, eq. 15), the conditional branch's under guidance, as the runtime does."""
     model = Model.load(nets["learned_variance"], device="cpu")
-    got, _ = _run_graph(out, model, [0, 1], labels=[2, 1])
-    expected = sampling.sample(model, sampler="ddpm", steps=STEPS, indices=[0, 1], seed=SEED, class_label=[2, 1],
-                               guidance_scale=1.5)
-    assert _scaled_err(got["sample"], expected) <= TOL
-    with pytest.raises(PipelineError, match="learned_range.*Samplers that can: .*ddim"):
-        export_pipeline(nets["learned_variance"], tmp_path / "q.onnx", sampler="ddpm", steps=STEPS,
+    for variance, guidance in (("fixed_small", 1.5), ("learned_range", None), ("learned_range", 2.0)):
+        out = export_pipeline(nets["learned_variance"], tmp_path / "p.onnx", sampler="ddpm", steps=STEPS,
+                              guidance=guidance, variance=variance)
+        expected, labels = sampling.sample(model, sampler="ddpm", steps=STEPS, indices=[0, 1, 4], seed=SEED,
+                                           guidance_scale=guidance or 1.0, variance=variance, return_labels=True)
+        got, meta = _run_graph(out, model, [0, 1, 4], labels=labels)
+        assert meta["options"] == {"variance": variance}
+        assert _scaled_err(got["sample"], expected) <= TOL
+    with pytest.raises(PipelineError, match="learned variance"):
+        export_pipeline(nets["points_cond"], tmp_path / "q.onnx", sampler="ddpm", steps=STEPS,
                         variance="learned_range")
+    with pytest.raises(PipelineError, match="loop"):
+        export_pipeline(nets["learned_variance"], tmp_path / "q.onnx", sampler="ddpm", steps=STEPS,
+                        variance="learned_range", form="loop")
 
 
 def test_image_output_and_batch_independence(nets, tmp_path):
