@@ -529,3 +529,51 @@ def test_trainer_refuses_what_diffusers_cannot_hold(tmp_path, capsys):
     err = capsys.readouterr().err
     assert rc == 2 and "discrete VP" in err
     assert not (tmp_path / "a").exists() or not any((tmp_path / "a").glob("checkpoint-*"))
+
+
+def test_flow_matching_network_runs_in_the_schedules_own_time(tmp_path):
+    """FlowMatchEuler feeds the network timestep = 1000 sigma; the graph takes t = sigma and scales it inside."""
+    from diffspec.runtime import make_denoiser
+    from diffusers import FlowMatchEulerDiscreteScheduler
+
+    torch.manual_seed(3)
+    unet = UNet2DModel(
+        sample_size=8,
+        in_channels=1,
+        out_channels=1,
+        block_out_channels=(16, 32),
+        layers_per_block=1,
+        down_block_types=("DownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "UpBlock2D"),
+        norm_num_groups=8,
+    ).eval()
+    unet.save_pretrained(tmp_path / "unet")
+    config = {"_class_name": "FlowMatchEulerDiscreteScheduler", "num_train_timesteps": 1000}
+    (tmp_path / "scheduler_config.json").write_text(json.dumps(config))
+    export_diffusers(
+        tmp_path / "unet",
+        tmp_path / "flow.onnx",
+        scheduler_config=tmp_path / "scheduler_config.json",
+        seed=1,
+        log=lambda *_: None,
+    )
+    model = Model.load(tmp_path / "flow.onnx", device="cpu")
+    assert (model.card.schedule["name"], model.card.parameterization) == ("flow", "flow")
+
+    x = np.random.default_rng(13).standard_normal((2, 1, 8, 8)).astype(np.float32)
+    t = np.array([0.75, 0.001], dtype=np.float32)
+    (out,) = _session(tmp_path / "flow.onnx").run(["out"], {"x": x, "t": t})
+    with torch.no_grad():
+        ref = unet(torch.from_numpy(x), 1000 * torch.from_numpy(t)).sample.numpy()
+    assert _rel_l2(out, ref) <= NET_TOL and _scaled_max(out, ref) <= NET_TOL
+
+    scheduler = FlowMatchEulerDiscreteScheduler.from_config(config)
+    scheduler.set_timesteps(STEPS)
+    x_T = np.random.default_rng(4).standard_normal((3, 1, 8, 8))
+    grid = scheduler.sigmas.double().numpy()  # the scheduler's own sigmas, ending at 0: t = sigma
+    ours = SAMPLERS["flow_euler"](make_denoiser(model), x_T, grid, model.schedule)
+    x_d = torch.from_numpy(x_T).float()
+    with torch.no_grad():
+        for step_t in scheduler.timesteps:
+            x_d = scheduler.step(unet(x_d, step_t.expand(3)).sample, step_t, x_d).prev_sample
+    assert _scaled_max(ours, x_d.double().numpy()) <= SAMPLE_TOL
