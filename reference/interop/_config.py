@@ -336,6 +336,8 @@ FOREIGN_INERT = frozenset(
     }
 )
 
+HONOURED["FlowMatchHeunDiscreteScheduler"] = {"num_train_timesteps": (1000, _ANY), "shift": (1.0, _ANY)}
+
 # The "Parallel" classes (ParaDiGMS, Shih et al. 2023) have the same keys and the same `step`; they add a batched
 # step over several timesteps that a sequential loop never calls.
 HONOURED["DDPMParallelScheduler"] = HONOURED["DDPMScheduler"]

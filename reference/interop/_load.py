@@ -6,7 +6,7 @@ from diffspec.reference.interop.consistency import _plan_lcm, _plan_tcd
 from diffspec.reference.interop.ddpm import _plan_ddim, _plan_ddpm, _plan_pndm
 from diffspec.reference.interop.dpm_solver import _plan_deis, _plan_dpm_multistep, _plan_dpm_singlestep, _plan_unipc
 from diffspec.reference.interop.edm import _plan_edm_dpm_multistep, _plan_edm_euler
-from diffspec.reference.interop.flow import _plan_flow_match_euler
+from diffspec.reference.interop.flow import _plan_flow_match_euler, _plan_flow_match_heun
 from diffspec.reference.interop.k_style import (
     _plan_dpm_sde,
     _plan_euler,
@@ -39,6 +39,7 @@ _PLANS = {
     "EDMDPMSolverMultistepScheduler": _plan_edm_dpm_multistep,
 }
 
+_PLANS["FlowMatchHeunDiscreteScheduler"] = _plan_flow_match_heun
 _PLANS["DDPMParallelScheduler"] = _plan_ddpm
 _PLANS["DDIMParallelScheduler"] = _plan_ddim
 
@@ -50,10 +51,8 @@ SUPPORTED_CLASSES = tuple(_PLANS)
 _NO_COUNTERPART = "no counterpart in diffspec: "
 _NOT_IMPLEMENTED = "not implemented: "
 REFUSED = {
-    "AmusedScheduler": _NO_COUNTERPART
-    + "masked-token generation over discrete codes",
-    "VQDiffusionScheduler": _NO_COUNTERPART
-    + "a discrete diffusion over vector-quantized codes",
+    "AmusedScheduler": _NO_COUNTERPART + "masked-token generation over discrete codes",
+    "VQDiffusionScheduler": _NO_COUNTERPART + "a discrete diffusion over vector-quantized codes",
     "BlockRefinementScheduler": _NO_COUNTERPART + "block-wise commit-by-confidence refinement of discrete tokens",
     "DiscreteDDIMScheduler": _NO_COUNTERPART + "DDIM for a uniform corruption process over discrete tokens",
     "EntropyBoundScheduler": _NO_COUNTERPART + "entropy-bounded unmasking of discrete tokens (uniform corruption)",
@@ -69,7 +68,6 @@ REFUSED = {
     "HeliosDMDScheduler": _NOT_IMPLEMENTED + "a distilled multi-stage video scheduler whose step takes stage state",
     "FlowMapEulerDiscreteScheduler": _NOT_IMPLEMENTED + "flow-map models take two times (t, r) per call",
     "FlowMatchLCMScheduler": _NOT_IMPLEMENTED + "LCM on a flow-matching schedule",
-    "FlowMatchHeunDiscreteScheduler": _NOT_IMPLEMENTED + "Heun on the FlowMatchEuler grid",
     "LTXEulerAncestralRFScheduler": _NOT_IMPLEMENTED + "Euler ancestral on LTX-Video's rectified flow",
     "MiniMaxH3Scheduler": _NOT_IMPLEMENTED + "rectified-flow Euler with MiniMax-H3's exponential sigma shift",
     "SCMScheduler": _NOT_IMPLEMENTED + "sCM's TrigFlow consistency sampling",

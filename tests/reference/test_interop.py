@@ -106,7 +106,7 @@ def patched_randn(source):
 
     for name in ("scheduling_ddim", "scheduling_ddpm", "scheduling_ddim_parallel", "scheduling_ddpm_parallel",
                  "scheduling_euler_ancestral_discrete",
-                 "scheduling_dpmsolver_multistep", "scheduling_flow_match_euler_discrete", "scheduling_euler_discrete",
+                 "scheduling_dpmsolver_multistep", "scheduling_flow_match_euler_discrete", "scheduling_flow_match_heun_discrete", "scheduling_euler_discrete",
                  "scheduling_dpmsolver_singlestep", "scheduling_k_dpm_2_ancestral_discrete", "scheduling_lcm",
                  "scheduling_tcd", "scheduling_edm_euler", "scheduling_edm_dpmsolver_multistep"):
         mod = importlib.import_module(f"diffusers.schedulers.{name}")
@@ -307,6 +307,8 @@ CASES = [
     ("DDIMParallelScheduler", {**SD, "prediction_type": "v_prediction", "timestep_spacing": "trailing"}, 8,
      {"eta": 0.5}),
     ("FlowMatchEulerDiscreteScheduler", {}, 10, {}),
+    ("FlowMatchHeunDiscreteScheduler", {}, 8, {}),
+    ("FlowMatchHeunDiscreteScheduler", {"shift": 3.0}, 5, {}),
     ("FlowMatchEulerDiscreteScheduler", {"shift": 3.0}, 12, {}),
     ("FlowMatchEulerDiscreteScheduler", {"shift": 1.0, "stochastic_sampling": True}, 8, {}),
 ]
