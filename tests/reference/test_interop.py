@@ -106,7 +106,8 @@ def patched_randn(source):
 
     for name in ("scheduling_ddim", "scheduling_ddpm", "scheduling_ddim_parallel", "scheduling_ddpm_parallel",
                  "scheduling_euler_ancestral_discrete",
-                 "scheduling_dpmsolver_multistep", "scheduling_flow_match_euler_discrete", "scheduling_flow_match_heun_discrete", "scheduling_euler_discrete",
+                 "scheduling_dpmsolver_multistep", "scheduling_flow_match_euler_discrete",
+                 "scheduling_flow_match_heun_discrete", "scheduling_euler_discrete",
                  "scheduling_dpmsolver_singlestep", "scheduling_k_dpm_2_ancestral_discrete", "scheduling_lcm",
                  "scheduling_tcd", "scheduling_edm_euler", "scheduling_edm_dpmsolver_multistep"):
         mod = importlib.import_module(f"diffusers.schedulers.{name}")
