@@ -113,3 +113,21 @@ def test_k_diffusion_convention_copy_with_a_wrong_coefficient_fails():
     assert good.passed, str(good)
     bad = check_sampler(_kd_dpmpp_2m(wrong=True), "dpmpp_2m", convention="k-diffusion", checks=("agreement", "order"))
     assert {"agreement", "order"} <= set(bad.failed_checks()), str(bad)
+
+
+def test_runtime_backend_catches_a_wrong_denoiser_wrapper(monkeypatch):
+    """The runtime row compares the runtime's own sampling path (grid, per-sample noise, denoiser wrapper) with the
+    reference: a wrapper that scales x0_hat by 1.01 fails it."""
+    from diffspec.conformance.backends import runtime_report
+    from diffspec.runtime import sampling
+
+    assert runtime_report("dpmpp_2m").passed
+    original = sampling.make_denoiser
+
+    def scaled(*args, **kwargs):
+        denoise = original(*args, **kwargs)
+        return lambda x, t: 1.01 * denoise(x, t)
+
+    monkeypatch.setattr(sampling, "make_denoiser", scaled)
+    report = runtime_report("dpmpp_2m")
+    assert report.failed_checks() == ["agreement"], str(report)
