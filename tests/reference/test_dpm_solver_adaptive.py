@@ -73,8 +73,8 @@ def test_default_tolerances_land_near_the_exact_flow(case, order):
     scale = _vp_scale(schedule, grid[-1])
     err = np.abs(out - exact).max() / scale
     assert err < 0.05 * max(1.0, np.abs(exact).max() / scale), (case, err)
-    tight, exact, _ = _run(schedule, grid, order=order, rtol=1e-5, atol=1e-7)
-    assert np.abs(tight - exact).max() / scale < 1e-4 * max(1.0, np.abs(exact).max() / scale)
+    tight, exact, _ = _run(schedule, grid, order=order, rtol=1e-4, atol=1e-6)
+    assert np.abs(tight - exact).max() / scale < 1e-3 * max(1.0, np.abs(exact).max() / scale)
 
 
 @pytest.mark.parametrize("other", ["edm", "ve", "vp", "linear"])
