@@ -325,10 +325,10 @@ def resolve_config(cfg: TrainConfig, *, kind: str, shape: tuple, has_labels: boo
 
 
 # Below this many floating-point operations in one forward pass of a batch, one intra-op thread (measured with
-# bench/train_speed.py --threads-sweep; docs/training.md "Threads"): such a step takes a core tens of milliseconds,
-# a second thread gains little on an idle machine, and on a busy one a thread that waits for a core makes every
-# step wait (400 moons steps: 9.0 s with one thread, 91.6 s with two).
-SMALL_STEP_FLOPS = 1e9
+# bench/train_speed.py --threads-sweep; docs/training.md "Threads"): on a busy 2-core machine two threads made a
+# step of the moons MLP (0.1 GFLOP) 22x and of the digits UNet (4 GFLOP) 8x slower than one; on an idle machine
+# the MLP ran about as fast with either. Larger networks keep torch's default.
+SMALL_STEP_FLOPS = 1e10
 
 
 def default_threads(forward_flops: float, device_type: str, available: int) -> int:
