@@ -375,6 +375,49 @@ def _inline(b, graph, prefix, feeds):
     return mapped(graph.output[0].name)
 
 
+def _parse_rescale(guidance_rescale, mode, fused):
+    phi = float(guidance_rescale or 0.0)
+    if not 0.0 <= phi <= 1.0:
+        raise PipelineError(f"guidance_rescale={guidance_rescale!r}: expected phi in [0, 1] (0 = off)")
+    if phi and mode == "none":
+        raise PipelineError(f"guidance_rescale={phi}: rescales classifier-free guidance; give a guidance scale too")
+    if phi and fused:
+        raise PipelineError(
+            "guidance_rescale is not available for a network with fused guidance (it needs the "
+            "conditional branch alone): export the network without --cfg-fused"
+        )
+    return phi
+
+
+def _rescale(b, cond, guided, phi, data_shape, tag):
+    """Guidance rescale (Lin et al. 2023, eqs. 15-16) on the network's own output space, as the runtime does:
+    F = phi F_cfg std(F_cond) / std(F_cfg) + (1 - phi) F_cfg, std per sample over the non-batch axes with
+    Bessel's correction (`diffspec.reference.guidance.guidance_rescale`), in float64."""
+    f64 = TensorProto.DOUBLE
+    size = int(np.prod(data_shape))
+    axes = b.const(list(range(1, len(data_shape) + 1)), np.int64)
+    ddof = size / (size - 1) if size > 1 else 1.0
+
+    def variance(a):
+        centred = b.node("Sub", [a, b.node("ReduceMean", [a, axes], f"mean{tag}", keepdims=1)], f"dev{tag}")
+        var = b.node("ReduceMean", [b.node("Mul", [centred, centred], f"sq{tag}"), axes], f"var{tag}", keepdims=1)
+        return b.node("Mul", [var, b.const(ddof, np.float64)], f"var_ddof{tag}")
+
+    c = b.node("Cast", [cond], f"c64_{tag}", to=f64)
+    g = b.node("Cast", [guided], f"g64_{tag}", to=f64)
+    ratio = b.node("Sqrt", [b.node("Div", [variance(c), variance(g)], f"var_ratio{tag}")], f"std_ratio{tag}")
+    rescaled = b.node("Mul", [g, ratio], f"rescaled{tag}")
+    mixed = b.node(
+        "Add",
+        [
+            b.node("Mul", [rescaled, b.const(phi, np.float64)], f"phi_r{tag}"),
+            b.node("Mul", [g, b.const(1.0 - phi, np.float64)], f"phi_g{tag}"),
+        ],
+        f"F_rescaled{tag}",
+    )
+    return mixed
+
+
 def _parse_guidance(guidance, card):
     """None / 1.0 (off), a float scale, or "dynamic" -> (mode, scale)."""
     if guidance is None:
@@ -447,7 +490,15 @@ def _loop_body(b, program, basis, shape_x, call_network):
     return b.node("Reshape", [out_row, shape_x], "x_out")
 
 
-def build_pipeline(network: onnx.ModelProto, program: Program, *, guidance=None, image_output=True, form="unrolled"):
+def build_pipeline(
+    network: onnx.ModelProto,
+    program: Program,
+    *,
+    guidance=None,
+    guidance_rescale=0.0,
+    image_output=True,
+    form="unrolled",
+):
     """The pipeline ModelProto around `network` (a diffspec network graph with its metadata) for `program`.
 
     form: "unrolled" (the network repeated once per call, sharing its initializers; the default) or "loop" (one
@@ -461,6 +512,7 @@ def build_pipeline(network: onnx.ModelProto, program: Program, *, guidance=None,
     if PIPELINE_KEY in props:
         raise PipelineError("the file is already a pipeline graph: give the network .onnx file it was built from")
     mode, scale = _parse_guidance(guidance, card)
+    phi = _parse_rescale(guidance_rescale, mode, "guidance_scale" in {i.name for i in network.graph.input})
     g = network.graph
     net_inputs = {i.name for i in g.input} - {i.name for i in g.initializer}
     data_shape = tuple(int(d) for d in card.data.shape)
@@ -547,6 +599,8 @@ def build_pipeline(network: onnx.ModelProto, program: Program, *, guidance=None,
             cond, uncond = b.node("Split", [out], f"cu{tag}", n_out=2, axis=0, num_outputs=2)
             diff = b.node("Sub", [cond, uncond], f"d{tag}")
             out = b.node("Add", [uncond, b.node("Mul", [diff, scale_t], f"sd{tag}")], f"F{tag}")
+            if phi:
+                out = _rescale(b, cond, out, phi, data_shape, tag)
         return (out, v) if with_variance else out
 
     scale_after = {}
@@ -625,6 +679,7 @@ def build_pipeline(network: onnx.ModelProto, program: Program, *, guidance=None,
     model.ir_version = network.ir_version
     model.functions.extend(network.functions)
     meta = pipeline_card(program, card, mode=mode, scale=scale, with_image=with_image)
+    meta["guidance"]["rescale"] = phi
     meta["form"] = form
     for key, value in props.items():
         model.metadata_props.add(key=key, value=value)
@@ -739,6 +794,7 @@ def export_pipeline(
     grid: str | None = None,
     grid_options: dict | None = None,
     guidance=None,
+    guidance_rescale: float = 0.0,
     image_output: bool = True,
     verify: bool = True,
     form: str = "unrolled",
@@ -761,7 +817,9 @@ def export_pipeline(
         raise PipelineError(str(err)) from None
     if PIPELINE_KEY in props:
         raise PipelineError(f"{str(network_path)!r} is already a pipeline graph: give the network .onnx file")
-    _parse_guidance(guidance, card)
+    _parse_rescale(
+        guidance_rescale, _parse_guidance(guidance, card)[0], "guidance_scale" in {i.name for i in network.graph.input}
+    )
     program = trace_sampler(
         card.reference_schedule(),
         card.parameterization,
@@ -771,7 +829,9 @@ def export_pipeline(
         grid_options=grid_options,
         options=options,
     )
-    model = build_pipeline(network, program, guidance=guidance, image_output=image_output, form=form)
+    model = build_pipeline(
+        network, program, guidance=guidance, guidance_rescale=guidance_rescale, image_output=image_output, form=form
+    )
     check = (lambda tmp: verify_pipeline(tmp, network_path)) if verify else None
     write_atomically(model, output_path, check=check)
     return output_path
@@ -816,6 +876,7 @@ def verify_pipeline(pipeline_path, network_path, *, batch=3, seed=None, toleranc
         grid_options=meta["grid_options"],
         class_label=None if labels is None else labels.tolist(),
         guidance_scale=1.0 if mode == "none" else scale,
+        guidance_rescale=meta["guidance"].get("rescale", 0.0),
         **meta["options"],
     )
     err = float(np.max(np.abs(got - expected)) / max(float(np.max(np.abs(expected))), 1e-30))

@@ -82,6 +82,13 @@ def add_pipeline_arguments(p: argparse.ArgumentParser) -> None:
     )
     how.add_argument("--guidance", choices=["dynamic"], help="'dynamic': the graph takes guidance_scale [1] as input")
     g.add_argument(
+        "--guidance-rescale",
+        type=float,
+        default=0.0,
+        metavar="PHI",
+        help="guidance rescale phi in [0, 1] (Lin et al. 2023; with guidance, on a network without fused guidance)",
+    )
+    g.add_argument(
         "--no-image", dest="image_output", action="store_false", help="no uint8 `image` output (images only)"
     )
 
@@ -105,6 +112,7 @@ def pipeline_main(args) -> None:
         grid=args.grid,
         grid_options=dict(args.grid_option),
         guidance=guidance,
+        guidance_rescale=args.guidance_rescale,
         image_output=args.image_output,
         **dict(args.sampler_option),
     )

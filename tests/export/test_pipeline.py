@@ -231,10 +231,12 @@ def test_cli_errors(nets, tmp_path, capsys, args, message):
 def test_cli_from_network_file(nets, tmp_path, capsys):
     out = tmp_path / "sampler.onnx"
     assert main(["--pipeline", nets["points_cond"], "-o", str(out), "--sampler", "euler_ancestral", "--steps", "7",
-                 "--grid", "karras", "--grid-option", "rho=5", "--guidance", "dynamic"]) == 0
+                 "--grid", "karras", "--grid-option", "rho=5", "--guidance", "dynamic",
+                 "--guidance-rescale", "0.5"]) == 0
     meta = read_pipeline_card(out)
     assert (meta["steps"], meta["grid"], meta["grid_options"], meta["guidance"]["mode"]) == (
         7, "karras", {"rho": 5}, "dynamic")
+    assert meta["guidance"]["rescale"] == 0.5
     assert os.listdir(tmp_path) == ["sampler.onnx"]
 
 
@@ -287,7 +289,7 @@ def test_cli_pipeline_without_torch(nets, tmp_path):
                         "ddim", "--steps", "5", "--guidance-scale", "2"], capture_output=True, text=True, env=env,
                        timeout=300)
     assert r.returncode == 0, r.stderr
-    assert read_pipeline_card(out)["guidance"] == {"mode": "static", "scale": 2.0}
+    assert read_pipeline_card(out)["guidance"] == {"mode": "static", "scale": 2.0, "rescale": 0.0}
 
 
 def test_fused_cfg_network_from_the_exporter(tmp_path):
@@ -315,3 +317,23 @@ def test_fused_cfg_network_from_the_exporter(tmp_path):
         got, _ = _run_graph(out, model, [0, 1, 2], labels=labels,
                             guidance_scale=scale if guidance == "dynamic" else None)
         assert _scaled_err(got["sample"], expected) <= TOL
+
+
+def test_guidance_rescale(nets, tmp_path):
+    model = Model.load(nets["image_cond"], device="cpu")
+    for guidance, scale in ((3.0, 3.0), ("dynamic", 2.0)):
+        out = export_pipeline(nets["image_cond"], tmp_path / "p.onnx", sampler="dpmpp_2m", steps=STEPS,
+                              guidance=guidance, guidance_rescale=0.7)
+        expected, labels = sampling.sample(model, sampler="dpmpp_2m", steps=STEPS, indices=[0, 1, 2], seed=SEED,
+                                           guidance_scale=scale, guidance_rescale=0.7, return_labels=True)
+        got, meta = _run_graph(out, model, [0, 1, 2], labels=labels,
+                               guidance_scale=scale if guidance == "dynamic" else None)
+        assert meta["guidance"]["rescale"] == 0.7
+        assert _scaled_err(got["sample"], expected) <= TOL
+    plain = sampling.sample(model, sampler="dpmpp_2m", steps=STEPS, indices=[0, 1, 2], seed=SEED, guidance_scale=2.0)
+    assert _scaled_err(plain, expected) > 100 * TOL  # the rescale does change the samples
+    with pytest.raises(PipelineError, match="give a guidance scale"):
+        export_pipeline(nets["image_cond"], tmp_path / "q.onnx", sampler="ddim", steps=STEPS, guidance_rescale=0.5)
+    with pytest.raises(PipelineError, match=r"phi in \[0, 1\]"):
+        export_pipeline(nets["image_cond"], tmp_path / "q.onnx", sampler="ddim", steps=STEPS, guidance=2.0,
+                        guidance_rescale=1.5)
