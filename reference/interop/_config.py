@@ -125,7 +125,7 @@ HONOURED = {
     "KDPM2AncestralDiscreteScheduler": _KARRAS_FAMILY,
     "DPMSolverSDEScheduler": {
         **_KARRAS_FAMILY,
-        "noise_sampler_seed": (None, _values(None)),  # seeds torchsde's Brownian tree: pass `noise` instead
+        "noise_sampler_seed": (None, _ANY),  # seeds the plan's default noise (see `_plan_dpm_sde`)
     },
     "LMSDiscreteScheduler": {
         **_BETAS,

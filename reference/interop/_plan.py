@@ -39,10 +39,13 @@ class DiffusersPlan:
         self.sigmas = sigmas
         self.init_noise_sigma = float(init_noise_sigma)
         self.stochastic = stochastic
+        self.default_noise_seed = None  # a config's own seed (DPMSolverSDE's noise_sampler_seed) used when noise=None
         self._runner = runner
 
     def run(self, model, x_T, noise=None):
         x_T = _checks.finite_array("x_T", x_T)
+        if noise is None and self.stochastic and self.default_noise_seed is not None:
+            noise = np.random.default_rng(self.default_noise_seed)
         draw = as_noise_source(noise, sampler=self.class_name) if self.stochastic else _no_draws(self.class_name)
 
         def call(x, t):

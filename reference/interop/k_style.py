@@ -276,8 +276,10 @@ def _plan_dpm_sde(cfg, n, opts):
     variance: diffusers samples it from a torchsde BrownianTree, so the two increments of a step are correlated.
     Noise draws: two arrays per step except the last, z1 then z2, with W(sigma, sigma_mid) = z1 and
     W(sigma, sigma_next) = (sqrt(sigma - sigma_mid) z1 + sqrt(sigma_mid - sigma_next) z2) / sqrt(sigma - sigma_next),
-    the same joint law as the Brownian tree (which a plan without torch cannot reproduce draw for draw; the
-    `noise_sampler_seed` key, which seeds that tree, is therefore rejected: pass `noise` instead). Step option:
+    the same joint law as the Brownian tree (which a plan without torch cannot reproduce draw for draw). With
+    `noise_sampler_seed` (diffusers seeds its tree with it) and no `noise`, the plan draws z1, z2 from
+    numpy.random.default_rng(noise_sampler_seed): reproducible per seed, the tree's law, not torchsde's numbers;
+    a `noise` passed to `run` takes precedence. Step option:
     s_noise (1.0). Timesteps are float64 and unrounded, Karras included."""
     s_noise = _checks.nonnegative("s_noise", opts.get("s_noise", 1.0))
     schedule = schedule_from_config(cfg)
@@ -321,9 +323,11 @@ def _plan_dpm_sde(cfg, n, opts):
             x = x0_mid + d2 / s * (x - x0_mid) + s_noise * u2 * w
         return x
 
-    return DiffusersPlan(
+    plan = DiffusersPlan(
         "DPMSolverSDEScheduler", cfg, schedule, calls, _k_init_sigma(cfg, sig), run, sigmas=sig, stochastic=n > 1
     )
+    plan.default_noise_seed = cfg["noise_sampler_seed"]
+    return plan
 
 
 def _lms_coefficient(sig, order, i, j):

@@ -358,7 +358,6 @@ def test_stochastic_plan_requires_noise():
         ({"_class_name": "DPMSolverSinglestepScheduler", "lambda_min_clipped": -5.1}, "lambda_min_clipped"),
         ({"_class_name": "EDMDPMSolverMultistepScheduler", "algorithm_type": "sde-dpmsolver++", "solver_order": 3},
          "solver_order"),
-        ({"_class_name": "DPMSolverSDEScheduler", "noise_sampler_seed": 3}, "noise_sampler_seed"),
         ({"_class_name": "KarrasVeScheduler"}, "_class_name"),
         ({"beta_start": 0.1}, "_class_name"),
     ],
@@ -406,3 +405,18 @@ def test_to_diffusers_flow_and_edm():
     assert sched.config.sigma_max == 80.0 and sched.config.sigma_data == 0.5
     with pytest.raises(ValueError, match="SubVP"):
         interop.to_diffusers(make_schedule("subvp"))
+
+
+def test_noise_sampler_seed_seeds_the_plans_default_noise():
+    """DPMSolverSDE's noise_sampler_seed: without `noise`, the plan draws from numpy's generator with that seed
+    (the Brownian tree's law, not torchsde's numbers); an explicit `noise` wins."""
+    config = {"_class_name": "DPMSolverSDEScheduler", "noise_sampler_seed": 3}
+    plan = interop.from_diffusers(config, 6)
+    model = model_for(plan)
+    x_T = np.random.default_rng(1).standard_normal(SHAPE)
+    seeded = plan.run(model, x_T)
+    np.testing.assert_array_equal(plan.run(model, x_T), seeded)
+    np.testing.assert_array_equal(plan.run(model, x_T, noise=np.random.default_rng(3)), seeded)
+    assert np.abs(plan.run(model, x_T, noise=np.random.default_rng(4)) - seeded).max() > 1e-3
+    with pytest.raises(ValueError, match="noise"):
+        interop.from_diffusers({"_class_name": "DPMSolverSDEScheduler"}, 6).run(model, x_T)
