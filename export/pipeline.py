@@ -391,17 +391,15 @@ def _parse_rescale(guidance_rescale, mode, fused):
 
 def _rescale(b, cond, guided, phi, data_shape, tag):
     """Guidance rescale (Lin et al. 2023, eqs. 15-16) on the network's own output space, as the runtime does:
-    F = phi F_cfg std(F_cond) / std(F_cfg) + (1 - phi) F_cfg, std per sample over the non-batch axes with
-    Bessel's correction (`diffspec.reference.guidance.guidance_rescale`), in float64."""
+    F = phi F_cfg std(F_cond) / std(F_cfg) + (1 - phi) F_cfg, std per sample over the non-batch axes
+    (`diffspec.reference.guidance.guidance_rescale`), in float64."""
     f64 = TensorProto.DOUBLE
-    size = int(np.prod(data_shape))
     axes = b.const(list(range(1, len(data_shape) + 1)), np.int64)
-    ddof = size / (size - 1) if size > 1 else 1.0
 
     def variance(a):
         centred = b.node("Sub", [a, b.node("ReduceMean", [a, axes], f"mean{tag}", keepdims=1)], f"dev{tag}")
         var = b.node("ReduceMean", [b.node("Mul", [centred, centred], f"sq{tag}"), axes], f"var{tag}", keepdims=1)
-        return b.node("Mul", [var, b.const(ddof, np.float64)], f"var_ddof{tag}")
+        return var  # Bessel's correction cancels in the ratio of the two variances
 
     c = b.node("Cast", [cond], f"c64_{tag}", to=f64)
     g = b.node("Cast", [guided], f"g64_{tag}", to=f64)
