@@ -336,6 +336,22 @@ FOREIGN_INERT = frozenset(
     }
 )
 
+HONOURED["CogVideoXDDIMScheduler"] = {
+    **_BETAS,
+    **_SPACING,
+    "beta_start": (0.00085, _ANY),
+    "beta_end": (0.012, _ANY),
+    "beta_schedule": ("scaled_linear", _values("linear", "scaled_linear", "squaredcos_cap_v2")),
+    "timestep_spacing": ("leading", _values("linspace", "leading", "trailing")),
+    # read by __init__, never by step (CogVideoX's DDIM does not clip)
+    "clip_sample": (True, _ANY),
+    "clip_sample_range": (1.0, _ANY),
+    "sample_max_value": (1.0, _ANY),
+    "set_alpha_to_one": (True, _values(True, False)),
+    "prediction_type": _PRED3,
+    "rescale_betas_zero_snr": (False, _values(True, False)),
+    "snr_shift_scale": (3.0, _ANY),
+}
 HONOURED["FlowMatchHeunDiscreteScheduler"] = {"num_train_timesteps": (1000, _ANY), "shift": (1.0, _ANY)}
 
 # The "Parallel" classes (ParaDiGMS, Shih et al. 2023) have the same keys and the same `step`; they add a batched

@@ -3,7 +3,7 @@
 from diffspec.reference import _checks
 from diffspec.reference.interop._config import STEP_OPTIONS, _validate
 from diffspec.reference.interop.consistency import _plan_lcm, _plan_tcd
-from diffspec.reference.interop.ddpm import _plan_ddim, _plan_ddpm, _plan_pndm
+from diffspec.reference.interop.ddpm import _plan_cogvideox_ddim, _plan_ddim, _plan_ddpm, _plan_pndm
 from diffspec.reference.interop.dpm_solver import _plan_deis, _plan_dpm_multistep, _plan_dpm_singlestep, _plan_unipc
 from diffspec.reference.interop.edm import _plan_edm_dpm_multistep, _plan_edm_euler
 from diffspec.reference.interop.flow import _plan_flow_match_euler, _plan_flow_match_heun
@@ -40,6 +40,7 @@ _PLANS = {
 }
 
 _PLANS["FlowMatchHeunDiscreteScheduler"] = _plan_flow_match_heun
+_PLANS["CogVideoXDDIMScheduler"] = _plan_cogvideox_ddim
 _PLANS["DDPMParallelScheduler"] = _plan_ddpm
 _PLANS["DDIMParallelScheduler"] = _plan_ddim
 
@@ -77,7 +78,6 @@ REFUSED = {
     "IPNDMScheduler": _NOT_IMPLEMENTED + "diffusers' improved PNDM in its own sigma/alpha parameterisation",
     "UnCLIPScheduler": _NOT_IMPLEMENTED + "Karlo's DDPM variant with its own learned-range variance",
     "DDPMWuerstchenScheduler": _NOT_IMPLEMENTED + "Wuerstchen's continuous-time cosine DDPM",
-    "CogVideoXDDIMScheduler": _NOT_IMPLEMENTED + "DDIM with snr_shift_scale",
     "CogVideoXDPMScheduler": _NOT_IMPLEMENTED + "DPM-Solver++(2M) with snr_shift_scale and its own first step",
     "DDIMInverseScheduler": _NOT_IMPLEMENTED + "the DDIM inversion loop (data to noise)",
     "DPMSolverMultistepInverseScheduler": _NOT_IMPLEMENTED + "the DPM-Solver++ inversion loop (data to noise)",

@@ -6,6 +6,7 @@ import numpy as np
 from diffspec.reference import _checks
 from diffspec.reference.interop._config import _spaced, schedule_from_config
 from diffspec.reference.interop._plan import DiffusersPlan, _threshold, _vp_x0_eps
+from diffspec.reference.schedules import ExplicitBetas
 
 # ---- DDIM, DDPM, PNDM ---------------------------------------------------------------------------------------
 
@@ -193,3 +194,40 @@ def _plan_pndm(cfg, n, opts):
         return x
 
     return DiffusersPlan("PNDMScheduler", cfg, schedule, ts, 1.0, run, stochastic=False)
+
+
+def snr_shifted_schedule(cfg):
+    """CogVideoX's schedule: the betas' alphabar shifted in SNR by 1 / snr_shift_scale (SNR' = SNR / scale, as
+    SD3's shift), abar' = abar / (scale + (1 - scale) abar), then the optional zero-terminal-SNR rescale; written as
+    explicit betas beta_i = 1 - abar'_i / abar'_{i-1} so the reference schedule applies the rescale itself."""
+    scale = _checks.positive("snr_shift_scale", cfg["snr_shift_scale"])
+    base = schedule_from_config({**cfg, "rescale_betas_zero_snr": False})
+    abar = base.alphas_cumprod()
+    shifted = abar / (scale + (1 - scale) * abar)
+    betas = 1 - shifted / np.concatenate([[1.0], shifted[:-1]])
+    return ExplicitBetas(tuple(float(b) for b in betas), rescale_zero_snr=bool(cfg["rescale_betas_zero_snr"]))
+
+
+def _plan_cogvideox_ddim(cfg, n, opts):
+    """CogVideoX's DDIM: deterministic DDIM (Song et al. 2021, eq. 12 with eta = 0) on `snr_shifted_schedule`,
+    written x_prev = a_t x + b_t x0 with a_t = sqrt((1 - abar_prev) / (1 - abar_t)), b_t = sqrt(abar_prev) - sqrt(abar_t)
+    a_t, stepping to t - T // N as DDIMScheduler does. Its step never clips: clip_sample, clip_sample_range and
+    sample_max_value are read by __init__ and ignored."""
+    schedule = snr_shifted_schedule(cfg)
+    abar = schedule.alphas_cumprod()
+    T = cfg["num_train_timesteps"]
+    _checks.integer("num_inference_steps", n, minimum=1, maximum=T)
+    ts = _spaced(cfg, n, dtype=np.int64)
+    final = 1.0 if cfg["set_alpha_to_one"] else abar[0]
+    pred = cfg["prediction_type"]
+
+    def run(model, x, draw):
+        for t in ts:
+            prev = t - T // n
+            a_t, a_prev = abar[t], (abar[prev] if prev >= 0 else final)
+            x0, _ = _vp_x0_eps(pred, model(x, t), x, a_t)
+            c = np.sqrt((1 - a_prev) / (1 - a_t))
+            x = c * x + (np.sqrt(a_prev) - np.sqrt(a_t) * c) * x0
+        return x
+
+    return DiffusersPlan("CogVideoXDDIMScheduler", cfg, schedule, ts, 1.0, run, stochastic=False)

@@ -86,6 +86,8 @@ def to_diffusers(schedule, *, class_name=None, prediction_type=None, **extra):
             cfg.update(trained_betas=[float(b) for b in base.betas()])
         if schedule.rescale_zero_snr:
             cfg["rescale_betas_zero_snr"] = True
+        if "snr_shift_scale" in HONOURED.get(cfg["_class_name"], ()):
+            cfg["snr_shift_scale"] = 1.0  # CogVideoX shifts the betas' SNR by default (3.0): off, so abar is kept
     elif isinstance(schedule, Flow):
         cfg = {
             "_class_name": class_name or "FlowMatchEulerDiscreteScheduler",

@@ -303,6 +303,10 @@ CASES = [
     ("DDIMScheduler", {}, 10, {}),
     ("DDPMScheduler", {}, 10, {}),
     ("PNDMScheduler", {}, 10, {}),
+    ("CogVideoXDDIMScheduler", {}, 10, {}),
+    ("CogVideoXDDIMScheduler", {"prediction_type": "v_prediction", "rescale_betas_zero_snr": True,
+                                "timestep_spacing": "trailing", "snr_shift_scale": 1.0}, 8, {}),  # CogVideoX-5b
+    ("CogVideoXDDIMScheduler", {"snr_shift_scale": 2.0, "set_alpha_to_one": False}, 6, {}),
     ("DDPMParallelScheduler", {}, 10, {}),
     ("DDIMParallelScheduler", {}, 10, {}),
     ("DDIMParallelScheduler", {**SD, "prediction_type": "v_prediction", "timestep_spacing": "trailing"}, 8,
