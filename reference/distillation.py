@@ -174,13 +174,31 @@ def progressive_rounds(teacher_steps, student_steps):
     return [teacher_steps >> (r + 1) for r in range(rounds)]
 
 
-def progressive_grid(schedule, steps):
-    """The student's time grid of a round: steps + 1 times evenly spaced in t from t_max to t_min (decreasing).
+def progressive_grid_name(schedule):
+    """The sampling grid (`GRIDS` name) that `progressive_grid` equals: trailing (discrete), uniform (flow), else
+    time_quadratic."""
+    if schedule.is_discrete:
+        return "trailing"
+    return "uniform" if isinstance(schedule, Flow) else "time_quadratic"
 
-    Salimans & Ho (2022), Algorithm 2 (t = i / N on [0, 1]); t_min is the clean end where the schedule has one.
+
+def progressive_grid(schedule, steps):
+    """The student's time grid of a round: steps + 1 times from t_max to t_min (decreasing), nested under halving.
+
+    Salimans & Ho (2022), Algorithm 2 space the times evenly (t = i / N on [0, 1]); halving the steps keeps every
+    other time, so each round's student is only asked about times its teacher was trained on. Evenly in t for
+    discrete schedules (diffusers' "trailing" spacing when steps divides T) and for flow; for other schedules
+    (EDM, VP in continuous time) evenly in sqrt(t - t_min), the "time_quadratic" grid, which crowds steps near the
+    data as sigma-spaced grids do and still nests.
     """
     steps = _checks.integer("steps", steps, minimum=1)
-    return np.linspace(float(schedule.t_max), float(schedule.t_min), steps + 1)
+    t_max, t_min = float(schedule.t_max), float(schedule.t_min)
+    if progressive_grid_name(schedule) == "time_quadratic":
+        u = np.linspace(np.sqrt(t_max - t_min), 0.0, steps + 1)
+        grid = t_min + u**2
+        grid[0], grid[-1] = t_max, t_min
+        return grid
+    return np.linspace(t_max, t_min, steps + 1)
 
 
 def truncated_snr_weight(t, schedule):

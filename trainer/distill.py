@@ -137,11 +137,24 @@ def progressive_rounds(teacher_steps, student_steps):
     return [teacher_steps >> (r + 1) for r in range(int(math.log2(ratio)))]
 
 
+def progressive_grid_name(schedule):
+    """trailing (discrete), uniform (flow), else time_quadratic: the grid `progressive_grid` equals."""
+    if schedule.is_discrete:
+        return "trailing"
+    return "uniform" if schedule.to_dict().get("name") == "flow" else "time_quadratic"
+
+
 def progressive_grid(schedule, steps):
-    """steps + 1 float64 times evenly spaced in t from t_max to t_min (Salimans & Ho 2022, Algorithm 2)."""
+    """steps + 1 float64 times from t_max to t_min, nested under halving (Salimans & Ho 2022, Algorithm 2): evenly
+    in t (discrete, flow) or in sqrt(t - t_min) (other schedules)."""
     n = int(steps)
     i = torch.arange(n + 1, dtype=torch.float64)
     t_max, t_min = float(schedule.t_max), float(schedule.t_min)
+    if progressive_grid_name(schedule) == "time_quadratic":
+        u = math.sqrt(t_max - t_min) * (1 - i / n)
+        grid = t_min + u**2
+        grid[0], grid[-1] = t_max, t_min
+        return grid
     return t_max + (t_min - t_max) * i / n
 
 
@@ -171,7 +184,11 @@ def _flow_only(schedule, what):
 
 
 def _flow_grid(schedule, steps):
-    return progressive_grid(schedule, steps)
+    n = int(steps)
+    return (
+        float(schedule.t_max)
+        + (float(schedule.t_min) - float(schedule.t_max)) * torch.arange(n + 1, dtype=torch.float64) / n
+    )
 
 
 def reflow_pairs(teacher_denoise, z, schedule, *, steps, sampler="flow_euler"):

@@ -388,7 +388,7 @@ def _run_pd(cfg, teacher, tconfig, x_data, y_data, gen, log, save):
             "rounds": rounds[: r + 1],
             "student_steps": steps,
             "sampler": "ddim",
-            "grid": "trailing" if schedule.is_discrete else "uniform",
+            "grid_for_sampling": D.progressive_grid_name(schedule),
         }
         save(student, ema, tconfig["model"], param, tconfig["schedule"], info, cfg.max_train_steps * (r + 1))
     return student, ema, tconfig["model"], param, tconfig["schedule"], info
@@ -610,7 +610,8 @@ def sample_model(model, config, *, n, sampler, steps, seed=0, grid=None, device=
     schedule = schedule_from_dict(config["schedule"])
     if sampler not in SAMPLERS:
         raise ValueError(f"unknown sampler {sampler!r}: expected one of {sorted(SAMPLERS)}")
-    times = torch.as_tensor(GRIDS_[grid or default_grid(schedule)](schedule, steps), dtype=torch.float64)
+    grid = grid or (config.get("student") or {}).get("grid_for_sampling") or default_grid(schedule)
+    times = torch.as_tensor(GRIDS_[grid](schedule, steps), dtype=torch.float64)
     gen = torch.Generator(device=device).manual_seed(seed)
     x_T = torch.randn((n, *config["data"]["shape"]), generator=gen, device=device, dtype=torch.float64)
     x_T = x_T * float(schedule.sigma(times[:1]))

@@ -184,12 +184,24 @@ def test_one_round_target_equals_two_exact_ddim_steps(name, steps, i, seed):
 def test_progressive_rounds_halve_and_grids_nest():
     assert D.progressive_rounds(64, 4) == [32, 16, 8, 4]
     assert D.progressive_rounds(2, 1) == [1]
-    schedule = _schedule("linear")
-    for n in (1, 2, 4, 8):
-        np.testing.assert_allclose(D.progressive_grid(schedule, 2 * n)[::2], D.progressive_grid(schedule, n))
+    for name in ("linear", "flow", "edm", "vp"):
+        schedule = _schedule(name)
+        for n in (1, 2, 4, 8):
+            np.testing.assert_allclose(D.progressive_grid(schedule, 2 * n)[::2], D.progressive_grid(schedule, n))
     for bad in (3, 64, 128, 12, 0):
         with pytest.raises(ValueError, match="student_steps"):
             D.progressive_rounds(64, bad)
+
+
+@pytest.mark.parametrize("name", ["linear", "flow", "edm", "vp"])
+def test_progressive_grid_is_the_sampling_grid_of_its_name(name):
+    """A student samples on the grid it was trained on: `GRIDS[progressive_grid_name]` (steps dividing T)."""
+    from diffspec.reference.grids import GRIDS
+
+    schedule = _schedule(name)
+    for steps in (1, 2, 4, 8):
+        want = GRIDS[D.progressive_grid_name(schedule)](schedule, steps)
+        np.testing.assert_allclose(D.progressive_grid(schedule, steps), want, rtol=1e-12, atol=1e-12)
 
 
 def test_truncated_snr_weight_is_max_snr_one():
