@@ -210,9 +210,9 @@ def snr_shifted_schedule(cfg):
 
 def _plan_cogvideox_ddim(cfg, n, opts):
     """CogVideoX's DDIM: deterministic DDIM (Song et al. 2021, eq. 12 with eta = 0) on `snr_shifted_schedule`,
-    written x_prev = a_t x + b_t x0 with a_t = sqrt((1 - abar_prev) / (1 - abar_t)), b_t = sqrt(abar_prev) - sqrt(abar_t)
-    a_t, stepping to t - T // N as DDIMScheduler does. Its step never clips: clip_sample, clip_sample_range and
-    sample_max_value are read by __init__ and ignored."""
+    written x_prev = a_t x + b_t x0 with a_t = sqrt((1 - abar_prev) / (1 - abar_t)),
+    b_t = sqrt(abar_prev) - sqrt(abar_t) a_t, stepping to t - T // N as DDIMScheduler does. Its step never clips:
+    clip_sample, clip_sample_range and sample_max_value are read by __init__ and ignored."""
     schedule = snr_shifted_schedule(cfg)
     abar = schedule.alphas_cumprod()
     T = cfg["num_train_timesteps"]
