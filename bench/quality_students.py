@@ -2,7 +2,7 @@
 
     python bench/quality_students.py [--quick] [--data moons,digits] [--workdir runs/bench_students] [--seed 0]
 
-For each data set it trains two teachers with `diffspec-train` (the defaults: linear schedule, v-prediction; and a
+For each data set it trains two teachers with `diffspec-train` (DDPM's linear schedule with v-prediction, and a
 flow-matching one for reflow), then every student with `diffspec-train --distill ...` / `--objective consistency`,
 each in its own process, and scores samples drawn with the trainer's samplers:
 
@@ -122,7 +122,7 @@ def run(data, *, quick, workdir, seed, log):
         return out
 
     vis = ["--validation-steps", "1000000"]
-    teacher = train("teacher", vis, r["teacher"])
+    teacher = train("teacher", [*vis, "--schedule", "linear", "--prediction-type", "v"], r["teacher"])
     flow = train("teacher_flow", [*vis, "--schedule", "flow", "--prediction-type", "flow"], r["teacher"])
     t_ckpt, f_ckpt = _checkpoints(teacher)[-1], _checkpoints(flow)[-1]
     cd = train("cd", ["--distill", "consistency", "--teacher", str(teacher)], r["cd"])
