@@ -15,7 +15,9 @@ student), consistency distillation (CD) and consistency training (CT) with the `
 distillation (PD, one student per round) with DDIM, the flow teacher and its reflow student with `flow_euler`.
 Students sample on the grid they were trained for (trailing for the DDPM schedule, uniform in t for flow, Karras
 for EDM). The table ends with the ratios the targets are stated in: CD at 2 and 1 NFE and PD at 4 NFE over the
-teacher's 20-NFE score. Run it with `nice` and one thread on a shared machine; --quick is a smoke run (minutes).
+teacher's 20-NFE score. Training seconds come from the student's card (`train_seconds`, all rounds of PD) or the
+teacher's log. Run it with `nice` and one thread on a shared machine; --quick is a smoke run (minutes). Runs already
+in --workdir are reused, not retrained.
 """
 
 import argparse
@@ -23,7 +25,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -53,18 +54,25 @@ RECIPES = {  # full / quick optimizer steps
 
 
 def _run(args, log):
-    """Run `python -m diffspec.trainer ARGS` in its own process; returns wall seconds."""
+    """Run `python -m diffspec.trainer ARGS` in its own process."""
     env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
-    t0 = time.perf_counter()
     proc = subprocess.run(
         [sys.executable, "-m", "diffspec.trainer", *args, "--no-progress"], env=env, capture_output=True, text=True
     )
-    seconds = time.perf_counter() - t0
     log.write(" ".join(args) + "\n" + proc.stdout + proc.stderr + "\n")
     log.flush()
     if proc.returncode != 0:
         raise SystemExit(f"quality_students: training failed: {' '.join(args)}\n{proc.stderr.strip()[-800:]}")
-    return seconds
+
+
+def _train_seconds(run):
+    """Training time of a run: the student card's `train_seconds`, else the last `time` of the teacher's log."""
+    student = json.loads((_checkpoints(run)[-1] / "config.json").read_text()).get("student")
+    if student and "train_seconds" in student:
+        return float(student["train_seconds"])
+    times = [json.loads(line).get("time") for line in (Path(run) / "log.jsonl").read_text().splitlines() if line]
+    times = [t for t in times if t is not None]
+    return float(times[-1]) if times else float("nan")
 
 
 def _checkpoints(run):
@@ -116,9 +124,8 @@ def run(data, *, quick, workdir, seed, log):
     def train(name, extra, steps):
         out = work / name
         if not _checkpoints(out):
-            times[name] = _run([*common, "--output-dir", str(out), "--max-train-steps", str(steps), *extra], log)
-        else:
-            times[name] = float("nan")
+            _run([*common, "--output-dir", str(out), "--max-train-steps", str(steps), *extra], log)
+        times[name] = _train_seconds(out)
         return out
 
     vis = ["--validation-steps", "1000000"]
