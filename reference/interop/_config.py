@@ -352,6 +352,16 @@ HONOURED["CogVideoXDDIMScheduler"] = {
     "rescale_betas_zero_snr": (False, _values(True, False)),
     "snr_shift_scale": (3.0, _ANY),
 }
+HONOURED["DDIMInverseScheduler"] = {
+    **_BETAS,
+    **_CLIP,
+    "clip_sample": (True, _values(True, False)),
+    "set_alpha_to_one": (True, _values(True, False)),
+    "steps_offset": (0, _ANY),
+    "prediction_type": _PRED3,
+    "timestep_spacing": ("leading", _values("leading", "trailing")),
+    "rescale_betas_zero_snr": (False, _values(True, False)),
+}
 HONOURED["FlowMatchHeunDiscreteScheduler"] = {"num_train_timesteps": (1000, _ANY), "shift": (1.0, _ANY)}
 
 # The "Parallel" classes (ParaDiGMS, Shih et al. 2023) have the same keys and the same `step`; they add a batched

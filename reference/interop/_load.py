@@ -3,7 +3,13 @@
 from diffspec.reference import _checks
 from diffspec.reference.interop._config import STEP_OPTIONS, _validate
 from diffspec.reference.interop.consistency import _plan_lcm, _plan_tcd
-from diffspec.reference.interop.ddpm import _plan_cogvideox_ddim, _plan_ddim, _plan_ddpm, _plan_pndm
+from diffspec.reference.interop.ddpm import (
+    _plan_cogvideox_ddim,
+    _plan_ddim,
+    _plan_ddim_inverse,
+    _plan_ddpm,
+    _plan_pndm,
+)
 from diffspec.reference.interop.dpm_solver import _plan_deis, _plan_dpm_multistep, _plan_dpm_singlestep, _plan_unipc
 from diffspec.reference.interop.edm import _plan_edm_dpm_multistep, _plan_edm_euler
 from diffspec.reference.interop.flow import _plan_flow_match_euler, _plan_flow_match_heun
@@ -41,6 +47,7 @@ _PLANS = {
 
 _PLANS["FlowMatchHeunDiscreteScheduler"] = _plan_flow_match_heun
 _PLANS["CogVideoXDDIMScheduler"] = _plan_cogvideox_ddim
+_PLANS["DDIMInverseScheduler"] = _plan_ddim_inverse
 _PLANS["DDPMParallelScheduler"] = _plan_ddpm
 _PLANS["DDIMParallelScheduler"] = _plan_ddim
 
@@ -79,7 +86,6 @@ REFUSED = {
     "UnCLIPScheduler": _NOT_IMPLEMENTED + "Karlo's DDPM variant with its own learned-range variance",
     "DDPMWuerstchenScheduler": _NOT_IMPLEMENTED + "Wuerstchen's continuous-time cosine DDPM",
     "CogVideoXDPMScheduler": _NOT_IMPLEMENTED + "DPM-Solver++(2M) with snr_shift_scale and its own first step",
-    "DDIMInverseScheduler": _NOT_IMPLEMENTED + "the DDIM inversion loop (data to noise)",
     "DPMSolverMultistepInverseScheduler": _NOT_IMPLEMENTED + "the DPM-Solver++ inversion loop (data to noise)",
     "ScoreSdeVeScheduler": _NOT_IMPLEMENTED + "its predictor-corrector loop calls step_correct and step_pred, "
     "not `step`; `to_diffusers` writes it",

@@ -231,3 +231,34 @@ def _plan_cogvideox_ddim(cfg, n, opts):
         return x
 
     return DiffusersPlan("CogVideoXDDIMScheduler", cfg, schedule, ts, 1.0, run, stochastic=False)
+
+
+def _plan_ddim_inverse(cfg, n, opts):
+    """DDIM inversion (Song et al. 2021, eq. 12 run from data to noise; Mokady et al. 2023) as diffusers'
+    DDIMInverseScheduler: increasing timesteps (leading or trailing), and at each t the state, taken to sit at
+    s = min(t - T // N, T - 1) (alphabar 1 or alphabar_0 below 0, per set_alpha_to_one), moves to t:
+    x0, eps from the model output read at s (clipped when clip_sample), x_t = sqrt(abar_t) x0 + sqrt(1 - abar_t) eps.
+    Departure reproduced: the model is called with timestep t, while the state is at s (diffusers' convention; the
+    reference's `ddim_invert` calls it at the state's own time)."""
+    schedule = schedule_from_config(cfg)
+    abar = schedule.alphas_cumprod()
+    T = cfg["num_train_timesteps"]
+    _checks.integer("num_inference_steps", n, minimum=1, maximum=T)
+    if cfg["timestep_spacing"] == "leading":
+        ts = np.arange(n, dtype=np.int64) * (T // n) + cfg["steps_offset"]
+    else:
+        ts = np.round(np.arange(T, 0, -T / n)[::-1]).astype(np.int64) - 1
+    initial = 1.0 if cfg["set_alpha_to_one"] else abar[0]
+    pred = cfg["prediction_type"]
+
+    def run(model, x, draw):
+        for t in ts:
+            s = min(t - T // n, T - 1)
+            a_s = abar[s] if s >= 0 else initial
+            x0, eps = _vp_x0_eps(pred, model(x, t), x, a_s)
+            if cfg["clip_sample"]:
+                x0 = np.clip(x0, -cfg["clip_sample_range"], cfg["clip_sample_range"])
+            x = np.sqrt(abar[t]) * x0 + np.sqrt(1 - abar[t]) * eps
+        return x
+
+    return DiffusersPlan("DDIMInverseScheduler", cfg, schedule, ts, 1.0, run, stochastic=False)

@@ -9,7 +9,6 @@ results map onto each other by that scale.
 import numpy as np
 import pytest
 import torch
-
 from diffspec.reference import make_grid, make_schedule
 from diffspec.reference.oracles import GaussianMixture, gaussian_flow_map
 from diffspec.reference.samplers import dpm_solver

@@ -307,6 +307,9 @@ CASES = [
     ("CogVideoXDDIMScheduler", {"prediction_type": "v_prediction", "rescale_betas_zero_snr": True,
                                 "timestep_spacing": "trailing", "snr_shift_scale": 1.0}, 8, {}),  # CogVideoX-5b
     ("CogVideoXDDIMScheduler", {"snr_shift_scale": 2.0, "set_alpha_to_one": False}, 6, {}),
+    ("DDIMInverseScheduler", {}, 10, {}),
+    ("DDIMInverseScheduler", {**SD, "clip_sample": False, "timestep_spacing": "trailing", "set_alpha_to_one": False,
+                              "prediction_type": "v_prediction"}, 8, {}),
     ("DDPMParallelScheduler", {}, 10, {}),
     ("DDIMParallelScheduler", {}, 10, {}),
     ("DDIMParallelScheduler", {**SD, "prediction_type": "v_prediction", "timestep_spacing": "trailing"}, 8,
