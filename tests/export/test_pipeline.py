@@ -111,6 +111,27 @@ def test_graph_equals_runtime_loop(nets, tmp_path, sampler):
     assert _scaled_err(got["sample"], expected) <= TOL
 
 
+THOROUGH = os.environ.get("HYPOTHESIS_PROFILE") == "thorough"
+# the wider matrix of the thorough run: every sampler at 1, 3 and 25 steps on the default and the Karras grid
+WIDE = [(s, n, g) for s in exportable_samplers() for n in (1, 3, 25) for g in (None, "karras")] if THOROUGH else []
+
+
+if THOROUGH:  # defined only there, so the default run neither runs nor skips it
+
+    @pytest.mark.parametrize(("sampler", "steps", "grid"), WIDE)
+    def test_graph_equals_runtime_loop_wide(nets, tmp_path, sampler, steps, grid):
+        net, guidance, labels = _case(sampler)
+        if sampler.startswith("flow_") and grid == "karras":
+            grid = "uniform"
+        out = export_pipeline(nets[net], tmp_path / "p.onnx", sampler=sampler, steps=steps, grid=grid,
+                              guidance=guidance, verify=False)
+        model = Model.load(nets[net], device="cpu")
+        got, _ = _run_graph(out, model, [0, 1, 2], labels=labels)
+        expected = sampling.sample(model, sampler=sampler, steps=steps, grid=grid, indices=[0, 1, 2], seed=SEED,
+                                   class_label=labels, guidance_scale=guidance or 1.0)
+        assert _scaled_err(got["sample"], expected) <= TOL
+
+
 def test_dynamic_guidance_and_conditional_points(nets, tmp_path):
     out = export_pipeline(nets["points_cond"], tmp_path / "p.onnx", sampler="dpmpp_2m_sde", steps=8,
                           guidance="dynamic", verify=False)
