@@ -362,6 +362,7 @@ HONOURED["DDIMInverseScheduler"] = {
     "timestep_spacing": ("leading", _values("leading", "trailing")),
     "rescale_betas_zero_snr": (False, _values(True, False)),
 }
+HONOURED["IPNDMScheduler"] = {"num_train_timesteps": (1000, _ANY), "trained_betas": (None, _ANY)}
 HONOURED["FlowMatchHeunDiscreteScheduler"] = {"num_train_timesteps": (1000, _ANY), "shift": (1.0, _ANY)}
 
 # The "Parallel" classes (ParaDiGMS, Shih et al. 2023) have the same keys and the same `step`; they add a batched

@@ -8,6 +8,7 @@ from diffspec.reference.interop.ddpm import (
     _plan_ddim,
     _plan_ddim_inverse,
     _plan_ddpm,
+    _plan_ipndm,
     _plan_pndm,
 )
 from diffspec.reference.interop.dpm_solver import _plan_deis, _plan_dpm_multistep, _plan_dpm_singlestep, _plan_unipc
@@ -48,6 +49,7 @@ _PLANS = {
 _PLANS["FlowMatchHeunDiscreteScheduler"] = _plan_flow_match_heun
 _PLANS["CogVideoXDDIMScheduler"] = _plan_cogvideox_ddim
 _PLANS["DDIMInverseScheduler"] = _plan_ddim_inverse
+_PLANS["IPNDMScheduler"] = _plan_ipndm
 _PLANS["DDPMParallelScheduler"] = _plan_ddpm
 _PLANS["DDIMParallelScheduler"] = _plan_ddim
 
@@ -82,7 +84,6 @@ REFUSED = {
     "CMStochasticIterativeScheduler": _NOT_IMPLEMENTED + "consistency-model multistep sampling in EDM's sigma",
     "SASolverScheduler": _NOT_IMPLEMENTED + "SA-Solver's stochastic Adams predictor-corrector",
     "CosineDPMSolverMultistepScheduler": _NOT_IMPLEMENTED + "DPM-Solver++ on Stable Audio's cosine sigmas",
-    "IPNDMScheduler": _NOT_IMPLEMENTED + "diffusers' improved PNDM in its own sigma/alpha parameterisation",
     "UnCLIPScheduler": _NOT_IMPLEMENTED + "Karlo's DDPM variant with its own learned-range variance",
     "DDPMWuerstchenScheduler": _NOT_IMPLEMENTED + "Wuerstchen's continuous-time cosine DDPM",
     "CogVideoXDPMScheduler": _NOT_IMPLEMENTED + "DPM-Solver++(2M) with snr_shift_scale and its own first step",

@@ -310,6 +310,8 @@ CASES = [
     ("DDIMInverseScheduler", {}, 10, {}),
     ("DDIMInverseScheduler", {**SD, "clip_sample": False, "timestep_spacing": "trailing", "set_alpha_to_one": False,
                               "prediction_type": "v_prediction"}, 8, {}),
+    ("IPNDMScheduler", {}, 10, {}),
+    ("IPNDMScheduler", {}, 3, {}),
     ("DDPMParallelScheduler", {}, 10, {}),
     ("DDIMParallelScheduler", {}, 10, {}),
     ("DDIMParallelScheduler", {**SD, "prediction_type": "v_prediction", "timestep_spacing": "trailing"}, 8,
