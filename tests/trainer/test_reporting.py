@@ -104,3 +104,30 @@ def test_default_threads_rule(tmp_path):
         assert json.loads((tmp_path / "checkpoint-1" / "config.json").read_text())["train"]["threads"] == 1
     finally:
         torch.set_num_threads(before)
+
+
+def test_wandb_runs_offline_under_the_output_folder(tmp_path, monkeypatch):
+    """wandb is not a dependency: a stand-in module records how the trainer drives it (offline, under logs/)."""
+    import types
+
+    calls = {"init": [], "log": [], "finish": 0}
+
+    class Run:
+        def log(self, values, step):
+            calls["log"].append((step, dict(values)))
+
+        def finish(self):
+            calls["finish"] += 1
+
+    def init(**kwargs):
+        calls["init"].append(kwargs)
+        return Run()
+
+    fake = types.SimpleNamespace(init=init, Image=lambda pixels: ("image", pixels.shape))
+    monkeypatch.setitem(__import__("sys").modules, "wandb", fake)
+    assert main(["--data", "moons", "--output-dir", str(tmp_path), *TINY, "--threads", "1", "--max-train-steps", "4",
+                 "--logging-steps", "2", "--validation-steps", "4", "--report-to", "wandb", "--no-progress"]) == 0
+    (init_kwargs,) = calls["init"]
+    assert init_kwargs["mode"] == "offline" and init_kwargs["dir"] == str(tmp_path / "logs")
+    assert [step for step, values in calls["log"] if "train/loss" in values] == [2, 4]
+    assert any(values.get("samples", ("",))[0] == "image" for _, values in calls["log"]) and calls["finish"] == 1
