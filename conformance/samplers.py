@@ -11,7 +11,8 @@ The checks, each a row of the `Report` (a check's name is the part of the row's 
 - `option validation`: each value the contract lists as invalid is refused with a ValueError naming the option
   (diffspec convention);
 - `agreement`: step by step against the reference sampler of that name, given the same x_T, grid, model and
-  draws: the same model times and the same sample, to a tolerance derived from the arithmetic's precision;
+  draws: the same model times, the same state at every model call and the same sample, to a tolerance derived
+  from the arithmetic's precision (a failing row names the first call where they part);
 - `order`: deterministic samplers (and stochastic ones at the options that make them deterministic) on the exact
   probability-flow map of Gaussian data, on three schedule families, between fixed log-SNR endpoints: the
   observed order against the contract's (first step split so that multistep warm-up does not cap it);
@@ -69,14 +70,16 @@ def tolerance(info, precision: str, steps: int, options=None) -> float:
 
 
 class _Recorder:
-    """The model wrapped to record the times it is called at (and refuse calls at sigma = 0)."""
+    """The model wrapped to record the times it is called at and the states it sees (every intermediate x: the
+    step-by-step trace), and to count calls at sigma = 0."""
 
     def __init__(self, denoise, schedule):
-        self.denoise, self.schedule, self.times, self.clean_calls = denoise, schedule, [], 0
+        self.denoise, self.schedule, self.times, self.inputs, self.clean_calls = denoise, schedule, [], [], 0
 
     def __call__(self, x, t):
         t = float(np.asarray(t).reshape(-1)[0])
         self.times.append(t)
+        self.inputs.append(np.array(x, dtype=np.float64, copy=True))
         if self.schedule.sigma(t) == 0:
             self.clean_calls += 1
         return self.denoise(x, t)
@@ -426,7 +429,16 @@ def _agreement_rows(ctx, report, run, reference, suffix, steps=10):
                 )
                 continue
         err = float(np.max(np.abs(got - want))) / _scale(want, x_T)
-        report.add(check, err, 0.0, rtol, err <= rtol)
+        note = ""
+        if not info.adaptive:  # the states the model saw, call by call: where the two first part
+            for k, (a, b) in enumerate(zip(got_model.inputs, want_model.inputs)):
+                step_err = float(np.max(np.abs(a - b))) / _scale(b, x_T) if a.shape == b.shape else np.inf
+                err = max(err, step_err)
+                if step_err > rtol and not note:
+                    note = f"first differs at model call {k} (t = {want_model.times[k]:.6g}): {step_err:.3g}"
+            if err > rtol and not note:
+                note = "every model call saw the same state: only what follows the last call differs"
+        report.add(check, err, 0.0, rtol, err <= rtol, note=note)
 
 
 def _check_agreement(ctx, report):
