@@ -116,7 +116,8 @@ def folder_kind(path: str | Path) -> str:
     if (path / "config.json").exists() or any(path.glob("checkpoint-*")):
         return "diffspec"  # an incomplete diffspec checkpoint or run: its own loader says what is missing
     raise ValueError(
-        f"{str(path)!r} is neither a diffspec checkpoint nor a diffusers folder: looked for " + ", ".join(LOOKED_FOR)
+        f"{str(path)!r} has no manifest.json: neither a diffspec checkpoint nor a diffusers folder; looked for "
+        + ", ".join(LOOKED_FOR)
     )
 
 
