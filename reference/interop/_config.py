@@ -363,6 +363,15 @@ HONOURED["DDIMInverseScheduler"] = {
     "rescale_betas_zero_snr": (False, _values(True, False)),
 }
 HONOURED["IPNDMScheduler"] = {"num_train_timesteps": (1000, _ANY), "trained_betas": (None, _ANY)}
+HONOURED["CMStochasticIterativeScheduler"] = {
+    "num_train_timesteps": (40, _ANY),
+    "sigma_min": (0.002, _ANY),
+    "sigma_max": (80.0, _ANY),
+    "sigma_data": (0.5, _ANY),
+    "s_noise": (1.0, _ANY),
+    "rho": (7.0, _ANY),
+    "clip_denoised": (True, _values(True, False)),
+}
 HONOURED["FlowMatchHeunDiscreteScheduler"] = {"num_train_timesteps": (1000, _ANY), "shift": (1.0, _ANY)}
 
 # The "Parallel" classes (ParaDiGMS, Shih et al. 2023) have the same keys and the same `step`; they add a batched

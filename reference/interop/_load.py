@@ -2,7 +2,7 @@
 
 from diffspec.reference import _checks
 from diffspec.reference.interop._config import STEP_OPTIONS, _validate
-from diffspec.reference.interop.consistency import _plan_lcm, _plan_tcd
+from diffspec.reference.interop.consistency import _plan_cm_stochastic_iterative, _plan_lcm, _plan_tcd
 from diffspec.reference.interop.ddpm import (
     _plan_cogvideox_ddim,
     _plan_ddim,
@@ -50,6 +50,7 @@ _PLANS["FlowMatchHeunDiscreteScheduler"] = _plan_flow_match_heun
 _PLANS["CogVideoXDDIMScheduler"] = _plan_cogvideox_ddim
 _PLANS["DDIMInverseScheduler"] = _plan_ddim_inverse
 _PLANS["IPNDMScheduler"] = _plan_ipndm
+_PLANS["CMStochasticIterativeScheduler"] = _plan_cm_stochastic_iterative
 _PLANS["DDPMParallelScheduler"] = _plan_ddpm
 _PLANS["DDIMParallelScheduler"] = _plan_ddim
 
@@ -81,7 +82,6 @@ REFUSED = {
     "LTXEulerAncestralRFScheduler": _NOT_IMPLEMENTED + "Euler ancestral on LTX-Video's rectified flow",
     "MiniMaxH3Scheduler": _NOT_IMPLEMENTED + "rectified-flow Euler with MiniMax-H3's exponential sigma shift",
     "SCMScheduler": _NOT_IMPLEMENTED + "sCM's TrigFlow consistency sampling",
-    "CMStochasticIterativeScheduler": _NOT_IMPLEMENTED + "consistency-model multistep sampling in EDM's sigma",
     "SASolverScheduler": _NOT_IMPLEMENTED + "SA-Solver's stochastic Adams predictor-corrector",
     "CosineDPMSolverMultistepScheduler": _NOT_IMPLEMENTED + "DPM-Solver++ on Stable Audio's cosine sigmas",
     "UnCLIPScheduler": _NOT_IMPLEMENTED + "Karlo's DDPM variant with its own learned-range variance",

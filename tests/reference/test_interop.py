@@ -68,7 +68,25 @@ def with_variance_output(model, variance_type):
     return wrapped
 
 
+def consistency_oracle_model(schedule):
+    """CMStochasticIterative's network: input x / sqrt(sigma^2 + sd^2), timestep 250 log(sigma), output F with
+    x0 = c_skip x + c_out F (the boundary-condition scalings), x0 the exact denoiser under EDM at sigma."""
+    den, sd, lo = MIX.denoiser(dataclasses.replace(schedule, sigma_max=2 * schedule.sigma_max)), schedule.sigma_data, \
+        schedule.sigma_min
+
+    def model(x_in, timestep):
+        s = float(np.exp(np.float64(np.asarray(timestep)) / 250.0))
+        x = x_in * np.sqrt(s**2 + sd**2)
+        x0 = den(x.reshape(x.shape[0], -1), s).reshape(x.shape)
+        c_skip, c_out = sd**2 / ((s - lo) ** 2 + sd**2), (s - lo) * sd / np.sqrt(s**2 + sd**2)
+        return (x0 - c_skip * x) / c_out
+
+    return model
+
+
 def model_for(plan):
+    if plan.class_name == "CMStochasticIterativeScheduler":
+        return consistency_oracle_model(plan.schedule)
     if getattr(plan, "learned_variance", False):
         return with_variance_output(oracle_model(plan.schedule, plan.prediction_type, lambda ts: ts),
                                     plan.config["variance_type"])
@@ -109,7 +127,8 @@ def patched_randn(source):
                  "scheduling_dpmsolver_multistep", "scheduling_flow_match_euler_discrete",
                  "scheduling_flow_match_heun_discrete", "scheduling_euler_discrete",
                  "scheduling_dpmsolver_singlestep", "scheduling_k_dpm_2_ancestral_discrete", "scheduling_lcm",
-                 "scheduling_tcd", "scheduling_edm_euler", "scheduling_edm_dpmsolver_multistep"):
+                 "scheduling_tcd", "scheduling_consistency_models", "scheduling_edm_euler",
+                 "scheduling_edm_dpmsolver_multistep"):
         mod = importlib.import_module(f"diffusers.schedulers.{name}")
         saved.append((mod, mod.randn_tensor))
 
@@ -312,6 +331,9 @@ CASES = [
                               "prediction_type": "v_prediction"}, 8, {}),
     ("IPNDMScheduler", {}, 10, {}),
     ("IPNDMScheduler", {}, 3, {}),
+    ("CMStochasticIterativeScheduler", {}, 4, {}),
+    ("CMStochasticIterativeScheduler", {"clip_denoised": False, "s_noise": 0.9, "num_train_timesteps": 60}, 6, {}),
+    ("CMStochasticIterativeScheduler", {}, 1, {}),
     ("DDPMParallelScheduler", {}, 10, {}),
     ("DDIMParallelScheduler", {}, 10, {}),
     ("DDIMParallelScheduler", {**SD, "prediction_type": "v_prediction", "timestep_spacing": "trailing"}, 8,
