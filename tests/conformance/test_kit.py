@@ -135,3 +135,15 @@ def test_check_schedule_and_check_loss():
     assert check_loss(min_snr_v, "v", weighting="min_snr").passed
     wrong_target = check_loss(lambda o, x0, e, t, s: np.mean((o - e) ** 2, axis=1), "v")
     assert {"value", "zero at the target"} <= set(wrong_target.failed_checks())
+
+
+def test_cli_scheduler_from_a_config_file(tmp_path, capsys):
+    diffusers = pytest.importorskip("diffusers")
+    from diffspec.conformance.cli import main
+
+    diffusers.DPMSolverMultistepScheduler().save_config(str(tmp_path))
+    assert main(["scheduler", str(tmp_path / "scheduler_config.json")]) == 0
+    assert "PASSED" in capsys.readouterr().out
+    (tmp_path / "bad.json").write_text(json.dumps({"_class_name": "NoSuchScheduler"}))
+    assert main(["scheduler", str(tmp_path / "bad.json")]) == 2
+    assert "NoSuchScheduler" in capsys.readouterr().err
