@@ -36,18 +36,18 @@ RECIPES = {  # full / quick optimizer steps
         "teacher": (4000, 800),
         "cd": (2000, 300),
         "ct": (4000, 600),
-        "pd": (800, 150),
+        "pd": (400, 150),  # per round
         "reflow": (2000, 300),
-        "pd_teacher_steps": (64, 16),
+        "pd_teacher_steps": (16, 8),
         "num_pairs": (20000, 4000),
     },
     "digits": {
         "teacher": (1500, 300),
         "cd": (1000, 100),
         "ct": (2000, 200),
-        "pd": (400, 50),
+        "pd": (400, 50),  # per round
         "reflow": (1000, 100),
-        "pd_teacher_steps": (32, 8),
+        "pd_teacher_steps": (16, 8),
         "num_pairs": (2000, 500),
     },
 }
