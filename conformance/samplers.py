@@ -128,6 +128,7 @@ def check_sampler(
     reference_options: Mapping | None = None,
     precision: str = "float64",
     thorough: bool = False,
+    all_orders: bool = False,
     checks: tuple[str, ...] | None = None,
 ) -> Report:
     """Score sampler `fn` against the contract of registry sampler `name` (see the module docstring).
@@ -138,7 +139,8 @@ def check_sampler(
       in the diffspec convention; in k-diffusion's, the `options` whose names the contract has, no lower-order
       final steps and variant="k-diffusion" where the reference has them, `kdiffusion.registry_options`).
     precision: the arithmetic `fn` runs in ("float64" or "float32"), which sets the agreement tolerance.
-    thorough: also the contract's further (options, order) pairs and a larger distribution sample.
+    thorough: also the contract's further (options, order) pairs, agreement and distributions at its probe option
+      values, and a larger distribution sample. all_orders: the further (options, order) pairs only.
     checks: run only these checks (names as in the module docstring); default all that apply.
     """
     if convention not in CONVENTIONS:
@@ -171,6 +173,7 @@ def check_sampler(
     report.add("signature", "fits", convention, "", True)
     run = adapt(fn, convention, options)
     ctx = _Context(info, fn, run, convention, options, reference_options, precision, thorough)
+    ctx.all_orders = thorough or all_orders
     wanted = set(checks) if checks else None
     for check_name, check in _CHECKS:
         if wanted is None or check_name in wanted:
@@ -487,7 +490,7 @@ def measure_order(run, info, family, order, noise=None, *, warm=True, steps=None
 
 def _check_order(ctx, report):
     cases = ctx.info.order_cases()
-    if not ctx.thorough:
+    if not ctx.all_orders:
         cases = cases[:1]
     for opts, order in cases:
         if ctx.convention != "diffspec" and any(k in ctx.options and ctx.options[k] != v for k, v in opts.items()):
