@@ -1,9 +1,9 @@
 """The conformance suite: every registered sampler on every backend, scored by `diffspec.conformance`.
 
 Backends (`diffspec.conformance.backends.BACKENDS`): the reference (every check: order on exact flow maps for
-every (options, order) pair of the contract, distribution, draws, clean ends, option validation, noise contract), the trainer in float64 and float32
-(step-by-step agreement with the reference given the same draws, and the edge checks), and the runtime driven
-through a numpy network. Under HYPOTHESIS_PROFILE=thorough every (options, order) pair of the contract, every
+every (options, order) pair of the contract, distribution, draws, clean ends, option and input validation, noise
+contract), the trainer in float64 and float32 (step-by-step agreement with the reference given the same draws,
+and the edge checks), and the runtime driven through a numpy network. Under HYPOTHESIS_PROFILE=thorough every
 probe option value and larger distribution samples are checked too.
 """
 
