@@ -372,6 +372,14 @@ HONOURED["CMStochasticIterativeScheduler"] = {
     "rho": (7.0, _ANY),
     "clip_denoised": (True, _values(True, False)),
 }
+HONOURED["ScoreSdeVeScheduler"] = {
+    "num_train_timesteps": (2000, _ANY),  # read by __init__ only
+    "snr": (0.15, _ANY),
+    "sigma_min": (0.01, _ANY),
+    "sigma_max": (1348.0, _ANY),
+    "sampling_eps": (1e-5, _ANY),
+    "correct_steps": (1, _ANY),
+}
 HONOURED["FlowMatchHeunDiscreteScheduler"] = {"num_train_timesteps": (1000, _ANY), "shift": (1.0, _ANY)}
 
 # The "Parallel" classes (ParaDiGMS, Shih et al. 2023) have the same keys and the same `step`; they add a batched

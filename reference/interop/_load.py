@@ -22,6 +22,7 @@ from diffspec.reference.interop.k_style import (
     _plan_kdpm2,
     _plan_kdpm2_ancestral,
     _plan_lms,
+    _plan_score_sde_ve,
 )
 
 _PLANS = {
@@ -51,6 +52,7 @@ _PLANS["CogVideoXDDIMScheduler"] = _plan_cogvideox_ddim
 _PLANS["DDIMInverseScheduler"] = _plan_ddim_inverse
 _PLANS["IPNDMScheduler"] = _plan_ipndm
 _PLANS["CMStochasticIterativeScheduler"] = _plan_cm_stochastic_iterative
+_PLANS["ScoreSdeVeScheduler"] = _plan_score_sde_ve
 _PLANS["DDPMParallelScheduler"] = _plan_ddpm
 _PLANS["DDIMParallelScheduler"] = _plan_ddim
 
@@ -88,8 +90,6 @@ REFUSED = {
     "DDPMWuerstchenScheduler": _NOT_IMPLEMENTED + "Wuerstchen's continuous-time cosine DDPM",
     "CogVideoXDPMScheduler": _NOT_IMPLEMENTED + "DPM-Solver++(2M) with snr_shift_scale and its own first step",
     "DPMSolverMultistepInverseScheduler": _NOT_IMPLEMENTED + "the DPM-Solver++ inversion loop (data to noise)",
-    "ScoreSdeVeScheduler": _NOT_IMPLEMENTED + "its predictor-corrector loop calls step_correct and step_pred, "
-    "not `step`; `to_diffusers` writes it",
 }
 
 

@@ -1,5 +1,5 @@
 """k-diffusion-style classes in sigma: EulerDiscrete, EulerAncestralDiscrete, HeunDiscrete, KDPM2Discrete,
-KDPM2AncestralDiscrete, DPMSolverSDE, LMSDiscrete."""
+KDPM2AncestralDiscrete, DPMSolverSDE, LMSDiscrete; and score-SDE's VE predictor-corrector (ScoreSdeVe)."""
 
 import enum
 import math
@@ -8,6 +8,7 @@ import numpy as np
 from diffspec.reference import _checks
 from diffspec.reference.interop._config import _karras, _sigma_to_t, _spaced, _train_sigmas, schedule_from_config
 from diffspec.reference.interop._plan import DiffusersPlan, _threshold, _ve_x0
+from diffspec.reference.schedules import VE
 
 # ---- k-diffusion family: Euler, Euler ancestral, Heun, KDPM2 (+ ancestral), DPMSolverSDE, LMS ------------
 
@@ -362,3 +363,46 @@ def _plan_lms(cfg, n, opts):
     return DiffusersPlan(
         "LMSDiscreteScheduler", cfg, schedule, ts, _k_init_sigma(cfg, sig), run, sigmas=sig, stochastic=False
     )
+
+
+def _plan_score_sde_ve(cfg, n, opts):
+    """Score-SDE's VE predictor-corrector sampler (Song et al. 2021, Algorithms 2-3: reverse-diffusion predictor,
+    Langevin corrector) as diffusers' ScoreSdeVePipeline drives ScoreSdeVeScheduler. It has no `step`: the loop
+    here is the pipeline's, over t_i = linspace(1, sampling_eps, N) with sigma_i = sigma_min (sigma_max /
+    sigma_min)^t_i given to the model, which returns the score. Per step, `correct_steps` Langevin moves
+    x += eps s + sqrt(2 eps) z with eps = 2 (snr |z| / |s|)^2 (norms per sample, averaged over the batch: the
+    batch shares one step size), then the predictor x_mean = x + g^2 s, x = x_mean + g z, g^2 = d_k^2 - d_{k-1}^2
+    on the geometric grid d of N sigma levels at k = floor(t (N - 1)) (d_{-1} = 0). Returns the last x_mean (the
+    pipeline then clamps to [0, 1], an image-space step left to the caller). Draws: correct_steps + 1 per step."""
+    n = _checks.integer("num_inference_steps", n, minimum=2)
+    lo, hi = _checks.positive("sigma_min", cfg["sigma_min"]), _checks.positive("sigma_max", cfg["sigma_max"])
+    eps_t, snr = _checks.positive("sampling_eps", cfg["sampling_eps"]), float(cfg["snr"])
+    correct = _checks.integer("correct_steps", cfg["correct_steps"], minimum=0)
+    ts = np.linspace(1, eps_t, n, dtype=np.float32)
+    sig = (lo * (hi / lo) ** ts.astype(np.float64)).astype(np.float32).astype(np.float64)
+    levels = np.exp(np.linspace(math.log(lo), math.log(hi), n, dtype=np.float32).astype(np.float64))
+    levels = levels.astype(np.float32).astype(np.float64)
+    ks = (ts * np.float32(n - 1)).astype(np.int64)
+
+    def norm(a):
+        return np.mean(np.sqrt(np.sum(a.reshape(len(a), -1) ** 2, axis=1)))
+
+    def run(model, x, draw):
+        x_mean = x
+        for i, s_t in enumerate(sig):
+            for _ in range(correct):
+                score = model(x, s_t)
+                z = draw(x.shape)
+                step = 2 * (snr * norm(z) / norm(score)) ** 2
+                x = x + step * score + np.sqrt(2 * step) * z
+            score = model(x, s_t)
+            k = ks[i]
+            g2 = levels[k] ** 2 - (levels[k - 1] ** 2 if k > 0 else 0.0)
+            x_mean = x + g2 * score
+            x = x_mean + np.sqrt(g2) * draw(x.shape)
+        return x_mean
+
+    schedule = VE(sigma_min=lo, sigma_max=hi)
+    plan = DiffusersPlan("ScoreSdeVeScheduler", cfg, schedule, sig, hi, run, sigmas=sig, stochastic=True)
+    plan.prediction_type = "score"
+    return plan

@@ -21,10 +21,8 @@ PREDICTION_TYPE = {
     Parameterization.FLOW: "flow_prediction",
 }
 
-# Classes written but not read back by `from_diffusers` (their keys, the parameters of __init__).
-WRITE_ONLY = {
-    "ScoreSdeVeScheduler": ("num_train_timesteps", "snr", "sigma_min", "sigma_max", "sampling_eps", "correct_steps"),
-}
+# Classes written but not read back by `from_diffusers` (their keys, the parameters of __init__): none left.
+WRITE_ONLY = {}
 
 
 def _prediction(prediction_type):
