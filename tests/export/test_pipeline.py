@@ -252,12 +252,10 @@ def test_cli_errors(nets, tmp_path, capsys, args, message):
 def test_cli_from_network_file(nets, tmp_path, capsys):
     out = tmp_path / "sampler.onnx"
     assert main(["--pipeline", nets["points_cond"], "-o", str(out), "--sampler", "euler_ancestral", "--steps", "7",
-                 "--grid", "karras", "--grid-option", "rho=5", "--guidance", "dynamic",
-                 "--guidance-rescale", "0.5"]) == 0
+                 "--grid", "karras", "--grid-option", "rho=5", "--guidance", "dynamic"]) == 0
     meta = read_pipeline_card(out)
     assert (meta["steps"], meta["grid"], meta["grid_options"], meta["guidance"]["mode"]) == (
         7, "karras", {"rho": 5}, "dynamic")
-    assert meta["guidance"]["rescale"] == 0.5
     assert os.listdir(tmp_path) == ["sampler.onnx"]
 
 
@@ -353,6 +351,9 @@ def test_guidance_rescale(nets, tmp_path):
         assert _scaled_err(got["sample"], expected) <= TOL
     plain = sampling.sample(model, sampler="dpmpp_2m", steps=STEPS, indices=[0, 1, 2], seed=SEED, guidance_scale=2.0)
     assert _scaled_err(plain, expected) > 100 * TOL  # the rescale does change the samples
+    assert main(["--pipeline", nets["image_cond"], "-o", str(tmp_path / "cli.onnx"), "--sampler", "ddim", "--steps",
+                 "4", "--guidance-scale", "2", "--guidance-rescale", "0.7"]) == 0
+    assert read_pipeline_card(tmp_path / "cli.onnx")["guidance"] == {"mode": "static", "scale": 2.0, "rescale": 0.7}
     with pytest.raises(PipelineError, match="give a guidance scale"):
         export_pipeline(nets["image_cond"], tmp_path / "q.onnx", sampler="ddim", steps=STEPS, guidance_rescale=0.5)
     with pytest.raises(PipelineError, match=r"phi in \[0, 1\]"):
