@@ -210,7 +210,7 @@ def worker(kind, net, folder, threads):
                                threads=threads)
 
             def run_once(model=model, b=b):
-                return sample(model, sampler=SAMPLER, steps=STEPS, n=b, batch_size=b, seed=0, raw=False)
+                return sample(model, sampler=SAMPLER, steps=STEPS, grid="uniform", n=b, batch_size=b, seed=0, raw=False)
 
             def network_once(x=x, t=t):
                 return network.run(["out"], {"x": x, "t": t})
