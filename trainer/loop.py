@@ -396,6 +396,10 @@ def _train(cfg, device, rank, world, dist, objective_factory):
             if changes:
                 print(f"note: the learning-rate schedule differs from the checkpoint's ({', '.join(changes)}): the "
                       "resumed run is not bit-exact with one that never stopped", file=sys.stderr, flush=True)
+            saved_threads = (saved.get("train") or {}).get("threads")
+            if device.type == "cpu" and saved_threads is not None and saved_threads != cfg.threads:
+                print(f"note: --threads {cfg.threads} differs from the checkpoint's run ({saved_threads}): sums may "
+                      "round differently, so the resumed run may not be bit-exact", file=sys.stderr, flush=True)
 
     train_model = model
     if world > 1:
