@@ -73,7 +73,7 @@ HONOURED = {
         **_SPACING,
         **_CLIP,
         **_THRESH,
-        "beta_schedule": ("linear", _values("linear", "scaled_linear", "squaredcos_cap_v2", "sigmoid")),
+        "beta_schedule": ("linear", _values("linear", "scaled_linear", "squaredcos_cap_v2", "sigmoid", "laplace")),
         "timestep_spacing": ("leading", _values("linspace", "leading", "trailing")),
         "clip_sample": (True, _values(True, False)),
         "variance_type": (
@@ -118,6 +118,7 @@ HONOURED = {
         **_CLIP,
         "beta_start": (0.00085, _ANY),
         "beta_end": (0.012, _ANY),
+        "beta_schedule": ("linear", _values("linear", "scaled_linear", "squaredcos_cap_v2", "exp")),
         "prediction_type": _PRED3,
         "use_karras_sigmas": (False, _values(True, False)),
     },
@@ -450,7 +451,24 @@ def schedule_from_config(cfg):
             return CosineBetas(T, rescale_zero_snr=zero_snr)  # diffusers' betas_for_alpha_bar(cosine), s = 0.008
         case "sigmoid":
             return SigmoidBetas(T, b0, b1, rescale_zero_snr=zero_snr)
+        case "laplace" | "exp":
+            return ExplicitBetas(_alpha_bar_betas(T, kind), rescale_zero_snr=zero_snr)
     raise ValueError(f"config key 'beta_schedule'={kind!r}: expected linear, scaled_linear or squaredcos_cap_v2")
+
+
+def _alpha_bar_betas(T, kind, max_beta=0.999):
+    """diffusers' `betas_for_alpha_bar` for its "laplace" and "exp" alphabar functions (the cosine one is
+    `CosineBetas`): beta_i = min(1 - abar((i + 1) / T) / abar(i / T), max_beta), with
+    laplace: lam(t) = -sign(1/2 - t) log(1 - 2 |1/2 - t| + 1e-6) / 2, abar = sqrt(e^lam / (1 + e^lam)) (a Laplace
+    density of the log-SNR, Hang & Gu 2024; diffusers' square root kept), and exp: abar = e^{-12 t}."""
+
+    def alpha_bar(t):
+        if kind == "exp":
+            return math.exp(-12.0 * t)
+        lam = -0.5 * math.copysign(1, 0.5 - t) * math.log(1 - 2 * math.fabs(0.5 - t) + 1e-6)
+        return math.sqrt(math.exp(lam) / (1 + math.exp(lam)))
+
+    return tuple(min(1 - alpha_bar((i + 1) / T) / alpha_bar(i / T), max_beta) for i in range(T))
 
 
 def _spaced(cfg, n, *, dtype, plus_one=False, last=None):
