@@ -68,6 +68,7 @@ def load_sampling():
         package = types.ModuleType("k_diffusion")
         package.__path__ = [folder]
         package.__spec__ = importlib.machinery.ModuleSpec("k_diffusion", None, is_package=True)
+        package.__spec__.submodule_search_locations = [folder]  # find_spec("k_diffusion") still finds the files
         sys.modules["k_diffusion"] = package
     stubs = {}
     try:
