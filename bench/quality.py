@@ -39,16 +39,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _scores import IMAGE_DATA, MIN_POINTS, POINT_DATA, ImageScorer, PointScorer, image_split  # noqa: E402
 from diffspec.trainer import checkpoint as ckpt  # noqa: E402
+from diffspec.trainer.config import TrainConfig  # noqa: E402
 from diffspec.trainer.grids import GRIDS  # noqa: E402
+from diffspec.trainer.loop import train  # noqa: E402
 from diffspec.trainer.parameterizations import x0_from_output  # noqa: E402
 from diffspec.trainer.samplers import get_sampler  # noqa: E402
 from diffspec.trainer.schedules import schedule_from_dict  # noqa: E402
-
-try:  # the loop's configuration moves to its own module
-    from diffspec.trainer.config import TrainConfig  # noqa: E402
-except ImportError:
-    from diffspec.trainer.loop import TrainConfig  # noqa: E402
-from diffspec.trainer.loop import train  # noqa: E402
 
 # ---------------------------------------------------------------------------------------------------- recipes
 # Overrides of the trainer's configuration; {} is whatever the trainer does by default today.
@@ -109,9 +105,15 @@ def parse_grid(spec):
     return name, options
 
 
-def grid_applies(spec, schedule):
-    name = parse_grid(spec)[0]
-    return name not in ("trailing", "leading") or schedule.is_discrete
+def grid_applies(spec, schedule, steps):
+    """False where the grid cannot serve the schedule (a discrete spacing on a continuous schedule, a spacing in
+    noise level from a time where alpha = 0, ...): that cell of the table stays empty."""
+    name, options = parse_grid(spec)
+    try:
+        GRIDS[name](schedule, steps, **options)
+    except ValueError:
+        return False
+    return True
 
 
 # ---------------------------------------------------------------------------------------------------- train + sample
@@ -147,7 +149,7 @@ def sample(model, config, sampler, grid_name, steps, *, n, seed, labels=None, gu
     schedule = schedule_from_dict(config["schedule"])
     param = config["parameterization"]
     name, options = parse_grid(grid_name or default_grid_name(schedule))
-    grid = GRIDS[name](schedule, steps, **options)
+    grid = GRIDS[name](schedule, steps, **options)  # a ValueError where the grid cannot serve this schedule
     fn = get_sampler(sampler)
     shape = tuple(config["data"]["shape"])
     null = config.get("null_class")
@@ -192,7 +194,7 @@ def run_points(data, recipes, samplings, *, seeds, steps, n, log, keep=None):
                 model, config, seconds = train_recipe(data, recipe, seed=seed, steps=steps, workdir=tmp)
             schedule = schedule_from_dict(config["schedule"])
             for sampler, grid, k in samplings:
-                if grid is not None and not grid_applies(grid, schedule):
+                if not grid_applies(grid or default_grid_name(schedule), schedule, k):
                     continue
                 x = sample(model, config, sampler, grid, k, n=n, seed=seed + 1)
                 s = scorer(x)
@@ -231,7 +233,7 @@ def run_images(data, recipes, samplings, *, seeds, steps, n, guidance_scale, log
                 )
             schedule = schedule_from_dict(config["schedule"])
             for sampler, grid, k in samplings:
-                if grid is not None and not grid_applies(grid, schedule):
+                if not grid_applies(grid or default_grid_name(schedule), schedule, k):
                     continue
                 x = sample(
                     model,
