@@ -30,7 +30,11 @@ def _k_sigmas(cfg, n, schedule, *, karras, final_sigmas_type="zero", sigma_min=N
     geometric between the training ends (float32 linspace of log sigma) and keeps the spaced timesteps, so the
     model times do not match the sigmas, and the final sigma is appended after them (the loop uses N + 1)."""
     _checks.integer("num_inference_steps", n, minimum=1, maximum=cfg["num_train_timesteps"])
-    spacing = SigmaSpacing(spacing or (SigmaSpacing.KARRAS if karras else SigmaSpacing.LINEAR))
+    if spacing is None:
+        spacing = SigmaSpacing.KARRAS if karras else SigmaSpacing.LINEAR
+        if cfg.get("use_exponential_sigmas"):  # Heun, LMS, KDPM2 (+ ancestral): as Euler's
+            spacing = SigmaSpacing.EXPONENTIAL
+    spacing = SigmaSpacing(spacing)
     ts = _spaced(cfg, n, dtype=np.float32)
     train = _train_sigmas(schedule)
     if spacing == SigmaSpacing.LOG_LINEAR:
