@@ -216,7 +216,8 @@ def build_parser():
 
     grid_names = ", ".join(sorted(ref_grids.GRIDS))
     gr = p.add_argument_group("time grid")
-    gr.add_argument("--grid", help=f"one of {grid_names} (default: karras for EDM, shifted for flow, else uniform)")
+    gr.add_argument("--grid", help=f"one of {grid_names} (default: shifted for flow, uniform for vp_cosine, "
+                    "else exponential)")
     sampler_opts = _option_table(SAMPLERS)
     grid_opts = _option_table(ref_grids.GRIDS)
     dests = {}

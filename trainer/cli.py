@@ -66,8 +66,11 @@ def build_parser() -> argparse.ArgumentParser:
     add("save_diffusers", action="store_true", help="at the end, write the EMA model as a diffusers folder "
         "OUTPUT_DIR/diffusers (DDPMPipeline.from_pretrained loads it); needs --arch diffusers-*")
     add("model_kwargs", type=_json_dict, default={}, help="JSON overrides of the network's options")
-    add("precond", default="none", help="none or edm (EDM preconditioning; then predicts x0)")
-    add("schedule", default=None, help="noise schedule name (default: linear, DDPM's T=1000)")
+    add("precond", default=None, help="none or edm (EDM preconditioning; then predicts x0). Default: edm with the "
+        "edm schedule (and --weighting edm) unless --prediction-type is given, else none")
+    add("schedule", default=None, help="noise schedule name (default: edm for 2-D points, with EDM's preconditioning "
+        "and weighting; linear, DDPM's T=1000, for images, with --learned-variance, --prediction-type, "
+        "--precond none or --num-train-timesteps)")
     add("schedule_kwargs", type=_json_dict, default={}, help="JSON schedule parameters, e.g. '{\"T\": 1000}'")
     add("num_train_timesteps", type=int, default=None, help="T of a discrete schedule")
     add("prediction_type", default=None, help="default v; eps|epsilon, x0|sample, v|v_prediction, flow, score")

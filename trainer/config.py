@@ -54,7 +54,7 @@ class TrainConfig:
     ema_max_decay: float | None = None
     arch: str | None = None  # mlp | unet | dit | diffusers-unet2d | diffusers-dit (default per data set)
     model_kwargs: dict = field(default_factory=dict)  # overrides of the per-data-set defaults
-    precond: Precond | str = Precond.NONE
+    precond: Precond | str | None = None  # default: edm with the edm schedule and no --prediction-type, else none
     schedule: str | None = None
     schedule_kwargs: dict = field(default_factory=dict)
     prediction_type: str | None = None  # default v: well conditioned at both ends (docs/training.md)
@@ -98,7 +98,7 @@ POINT_DEFAULTS = dict(
     max_train_steps=4000,
     lr_warmup_steps=100,
     ema_max_decay=0.995,
-    schedule="linear",
+    schedule="edm",  # with EDM's preconditioning, lognormal sigma and weighting: the best measured (docs/quality.md)
     validation_steps=1000,
     num_validation_samples=2000,
 )
@@ -303,6 +303,9 @@ def resolve_config(cfg: TrainConfig, *, kind: str, shape: tuple, has_labels: boo
     """A checked copy of cfg with the per-data-set defaults filled in and every string option an enum."""
     cfg = copy.deepcopy(cfg)
     d = defaults_for(kind, shape)
+    if cfg.schedule is None and (cfg.learned_variance or cfg.prediction_type is not None or cfg.precond == "none"
+                                 or "T" in cfg.schedule_kwargs):
+        cfg.schedule = "linear"  # the options that leave the EDM recipe fall back to DDPM's schedule
     for key in DEFAULTED:
         if getattr(cfg, key) is None:
             setattr(cfg, key, d[key])
@@ -316,6 +319,10 @@ def resolve_config(cfg: TrainConfig, *, kind: str, shape: tuple, has_labels: boo
         raise ValueError(f"--class-conditional: data {name!r} has no labels")
     cfg.lr_scheduler = as_enum(LRScheduler, "lr_scheduler", cfg.lr_scheduler)
     cfg.mixed_precision = as_enum(MixedPrecision, "mixed_precision", cfg.mixed_precision)
+    if cfg.precond is None:  # the EDM recipe comes whole (Karras et al. 2022, Table 1): preconditioning, weighting
+        cfg.precond = "edm" if cfg.schedule == "edm" and cfg.prediction_type is None else "none"
+        if cfg.precond == "edm" and cfg.weighting is None and cfg.snr_gamma is None:
+            cfg.weighting = "edm"
     cfg.precond = as_enum(Precond, "precond", cfg.precond)
     cfg.report_to = as_enum(ReportTo, "report_to", cfg.report_to)
     if cfg.random_flip is True and kind != "image":

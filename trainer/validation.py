@@ -13,13 +13,13 @@ from diffspec.trainer import images
 
 
 def sampler_and_grid(name: str, schedule, steps: int):
-    """(sampler function, grid) for validation: the named sampler on the uniform-in-t grid of `steps` steps."""
-    from diffspec.trainer.grids import make_grid
+    """(sampler function, grid) for validation: the named sampler on the schedule's default grid (the runtime's)."""
+    from diffspec.trainer.grids import default_grid, make_grid
     from diffspec.trainer.samplers import SAMPLERS
 
     if name not in SAMPLERS:
         raise ValueError(f"unknown --validation-sampler {name!r}: expected one of {sorted(SAMPLERS)}")
-    return SAMPLERS[name], make_grid("uniform", schedule, steps)
+    return SAMPLERS[name], make_grid(default_grid(schedule), schedule, steps)
 
 
 @torch.no_grad()
