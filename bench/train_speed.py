@@ -3,8 +3,8 @@ batch and threads, measured interleaved (ABAB rounds) with the median and the sp
 
     OMP_NUM_THREADS=1 .venv/bin/python bench/train_speed.py [--rounds 4] [--quick] [--threads 1] [--cases mlp,unet]
 
-The "diffspec" column runs `diffspec.trainer.loop.train` with the per-data-set defaults (timestep draw, schedule,
-v-prediction loss, EMA, gradient clipping, lr schedule, JSONL log, class labels with dropout for digits); its time
+The "diffspec" column runs `diffspec.trainer.loop.train` on DDPM's linear schedule with v-prediction (timestep draw,
+schedule, loss, EMA, gradient clipping, lr schedule, JSONL log, class labels with dropout for digits); its time
 per step is read from the log's clock over the steps after a warm-up interval (the final checkpoint and validation
 come after the last log line). "bare" is the loop a user would write: the same network and labels, a random batch,
 eps-MSE at an integer timestep, forward/backward/AdamW (torch's default AdamW). "bare, fused AdamW" is the same loop
@@ -83,7 +83,10 @@ def diffspec_seconds_per_step(case, steps, device, threads):
     warm = max(steps // 4, 3)
     model_kwargs = {k: v for k, v in kwargs.items() if k not in ("dim", "in_channels", "image_size", "num_classes")}
     with tempfile.TemporaryDirectory() as out:
+        # the recipe pinned to the bare loop's (discrete linear schedule, integer t, no preconditioning), so a change
+        # of the trainer's defaults does not change what is compared
         cfg = TrainConfig(data=data, output_dir=out, arch=arch, model_kwargs=model_kwargs, train_batch_size=batch,
+                          schedule="linear", precond="none", prediction_type="v",
                           max_train_steps=warm + steps, logging_steps=warm, progress=False, validation_steps=10**9,
                           num_validation_samples=4, num_inference_steps=2, device=device.type, threads=threads)
         train(cfg)
