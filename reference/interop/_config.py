@@ -173,7 +173,7 @@ HONOURED = {
         "use_flow_sigmas": (False, _values(False)),
         "flow_shift": (1.0, _ANY),  # inert without use_flow_sigmas
         "final_sigmas_type": ("zero", _values("zero", "sigma_min")),
-        "lambda_min_clipped": (-math.inf, _values(-math.inf)),
+        "lambda_min_clipped": (-math.inf, _ANY),
         "variance_type": (None, _values(None)),
         "use_dynamic_shifting": (False, _values(False)),
         "time_shift_type": ("exponential", _ANY),  # inert without use_dynamic_shifting
