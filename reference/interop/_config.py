@@ -157,7 +157,7 @@ HONOURED = {
         "lambda_min_clipped": (-math.inf, _ANY),
         "variance_type": (None, _values(None)),
         "rescale_betas_zero_snr": (False, _values(True, False)),
-        "use_dynamic_shifting": (False, _values(False)),
+        "use_dynamic_shifting": (False, _values(True, False)),
         "time_shift_type": ("exponential", _ANY),  # inert without use_dynamic_shifting
     },
     "DPMSolverSinglestepScheduler": {
@@ -214,7 +214,7 @@ HONOURED = {
         "flow_shift": (1.0, _ANY),
         "final_sigmas_type": ("zero", _values("zero", "sigma_min")),
         "rescale_betas_zero_snr": (False, _values(True, False)),
-        "use_dynamic_shifting": (False, _values(False)),
+        "use_dynamic_shifting": (False, _values(True, False)),
         "time_shift_type": ("exponential", _ANY),
         "sigma_min": (None, _values(None)),
         "sigma_max": (None, _values(None)),

@@ -97,6 +97,8 @@ REFUSED = {
 # SD3, HunyuanVideo and LTX-Video pass custom sigmas and mu).
 CUSTOM_INPUTS = {
     "FlowMatchEulerDiscreteScheduler": ("timesteps", "sigmas", "mu"),
+    "DPMSolverMultistepScheduler": ("mu",),  # with use_flow_sigmas and use_dynamic_shifting
+    "UniPCMultistepScheduler": ("mu",),
 }
 
 

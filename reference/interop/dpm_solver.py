@@ -1,9 +1,12 @@
 """The DPM-Solver family: DPMSolverMultistep, DPMSolverSinglestep, DEISMultistep, UniPCMultistep."""
 
+import math
+
 import numpy as np
 from diffspec.reference import _checks
 from diffspec.reference.interop._config import _karras, _sigma_to_t, _spaced, _train_sigmas, schedule_from_config
 from diffspec.reference.interop._plan import DiffusersPlan, _threshold, _vp_x0_eps
+from diffspec.reference.interop.flow import TimeShift, _time_shift
 from diffspec.reference.schedules import Flow
 
 # ---- DPM-Solver family: DPMSolverMultistep, DPMSolverSinglestep, DEIS, UniPC ------------------------------
@@ -42,7 +45,7 @@ def _dpm_sigmas(cfg, n, schedule):
     return ts.astype(np.int64), np.append(sigmas, last)
 
 
-def _flow_sigmas(cfg, n):
+def _flow_sigmas(cfg, n, mu=None):
     """Timesteps (int64) and sigmas of DPMSolverMultistep / UniPC with use_flow_sigmas (Sana, Wan): N sigmas of
     flow (alpha = 1 - sigma) from linspace(1, 1/T, N + 1) without its last point, shifted by flow_shift
     (s' = shift s / (1 + (shift - 1) s)); UniPC then stretches to shift_terminal and nudges a first sigma of 1 down
@@ -50,10 +53,20 @@ def _flow_sigmas(cfg, n):
     sqrt((1 - abar_0) / abar_0) of the betas and UniPC's last flow sigma."""
     T = _checks.integer("num_train_timesteps", cfg["num_train_timesteps"], minimum=2)
     n = _checks.integer("num_inference_steps", n, minimum=1)
-    shift = _checks.positive("flow_shift", cfg["flow_shift"])
+    dynamic = bool(cfg["use_dynamic_shifting"])
+    if dynamic != (mu is not None):
+        raise ValueError(f"mu={mu!r}: needed exactly when use_dynamic_shifting is on (it is {dynamic})")
     unipc = cfg["_class_name"] == "UniPCMultistepScheduler"
+    if dynamic and not unipc and cfg["time_shift_type"] != "exponential":
+        raise ValueError(
+            "config key 'time_shift_type': DPMSolverMultistep's mu needs 'exponential' (diffusers asserts)"
+        )
+    # DPMSolverMultistep: mu sets flow_shift = e^mu; UniPC: the time shift of FlowMatchEuler (`_time_shift`)
+    shift = math.exp(mu) if dynamic and not unipc else _checks.positive("flow_shift", cfg["flow_shift"])
     s = np.linspace(1, 1 / T, n + 1)
-    if unipc:
+    if unipc and dynamic:
+        sig = _time_shift(TimeShift(cfg["time_shift_type"]), float(mu), s[:-1])
+    elif unipc:
         sig = shift * s[:-1] / (1 + (shift - 1) * s[:-1])
         if cfg["shift_terminal"]:
             one_minus = 1 - sig
@@ -161,7 +174,7 @@ def _check_flow(cfg):
     return flow
 
 
-def _plan_dpm_multistep(cfg, n, opts):
+def _plan_dpm_multistep(cfg, n, opts, *, mu=None):
     """DPM-Solver++ / DPM-Solver multistep (Lu et al. 2022, arXiv:2211.01095, Alg. 2; 2206.00927) as diffusers'
     DPMSolverMultistepScheduler: orders 1-3, "midpoint" or "heun" second-order variants, lower-order warm-up and
     final steps (lower_order_final below 15 steps, first order onto a final sigma of zero), and the SDE variant
@@ -169,7 +182,9 @@ def _plan_dpm_multistep(cfg, n, opts):
     the update uses the exact sigma."""
     flow = _check_flow(cfg)
     schedule = Flow(shift=float(cfg["flow_shift"])) if flow else schedule_from_config(cfg)
-    ts, sig = _flow_sigmas(cfg, n) if flow else _dpm_sigmas(cfg, n, schedule)
+    if (mu is not None or cfg["use_dynamic_shifting"]) and not flow:
+        raise ValueError("use_dynamic_shifting / mu: implemented with use_flow_sigmas only")
+    ts, sig = _flow_sigmas(cfg, n, mu) if flow else _dpm_sigmas(cfg, n, schedule)
     of = _flow_of if flow else _vp_of
     pred, algo, order = cfg["prediction_type"], cfg["algorithm_type"], cfg["solver_order"]
     N = len(ts)
@@ -426,7 +441,7 @@ def _unipc_coefficients(rks, hh, order, solver_type):
     return h_phi_1, B_h, np.array(R), np.array(b)
 
 
-def _plan_unipc(cfg, n, opts):
+def _plan_unipc(cfg, n, opts, *, mu=None):
     """UniPC (Zhao et al. 2023, "UniPC", arXiv:2302.04867): UniP-p predictor + UniC corrector in data-prediction
     form, as diffusers' UniPCMultistepScheduler (bh1/bh2, lower_order_final, disable_corrector). The corrector
     at step i re-uses the model call of step i (no extra call); the last predictor step is not corrected.
@@ -434,7 +449,9 @@ def _plan_unipc(cfg, n, opts):
     (B(h) = h = -inf times a zero correction); the plan returns that step's limit, x0."""
     flow = _check_flow(cfg)
     schedule = Flow(shift=float(cfg["flow_shift"])) if flow else schedule_from_config(cfg)
-    ts, sig = _flow_sigmas(cfg, n) if flow else _dpm_sigmas(cfg, n, schedule)
+    if (mu is not None or cfg["use_dynamic_shifting"]) and not flow:
+        raise ValueError("use_dynamic_shifting / mu: implemented with use_flow_sigmas only")
+    ts, sig = _flow_sigmas(cfg, n, mu) if flow else _dpm_sigmas(cfg, n, schedule)
     of = _flow_of if flow else _vp_of
     pred, order, N = cfg["prediction_type"], cfg["solver_order"], len(ts)
     disabled = set(cfg["disable_corrector"])

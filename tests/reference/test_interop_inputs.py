@@ -78,3 +78,28 @@ def test_flow_match_inputs_match_diffusers(name, overrides, n, custom):
 def test_refused_inputs_name_the_argument(config, n, custom, match):
     with pytest.raises(ValueError, match=match):
         interop.from_diffusers(config, n, **custom)
+
+
+@pytest.mark.parametrize(
+    "cls, overrides, n, mu",
+    [
+        ("UniPCMultistepScheduler", {"time_shift_type": "exponential"}, 10, 1.1),
+        ("UniPCMultistepScheduler", {"time_shift_type": "linear"}, 8, 2.0),
+        ("DPMSolverMultistepScheduler", {}, 10, 0.9),
+    ],
+)
+def test_dynamic_flow_shift_with_mu_matches_diffusers(cls, overrides, n, mu):
+    config = {
+        "_class_name": cls,
+        "prediction_type": "flow_prediction",
+        "use_flow_sigmas": True,
+        "use_dynamic_shifting": True,
+        **overrides,
+    }
+    plan = interop.from_diffusers(config, n, mu=mu)
+    model = model_for(plan)
+    x_T = np.random.default_rng(4).standard_normal(SHAPE)
+    ours = plan.run(model, x_T)
+    theirs, their_ts = run_diffusers(config, n, model, x_T, NoiseList(0), mu=mu)
+    np.testing.assert_allclose(plan.timesteps, their_ts, atol=1.0)  # int64 of a float32 T sigma may truncate lower
+    assert np.max(np.abs(ours - theirs)) / np.max(np.abs(theirs)) < TOL
