@@ -383,6 +383,7 @@ HONOURED["ScoreSdeVeScheduler"] = {
     "sampling_eps": (1e-5, _ANY),
     "correct_steps": (1, _ANY),
 }
+HONOURED["MiniMaxH3Scheduler"] = {"shift": (12.0, _ANY)}
 HONOURED["FlowMatchHeunDiscreteScheduler"] = {"num_train_timesteps": (1000, _ANY), "shift": (1.0, _ANY)}
 
 # The "Parallel" classes (ParaDiGMS, Shih et al. 2023) have the same keys and the same `step`; they add a batched

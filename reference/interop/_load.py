@@ -13,7 +13,7 @@ from diffspec.reference.interop.ddpm import (
 )
 from diffspec.reference.interop.dpm_solver import _plan_deis, _plan_dpm_multistep, _plan_dpm_singlestep, _plan_unipc
 from diffspec.reference.interop.edm import _plan_edm_dpm_multistep, _plan_edm_euler
-from diffspec.reference.interop.flow import _plan_flow_match_euler, _plan_flow_match_heun
+from diffspec.reference.interop.flow import _plan_flow_match_euler, _plan_flow_match_heun, _plan_minimax_h3
 from diffspec.reference.interop.k_style import (
     _plan_dpm_sde,
     _plan_euler,
@@ -53,6 +53,7 @@ _PLANS["DDIMInverseScheduler"] = _plan_ddim_inverse
 _PLANS["IPNDMScheduler"] = _plan_ipndm
 _PLANS["CMStochasticIterativeScheduler"] = _plan_cm_stochastic_iterative
 _PLANS["ScoreSdeVeScheduler"] = _plan_score_sde_ve
+_PLANS["MiniMaxH3Scheduler"] = _plan_minimax_h3
 _PLANS["DDPMParallelScheduler"] = _plan_ddpm
 _PLANS["DDIMParallelScheduler"] = _plan_ddim
 
@@ -82,7 +83,6 @@ REFUSED = {
     "FlowMapEulerDiscreteScheduler": _NOT_IMPLEMENTED + "flow-map models take two times (t, r) per call",
     "FlowMatchLCMScheduler": _NOT_IMPLEMENTED + "LCM on a flow-matching schedule",
     "LTXEulerAncestralRFScheduler": _NOT_IMPLEMENTED + "Euler ancestral on LTX-Video's rectified flow",
-    "MiniMaxH3Scheduler": _NOT_IMPLEMENTED + "rectified-flow Euler with MiniMax-H3's exponential sigma shift",
     "SCMScheduler": _NOT_IMPLEMENTED + "sCM's TrigFlow consistency sampling",
     "SASolverScheduler": _NOT_IMPLEMENTED + "SA-Solver's stochastic Adams predictor-corrector",
     "CosineDPMSolverMultistepScheduler": _NOT_IMPLEMENTED + "DPM-Solver++ on Stable Audio's cosine sigmas",

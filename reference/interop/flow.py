@@ -158,3 +158,28 @@ def _plan_flow_match_heun(cfg, n, opts):
     plan = DiffusersPlan("FlowMatchHeunDiscreteScheduler", cfg, schedule, ts, 1.0, run, sigmas=sig, stochastic=False)
     plan.prediction_type = "flow_prediction"
     return plan
+
+
+def _plan_minimax_h3(cfg, n, opts):
+    """MiniMax-H3's rectified-flow sampler as diffusers' MiniMaxH3Scheduler: sigmas = shift(linspace(1, 0, N)) with
+    the SD3 shift s' = shift s / (1 + (shift - 1) s) (repeated values collapsed; 0 is the last), N - 1 model calls
+    at timestep t = 1 - sigma (time runs from noise at 0 to data at 1), the model returning u = x0 - eps, so
+    x0 = x + (1 - t) u; then the first-order step x_next = (sigma_next / sigma) x + (1 - sigma_next / sigma) x0
+    (DDIM on the flow, Song et al. 2021)."""
+    n = _checks.integer("num_inference_steps", n, minimum=2)
+    shift = _checks.positive("shift", cfg["shift"])
+    base = np.linspace(1.0, 0.0, n, dtype=np.float32)
+    sig = (np.float32(shift) * base / (1 + (np.float32(shift) - 1) * base)).astype(np.float32)
+    sig = sig[np.append(True, sig[1:] != sig[:-1])].astype(np.float64)
+    ts = (1.0 - sig[:-1].astype(np.float32)).astype(np.float32)
+
+    def run(model, x, draw):
+        for i, t in enumerate(ts):
+            x0 = x + (1 - float(t)) * model(x, t)
+            ratio = sig[i + 1] / sig[i]
+            x = ratio * x + (1 - ratio) * x0
+        return x
+
+    plan = DiffusersPlan("MiniMaxH3Scheduler", cfg, Flow(shift=1.0), ts, 1.0, run, sigmas=sig, stochastic=False)
+    plan.prediction_type = "flow_prediction"
+    return plan

@@ -87,6 +87,9 @@ def consistency_oracle_model(schedule):
 def model_for(plan):
     if plan.class_name == "CMStochasticIterativeScheduler":
         return consistency_oracle_model(plan.schedule)
+    if plan.class_name == "MiniMaxH3Scheduler":  # time 1 - sigma, output u = x0 - eps (minus the flow velocity)
+        flow = oracle_model(plan.schedule, "flow_prediction", lambda t: 1.0 - t)
+        return lambda x, t: -flow(x, t)
     if getattr(plan, "learned_variance", False):
         return with_variance_output(oracle_model(plan.schedule, plan.prediction_type, lambda ts: ts),
                                     plan.config["variance_type"])
@@ -346,6 +349,8 @@ CASES = [
      {"eta": 0.5}),
     ("FlowMatchEulerDiscreteScheduler", {}, 10, {}),
     ("FlowMatchHeunDiscreteScheduler", {}, 8, {}),
+    ("MiniMaxH3Scheduler", {}, 10, {}),
+    ("MiniMaxH3Scheduler", {"shift": 3.0}, 6, {}),
     ("FlowMatchHeunDiscreteScheduler", {"shift": 3.0}, 5, {}),
     ("FlowMatchEulerDiscreteScheduler", {"shift": 3.0}, 12, {}),
     ("FlowMatchEulerDiscreteScheduler", {"shift": 1.0, "stochastic_sampling": True}, 8, {}),
