@@ -384,6 +384,11 @@ HONOURED["ScoreSdeVeScheduler"] = {
     "correct_steps": (1, _ANY),
 }
 HONOURED["MiniMaxH3Scheduler"] = {"shift": (12.0, _ANY)}
+HONOURED["FlowMatchLCMScheduler"] = {
+    **{k: v for k, v in HONOURED["FlowMatchEulerDiscreteScheduler"].items() if k != "stochastic_sampling"},
+    "scale_factors": (None, _ANY),
+    "upscale_mode": ("bicubic", _ANY),  # inert without scale_factors
+}
 HONOURED["FlowMatchHeunDiscreteScheduler"] = {"num_train_timesteps": (1000, _ANY), "shift": (1.0, _ANY)}
 
 # The "Parallel" classes (ParaDiGMS, Shih et al. 2023) have the same keys and the same `step`; they add a batched

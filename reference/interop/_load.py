@@ -13,7 +13,12 @@ from diffspec.reference.interop.ddpm import (
 )
 from diffspec.reference.interop.dpm_solver import _plan_deis, _plan_dpm_multistep, _plan_dpm_singlestep, _plan_unipc
 from diffspec.reference.interop.edm import _plan_edm_dpm_multistep, _plan_edm_euler
-from diffspec.reference.interop.flow import _plan_flow_match_euler, _plan_flow_match_heun, _plan_minimax_h3
+from diffspec.reference.interop.flow import (
+    _plan_flow_match_euler,
+    _plan_flow_match_heun,
+    _plan_flow_match_lcm,
+    _plan_minimax_h3,
+)
 from diffspec.reference.interop.k_style import (
     _plan_dpm_sde,
     _plan_euler,
@@ -54,6 +59,7 @@ _PLANS["IPNDMScheduler"] = _plan_ipndm
 _PLANS["CMStochasticIterativeScheduler"] = _plan_cm_stochastic_iterative
 _PLANS["ScoreSdeVeScheduler"] = _plan_score_sde_ve
 _PLANS["MiniMaxH3Scheduler"] = _plan_minimax_h3
+_PLANS["FlowMatchLCMScheduler"] = _plan_flow_match_lcm
 _PLANS["DDPMParallelScheduler"] = _plan_ddpm
 _PLANS["DDIMParallelScheduler"] = _plan_ddim
 
@@ -81,7 +87,6 @@ REFUSED = {
     "HeliosScheduler": _NOT_IMPLEMENTED + "a multi-stage video scheduler whose step takes stage state",
     "HeliosDMDScheduler": _NOT_IMPLEMENTED + "a distilled multi-stage video scheduler whose step takes stage state",
     "FlowMapEulerDiscreteScheduler": _NOT_IMPLEMENTED + "flow-map models take two times (t, r) per call",
-    "FlowMatchLCMScheduler": _NOT_IMPLEMENTED + "LCM on a flow-matching schedule",
     "LTXEulerAncestralRFScheduler": _NOT_IMPLEMENTED + "Euler ancestral on LTX-Video's rectified flow",
     "SCMScheduler": _NOT_IMPLEMENTED + "sCM's TrigFlow consistency sampling",
     "SASolverScheduler": _NOT_IMPLEMENTED + "SA-Solver's stochastic Adams predictor-corrector",
@@ -97,6 +102,7 @@ REFUSED = {
 # SD3, HunyuanVideo and LTX-Video pass custom sigmas and mu).
 CUSTOM_INPUTS = {
     "FlowMatchEulerDiscreteScheduler": ("timesteps", "sigmas", "mu"),
+    "FlowMatchLCMScheduler": ("timesteps", "sigmas", "mu"),
     "DPMSolverMultistepScheduler": ("mu",),  # with use_flow_sigmas and use_dynamic_shifting
     "UniPCMultistepScheduler": ("mu",),
 }

@@ -183,3 +183,19 @@ def _plan_minimax_h3(cfg, n, opts):
     plan = DiffusersPlan("MiniMaxH3Scheduler", cfg, Flow(shift=1.0), ts, 1.0, run, sigmas=sig, stochastic=False)
     plan.prediction_type = "flow_prediction"
     return plan
+
+
+def _plan_flow_match_lcm(cfg, n, opts, *, timesteps=None, sigmas=None, mu=None):
+    """LCM on flow matching (Luo et al. 2023's multistep consistency sampling) as diffusers' FlowMatchLCMScheduler:
+    FlowMatchEuler's sigmas and inputs, and each step x0 = x - sigma u, x_next = (1 - sigma') x0 + sigma' z, one
+    draw per step, the last included (times sigma' = 0): FlowMatchEuler's stochastic_sampling step.
+    scale_factors (resizing x0 between steps) is refused."""
+    if cfg["scale_factors"]:
+        raise ValueError(
+            f"config key 'scale_factors'={cfg['scale_factors']!r}: resizing between steps is not implemented"
+        )
+    plan = _plan_flow_match_euler(
+        {**cfg, "stochastic_sampling": True}, n, opts, timesteps=timesteps, sigmas=sigmas, mu=mu
+    )
+    plan.config = cfg
+    return plan

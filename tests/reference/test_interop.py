@@ -128,7 +128,7 @@ def patched_randn(source):
     for name in ("scheduling_ddim", "scheduling_ddpm", "scheduling_ddim_parallel", "scheduling_ddpm_parallel",
                  "scheduling_euler_ancestral_discrete",
                  "scheduling_dpmsolver_multistep", "scheduling_flow_match_euler_discrete",
-                 "scheduling_flow_match_heun_discrete", "scheduling_euler_discrete",
+                 "scheduling_flow_match_heun_discrete", "scheduling_flow_match_lcm", "scheduling_euler_discrete",
                  "scheduling_dpmsolver_singlestep", "scheduling_k_dpm_2_ancestral_discrete", "scheduling_lcm",
                  "scheduling_tcd", "scheduling_consistency_models", "scheduling_edm_euler",
                  "scheduling_edm_dpmsolver_multistep"):
@@ -349,6 +349,8 @@ CASES = [
      {"eta": 0.5}),
     ("FlowMatchEulerDiscreteScheduler", {}, 10, {}),
     ("FlowMatchHeunDiscreteScheduler", {}, 8, {}),
+    ("FlowMatchLCMScheduler", {}, 4, {}),
+    ("FlowMatchLCMScheduler", {"shift": 3.0, "use_karras_sigmas": True}, 6, {}),
     ("MiniMaxH3Scheduler", {}, 10, {}),
     ("MiniMaxH3Scheduler", {"shift": 3.0}, 6, {}),
     ("FlowMatchHeunDiscreteScheduler", {"shift": 3.0}, 5, {}),
