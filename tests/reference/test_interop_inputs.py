@@ -103,3 +103,17 @@ def test_dynamic_flow_shift_with_mu_matches_diffusers(cls, overrides, n, mu):
     theirs, their_ts = run_diffusers(config, n, model, x_T, NoiseList(0), mu=mu)
     np.testing.assert_allclose(plan.timesteps, their_ts, atol=1.0)  # int64 of a float32 T sigma may truncate lower
     assert np.max(np.abs(ours - theirs)) / np.max(np.abs(theirs)) < TOL
+
+
+def test_flow_match_lcm_takes_the_same_inputs():
+    config = {"_class_name": "FlowMatchLCMScheduler", **FLUX}
+    custom = {"sigmas": list(np.linspace(1.0, 0.25, 4)), "mu": 0.7}
+    plan = interop.from_diffusers(config, **custom)
+    model = model_for(plan)
+    x_T = np.random.default_rng(6).standard_normal(SHAPE)
+    ours_noise, theirs_noise = NoiseList(8), NoiseList(8)
+    ours = plan.run(model, x_T, noise=ours_noise)
+    theirs, their_ts = run_diffusers(config, None, model, x_T, theirs_noise, **custom)
+    assert len(ours_noise.drawn) == len(theirs_noise.drawn) == 4
+    np.testing.assert_allclose(plan.timesteps, their_ts, rtol=2e-5, atol=1e-3)
+    assert np.max(np.abs(ours - theirs)) / np.max(np.abs(theirs)) < TOL
