@@ -225,13 +225,21 @@ def _student(tmp, *args):
     return load_for_inference(find_latest(out))
 
 
-def test_consistency_distillation_beats_its_untrained_student(teachers, tmp_path):
+@pytest.fixture(scope="module")
+def cd_student(teachers, tmp_path_factory):
+    """(model, config, run folder) of a consistency-distilled student of the v teacher, 400 steps."""
+    tmp = tmp_path_factory.mktemp("cd")
+    model, config = _student(
+        tmp, "--distill", "consistency", "--teacher", str(teachers["v"]), "--max-train-steps", "400"
+    )
+    return model, config, tmp / "student"
+
+
+def test_consistency_distillation_beats_its_untrained_student(teachers, cd_student):
     from diffspec.trainer.checkpoint import find_latest, load_for_inference, read_config
     from diffspec.trainer.distill_loop import _consistency_student
 
-    model, config = _student(
-        tmp_path, "--distill", "consistency", "--teacher", str(teachers["v"]), "--max-train-steps", "400"
-    )
+    model, config, _ = cd_student
     assert config["model"]["arch"] == "consistency" and config["parameterization"] == "x0"
     assert config["student"]["procedure"] == "consistency_distillation"
     teacher, tconfig = load_for_inference(find_latest(teachers["v"]))
@@ -301,7 +309,7 @@ def test_reflow_straightens_and_beats_its_teacher_at_one_step(teachers, tmp_path
     assert trained < 0.5 * before, (trained, before)
 
 
-def test_export_and_sample_round_trip(teachers, tmp_path):
+def test_export_and_sample_round_trip(cd_student, tmp_path):
     """A CD student exports like any checkpoint (card: x0, the consistency scalings, the student entry) and the
     runtime samples it with `--sampler consistency` as well as the trainer does."""
     import subprocess
@@ -309,11 +317,9 @@ def test_export_and_sample_round_trip(teachers, tmp_path):
 
     from diffspec.trainer.checkpoint import find_latest
 
-    model, config = _student(
-        tmp_path, "--distill", "consistency", "--teacher", str(teachers["v"]), "--max-train-steps", "200"
-    )
+    model, config, run_dir = cd_student
     onnx_path, npy = tmp_path / "student.onnx", tmp_path / "samples.npy"
-    ckpt_dir = find_latest(tmp_path / "student")
+    ckpt_dir = find_latest(run_dir)
     run = [sys.executable, "-m"]
     done = subprocess.run(
         [*run, "diffspec.export", str(ckpt_dir), "-o", str(onnx_path)], capture_output=True, text=True
