@@ -38,7 +38,7 @@ RECIPES = {  # full / quick optimizer steps
         "ct": (4000, 600),
         "pd": (400, 150),  # per round
         "reflow": (2000, 300),
-        "pd_teacher_steps": (16, 8),
+        "pd_teacher_steps": (64, 8),
         "num_pairs": (20000, 4000),
     },
     "digits": {
