@@ -92,7 +92,6 @@ CONFIGS = {  # common configurations: the class default, Stable Diffusion's beta
 def diffusers_table():
     import diffusers
     import torch
-
     from diffspec.conformance import check_scheduler
     from diffspec.reference.interop import SUPPORTED_CLASSES
 
@@ -157,7 +156,6 @@ def main():
     args = parser.parse_args()
     start = time.time()
     import diffusers
-
     from diffspec.conformance.kdiffusion import load_sampling
 
     load_sampling()

@@ -37,9 +37,20 @@ STEPS = 20
 SAMPLER = "dpmpp_2m"
 NETS = {
     "mlp": dict(arch="mlp", kwargs=dict(dim=2, hidden=256, depth=4), shape=(2,), kind="points"),
-    "unet": dict(arch="unet", kwargs=dict(model_channels=32, channel_mult=[1, 2], num_res_blocks=1,
-                                          attention_resolutions=[4], num_heads=4, groups=8, in_channels=1),
-                 shape=(1, 8, 8), kind="image"),
+    "unet": dict(
+        arch="unet",
+        kwargs=dict(
+            model_channels=32,
+            channel_mult=[1, 2],
+            num_res_blocks=1,
+            attention_resolutions=[4],
+            num_heads=4,
+            groups=8,
+            in_channels=1,
+        ),
+        shape=(1, 8, 8),
+        kind="image",
+    ),
 }
 SCHEDULE = {"name": "linear"}
 
@@ -50,8 +61,11 @@ def _card(net):
     from diffspec.reference.schedules import make_schedule
 
     spec = NETS[net]
-    return ModelCard(schedule=make_schedule("linear").to_dict(), parameterization="eps",
-                     data=DataInfo(shape=tuple(spec["shape"]), kind=spec["kind"]))
+    return ModelCard(
+        schedule=make_schedule("linear").to_dict(),
+        parameterization="eps",
+        data=DataInfo(shape=tuple(spec["shape"]), kind=spec["kind"]),
+    )
 
 
 def _build(net):
@@ -90,8 +104,15 @@ def prepare(folder, nets):
         from diffspec.export.pipeline import export_pipeline
 
         for form in ("unrolled", "loop"):
-            export_pipeline(path, os.path.join(folder, f"{net}-{form}.onnx"), sampler=SAMPLER, steps=STEPS,
-                            grid="uniform", form=form, image_output=False)
+            export_pipeline(
+                path,
+                os.path.join(folder, f"{net}-{form}.onnx"),
+                sampler=SAMPLER,
+                steps=STEPS,
+                grid="uniform",
+                form=form,
+                image_output=False,
+            )
 
 
 def _export_plain(model, card, path):  # pragma: no cover - only before diffspec.export exists
@@ -99,13 +120,19 @@ def _export_plain(model, card, path):  # pragma: no cover - only before diffspec
     import torch
 
     x = torch.randn(2, *card.data.shape)
-    torch.onnx.export(model, (x, torch.rand(2) * 999), path, dynamo=False, opset_version=18,
-                      input_names=["x", "t"], output_names=["out"],
-                      dynamic_axes={"x": {0: "B"}, "t": {0: "B"}, "out": {0: "B"}})
+    torch.onnx.export(
+        model,
+        (x, torch.rand(2) * 999),
+        path,
+        dynamo=False,
+        opset_version=18,
+        input_names=["x", "t"],
+        output_names=["out"],
+        dynamic_axes={"x": {0: "B"}, "t": {0: "B"}, "out": {0: "B"}},
+    )
     m = onnx.load(path)
     onnx.helper.set_model_props(m, card.to_metadata())
     onnx.save(m, path)
-
 
 
 # ---------------------------------------------------------------------------------------------- worker side
@@ -116,15 +143,26 @@ class _Worker:
     """A configuration in its own process: `run(batch, budget)` -> {"sps", "runs", "share"} for one burst."""
 
     def __init__(self, kind, net, folder, threads):
-        cmd = [sys.executable, os.path.abspath(__file__), "--worker", kind, "--net", net, "--folder", folder,
-               "--threads", str(threads)]
+        cmd = [
+            sys.executable,
+            os.path.abspath(__file__),
+            "--worker",
+            kind,
+            "--net",
+            net,
+            "--folder",
+            folder,
+            "--threads",
+            str(threads),
+        ]
         self.kind = kind
-        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                     text=True, bufsize=1)
+        self.proc = subprocess.Popen(
+            cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, bufsize=1
+        )
         self.error = None
         line = self.proc.stdout.readline()
         if line.strip() != "ready":
-            self.error = (line.strip() or self.proc.stderr.read().strip().splitlines()[-1:] or ["no output"])
+            self.error = line.strip() or self.proc.stderr.read().strip().splitlines()[-1:] or ["no output"]
             self.error = str(self.error)[:300]
 
     def run(self, batch, budget):
@@ -206,14 +244,16 @@ def worker(kind, net, folder, threads):
         else:
             from diffspec.runtime import Model, sample
 
-            model = Model.load(os.path.join(folder, f"{net}.onnx"), device="cpu", io_binding=kind == "runtime_iob",
-                               threads=threads)
+            model = Model.load(
+                os.path.join(folder, f"{net}.onnx"), device="cpu", io_binding=kind == "runtime_iob", threads=threads
+            )
 
             def run_once(model=model, b=b):
                 return sample(model, sampler=SAMPLER, steps=STEPS, grid="uniform", n=b, batch_size=b, seed=0, raw=False)
 
             def network_once(x=x, t=t):
                 return network.run(["out"], {"x": x, "t": t})
+
         seconds, runs, share = _burst(run_once, network_once, STEPS, budget)
         print(json.dumps({"sps": b / seconds, "runs": runs, "share": share}), flush=True)
     return 0
@@ -278,9 +318,12 @@ def main(argv=None):
     p.add_argument("--rounds", type=int, default=None, help="interleaved rounds (default 7, 3 with --quick)")
     p.add_argument("--budget", type=float, default=None, help="seconds per burst (default 1.0, 0.3 with --quick)")
     p.add_argument("--compile", action="store_true", help="also torch.compile (40-55 s of compilation per shape)")
-    p.add_argument("--threads", type=int, default=0,
-                   help="intra-op threads for every configuration (default 0: all cores); 1 is steadier on a busy "
-                   "machine")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=0,
+        help="intra-op threads for every configuration (default 0: all cores); 1 is steadier on a busy machine",
+    )
     p.add_argument("--worker", help=argparse.SUPPRESS)
     p.add_argument("--net", help=argparse.SUPPRESS)
     p.add_argument("--folder", help=argparse.SUPPRESS)
@@ -320,11 +363,13 @@ def main(argv=None):
 
     load = ", ".join(f"{v:.1f}" for v in os.getloadavg())
     cpu = platform.processor() or platform.machine()
-    print(f"\n{time.strftime('%Y-%m-%d')}, {os.cpu_count()} CPU cores ({cpu}), load average {load} at the end, "
-          f"torch {torch.__version__}, onnxruntime {onnxruntime.__version__}, "
-          f"threads {args.threads or os.cpu_count()}; "
-          f"{SAMPLER}, {STEPS} steps; {rounds} interleaved rounds of {budget:g} s bursts; samples/s, median "
-          "(lowest-highest round), higher is better\n")
+    print(
+        f"\n{time.strftime('%Y-%m-%d')}, {os.cpu_count()} CPU cores ({cpu}), load average {load} at the end, "
+        f"torch {torch.__version__}, onnxruntime {onnxruntime.__version__}, "
+        f"threads {args.threads or os.cpu_count()}; "
+        f"{SAMPLER}, {STEPS} steps; {rounds} interleaved rounds of {budget:g} s bursts; samples/s, median "
+        "(lowest-highest round), higher is better\n"
+    )
     head = "| net | batch | " + " | ".join(kinds) + " | graph / runtime | graph / eager |"
     print(head)
     print("|" + "---|" * (head.count("|") - 1))
@@ -341,9 +386,12 @@ def main(argv=None):
             cells = [_cell(sps(net, k, b)) for k in kinds]
             g_rt, g_eager = paired(net, "graph", "runtime", b), paired(net, "graph", "eager", b)
             print(f"| {net} | {b} | " + " | ".join(cells) + f" | {_cell(g_rt, 2)} | {_cell(g_eager, 2)} |")
-            for key, vals in (("graph_vs_runtime", g_rt), ("graph_vs_eager", g_eager),
-                              ("loop_vs_unrolled", paired(net, "graph_loop", "graph", b)),
-                              ("iobinding_gain", paired(net, "runtime_iob", "runtime", b))):
+            for key, vals in (
+                ("graph_vs_runtime", g_rt),
+                ("graph_vs_eager", g_eager),
+                ("loop_vs_unrolled", paired(net, "graph_loop", "graph", b)),
+                ("iobinding_gain", paired(net, "runtime_iob", "runtime", b)),
+            ):
                 if vals:
                     summary[f"{key}_{net}_b{b}"] = round(statistics.median(vals), 3)
     print("\nsampler share of wall time (1 - 20 x network alone / run), median (lowest-highest round):\n")
@@ -364,8 +412,10 @@ def main(argv=None):
     print("|---|---|---|---|")
     for net in nets:
         for b in batches:
-            print(f"| {net} | {b} | {_cell(paired(net, 'graph_loop', 'graph', b), 2)} | "
-                  f"{_cell(paired(net, 'runtime_iob', 'runtime', b), 2)} |")
+            print(
+                f"| {net} | {b} | {_cell(paired(net, 'graph_loop', 'graph', b), 2)} | "
+                f"{_cell(paired(net, 'runtime_iob', 'runtime', b), 2)} |"
+            )
     for (net, kind), err in errors.items():
         print(f"\n{net} / {kind} failed: {err}")
     print(f"\n(total {time.perf_counter() - started:.0f} s)")

@@ -21,7 +21,6 @@ import sys
 import time
 
 import numpy as np
-
 from diffspec.reference import interop
 from diffspec.reference.grids import karras
 from diffspec.reference.oracles import standard_mixture_2d
@@ -61,7 +60,9 @@ def rms(a, b):
 def exact_end(denoise, x_T, schedule):
     if "pf_ode_rk45" in SAMPLERS:
         grid = np.array([schedule.t_max, schedule.t_eps, schedule.t_min])
-        return SAMPLERS["pf_ode_rk45"](denoise, x_T, grid, schedule, rtol=1e-10, atol=1e-10), "pf_ode_rk45 (rtol=atol=1e-10)"
+        return SAMPLERS["pf_ode_rk45"](
+            denoise, x_T, grid, schedule, rtol=1e-10, atol=1e-10
+        ), "pf_ode_rk45 (rtol=atol=1e-10)"
     grid = karras(schedule, 4000)
     return SAMPLERS["dpmpp_3m"](denoise, x_T, grid, schedule), "dpmpp_3m, 4000 Karras steps"
 
@@ -136,13 +137,17 @@ def main():
                 dcells.append(rms(x, x_exact) if x is not None else None)
         rows.append((name, info.order, cells, dcells))
 
-    print(f"# Sampler accuracy: RMS error vs the exact PF-ODE end point ({datetime.date.today()}, "
-          f"{platform.machine()} {platform.processor() or ''}, python {sys.version.split()[0]})")
+    print(
+        f"# Sampler accuracy: RMS error vs the exact PF-ODE end point ({datetime.date.today()}, "
+        f"{platform.machine()} {platform.processor() or ''}, python {sys.version.split()[0]})"
+    )
     print()
-    print(f"Problem: 2-D Gaussian mixture oracle (8 narrow + 1 wide), {N_POINTS} points from x_T ~ N(0, I) at t = 999, "
-          "discrete VP with linear betas (T = 1000), Karras grid (rho = 7) to the clean end. "
-          f"Exact end point: {how}. diffusers columns: the counterpart scheduler run through "
-          "`from_diffusers` (its own timesteps; Karras sigmas where it has them, 'trailing' for DDIM/PLMS).")
+    print(
+        f"Problem: 2-D Gaussian mixture oracle (8 narrow + 1 wide), {N_POINTS} points from x_T ~ N(0, I) at t = 999, "
+        "discrete VP with linear betas (T = 1000), Karras grid (rho = 7) to the clean end. "
+        f"Exact end point: {how}. diffusers columns: the counterpart scheduler run through "
+        "`from_diffusers` (its own timesteps; Karras sigmas where it has them, 'trailing' for DDIM/PLMS)."
+    )
     print()
     head = " | ".join(f"NFE {n}" for n in NFES)
     dhead = " | ".join(f"diffusers {n}" for n in NFES)
@@ -151,10 +156,14 @@ def main():
     for name, order, cells, dcells in rows:
         cls = COUNTERPARTS[name][0] if dcells else ""
         dtext = " | ".join(fmt(c) for c in dcells) if dcells else " | ".join("" for _ in NFES)
-        print(f"| {name} | {order if order is not None else ''} | {' | '.join(fmt(c) for c in cells)} | {cls} | {dtext} |")
+        print(
+            f"| {name} | {order if order is not None else ''} | {' | '.join(fmt(c) for c in cells)} | {cls} | {dtext} |"
+        )
     print()
-    print(f"('-': the budget is not reachable with this sampler's calls per step; 'n/a': the sampler rejects this "
-          f"schedule.) Wall time {time.perf_counter() - t0:.1f} s.")
+    print(
+        f"('-': the budget is not reachable with this sampler's calls per step; 'n/a': the sampler rejects this "
+        f"schedule.) Wall time {time.perf_counter() - t0:.1f} s."
+    )
 
 
 if __name__ == "__main__":

@@ -30,9 +30,23 @@ from diffspec.trainer.models import build_model
 # name: (data, arch, network kwargs as the trainer builds them, batch, timed steps)
 CASES = {
     "mlp": ("moons", "mlp", dict(dim=2, hidden=128, depth=3, freq_dim=32), 256, 200),
-    "unet": ("digits", "unet", dict(in_channels=1, image_size=8, model_channels=32, channel_mult=(1, 2),
-                                    num_res_blocks=1, attention_resolutions=(4,), num_heads=4, groups=8,
-                                    num_classes=10), 128, 24),
+    "unet": (
+        "digits",
+        "unet",
+        dict(
+            in_channels=1,
+            image_size=8,
+            model_channels=32,
+            channel_mult=(1, 2),
+            num_res_blocks=1,
+            attention_resolutions=(4,),
+            num_heads=4,
+            groups=8,
+            num_classes=10,
+        ),
+        128,
+        24,
+    ),
     "dit": ("digits", "dit", dict(in_channels=1, image_size=8, num_classes=10), 128, 24),
 }
 LABEL = {"mlp": "mlp (moons, batch 256)", "unet": "unet (digits, batch 128)", "dit": "dit (digits, batch 128)"}
@@ -85,10 +99,24 @@ def diffspec_seconds_per_step(case, steps, device, threads):
     with tempfile.TemporaryDirectory() as out:
         # the recipe pinned to the bare loop's (discrete linear schedule, integer t, no preconditioning), so a change
         # of the trainer's defaults does not change what is compared
-        cfg = TrainConfig(data=data, output_dir=out, arch=arch, model_kwargs=model_kwargs, train_batch_size=batch,
-                          schedule="linear", precond="none", prediction_type="v",
-                          max_train_steps=warm + steps, logging_steps=warm, progress=False, validation_steps=10**9,
-                          num_validation_samples=4, num_inference_steps=2, device=device.type, threads=threads)
+        cfg = TrainConfig(
+            data=data,
+            output_dir=out,
+            arch=arch,
+            model_kwargs=model_kwargs,
+            train_batch_size=batch,
+            schedule="linear",
+            precond="none",
+            prediction_type="v",
+            max_train_steps=warm + steps,
+            logging_steps=warm,
+            progress=False,
+            validation_steps=10**9,
+            num_validation_samples=4,
+            num_inference_steps=2,
+            device=device.type,
+            threads=threads,
+        )
         train(cfg)
         log = [json.loads(line) for line in (Path(out) / "log.jsonl").read_text().splitlines()]
     n = log[-1]["step"] - log[0]["step"]
@@ -120,8 +148,11 @@ def overhead_table(args, devices):
             ratio = [b / o for b, o in zip(bare, ours)]
             ratio_fused = [b / o for b, o in zip(fused, ours)]
             tag = device.type + (" bf16" if device.type == "cuda" else "")
-            print(f"| {LABEL[case]} | {tag} | {spread(bare, 1e3, '{:.1f}')} | {spread(fused, 1e3, '{:.1f}')} | "
-                  f"{spread(ours, 1e3, '{:.1f}')} | {spread(ratio)}x | {spread(ratio_fused)}x |", flush=True)
+            print(
+                f"| {LABEL[case]} | {tag} | {spread(bare, 1e3, '{:.1f}')} | {spread(fused, 1e3, '{:.1f}')} | "
+                f"{spread(ours, 1e3, '{:.1f}')} | {spread(ratio)}x | {spread(ratio_fused)}x |",
+                flush=True,
+            )
 
 
 def threads_sweep(args):
@@ -139,8 +170,11 @@ def threads_sweep(args):
                 torch.set_num_threads(th)
                 times[th].append(bare_seconds_per_step(case, steps, torch.device("cpu"), fused=True)[0])
         ratio = [b / a for a, b in zip(times[1], times[n])]
-        print(f"| {LABEL[case]} | {params * batch / 1e6:.0f}M | {spread(times[1], 1e3, '{:.1f}')} | "
-              f"{spread(times[n], 1e3, '{:.1f}')} | {spread(ratio)} |", flush=True)
+        print(
+            f"| {LABEL[case]} | {params * batch / 1e6:.0f}M | {spread(times[1], 1e3, '{:.1f}')} | "
+            f"{spread(times[n], 1e3, '{:.1f}')} | {spread(ratio)} |",
+            flush=True,
+        )
 
 
 def main():
@@ -149,8 +183,12 @@ def main():
     p.add_argument("--quick", action="store_true", help="a few steps per round, for a smoke test")
     p.add_argument("--threads", type=int, default=1, help="torch intra-op threads for every loop")
     p.add_argument("--cases", default="mlp,unet,dit", help=f"comma-separated, from {sorted(CASES)}")
-    p.add_argument("--cpu-time", action="store_true", help="compare CPU time per step (this process) instead of "
-                   "wall-clock time: steadier on a busy machine, blind to waiting")
+    p.add_argument(
+        "--cpu-time",
+        action="store_true",
+        help="compare CPU time per step (this process) instead of "
+        "wall-clock time: steadier on a busy machine, blind to waiting",
+    )
     p.add_argument("--threads-sweep", action="store_true", help="time 1 vs --sweep-threads threads instead")
     p.add_argument("--sweep-threads", type=int, default=2)
     args = p.parse_args()

@@ -2,7 +2,6 @@
 (exact denoiser, exact data distribution), schedule families and grids between fixed log-SNR endpoints."""
 
 import numpy as np
-
 from diffspec.reference.grids import make_grid
 from diffspec.reference.oracles import GaussianMixture, gaussian_flow_map, standard_mixture_2d
 from diffspec.reference.samplers import Requirement

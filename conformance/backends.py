@@ -19,7 +19,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
-
 from diffspec.conformance.report import Report
 
 
@@ -47,7 +46,6 @@ def _numpy_draws(noise):
 def _trainer_sampler(dtype_name):
     def get(name):
         import torch
-
         from diffspec.trainer.samplers import SAMPLERS
         from diffspec.trainer.schedules import schedule_from_dict
 

@@ -13,7 +13,6 @@
 import inspect
 
 import numpy as np
-
 from diffspec.reference.noise import as_noise_source
 
 CONVENTIONS = ("diffspec", "k-diffusion")

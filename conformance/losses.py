@@ -2,7 +2,6 @@
 arXiv:2303.00848, eq. 5: w(lam) times the eps-MSE, or the plain MSE of a parameterization's training target)."""
 
 import numpy as np
-
 from diffspec.conformance.report import Report
 
 

@@ -27,7 +27,6 @@ says so. Bad usage (an unknown registry name or convention, options the contract
 from collections.abc import Mapping
 
 import numpy as np
-
 from diffspec.conformance import _world
 from diffspec.conformance.conventions import CONVENTIONS, accepts, adapt, signature_problem
 from diffspec.conformance.report import Report

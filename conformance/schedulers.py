@@ -13,7 +13,6 @@ import importlib
 import math
 
 import numpy as np
-
 from diffspec.conformance.report import Report
 from diffspec.reference.oracles import GaussianMixture, gaussian_flow_map, standard_mixture_2d
 from diffspec.reference.parameterizations import output_from_x0

@@ -2,7 +2,6 @@
 registry schedule it claims to be (`diffspec.reference.schedules.make_schedule(name, **params)`)."""
 
 import numpy as np
-
 from diffspec.conformance.report import Report
 
 

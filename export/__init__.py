@@ -60,13 +60,34 @@ if _TORCH:
 else:
 
     def __getattr__(name):
-        raise ImportError(f"diffspec.export.{name} needs torch, which is not installed: pip install "
-                          "'diffspec[export]' (without torch only export_pipeline, from an exported network, works)")
+        raise ImportError(
+            f"diffspec.export.{name} needs torch, which is not installed: pip install "
+            "'diffspec[export]' (without torch only export_pipeline, from an exported network, works)"
+        )
 
 
 __all__ = [
-    "DEFAULT_OPSET", "EXTERNAL_DATA_THRESHOLD", "SUPPORTED_OPSETS", "TOLERANCES", "CfgFused", "NetworkAdapter",
-    "Tolerance", "VerificationError", "VerifyReport", "card_from_config", "check_external_data", "convert_to_fp16",
-    "export_checkpoint", "export_diffusers", "export_model", "load_checkpoint", "load_diffusers", "load_model_safely",
-    "to_onnx", "verify", "PipelineError", "export_pipeline", "exportable_samplers",
+    "DEFAULT_OPSET",
+    "EXTERNAL_DATA_THRESHOLD",
+    "SUPPORTED_OPSETS",
+    "TOLERANCES",
+    "CfgFused",
+    "NetworkAdapter",
+    "Tolerance",
+    "VerificationError",
+    "VerifyReport",
+    "card_from_config",
+    "check_external_data",
+    "convert_to_fp16",
+    "export_checkpoint",
+    "export_diffusers",
+    "export_model",
+    "load_checkpoint",
+    "load_diffusers",
+    "load_model_safely",
+    "to_onnx",
+    "verify",
+    "PipelineError",
+    "export_pipeline",
+    "exportable_samplers",
 ]

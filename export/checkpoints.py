@@ -28,11 +28,15 @@ def inference_mode(model):
     """The network in eval mode for the duration, its training flag restored afterwards."""
     if not isinstance(model, nn.Module):
         raise ValueError(f"model={type(model).__name__}: expected a torch.nn.Module with forward(x, t, y=None)")
-    bad = sorted({str(p.dtype) for p in model.parameters() if p.dtype != torch.float32}
-                 | {str(p.device) for p in model.parameters() if p.device.type != "cpu"})
+    bad = sorted(
+        {str(p.dtype) for p in model.parameters() if p.dtype != torch.float32}
+        | {str(p.device) for p in model.parameters() if p.device.type != "cpu"}
+    )
     if bad:
-        raise ValueError(f"model has parameters of {bad}: export a float32 CPU network (model.float().cpu()); "
-                         "use fp16=True for a float16 file")
+        raise ValueError(
+            f"model has parameters of {bad}: export a float32 CPU network (model.float().cpu()); "
+            "use fp16=True for a float16 file"
+        )
     was_training = model.training
     model.eval()
     try:
@@ -62,9 +66,11 @@ def resolve_checkpoint(ckpt_dir):
     latest = find_latest(ckpt)
     if latest is not None:
         return Path(latest)
-    raise ValueError(f"checkpoint directory {str(ckpt)!r} has no manifest.json: not a complete checkpoint (the "
-                     "trainer writes manifest.json last; an interrupted save has none), nor a run folder with a "
-                     "complete checkpoint-STEP inside")
+    raise ValueError(
+        f"checkpoint directory {str(ckpt)!r} has no manifest.json: not a complete checkpoint (the "
+        "trainer writes manifest.json last; an interrupted save has none), nor a run folder with a "
+        "complete checkpoint-STEP inside"
+    )
 
 
 def _check_arch(model_config, *, source):
@@ -93,8 +99,13 @@ def load_checkpoint(ckpt_dir, *, ema=True):
 
 
 def _scalars(d):
-    return {k: v for k, v in (d or {}).items() if isinstance(v, (str, int, float, bool)) or v is None
-            or (isinstance(v, list) and len(v) <= 16 and all(isinstance(e, (str, int, float, bool)) for e in v))}
+    return {
+        k: v
+        for k, v in (d or {}).items()
+        if isinstance(v, (str, int, float, bool))
+        or v is None
+        or (isinstance(v, list) and len(v) <= 16 and all(isinstance(e, (str, int, float, bool)) for e in v))
+    }
 
 
 def card_from_config(config, *, ckpt=None):
@@ -108,21 +119,28 @@ def card_from_config(config, *, ckpt=None):
         card = ModelCard(
             schedule=dict(config["schedule"]),
             parameterization=str(config["parameterization"]),
-            data=DataInfo(shape=tuple(int(d) for d in data["shape"]), kind=data.get("kind", "image"),
-                          range=tuple(float(v) for v in data.get("range", (-1.0, 1.0))),
-                          scale=float(data.get("scale", 1.0)), shift=float(data.get("shift", 0.0)),
-                          name=str(data.get("name", ""))),
+            data=DataInfo(
+                shape=tuple(int(d) for d in data["shape"]),
+                kind=data.get("kind", "image"),
+                range=tuple(float(v) for v in data.get("range", (-1.0, 1.0))),
+                scale=float(data.get("scale", 1.0)),
+                shift=float(data.get("shift", 0.0)),
+                name=str(data.get("name", "")),
+            ),
             time_input=config.get("time_input", "t"),
             num_classes=config.get("num_classes"),
             null_class=config.get("null_class"),
             learned_variance=bool(config.get("learned_variance", False)),
             version=diffspec_version(),
-            train_config={"arch": config["model"]["arch"], "model_kwargs": config["model"].get("kwargs", {}),
-                          "train": _scalars(config.get("train")),
-                          "trained_with": config.get("diffspec_version"),
-                          "checkpoint": Path(ckpt).name if ckpt else None,
-                          # few-step students: procedure, intended sampler, consistency scalings or reflow straightness
-                          "student": config.get("student")},
+            train_config={
+                "arch": config["model"]["arch"],
+                "model_kwargs": config["model"].get("kwargs", {}),
+                "train": _scalars(config.get("train")),
+                "trained_with": config.get("diffspec_version"),
+                "checkpoint": Path(ckpt).name if ckpt else None,
+                # few-step students: procedure, intended sampler, consistency scalings or reflow straightness
+                "student": config.get("student"),
+            },
         )
     except (KeyError, TypeError, ValueError) as err:
         raise ValueError(f"checkpoint config is missing or has a bad field ({type(err).__name__}: {err})") from None

@@ -18,30 +18,54 @@ def build_parser():
         DEFAULT_OPSET, EXPORTERS, SUPPORTED_OPSETS = 18, ("dynamo", "torchscript"), (18, 19, 20)
 
     p = argparse.ArgumentParser(prog="diffspec-export", description=__doc__.split("\n")[0])
-    p.add_argument("checkpoint", nargs="?",
-                   help="checkpoint directory (checkpoint-STEP with manifest.json) or a run folder "
-                   "(its latest checkpoint is used); or a diffusers pipeline folder (model_index.json) or model folder "
-                   "(config.json, with --scheduler-config)")
+    p.add_argument(
+        "checkpoint",
+        nargs="?",
+        help="checkpoint directory (checkpoint-STEP with manifest.json) or a run folder "
+        "(its latest checkpoint is used); or a diffusers pipeline folder (model_index.json) or model folder "
+        "(config.json, with --scheduler-config)",
+    )
     p.add_argument("-o", "--output", required=True, help="the .onnx file to write (its directory must exist)")
     p.add_argument("--no-ema", dest="ema", action="store_false", help="export the raw weights instead of the EMA")
     p.add_argument("--fp16", action="store_true", help="float16 weights and compute, float32 inputs and outputs")
-    p.add_argument("--cfg-fused", action="store_true",
-                   help="write the fused classifier-free-guidance graph (extra input guidance_scale [1]; "
-                   "out = u + s (c - u), diffusers convention) instead of the plain one")
-    p.add_argument("--dynamic-size", action="store_true",
-                   help="symbolic spatial axes too (fully convolutional networks such as the UNet)")
+    p.add_argument(
+        "--cfg-fused",
+        action="store_true",
+        help="write the fused classifier-free-guidance graph (extra input guidance_scale [1]; "
+        "out = u + s (c - u), diffusers convention) instead of the plain one",
+    )
+    p.add_argument(
+        "--dynamic-size",
+        action="store_true",
+        help="symbolic spatial axes too (fully convolutional networks such as the UNet)",
+    )
     p.add_argument("--opset", type=int, default=DEFAULT_OPSET, help=f"ONNX opset, one of {list(SUPPORTED_OPSETS)}")
     p.add_argument("--exporter", default="dynamo", choices=EXPORTERS, help="torch exporter (default dynamo)")
     p.add_argument("--seed", type=int, default=None, help="seed of the verification inputs (default: fresh)")
-    p.add_argument("--verify-only", action="store_true",
-                   help="do not export: verify the existing OUTPUT file against the checkpoint")
+    p.add_argument(
+        "--verify-only",
+        action="store_true",
+        help="do not export: verify the existing OUTPUT file against the checkpoint",
+    )
     d = p.add_argument_group("diffusers folders")
-    d.add_argument("--scheduler-config", metavar="FILE", help="scheduler_config.json of a diffusers model folder "
-                   "(replaces a pipeline's own scheduler)")
-    d.add_argument("--allow-pickle", action="store_true", help="load .bin (pickle) weights: pickle can run arbitrary "
-                   "code when loaded, so only for files you trust (safetensors needs no such flag)")
-    d.add_argument("--null-class", type=int, metavar="K", help="UNet2DModel: the label trained as 'no label' "
-                   "(num_class_embeds - 1), which enables classifier-free guidance")
+    d.add_argument(
+        "--scheduler-config",
+        metavar="FILE",
+        help="scheduler_config.json of a diffusers model folder (replaces a pipeline's own scheduler)",
+    )
+    d.add_argument(
+        "--allow-pickle",
+        action="store_true",
+        help="load .bin (pickle) weights: pickle can run arbitrary "
+        "code when loaded, so only for files you trust (safetensors needs no such flag)",
+    )
+    d.add_argument(
+        "--null-class",
+        type=int,
+        metavar="K",
+        help="UNet2DModel: the label trained as 'no label' "
+        "(num_class_embeds - 1), which enables classifier-free guidance",
+    )
     add_pipeline_arguments(p)
     return p
 
@@ -62,8 +86,17 @@ def _diffusers_main(args):
     if args.verify_only:
         verify(args.output, load_diffusers(args.checkpoint, **options)[0], seed=args.seed)
         return
-    export_diffusers(args.checkpoint, args.output, **options, fp16=args.fp16, cfg_fused=args.cfg_fused,
-                     dynamic_size=args.dynamic_size, opset=args.opset, exporter=args.exporter, seed=args.seed)
+    export_diffusers(
+        args.checkpoint,
+        args.output,
+        **options,
+        fp16=args.fp16,
+        cfg_fused=args.cfg_fused,
+        dynamic_size=args.dynamic_size,
+        opset=args.opset,
+        exporter=args.exporter,
+        seed=args.seed,
+    )
 
 
 def _main(argv=None):
@@ -87,8 +120,17 @@ def _main(argv=None):
         elif args.verify_only:
             verify(args.output, args.checkpoint, seed=args.seed)
         else:
-            export_checkpoint(args.checkpoint, args.output, ema=args.ema, fp16=args.fp16, cfg_fused=args.cfg_fused,
-                              dynamic_size=args.dynamic_size, opset=args.opset, exporter=args.exporter, seed=args.seed)
+            export_checkpoint(
+                args.checkpoint,
+                args.output,
+                ema=args.ema,
+                fp16=args.fp16,
+                cfg_fused=args.cfg_fused,
+                dynamic_size=args.dynamic_size,
+                opset=args.opset,
+                exporter=args.exporter,
+                seed=args.seed,
+            )
     except ValueError as err:
         print(f"diffspec-export: error: {_one_line(err)}", file=sys.stderr)
         return 2
@@ -117,8 +159,11 @@ def main(argv=None):
         print("diffspec-export: error: out of memory while exporting", file=sys.stderr)
         return 1
     except OSError as err:
-        print(f"diffspec-export: error: {_one_line(err.strerror or err)}"
-              + (f" ({err.filename!r})" if err.filename else ""), file=sys.stderr)
+        print(
+            f"diffspec-export: error: {_one_line(err.strerror or err)}"
+            + (f" ({err.filename!r})" if err.filename else ""),
+            file=sys.stderr,
+        )
         return 1
     except Exception as err:  # torch, onnx and onnxruntime raise their own types: one line all the same
         text = _one_line(err)[:2000]

@@ -20,13 +20,12 @@ from pathlib import Path
 
 import onnx
 import torch
-from torch import nn
-
-from diffspec.export.checkpoints import card_from_config, diffspec_version, inference_mode, load_checkpoint
+from diffspec.export.checkpoints import card_from_config, inference_mode, load_checkpoint
 from diffspec.export.files import EXTERNAL_DATA_THRESHOLD, write_atomically
 from diffspec.export.fp16 import convert_to_fp16
 from diffspec.export.verify import EXPORT_KEY, RANDOM_OPS, VerificationError, verify
 from diffspec.reference.modelcard import ModelCard
+from torch import nn
 
 SUPPORTED_OPSETS = (18, 19, 20)
 DEFAULT_OPSET = 18
@@ -61,8 +60,10 @@ def _check_options(card, path, opset, exporter, example_shape):
     if not isinstance(card, ModelCard):
         raise ValueError(f"card={card!r}: expected a diffspec.reference.modelcard.ModelCard")
     if opset not in SUPPORTED_OPSETS:
-        raise ValueError(f"opset={opset!r}: expected one of {list(SUPPORTED_OPSETS)} (18-20: GroupNorm stays "
-                         "decomposed and attention is MatMul+Softmax, what onnxruntime's CUDA provider fuses best)")
+        raise ValueError(
+            f"opset={opset!r}: expected one of {list(SUPPORTED_OPSETS)} (18-20: GroupNorm stays "
+            "decomposed and attention is MatMul+Softmax, what onnxruntime's CUDA provider fuses best)"
+        )
     if exporter not in EXPORTERS:
         raise ValueError(f"exporter={exporter!r}: expected one of {list(EXPORTERS)}")
     path = Path(path)
@@ -110,8 +111,16 @@ def _trace_quiet(net, args, names, *, opset, exporter, spatial):
         for i in range(spatial):
             x_dyn[2 + i] = torch.export.Dim(_size_name(i, spatial), min=2)
         dyn = [x_dyn, {0: batch}] + [{0: batch}] * ("y" in names) + [None] * ("guidance_scale" in names)
-        prog = torch.onnx.export(net, args, dynamo=True, opset_version=opset, input_names=names,
-                                 output_names=["out"], dynamic_shapes=tuple(dyn), verbose=False)
+        prog = torch.onnx.export(
+            net,
+            args,
+            dynamo=True,
+            opset_version=opset,
+            input_names=names,
+            output_names=["out"],
+            dynamic_shapes=tuple(dyn),
+            verbose=False,
+        )
         model = prog.model_proto
     else:
         axes = {n: {0: "batch"} for n in names if n != "guidance_scale"}
@@ -119,8 +128,16 @@ def _trace_quiet(net, args, names, *, opset, exporter, spatial):
         for i in range(spatial):
             axes["x"][2 + i] = axes["out"][2 + i] = _size_name(i, spatial)
         buf = io.BytesIO()
-        torch.onnx.export(net, args, buf, dynamo=False, opset_version=opset, input_names=names,
-                          output_names=["out"], dynamic_axes=axes)
+        torch.onnx.export(
+            net,
+            args,
+            buf,
+            dynamo=False,
+            opset_version=opset,
+            input_names=names,
+            output_names=["out"],
+            dynamic_axes=axes,
+        )
         model = onnx.load_from_string(buf.getvalue())
     return model
 
@@ -141,8 +158,18 @@ def _fix_axis_names(model):
     return model
 
 
-def to_onnx(model, card, *, opset=DEFAULT_OPSET, fp16=False, cfg_fused=False, dynamic_size=False,
-            example_shape=None, exporter="dynamo", weights="ema"):
+def to_onnx(
+    model,
+    card,
+    *,
+    opset=DEFAULT_OPSET,
+    fp16=False,
+    cfg_fused=False,
+    dynamic_size=False,
+    example_shape=None,
+    exporter="dynamo",
+    weights="ema",
+):
     """The exported ModelProto with its metadata (not written, not verified). See `export_model`."""
     shape = tuple(int(d) for d in (example_shape or card.data.shape))
     if cfg_fused and card.num_classes is None:
@@ -159,8 +186,9 @@ def to_onnx(model, card, *, opset=DEFAULT_OPSET, fp16=False, cfg_fused=False, dy
     except ValueError:
         raise
     except Exception as err:
-        raise VerificationError(f"torch.onnx.export ({exporter}, opset {opset}) failed: {type(err).__name__}: "
-                                f"{str(err)[:2000]}") from err
+        raise VerificationError(
+            f"torch.onnx.export ({exporter}, opset {opset}) failed: {type(err).__name__}: {str(err)[:2000]}"
+        ) from err
     random_ops = sorted({n.op_type for n in onnx_model.graph.node if n.op_type in RANDOM_OPS})
     if random_ops:
         raise VerificationError(f"the exported graph contains random ops {random_ops}: is the network in eval mode?")
@@ -170,16 +198,37 @@ def to_onnx(model, card, *, opset=DEFAULT_OPSET, fp16=False, cfg_fused=False, dy
     onnx_model.doc_string = "diffspec denoiser; metadata keys diffspec.* (diffspec.reference.modelcard)"
     del onnx_model.metadata_props[:]
     props = card.to_metadata()
-    props[EXPORT_KEY] = json.dumps({"exporter": exporter, "opset": opset, "weights": weights,
-                                    "dynamic_size": bool(dynamic_size), "torch": torch.__version__,
-                                    "onnx": onnx.__version__})
+    props[EXPORT_KEY] = json.dumps(
+        {
+            "exporter": exporter,
+            "opset": opset,
+            "weights": weights,
+            "dynamic_size": bool(dynamic_size),
+            "torch": torch.__version__,
+            "onnx": onnx.__version__,
+        }
+    )
     onnx.helper.set_model_props(onnx_model, props)
     return onnx_model
 
 
-def export_model(model, card, path, *, opset=DEFAULT_OPSET, fp16=False, cfg_fused=False, dynamic_size=False,
-                 example_shape=None, exporter="dynamo", weights="ema",
-                 external_data_threshold=EXTERNAL_DATA_THRESHOLD, verify_batch_sizes=(1, 4), seed=None, log=print):
+def export_model(
+    model,
+    card,
+    path,
+    *,
+    opset=DEFAULT_OPSET,
+    fp16=False,
+    cfg_fused=False,
+    dynamic_size=False,
+    example_shape=None,
+    exporter="dynamo",
+    weights="ema",
+    external_data_threshold=EXTERNAL_DATA_THRESHOLD,
+    verify_batch_sizes=(1, 4),
+    seed=None,
+    log=print,
+):
     """Export a network with forward(x, t, y=None) to `path`, verified; returns the VerifyReport.
 
     Any torch module works, not only diffspec's: give it the contract with `diffspec.export.NetworkAdapter`
@@ -195,8 +244,17 @@ def export_model(model, card, path, *, opset=DEFAULT_OPSET, fp16=False, cfg_fuse
     Nothing is left at `path` if tracing, conversion or verification fails.
     """
     path = _check_options(card, path, opset, exporter, example_shape)
-    onnx_model = to_onnx(model, card, opset=opset, fp16=fp16, cfg_fused=cfg_fused, dynamic_size=dynamic_size,
-                         example_shape=example_shape, exporter=exporter, weights=weights)
+    onnx_model = to_onnx(
+        model,
+        card,
+        opset=opset,
+        fp16=fp16,
+        cfg_fused=cfg_fused,
+        dynamic_size=dynamic_size,
+        example_shape=example_shape,
+        exporter=exporter,
+        weights=weights,
+    )
     reports = []
 
     def check(tmp):

@@ -53,17 +53,23 @@ def check_external_data(model, base_dir, *, source="the model"):
         posix, windows = PurePosixPath(location), PureWindowsPath(location)
         absolute = posix.is_absolute() or windows.is_absolute() or windows.drive
         if not location or absolute or location.startswith(("/", "\\")):
-            raise ValueError(f"{source}: external data location {location!r} is absolute: expected a file name "
-                             "relative to the model's directory")
+            raise ValueError(
+                f"{source}: external data location {location!r} is absolute: expected a file name "
+                "relative to the model's directory"
+            )
         if ".." in posix.parts or ".." in windows.parts:
-            raise ValueError(f"{source}: external data location {location!r} contains '..': expected a file "
-                             "inside the model's directory")
+            raise ValueError(
+                f"{source}: external data location {location!r} contains '..': expected a file "
+                "inside the model's directory"
+            )
         path = base
         for part in windows.parts:  # PureWindowsPath splits on both '/' and '\\'
             path = path / part
             if path.is_symlink():
-                raise ValueError(f"{source}: external data location {location!r} goes through a symlink "
-                                 f"({path}): expected a plain file next to the model")
+                raise ValueError(
+                    f"{source}: external data location {location!r} goes through a symlink "
+                    f"({path}): expected a plain file next to the model"
+                )
         if not path.is_file():
             raise ValueError(f"{source}: external data file {location!r} not found next to the model in {base}")
         files.append(path)
@@ -73,8 +79,11 @@ def check_external_data(model, base_dir, *, source="the model"):
 def load_index_tensors(model, base_dir):
     """Load the (small) integer tensors kept externally, so shape inference can read shapes and axes."""
     for tensor in _all_tensors(model):
-        if (tensor.HasField("data_location") and tensor.data_location == TensorProto.EXTERNAL
-                and tensor.data_type in (TensorProto.INT64, TensorProto.INT32)):
+        if (
+            tensor.HasField("data_location")
+            and tensor.data_location == TensorProto.EXTERNAL
+            and tensor.data_type in (TensorProto.INT64, TensorProto.INT32)
+        ):
             external_data_helper.load_external_data_for_tensor(tensor, str(base_dir))
             tensor.data_location = TensorProto.DEFAULT
             del tensor.external_data[:]
@@ -149,7 +158,7 @@ def prune_temporaries(folder: str | Path, *, older_than: float = STALE_SECONDS) 
         return removed
     now = time.time()
     for entry in entries:
-        pid = entry.name[len(TEMP_PREFIX):].split("-", 1)[0]
+        pid = entry.name[len(TEMP_PREFIX) :].split("-", 1)[0]
         if not entry.name.startswith(TEMP_PREFIX) or not entry.is_dir(follow_symlinks=False) or not pid.isdigit():
             continue
         try:
@@ -182,8 +191,14 @@ def write_atomically(model, path, *, external_data_threshold=EXTERNAL_DATA_THRES
         data_name = path.name + ".data"
         try:
             if initializer_bytes(model) > external_data_threshold:
-                onnx.save_model(model, str(tmp), save_as_external_data=True, all_tensors_to_one_file=True,
-                                location=data_name, size_threshold=1024)
+                onnx.save_model(
+                    model,
+                    str(tmp),
+                    save_as_external_data=True,
+                    all_tensors_to_one_file=True,
+                    location=data_name,
+                    size_threshold=1024,
+                )
             else:
                 onnx.save_model(model, str(tmp))
         except OSError as err:

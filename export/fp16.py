@@ -31,12 +31,34 @@ from onnx import TensorProto, helper, numpy_helper
 FLOAT, FLOAT16 = TensorProto.FLOAT, TensorProto.FLOAT16
 
 FP16_OPS = frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul", "Einsum"})
-FP32_OPS = frozenset({
-    "Softmax", "LogSoftmax", "LayerNormalization", "InstanceNormalization", "GroupNormalization",
-    "BatchNormalization", "RMSNormalization", "LpNormalization", "MeanVarianceNormalization",
-    "ReduceMean", "ReduceSum", "ReduceSumSquare", "ReduceL2", "ReduceLogSumExp", "ReduceProd",
-    "Pow", "Sqrt", "Reciprocal", "Exp", "Log", "Sin", "Cos", "Range", "CumSum",
-})
+FP32_OPS = frozenset(
+    {
+        "Softmax",
+        "LogSoftmax",
+        "LayerNormalization",
+        "InstanceNormalization",
+        "GroupNormalization",
+        "BatchNormalization",
+        "RMSNormalization",
+        "LpNormalization",
+        "MeanVarianceNormalization",
+        "ReduceMean",
+        "ReduceSum",
+        "ReduceSumSquare",
+        "ReduceL2",
+        "ReduceLogSumExp",
+        "ReduceProd",
+        "Pow",
+        "Sqrt",
+        "Reciprocal",
+        "Exp",
+        "Log",
+        "Sin",
+        "Cos",
+        "Range",
+        "CumSum",
+    }
+)
 _FP16_MAX = float(np.finfo(np.float16).max)
 
 
@@ -58,7 +80,9 @@ def _data_io(node, opset):
         if p is not None:
             out_types[j] = p.type_str
     shared = set(out_types.values())
-    ins = [i for i in range(len(node.input)) if node.input[i] and (p := _formal(schema.inputs, i)) and p.type_str in shared]
+    ins = [
+        i for i in range(len(node.input)) if node.input[i] and (p := _formal(schema.inputs, i)) and p.type_str in shared
+    ]
     data_types = {_formal(schema.inputs, i).type_str for i in ins}
     outs = [j for j, ts in out_types.items() if ts in data_types and node.output[j]]
     return ins, outs

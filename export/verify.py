@@ -46,8 +46,9 @@ class Tolerance:
 
 
 TOLERANCES = {"fp32": Tolerance(max_abs_scaled=1e-4, rel_l2=1e-4), "fp16": Tolerance(max_abs_scaled=3e-2, rel_l2=1e-2)}
-RANDOM_OPS = frozenset({"RandomNormal", "RandomNormalLike", "RandomUniform", "RandomUniformLike", "Multinomial",
-                        "Bernoulli", "Dropout"})
+RANDOM_OPS = frozenset(
+    {"RandomNormal", "RandomNormalLike", "RandomUniform", "RandomUniformLike", "Multinomial", "Bernoulli", "Dropout"}
+)
 EXPORT_KEY = PREFIX + "export"  # extra metadata (exporter, opset, weights); ModelCard.from_metadata ignores it
 
 
@@ -65,9 +66,11 @@ class ParityRun:
     def line(self):
         s = "" if self.guidance_scale is None else f" scale={self.guidance_scale:g}"
         ts = ", ".join(f"{v:.4g}" for v in self.t[:5]) + (", ..." if len(self.t) > 5 else "")
-        return (f"B={self.batch} x{list(self.shape)} t=[{ts}]{s}: max|d| {self.max_abs:.2e}  "
-                f"max|d|/max|ref| {self.max_abs_scaled:.2e}  relL2 {self.rel_l2:.2e}"
-                + ("" if self.finite else "  NON-FINITE OUTPUT"))
+        return (
+            f"B={self.batch} x{list(self.shape)} t=[{ts}]{s}: max|d| {self.max_abs:.2e}  "
+            f"max|d|/max|ref| {self.max_abs_scaled:.2e}  relL2 {self.rel_l2:.2e}"
+            + ("" if self.finite else "  NON-FINITE OUTPUT")
+        )
 
 
 @dataclass
@@ -89,8 +92,10 @@ class VerifyReport:
 
 
 def _dims(value_info):
-    return [d.dim_param if d.dim_param else (d.dim_value if d.HasField("dim_value") else "?")
-            for d in value_info.type.tensor_type.shape.dim]
+    return [
+        d.dim_param if d.dim_param else (d.dim_value if d.HasField("dim_value") else "?")
+        for d in value_info.type.tensor_type.shape.dim
+    ]
 
 
 def _fmt(value_info):
@@ -118,7 +123,8 @@ def check_graph(model, *, source="the model"):
     random_ops = sorted({n.op_type for n in graph.node if n.op_type in RANDOM_OPS})
     if random_ops:
         raise VerificationError(
-            f"{source}: the graph contains random ops {random_ops}: noise must be drawn by the runtime")
+            f"{source}: the graph contains random ops {random_ops}: noise must be drawn by the runtime"
+        )
     expected = {"x": TensorProto.FLOAT, "t": TensorProto.FLOAT}
     if card.num_classes is not None:
         expected["y"] = TensorProto.INT64
@@ -134,12 +140,12 @@ def check_graph(model, *, source="the model"):
     x_dims = _dims(inputs["x"])
     outputs = graph.output
     if len(outputs) != 1 or outputs[0].name != "out" or outputs[0].type.tensor_type.elem_type != TensorProto.FLOAT:
-        raise VerificationError(
-            f"{source}: outputs {[_fmt(o) for o in outputs]}: expected one output 'out' float32")
+        raise VerificationError(f"{source}: outputs {[_fmt(o) for o in outputs]}: expected one output 'out' float32")
     out_dims = _dims(graph.output[0])
     if len(out_dims) != len(x_dims):
         raise VerificationError(
-            f"{source}: output {_fmt(graph.output[0])} does not have the rank of {_fmt(inputs['x'])}")
+            f"{source}: output {_fmt(graph.output[0])} does not have the rank of {_fmt(inputs['x'])}"
+        )
     batch_inputs = [n for n in ("x", "t", "y") if n in inputs]
     for name in batch_inputs:
         if not isinstance(_dims(inputs[name])[0], str):
@@ -151,7 +157,8 @@ def check_graph(model, *, source="the model"):
     static = [d for d in x_dims[1:] if not isinstance(d, str)]
     if len(static) == len(x_dims) - 1 and tuple(static) != tuple(card.data.shape):
         raise VerificationError(
-            f"{source}: input {_fmt(inputs['x'])} does not match the card's data shape {list(card.data.shape)}")
+            f"{source}: input {_fmt(inputs['x'])} does not match the card's data shape {list(card.data.shape)}"
+        )
     return card
 
 
@@ -171,7 +178,6 @@ def _session(path):
 
 def _torch_network(model_or_checkpoint_dir, onnx_model):
     if isinstance(model_or_checkpoint_dir, (str, os.PathLike)):
-
         ema = export_info(onnx_model).get("weights", "ema") == "ema"
         return load_checkpoint(model_or_checkpoint_dir, ema=ema)[0]
     return model_or_checkpoint_dir
@@ -254,11 +260,15 @@ def verify(onnx_path, model_or_checkpoint_dir, *, batch_sizes=(1, 4), seed=None,
     card = check_graph(header, source=str(path))
     info = export_info(header)
     classes = "unconditional" if card.num_classes is None else f"{card.num_classes} classes (null {card.null_class})"
-    log(f"  metadata: schedule {card.schedule.get('name')}, parameterization {card.parameterization}, "
+    log(
+        f"  metadata: schedule {card.schedule.get('name')}, parameterization {card.parameterization}, "
         f"precision {card.precision}, {classes}, cfg_fused {card.cfg_fused}, data {list(card.data.shape)}, "
-        f"weights {info.get('weights', '?')}, exporter {info.get('exporter', '?')} opset {info.get('opset', '?')}")
-    log(f"  graph: {', '.join(_fmt(i) for i in header.graph.input)} -> {_fmt(header.graph.output[0])}; "
-        f"{len(header.graph.node)} nodes, no random ops")
+        f"weights {info.get('weights', '?')}, exporter {info.get('exporter', '?')} opset {info.get('opset', '?')}"
+    )
+    log(
+        f"  graph: {', '.join(_fmt(i) for i in header.graph.input)} -> {_fmt(header.graph.output[0])}; "
+        f"{len(header.graph.node)} nodes, no random ops"
+    )
     if tolerance is None:
         if card.precision not in TOLERANCES:
             raise VerificationError(f"{path}: precision {card.precision!r}: expected one of {sorted(TOLERANCES)}")
@@ -279,8 +289,10 @@ def _parity(path, header, card, net, tolerance, batch_sizes, seed, log):
     if any(isinstance(d, str) for d in x_dims):  # dynamic resolution: also run at twice the spatial size
         shapes.append(tuple(card.data.shape[:1]) + tuple(2 * d for d in card.data.shape[1:]))
     tolerance_name = card.precision if tolerance is TOLERANCES.get(card.precision) else "custom"
-    log(f"  onnxruntime {session.get_providers()[0]} vs torch, seed {seed}, tolerance {tolerance_name}: "
-        f"max|d|/max|ref| <= {tolerance.max_abs_scaled:g}, relL2 <= {tolerance.rel_l2:g}")
+    log(
+        f"  onnxruntime {session.get_providers()[0]} vs torch, seed {seed}, tolerance {tolerance_name}: "
+        f"max|d|/max|ref| <= {tolerance.max_abs_scaled:g}, relL2 <= {tolerance.rel_l2:g}"
+    )
     report = VerifyReport(str(path), card, tolerance, node_count=len(header.graph.node), op_types=ops)
     scales = iter([1.5, 7.5, 4.0, 3.0])
     for shape in shapes:
@@ -291,18 +303,28 @@ def _parity(path, header, card, net, tolerance, batch_sizes, seed, log):
                 (out,) = session.run(["out"], feeds)
             except Exception as err:
                 raise VerificationError(
-                    f"{path}: onnxruntime failed at batch {batch}, x {list(feeds['x'].shape)}: {err}") from None
+                    f"{path}: onnxruntime failed at batch {batch}, x {list(feeds['x'].shape)}: {err}"
+                ) from None
             ref = _torch_output(net, card, feeds)
-            run = ParityRun(batch, feeds["x"].shape[1:], tuple(float(v) for v in feeds["t"]), *compare(out, ref),
-                            guidance_scale=scale)
+            run = ParityRun(
+                batch,
+                feeds["x"].shape[1:],
+                tuple(float(v) for v in feeds["t"]),
+                *compare(out, ref),
+                guidance_scale=scale,
+            )
             report.runs.append(run)
             log("    " + run.line())
-    bad = [r for r in report.runs
-           if not r.finite or r.max_abs_scaled > tolerance.max_abs_scaled or r.rel_l2 > tolerance.rel_l2]
+    bad = [
+        r
+        for r in report.runs
+        if not r.finite or r.max_abs_scaled > tolerance.max_abs_scaled or r.rel_l2 > tolerance.rel_l2
+    ]
     if bad:
         raise VerificationError(
             f"{path}: onnxruntime and torch disagree beyond the {card.precision} tolerance "
             f"(max|d|/max|ref| <= {tolerance.max_abs_scaled:g}, relL2 <= {tolerance.rel_l2:g}; seed {seed}): "
-            + "; ".join(r.line() for r in bad))
+            + "; ".join(r.line() for r in bad)
+        )
     log("  ok")
     return report

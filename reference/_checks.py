@@ -155,8 +155,10 @@ def checked_denoiser(denoise: Callable, grid, *, sampler: str) -> Callable:
         if arr.shape != np.shape(x):
             raise ValueError(f"{sampler}: the denoiser returned shape {arr.shape} at {where(t)}: {expected}")
         if not np.all(np.isfinite(arr)):
-            raise ValueError(f"{sampler}: the denoiser returned NaN or inf at {where(t)}: expected finite values "
-                             "(check the model, its parameterization, or the grid's end points)")
+            raise ValueError(
+                f"{sampler}: the denoiser returned NaN or inf at {where(t)}: expected finite values "
+                "(check the model, its parameterization, or the grid's end points)"
+            )
         return arr
 
     checked._checked_by = sampler  # type: ignore[attr-defined]

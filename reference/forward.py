@@ -9,7 +9,6 @@ beta_tilde ("fixed_small"), beta ("fixed_large"), the clipped log variance, and 
 import enum
 
 import numpy as np
-
 from diffspec.reference import _checks
 from diffspec.reference.parameterizations import broadcast_to_batch
 
@@ -23,8 +22,9 @@ class PosteriorVariance(enum.StrEnum):
 
 def _parse_variance(variance):
     known = {v.value: v for v in PosteriorVariance}
-    return _checks.lookup(known, str(variance) if isinstance(variance, PosteriorVariance) else variance,
-                          what="variance")
+    return _checks.lookup(
+        known, str(variance) if isinstance(variance, PosteriorVariance) else variance, what="variance"
+    )
 
 
 def q_sample(x0, eps, t, schedule):
@@ -106,7 +106,9 @@ def ddpm_table(schedule):
         beta_tilde = one_minus_abar_prev / one_minus_abar * betas
         log_beta_tilde_clipped = np.log(np.append(beta_tilde[1], beta_tilde[1:]))
         coef_x0 = np.exp(la_prev) * betas / one_minus_abar
-        coef_xt = np.exp(la - la_prev) * one_minus_abar_prev / one_minus_abar  # sqrt(1 - beta_n) = alpha_n / alpha_{n-1}
+        coef_xt = (
+            np.exp(la - la_prev) * one_minus_abar_prev / one_minus_abar
+        )  # sqrt(1 - beta_n) = alpha_n / alpha_{n-1}
     return {
         "betas": betas,
         "alphas_cumprod": np.exp(2.0 * la),
@@ -175,5 +177,8 @@ def ddpm_posterior(x0, x, n, schedule):
     n = _steps(n, schedule)
     table = ddpm_table(schedule)
     mean = broadcast_to_batch(table["coef_x0"][n], x) * x0 + broadcast_to_batch(table["coef_xt"][n], x) * x
-    return (mean, broadcast_to_batch(table["beta_tilde"][n], x),
-            broadcast_to_batch(table["log_beta_tilde_clipped"][n], x))
+    return (
+        mean,
+        broadcast_to_batch(table["beta_tilde"][n], x),
+        broadcast_to_batch(table["log_beta_tilde_clipped"][n], x),
+    )

@@ -11,7 +11,6 @@ by the clean end t = -1 (diffusers' `set_alpha_to_one=True`).
 """
 
 import numpy as np
-
 from diffspec.reference import _checks
 
 

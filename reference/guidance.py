@@ -19,10 +19,15 @@ therefore names the space it works in.
 """
 
 import numpy as np
-
 from diffspec.reference import _checks
 from diffspec.reference.noise import as_noise_source
-from diffspec.reference.parameterizations import Parameterization, output_from_x0, parse, x0_from_output, broadcast_to_batch
+from diffspec.reference.parameterizations import (
+    Parameterization,
+    broadcast_to_batch,
+    output_from_x0,
+    parse,
+    x0_from_output,
+)
 
 
 def _x0(denoise, x, t):

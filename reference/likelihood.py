@@ -14,14 +14,14 @@ dequantisation term is added.
 """
 
 import numpy as np
-
 from diffspec.reference import _checks
 from diffspec.reference.noise import as_noise_source
 from diffspec.reference.samplers.ode import dormand_prince
 
 
-def bits_per_dim(denoise, x, schedule, *, t_data=None, t_prior=None, divergence=None, noise=None, rtol=1e-5,
-                 atol=1e-5, fd_step=1e-4):
+def bits_per_dim(
+    denoise, x, schedule, *, t_data=None, t_prior=None, divergence=None, noise=None, rtol=1e-5, atol=1e-5, fd_step=1e-4
+):
     """Negative log-likelihood -log p_{t_data}(x) / (D log 2) of each sample, shape (B,).
 
     divergence: optional callable (x, t) -> (B,), the exact divergence sum_i d x0_hat_i / d x_i of the denoiser.
@@ -60,8 +60,10 @@ def bits_per_dim(denoise, x, schedule, *, t_data=None, t_prior=None, divergence=
             div_x0 = np.asarray(divergence(x_t, t), dtype=np.float64)
         else:
             d = fd_step * sigma
-            jvp = (np.asarray(denoise(x_t + d * z, t), dtype=np.float64)
-                   - np.asarray(denoise(x_t - d * z, t), dtype=np.float64)) / (2 * d)
+            jvp = (
+                np.asarray(denoise(x_t + d * z, t), dtype=np.float64)
+                - np.asarray(denoise(x_t - d * z, t), dtype=np.float64)
+            ) / (2 * d)
             div_x0 = np.sum((z * jvp).reshape(B, -1), axis=1)
         return np.concatenate([F.ravel(), alpha * div_x0 - D])
 
@@ -71,5 +73,5 @@ def bits_per_dim(denoise, x, schedule, *, t_data=None, t_prior=None, divergence=
     y, _ = dormand_prince(rhs, y0, lam_0, lam_T, rtol=rtol, atol=atol)
     x_T = alpha_T * y[: B * D].reshape(B, D)
     log_prior = -0.5 * np.sum(x_T**2, axis=1) / sigma_T**2 - 0.5 * D * np.log(2 * np.pi * sigma_T**2)
-    log_p = log_prior + y[B * D:] + D * np.log(alpha_T / alpha_0)
+    log_p = log_prior + y[B * D :] + D * np.log(alpha_T / alpha_0)
     return -log_p / (D * np.log(2.0))

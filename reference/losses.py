@@ -10,8 +10,8 @@ import enum
 import math
 
 import numpy as np
-
-from diffspec.reference import _checks, parameterizations as P
+from diffspec.reference import _checks
+from diffspec.reference import parameterizations as P
 from diffspec.reference.forward import ddpm_posterior, learned_range_log_variance
 from diffspec.reference.noise import as_noise_source
 from diffspec.reference.vlb import discretized_gaussian_log_likelihood, gaussian_kl
@@ -105,8 +105,9 @@ def hybrid_loss(output, var_output, x0, eps, n, schedule, *, parameterization="e
     lambda_vlb = _checks.nonnegative("lambda_vlb", lambda_vlb)
     n = _checks.finite_array("n", n)
     if n.shape != (x0.shape[0],) or np.any(n != np.round(n)) or np.any(n < 0) or np.any(n > schedule.num_steps - 1):
-        raise ValueError(f"n={_checks._short(n.tolist())}: expected ({x0.shape[0]},) integer steps in "
-                         f"[0, {schedule.num_steps - 1}]")
+        raise ValueError(
+            f"n={_checks._short(n.tolist())}: expected ({x0.shape[0]},) integer steps in [0, {schedule.num_steps - 1}]"
+        )
     n = n.astype(np.int64)
     alpha, sigma = schedule.alpha(n), schedule.sigma(n)
     x = P.broadcast_to_batch(alpha, x0) * x0 + P.broadcast_to_batch(sigma, x0) * eps
@@ -189,7 +190,9 @@ def consistency_scalings(sigma, *, sigma_min=0.002, sigma_data=0.5):
     sigma_min = _checks.nonnegative("sigma_min", sigma_min)
     sigma_data = _checks.positive("sigma_data", sigma_data)
     if np.any(sigma < sigma_min):
-        raise ValueError(f"sigma contains {sigma[sigma < sigma_min].ravel()[0]}: expected sigma >= sigma_min = {sigma_min}")
+        raise ValueError(
+            f"sigma contains {sigma[sigma < sigma_min].ravel()[0]}: expected sigma >= sigma_min = {sigma_min}"
+        )
     c_skip = sigma_data**2 / ((sigma - sigma_min) ** 2 + sigma_data**2)
     c_out = sigma_data * (sigma - sigma_min) / np.sqrt(sigma**2 + sigma_data**2)
     return c_skip, c_out

@@ -6,7 +6,6 @@ precision_recall (k-NN manifolds). Randomness, where any, enters through an expl
 """
 
 import numpy as np
-
 from diffspec.reference import _checks
 
 

@@ -40,8 +40,11 @@ def _check_data(data, source):
     if not isinstance(data, dict):
         _fail(source, "data", data, "a JSON object with shape, kind, range, scale, shift")
     shape = data.get("shape")
-    if (not isinstance(shape, (list, tuple)) or not 1 <= len(shape) <= MAX_DIMS
-            or not all(_is_int(d) and d >= 1 for d in shape)):
+    if (
+        not isinstance(shape, (list, tuple))
+        or not 1 <= len(shape) <= MAX_DIMS
+        or not all(_is_int(d) and d >= 1 for d in shape)
+    ):
         _fail(source, "data.shape", shape, f"a list of 1 to {MAX_DIMS} positive integers")
     if math.prod(shape) > MAX_SAMPLE_ELEMENTS:
         _fail(source, "data.shape", shape, f"at most {MAX_SAMPLE_ELEMENTS} values per sample")
@@ -49,8 +52,12 @@ def _check_data(data, source):
     if kind not in DATA_KINDS:
         _fail(source, "data.kind", kind, f"one of {', '.join(DATA_KINDS)}")
     value_range = data.get("range", (-1.0, 1.0))
-    if (not isinstance(value_range, (list, tuple)) or len(value_range) != 2
-            or not all(_is_real(v) for v in value_range) or not value_range[0] < value_range[1]):
+    if (
+        not isinstance(value_range, (list, tuple))
+        or len(value_range) != 2
+        or not all(_is_real(v) for v in value_range)
+        or not value_range[0] < value_range[1]
+    ):
         _fail(source, "data.range", value_range, "[lo, hi] with finite lo < hi")
     scale = data.get("scale", 1.0)
     if not _is_real(scale) or scale <= 0:
@@ -78,8 +85,9 @@ def _check_fields(raw, source):
     if num_classes is not None and (not _is_int(num_classes) or not 1 <= num_classes <= MAX_CLASSES):
         _fail(source, "num_classes", num_classes, f"null or an integer in [1, {MAX_CLASSES}]")
     null_class = raw.get("null_class")
-    if null_class is not None and (num_classes is None or not _is_int(null_class)
-                                   or not 0 <= null_class <= num_classes):
+    if null_class is not None and (
+        num_classes is None or not _is_int(null_class) or not 0 <= null_class <= num_classes
+    ):
         _fail(source, "null_class", null_class, "null, or an integer in [0, num_classes] of a conditional model")
     for key in ("cfg_fused", "learned_variance"):
         if not isinstance(raw.get(key, False), bool):
@@ -107,6 +115,9 @@ class DataInfo:
         return (x_model - self.shift) / self.scale
 
 
+DIFFSPEC_VERSION = "0.2.0"  # the one place the version is written (pyproject.toml reads it)
+
+
 @dataclass(frozen=True)
 class ModelCard:
     schedule: dict
@@ -118,7 +129,7 @@ class ModelCard:
     cfg_fused: bool = False
     learned_variance: bool = False
     precision: str = "fp32"
-    version: str = "0.1.0"
+    version: str = DIFFSPEC_VERSION
     train_config: dict = field(default_factory=dict)
 
     def reference_schedule(self):
@@ -147,10 +158,11 @@ class ModelCard:
             if not key.startswith(PREFIX):
                 continue
             try:  # JSON's NaN and Infinity are refused: nothing non-finite flows into the math
-                raw[key[len(PREFIX):]] = json.loads(value, parse_constant=_no_constant)
+                raw[key[len(PREFIX) :]] = json.loads(value, parse_constant=_no_constant)
             except (json.JSONDecodeError, TypeError, ValueError, RecursionError) as err:
-                raise ValueError(f"{source}: metadata {key} is not valid JSON ({_first_line(err)}); "
-                                 "re-export the model") from None
+                raise ValueError(
+                    f"{source}: metadata {key} is not valid JSON ({_first_line(err)}); re-export the model"
+                ) from None
         if raw.pop("format") != FORMAT_VERSION:
             raise ValueError(f"{source}: diffspec metadata format is not {FORMAT_VERSION}; re-export the model")
         known = {f for f in cls.__dataclass_fields__}
@@ -171,9 +183,19 @@ class ModelCard:
         return card
 
     @classmethod
-    def from_diffusers(cls, scheduler_config: dict, *, sample_size: int | tuple[int, int], in_channels: int,
-                       num_classes: int | None = None, null_class: int | None = None, learned_variance: bool = False,
-                       name: str = "", version: str | None = None, train_config: dict | None = None) -> "ModelCard":
+    def from_diffusers(
+        cls,
+        scheduler_config: dict,
+        *,
+        sample_size: int | tuple[int, int],
+        in_channels: int,
+        num_classes: int | None = None,
+        null_class: int | None = None,
+        learned_variance: bool = False,
+        name: str = "",
+        version: str | None = None,
+        train_config: dict | None = None,
+    ) -> "ModelCard":
         """The card of a diffusers network trained with `scheduler_config` (a scheduler_config.json dict).
 
         Through `diffspec.reference.interop`: the schedule (betas, rescale to zero terminal SNR, flow shift), the
@@ -193,8 +215,9 @@ class ModelCard:
         from diffspec.reference import interop
 
         if not isinstance(scheduler_config, dict) or "_class_name" not in scheduler_config:
-            raise ValueError("scheduler_config: expected a dict loaded from scheduler_config.json, with a "
-                             "'_class_name' key")
+            raise ValueError(
+                "scheduler_config: expected a dict loaded from scheduler_config.json, with a '_class_name' key"
+            )
         config = dict(scheduler_config)
         if config.get("variance_type") == "learned_range":
             learned_variance = True
@@ -207,28 +230,36 @@ class ModelCard:
             plan = interop.from_diffusers({**config, "variance_type": "fixed_small"}, 4)
         schedule = plan.schedule
         if type(schedule).__name__ == "EDM":
-            raise ValueError(f"scheduler {plan.class_name}: diffusers' EDM schedulers precondition the network's "
-                             "input, time and output (c_in, c_noise, c_skip, c_out); a model trained with them is "
-                             "not supported: expected a beta-based or flow-matching scheduler")
+            raise ValueError(
+                f"scheduler {plan.class_name}: diffusers' EDM schedulers precondition the network's "
+                "input, time and output (c_in, c_noise, c_skip, c_out); a model trained with them is "
+                "not supported: expected a beta-based or flow-matching scheduler"
+            )
         if learned_variance and not (schedule.is_discrete and schedule.variance_preserving):
-            raise ValueError(f"learned_variance=True: needs a discrete VP (beta) schedule, got "
-                             f"{type(schedule).__name__}")
+            raise ValueError(
+                f"learned_variance=True: needs a discrete VP (beta) schedule, got {type(schedule).__name__}"
+            )
         sample_size = tuple(sample_size) if isinstance(sample_size, (list, tuple)) else (sample_size, sample_size)
         if len(sample_size) != 2 or any(isinstance(s, bool) or not isinstance(s, int) or s < 1 for s in sample_size):
             raise ValueError(f"sample_size={sample_size!r}: expected a positive integer or a pair (height, width)")
         if isinstance(in_channels, bool) or not isinstance(in_channels, int) or in_channels < 1:
             raise ValueError(f"in_channels={in_channels!r}: expected a positive integer")
-        if num_classes is not None and (isinstance(num_classes, bool) or not isinstance(num_classes, int)
-                                        or num_classes < 1):
+        if num_classes is not None and (
+            isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1
+        ):
             raise ValueError(f"num_classes={num_classes!r}: expected None or a positive integer")
         if null_class is not None and (num_classes is None or null_class != num_classes):
-            raise ValueError(f"null_class={null_class!r}: expected None or num_classes={num_classes} (the label after "
-                             "the real ones)")
+            raise ValueError(
+                f"null_class={null_class!r}: expected None or num_classes={num_classes} (the label after the real ones)"
+            )
         card = cls(
             schedule=schedule.to_dict(),
             parameterization=str(parse_parameterization(plan.prediction_type)),
             data=DataInfo(shape=(in_channels, *sample_size), kind="image", range=(-1.0, 1.0), name=str(name)),
-            time_input="t", num_classes=num_classes, null_class=null_class, learned_variance=bool(learned_variance),
+            time_input="t",
+            num_classes=num_classes,
+            null_class=null_class,
+            learned_variance=bool(learned_variance),
             train_config={"scheduler": plan.class_name, **(train_config or {})},
             **({} if version is None else {"version": str(version)}),
         )

@@ -13,7 +13,6 @@ along it (`gaussian_flow_map`). These are the strongest tests of every sampler i
 from dataclasses import dataclass
 
 import numpy as np
-
 from diffspec.reference import _checks
 
 

@@ -19,7 +19,6 @@ branch on the parameterization: they receive x0_hat.
 import enum
 
 import numpy as np
-
 from diffspec.reference import _checks
 
 

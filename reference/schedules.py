@@ -16,7 +16,6 @@ from functools import cached_property
 from typing import ClassVar
 
 import numpy as np
-
 from diffspec.reference import _checks
 
 

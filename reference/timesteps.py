@@ -12,7 +12,6 @@ Randomness comes only from the explicit `numpy.random.Generator` `rng`; times ar
 """
 
 import numpy as np
-
 from diffspec.reference import _checks
 
 
@@ -127,7 +126,9 @@ def importance(schedule, n, rng, *, history):
     if not isinstance(history, LossHistory):
         raise ValueError(f"history={history!r}: expected a LossHistory")
     if schedule.is_discrete and history.num_bins != schedule.num_steps:
-        raise ValueError(f"history.num_bins={history.num_bins}: expected T = {schedule.num_steps} for a discrete schedule")
+        raise ValueError(
+            f"history.num_bins={history.num_bins}: expected T = {schedule.num_steps} for a discrete schedule"
+        )
     k = rng.choice(history.num_bins, size=n, p=history.probabilities())
     if schedule.is_discrete:
         return k.astype(np.float64)

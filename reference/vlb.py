@@ -14,7 +14,6 @@ Every term is summed over dimensions and divided by D log 2 (bits per dimension)
 import math
 
 import numpy as np
-
 from diffspec.reference import _checks
 from diffspec.reference.forward import ddpm_log_variance, ddpm_posterior, ddpm_table, q_sample
 from diffspec.reference.noise import as_noise_source
@@ -67,7 +66,9 @@ def discretized_gaussian_log_likelihood(x0, mean, log_scale):
         standard_normal_cdf(-z_minus) - standard_normal_cdf(-z_plus),
         standard_normal_cdf(z_plus) - standard_normal_cdf(z_minus),
     )
-    prob = np.where(x0 < -0.999, standard_normal_cdf(z_plus), np.where(x0 > 0.999, standard_normal_cdf(-z_minus), delta))
+    prob = np.where(
+        x0 < -0.999, standard_normal_cdf(z_plus), np.where(x0 > 0.999, standard_normal_cdf(-z_minus), delta)
+    )
     return np.log(np.maximum(prob, 1e-12))
 
 
@@ -123,6 +124,5 @@ def vlb_bits_per_dim(denoise, x0, schedule, *, noise=None, variance="fixed_small
     on the 256-level grid; `schedule` discrete. L = L_prior + sum_n L_n + L_0, each term one Monte Carlo draw
     of x_n. Model calls: T. Noise draws: T arrays, n = T-1 down to 0. See `vlb_terms` for the model options.
     """
-    prior, terms = vlb_terms(denoise, x0, schedule, noise=noise, variance=variance,
-                             model_mean_logvar=model_mean_logvar)
+    prior, terms = vlb_terms(denoise, x0, schedule, noise=noise, variance=variance, model_mean_logvar=model_mean_logvar)
     return prior + terms.sum(axis=1)

@@ -25,7 +25,6 @@ sigmoid as exp(-log(1 + e^{-z})), p2 in log space).
 """
 
 import numpy as np
-
 from diffspec.reference import _checks
 
 

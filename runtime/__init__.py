@@ -22,6 +22,14 @@ from diffspec.runtime.sampling import (
 )
 
 __all__ = [
-    "LearnedVariance", "Model", "ModelFileError", "ProviderError", "SampleNoise", "labels_for", "make_denoiser",
-    "make_sampling_grid", "sample", "write_samples",
+    "LearnedVariance",
+    "Model",
+    "ModelFileError",
+    "ProviderError",
+    "SampleNoise",
+    "labels_for",
+    "make_denoiser",
+    "make_sampling_grid",
+    "sample",
+    "write_samples",
 ]

@@ -23,10 +23,35 @@ from diffspec.runtime.output import check_output_path, write_samples
 from diffspec.runtime.sampling import DEFAULT_STEPS, check_sample_size, default_grid, keyword_options, sample
 
 RESERVED = {
-    "model", "sampler", "steps", "n", "seed", "out", "batch_size", "device", "allow_cpu_fallback", "cuda_graph",
-    "io_binding", "threads", "grid", "class_label", "guidance_scale", "guidance_rescale", "mask", "init_image",
-    "strength", "index", "quiet", "verbose", "list_samplers", "info", "help", "no_progress", "repaint_mask",
-    "num_inference_steps", "num_samples",
+    "model",
+    "sampler",
+    "steps",
+    "n",
+    "seed",
+    "out",
+    "batch_size",
+    "device",
+    "allow_cpu_fallback",
+    "cuda_graph",
+    "io_binding",
+    "threads",
+    "grid",
+    "class_label",
+    "guidance_scale",
+    "guidance_rescale",
+    "mask",
+    "init_image",
+    "strength",
+    "index",
+    "quiet",
+    "verbose",
+    "list_samplers",
+    "info",
+    "help",
+    "no_progress",
+    "repaint_mask",
+    "num_inference_steps",
+    "num_samples",
 }
 
 
@@ -58,11 +83,13 @@ def _parse_value(text):
 def _typed(default):
     """An argparse type from an option's default value."""
     if isinstance(default, bool):
+
         def as_bool(text):
             value = _parse_value(text)
             if not isinstance(value, bool):
                 raise argparse.ArgumentTypeError(f"{text!r}: expected true or false")
             return value
+
         return as_bool, "BOOL"
     if isinstance(default, int):
         return int, "INT"
@@ -127,8 +154,11 @@ def _finite_float(lo=None, hi=None, *, lo_open=False):
             value = float(text)
         except ValueError:
             value = math.nan
-        ok = math.isfinite(value) and (lo is None or (value > lo if lo_open else value >= lo)) and (
-            hi is None or value <= hi)
+        ok = (
+            math.isfinite(value)
+            and (lo is None or (value > lo if lo_open else value >= lo))
+            and (hi is None or value <= hi)
+        )
         if not ok:
             left = "(" if lo_open else "["
             where = "" if lo is None and hi is None else f" in {left}{lo}, {hi}]"
@@ -172,60 +202,106 @@ def build_parser():
         prog="diffspec-sample",
         description="Sample from an exported diffspec .onnx model with numpy + onnxruntime (CUDA or CPU).",
         epilog="Output by suffix of --out: .png (image grid, or a scatter plot for 2-D points), .npy, .npz (with "
-               "labels). Values are in the data's original range. Sample i uses noise seeded by (seed, i). Grid "
-               "layout: for a class-conditional model with the default labels (sample i has class i mod K), one row "
-               "per K samples, so column k shows class k whatever -n is; otherwise a square-ish grid in sample "
-               "order. Errors print one line and exit with status 2 (bad input) or 1 (runtime failure).",
+        "labels). Values are in the data's original range. Sample i uses noise seeded by (seed, i). Grid "
+        "layout: for a class-conditional model with the default labels (sample i has class i mod K), one row "
+        "per K samples, so column k shows class k whatever -n is; otherwise a square-ish grid in sample "
+        "order. Errors print one line and exit with status 2 (bad input) or 1 (runtime failure).",
     )
     p.add_argument("model", nargs="?", help="the .onnx file written by diffspec-export")
     p.add_argument("--sampler", default="dpmpp_2m", help="sampler name (default dpmpp_2m; --list-samplers)")
-    p.add_argument("--steps", "--num-inference-steps", dest="steps", type=_int_at_least(1), default=DEFAULT_STEPS,
-                   help=f"grid steps (default {DEFAULT_STEPS}; --num-inference-steps is diffusers' name for it)")
-    p.add_argument("-n", "--num-samples", dest="n", type=int, default=64,
-                   help="number of samples (default 64)")
-    p.add_argument("--index", type=_parse_indices, metavar="I[,J|A-B]",
-                   help="generate only these sample indices (same noise as in a full run), e.g. 5 or 0-7")
-    p.add_argument("--seed", type=_int_at_least(0, 2**63 - 1), default=0,
-                   help="base seed, an integer in [0, 2**63) (default 0); sample i uses noise seeded by (seed, i)")
+    p.add_argument(
+        "--steps",
+        "--num-inference-steps",
+        dest="steps",
+        type=_int_at_least(1),
+        default=DEFAULT_STEPS,
+        help=f"grid steps (default {DEFAULT_STEPS}; --num-inference-steps is diffusers' name for it)",
+    )
+    p.add_argument("-n", "--num-samples", dest="n", type=int, default=64, help="number of samples (default 64)")
+    p.add_argument(
+        "--index",
+        type=_parse_indices,
+        metavar="I[,J|A-B]",
+        help="generate only these sample indices (same noise as in a full run), e.g. 5 or 0-7",
+    )
+    p.add_argument(
+        "--seed",
+        type=_int_at_least(0, 2**63 - 1),
+        default=0,
+        help="base seed, an integer in [0, 2**63) (default 0); sample i uses noise seeded by (seed, i)",
+    )
     p.add_argument("--out", "-o", default="samples.png", help="output .png, .npy or .npz (default samples.png)")
     p.add_argument("--batch-size", type=_int_at_least(1), default=64, help="samples per batch (default 64)")
     g = p.add_argument_group("device")
     g.add_argument("--device", choices=DEVICES, default="auto", help="cuda, cpu or auto (default: CUDA if offered)")
     g.add_argument("--allow-cpu-fallback", action="store_true", help="with --device cuda, run on CPU if CUDA fails")
     g.add_argument("--cuda-graph", action="store_true", help="capture the network as a CUDA graph (fixed batch)")
-    g.add_argument("--io-binding", choices=("auto", "on", "off"), default="auto",
-                   help="onnxruntime IOBinding (auto: on for CUDA, off for CPU)")
-    g.add_argument("--threads", type=_int_at_least(0, 1024), default=0,
-                   help="onnxruntime intra-op threads (0: its default)")
+    g.add_argument(
+        "--io-binding",
+        choices=("auto", "on", "off"),
+        default="auto",
+        help="onnxruntime IOBinding (auto: on for CUDA, off for CPU)",
+    )
+    g.add_argument(
+        "--threads", type=_int_at_least(0, 1024), default=0, help="onnxruntime intra-op threads (0: its default)"
+    )
     c = p.add_argument_group("conditioning and guidance")
-    c.add_argument("--class-label", type=_parse_labels, metavar="K|K1,K2,...|null",
-                   help="class label(s) for a conditional model (default: cycle through the classes)")
-    c.add_argument("--guidance-scale", type=_finite_float(), default=1.0,
-                   help="classifier-free guidance, diffusers convention (1 = off; uses the null class)")
-    c.add_argument("--guidance-rescale", type=_finite_float(0.0, 1.0), default=0.0,
-                   help="guidance rescale phi in [0, 1] (Lin et al. 2023)")
+    c.add_argument(
+        "--class-label",
+        type=_parse_labels,
+        metavar="K|K1,K2,...|null",
+        help="class label(s) for a conditional model (default: cycle through the classes)",
+    )
+    c.add_argument(
+        "--guidance-scale",
+        type=_finite_float(),
+        default=1.0,
+        help="classifier-free guidance, diffusers convention (1 = off; uses the null class)",
+    )
+    c.add_argument(
+        "--guidance-rescale",
+        type=_finite_float(0.0, 1.0),
+        default=0.0,
+        help="guidance rescale phi in [0, 1] (Lin et al. 2023)",
+    )
     c.add_argument("--init-image", metavar="PATH", help="init image (.png, or .npy in the data range)")
     masks = c.add_mutually_exclusive_group()
-    masks.add_argument("--mask", metavar="PATH",
-                       help="inpainting mask, white (1) = keep --init-image, black (0) = generate, as in the Python "
-                       "API (.png, or .npy in [0, 1])")
-    masks.add_argument("--repaint-mask", metavar="PATH",
-                       help="the opposite polarity, diffusers' mask_image: white (1) = generate, black (0) = keep")
-    c.add_argument("--strength", type=_finite_float(0.0, 1.0),
-                   help="SDEdit: fraction of the grid to run from the noised init, in [0, 1] (0 returns the init)")
+    masks.add_argument(
+        "--mask",
+        metavar="PATH",
+        help="inpainting mask, white (1) = keep --init-image, black (0) = generate, as in the Python "
+        "API (.png, or .npy in [0, 1])",
+    )
+    masks.add_argument(
+        "--repaint-mask",
+        metavar="PATH",
+        help="the opposite polarity, diffusers' mask_image: white (1) = generate, black (0) = keep",
+    )
+    c.add_argument(
+        "--strength",
+        type=_finite_float(0.0, 1.0),
+        help="SDEdit: fraction of the grid to run from the noised init, in [0, 1] (0 returns the init)",
+    )
 
     grid_names = ", ".join(sorted(ref_grids.GRIDS))
     gr = p.add_argument_group("time grid")
-    gr.add_argument("--grid", help=f"one of {grid_names} (default: shifted for flow, uniform for vp_cosine, "
-                    "else exponential)")
+    gr.add_argument(
+        "--grid", help=f"one of {grid_names} (default: shifted for flow, uniform for vp_cosine, else exponential)"
+    )
     sampler_opts = _option_table(SAMPLERS)
     grid_opts = _option_table(ref_grids.GRIDS)
     dests = {}
     for name, (default, owners) in sorted(grid_opts.items()):
         flag_name = name if name not in RESERVED and name not in sampler_opts else "grid_" + name
         kind, metavar = _typed(default)
-        gr.add_argument(_flag(flag_name), dest="gridopt_" + name, type=_finite_option(kind), metavar=metavar,
-                        default=None, help=f"grid option of {', '.join(owners)}")
+        gr.add_argument(
+            _flag(flag_name),
+            dest="gridopt_" + name,
+            type=_finite_option(kind),
+            metavar=metavar,
+            default=None,
+            help=f"grid option of {', '.join(owners)}",
+        )
         dests["gridopt_" + name] = ("grid", name)
     so = p.add_argument_group("sampler options (each applies to the samplers listed)")
     for name, (default, owners) in sorted(sampler_opts.items()):
@@ -236,14 +312,26 @@ def build_parser():
         defaults = {repr(keyword_options(SAMPLERS[o])[name]) for o in owners}
         owners_text = ", ".join(owners) if len(owners) <= 6 else ", ".join(owners[:6]) + ", ..."
         default_text = f"default {default!r}" if len(defaults) == 1 else "default per sampler"
-        so.add_argument(_flag(flag_name), dest="opt_" + name, type=_finite_option(kind), metavar=metavar, default=None,
-                        help=f"{default_text}; {owners_text}")
+        so.add_argument(
+            _flag(flag_name),
+            dest="opt_" + name,
+            type=_finite_option(kind),
+            metavar=metavar,
+            default=None,
+            help=f"{default_text}; {owners_text}",
+        )
         dests["opt_" + name] = ("sampler", name)
     o = p.add_argument_group("other")
     o.add_argument("--list-samplers", action="store_true", help="list the samplers and their options, then exit")
     o.add_argument("--info", action="store_true", help="print the model's metadata and provider, then exit")
-    o.add_argument("--no-progress", "--quiet", "-q", dest="quiet", action="store_true",
-                   help="no progress bar (there is none anyway when stderr is not a terminal)")
+    o.add_argument(
+        "--no-progress",
+        "--quiet",
+        "-q",
+        dest="quiet",
+        action="store_true",
+        help="no progress bar (there is none anyway when stderr is not a terminal)",
+    )
     o.add_argument("--verbose", action="store_true", help="onnxruntime's log (e.g. why CUDA was not used)")
     p.set_defaults(_option_dests=dests)
     return p
@@ -271,8 +359,10 @@ def list_samplers() -> str:
         return "(no samplers registered yet)"
     header = ("sampler", "kind", "order", "options (default value)")
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(3)]
-    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row[:3], widths, strict=True)) + "  " + row[3]
-             for row in [header, *rows]]
+    lines = [
+        "  ".join(cell.ljust(w) for cell, w in zip(row[:3], widths, strict=True)) + "  " + row[3]
+        for row in [header, *rows]
+    ]
     return "\n".join(lines)
 
 
@@ -355,11 +445,19 @@ def run(args, parser):
     if not args.info:
         check_output_path(args.out)
     io_binding = {"auto": None, "on": True, "off": False}[args.io_binding]
-    model = Model.load(args.model, device=args.device, allow_cpu_fallback=args.allow_cpu_fallback,
-                       io_binding=io_binding, cuda_graph=args.cuda_graph, threads=args.threads, verbose=args.verbose)
+    model = Model.load(
+        args.model,
+        device=args.device,
+        allow_cpu_fallback=args.allow_cpu_fallback,
+        io_binding=io_binding,
+        cuda_graph=args.cuda_graph,
+        threads=args.threads,
+        verbose=args.verbose,
+    )
     if args.device == "cuda" and model.provider != "CUDAExecutionProvider":
-        print(f"diffspec-sample: CUDA not available, running on {model.provider} (--allow-cpu-fallback)",
-              file=sys.stderr)
+        print(
+            f"diffspec-sample: CUDA not available, running on {model.provider} (--allow-cpu-fallback)", file=sys.stderr
+        )
     if args.info:
         print(_info(model))
         return 0
@@ -386,16 +484,38 @@ def run(args, parser):
     grid_name = args.grid or default_grid(model.schedule)
     start = time.perf_counter()
     samples, labels = sample(
-        model, sampler=args.sampler, steps=args.steps, indices=list(indices), seed=args.seed,
-        batch_size=args.batch_size, grid=args.grid, grid_options=grid_options, class_label=args.class_label,
-        guidance_scale=args.guidance_scale, guidance_rescale=args.guidance_rescale, init=init, mask=mask,
-        strength=args.strength, progress=not args.quiet, return_labels=True, **sampler_options,
+        model,
+        sampler=args.sampler,
+        steps=args.steps,
+        indices=list(indices),
+        seed=args.seed,
+        batch_size=args.batch_size,
+        grid=args.grid,
+        grid_options=grid_options,
+        class_label=args.class_label,
+        guidance_scale=args.guidance_scale,
+        guidance_rescale=args.guidance_rescale,
+        init=init,
+        mask=mask,
+        strength=args.strength,
+        progress=not args.quiet,
+        return_labels=True,
+        **sampler_options,
     )
     seconds = max(time.perf_counter() - start, 1e-9)
-    write_samples(args.out, samples, kind=model.card.data.kind, value_range=model.card.data.range, labels=labels,
-                  indices=list(indices), columns=_grid_columns(model, args, indices))
-    print(f"wrote {args.out}: {len(indices)} samples of shape {model.data_shape}, {args.sampler}, {args.steps} steps, "
-          f"grid {grid_name}, in {seconds:.2f} s ({len(indices) / seconds:.1f} samples/s, {model.provider})")
+    write_samples(
+        args.out,
+        samples,
+        kind=model.card.data.kind,
+        value_range=model.card.data.range,
+        labels=labels,
+        indices=list(indices),
+        columns=_grid_columns(model, args, indices),
+    )
+    print(
+        f"wrote {args.out}: {len(indices)} samples of shape {model.data_shape}, {args.sampler}, {args.steps} steps, "
+        f"grid {grid_name}, in {seconds:.2f} s ({len(indices) / seconds:.1f} samples/s, {model.provider})"
+    )
     return 0
 
 

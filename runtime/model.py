@@ -20,8 +20,13 @@ from diffspec.runtime.external_data import ExternalDataError, check_external_dat
 DEVICES = ("auto", "cuda", "cpu")
 CUDA = "CUDAExecutionProvider"
 CPU = "CPUExecutionProvider"
-_ORT_DTYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(int64)": np.int64,
-               "tensor(double)": np.float64, "tensor(int32)": np.int32}
+_ORT_DTYPES = {
+    "tensor(float)": np.float32,
+    "tensor(float16)": np.float16,
+    "tensor(int64)": np.int64,
+    "tensor(double)": np.float64,
+    "tensor(int32)": np.int32,
+}
 
 
 class ModelFileError(ValueError):
@@ -37,8 +42,7 @@ def _ort():
         import onnxruntime
     except ImportError as err:  # pragma: no cover - depends on the install
         raise RuntimeError(
-            "onnxruntime is not installed: pip install 'diffspec[runtime]' (CPU) or 'diffspec[gpu]' (CUDA), "
-            "never both"
+            "onnxruntime is not installed: pip install 'diffspec[runtime]' (CPU) or 'diffspec[gpu]' (CUDA), never both"
         ) from err
     return onnxruntime
 
@@ -98,8 +102,18 @@ class Model:
 
     # ---------------------------------------------------------------------------------------------- loading
     @classmethod
-    def load(cls, path, *, device="auto", allow_cpu_fallback=False, io_binding=None, cuda_graph=False,
-             threads=0, device_id=0, verbose=False):
+    def load(
+        cls,
+        path,
+        *,
+        device="auto",
+        allow_cpu_fallback=False,
+        io_binding=None,
+        cuda_graph=False,
+        threads=0,
+        device_id=0,
+        verbose=False,
+    ):
         """Open an exported `.onnx` file on `device` ("auto": CUDA when onnxruntime offers it, else CPU).
 
         device="cuda" that onnxruntime cannot honour raises ProviderError unless `allow_cpu_fallback`.
@@ -155,8 +169,11 @@ class Model:
         try:
             card = ModelCard.from_metadata(props, source=repr(path))
         except (ValueError, TypeError, KeyError) as err:
-            raise ModelFileError(str(err) if isinstance(err, ValueError) else
-                                 f"{path!r}: diffspec metadata is malformed ({err}); re-export the model") from None
+            raise ModelFileError(
+                str(err)
+                if isinstance(err, ValueError)
+                else f"{path!r}: diffspec metadata is malformed ({err}); re-export the model"
+            ) from None
         if io_binding is None:
             io_binding = CUDA in used
         return cls(session, card, path=path, io_binding=io_binding, cuda_graph=cuda_graph, device_id=device_id)
@@ -185,9 +202,11 @@ class Model:
         return "guidance_scale" in self._inputs
 
     def __repr__(self):
-        return (f"Model({self.path!r}, provider={self.provider}, schedule={self.card.schedule.get('name')}, "
-                f"parameterization={self.parameterization.value}, data_shape={self.data_shape}, "
-                f"num_classes={self.card.num_classes})")
+        return (
+            f"Model({self.path!r}, provider={self.provider}, schedule={self.card.schedule.get('name')}, "
+            f"parameterization={self.parameterization.value}, data_shape={self.data_shape}, "
+            f"num_classes={self.card.num_classes})"
+        )
 
     # ------------------------------------------------------------------------------------------ the contract
     def _check_contract(self):
@@ -199,7 +218,8 @@ class Model:
             dtype = _ORT_DTYPES.get(inputs[name].type)
             if dtype is None:
                 raise ModelFileError(
-                    f"{src}: input {name!r} has type {inputs[name].type}, which the runtime cannot feed")
+                    f"{src}: input {name!r} has type {inputs[name].type}, which the runtime cannot feed"
+                )
             self._input_dtypes[name] = dtype
         missing = [n for n in ("x", "t") if n not in inputs]
         if missing:
@@ -229,7 +249,8 @@ class Model:
         extra = sorted(set(inputs) - {"x", "t", "y", "guidance_scale"})
         if extra:
             raise ModelFileError(
-                f"{src}: unexpected graph inputs {extra}: the runtime feeds only x, t, y, guidance_scale")
+                f"{src}: unexpected graph inputs {extra}: the runtime feeds only x, t, y, guidance_scale"
+            )
         if self.card.time_input != "t":
             raise ModelFileError(
                 f"{src}: time_input={self.card.time_input!r}; this runtime feeds the schedule's own time t "
@@ -243,7 +264,8 @@ class Model:
         if not self.conditional:
             if y is not None:
                 raise ValueError(
-                    "y (class labels) given, but this model is unconditional (no num_classes in its metadata)")
+                    "y (class labels) given, but this model is unconditional (no num_classes in its metadata)"
+                )
             return None
         if y is None:
             return np.full(batch, self.null_class, dtype=np.int64)
@@ -281,8 +303,10 @@ class Model:
         if x.shape[1:] != self.data_shape:
             raise ValueError(f"x of shape {x.shape}: expected (B, {', '.join(map(str, self.data_shape))})")
         batch = x.shape[0]
-        feeds = {"x": x.astype(self._input_dtypes["x"], copy=False),
-                 "t": self.times(t, batch).astype(self._input_dtypes["t"])}
+        feeds = {
+            "x": x.astype(self._input_dtypes["x"], copy=False),
+            "t": self.times(t, batch).astype(self._input_dtypes["t"]),
+        }
         labels = self.labels(y, batch)
         if labels is not None:
             feeds["y"] = labels.astype(self._input_dtypes["y"], copy=False)
@@ -302,7 +326,7 @@ class Model:
         if out.shape != x.shape:
             if self.card.learned_variance and out.shape[1] == 2 * x.shape[1] and out.shape[2:] == x.shape[2:]:
                 # iDDPM: channels [0, C) are the parameterization's output, [C, 2C) the variance's v
-                out, v = out[:, : x.shape[1]], out[:, x.shape[1]:]
+                out, v = out[:, : x.shape[1]], out[:, x.shape[1] :]
             else:
                 raise ModelFileError(f"{self.path!r}: output of shape {out.shape} for x of shape {x.shape}")
         elif self.card.learned_variance and return_variance:

@@ -61,7 +61,7 @@ def prune_temporaries(folder: str, *, older_than: float = STALE_SECONDS) -> list
         name = entry.name
         if not name.startswith(TEMP_PREFIX) or not entry.is_file(follow_symlinks=False):
             continue
-        pid_text = name[len(TEMP_PREFIX):].split("-", 1)[0]
+        pid_text = name[len(TEMP_PREFIX) :].split("-", 1)[0]
         if not pid_text.isdigit() or _pid_alive(int(pid_text)):
             continue
         try:
@@ -134,12 +134,25 @@ def image_grid(images, value_range, *, columns=None, pad=1, min_tile=48):
     grid = np.full((c, rows * (h + pad) + pad, columns * (w + pad) + pad), 255, dtype=np.uint8)
     for i in range(n):
         r, k = divmod(i, columns)
-        grid[:, pad + r * (h + pad): pad + r * (h + pad) + h, pad + k * (w + pad): pad + k * (w + pad) + w] = tiles[i]
+        grid[:, pad + r * (h + pad) : pad + r * (h + pad) + h, pad + k * (w + pad) : pad + k * (w + pad) + w] = tiles[i]
     return grid[0] if c == 1 else grid.transpose(1, 2, 0)
 
 
-_PALETTE = np.array([[31, 119, 180], [255, 127, 14], [44, 160, 44], [214, 39, 40], [148, 103, 189],
-                     [140, 86, 75], [227, 119, 194], [127, 127, 127], [188, 189, 34], [23, 190, 207]], dtype=np.uint8)
+_PALETTE = np.array(
+    [
+        [31, 119, 180],
+        [255, 127, 14],
+        [44, 160, 44],
+        [214, 39, 40],
+        [148, 103, 189],
+        [140, 86, 75],
+        [227, 119, 194],
+        [127, 127, 127],
+        [188, 189, 34],
+        [23, 190, 207],
+    ],
+    dtype=np.uint8,
+)
 
 
 def scatter_image(points, *, labels=None, value_range=None, size=512, margin=16, dot=2):
@@ -160,17 +173,17 @@ def scatter_image(points, *, labels=None, value_range=None, size=512, margin=16,
     rows = np.round(size - 1 - px[:, 1]).astype(int)
     img = np.full((size, size, 3), 255, dtype=np.uint8)
     grey = np.array([200, 200, 200], dtype=np.uint8)
-    img[margin, margin:size - margin] = grey
-    img[size - margin - 1, margin:size - margin] = grey
-    img[margin:size - margin, margin] = grey
-    img[margin:size - margin, size - margin - 1] = grey
+    img[margin, margin : size - margin] = grey
+    img[size - margin - 1, margin : size - margin] = grey
+    img[margin : size - margin, margin] = grey
+    img[margin : size - margin, size - margin - 1] = grey
     for axis, coord in ((0, 0.0), (1, 0.0)):  # zero lines where visible
         p = margin + (coord - center[axis] + half) / (2 * half) * (inner - 1)
         if margin < p < size - margin:
             if axis == 0:
-                img[margin:size - margin, int(round(p))] = [235, 235, 235]
+                img[margin : size - margin, int(round(p))] = [235, 235, 235]
             else:
-                img[int(round(size - 1 - p)), margin:size - margin] = [235, 235, 235]
+                img[int(round(size - 1 - p)), margin : size - margin] = [235, 235, 235]
     if labels is not None:
         colors = _PALETTE[np.asarray(labels) % len(_PALETTE)]
     else:

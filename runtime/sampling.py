@@ -57,8 +57,11 @@ def default_grid(schedule):
 
 def keyword_options(fn, skip=("noise",)):
     """{name: default} of a function's keyword-only parameters (a sampler's or a grid's options)."""
-    return {p.name: p.default for p in inspect.signature(fn).parameters.values()
-            if p.kind is inspect.Parameter.KEYWORD_ONLY and p.name not in skip}
+    return {
+        p.name: p.default
+        for p in inspect.signature(fn).parameters.values()
+        if p.kind is inspect.Parameter.KEYWORD_ONLY and p.name not in skip
+    }
 
 
 def make_sampling_grid(schedule, steps, *, grid=None, grid_options=None):
@@ -146,7 +149,7 @@ def make_denoiser(model, y=None, *, guidance_scale=1.0, guidance_rescale=0.0, va
             f"guidance_scale={guidance_scale}, guidance_rescale={guidance_rescale}: classifier-free guidance needs "
             "a class-conditional model (with a null class); this one is unconditional"
         )
-    if (guided and model.cfg_fused and phi):
+    if guided and model.cfg_fused and phi:
         raise ValueError("guidance_rescale is not available for a graph with fused guidance")
     if variance_sink is not None and (not guided or model.cfg_fused):
         kw = dict(guidance_scale=scale) if guided else {}
@@ -197,8 +200,12 @@ class LearnedVariance:
 
     def variance_v(self, x, t):
         key = self._key
-        if key is None or self._v is None or key[1] != t or not (
-                key[0] is x or (np.shape(key[0]) == np.shape(x) and np.array_equal(key[0], x))):
+        if (
+            key is None
+            or self._v is None
+            or key[1] != t
+            or not (key[0] is x or (np.shape(key[0]) == np.shape(x) and np.array_equal(key[0], x)))
+        ):
             raise RuntimeError(
                 f"variance_v({t}) was asked for an (x, t) the network was not just called at: the learned variance "
                 "comes from the denoiser's own network call (one call per step)"
@@ -281,9 +288,28 @@ def _indices(n, indices, data_shape):
 
 
 # ---------------------------------------------------------------------------------------------------- sample
-def sample(model, *, sampler="dpmpp_2m", steps=DEFAULT_STEPS, n=None, seed=0, indices=None, batch_size=64,
-           grid=None, grid_options=None, class_label=None, guidance_scale=1.0, guidance_rescale=0.0,
-           init=None, mask=None, strength=None, raw=True, progress=False, return_labels=False, **options):
+def sample(
+    model,
+    *,
+    sampler="dpmpp_2m",
+    steps=DEFAULT_STEPS,
+    n=None,
+    seed=0,
+    indices=None,
+    batch_size=64,
+    grid=None,
+    grid_options=None,
+    class_label=None,
+    guidance_scale=1.0,
+    guidance_rescale=0.0,
+    init=None,
+    mask=None,
+    strength=None,
+    raw=True,
+    progress=False,
+    return_labels=False,
+    **options,
+):
     """Draw samples from an exported model; returns an array (n, *data_shape), float64.
 
     sampler, **options: a name in `diffspec.reference.samplers.SAMPLERS` and its keyword options (eta, order...).
@@ -314,13 +340,17 @@ def sample(model, *, sampler="dpmpp_2m", steps=DEFAULT_STEPS, n=None, seed=0, in
         raise ValueError(f"steps={steps!r}: expected an integer >= 1")
     fn = check_sampler(sampler, int(steps), options)
     if "variance_v" in options:
-        raise ValueError("variance_v is not an option of sample(): with variance='learned_range' the runtime takes v "
-                         "from the model's own variance output")
+        raise ValueError(
+            "variance_v is not an option of sample(): with variance='learned_range' the runtime takes v "
+            "from the model's own variance output"
+        )
     learned = options.get("variance") == "learned_range"
     if learned and not model.card.learned_variance:
-        raise ValueError("variance='learned_range' needs a model exported with learned variance (2C outputs, "
-                         "learned_variance in its metadata); this one has none: use variance='fixed_small' or "
-                         "'fixed_large'")
+        raise ValueError(
+            "variance='learned_range' needs a model exported with learned variance (2C outputs, "
+            "learned_variance in its metadata); this one has none: use variance='fixed_small' or "
+            "'fixed_large'"
+        )
     labels = labels_for(model, idx, class_label)
     denoise_kw = dict(guidance_scale=guidance_scale, guidance_rescale=guidance_rescale)
     make_denoiser(model, labels, **denoise_kw)  # validates guidance before any work
@@ -328,8 +358,9 @@ def sample(model, *, sampler="dpmpp_2m", steps=DEFAULT_STEPS, n=None, seed=0, in
         raise ValueError("mask (inpainting) needs init: the data whose masked (mask = 1) region is kept")
     if init is not None and mask is None and strength is None:
         raise ValueError("init needs mask (inpainting) or strength (SDEdit, e.g. 0.6)")
-    if strength is not None and (isinstance(strength, bool) or not isinstance(strength, (int, float, np.number))
-                                 or not 0 <= strength <= 1):
+    if strength is not None and (
+        isinstance(strength, bool) or not isinstance(strength, (int, float, np.number)) or not 0 <= strength <= 1
+    ):
         raise ValueError(f"strength={strength!r}: expected a number in [0, 1] (SDEdit's fraction of the grid)")
     if strength is not None and init is None:
         raise ValueError(f"strength={strength} (SDEdit) needs init: the data to start from")
@@ -354,8 +385,12 @@ def sample(model, *, sampler="dpmpp_2m", steps=DEFAULT_STEPS, n=None, seed=0, in
             noise = SampleNoise(seed, idx[b])
             shape = (len(idx[b]),) + model.data_shape
             lv = LearnedVariance() if learned else None
-            denoise = make_denoiser(model, None if labels is None else labels[b], **denoise_kw,
-                                    variance_sink=None if lv is None else lv.capture)
+            denoise = make_denoiser(
+                model,
+                None if labels is None else labels[b],
+                **denoise_kw,
+                variance_sink=None if lv is None else lv.capture,
+            )
             if mask is not None:
                 denoise = guidance.inpaint(denoise, schedule, known=known[b], mask=mask[b], noise=noise)
             denoise = _counted(denoise, bar)
@@ -364,8 +399,9 @@ def sample(model, *, sampler="dpmpp_2m", steps=DEFAULT_STEPS, n=None, seed=0, in
                 denoise = lv.wrap(denoise)
                 run_options["variance_v"] = lv.variance_v
             if strength is not None:
-                x = guidance.sdedit(fn, denoise, known[b], grid_, schedule, strength=strength, noise=noise,
-                                    **run_options)
+                x = guidance.sdedit(
+                    fn, denoise, known[b], grid_, schedule, strength=strength, noise=noise, **run_options
+                )
             else:
                 x = fn(denoise, sigma0 * noise(shape), grid_, schedule, noise=noise, **run_options)
             out[b] = np.asarray(x, dtype=np.float64)

@@ -46,7 +46,11 @@ def latest_checkpoint(run_dir):
     found = []
     for name in os.listdir(run_dir):
         path = os.path.join(run_dir, name)
-        if name.startswith("checkpoint-") and name[11:].isdigit() and os.path.isfile(os.path.join(path, "manifest.json")):
+        if (
+            name.startswith("checkpoint-")
+            and name[11:].isdigit()
+            and os.path.isfile(os.path.join(path, "manifest.json"))
+        ):
             found.append((int(name[11:]), path))
     if not found:
         sys.exit(f"demo: no complete checkpoint in {run_dir}")
@@ -93,9 +97,13 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--out-dir", default="out", help="where everything is written (default out/)")
     p.add_argument("--train-steps", type=int, default=1000, help="optimizer steps (default 1000, ~5 min on 2 cores)")
-    p.add_argument("--train-threads", type=int, default=1,
-                   help="torch threads for training (default 1: on a shared 2-core machine torch's spinning threads "
-                        "ran 5-10x slower with 2)")
+    p.add_argument(
+        "--train-threads",
+        type=int,
+        default=1,
+        help="torch threads for training (default 1: on a shared 2-core machine torch's spinning threads "
+        "ran 5-10x slower with 2)",
+    )
     p.add_argument("--guidance-scale", type=float, default=2.0, help="CFG scale for the samples (diffusers convention)")
     p.add_argument("--samples", type=int, default=500, help="samples for the quality figure (default 500)")
     p.add_argument("--seed", type=int, default=0)
@@ -116,18 +124,50 @@ def main(argv=None):
     grid_file = os.path.join(out, "digits_grid.png")
     samples_file = os.path.join(out, "digits_samples.npz")
     timings = {}
-    timings["train"] = run([py, "-m", "diffspec.trainer", "--data", train_file, "--output-dir", run_dir,
-                            "--max-train-steps", str(args.train_steps), "--class-conditional", "yes",
-                            "--seed", str(args.seed), "--validation-steps", str(10 * args.train_steps),
-                            "--checkpointing-steps", str(args.train_steps)], label="train",
-                           env={"OMP_NUM_THREADS": str(args.train_threads)})
-    timings["export"] = run([py, "-m", "diffspec.export", latest_checkpoint(run_dir), "-o", onnx_file],
-                            label="export")
-    sample_args = [py, "-m", "diffspec.runtime", onnx_file, "--sampler", "dpmpp_2m", "--steps", "20",
-                   "--seed", str(args.seed), "--guidance-scale", str(args.guidance_scale), "--device", "auto"]
+    timings["train"] = run(
+        [
+            py,
+            "-m",
+            "diffspec.trainer",
+            "--data",
+            train_file,
+            "--output-dir",
+            run_dir,
+            "--max-train-steps",
+            str(args.train_steps),
+            "--class-conditional",
+            "yes",
+            "--seed",
+            str(args.seed),
+            "--validation-steps",
+            str(10 * args.train_steps),
+            "--checkpointing-steps",
+            str(args.train_steps),
+        ],
+        label="train",
+        env={"OMP_NUM_THREADS": str(args.train_threads)},
+    )
+    timings["export"] = run([py, "-m", "diffspec.export", latest_checkpoint(run_dir), "-o", onnx_file], label="export")
+    sample_args = [
+        py,
+        "-m",
+        "diffspec.runtime",
+        onnx_file,
+        "--sampler",
+        "dpmpp_2m",
+        "--steps",
+        "20",
+        "--seed",
+        str(args.seed),
+        "--guidance-scale",
+        str(args.guidance_scale),
+        "--device",
+        "auto",
+    ]
     timings["sample grid"] = run([*sample_args, "-n", "100", "--out", grid_file], label="sample grid")
-    timings["sample npz"] = run([*sample_args, "-n", str(args.samples), "--out", samples_file, "--quiet"],
-                                label="sample for the quality figure")
+    timings["sample npz"] = run(
+        [*sample_args, "-n", str(args.samples), "--out", samples_file, "--quiet"], label="sample for the quality figure"
+    )
 
     print("\n[quality] fitting a small classifier on the training split ...", flush=True)
     features = Features(x_train, y_train, seed=args.seed)
@@ -150,14 +190,18 @@ def main(argv=None):
     print("\n## Result\n")
     print(f"picture: {grid_file}  (10 x 10; column k holds class k, guidance scale {args.guidance_scale})")
     print(f"model:   {onnx_file}")
-    print(f"\nFrechet distance in the classifier's feature space, {n} samples each vs {n} held-out digits "
-          "(lower is better):\n")
+    print(
+        f"\nFrechet distance in the classifier's feature space, {n} samples each vs {n} held-out digits "
+        "(lower is better):\n"
+    )
     print("| set | Frechet distance |\n|---|---|")
     print(f"| training digits (the floor) | {fd_floor:.2f} |")
     print(f"| generated ({args.samples} samples, dpmpp_2m, 20 steps) | {fd_generated:.2f} |")
     print(f"| uniform noise (the ceiling) | {fd_noise:.2f} |")
-    print(f"\nclassifier reads the requested class on {100 * agreement:.1f}% of generated digits "
-          f"(its accuracy on held-out digits: {100 * held_accuracy:.1f}%)")
+    print(
+        f"\nclassifier reads the requested class on {100 * agreement:.1f}% of generated digits "
+        f"(its accuracy on held-out digits: {100 * held_accuracy:.1f}%)"
+    )
     print("\ntimings: " + ", ".join(f"{k} {v:.0f} s" for k, v in timings.items()) + f"; total {total:.0f} s")
     return 0
 

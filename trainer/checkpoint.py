@@ -104,8 +104,10 @@ def unflatten_optimizer(tensors, skeleton):
     for pid, entry in skeleton["state"].items():
         state[int(pid)] = {name: tensors[v["tensor"]] if "tensor" in v else v["value"] for name, v in entry.items()}
     # JSON turned tuples (betas) into lists; the optimizer built them as tuples.
-    groups = [{k: tuple(v) if isinstance(v, list) and k != "params" else v for k, v in g.items()}
-              for g in skeleton["param_groups"]]
+    groups = [
+        {k: tuple(v) if isinstance(v, list) and k != "params" else v for k, v in g.items()}
+        for g in skeleton["param_groups"]
+    ]
     return {"state": state, "param_groups": groups}
 
 
@@ -115,12 +117,12 @@ def unflatten_optimizer(tensors, skeleton):
 
 
 def _numpy_state_json():
-    name, keys, pos, has_gauss, cached = np.random.get_state()
+    name, keys, pos, has_gauss, cached = np.random.get_state()  # noqa: NPY002 (the legacy global state is saved for exact resume)
     return {"name": name, "keys": keys.tolist(), "pos": int(pos), "has_gauss": int(has_gauss), "cached": float(cached)}
 
 
 def _numpy_state_restore(d):
-    np.random.set_state((d["name"], np.asarray(d["keys"], dtype=np.uint32), d["pos"], d["has_gauss"], d["cached"]))
+    np.random.set_state((d["name"], np.asarray(d["keys"], dtype=np.uint32), d["pos"], d["has_gauss"], d["cached"]))  # noqa: NPY002
 
 
 def rng_tensors(generators):
@@ -153,8 +155,11 @@ def restore_rng(tensors, numpy_state, generators):
 
 def write_manifest(ckpt_dir):
     ckpt_dir = Path(ckpt_dir)
-    files = {p.name: {"size": p.stat().st_size, "sha256": _sha256(p)}
-             for p in sorted(ckpt_dir.iterdir()) if p.is_file() and p.name != MANIFEST and not p.name.endswith(".tmp")}
+    files = {
+        p.name: {"size": p.stat().st_size, "sha256": _sha256(p)}
+        for p in sorted(ckpt_dir.iterdir())
+        if p.is_file() and p.name != MANIFEST and not p.name.endswith(".tmp")
+    }
     tmp = ckpt_dir / (MANIFEST + ".tmp")
     _write_json(tmp, {"format": 1, "files": files})
     _fsync_file(tmp)
@@ -165,10 +170,19 @@ def write_manifest(ckpt_dir):
 def _manifest_name(ckpt_dir, name):
     """A manifest entry must name a plain file directly inside the checkpoint: no folder part, no '..', not
     absolute, not a symlink."""
-    if (not isinstance(name, str) or not name or name in (".", "..") or "/" in name or "\\" in name
-            or "\x00" in name or os.path.isabs(name)):
-        raise ValueError(f"checkpoint {str(ckpt_dir)!r}: {MANIFEST} lists {name!r}: expected the name of a file "
-                         "directly inside the checkpoint (no folder, no '..', not absolute)")
+    if (
+        not isinstance(name, str)
+        or not name
+        or name in (".", "..")
+        or "/" in name
+        or "\\" in name
+        or "\x00" in name
+        or os.path.isabs(name)
+    ):
+        raise ValueError(
+            f"checkpoint {str(ckpt_dir)!r}: {MANIFEST} lists {name!r}: expected the name of a file "
+            "directly inside the checkpoint (no folder, no '..', not absolute)"
+        )
     path = Path(ckpt_dir) / name
     if path.is_symlink():
         raise ValueError(f"checkpoint {str(ckpt_dir)!r}: {name} is a symlink: a checkpoint holds its own files only")
@@ -186,8 +200,9 @@ def verify_manifest(ckpt_dir: str | Path) -> dict:
         manifest = json.loads(path.read_text())
         files = manifest["files"]
         if not isinstance(files, dict) or not all(
-                isinstance(m, dict) and isinstance(m.get("size"), int) and isinstance(m.get("sha256"), str)
-                for m in files.values()):
+            isinstance(m, dict) and isinstance(m.get("size"), int) and isinstance(m.get("sha256"), str)
+            for m in files.values()
+        ):
             raise TypeError("'files' must map each file name to its size and sha256")
     except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as err:
         raise ValueError(f"checkpoint {str(ckpt_dir)!r}: {MANIFEST} is corrupt ({err})") from None
@@ -196,8 +211,10 @@ def verify_manifest(ckpt_dir: str | Path) -> dict:
         if not p.is_file():
             raise ValueError(f"checkpoint {str(ckpt_dir)!r}: {name} is listed in {MANIFEST} but missing")
         if p.stat().st_size != meta["size"]:
-            raise ValueError(f"checkpoint {str(ckpt_dir)!r}: {name} has {p.stat().st_size} bytes, "
-                             f"{MANIFEST} says {meta['size']} (truncated or corrupt)")
+            raise ValueError(
+                f"checkpoint {str(ckpt_dir)!r}: {name} has {p.stat().st_size} bytes, "
+                f"{MANIFEST} says {meta['size']} (truncated or corrupt)"
+            )
         if _sha256(p) != meta["sha256"]:
             raise ValueError(f"checkpoint {str(ckpt_dir)!r}: {name} does not match its sha256 in {MANIFEST} (corrupt)")
     for required in ("config.json", "model.safetensors"):
@@ -215,8 +232,10 @@ def listed(ckpt_dir: str | Path, manifest: dict, name: str, *, required: bool = 
     if name in manifest["files"]:
         return path
     if path.exists() or path.is_symlink():
-        raise ValueError(f"checkpoint {str(ckpt_dir)!r}: {name} is not listed in {MANIFEST}: every file the loader "
-                         "reads must be listed (was it added after the save?)")
+        raise ValueError(
+            f"checkpoint {str(ckpt_dir)!r}: {name} is not listed in {MANIFEST}: every file the loader "
+            "reads must be listed (was it added after the save?)"
+        )
     if required:
         raise ValueError(f"checkpoint {str(ckpt_dir)!r}: {MANIFEST} does not list {name}, which this load needs")
     return None
@@ -281,8 +300,9 @@ def find_latest(output_dir):
 # ----------------------------------------------------------------------------------------------------------
 
 
-def save_checkpoint(output_dir, step, *, model, ema=None, optimizer=None, config, state=None, generators=None,
-                    total_limit=None):
+def save_checkpoint(
+    output_dir, step, *, model, ema=None, optimizer=None, config, state=None, generators=None, total_limit=None
+):
     """Write checkpoint-STEP atomically (see the module docstring) and prune; returns its path."""
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
@@ -359,8 +379,10 @@ def check_compatible(saved, current, *, source):
     saved, current = portable_config(saved), portable_config(current)
     for key in RESUME_KEYS:
         if saved.get(key) != current.get(key):
-            raise ValueError(f"cannot resume from {source}: its config {key!r} is {json.dumps(saved.get(key))} but "
-                             f"this run has {json.dumps(current.get(key))}; use the same flags or a new --output-dir")
+            raise ValueError(
+                f"cannot resume from {source}: its config {key!r} is {json.dumps(saved.get(key))} but "
+                f"this run has {json.dumps(current.get(key))}; use the same flags or a new --output-dir"
+            )
 
 
 def _tensors(path):
@@ -411,8 +433,10 @@ def load_for_inference(ckpt_dir, *, ema=True):
     if not (ckpt_dir / MANIFEST).exists() and not (ckpt_dir / "config.json").exists():
         latest = find_latest(ckpt_dir)
         if latest is None:
-            raise ValueError(f"{str(ckpt_dir)!r} is neither a checkpoint folder nor an output folder with a complete "
-                             "checkpoint-STEP inside")
+            raise ValueError(
+                f"{str(ckpt_dir)!r} is neither a checkpoint folder nor an output folder with a complete "
+                "checkpoint-STEP inside"
+            )
         ckpt_dir = latest
     manifest = verify_manifest(ckpt_dir)
     config = read_config(ckpt_dir, manifest)
@@ -423,5 +447,6 @@ def load_for_inference(ckpt_dir, *, ema=True):
         model.load_state_dict(_tensors(str(listed(ckpt_dir, manifest, name))))
     except RuntimeError as err:
         raise ValueError(
-            f"checkpoint {str(ckpt_dir)!r}: {name} does not fit the model in config.json ({err})") from None
+            f"checkpoint {str(ckpt_dir)!r}: {name} does not fit the model in config.json ({err})"
+        ) from None
     return model.float().eval(), config

@@ -34,8 +34,11 @@ def _json_dict(text):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog=PROG, description="Train a diffusion model (diffspec trainer).",
-                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = _Parser(
+        prog=PROG,
+        description="Train a diffusion model (diffspec trainer).",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
 
     def add(name, *aliases, **kw):
         dashed = "--" + name.replace("_", "-")
@@ -44,8 +47,13 @@ def build_parser() -> argparse.ArgumentParser:
             flags += ["--" + alias.replace("_", "-"), "--" + alias] if "_" in alias else ["--" + alias]
         p.add_argument(*flags, dest=name, **kw)
 
-    add("data", "train_data_dir", default="moons", help="moons, swiss_roll, 8gaussians, checkerboard, mixture, "
-        "digits, mnist5k, a folder of images (streamed), or a .npy/.npz file")
+    add(
+        "data",
+        "train_data_dir",
+        default="moons",
+        help="moons, swiss_roll, 8gaussians, checkerboard, mixture, "
+        "digits, mnist5k, a folder of images (streamed), or a .npy/.npz file",
+    )
     add("output_dir", default="runs/out", help="where checkpoints, log.jsonl, samples/ and logs/ go")
     add("max_train_steps", type=int, default=None, help="optimizer steps (default per data set)")
     add("train_batch_size", type=int, default=None, help="per device (default per data set)")
@@ -61,16 +69,32 @@ def build_parser() -> argparse.ArgumentParser:
     add("mixed_precision", default="auto", help="auto (bf16 on CUDA), no, bf16")
     add("no_ema", action="store_true", help="train without an EMA copy")
     add("ema_max_decay", type=float, default=None)
-    add("arch", choices=["mlp", "unet", "dit", "diffusers-unet2d", "diffusers-dit"], default=None,
-        help="network (default per data set); diffusers-*: diffusers' UNet2DModel / DiTTransformer2DModel")
-    add("save_diffusers", action="store_true", help="at the end, write the EMA model as a diffusers folder "
-        "OUTPUT_DIR/diffusers (DDPMPipeline.from_pretrained loads it); needs --arch diffusers-*")
+    add(
+        "arch",
+        choices=["mlp", "unet", "dit", "diffusers-unet2d", "diffusers-dit"],
+        default=None,
+        help="network (default per data set); diffusers-*: diffusers' UNet2DModel / DiTTransformer2DModel",
+    )
+    add(
+        "save_diffusers",
+        action="store_true",
+        help="at the end, write the EMA model as a diffusers folder "
+        "OUTPUT_DIR/diffusers (DDPMPipeline.from_pretrained loads it); needs --arch diffusers-*",
+    )
     add("model_kwargs", type=_json_dict, default={}, help="JSON overrides of the network's options")
-    add("precond", default=None, help="none or edm (EDM preconditioning; then predicts x0). Default: edm with the "
-        "edm schedule (and --weighting edm) unless --prediction-type is given, else none")
-    add("schedule", default=None, help="noise schedule name (default: edm for 2-D points, with EDM's preconditioning "
+    add(
+        "precond",
+        default=None,
+        help="none or edm (EDM preconditioning; then predicts x0). Default: edm with the "
+        "edm schedule (and --weighting edm) unless --prediction-type is given, else none",
+    )
+    add(
+        "schedule",
+        default=None,
+        help="noise schedule name (default: edm for 2-D points, with EDM's preconditioning "
         "and weighting; linear, DDPM's T=1000, for images, with --learned-variance, --prediction-type, "
-        "--precond none or --num-train-timesteps)")
+        "--precond none or --num-train-timesteps)",
+    )
     add("schedule_kwargs", type=_json_dict, default={}, help="JSON schedule parameters, e.g. '{\"T\": 1000}'")
     add("num_train_timesteps", type=int, default=None, help="T of a discrete schedule")
     add("prediction_type", default=None, help="default v; eps|epsilon, x0|sample, v|v_prediction, flow, score")
@@ -78,8 +102,12 @@ def build_parser() -> argparse.ArgumentParser:
     add("snr_gamma", type=float, default=None, help="min-SNR-gamma weighting (Hang et al. 2023), e.g. 5")
     add("timestep_sampling", default=None, help="uniform_discrete, uniform, logit_normal, edm_lognormal, importance")
     add("noise_offset", type=float, default=0.0)
-    add("learned_variance", action="store_true", help="iDDPM learned variance (2C outputs, hybrid loss L_simple + "
-        "lambda_vlb L_vlb); discrete VP schedules only; validation then samples with ddpm variance=learned_range")
+    add(
+        "learned_variance",
+        action="store_true",
+        help="iDDPM learned variance (2C outputs, hybrid loss L_simple + "
+        "lambda_vlb L_vlb); discrete VP schedules only; validation then samples with ddpm variance=learned_range",
+    )
     add("lambda_vlb", type=float, default=0.001, help="weight of L_vlb in the hybrid loss (with --learned-variance)")
     add("class_conditional", choices=["auto", "yes", "no"], default="auto", help="use labels when the data has them")
     add("cond_drop_prob", type=float, default=0.1, help="label dropout to the null class (for CFG)")
@@ -87,22 +115,37 @@ def build_parser() -> argparse.ArgumentParser:
     add("resolution", type=int, default=None, help="image folders: resize the shorter side to N, then crop N x N")
     add("center_crop", action="store_true", help="with --resolution: crop at the centre (default: a random place)")
     add("random_flip", action="store_true", help="images: flip left-right with probability 1/2")
-    add("dataloader_num_workers", type=int, default=None, help="image folders: decoding processes "
-        "(default min(4, CPUs - 1))")
+    add(
+        "dataloader_num_workers",
+        type=int,
+        default=None,
+        help="image folders: decoding processes (default min(4, CPUs - 1))",
+    )
     add("checkpointing_steps", type=int, default=None)
     add("checkpoints_total_limit", type=int, default=None)
     add("resume_from_checkpoint", default=None, help="'latest' or a checkpoint folder")
     add("validation_steps", type=int, default=None, help="write a sample grid every N steps (and at the end)")
-    add("validation_sampler", default=None, help="default dpmpp_2m; ddpm (variance=learned_range) with "
-        "--learned-variance; another sampler given with --learned-variance uses the mean half only")
+    add(
+        "validation_sampler",
+        default=None,
+        help="default dpmpp_2m; ddpm (variance=learned_range) with "
+        "--learned-variance; another sampler given with --learned-variance uses the mean half only",
+    )
     add("num_inference_steps", type=int, default=20)
     add("num_validation_samples", type=int, default=None)
     add("validation_guidance_scale", type=float, default=1.0, help="CFG scale, diffusers convention (1 = off)")
     add("logging_steps", type=int, default=50)
-    add("report_to", default=ReportTo.NONE.value, help="also log to tensorboard (event files in OUTPUT_DIR/logs), "
-        "wandb (offline, in OUTPUT_DIR/logs) or none")
-    add("threads", type=int, default=None, help="torch intra-op threads (default: 1 for small networks or on CUDA, "
-        "else one per core; docs/training.md)")
+    add(
+        "report_to",
+        default=ReportTo.NONE.value,
+        help="also log to tensorboard (event files in OUTPUT_DIR/logs), wandb (offline, in OUTPUT_DIR/logs) or none",
+    )
+    add(
+        "threads",
+        type=int,
+        default=None,
+        help="torch intra-op threads (default: 1 for small networks or on CUDA, else one per core; docs/training.md)",
+    )
     add("torch_compile", action="store_true")
     add("device", default=None, help="cpu, cuda, cuda:1 (default: cuda when available)")
     add("no_progress", action="store_true", help="no progress bar (there is none when stderr is not a terminal)")
@@ -117,25 +160,55 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     if args.num_train_timesteps is not None:
         schedule_kwargs["T"] = args.num_train_timesteps
     return TrainConfig(
-        data=args.data, output_dir=args.output_dir, max_train_steps=args.max_train_steps,
-        train_batch_size=args.train_batch_size, learning_rate=args.learning_rate, lr_scheduler=args.lr_scheduler,
-        lr_warmup_steps=args.lr_warmup_steps, adam_beta1=args.adam_beta1, adam_beta2=args.adam_beta2,
-        adam_weight_decay=args.adam_weight_decay, adam_epsilon=args.adam_epsilon, max_grad_norm=args.max_grad_norm,
-        gradient_accumulation_steps=args.gradient_accumulation_steps, mixed_precision=args.mixed_precision,
-        use_ema=not args.no_ema, ema_max_decay=args.ema_max_decay, arch=args.arch, model_kwargs=args.model_kwargs,
-        precond=args.precond, schedule=args.schedule, schedule_kwargs=schedule_kwargs,
-        prediction_type=args.prediction_type, weighting=args.weighting, snr_gamma=args.snr_gamma,
-        timestep_sampling=args.timestep_sampling, noise_offset=args.noise_offset,
-        learned_variance=args.learned_variance, lambda_vlb=args.lambda_vlb,
+        data=args.data,
+        output_dir=args.output_dir,
+        max_train_steps=args.max_train_steps,
+        train_batch_size=args.train_batch_size,
+        learning_rate=args.learning_rate,
+        lr_scheduler=args.lr_scheduler,
+        lr_warmup_steps=args.lr_warmup_steps,
+        adam_beta1=args.adam_beta1,
+        adam_beta2=args.adam_beta2,
+        adam_weight_decay=args.adam_weight_decay,
+        adam_epsilon=args.adam_epsilon,
+        max_grad_norm=args.max_grad_norm,
+        gradient_accumulation_steps=args.gradient_accumulation_steps,
+        mixed_precision=args.mixed_precision,
+        use_ema=not args.no_ema,
+        ema_max_decay=args.ema_max_decay,
+        arch=args.arch,
+        model_kwargs=args.model_kwargs,
+        precond=args.precond,
+        schedule=args.schedule,
+        schedule_kwargs=schedule_kwargs,
+        prediction_type=args.prediction_type,
+        weighting=args.weighting,
+        snr_gamma=args.snr_gamma,
+        timestep_sampling=args.timestep_sampling,
+        noise_offset=args.noise_offset,
+        learned_variance=args.learned_variance,
+        lambda_vlb=args.lambda_vlb,
         class_conditional={"auto": None, "yes": True, "no": False}[args.class_conditional],
-        cond_drop_prob=args.cond_drop_prob, seed=args.seed, checkpointing_steps=args.checkpointing_steps,
-        checkpoints_total_limit=args.checkpoints_total_limit, resume_from_checkpoint=args.resume_from_checkpoint,
-        validation_steps=args.validation_steps, validation_sampler=args.validation_sampler,
-        num_inference_steps=args.num_inference_steps, num_validation_samples=args.num_validation_samples,
-        validation_guidance_scale=args.validation_guidance_scale, logging_steps=args.logging_steps,
-        torch_compile=args.torch_compile, device=args.device, progress=not args.no_progress,
-        threads=args.threads, report_to=args.report_to, resolution=args.resolution, center_crop=args.center_crop,
-        random_flip=args.random_flip, dataloader_num_workers=args.dataloader_num_workers,
+        cond_drop_prob=args.cond_drop_prob,
+        seed=args.seed,
+        checkpointing_steps=args.checkpointing_steps,
+        checkpoints_total_limit=args.checkpoints_total_limit,
+        resume_from_checkpoint=args.resume_from_checkpoint,
+        validation_steps=args.validation_steps,
+        validation_sampler=args.validation_sampler,
+        num_inference_steps=args.num_inference_steps,
+        num_validation_samples=args.num_validation_samples,
+        validation_guidance_scale=args.validation_guidance_scale,
+        logging_steps=args.logging_steps,
+        torch_compile=args.torch_compile,
+        device=args.device,
+        progress=not args.no_progress,
+        threads=args.threads,
+        report_to=args.report_to,
+        resolution=args.resolution,
+        center_crop=args.center_crop,
+        random_flip=args.random_flip,
+        dataloader_num_workers=args.dataloader_num_workers,
         save_diffusers=args.save_diffusers,
     )
 
@@ -154,8 +227,9 @@ def _interrupted(output_dir: str) -> str:
         latest = None
     if latest is None:
         return f"interrupted; no complete checkpoint in {output_dir!r} yet"
-    return (f"interrupted; the last complete checkpoint is {str(latest)!r} "
-            "(continue with --resume-from-checkpoint latest)")
+    return (
+        f"interrupted; the last complete checkpoint is {str(latest)!r} (continue with --resume-from-checkpoint latest)"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -190,8 +264,10 @@ def main(argv: list[str] | None = None) -> int:
     except (RuntimeError, AssertionError) as err:  # torch: device not available, out of device memory, shapes
         return fail(f"torch: {_first_line(err)}", 1)
     if int(os.environ.get("RANK", "0")) == 0:
-        print(f"done: {result['step']} steps in {result['seconds']:.1f} s, final loss {result['final_loss']:.4f}; "
-              f"checkpoint {result['checkpoint']}")
+        print(
+            f"done: {result['step']} steps in {result['seconds']:.1f} s, final loss {result['final_loss']:.4f}; "
+            f"checkpoint {result['checkpoint']}"
+        )
     return 0
 
 

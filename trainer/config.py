@@ -272,8 +272,15 @@ def check_config(cfg: TrainConfig) -> None:
     check_number(cfg, "lambda_vlb", low=0.0)
     check_number(cfg, "snr_gamma", low=0.0, low_open=True, optional=True)
     check_number(cfg, "validation_guidance_scale", low=-math.inf)
-    for name in ("use_ema", "learned_variance", "torch_compile", "progress", "center_crop", "random_flip",
-                 "save_diffusers"):
+    for name in (
+        "use_ema",
+        "learned_variance",
+        "torch_compile",
+        "progress",
+        "center_crop",
+        "random_flip",
+        "save_diffusers",
+    ):
         check_bool(cfg, name)
     check_bool(cfg, "class_conditional", optional=True)
     for name in ("model_kwargs", "schedule_kwargs"):
@@ -303,8 +310,9 @@ def resolve_config(cfg: TrainConfig, *, kind: str, shape: tuple, has_labels: boo
     """A checked copy of cfg with the per-data-set defaults filled in and every string option an enum."""
     cfg = copy.deepcopy(cfg)
     d = defaults_for(kind, shape)
-    if cfg.schedule is None and (cfg.learned_variance or cfg.prediction_type is not None or cfg.precond == "none"
-                                 or "T" in cfg.schedule_kwargs):
+    if cfg.schedule is None and (
+        cfg.learned_variance or cfg.prediction_type is not None or cfg.precond == "none" or "T" in cfg.schedule_kwargs
+    ):
         cfg.schedule = "linear"  # the options that leave the EDM recipe fall back to DDPM's schedule
     for key in DEFAULTED:
         if getattr(cfg, key) is None:

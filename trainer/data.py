@@ -41,8 +41,14 @@ class Dataset:
 
     def info(self):
         """The checkpoint config's "data" entry."""
-        return {"name": self.name, "shape": list(self.shape), "kind": self.kind, "range": list(self.raw_range),
-                "scale": self.scale, "shift": self.shift}
+        return {
+            "name": self.name,
+            "shape": list(self.shape),
+            "kind": self.kind,
+            "range": list(self.raw_range),
+            "scale": self.scale,
+            "shift": self.shift,
+        }
 
 
 def _finite(name, x):
@@ -52,8 +58,10 @@ def _finite(name, x):
     bad = ~np.isfinite(x)
     if bad.any():
         idx = np.argwhere(bad)[0]
-        raise ValueError(f"data {name!r} contains {x[tuple(idx)]} (NaN or inf) at index {tuple(int(i) for i in idx)}: "
-                         "expected finite values")
+        raise ValueError(
+            f"data {name!r} contains {x[tuple(idx)]} (NaN or inf) at index {tuple(int(i) for i in idx)}: "
+            "expected finite values"
+        )
     return x
 
 
@@ -125,8 +133,13 @@ def mixture(n=20000, seed=0):
     return x[0] if isinstance(x, tuple) else x
 
 
-TOYS = {"moons": moons, "swiss_roll": swiss_roll, "8gaussians": eight_gaussians, "checkerboard": checkerboard,
-        "mixture": mixture}
+TOYS = {
+    "moons": moons,
+    "swiss_roll": swiss_roll,
+    "8gaussians": eight_gaussians,
+    "checkerboard": checkerboard,
+    "mixture": mixture,
+}
 
 
 def load_digits():
@@ -203,8 +216,14 @@ class ImageFolder:
         return len(self.files)
 
     def info(self):
-        return {"name": self.name, "shape": list(self.shape), "kind": self.kind, "range": list(self.raw_range),
-                "scale": self.scale, "shift": self.shift}
+        return {
+            "name": self.name,
+            "shape": list(self.shape),
+            "kind": self.kind,
+            "range": list(self.raw_range),
+            "scale": self.scale,
+            "shift": self.shift,
+        }
 
     def load(self, index, crop_u=(0.5, 0.5)):
         """Image `index` in model space, float32 (C, H, W). crop_u: two numbers in [0, 1) placing a random crop
@@ -241,9 +260,11 @@ def load_image_folder(path, *, resolution=None, center_crop=False):
     if resolution is None:
         if len(sizes) > 1:
             described = ", ".join(f"{w}x{h} (e.g. {n})" for (w, h), n in sizes.items())
-            raise ValueError(f"data folder {str(path)!r} has images of different sizes: {described}; pass "
-                             "--resolution N to resize and crop every image to N x N")
-        (w, h), = sizes
+            raise ValueError(
+                f"data folder {str(path)!r} has images of different sizes: {described}; pass "
+                "--resolution N to resize and crop every image to N x N"
+            )
+        ((w, h),) = sizes
     else:
         w = h = resolution
     return ImageFolder(Path(path).name, files, (1 if grey else 3, h, w), resolution, center_crop)
@@ -253,8 +274,9 @@ def _read_arrays(path):
     if path.suffix == ".npz":
         with np.load(path, allow_pickle=False) as f:
             if "x" not in f:
-                raise ValueError(f"data file {str(path)!r} has arrays {list(f.keys())}: expected one named 'x' "
-                                 "(and optional 'y')")
+                raise ValueError(
+                    f"data file {str(path)!r} has arrays {list(f.keys())}: expected one named 'x' (and optional 'y')"
+                )
             return f["x"], (f["y"] if "y" in f else None)
     return np.load(path, allow_pickle=False), None
 
@@ -271,8 +293,10 @@ def load_array(path):
             raise
         raise ValueError(f"data file {str(path)!r} is not a valid .npy/.npz array ({err})") from None
     if y is not None and y.dtype.kind not in "iu":
-        raise ValueError(f"data file {str(path)!r}: labels 'y' have dtype {y.dtype}: expected integers 0..K-1 "
-                         "(convert them with y.astype(int) if they are whole numbers)")
+        raise ValueError(
+            f"data file {str(path)!r}: labels 'y' have dtype {y.dtype}: expected integers 0..K-1 "
+            "(convert them with y.astype(int) if they are whole numbers)"
+        )
     if x.dtype.kind not in "iuf" or x.dtype.kind == "b":
         raise ValueError(f"data file {str(path)!r}: array 'x' has dtype {x.dtype}: expected numbers")
     if x.ndim not in (2, 3, 4):

@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from diffspec.reference.modelcard import DIFFSPEC_VERSION
 from diffspec.trainer import checkpoint as ckpt
 from diffspec.trainer import distill as D
 from diffspec.trainer.data import load_dataset
@@ -42,7 +43,7 @@ from diffspec.trainer.models import build_model
 from diffspec.trainer.parameterizations import broadcast_to_batch, x0_from_output
 from diffspec.trainer.schedules import make_schedule, schedule_from_dict
 
-VERSION = "0.1.0"
+VERSION = DIFFSPEC_VERSION
 PROCEDURES = ("consistency", "consistency_training", "progressive", "reflow")
 TEACHER_SAMPLER = {"consistency": "ddim", "reflow": "flow_euler"}
 
@@ -151,7 +152,7 @@ def _optimise(student, loss_fn, x_data, y_data, cfg, *, steps, gen, log, desc, a
     if cfg.progress:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=steps, desc=desc, dynamic_ncols=True)
+        bar = tqdm(total=steps, desc=desc, dynamic_ncols=True, disable=None)  # no bar when stderr is not a terminal
     n, B, loss_sum, t0 = x_data.shape[0], cfg.train_batch_size, 0.0, time.perf_counter()
     for step in range(steps):
         for g in opt.param_groups:

@@ -8,7 +8,6 @@ and cast to the dtype of the data; no host syncs.
 import enum
 
 import torch
-
 from diffspec.trainer.parameterizations import broadcast_to_batch
 
 
@@ -99,6 +98,12 @@ def learned_range_log_variance(var_output, n, schedule):
 
 def ddpm_posterior(x0, x, n, schedule):
     """(mean, variance, log_variance) of q(x_{n-1} | x_n = x, x0) (Ho et al. 2020, eq. 7), n integer (B,)."""
-    mean = broadcast_to_batch(_column(schedule, "coef_x0", n, x), x) * x0 + broadcast_to_batch(_column(schedule, "coef_xt", n, x), x) * x
-    return (mean, broadcast_to_batch(_column(schedule, "beta_tilde", n, x), x),
-            broadcast_to_batch(_column(schedule, "log_beta_tilde_clipped", n, x), x))
+    mean = (
+        broadcast_to_batch(_column(schedule, "coef_x0", n, x), x) * x0
+        + broadcast_to_batch(_column(schedule, "coef_xt", n, x), x) * x
+    )
+    return (
+        mean,
+        broadcast_to_batch(_column(schedule, "beta_tilde", n, x), x),
+        broadcast_to_batch(_column(schedule, "log_beta_tilde_clipped", n, x), x),
+    )

@@ -14,7 +14,12 @@ import torch
 
 
 def _integer(name, value, minimum, maximum=None):
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum or (maximum is not None and value > maximum):
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int)
+        or value < minimum
+        or (maximum is not None and value > maximum)
+    ):
         hi = "inf" if maximum is None else maximum
         raise ValueError(f"{name}={value!r}: expected an integer in [{minimum}, {hi}]")
     return value

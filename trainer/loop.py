@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from diffspec.reference.modelcard import DIFFSPEC_VERSION
 from diffspec.trainer import checkpoint as ckpt
 from diffspec.trainer.config import (
     IMAGE_DEFAULTS,
@@ -49,11 +50,24 @@ from diffspec.trainer.stream import BatchStream, LoaderStream
 from diffspec.trainer.trackers import Tracker, make_tracker
 from diffspec.trainer.validation import sample, sampler_and_grid, validate
 
-VERSION = "0.1.0"
+VERSION = DIFFSPEC_VERSION
 STARTUP_THREADS = torch.get_num_threads()  # torch's default (physical cores or OMP_NUM_THREADS), before any change
 
-__all__ = ["IMAGE_DEFAULTS", "POINT_DEFAULTS", "LRScheduler", "MixedPrecision", "Precond", "Setup", "TrainConfig",
-           "ema_decay_at", "ema_update", "lr_at", "sample", "train", "validate"]
+__all__ = [
+    "IMAGE_DEFAULTS",
+    "POINT_DEFAULTS",
+    "LRScheduler",
+    "MixedPrecision",
+    "Precond",
+    "Setup",
+    "TrainConfig",
+    "ema_decay_at",
+    "ema_update",
+    "lr_at",
+    "sample",
+    "train",
+    "validate",
+]
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -71,8 +85,10 @@ def make_schedule(cfg: TrainConfig):
     except TypeError as err:
         raise ValueError(f"--schedule-kwargs {json.dumps(cfg.schedule_kwargs)}: {err}") from None
     if cfg.learned_variance and not (schedule.is_discrete and schedule.variance_preserving):
-        raise ValueError(f"--learned-variance needs a discrete VP schedule (iDDPM's L_vlb is over integer steps); "
-                         f"--schedule {cfg.schedule!r} is continuous")
+        raise ValueError(
+            f"--learned-variance needs a discrete VP schedule (iDDPM's L_vlb is over integer steps); "
+            f"--schedule {cfg.schedule!r} is continuous"
+        )
     return schedule
 
 
@@ -83,8 +99,10 @@ def model_spec(cfg: TrainConfig, ds, schedule) -> tuple[str, dict]:
         if k in kwargs and isinstance(kwargs[k], (list, tuple)):
             kwargs[k] = list(kwargs[k])
     if str(cfg.arch).startswith("diffusers-") and ds.kind != "image":
-        raise ValueError(f"--arch {cfg.arch}: diffusers' networks are 2-D image models, got {ds.kind} data "
-                         f"{ds.name!r}: use --arch mlp")
+        raise ValueError(
+            f"--arch {cfg.arch}: diffusers' networks are 2-D image models, got {ds.kind} data "
+            f"{ds.name!r}: use --arch mlp"
+        )
     if cfg.arch == "mlp":
         kwargs.setdefault("dim", int(np.prod(ds.shape)))
     else:
@@ -96,8 +114,11 @@ def model_spec(cfg: TrainConfig, ds, schedule) -> tuple[str, dict]:
         kwargs["learned_variance"] = True
     if cfg.precond == Precond.EDM:
         kwargs.setdefault("time_scale", 250.0)
-        return "precond", {"inner": {"arch": cfg.arch, "kwargs": kwargs}, "schedule": schedule.to_dict(),
-                           "sigma_data": 0.5}
+        return "precond", {
+            "inner": {"arch": cfg.arch, "kwargs": kwargs},
+            "schedule": schedule.to_dict(),
+            "sigma_data": 0.5,
+        }
     if str(cfg.arch).startswith("diffusers-") and schedule.is_discrete:
         kwargs.setdefault("time_scale", 1.0)  # diffusers' pipelines feed the integer timestep itself
     kwargs.setdefault("time_scale", 1000.0 / float(schedule.t_max))
@@ -110,8 +131,10 @@ def build_network(arch: str, kwargs: dict) -> torch.nn.Module:
         return build_model(arch, **kwargs)
     except (TypeError, ValueError, RuntimeError, ZeroDivisionError) as err:
         inner = kwargs.get("inner", {}).get("kwargs", kwargs) if arch == "precond" else kwargs
-        raise ValueError(f"--model-kwargs: the {arch!r} network cannot be built with {json.dumps(inner)}: "
-                         f"{str(err).splitlines()[0] if str(err) else type(err).__name__}") from None
+        raise ValueError(
+            f"--model-kwargs: the {arch!r} network cannot be built with {json.dumps(inner)}: "
+            f"{str(err).splitlines()[0] if str(err) else type(err).__name__}"
+        ) from None
 
 
 def parameterization_of(cfg: TrainConfig) -> str:
@@ -134,16 +157,20 @@ def timestep_sampler(cfg: TrainConfig, schedule):
     if name not in timesteps.TIMESTEPS:
         raise ValueError(f"unknown --timestep-sampling {name!r}: expected one of {sorted(timesteps.TIMESTEPS)}")
     if cfg.learned_variance and name not in ("uniform_discrete", "importance"):
-        raise ValueError(f"--learned-variance needs integer timesteps: --timestep-sampling {name!r} draws continuous "
-                         f"ones; use uniform_discrete or importance")
+        raise ValueError(
+            f"--learned-variance needs integer timesteps: --timestep-sampling {name!r} draws continuous "
+            f"ones; use uniform_discrete or importance"
+        )
     fn = timesteps.TIMESTEPS[name]
     if name == "importance":
         bins = schedule.num_steps if schedule.is_discrete else 100
         history = timesteps.LossHistory(bins)
         return name, (lambda n, gen: fn(schedule, n, gen, history=history)), history
     if name == "uniform_discrete" and not schedule.is_discrete:
-        raise ValueError(f"--timestep-sampling uniform_discrete needs a discrete schedule; --schedule {cfg.schedule!r} "
-                         "is continuous: use uniform")
+        raise ValueError(
+            f"--timestep-sampling uniform_discrete needs a discrete schedule; --schedule {cfg.schedule!r} "
+            "is continuous: use uniform"
+        )
     return name, (lambda n, gen: fn(schedule, n, gen)), None
 
 
@@ -164,7 +191,8 @@ def weighting_of(cfg: TrainConfig):
 def autocast_of(cfg: TrainConfig, device: torch.device) -> Callable:
     """A context-manager factory: bf16 autocast on CUDA by default (or where asked for), else nothing."""
     use_bf16 = (device.type == "cuda" and cfg.mixed_precision in (MixedPrecision.AUTO, MixedPrecision.BF16)) or (
-        cfg.mixed_precision == MixedPrecision.BF16)  # honour an explicit request on CPU (slow, but correct)
+        cfg.mixed_precision == MixedPrecision.BF16
+    )  # honour an explicit request on CPU (slow, but correct)
     return (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if use_bf16 else contextlib.nullcontext
 
 
@@ -184,11 +212,21 @@ class Setup:
 def diffusion_objective(setup: Setup, *, draw_t, history, weighting, weighting_options) -> Objective:
     cfg, ds = setup.cfg, setup.ds
     return DiffusionObjective(
-        schedule=setup.schedule, parameterization=setup.parameterization, draw_t=draw_t, weighting=weighting,
-        weighting_options=weighting_options, noise_offset=cfg.noise_offset, class_conditional=cfg.class_conditional,
-        cond_drop_prob=cfg.cond_drop_prob, null_class=ds.num_classes if cfg.class_conditional else None,
-        learned_variance=cfg.learned_variance, lambda_vlb=cfg.lambda_vlb, history=history, autocast=setup.autocast,
-        channels_last=setup.channels_last)
+        schedule=setup.schedule,
+        parameterization=setup.parameterization,
+        draw_t=draw_t,
+        weighting=weighting,
+        weighting_options=weighting_options,
+        noise_offset=cfg.noise_offset,
+        class_conditional=cfg.class_conditional,
+        cond_drop_prob=cfg.cond_drop_prob,
+        null_class=ds.num_classes if cfg.class_conditional else None,
+        learned_variance=cfg.learned_variance,
+        lambda_vlb=cfg.lambda_vlb,
+        history=history,
+        autocast=setup.autocast,
+        channels_last=setup.channels_last,
+    )
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -225,8 +263,9 @@ def resolve_device(name: str) -> torch.device:
         raise ValueError(f"--device={name!r}: expected cpu, cuda or cuda:N") from None
     if device.type == "cuda":
         if not torch.cuda.is_available():
-            raise ValueError(f"--device={name!r}: CUDA is not available here (no GPU, or a CPU-only torch); "
-                             "use --device cpu")
+            raise ValueError(
+                f"--device={name!r}: CUDA is not available here (no GPU, or a CPU-only torch); use --device cpu"
+            )
         if device.index is not None and device.index >= torch.cuda.device_count():
             raise ValueError(f"--device={name!r}: this machine has {torch.cuda.device_count()} CUDA device(s)")
     elif device.type != "cpu":
@@ -326,8 +365,9 @@ def clean_leftovers(output_dir: Path) -> list[str]:
 
 def _train(cfg, device, rank, world, dist, objective_factory):
     check_before_data(cfg)
-    ds = load_dataset(cfg.data, n_points=cfg.n_points, seed=cfg.seed, resolution=cfg.resolution,
-                      center_crop=cfg.center_crop)
+    ds = load_dataset(
+        cfg.data, n_points=cfg.n_points, seed=cfg.seed, resolution=cfg.resolution, center_crop=cfg.center_crop
+    )
     cfg = resolve_config(cfg, kind=ds.kind, shape=ds.shape, has_labels=ds.y is not None, name=ds.name)
     schedule = make_schedule(cfg)
     parameterization = parameterization_of(cfg)
@@ -352,13 +392,22 @@ def _train(cfg, device, rank, world, dist, objective_factory):
             print(f"removed {name} from {str(output_dir)!r} (left by an interrupted save)", file=sys.stderr)
 
     config = {
-        "diffspec_version": VERSION, "model": {"arch": arch, "kwargs": kwargs}, "schedule": schedule.to_dict(),
-        "parameterization": parameterization, "time_input": "t", "data": ds.info(),
+        "diffspec_version": VERSION,
+        "model": {"arch": arch, "kwargs": kwargs},
+        "schedule": schedule.to_dict(),
+        "parameterization": parameterization,
+        "time_input": "t",
+        "data": ds.info(),
         "num_classes": int(ds.num_classes) if cfg.class_conditional else None,
         "null_class": int(ds.num_classes) if cfg.class_conditional else None,
         "learned_variance": bool(cfg.learned_variance),
-        "train": {**dataclasses.asdict(cfg), "timestep_sampling": ts_name, "world_size": world,
-                  "weighting": weighting, "weighting_options": weighting_options},
+        "train": {
+            **dataclasses.asdict(cfg),
+            "timestep_sampling": ts_name,
+            "world_size": world,
+            "weighting": weighting,
+            "weighting_options": weighting_options,
+        },
     }
     json.loads(json.dumps(config))  # JSON-able or fail here, not mid-save
     if cfg.save_diffusers:
@@ -380,26 +429,44 @@ def _train(cfg, device, rank, world, dist, objective_factory):
         saved = ckpt.read_config(resume)
         saved_step = _checkpoint_step(resume)
         if saved_step is not None and cfg.max_train_steps < saved_step:
-            raise ValueError(f"--max-train-steps={cfg.max_train_steps} is below step {saved_step} of the checkpoint "
-                             f"{str(resume)!r}: ask for more steps than that, or use a new --output-dir")
-        state = ckpt.load_training_state(resume, model=model, ema=ema_model, optimizer=optimizer,
-                                         generators={"train": gen} if rank == 0 else {}, config=config)
+            raise ValueError(
+                f"--max-train-steps={cfg.max_train_steps} is below step {saved_step} of the checkpoint "
+                f"{str(resume)!r}: ask for more steps than that, or use a new --output-dir"
+            )
+        state = ckpt.load_training_state(
+            resume,
+            model=model,
+            ema=ema_model,
+            optimizer=optimizer,
+            generators={"train": gen} if rank == 0 else {},
+            config=config,
+        )
         start_step, ema_updates = int(state["step"]), int(state.get("ema_updates", 0))
         if cfg.max_train_steps < start_step:
-            raise ValueError(f"--max-train-steps={cfg.max_train_steps} is below step {start_step} of the checkpoint "
-                             f"{str(resume)!r}: ask for more steps than that, or use a new --output-dir")
+            raise ValueError(
+                f"--max-train-steps={cfg.max_train_steps} is below step {start_step} of the checkpoint "
+                f"{str(resume)!r}: ask for more steps than that, or use a new --output-dir"
+            )
         if rank != 0:
             gen.manual_seed(cfg.seed * 1000 + rank + 7919 * start_step)
         if is_main:
             print(f"resumed from {resume} at step {start_step}", flush=True)
             changes = lr_schedule_changes(saved.get("train") or {}, cfg)
             if changes:
-                print(f"note: the learning-rate schedule differs from the checkpoint's ({', '.join(changes)}): the "
-                      "resumed run is not bit-exact with one that never stopped", file=sys.stderr, flush=True)
+                print(
+                    f"note: the learning-rate schedule differs from the checkpoint's ({', '.join(changes)}): the "
+                    "resumed run is not bit-exact with one that never stopped",
+                    file=sys.stderr,
+                    flush=True,
+                )
             saved_threads = (saved.get("train") or {}).get("threads")
             if device.type == "cpu" and saved_threads is not None and saved_threads != cfg.threads:
-                print(f"note: --threads {cfg.threads} differs from the checkpoint's run ({saved_threads}): sums may "
-                      "round differently, so the resumed run may not be bit-exact", file=sys.stderr, flush=True)
+                print(
+                    f"note: --threads {cfg.threads} differs from the checkpoint's run ({saved_threads}): sums may "
+                    "round differently, so the resumed run may not be bit-exact",
+                    file=sys.stderr,
+                    flush=True,
+                )
 
     train_model = model
     if world > 1:
@@ -409,11 +476,19 @@ def _train(cfg, device, rank, world, dist, objective_factory):
     if cfg.torch_compile:
         train_model = torch.compile(train_model)
 
-    setup = Setup(cfg=cfg, ds=ds, schedule=schedule, parameterization=parameterization, device=device,
-                  autocast=autocast_of(cfg, device), channels_last=channels_last)
+    setup = Setup(
+        cfg=cfg,
+        ds=ds,
+        schedule=schedule,
+        parameterization=parameterization,
+        device=device,
+        autocast=autocast_of(cfg, device),
+        channels_last=channels_last,
+    )
     if objective_factory is None:
-        loss_fn = diffusion_objective(setup, draw_t=draw_t, history=history, weighting=weighting,
-                                      weighting_options=weighting_options)
+        loss_fn = diffusion_objective(
+            setup, draw_t=draw_t, history=history, weighting=weighting, weighting_options=weighting_options
+        )
     else:
         loss_fn = objective_factory(setup)
 
@@ -426,13 +501,33 @@ def _train(cfg, device, rank, world, dist, objective_factory):
         workers = cfg.dataloader_num_workers
         if workers is None:
             workers = min(4, max(1, (os.cpu_count() or 1) - 1))
-        stream = LoaderStream(ds, device, seed=cfg.seed, rank=rank, world=world, workers=workers,
-                              random_flip=cfg.random_flip)
+        stream = LoaderStream(
+            ds, device, seed=cfg.seed, rank=rank, world=world, workers=workers, random_flip=cfg.random_flip
+        )
     else:
         stream = BatchStream(ds, device, seed=cfg.seed, rank=rank, world=world, random_flip=cfg.random_flip)
     try:
-        return _steps(cfg, model, train_model, ema, ema_model, optimizer, gen, loss_fn, stream, tracker, config,
-                      schedule, parameterization, ds, device, start_step, ema_updates, is_main, output_dir)
+        return _steps(
+            cfg,
+            model,
+            train_model,
+            ema,
+            ema_model,
+            optimizer,
+            gen,
+            loss_fn,
+            stream,
+            tracker,
+            config,
+            schedule,
+            parameterization,
+            ds,
+            device,
+            start_step,
+            ema_updates,
+            is_main,
+            output_dir,
+        )
     finally:
         stream.close()
         tracker.close()
@@ -443,8 +538,27 @@ def _checkpoint_step(path: Path) -> int | None:
     return int(m.group(1)) if m else None
 
 
-def _steps(cfg, model, train_model, ema, ema_model, optimizer, gen, loss_fn, stream, tracker, config, schedule,
-           parameterization, ds, device, start_step, ema_updates, is_main, output_dir):
+def _steps(
+    cfg,
+    model,
+    train_model,
+    ema,
+    ema_model,
+    optimizer,
+    gen,
+    loss_fn,
+    stream,
+    tracker,
+    config,
+    schedule,
+    parameterization,
+    ds,
+    device,
+    start_step,
+    ema_updates,
+    is_main,
+    output_dir,
+):
     B, accum = cfg.train_batch_size, cfg.gradient_accumulation_steps
     world = config["train"]["world_size"]
     log_path = output_dir / "log.jsonl"
@@ -484,28 +598,52 @@ def _steps(cfg, model, train_model, ema, ema_model, optimizer, gen, loss_fn, str
             rate = (done - step_last) / max(now - t_last, 1e-9)
             if is_main:
                 epoch = done * accum * B / stream.shard_size
-                rec = {"step": done, "epoch": epoch, "loss": final_loss, "lr": lr, "steps_per_s": rate,
-                       "grad_norm": float(grad_norm) if grad_norm is not None else None,
-                       "ema_decay": ema_decay_at(ema_updates - 1, cfg.ema_max_decay) if ema is not None else None,
-                       "time": now - t_start, "cpu_time": time.process_time() - cpu_start}
+                rec = {
+                    "step": done,
+                    "epoch": epoch,
+                    "loss": final_loss,
+                    "lr": lr,
+                    "steps_per_s": rate,
+                    "grad_norm": float(grad_norm) if grad_norm is not None else None,
+                    "ema_decay": ema_decay_at(ema_updates - 1, cfg.ema_max_decay) if ema is not None else None,
+                    "time": now - t_start,
+                    "cpu_time": time.process_time() - cpu_start,
+                }
                 with open(log_path, "a") as f:
                     f.write(json.dumps(rec) + "\n")
                 tracker.scalars(done, rec)
                 if bar is not None:
-                    bar.set_postfix(epoch=f"{epoch:.2f}", loss=f"{final_loss:.4f}", lr=f"{lr:.2e}",
-                                    steps_s=f"{rate:.1f}")
+                    bar.set_postfix(
+                        epoch=f"{epoch:.2f}", loss=f"{final_loss:.4f}", lr=f"{lr:.2e}", steps_s=f"{rate:.1f}"
+                    )
             loss_sum.zero_()
             loss_count, t_last, step_last = 0, now, done
         if bar is not None:
             bar.update(1)
         is_last = done == cfg.max_train_steps
         if is_main and (is_last or (cfg.checkpointing_steps and done % cfg.checkpointing_steps == 0)):
-            ckpt.save_checkpoint(output_dir, done, model=model, ema=ema_model, optimizer=optimizer, config=config,
-                                 state={"ema_updates": ema_updates, "epoch_samples": done * accum * B},
-                                 generators={"train": gen}, total_limit=cfg.checkpoints_total_limit)
+            ckpt.save_checkpoint(
+                output_dir,
+                done,
+                model=model,
+                ema=ema_model,
+                optimizer=optimizer,
+                config=config,
+                state={"ema_updates": ema_updates, "epoch_samples": done * accum * B},
+                generators={"train": gen},
+                total_limit=cfg.checkpoints_total_limit,
+            )
         if is_main and (is_last or (cfg.validation_steps and done % cfg.validation_steps == 0)):
-            _, x = validate(ema_model if ema_model is not None else model, schedule, parameterization, ds, cfg,
-                            output_dir, done, device)
+            _, x = validate(
+                ema_model if ema_model is not None else model,
+                schedule,
+                parameterization,
+                ds,
+                cfg,
+                output_dir,
+                done,
+                device,
+            )
             if has_picture(ds.kind, ds.shape):
                 tracker.image(done, "samples", pixels(x, ds.kind))
     if bar is not None:
@@ -513,9 +651,20 @@ def _steps(cfg, model, train_model, ema, ema_model, optimizer, gen, loss_fn, str
     if is_main and cfg.save_diffusers:
         from diffspec.trainer.diffusers_io import save_diffusers
 
-        save_diffusers(ema_model if ema_model is not None else model, output_dir / "diffusers",
-                       schedule=config["schedule"], parameterization=parameterization, data=config["data"])
+        save_diffusers(
+            ema_model if ema_model is not None else model,
+            output_dir / "diffusers",
+            schedule=config["schedule"],
+            parameterization=parameterization,
+            data=config["data"],
+        )
     seconds = time.perf_counter() - t_start
     final = output_dir / f"checkpoint-{cfg.max_train_steps}"
-    return {"checkpoint": str(final), "step": cfg.max_train_steps, "seconds": seconds, "final_loss": final_loss,
-            "start_step": start_step, "config": config}
+    return {
+        "checkpoint": str(final),
+        "step": cfg.max_train_steps,
+        "seconds": seconds,
+        "final_loss": final_loss,
+        "start_step": start_step,
+        "config": config,
+    }

@@ -11,7 +11,6 @@ import enum
 import math
 
 import torch
-
 from diffspec.trainer import parameterizations as P
 from diffspec.trainer import weightings as W
 from diffspec.trainer.forward import ddpm_posterior, learned_range_log_variance
@@ -168,7 +167,9 @@ def ict_sigmas(num_steps, *, sigma_min=0.002, sigma_max=80.0, rho=7.0):
     if isinstance(num_steps, bool) or not isinstance(num_steps, int) or num_steps < 2:
         raise ValueError(f"num_steps={num_steps!r}: expected an integer >= 2")
     if not (0 < sigma_min < sigma_max and rho > 0):
-        raise ValueError(f"sigma_min={sigma_min}, sigma_max={sigma_max}, rho={rho}: expected 0 < sigma_min < sigma_max, rho > 0")
+        raise ValueError(
+            f"sigma_min={sigma_min}, sigma_max={sigma_max}, rho={rho}: expected 0 < sigma_min < sigma_max, rho > 0"
+        )
     step = 1.0 / (num_steps - 1)
     ramp = torch.arange(num_steps, dtype=torch.float64) * step
     ramp[-1] = 1.0

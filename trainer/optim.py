@@ -17,8 +17,12 @@ def make_optimizer(cfg: TrainConfig, model: torch.nn.Module) -> torch.optim.Opti
     CUDA, floating point): the same update as the per-tensor loop up to rounding, and on a small network most of
     an optimizer step's time was the loop over parameters (bench/train_speed.py)."""
     params = [p for p in model.parameters()]
-    kwargs = dict(lr=cfg.learning_rate, betas=(cfg.adam_beta1, cfg.adam_beta2), weight_decay=cfg.adam_weight_decay,
-                  eps=cfg.adam_epsilon)
+    kwargs = dict(
+        lr=cfg.learning_rate,
+        betas=(cfg.adam_beta1, cfg.adam_beta2),
+        weight_decay=cfg.adam_weight_decay,
+        eps=cfg.adam_epsilon,
+    )
     fusable = params and all(p.is_floating_point() and p.device.type in ("cpu", "cuda") for p in params)
     if fusable:
         try:

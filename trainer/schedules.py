@@ -130,7 +130,7 @@ class _DiscreteVP(_VP):
     is_discrete: ClassVar[bool] = True
 
     def __post_init__(self):
-        self._log_alpha_nodes  # build and check the betas once, at construction
+        _ = self._log_alpha_nodes  # build and check the betas once, at construction
 
     def betas(self):
         """The T betas as a float64 tensor (before any zero-terminal-SNR rescale)."""
@@ -138,16 +138,23 @@ class _DiscreteVP(_VP):
 
     def _checked_betas(self):
         betas = self.betas()
-        _check(betas.ndim == 1 and len(betas) >= 2, f"betas of shape {tuple(betas.shape)}: expected a 1-D array of at least 2 values")
+        _check(
+            betas.ndim == 1 and len(betas) >= 2,
+            f"betas of shape {tuple(betas.shape)}: expected a 1-D array of at least 2 values",
+        )
         ok = (betas > 0) & (betas < 1)  # NaN fails both
         if not bool(ok.all()):
-            raise ValueError(f"betas contain {float(betas[~ok][0])} ({type(self).__name__}): expected every beta in (0, 1)")
+            raise ValueError(
+                f"betas contain {float(betas[~ok][0])} ({type(self).__name__}): expected every beta in (0, 1)"
+            )
         if self.rescale_zero_snr:
             betas = rescale_zero_terminal_snr(betas)
             ok = (betas[:-1] > 0) & (betas[:-1] < 1)
             if not bool(ok.all()) or float(betas[-1]) != 1.0:
                 bad = float(betas[:-1][~ok][0]) if not bool(ok.all()) else float(betas[-1])
-                raise ValueError(f"betas after rescale_zero_snr contain {bad}: expected inner betas in (0, 1) and a last beta of 1")
+                raise ValueError(
+                    f"betas after rescale_zero_snr contain {bad}: expected inner betas in (0, 1) and a last beta of 1"
+                )
         return betas
 
     @cached_property
@@ -321,7 +328,9 @@ class ExplicitBetas(_DiscreteVP):
 
 def _check_beta_range(beta_min, beta_max):
     _check(math.isfinite(beta_min) and beta_min > 0, f"beta_min={beta_min!r}: expected a finite number > 0")
-    _check(math.isfinite(beta_max) and beta_max >= beta_min, f"beta_max={beta_max!r}: expected a finite number >= beta_min")
+    _check(
+        math.isfinite(beta_max) and beta_max >= beta_min, f"beta_max={beta_max!r}: expected a finite number >= beta_min"
+    )
 
 
 @dataclass(frozen=True)
@@ -421,8 +430,14 @@ class VE(_Schedule):
     t_eps: ClassVar[float] = 0.0
 
     def __post_init__(self):
-        _check(math.isfinite(self.sigma_min) and self.sigma_min > 0, f"sigma_min={self.sigma_min!r}: expected a finite number > 0")
-        _check(math.isfinite(self.sigma_max) and self.sigma_max > self.sigma_min, f"sigma_max={self.sigma_max!r}: expected a finite number > sigma_min")
+        _check(
+            math.isfinite(self.sigma_min) and self.sigma_min > 0,
+            f"sigma_min={self.sigma_min!r}: expected a finite number > 0",
+        )
+        _check(
+            math.isfinite(self.sigma_max) and self.sigma_max > self.sigma_min,
+            f"sigma_max={self.sigma_max!r}: expected a finite number > sigma_min",
+        )
 
     def alpha(self, t):
         return torch.ones_like(as_time(t))
@@ -448,9 +463,18 @@ class EDM(_Schedule):
     t_min: ClassVar[float] = 0.0
 
     def __post_init__(self):
-        _check(math.isfinite(self.sigma_min) and self.sigma_min > 0, f"sigma_min={self.sigma_min!r}: expected a finite number > 0")
-        _check(math.isfinite(self.sigma_max) and self.sigma_max > self.sigma_min, f"sigma_max={self.sigma_max!r}: expected a finite number > sigma_min")
-        _check(math.isfinite(self.sigma_data) and self.sigma_data > 0, f"sigma_data={self.sigma_data!r}: expected a finite number > 0")
+        _check(
+            math.isfinite(self.sigma_min) and self.sigma_min > 0,
+            f"sigma_min={self.sigma_min!r}: expected a finite number > 0",
+        )
+        _check(
+            math.isfinite(self.sigma_max) and self.sigma_max > self.sigma_min,
+            f"sigma_max={self.sigma_max!r}: expected a finite number > sigma_min",
+        )
+        _check(
+            math.isfinite(self.sigma_data) and self.sigma_data > 0,
+            f"sigma_data={self.sigma_data!r}: expected a finite number > 0",
+        )
 
     @property
     def t_max(self):

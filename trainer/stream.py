@@ -147,9 +147,13 @@ class LoaderStream:
     def _open(self, start: int, size: int) -> None:
         self.close()
         loader = torch.utils.data.DataLoader(
-            self.items, batch_sampler=_Positions(self.order, start, size), num_workers=self.workers,
-            pin_memory=self.device.type == "cuda", prefetch_factor=4 if self.workers else None,
-            persistent_workers=False)
+            self.items,
+            batch_sampler=_Positions(self.order, start, size),
+            num_workers=self.workers,
+            pin_memory=self.device.type == "cuda",
+            prefetch_factor=4 if self.workers else None,
+            persistent_workers=False,
+        )
         self._it, self._next, self._size = iter(loader), start, size
 
     def batch(self, start: int, size: int) -> tuple[torch.Tensor, None]:

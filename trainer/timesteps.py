@@ -97,7 +97,9 @@ class LossHistory:
 
     def update(self, bins, losses):
         """Record per-sample losses (detached, moved to the host) for their bins."""
-        for k, loss in zip(torch.as_tensor(bins).reshape(-1).tolist(), torch.as_tensor(losses).detach().reshape(-1).tolist()):
+        for k, loss in zip(
+            torch.as_tensor(bins).reshape(-1).tolist(), torch.as_tensor(losses).detach().reshape(-1).tolist()
+        ):
             k = int(k)
             if self.counts[k] >= self.history_per_bin:
                 self.losses[k, :-1] = self.losses[k, 1:].clone()
@@ -126,7 +128,9 @@ def importance(schedule, n, generator, *, history, dtype=torch.float32):
     if not isinstance(history, LossHistory):
         raise ValueError(f"history={history!r}: expected a LossHistory")
     if schedule.is_discrete and history.num_bins != schedule.num_steps:
-        raise ValueError(f"history.num_bins={history.num_bins}: expected T = {schedule.num_steps} for a discrete schedule")
+        raise ValueError(
+            f"history.num_bins={history.num_bins}: expected T = {schedule.num_steps} for a discrete schedule"
+        )
     device = _generator_device(generator)
     p = history.probabilities().to(device)
     k = torch.multinomial(p, _n(n), replacement=True, generator=generator)

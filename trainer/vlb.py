@@ -4,7 +4,6 @@
 import math
 
 import torch
-
 from diffspec.trainer.forward import ddpm_log_variance, ddpm_posterior, ddpm_table, q_sample
 from diffspec.trainer.noise import as_noise_source
 
@@ -32,8 +31,9 @@ def discretized_gaussian_log_likelihood(x0, mean, log_scale):
         standard_normal_cdf(-z_minus) - standard_normal_cdf(-z_plus),
         standard_normal_cdf(z_plus) - standard_normal_cdf(z_minus),
     )
-    prob = torch.where(x0 < -0.999, standard_normal_cdf(z_plus),
-                       torch.where(x0 > 0.999, standard_normal_cdf(-z_minus), delta))
+    prob = torch.where(
+        x0 < -0.999, standard_normal_cdf(z_plus), torch.where(x0 > 0.999, standard_normal_cdf(-z_minus), delta)
+    )
     return torch.log(torch.clamp(prob, min=1e-12))
 
 
@@ -70,7 +70,9 @@ def vlb_terms(denoise, x0, schedule, *, noise=None, variance="fixed_small", mode
         else:
             mean, logvar = (torch.as_tensor(a, dtype=x0.dtype, device=x0.device) for a in model_mean_logvar(x, t_b))
         if n == 0:
-            terms[:, 0] = -_bits(discretized_gaussian_log_likelihood(x0, mean, 0.5 * logvar * torch.ones_like(mean)), x0)
+            terms[:, 0] = -_bits(
+                discretized_gaussian_log_likelihood(x0, mean, 0.5 * logvar * torch.ones_like(mean)), x0
+            )
         else:
             true_mean, _, true_logvar = ddpm_posterior(x0, x, n_b, schedule)
             terms[:, n] = _bits(gaussian_kl(true_mean, true_logvar, mean, logvar), x0)

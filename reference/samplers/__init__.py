@@ -13,8 +13,20 @@ from diffspec.reference import _checks
 from diffspec.reference.samplers._info import Option, Requirement, SamplerInfo
 
 _FAMILIES = (
-    "ddpm", "ddim", "pndm", "k_diffusion", "lms", "dpm_solver", "dpm_solver_pp", "unipc", "deis",
-    "sde", "ode", "flow", "consistency", "inversion",
+    "ddpm",
+    "ddim",
+    "pndm",
+    "k_diffusion",
+    "lms",
+    "dpm_solver",
+    "dpm_solver_pp",
+    "unipc",
+    "deis",
+    "sde",
+    "ode",
+    "flow",
+    "consistency",
+    "inversion",
 )
 
 SAMPLER_INFO = {}
@@ -37,5 +49,12 @@ def get_sampler(name):
 
 
 __all__ = [
-    "INVERSIONS", "Option", "Requirement", "SAMPLERS", "SAMPLER_ALIASES", "SAMPLER_INFO", "SamplerInfo", "get_sampler",
+    "INVERSIONS",
+    "Option",
+    "Requirement",
+    "SAMPLERS",
+    "SAMPLER_ALIASES",
+    "SAMPLER_INFO",
+    "SamplerInfo",
+    "get_sampler",
 ]

@@ -8,7 +8,6 @@ grid time with fresh noise; the output is the last denoised estimate.
 """
 
 import numpy as np
-
 from diffspec.reference import _checks
 from diffspec.reference.noise import as_noise_source
 from diffspec.reference.samplers._info import Option, Requirement, SamplerInfo, one_per_step, one_per_step_if
@@ -92,11 +91,32 @@ def sample_tcd(denoise, x_T, grid, schedule, *, noise=None, gamma=0.3):
 
 
 INFO = [
-    SamplerInfo("consistency", sample_consistency, order=None, stochastic=True, calls_per_step=1, draws=one_per_step,
-                requires={Requirement.CONSISTENCY_MODEL}),
-    SamplerInfo("lcm", sample_lcm, order=None, stochastic=True, calls_per_step=1, draws=one_per_step,
-                requires={Requirement.CLEAN_END, Requirement.CONSISTENCY_MODEL}),
-    SamplerInfo("tcd", sample_tcd, order=None, stochastic=True, calls_per_step=1, draws=one_per_step_if("gamma"),
-                requires={Requirement.CLEAN_END},
-                options=dict(gamma=Option(0.3, low=0.0, high=1.0, invalid=(-0.1, 1.5), probe=(0.0, 1.0)))),
+    SamplerInfo(
+        "consistency",
+        sample_consistency,
+        order=None,
+        stochastic=True,
+        calls_per_step=1,
+        draws=one_per_step,
+        requires={Requirement.CONSISTENCY_MODEL},
+    ),
+    SamplerInfo(
+        "lcm",
+        sample_lcm,
+        order=None,
+        stochastic=True,
+        calls_per_step=1,
+        draws=one_per_step,
+        requires={Requirement.CLEAN_END, Requirement.CONSISTENCY_MODEL},
+    ),
+    SamplerInfo(
+        "tcd",
+        sample_tcd,
+        order=None,
+        stochastic=True,
+        calls_per_step=1,
+        draws=one_per_step_if("gamma"),
+        requires={Requirement.CLEAN_END},
+        options=dict(gamma=Option(0.3, low=0.0, high=1.0, invalid=(-0.1, 1.5), probe=(0.0, 1.0))),
+    ),
 ]

@@ -5,7 +5,6 @@ alpha^2 (alphabar), its t -> t-1 is our t -> t_next.
 """
 
 import numpy as np
-
 from diffspec.reference import _checks
 from diffspec.reference.noise import as_noise_source
 from diffspec.reference.samplers._info import Option, SamplerInfo, one_per_step_if
@@ -41,6 +40,13 @@ def sample_ddim(denoise, x_T, grid, schedule, *, noise=None, eta=0.0):
 
 
 INFO = [
-    SamplerInfo("ddim", sample_ddim, order=1, stochastic=False, calls_per_step=1, draws=one_per_step_if("eta"),
-                options=dict(eta=Option(0.0, low=0.0, high=1.0, invalid=(-0.1, 1.5), probe=(0.5, 1.0)))),
+    SamplerInfo(
+        "ddim",
+        sample_ddim,
+        order=1,
+        stochastic=False,
+        calls_per_step=1,
+        draws=one_per_step_if("eta"),
+        options=dict(eta=Option(0.0, low=0.0, high=1.0, invalid=(-0.1, 1.5), probe=(0.5, 1.0))),
+    ),
 ]

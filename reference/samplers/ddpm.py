@@ -8,7 +8,6 @@ Ho et al. (2020), "Denoising Diffusion Probabilistic Models", eqs. 6-7 and Sec. 
 import enum
 
 import numpy as np
-
 from diffspec.reference import _checks
 from diffspec.reference.noise import as_noise_source
 from diffspec.reference.samplers._info import Option, SamplerInfo, one_per_step
@@ -74,8 +73,21 @@ def sample_ddpm(denoise, x_T, grid, schedule, *, noise=None, variance="fixed_sma
 
 
 INFO = [
-    SamplerInfo("ddpm", sample_ddpm, order=None, stochastic=True, calls_per_step=1, draws=one_per_step,
-                options=dict(variance=Option("fixed_small", choices=("fixed_small", "fixed_large", "learned_range"),
-                                             invalid=("fixed",), probe=("fixed_large",)),
-                             variance_v=Option(None, callable=True))),
+    SamplerInfo(
+        "ddpm",
+        sample_ddpm,
+        order=None,
+        stochastic=True,
+        calls_per_step=1,
+        draws=one_per_step,
+        options=dict(
+            variance=Option(
+                "fixed_small",
+                choices=("fixed_small", "fixed_large", "learned_range"),
+                invalid=("fixed",),
+                probe=("fixed_large",),
+            ),
+            variance_v=Option(None, callable=True),
+        ),
+    ),
 ]

@@ -19,7 +19,6 @@ lam_next = +inf) is the data-prediction step alpha_next x0_hat; the grid must st
 import enum
 
 import numpy as np
-
 from diffspec.reference import _checks
 from diffspec.reference.samplers._info import Option, Requirement, SamplerInfo
 
@@ -79,8 +78,17 @@ def sample_deis(denoise, x_T, grid, schedule, *, noise=None, order=3, fit_in="t"
 
 
 INFO = [
-    SamplerInfo("deis", sample_deis, order=3, stochastic=False, calls_per_step=1, requires={Requirement.ALPHA_START},
-                options=dict(order=Option(3, choices=(1, 2, 3), invalid=(0, 4)),
-                             fit_in=Option("t", choices=("t", "lam"), invalid=("rho",))),
-                orders=(({"order": 1}, 1), ({"order": 2}, 2), ({"order": 2, "fit_in": "lam"}, 2))),
+    SamplerInfo(
+        "deis",
+        sample_deis,
+        order=3,
+        stochastic=False,
+        calls_per_step=1,
+        requires={Requirement.ALPHA_START},
+        options=dict(
+            order=Option(3, choices=(1, 2, 3), invalid=(0, 4)),
+            fit_in=Option("t", choices=("t", "lam"), invalid=("rho",)),
+        ),
+        orders=(({"order": 1}, 1), ({"order": 2}, 2), ({"order": 2, "fit_in": "lam"}, 2)),
+    ),
 ]

@@ -13,7 +13,6 @@ the noise-prediction integral has no finite form there, while the data-predictio
 """
 
 import numpy as np
-
 from diffspec.reference import _checks
 from diffspec.reference.samplers._info import VARIANT, Option, Requirement, SamplerInfo
 
@@ -179,9 +178,23 @@ def _vp_scale(schedule, t):
     return float(np.hypot(schedule.alpha(t), schedule.sigma(t)))
 
 
-def sample_dpm_solver_adaptive(denoise, x_T, grid, schedule, *, noise=None, order=3, rtol=0.05, atol=0.0078,
-                               variant="diffspec", h_init=None, pcoeff=None, icoeff=None, dcoeff=None,
-                               accept_safety=None):
+def sample_dpm_solver_adaptive(
+    denoise,
+    x_T,
+    grid,
+    schedule,
+    *,
+    noise=None,
+    order=3,
+    rtol=0.05,
+    atol=0.0078,
+    variant="diffspec",
+    h_init=None,
+    pcoeff=None,
+    icoeff=None,
+    dcoeff=None,
+    accept_safety=None,
+):
     """DPM-Solver-12 / -23 with adaptive step size: an embedded pair and error control in lam.
 
     Lu et al. (2022), arXiv:2206.00927, Sec. 3.4 and Algorithm 4 (their `dpm_solver_adaptive`). From (x, t) a trial
@@ -244,8 +257,9 @@ def sample_dpm_solver_adaptive(denoise, x_T, grid, schedule, *, noise=None, orde
     return x
 
 
-def _adaptive_k_diffusion(denoise, x, grid, schedule, *, order, rtol, atol, h_init, pcoeff, icoeff, dcoeff,
-                          accept_safety):
+def _adaptive_k_diffusion(
+    denoise, x, grid, schedule, *, order, rtol, atol, h_init, pcoeff, icoeff, dcoeff, accept_safety
+):
     """k-diffusion's `DPMSolver.dpm_solver_adaptive` at eta = 0 (Crowson), for any schedule.
 
     The same embedded pairs as `sample_dpm_solver_adaptive`; the step size comes from a PID controller on the error
@@ -293,13 +307,34 @@ INFO = [
     SamplerInfo("dpm_solver_1", sample_dpm_solver_1, order=1, stochastic=False, calls_per_step=1, requires=_A),
     SamplerInfo("dpm_solver_2", sample_dpm_solver_2, order=2, stochastic=False, calls_per_step=2, requires=_A),
     SamplerInfo("dpm_solver_3", sample_dpm_solver_3, order=3, stochastic=False, calls_per_step=3, requires=_A),
-    SamplerInfo("dpm_solver_fast", sample_dpm_solver_fast, order=2, stochastic=False, calls_per_step=1, requires=_A,
-                adaptive=True, aliases=("dpm_fast",)),
-    SamplerInfo("dpm_solver_adaptive", sample_dpm_solver_adaptive, order=3, stochastic=False, calls_per_step=None,
-                requires=_A, adaptive=True, aliases=("dpm_adaptive",),
-                options=dict(order=Option(3, choices=(2, 3), invalid=(1,)),
-                             rtol=Option(0.05, low=0.0, low_open=True, invalid=(0.0,)),
-                             atol=Option(0.0078, low=0.0, low_open=True, invalid=(-1.0,)), variant=VARIANT,
-                             **{k: Option(None, low=0.0, nullable=True)
-                                for k in ("h_init", "pcoeff", "icoeff", "dcoeff", "accept_safety")})),
+    SamplerInfo(
+        "dpm_solver_fast",
+        sample_dpm_solver_fast,
+        order=2,
+        stochastic=False,
+        calls_per_step=1,
+        requires=_A,
+        adaptive=True,
+        aliases=("dpm_fast",),
+    ),
+    SamplerInfo(
+        "dpm_solver_adaptive",
+        sample_dpm_solver_adaptive,
+        order=3,
+        stochastic=False,
+        calls_per_step=None,
+        requires=_A,
+        adaptive=True,
+        aliases=("dpm_adaptive",),
+        options=dict(
+            order=Option(3, choices=(2, 3), invalid=(1,)),
+            rtol=Option(0.05, low=0.0, low_open=True, invalid=(0.0,)),
+            atol=Option(0.0078, low=0.0, low_open=True, invalid=(-1.0,)),
+            variant=VARIANT,
+            **{
+                k: Option(None, low=0.0, nullable=True)
+                for k in ("h_init", "pcoeff", "icoeff", "dcoeff", "accept_safety")
+            },
+        ),
+    ),
 ]

@@ -21,7 +21,6 @@ always first order.
 import enum
 
 import numpy as np
-
 from diffspec.reference import _checks
 from diffspec.reference.noise import as_noise_source
 from diffspec.reference.samplers._info import VARIANT, Option, SamplerInfo, one_per_step_if
@@ -134,8 +133,9 @@ def sample_dpmpp_3m(denoise, x_T, grid, schedule, *, noise=None, lower_order_fin
     """
     denoise = _checks.checked_denoiser(denoise, grid, sampler="dpmpp_3m")
     if _variant(variant) == Variant.K_DIFFUSION:
-        return sample_dpmpp_3m_sde(denoise, x_T, grid, schedule, eta=0.0, lower_order_final=lower_order_final,
-                                   variant=variant)
+        return sample_dpmpp_3m_sde(
+            denoise, x_T, grid, schedule, eta=0.0, lower_order_final=lower_order_final, variant=variant
+        )
     grid, x, alpha, sigma, lam = _setup(x_T, grid, schedule, "dpmpp_3m")
     orders = _orders(sigma, 3, lower_order_final)
     x0s = []
@@ -147,7 +147,11 @@ def sample_dpmpp_3m(denoise, x_T, grid, schedule, *, noise=None, lower_order_fin
         if orders[i] == 2:
             x = x - 0.5 * alpha[i + 1] * np.expm1(-h) * D1
         elif orders[i] == 3:
-            x = x + alpha[i + 1] * (np.expm1(-h) / h + 1) * D1 - 2 * alpha[i + 1] * ((np.expm1(-h) + h) / h**2 - 0.5) * D2
+            x = (
+                x
+                + alpha[i + 1] * (np.expm1(-h) / h + 1) * D1
+                - 2 * alpha[i + 1] * ((np.expm1(-h) + h) / h**2 - 0.5) * D2
+            )
     return x
 
 
@@ -192,8 +196,9 @@ def sample_dpmpp_2s_ancestral(denoise, x_T, grid, schedule, *, noise=None, eta=1
     return x
 
 
-def sample_dpmpp_2m_sde(denoise, x_T, grid, schedule, *, noise=None, eta=1.0, solver_type="midpoint",
-                        lower_order_final=True):
+def sample_dpmpp_2m_sde(
+    denoise, x_T, grid, schedule, *, noise=None, eta=1.0, solver_type="midpoint", lower_order_final=True
+):
     """SDE-DPM-Solver++(2M): multistep second order on the reverse SDE, with eta interpolating to the ODE.
 
     Lu et al. (2022), arXiv:2211.01095, SDE-DPM-Solver++(2M); eta as in k-diffusion's `sample_dpmpp_2m_sde`
@@ -232,8 +237,9 @@ def sample_dpmpp_2m_sde(denoise, x_T, grid, schedule, *, noise=None, eta=1.0, so
     return x
 
 
-def sample_dpmpp_3m_sde(denoise, x_T, grid, schedule, *, noise=None, eta=1.0, lower_order_final=True,
-                        variant="diffspec"):
+def sample_dpmpp_3m_sde(
+    denoise, x_T, grid, schedule, *, noise=None, eta=1.0, lower_order_final=True, variant="diffspec"
+):
     """SDE-DPM-Solver++(3M): multistep third order on the reverse SDE (k-diffusion's `sample_dpmpp_3m_sde`).
 
     Lu et al. (2022), arXiv:2211.01095, the third-order multistep expansion applied to the SDE form, with eta as in
@@ -268,15 +274,18 @@ def sample_dpmpp_3m_sde(denoise, x_T, grid, schedule, *, noise=None, eta=1.0, lo
         _, D1, D2 = _data_term(h, x0s, lam[i::-1], orders[i])
         phi_2 = np.expm1(-h_eta) / h_eta + 1
         phi_3 = phi_2 / h_eta - 0.5
-        x = (sigma[i + 1] / sigma[i]) * (np.exp(-eta * h) if eta > 0 else 1.0) * x - alpha[i + 1] * np.expm1(-h_eta) * x0s[0]
+        x = (sigma[i + 1] / sigma[i]) * (np.exp(-eta * h) if eta > 0 else 1.0) * x - alpha[i + 1] * np.expm1(
+            -h_eta
+        ) * x0s[0]
         x = x + alpha[i + 1] * (phi_2 * D1 - w3 * phi_3 * D2)
         if eta > 0:
             x = x + sigma[i + 1] * np.sqrt(-np.expm1(-2 * eta * h)) * draw(x.shape)
     return x
 
 
-def sample_dpmpp_sde(denoise, x_T, grid, schedule, *, noise=None, order=2, lower_order_final=True,
-                     variant="diffspec", eta=None, r=None):
+def sample_dpmpp_sde(
+    denoise, x_T, grid, schedule, *, noise=None, order=2, lower_order_final=True, variant="diffspec", eta=None, r=None
+):
     """SDE-DPM-Solver++, singlestep, first or second order, on the reverse SDE.
 
     Lu et al. (2022), arXiv:2211.01095, SDE-DPM-Solver++1 and its second-order singlestep (r = 1/2) form; not
@@ -302,8 +311,16 @@ def sample_dpmpp_sde(denoise, x_T, grid, schedule, *, noise=None, order=2, lower
     if _variant(variant) == Variant.K_DIFFUSION:
         if order != 2:
             raise ValueError(f"order={order!r}: variant='k-diffusion' has second-order steps only; expected 2")
-        return _dpmpp_sde_k_diffusion(denoise, x_T, grid, schedule, noise=noise, eta=1.0 if eta is None else eta,
-                                      r=0.5 if r is None else r, lower_order_final=lower_order_final)
+        return _dpmpp_sde_k_diffusion(
+            denoise,
+            x_T,
+            grid,
+            schedule,
+            noise=noise,
+            eta=1.0 if eta is None else eta,
+            r=0.5 if r is None else r,
+            lower_order_final=lower_order_final,
+        )
     for name, value in (("eta", eta), ("r", r)):
         if value is not None:
             raise ValueError(f"{name}={value!r}: an option of variant='k-diffusion' only; leave it None")
@@ -324,7 +341,11 @@ def sample_dpmpp_sde(denoise, x_T, grid, schedule, *, noise=None, order=2, lower
             t_s = float(schedule.t_of_lam(lam[i] + h / 2))
             alpha_s, sigma_s = schedule.alpha(t_s), schedule.sigma(t_s)
             z1 = draw(x.shape)
-            u = (sigma_s / sigma[i]) * np.exp(-h / 2) * x - alpha_s * np.expm1(-h) * x0 + sigma_s * np.sqrt(-np.expm1(-h)) * z1
+            u = (
+                (sigma_s / sigma[i]) * np.exp(-h / 2) * x
+                - alpha_s * np.expm1(-h) * x0
+                + sigma_s * np.sqrt(-np.expm1(-h)) * z1
+            )
             x0 = _x0(denoise, u, t_s)
             noise_term = sigma[i + 1] * np.sqrt(-np.expm1(-h)) * (np.exp(-h / 2) * z1 + draw(x.shape))
         x = (sigma[i + 1] / sigma[i]) * np.exp(-h) * x - alpha[i + 1] * np.expm1(-2 * h) * x0 + noise_term
@@ -407,26 +428,73 @@ _LOF = Option(True, choices=(True, False))
 _ETA = Option(1.0, low=0.0, invalid=(-0.1, float("nan")), probe=(0.0, 0.5))  # 0: the deterministic method
 _NO_LOF = {"lower_order_final": False}
 INFO = [
-    SamplerInfo("dpmpp_2s_ancestral", sample_dpmpp_2s_ancestral, order=2, stochastic=True, calls_per_step=2,
-                draws=one_per_step_if("eta"), order_options={"eta": 0.0, **_NO_LOF},
-                options=dict(eta=_ETA, lower_order_final=_LOF)),
-    SamplerInfo("dpmpp_2m", sample_dpmpp_2m, order=2, stochastic=False, calls_per_step=1, order_options=_NO_LOF,
-                options=dict(lower_order_final=_LOF)),
-    SamplerInfo("dpmpp_3m", sample_dpmpp_3m, order=3, stochastic=False, calls_per_step=1, order_options=_NO_LOF,
-                orders=(({"variant": "k-diffusion", **_NO_LOF}, 2),),
-                options=dict(lower_order_final=_LOF, variant=VARIANT)),
-    SamplerInfo("dpmpp_2m_sde", sample_dpmpp_2m_sde, order=2, stochastic=True, calls_per_step=1,
-                draws=one_per_step_if("eta"), order_options={"eta": 0.0, **_NO_LOF},
-                orders=(({"eta": 0.0, "solver_type": "heun", **_NO_LOF}, 2),),
-                options=dict(eta=_ETA,
-                             solver_type=Option("midpoint", choices=("midpoint", "heun"), invalid=("euler",)),
-                             lower_order_final=_LOF)),
-    SamplerInfo("dpmpp_3m_sde", sample_dpmpp_3m_sde, order=3, stochastic=True, calls_per_step=1,
-                draws=one_per_step_if("eta"), order_options={"eta": 0.0, **_NO_LOF},
-                options=dict(eta=_ETA, lower_order_final=_LOF, variant=VARIANT)),
-    SamplerInfo("dpmpp_sde", sample_dpmpp_sde, order=None, stochastic=True, calls_per_step=2,
-                draws=lambda o: (o["order"], 0),
-                options=dict(order=Option(2, choices=(1, 2), invalid=(3,), probe=(1,)), lower_order_final=_LOF,
-                             variant=VARIANT, eta=Option(None, low=0.0, nullable=True),
-                             r=Option(None, low=0.0, high=1.0, low_open=True, nullable=True))),
+    SamplerInfo(
+        "dpmpp_2s_ancestral",
+        sample_dpmpp_2s_ancestral,
+        order=2,
+        stochastic=True,
+        calls_per_step=2,
+        draws=one_per_step_if("eta"),
+        order_options={"eta": 0.0, **_NO_LOF},
+        options=dict(eta=_ETA, lower_order_final=_LOF),
+    ),
+    SamplerInfo(
+        "dpmpp_2m",
+        sample_dpmpp_2m,
+        order=2,
+        stochastic=False,
+        calls_per_step=1,
+        order_options=_NO_LOF,
+        options=dict(lower_order_final=_LOF),
+    ),
+    SamplerInfo(
+        "dpmpp_3m",
+        sample_dpmpp_3m,
+        order=3,
+        stochastic=False,
+        calls_per_step=1,
+        order_options=_NO_LOF,
+        orders=(({"variant": "k-diffusion", **_NO_LOF}, 2),),
+        options=dict(lower_order_final=_LOF, variant=VARIANT),
+    ),
+    SamplerInfo(
+        "dpmpp_2m_sde",
+        sample_dpmpp_2m_sde,
+        order=2,
+        stochastic=True,
+        calls_per_step=1,
+        draws=one_per_step_if("eta"),
+        order_options={"eta": 0.0, **_NO_LOF},
+        orders=(({"eta": 0.0, "solver_type": "heun", **_NO_LOF}, 2),),
+        options=dict(
+            eta=_ETA,
+            solver_type=Option("midpoint", choices=("midpoint", "heun"), invalid=("euler",)),
+            lower_order_final=_LOF,
+        ),
+    ),
+    SamplerInfo(
+        "dpmpp_3m_sde",
+        sample_dpmpp_3m_sde,
+        order=3,
+        stochastic=True,
+        calls_per_step=1,
+        draws=one_per_step_if("eta"),
+        order_options={"eta": 0.0, **_NO_LOF},
+        options=dict(eta=_ETA, lower_order_final=_LOF, variant=VARIANT),
+    ),
+    SamplerInfo(
+        "dpmpp_sde",
+        sample_dpmpp_sde,
+        order=None,
+        stochastic=True,
+        calls_per_step=2,
+        draws=lambda o: (o["order"], 0),
+        options=dict(
+            order=Option(2, choices=(1, 2), invalid=(3,), probe=(1,)),
+            lower_order_final=_LOF,
+            variant=VARIANT,
+            eta=Option(None, low=0.0, nullable=True),
+            r=Option(None, low=0.0, high=1.0, low_open=True, nullable=True),
+        ),
+    ),
 ]

@@ -12,7 +12,6 @@ the `Flow` schedule only; other schedules raise. u is never evaluated at t = 0.
 """
 
 import numpy as np
-
 from diffspec.reference import _checks
 from diffspec.reference.samplers._info import Requirement, SamplerInfo
 from diffspec.reference.schedules import Flow

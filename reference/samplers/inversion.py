@@ -7,7 +7,6 @@ the solver's discretisation error (checked in tests).
 """
 
 import numpy as np
-
 from diffspec.reference import _checks
 
 

@@ -13,7 +13,6 @@ step, which there returns x0_hat.
 """
 
 import numpy as np
-
 from diffspec.reference import _checks
 from diffspec.reference.noise import as_noise_source
 from diffspec.reference.samplers._info import Option, Requirement, SamplerInfo, one_per_step_if
@@ -187,15 +186,43 @@ _ETA = Option(1.0, low=0.0, invalid=(-0.1, float("nan")), probe=(0.0, 0.5))  # 0
 _A = {Requirement.ALPHA_START}
 INFO = [
     SamplerInfo("euler", sample_euler, order=1, stochastic=False, calls_per_step=1, requires=_A),
-    SamplerInfo("euler_ancestral", sample_euler_ancestral, order=1, stochastic=True, calls_per_step=1, requires=_A,
-                draws=one_per_step_if("eta"), order_options={"eta": 0.0}, options=dict(eta=_ETA)),
-    SamplerInfo("heun", sample_heun, order=2, stochastic=False, calls_per_step=2, requires=_A,
-                draws=lambda o: None if o["s_churn"] > 0 else (0, 0),
-                options=dict(s_churn=Option(0.0, low=0.0, invalid=(-1.0,), probe=(10.0,)),
-                             s_tmin=Option(0.0, low=0.0), s_tmax=Option(float("inf"), low=0.0),
-                             s_noise=Option(1.0, low=0.0, invalid=(-1.0,)))),
+    SamplerInfo(
+        "euler_ancestral",
+        sample_euler_ancestral,
+        order=1,
+        stochastic=True,
+        calls_per_step=1,
+        requires=_A,
+        draws=one_per_step_if("eta"),
+        order_options={"eta": 0.0},
+        options=dict(eta=_ETA),
+    ),
+    SamplerInfo(
+        "heun",
+        sample_heun,
+        order=2,
+        stochastic=False,
+        calls_per_step=2,
+        requires=_A,
+        draws=lambda o: None if o["s_churn"] > 0 else (0, 0),
+        options=dict(
+            s_churn=Option(0.0, low=0.0, invalid=(-1.0,), probe=(10.0,)),
+            s_tmin=Option(0.0, low=0.0),
+            s_tmax=Option(float("inf"), low=0.0),
+            s_noise=Option(1.0, low=0.0, invalid=(-1.0,)),
+        ),
+    ),
     SamplerInfo("dpm2", sample_dpm2, order=2, stochastic=False, calls_per_step=2, requires=_A, aliases=("dpm_2",)),
-    SamplerInfo("dpm2_ancestral", sample_dpm2_ancestral, order=2, stochastic=True, calls_per_step=2, requires=_A,
-                aliases=("dpm_2_ancestral",),
-                draws=one_per_step_if("eta"), order_options={"eta": 0.0}, options=dict(eta=_ETA)),
+    SamplerInfo(
+        "dpm2_ancestral",
+        sample_dpm2_ancestral,
+        order=2,
+        stochastic=True,
+        calls_per_step=2,
+        requires=_A,
+        aliases=("dpm_2_ancestral",),
+        draws=one_per_step_if("eta"),
+        order_options={"eta": 0.0},
+        options=dict(eta=_ETA),
+    ),
 ]

@@ -5,10 +5,9 @@ y = x / alpha and sigma_ve = sigma / alpha = e^{-lam}: dy / dsigma_ve = d = (y -
 """
 
 import numpy as np
-from numpy.polynomial import polynomial as P
-
 from diffspec.reference import _checks
 from diffspec.reference.samplers._info import Option, Requirement, SamplerInfo
+from numpy.polynomial import polynomial as P
 
 
 def lms_coefficients(sigmas, sigma_next):
@@ -53,7 +52,14 @@ def sample_lms(denoise, x_T, grid, schedule, *, noise=None, order=4):
 
 
 INFO = [
-    SamplerInfo("lms", sample_lms, order=4, stochastic=False, calls_per_step=1, requires={Requirement.ALPHA_START},
-                options=dict(order=Option(4, low=1, high=4, integer=True, invalid=(0, 5))),
-                orders=(({"order": 1}, 1), ({"order": 2}, 2), ({"order": 3}, 3))),
+    SamplerInfo(
+        "lms",
+        sample_lms,
+        order=4,
+        stochastic=False,
+        calls_per_step=1,
+        requires={Requirement.ALPHA_START},
+        options=dict(order=Option(4, low=1, high=4, integer=True, invalid=(0, 5))),
+        orders=(({"order": 1}, 1), ({"order": 2}, 2), ({"order": 3}, 3)),
+    ),
 ]

@@ -8,7 +8,6 @@ Norsett & Wanner, "Solving ODEs I", Sec. II.4 and II.5 (eqs. 4.11, 4.13; startin
 """
 
 import numpy as np
-
 from diffspec.reference import _checks
 from diffspec.reference.samplers._info import Option, Requirement, SamplerInfo
 
@@ -107,8 +106,14 @@ def sample_pf_ode_rk45(denoise, x_T, grid, schedule, *, noise=None, rtol=1e-5, a
         return np.asarray(denoise(schedule.alpha(t) * x_tilde, t), dtype=np.float64) - x_tilde
 
     if t_end < grid[0]:
-        x_tilde, _ = dormand_prince(rhs, x / schedule.alpha(grid[0]), float(schedule.lam(grid[0])),
-                                    float(schedule.lam(t_end)), rtol=rtol, atol=atol)
+        x_tilde, _ = dormand_prince(
+            rhs,
+            x / schedule.alpha(grid[0]),
+            float(schedule.lam(grid[0])),
+            float(schedule.lam(t_end)),
+            rtol=rtol,
+            atol=atol,
+        )
         x = schedule.alpha(t_end) * x_tilde
     if clean:
         x = schedule.alpha(grid[-1]) * np.asarray(denoise(x, float(t_end)), dtype=np.float64)
@@ -116,8 +121,17 @@ def sample_pf_ode_rk45(denoise, x_T, grid, schedule, *, noise=None, rtol=1e-5, a
 
 
 INFO = [
-    SamplerInfo("pf_ode_rk45", sample_pf_ode_rk45, order=5, stochastic=False, calls_per_step=None, adaptive=True,
-                requires={Requirement.ALPHA_START},
-                options=dict(rtol=Option(1e-5, low=0.0, low_open=True, invalid=(0.0,)),
-                             atol=Option(1e-5, low=0.0, low_open=True, invalid=(-1.0,)))),
+    SamplerInfo(
+        "pf_ode_rk45",
+        sample_pf_ode_rk45,
+        order=5,
+        stochastic=False,
+        calls_per_step=None,
+        adaptive=True,
+        requires={Requirement.ALPHA_START},
+        options=dict(
+            rtol=Option(1e-5, low=0.0, low_open=True, invalid=(0.0,)),
+            atol=Option(1e-5, low=0.0, low_open=True, invalid=(-1.0,)),
+        ),
+    ),
 ]

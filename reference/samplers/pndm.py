@@ -16,7 +16,6 @@ second order; iPNDM uses the variable-step weights.
 """
 
 import numpy as np
-
 from diffspec.reference import _checks
 from diffspec.reference.samplers._info import Option, Requirement, SamplerInfo
 
@@ -148,7 +147,14 @@ _A = {Requirement.ALPHA_START}
 INFO = [
     SamplerInfo("pndm", sample_pndm, order=2, stochastic=False, calls_per_step=1, requires=_A),
     SamplerInfo("plms", sample_plms, order=2, stochastic=False, calls_per_step=1, requires=_A),
-    SamplerInfo("ipndm", sample_ipndm, order=4, stochastic=False, calls_per_step=1, requires=_A,
-                options=dict(order=Option(4, low=1, high=4, integer=True, invalid=(0, 5))),
-                orders=(({"order": 1}, 1), ({"order": 2}, 2), ({"order": 3}, 3))),
+    SamplerInfo(
+        "ipndm",
+        sample_ipndm,
+        order=4,
+        stochastic=False,
+        calls_per_step=1,
+        requires=_A,
+        options=dict(order=Option(4, low=1, high=4, integer=True, invalid=(0, 5))),
+        orders=(({"order": 1}, 1), ({"order": 2}, 2), ({"order": 3}, 3)),
+    ),
 ]

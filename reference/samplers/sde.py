@@ -13,7 +13,6 @@ lam), so any schedule works, discrete ones included, and the update is Euler-Mar
 import enum
 
 import numpy as np
-
 from diffspec.reference import _checks
 from diffspec.reference.noise import as_noise_source
 from diffspec.reference.samplers._info import Option, Requirement, SamplerInfo, one_per_step
@@ -77,8 +76,7 @@ def _positive_alpha(alpha, grid, sampler):
         )
 
 
-def sample_pc(denoise, x_T, grid, schedule, *, noise=None, predictor="reverse_diffusion", snr=0.16,
-              corrector_steps=1):
+def sample_pc(denoise, x_T, grid, schedule, *, noise=None, predictor="reverse_diffusion", snr=0.16, corrector_steps=1):
     """Predictor-corrector sampling: Langevin corrector steps at t, then a predictor step t -> t_next.
 
     Song et al. (2021), arXiv:2011.13456, Algorithm 1 (PC sampling) with the Langevin corrector of Algorithms 4/5.
@@ -123,7 +121,11 @@ def sample_pc(denoise, x_T, grid, schedule, *, noise=None, predictor="reverse_di
         h = lam[i + 1] - lam[i]
         x = mean(x, x0, alpha[i], sigma[i], alpha[i + 1], h)
         if i < n - 1:
-            G = sigma[i] * np.sqrt(-np.expm1(-2 * h)) if predictor == Predictor.REVERSE_DIFFUSION else sigma[i] * np.sqrt(2 * h)
+            G = (
+                sigma[i] * np.sqrt(-np.expm1(-2 * h))
+                if predictor == Predictor.REVERSE_DIFFUSION
+                else sigma[i] * np.sqrt(2 * h)
+            )
             x = x + G * draw(x.shape)
     return x
 
@@ -134,12 +136,32 @@ def _norm(a):
 
 _A = {Requirement.ALPHA_START}
 INFO = [
-    SamplerInfo("euler_maruyama", sample_euler_maruyama, order=None, stochastic=True, calls_per_step=1, requires=_A,
-                draws=one_per_step),
-    SamplerInfo("pc", sample_pc, order=None, stochastic=True, calls_per_step=2, requires=_A,
-                draws=lambda o: (o["corrector_steps"] + 1, o["corrector_steps"]),
-                options=dict(predictor=Option("reverse_diffusion", choices=("reverse_diffusion", "euler_maruyama"),
-                                              invalid=("ancestral",), probe=("euler_maruyama",)),
-                             snr=Option(0.16, low=0.0, low_open=True, invalid=(0.0,)),
-                             corrector_steps=Option(1, low=0, integer=True, invalid=(-1,), probe=(0, 2)))),
+    SamplerInfo(
+        "euler_maruyama",
+        sample_euler_maruyama,
+        order=None,
+        stochastic=True,
+        calls_per_step=1,
+        requires=_A,
+        draws=one_per_step,
+    ),
+    SamplerInfo(
+        "pc",
+        sample_pc,
+        order=None,
+        stochastic=True,
+        calls_per_step=2,
+        requires=_A,
+        draws=lambda o: (o["corrector_steps"] + 1, o["corrector_steps"]),
+        options=dict(
+            predictor=Option(
+                "reverse_diffusion",
+                choices=("reverse_diffusion", "euler_maruyama"),
+                invalid=("ancestral",),
+                probe=("euler_maruyama",),
+            ),
+            snr=Option(0.16, low=0.0, low_open=True, invalid=(0.0,)),
+            corrector_steps=Option(1, low=0, integer=True, invalid=(-1,), probe=(0, 2)),
+        ),
+    ),
 ]

@@ -8,7 +8,6 @@ diffusers' UniPCMultistepScheduler with predict_x0 = True). The paper's t_{i-1} 
 import enum
 
 import numpy as np
-
 from diffspec.reference import _checks
 from diffspec.reference.samplers._info import Option, SamplerInfo
 
@@ -53,8 +52,9 @@ def _bh_update(x, x0s, lams, lam_next, sigma_ratio, alpha_next, order, variant, 
     return x_lin - alpha_next * B_h * sum(r * d for r, d in zip(rho, D_all))
 
 
-def sample_unipc(denoise, x_T, grid, schedule, *, noise=None, order=2, variant="bh2", use_corrector=True,
-                 lower_order_final=True):
+def sample_unipc(
+    denoise, x_T, grid, schedule, *, noise=None, order=2, variant="bh2", use_corrector=True, lower_order_final=True
+):
     """UniPC: multistep UniP-p predictor, each step corrected by UniC-p with the next point's denoiser output.
 
     Zhao et al. (2023), arXiv:2302.04867, Algorithm 3 (multistep UniPC-p). At grid time t_i, x0_i = denoise(x_i, t_i)
@@ -83,8 +83,17 @@ def sample_unipc(denoise, x_T, grid, schedule, *, noise=None, order=2, variant="
     for i in range(n):
         x0 = np.asarray(denoise(x, float(grid[i])), dtype=np.float64)
         if use_corrector and i > 0 and np.isfinite(lam[i - 1]):
-            x = _bh_update(x_prev, x0s, lam[i - 1::-1], lam[i], sigma[i] / sigma[i - 1], alpha[i], orders[i - 1],
-                           variant, x0_new=x0)
+            x = _bh_update(
+                x_prev,
+                x0s,
+                lam[i - 1 :: -1],
+                lam[i],
+                sigma[i] / sigma[i - 1],
+                alpha[i],
+                orders[i - 1],
+                variant,
+                x0_new=x0,
+            )
         x0s = [x0] + x0s[: order - 1]
         x_prev = x
         x = _bh_update(x, x0s, lam[i::-1], lam[i + 1], sigma[i + 1] / sigma[i], alpha[i + 1], orders[i], variant)
@@ -93,13 +102,25 @@ def sample_unipc(denoise, x_T, grid, schedule, *, noise=None, order=2, variant="
 
 _LOF = Option(True, choices=(True, False))
 INFO = [
-    SamplerInfo("unipc", sample_unipc, order=3, stochastic=False, calls_per_step=1,
-                order_options={"lower_order_final": False},
-                options=dict(order=Option(2, choices=(1, 2, 3), invalid=(4,)),
-                             variant=Option("bh2", choices=("bh1", "bh2"), invalid=("bh3",)),
-                             use_corrector=Option(True, choices=(True, False), invalid=("yes",)),
-                             lower_order_final=_LOF),
-                orders=tuple(({"order": p, "variant": v, "use_corrector": c, "lower_order_final": False}, p + c)
-                             for p in (1, 2, 3) for v in ("bh1", "bh2") for c in (True, False)
-                             if (p, v, c) != (2, "bh2", True))),
+    SamplerInfo(
+        "unipc",
+        sample_unipc,
+        order=3,
+        stochastic=False,
+        calls_per_step=1,
+        order_options={"lower_order_final": False},
+        options=dict(
+            order=Option(2, choices=(1, 2, 3), invalid=(4,)),
+            variant=Option("bh2", choices=("bh1", "bh2"), invalid=("bh3",)),
+            use_corrector=Option(True, choices=(True, False), invalid=("yes",)),
+            lower_order_final=_LOF,
+        ),
+        orders=tuple(
+            ({"order": p, "variant": v, "use_corrector": c, "lower_order_final": False}, p + c)
+            for p in (1, 2, 3)
+            for v in ("bh1", "bh2")
+            for c in (True, False)
+            if (p, v, c) != (2, "bh2", True)
+        ),
+    ),
 ]

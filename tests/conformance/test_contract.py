@@ -4,7 +4,6 @@ from it and matches it, and aliases resolve."""
 import inspect
 
 import pytest
-
 from diffspec.reference.samplers import SAMPLER_ALIASES, SAMPLER_INFO, SAMPLERS, Option, get_sampler
 from diffspec.trainer import samplers as trainer_samplers
 

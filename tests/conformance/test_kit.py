@@ -7,7 +7,6 @@ import sys
 
 import numpy as np
 import pytest
-
 from diffspec.conformance import check_loss, check_sampler, check_schedule, check_scheduler
 from diffspec.conformance.kdiffusion import KDIFFUSION, sampler_functions
 from diffspec.reference.samplers import SAMPLERS

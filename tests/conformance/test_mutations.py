@@ -4,7 +4,6 @@ in diffspec's convention and in k-diffusion's."""
 
 import numpy as np
 import pytest
-
 from diffspec.conformance import check_sampler
 from diffspec.reference.noise import as_noise_source
 

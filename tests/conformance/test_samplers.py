@@ -10,7 +10,6 @@ probe option value and larger distribution samples are checked too.
 import os
 
 import pytest
-
 from diffspec.conformance import check_sampler
 from diffspec.conformance.backends import BACKENDS, runtime_report
 from diffspec.reference.samplers import SAMPLER_INFO

@@ -3,7 +3,6 @@
 import os
 
 import torch
-
 from diffspec.reference.modelcard import DataInfo, ModelCard
 from diffspec.reference.schedules import make_schedule
 
@@ -12,10 +11,26 @@ torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
 NUM_CLASSES = 10
 KWARGS = {
     "mlp": {"dim": 2, "hidden": 32, "depth": 2, "freq_dim": 16},
-    "unet": {"in_channels": 1, "image_size": 8, "model_channels": 16, "channel_mult": [1, 2], "num_res_blocks": 1,
-             "attention_resolutions": [4], "num_heads": 2, "groups": 8, "num_classes": NUM_CLASSES},
-    "dit": {"in_channels": 1, "image_size": 8, "patch_size": 2, "hidden": 32, "depth": 2, "num_heads": 2,
-            "num_classes": NUM_CLASSES},
+    "unet": {
+        "in_channels": 1,
+        "image_size": 8,
+        "model_channels": 16,
+        "channel_mult": [1, 2],
+        "num_res_blocks": 1,
+        "attention_resolutions": [4],
+        "num_heads": 2,
+        "groups": 8,
+        "num_classes": NUM_CLASSES,
+    },
+    "dit": {
+        "in_channels": 1,
+        "image_size": 8,
+        "patch_size": 2,
+        "hidden": 32,
+        "depth": 2,
+        "num_heads": 2,
+        "num_classes": NUM_CLASSES,
+    },
 }
 SHAPES = {"mlp": (2,), "unet": (1, 8, 8), "dit": (1, 8, 8)}
 
@@ -39,8 +54,12 @@ def card_for(arch, *, schedule=None, parameterization="eps", learned_variance=Fa
     schedule = schedule or make_schedule("linear", T=1000).to_dict()
     classes = KWARGS[arch].get("num_classes")
     kind = "points" if arch == "mlp" else "image"
-    return ModelCard(schedule=schedule, parameterization=parameterization,
-                     data=DataInfo(shape=SHAPES[arch], kind=kind, range=(0.0, 16.0), scale=0.125, shift=-1.0,
-                                   name="test"),
-                     num_classes=classes, null_class=classes, learned_variance=learned_variance,
-                     train_config={"arch": arch, "model_kwargs": KWARGS[arch]})
+    return ModelCard(
+        schedule=schedule,
+        parameterization=parameterization,
+        data=DataInfo(shape=SHAPES[arch], kind=kind, range=(0.0, 16.0), scale=0.125, shift=-1.0, name="test"),
+        num_classes=classes,
+        null_class=classes,
+        learned_variance=learned_variance,
+        train_config={"arch": arch, "model_kwargs": KWARGS[arch]},
+    )

@@ -8,9 +8,6 @@ import onnx
 import onnxruntime as ort
 import pytest
 import torch
-from export_helpers import NUM_CLASSES, SHAPES, build, card_for
-from onnx import TensorProto, helper
-
 from diffspec.export import (
     TOLERANCES,
     VerificationError,
@@ -22,6 +19,8 @@ from diffspec.export import (
 from diffspec.export.verify import check_graph, export_info
 from diffspec.reference.modelcard import ModelCard
 from diffspec.reference.schedules import make_schedule
+from export_helpers import NUM_CLASSES, SHAPES, build, card_for
+from onnx import TensorProto, helper
 
 ARCHS = ["mlp", "unet", "dit"]
 
@@ -34,8 +33,10 @@ def session(path):
 
 def feeds_for(arch, batch, rng, *, shape=None, scale=None):
     shape = shape or SHAPES[arch]
-    f = {"x": rng.standard_normal((batch, *shape)).astype(np.float32),
-         "t": rng.uniform(0, 999, batch).astype(np.float32)}
+    f = {
+        "x": rng.standard_normal((batch, *shape)).astype(np.float32),
+        "t": rng.uniform(0, 999, batch).astype(np.float32),
+    }
     if arch != "mlp":
         f["y"] = rng.integers(0, NUM_CLASSES + 1, batch).astype(np.int64)
     if scale is not None:
@@ -110,8 +111,15 @@ def test_no_random_ops_and_graph_contract(exported, arch):
     _, _, path, _ = exported[arch]
     model = onnx.load(str(path))
     ops = {n.op_type for n in model.graph.node}
-    assert not ops & {"RandomNormal", "RandomNormalLike", "RandomUniform", "RandomUniformLike", "Multinomial",
-                      "Bernoulli", "Dropout"}
+    assert not ops & {
+        "RandomNormal",
+        "RandomNormalLike",
+        "RandomUniform",
+        "RandomUniformLike",
+        "Multinomial",
+        "Bernoulli",
+        "Dropout",
+    }
     check_graph(model)
     assert model.opset_import[0].version == 18
 
@@ -200,7 +208,11 @@ def test_dynamic_size_unet(tmp_path):
     (out,) = sess.run(["out"], f)
     assert rel_l2(out, torch_out(model, f)) < 1e-5
     assert [d.dim_param for d in onnx.load(str(path)).graph.output[0].type.tensor_type.shape.dim] == [
-        "batch", "", "height", "width"]
+        "batch",
+        "",
+        "height",
+        "width",
+    ]
 
 
 def test_external_data_written_and_loaded(tmp_path):
@@ -213,7 +225,9 @@ def test_external_data_written_and_loaded(tmp_path):
     header = onnx.load(str(path), load_external_data=False)
     assert check_external_data(header, tmp_path) == [data.resolve()]
     full = load_model_safely(path)
-    assert all(not t.HasField("data_location") or t.data_location == TensorProto.DEFAULT for t in full.graph.initializer)
+    assert all(
+        not t.HasField("data_location") or t.data_location == TensorProto.DEFAULT for t in full.graph.initializer
+    )
     verify(path, model, seed=1, log=lambda s: None)
     f = feeds_for("unet", 2, np.random.default_rng(5))
     assert rel_l2(session(path).run(["out"], f)[0], torch_out(model, f)) < 1e-5
@@ -236,15 +250,18 @@ def _crafted_external(tmp_path, location):
     return path
 
 
-@pytest.mark.parametrize("location, message", [
-    ("../evil", r"contains '\.\.'"),
-    ("a/../../evil", r"contains '\.\.'"),
-    ("..\\evil", r"contains '\.\.'"),
-    ("/etc/passwd", "absolute"),
-    ("C:\\evil", "absolute"),
-    ("link.data", "symlink"),
-    ("missing.data", "not found"),
-])
+@pytest.mark.parametrize(
+    "location, message",
+    [
+        ("../evil", r"contains '\.\.'"),
+        ("a/../../evil", r"contains '\.\.'"),
+        ("..\\evil", r"contains '\.\.'"),
+        ("/etc/passwd", "absolute"),
+        ("C:\\evil", "absolute"),
+        ("link.data", "symlink"),
+        ("missing.data", "not found"),
+    ],
+)
 def test_external_data_location_refused(tmp_path, location, message):
     (tmp_path / "evil").write_bytes(b"\x00" * 8)
     path = _crafted_external(tmp_path, location)

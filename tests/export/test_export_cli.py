@@ -8,13 +8,12 @@ import numpy as np
 import onnx
 import pytest
 import torch
-from export_helpers import KWARGS, build
-
 from diffspec.export import export_checkpoint, verify
 from diffspec.export.cli import main
 from diffspec.export.verify import export_info
 from diffspec.reference.modelcard import ModelCard
 from diffspec.reference.schedules import make_schedule
+from export_helpers import KWARGS, build
 
 
 def config_for(arch):
@@ -24,8 +23,14 @@ def config_for(arch):
         "schedule": make_schedule("cosine", T=1000).to_dict(),
         "parameterization": "v",
         "time_input": "t",
-        "data": {"name": "digits", "shape": [1, 8, 8], "kind": "image", "range": [0, 16], "scale": 0.125,
-                 "shift": -1.0},
+        "data": {
+            "name": "digits",
+            "shape": [1, 8, 8],
+            "kind": "image",
+            "range": [0, 16],
+            "scale": 0.125,
+            "shift": -1.0,
+        },
         "num_classes": 10,
         "null_class": 10,
         "learned_variance": False,
@@ -80,8 +85,12 @@ def test_no_ema_and_run_folder(run_dir, tmp_path):
 def test_module_entry_point_fp16_cfg(run_dir, tmp_path):
     _, ckpt, _, _ = run_dir
     path = tmp_path / "m16.onnx"
-    proc = subprocess.run([sys.executable, "-m", "diffspec.export", str(ckpt), "-o", str(path), "--fp16",
-                           "--cfg-fused", "--seed", "0"], capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-m", "diffspec.export", str(ckpt), "-o", str(path), "--fp16", "--cfg-fused", "--seed", "0"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr
     card = ModelCard.from_metadata({p.key: p.value for p in onnx.load(str(path)).metadata_props})
     assert card.precision == "fp16" and card.cfg_fused
@@ -101,13 +110,16 @@ def _bad_checkpoint(tmp_path, *, manifest=True, arch="unet"):
     return ckpt
 
 
-@pytest.mark.parametrize("case, message", [
-    ("no_manifest", "no manifest.json"),
-    ("unknown_arch", "unknown arch"),
-    ("missing_dir", "does not exist"),
-    ("missing_output_dir", "does not exist"),
-    ("bad_opset", "opset=7"),
-])
+@pytest.mark.parametrize(
+    "case, message",
+    [
+        ("no_manifest", "no manifest.json"),
+        ("unknown_arch", "unknown arch"),
+        ("missing_dir", "does not exist"),
+        ("missing_output_dir", "does not exist"),
+        ("bad_opset", "opset=7"),
+    ],
+)
 def test_cli_bad_inputs(run_dir, tmp_path, capsys, case, message):
     _, good, _, _ = run_dir
     out = tmp_path / "m.onnx"
@@ -125,8 +137,12 @@ def test_cli_bad_inputs(run_dir, tmp_path, capsys, case, message):
 
 
 def test_cli_without_traceback_in_a_subprocess(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "diffspec.export", str(tmp_path), "-o", str(tmp_path / "m.onnx")],
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "diffspec.export", str(tmp_path), "-o", str(tmp_path / "m.onnx")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 2 and "no manifest.json" in proc.stderr and "Traceback" not in proc.stderr
 
 

@@ -55,8 +55,9 @@ def nets(tmp_path_factory):
     return {
         "image_cond": _with_schedule(image_model(d / "image_cond.onnx", num_classes=10)[0], "linear"),
         "image_flow": _with_schedule(image_model(d / "image_flow.onnx", parameterization="flow")[0], "flow"),
-        "points_edm": points_model(d / "points_edm.onnx", num_classes=0, parameterization="eps",
-                                   schedule=make_schedule("edm"))[0],
+        "points_edm": points_model(
+            d / "points_edm.onnx", num_classes=0, parameterization="eps", schedule=make_schedule("edm")
+        )[0],
         "points_cond": points_model(d / "points_cond.onnx", num_classes=3)[0],
         "learned_variance": learned_variance_model(d / "lv.onnx")[0],
         "plain": points_model(d / "plain.onnx", metadata=False)[0],
@@ -101,12 +102,18 @@ def _case(sampler):
 @pytest.mark.parametrize("sampler", exportable_samplers())
 def test_graph_equals_runtime_loop(nets, tmp_path, sampler):
     net, guidance, labels = _case(sampler)
-    out = export_pipeline(nets[net], tmp_path / "p.onnx", sampler=sampler, steps=STEPS, guidance=guidance,
-                          verify=False)
+    out = export_pipeline(nets[net], tmp_path / "p.onnx", sampler=sampler, steps=STEPS, guidance=guidance, verify=False)
     model = Model.load(nets[net], device="cpu")
     got, meta = _run_graph(out, model, [0, 1, 2], labels=labels)
-    expected = sampling.sample(model, sampler=sampler, steps=STEPS, indices=[0, 1, 2], seed=SEED,
-                               class_label=labels, guidance_scale=guidance or 1.0)
+    expected = sampling.sample(
+        model,
+        sampler=sampler,
+        steps=STEPS,
+        indices=[0, 1, 2],
+        seed=SEED,
+        class_label=labels,
+        guidance_scale=guidance or 1.0,
+    )
     assert meta["draws"] == 0 or SAMPLER_INFO[sampler].stochastic
     assert _scaled_err(got["sample"], expected) <= TOL
 
@@ -123,22 +130,39 @@ if THOROUGH:  # defined only there, so the default run neither runs nor skips it
         net, guidance, labels = _case(sampler)
         if sampler.startswith("flow_") and grid == "karras":
             grid = "uniform"
-        out = export_pipeline(nets[net], tmp_path / "p.onnx", sampler=sampler, steps=steps, grid=grid,
-                              guidance=guidance, verify=False)
+        out = export_pipeline(
+            nets[net], tmp_path / "p.onnx", sampler=sampler, steps=steps, grid=grid, guidance=guidance, verify=False
+        )
         model = Model.load(nets[net], device="cpu")
         got, _ = _run_graph(out, model, [0, 1, 2], labels=labels)
-        expected = sampling.sample(model, sampler=sampler, steps=steps, grid=grid, indices=[0, 1, 2], seed=SEED,
-                                   class_label=labels, guidance_scale=guidance or 1.0)
+        expected = sampling.sample(
+            model,
+            sampler=sampler,
+            steps=steps,
+            grid=grid,
+            indices=[0, 1, 2],
+            seed=SEED,
+            class_label=labels,
+            guidance_scale=guidance or 1.0,
+        )
         assert _scaled_err(got["sample"], expected) <= TOL
 
 
 def test_dynamic_guidance_and_conditional_points(nets, tmp_path):
-    out = export_pipeline(nets["points_cond"], tmp_path / "p.onnx", sampler="dpmpp_2m_sde", steps=8,
-                          guidance="dynamic", verify=False)
+    out = export_pipeline(
+        nets["points_cond"], tmp_path / "p.onnx", sampler="dpmpp_2m_sde", steps=8, guidance="dynamic", verify=False
+    )
     model = Model.load(nets["points_cond"], device="cpu")
     for scale in (1.0, 3.0):
-        expected, labels = sampling.sample(model, sampler="dpmpp_2m_sde", steps=8, indices=[5, 6, 7, 8], seed=SEED,
-                                           guidance_scale=scale, return_labels=True)
+        expected, labels = sampling.sample(
+            model,
+            sampler="dpmpp_2m_sde",
+            steps=8,
+            indices=[5, 6, 7, 8],
+            seed=SEED,
+            guidance_scale=scale,
+            return_labels=True,
+        )
         got, meta = _run_graph(out, model, [5, 6, 7, 8], labels=labels, guidance_scale=scale)
         assert _scaled_err(got["sample"], expected) <= TOL
     assert meta["guidance"]["mode"] == "dynamic" and "guidance_scale" in meta["inputs"]
@@ -149,19 +173,38 @@ def test_learned_variance_network(nets, tmp_path):
     (Nichol & Dhariwal 2021, eq. 15), the conditional branch's under guidance, as the runtime does."""
     model = Model.load(nets["learned_variance"], device="cpu")
     for variance, guidance in (("fixed_small", 1.5), ("learned_range", None), ("learned_range", 2.0)):
-        out = export_pipeline(nets["learned_variance"], tmp_path / "p.onnx", sampler="ddpm", steps=STEPS,
-                              guidance=guidance, variance=variance)
-        expected, labels = sampling.sample(model, sampler="ddpm", steps=STEPS, indices=[0, 1, 4], seed=SEED,
-                                           guidance_scale=guidance or 1.0, variance=variance, return_labels=True)
+        out = export_pipeline(
+            nets["learned_variance"],
+            tmp_path / "p.onnx",
+            sampler="ddpm",
+            steps=STEPS,
+            guidance=guidance,
+            variance=variance,
+        )
+        expected, labels = sampling.sample(
+            model,
+            sampler="ddpm",
+            steps=STEPS,
+            indices=[0, 1, 4],
+            seed=SEED,
+            guidance_scale=guidance or 1.0,
+            variance=variance,
+            return_labels=True,
+        )
         got, meta = _run_graph(out, model, [0, 1, 4], labels=labels)
         assert meta["options"] == {"variance": variance}
         assert _scaled_err(got["sample"], expected) <= TOL
     with pytest.raises(PipelineError, match="learned variance"):
-        export_pipeline(nets["points_cond"], tmp_path / "q.onnx", sampler="ddpm", steps=STEPS,
-                        variance="learned_range")
+        export_pipeline(nets["points_cond"], tmp_path / "q.onnx", sampler="ddpm", steps=STEPS, variance="learned_range")
     with pytest.raises(PipelineError, match="loop"):
-        export_pipeline(nets["learned_variance"], tmp_path / "q.onnx", sampler="ddpm", steps=STEPS,
-                        variance="learned_range", form="loop")
+        export_pipeline(
+            nets["learned_variance"],
+            tmp_path / "q.onnx",
+            sampler="ddpm",
+            steps=STEPS,
+            variance="learned_range",
+            form="loop",
+        )
 
 
 def test_image_output_and_batch_independence(nets, tmp_path):
@@ -176,8 +219,9 @@ def test_image_output_and_batch_independence(nets, tmp_path):
 
 
 def test_metadata_card_and_shared_weights(nets, tmp_path):
-    out = export_pipeline(nets["image_cond"], tmp_path / "p.onnx", sampler="dpmpp_2m_sde", steps=5, grid="karras",
-                          guidance=2.0, eta=0.5)
+    out = export_pipeline(
+        nets["image_cond"], tmp_path / "p.onnx", sampler="dpmpp_2m_sde", steps=5, grid="karras", guidance=2.0, eta=0.5
+    )
     graph = onnx.load(str(out))
     props = {p.key: p.value for p in graph.metadata_props}
     network = onnx.load(nets["image_cond"])
@@ -235,12 +279,15 @@ def test_refusals(nets, tmp_path):
     assert not (tmp_path / "p.onnx").exists()
 
 
-@pytest.mark.parametrize(("args", "message"), [
-    (["--sampler", "pc", "--steps", "5"], "cannot be exported as a static graph"),
-    (["--sampler", "ddim", "--steps", "0"], "steps=0"),
-    (["--sampler", "ddim", "--guidance-scale", "2"], "unconditional"),
-    (["--sampler", "ddim", "--sampler-option", "nope=1"], "no option 'nope'"),
-])
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--sampler", "pc", "--steps", "5"], "cannot be exported as a static graph"),
+        (["--sampler", "ddim", "--steps", "0"], "steps=0"),
+        (["--sampler", "ddim", "--guidance-scale", "2"], "unconditional"),
+        (["--sampler", "ddim", "--sampler-option", "nope=1"], "no option 'nope'"),
+    ],
+)
 def test_cli_errors(nets, tmp_path, capsys, args, message):
     assert main(["--pipeline", nets["points_edm"], "-o", str(tmp_path / "p.onnx"), *args]) == 2
     err = capsys.readouterr().err
@@ -251,11 +298,34 @@ def test_cli_errors(nets, tmp_path, capsys, args, message):
 
 def test_cli_from_network_file(nets, tmp_path, capsys):
     out = tmp_path / "sampler.onnx"
-    assert main(["--pipeline", nets["points_cond"], "-o", str(out), "--sampler", "euler_ancestral", "--steps", "7",
-                 "--grid", "karras", "--grid-option", "rho=5", "--guidance", "dynamic"]) == 0
+    assert (
+        main(
+            [
+                "--pipeline",
+                nets["points_cond"],
+                "-o",
+                str(out),
+                "--sampler",
+                "euler_ancestral",
+                "--steps",
+                "7",
+                "--grid",
+                "karras",
+                "--grid-option",
+                "rho=5",
+                "--guidance",
+                "dynamic",
+            ]
+        )
+        == 0
+    )
     meta = read_pipeline_card(out)
     assert (meta["steps"], meta["grid"], meta["grid_options"], meta["guidance"]["mode"]) == (
-        7, "karras", {"rho": 5}, "dynamic")
+        7,
+        "karras",
+        {"rho": 5},
+        "dynamic",
+    )
     assert os.listdir(tmp_path) == ["sampler.onnx"]
 
 
@@ -263,8 +333,14 @@ def test_loop_form_equals_unrolled(nets, tmp_path):
     model = Model.load(nets["image_cond"], device="cpu")
     outs = {}
     for form in ("unrolled", "loop"):
-        path = export_pipeline(nets["image_cond"], tmp_path / f"{form}.onnx", sampler="dpmpp_sde", steps=STEPS,
-                               guidance="dynamic", form=form)
+        path = export_pipeline(
+            nets["image_cond"],
+            tmp_path / f"{form}.onnx",
+            sampler="dpmpp_sde",
+            steps=STEPS,
+            guidance="dynamic",
+            form=form,
+        )
         outs[form], meta = _run_graph(path, model, [0, 1], labels=[7, 8], guidance_scale=1.5)
         assert meta["form"] == form
     assert [n.op_type for n in onnx.load(str(tmp_path / "loop.onnx")).graph.node].count("Loop") == 1
@@ -279,17 +355,39 @@ def test_cli_from_checkpoint(tmp_path, capsys):
     from export_helpers import KWARGS, build
 
     config = {
-        "diffspec_version": "0.1.0", "model": {"arch": "mlp", "kwargs": KWARGS["mlp"]},
-        "schedule": make_schedule("linear").to_dict(), "parameterization": "eps", "time_input": "t",
+        "diffspec_version": "0.1.0",
+        "model": {"arch": "mlp", "kwargs": KWARGS["mlp"]},
+        "schedule": make_schedule("linear").to_dict(),
+        "parameterization": "eps",
+        "time_input": "t",
         "data": {"name": "toy", "shape": [2], "kind": "points", "range": [-2, 2], "scale": 0.5, "shift": 0.0},
-        "num_classes": None, "null_class": None, "learned_variance": False, "train": {},
+        "num_classes": None,
+        "null_class": None,
+        "learned_variance": False,
+        "train": {},
     }
     net = build("mlp")
     with torch.no_grad():
         ckpt = save_checkpoint(tmp_path / "run", 5, model=net, ema=net, config=config)
     out = tmp_path / "sampler.onnx"
-    assert main([str(ckpt), "-o", str(out), "--sampler", "dpmpp_2m", "--steps", "6", "--seed", "0",
-                 "--exporter", "torchscript"]) == 0
+    assert (
+        main(
+            [
+                str(ckpt),
+                "-o",
+                str(out),
+                "--sampler",
+                "dpmpp_2m",
+                "--steps",
+                "6",
+                "--seed",
+                "0",
+                "--exporter",
+                "torchscript",
+            ]
+        )
+        == 0
+    )
     meta = read_pipeline_card(out)
     assert (meta["sampler"], meta["steps"], meta["network_calls"]) == ("dpmpp_2m", 6, 6)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run", "sampler.onnx"]  # no network file left behind
@@ -300,13 +398,30 @@ def test_cli_from_checkpoint(tmp_path, capsys):
 def test_cli_pipeline_without_torch(nets, tmp_path):
     import subprocess
 
-    code = ("import sys; sys.modules['torch'] = None; from diffspec.export.cli import main; "
-            "sys.exit(main(sys.argv[1:]))")
+    code = "import sys; sys.modules['torch'] = None; from diffspec.export.cli import main; sys.exit(main(sys.argv[1:]))"
     out = tmp_path / "sampler.onnx"
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore")
-    r = subprocess.run([sys.executable, "-c", code, "--pipeline", nets["points_cond"], "-o", str(out), "--sampler",
-                        "ddim", "--steps", "5", "--guidance-scale", "2"], capture_output=True, text=True, env=env,
-                       timeout=300)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            code,
+            "--pipeline",
+            nets["points_cond"],
+            "-o",
+            str(out),
+            "--sampler",
+            "ddim",
+            "--steps",
+            "5",
+            "--guidance-scale",
+            "2",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
     assert r.returncode == 0, r.stderr
     assert read_pipeline_card(out)["guidance"] == {"mode": "static", "scale": 2.0, "rescale": 0.0}
 
@@ -323,39 +438,84 @@ def test_fused_cfg_network_from_the_exporter(tmp_path):
     with torch.no_grad():
         for p in net.parameters():
             p.add_(0.2 * torch.randn_like(p))
-    card = ModelCard(schedule=make_schedule("linear").to_dict(), parameterization="v",
-                     data=DataInfo(shape=(2,), kind="points", range=(-4.0, 4.0), scale=0.5), num_classes=3,
-                     null_class=3)
+    card = ModelCard(
+        schedule=make_schedule("linear").to_dict(),
+        parameterization="v",
+        data=DataInfo(shape=(2,), kind="points", range=(-4.0, 4.0), scale=0.5),
+        num_classes=3,
+        null_class=3,
+    )
     fused = tmp_path / "fused.onnx"
     export_model(net, card, fused, cfg_fused=True, exporter="torchscript", log=lambda *a, **k: None)
     model = Model.load(str(fused), device="cpu")
     for guidance, scale in ((None, 1.0), (2.5, 2.5), ("dynamic", 0.5)):
         out = export_pipeline(fused, tmp_path / "p.onnx", sampler="dpmpp_3m_sde", steps=STEPS, guidance=guidance)
-        expected, labels = sampling.sample(model, sampler="dpmpp_3m_sde", steps=STEPS, indices=[0, 1, 2], seed=SEED,
-                                           guidance_scale=scale, return_labels=True)
-        got, _ = _run_graph(out, model, [0, 1, 2], labels=labels,
-                            guidance_scale=scale if guidance == "dynamic" else None)
+        expected, labels = sampling.sample(
+            model,
+            sampler="dpmpp_3m_sde",
+            steps=STEPS,
+            indices=[0, 1, 2],
+            seed=SEED,
+            guidance_scale=scale,
+            return_labels=True,
+        )
+        got, _ = _run_graph(
+            out, model, [0, 1, 2], labels=labels, guidance_scale=scale if guidance == "dynamic" else None
+        )
         assert _scaled_err(got["sample"], expected) <= TOL
 
 
 def test_guidance_rescale(nets, tmp_path):
     model = Model.load(nets["image_cond"], device="cpu")
     for guidance, scale in ((3.0, 3.0), ("dynamic", 2.0)):
-        out = export_pipeline(nets["image_cond"], tmp_path / "p.onnx", sampler="dpmpp_2m", steps=STEPS,
-                              guidance=guidance, guidance_rescale=0.7)
-        expected, labels = sampling.sample(model, sampler="dpmpp_2m", steps=STEPS, indices=[0, 1, 2], seed=SEED,
-                                           guidance_scale=scale, guidance_rescale=0.7, return_labels=True)
-        got, meta = _run_graph(out, model, [0, 1, 2], labels=labels,
-                               guidance_scale=scale if guidance == "dynamic" else None)
+        out = export_pipeline(
+            nets["image_cond"],
+            tmp_path / "p.onnx",
+            sampler="dpmpp_2m",
+            steps=STEPS,
+            guidance=guidance,
+            guidance_rescale=0.7,
+        )
+        expected, labels = sampling.sample(
+            model,
+            sampler="dpmpp_2m",
+            steps=STEPS,
+            indices=[0, 1, 2],
+            seed=SEED,
+            guidance_scale=scale,
+            guidance_rescale=0.7,
+            return_labels=True,
+        )
+        got, meta = _run_graph(
+            out, model, [0, 1, 2], labels=labels, guidance_scale=scale if guidance == "dynamic" else None
+        )
         assert meta["guidance"]["rescale"] == 0.7
         assert _scaled_err(got["sample"], expected) <= TOL
     plain = sampling.sample(model, sampler="dpmpp_2m", steps=STEPS, indices=[0, 1, 2], seed=SEED, guidance_scale=2.0)
     assert _scaled_err(plain, expected) > 100 * TOL  # the rescale does change the samples
-    assert main(["--pipeline", nets["image_cond"], "-o", str(tmp_path / "cli.onnx"), "--sampler", "ddim", "--steps",
-                 "4", "--guidance-scale", "2", "--guidance-rescale", "0.7"]) == 0
+    assert (
+        main(
+            [
+                "--pipeline",
+                nets["image_cond"],
+                "-o",
+                str(tmp_path / "cli.onnx"),
+                "--sampler",
+                "ddim",
+                "--steps",
+                "4",
+                "--guidance-scale",
+                "2",
+                "--guidance-rescale",
+                "0.7",
+            ]
+        )
+        == 0
+    )
     assert read_pipeline_card(tmp_path / "cli.onnx")["guidance"] == {"mode": "static", "scale": 2.0, "rescale": 0.7}
     with pytest.raises(PipelineError, match="give a guidance scale"):
         export_pipeline(nets["image_cond"], tmp_path / "q.onnx", sampler="ddim", steps=STEPS, guidance_rescale=0.5)
     with pytest.raises(PipelineError, match=r"phi in \[0, 1\]"):
-        export_pipeline(nets["image_cond"], tmp_path / "q.onnx", sampler="ddim", steps=STEPS, guidance=2.0,
-                        guidance_rescale=1.5)
+        export_pipeline(
+            nets["image_cond"], tmp_path / "q.onnx", sampler="ddim", steps=STEPS, guidance=2.0, guidance_rescale=1.5
+        )

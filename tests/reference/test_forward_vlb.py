@@ -2,14 +2,13 @@
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
-from scipy import stats
-
 from diffspec.reference import forward as F
 from diffspec.reference import schedules as S
 from diffspec.reference import vlb as V
 from diffspec.reference.oracles import GaussianMixture
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from scipy import stats
 
 RNG = np.random.default_rng(7)
 SCHEDULES = {
@@ -51,11 +50,13 @@ def test_posterior_is_bayes_on_gaussian_data(name, u, frac, mu, std):
     var_ts = s_t**2 - a_ts**2 * s_s**2
     assert var_ts > -1e-12
     vx0 = std**2
-    cov = np.array([
-        [vx0, a_s * vx0, a_t * vx0],
-        [a_s * vx0, a_s**2 * vx0 + s_s**2, a_ts * (a_s**2 * vx0 + s_s**2)],
-        [a_t * vx0, a_ts * (a_s**2 * vx0 + s_s**2), a_t**2 * vx0 + s_t**2],
-    ])
+    cov = np.array(
+        [
+            [vx0, a_s * vx0, a_t * vx0],
+            [a_s * vx0, a_s**2 * vx0 + s_s**2, a_ts * (a_s**2 * vx0 + s_s**2)],
+            [a_t * vx0, a_ts * (a_s**2 * vx0 + s_s**2), a_t**2 * vx0 + s_t**2],
+        ]
+    )
     mean = np.array([mu, a_s * mu, a_t * mu])
     x0 = mu + std * RNG.standard_normal((5, 1))
     x = a_t * x0 + s_t * RNG.standard_normal((5, 1))
@@ -116,11 +117,15 @@ def test_ddpm_table_matches_textbook_and_diffusers():
     d = DDPMScheduler(variance_type="fixed_small")
     want = np.array([float(d._get_variance(n)) for n in range(1, 1000, 111)])
     np.testing.assert_allclose(t["beta_tilde"][1:1000:111], want, rtol=1e-4)
-    np.testing.assert_allclose(F.ddpm_log_variance(np.arange(1, 5), sch, variance="fixed_large"),
-                               np.log(betas[1:5]), rtol=1e-12)
+    np.testing.assert_allclose(
+        F.ddpm_log_variance(np.arange(1, 5), sch, variance="fixed_large"), np.log(betas[1:5]), rtol=1e-12
+    )
     lr = F.learned_range_log_variance(np.array([[-1.0], [1.0], [0.0]]), np.array([5, 5, 5]), sch)
-    np.testing.assert_allclose(lr[:, 0], [np.log(t["beta_tilde"][5]), np.log(betas[5]),
-                                          0.5 * (np.log(t["beta_tilde"][5]) + np.log(betas[5]))], rtol=1e-12)
+    np.testing.assert_allclose(
+        lr[:, 0],
+        [np.log(t["beta_tilde"][5]), np.log(betas[5]), 0.5 * (np.log(t["beta_tilde"][5]) + np.log(betas[5]))],
+        rtol=1e-12,
+    )
 
 
 def test_q_sample():
@@ -146,7 +151,9 @@ def test_gaussian_kl_against_quadrature():
     for m1, lv1, m2, lv2 in [(0.0, 0.0, 1.0, 2.0), (0.3, -1.0, -0.2, 0.5), (1.0, 0.2, 1.0, 0.2)]:
         p = stats.norm.pdf(grid, m1, np.exp(lv1 / 2))
         q = stats.norm.pdf(grid, m2, np.exp(lv2 / 2))
-        want = np.trapezoid(np.where(p > 0, p * (np.log(np.maximum(p, 1e-300)) - np.log(np.maximum(q, 1e-300))), 0), grid)
+        want = np.trapezoid(
+            np.where(p > 0, p * (np.log(np.maximum(p, 1e-300)) - np.log(np.maximum(q, 1e-300))), 0), grid
+        )
         np.testing.assert_allclose(V.gaussian_kl(m1, lv1, m2, lv2), want, atol=1e-8)
 
 

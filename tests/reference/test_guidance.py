@@ -2,12 +2,12 @@
 
 import numpy as np
 import pytest
-from hypothesis import given, strategies as st
-
 from diffspec.reference import guidance as g
 from diffspec.reference.oracles import GaussianMixture
 from diffspec.reference.parameterizations import output_from_x0, x0_from_output
 from diffspec.reference.schedules import make_schedule
+from hypothesis import given
+from hypothesis import strategies as st
 
 SCHED = make_schedule("linear")
 RNG = np.random.default_rng(0)
@@ -220,8 +220,15 @@ def test_repaint_keeps_known_region_and_counts_draws():
     grid = np.array([999.0, 800.0, 600.0, 400.0, 200.0, 50.0, -1.0])
     noise = CountingNoise(3)
     out = g.sample_repaint(
-        mix.denoiser(SCHED), RNG.standard_normal((8, 2)), grid, SCHED,
-        known=known, mask=mask, noise=noise, jump_length=2, jump_n_sample=2,
+        mix.denoiser(SCHED),
+        RNG.standard_normal((8, 2)),
+        grid,
+        SCHED,
+        known=known,
+        mask=mask,
+        noise=noise,
+        jump_length=2,
+        jump_n_sample=2,
     )
     np.testing.assert_allclose(out[:, 1], known[:, 1], rtol=1e-12)
     order = g.repaint_schedule(6, jump_length=2, jump_n_sample=2)
@@ -238,8 +245,15 @@ def test_repaint_without_mask_is_ddpm():
     grid = np.array([999.0, 600.0, 300.0, 0.0, -1.0])
     x_T = RNG.standard_normal((5, 2))
     a = g.sample_repaint(
-        mix.denoiser(SCHED), x_T, grid, SCHED, known=np.zeros((5, 2)), mask=0.0,
-        noise=np.random.default_rng(4), jump_length=10, jump_n_sample=1,
+        mix.denoiser(SCHED),
+        x_T,
+        grid,
+        SCHED,
+        known=np.zeros((5, 2)),
+        mask=0.0,
+        noise=np.random.default_rng(4),
+        jump_length=10,
+        jump_n_sample=1,
     )
     # with mask = 0 the known draws are still made (z1 then z2 per step): skip z1 in the plain loop
     rng = np.random.default_rng(4)

@@ -71,8 +71,11 @@ def with_variance_output(model, variance_type):
 def consistency_oracle_model(schedule):
     """CMStochasticIterative's network: input x / sqrt(sigma^2 + sd^2), timestep 250 log(sigma), output F with
     x0 = c_skip x + c_out F (the boundary-condition scalings), x0 the exact denoiser under EDM at sigma."""
-    den, sd, lo = MIX.denoiser(dataclasses.replace(schedule, sigma_max=2 * schedule.sigma_max)), schedule.sigma_data, \
-        schedule.sigma_min
+    den, sd, lo = (
+        MIX.denoiser(dataclasses.replace(schedule, sigma_max=2 * schedule.sigma_max)),
+        schedule.sigma_data,
+        schedule.sigma_min,
+    )
 
     def model(x_in, timestep):
         s = float(np.exp(np.float64(np.asarray(timestep)) / 250.0))
@@ -91,8 +94,9 @@ def model_for(plan):
         flow = oracle_model(plan.schedule, "flow_prediction", lambda t: 1.0 - t)
         return lambda x, t: -flow(x, t)
     if getattr(plan, "learned_variance", False):
-        return with_variance_output(oracle_model(plan.schedule, plan.prediction_type, lambda ts: ts),
-                                    plan.config["variance_type"])
+        return with_variance_output(
+            oracle_model(plan.schedule, plan.prediction_type, lambda ts: ts), plan.config["variance_type"]
+        )
     if isinstance(plan.schedule, type(make_schedule("edm"))):
         return edm_oracle_model(plan.schedule, plan.prediction_type)
     if isinstance(plan.schedule, type(make_schedule("flow"))):
@@ -100,8 +104,11 @@ def model_for(plan):
     if plan.config.get("timestep_type") == "continuous" and plan.prediction_type == "v_prediction":
         # the network sees c_noise = log(sigma) / 4: read it back as the training time with that sigma (clipped)
         top = plan.schedule.num_steps - 1
-        return oracle_model(plan.schedule, plan.prediction_type,
-                            lambda c: float(np.clip(plan.schedule.t_of_sigma_ve(np.exp(4.0 * c)), 0, top)))
+        return oracle_model(
+            plan.schedule,
+            plan.prediction_type,
+            lambda c: float(np.clip(plan.schedule.t_of_sigma_ve(np.exp(4.0 * c)), 0, top)),
+        )
     return oracle_model(plan.schedule, plan.prediction_type, lambda ts: ts)
 
 
@@ -125,13 +132,25 @@ def patched_randn(source):
 
     saved = []
 
-    for name in ("scheduling_ddim", "scheduling_ddpm", "scheduling_ddim_parallel", "scheduling_ddpm_parallel",
-                 "scheduling_euler_ancestral_discrete",
-                 "scheduling_dpmsolver_multistep", "scheduling_flow_match_euler_discrete",
-                 "scheduling_flow_match_heun_discrete", "scheduling_flow_match_lcm", "scheduling_euler_discrete",
-                 "scheduling_dpmsolver_singlestep", "scheduling_k_dpm_2_ancestral_discrete", "scheduling_lcm",
-                 "scheduling_tcd", "scheduling_consistency_models", "scheduling_edm_euler",
-                 "scheduling_edm_dpmsolver_multistep"):
+    for name in (
+        "scheduling_ddim",
+        "scheduling_ddpm",
+        "scheduling_ddim_parallel",
+        "scheduling_ddpm_parallel",
+        "scheduling_euler_ancestral_discrete",
+        "scheduling_dpmsolver_multistep",
+        "scheduling_flow_match_euler_discrete",
+        "scheduling_flow_match_heun_discrete",
+        "scheduling_flow_match_lcm",
+        "scheduling_euler_discrete",
+        "scheduling_dpmsolver_singlestep",
+        "scheduling_k_dpm_2_ancestral_discrete",
+        "scheduling_lcm",
+        "scheduling_tcd",
+        "scheduling_consistency_models",
+        "scheduling_edm_euler",
+        "scheduling_edm_dpmsolver_multistep",
+    ):
         mod = importlib.import_module(f"diffusers.schedulers.{name}")
         saved.append((mod, mod.randn_tensor))
 
@@ -200,46 +219,117 @@ SD = {"beta_schedule": "scaled_linear", "beta_start": 0.00085, "beta_end": 0.012
 CASES = [
     ("DDIMScheduler", {"clip_sample": False}, 20, {}),
     ("DDIMScheduler", {"clip_sample": False, **SD, "steps_offset": 1}, 10, {"eta": 0.7}),
-    ("DDIMScheduler", {"clip_sample": False, "prediction_type": "v_prediction", "timestep_spacing": "trailing",
-                       "rescale_betas_zero_snr": True}, 12, {}),
-    ("DDIMScheduler", {"timestep_spacing": "linspace", "set_alpha_to_one": False, "thresholding": True,
-                       "sample_max_value": 1.5}, 15, {}),
+    (
+        "DDIMScheduler",
+        {
+            "clip_sample": False,
+            "prediction_type": "v_prediction",
+            "timestep_spacing": "trailing",
+            "rescale_betas_zero_snr": True,
+        },
+        12,
+        {},
+    ),
+    (
+        "DDIMScheduler",
+        {"timestep_spacing": "linspace", "set_alpha_to_one": False, "thresholding": True, "sample_max_value": 1.5},
+        15,
+        {},
+    ),
     ("DDIMScheduler", {"thresholding": True, "sample_max_value": 0.8, "dynamic_thresholding_ratio": 0.9}, 8, {}),
     ("DDPMScheduler", {"clip_sample": False}, 25, {}),
     ("DDPMScheduler", {"beta_schedule": "laplace", "prediction_type": "v_prediction"}, 10, {}),
-    ("DDPMScheduler", {"timestep_spacing": "trailing", "variance_type": "fixed_large",
-                       "prediction_type": "v_prediction"}, 10, {}),
-    ("DDPMScheduler", {"beta_schedule": "squaredcos_cap_v2", "variance_type": "learned_range", "thresholding": True,
-                       "sample_max_value": 1.5, "dynamic_thresholding_ratio": 0.95}, 10, {}),  # DeepFloyd IF
+    (
+        "DDPMScheduler",
+        {"timestep_spacing": "trailing", "variance_type": "fixed_large", "prediction_type": "v_prediction"},
+        10,
+        {},
+    ),
+    (
+        "DDPMScheduler",
+        {
+            "beta_schedule": "squaredcos_cap_v2",
+            "variance_type": "learned_range",
+            "thresholding": True,
+            "sample_max_value": 1.5,
+            "dynamic_thresholding_ratio": 0.95,
+        },
+        10,
+        {},
+    ),  # DeepFloyd IF
     ("DDPMScheduler", {"variance_type": "learned", "timestep_spacing": "trailing"}, 8, {}),
     ("DDPMScheduler", {"variance_type": "fixed_small_log", "prediction_type": "v_prediction"}, 8, {}),
     ("DDPMParallelScheduler", {"variance_type": "learned_range"}, 6, {}),
-    ("PNDMScheduler", {**SD, "skip_prk_steps": True, "steps_offset": 1, "set_alpha_to_one": False,
-                       "clip_sample": False}, 20, {}),
+    (
+        "PNDMScheduler",
+        {**SD, "skip_prk_steps": True, "steps_offset": 1, "set_alpha_to_one": False, "clip_sample": False},
+        20,
+        {},
+    ),
     ("PNDMScheduler", {**SD, "steps_offset": 1}, 20, {}),
-    ("PNDMScheduler", {"prediction_type": "v_prediction", "timestep_spacing": "linspace", "set_alpha_to_one": True},
-     14, {}),  # T // N odd: PRK's stage-1 landing and stage-2 model time differ by one
+    (
+        "PNDMScheduler",
+        {"prediction_type": "v_prediction", "timestep_spacing": "linspace", "set_alpha_to_one": True},
+        14,
+        {},
+    ),  # T // N odd: PRK's stage-1 landing and stage-2 model time differ by one
     ("PNDMScheduler", {"timestep_spacing": "trailing"}, 4, {}),
     ("EulerDiscreteScheduler", {}, 20, {}),
-    ("EulerDiscreteScheduler", {**SD, "use_karras_sigmas": True, "timestep_spacing": "leading", "steps_offset": 1},
-     15, {}),
-    ("EulerDiscreteScheduler", {"prediction_type": "v_prediction", "timestep_spacing": "trailing",
-                                "final_sigmas_type": "sigma_min"}, 12, {}),
+    (
+        "EulerDiscreteScheduler",
+        {**SD, "use_karras_sigmas": True, "timestep_spacing": "leading", "steps_offset": 1},
+        15,
+        {},
+    ),
+    (
+        "EulerDiscreteScheduler",
+        {"prediction_type": "v_prediction", "timestep_spacing": "trailing", "final_sigmas_type": "sigma_min"},
+        12,
+        {},
+    ),
     ("EulerDiscreteScheduler", {}, 10, {"s_churn": 5.0}),
-    ("EulerDiscreteScheduler", {**SD, "use_karras_sigmas": True, "prediction_type": "v_prediction"}, 12,
-     {"s_churn": 40.0, "s_tmin": 0.05, "s_tmax": 10.0, "s_noise": 1.003}),
-    ("EulerDiscreteScheduler", {"prediction_type": "sample", "final_sigmas_type": "sigma_min"}, 8,
-     {"s_churn": 1.0, "s_tmin": 0.5}),
-    ("EulerDiscreteScheduler", {"rescale_betas_zero_snr": True, "timestep_spacing": "trailing",
-                                "prediction_type": "v_prediction"}, 10, {}),
+    (
+        "EulerDiscreteScheduler",
+        {**SD, "use_karras_sigmas": True, "prediction_type": "v_prediction"},
+        12,
+        {"s_churn": 40.0, "s_tmin": 0.05, "s_tmax": 10.0, "s_noise": 1.003},
+    ),
+    (
+        "EulerDiscreteScheduler",
+        {"prediction_type": "sample", "final_sigmas_type": "sigma_min"},
+        8,
+        {"s_churn": 1.0, "s_tmin": 0.5},
+    ),
+    (
+        "EulerDiscreteScheduler",
+        {"rescale_betas_zero_snr": True, "timestep_spacing": "trailing", "prediction_type": "v_prediction"},
+        10,
+        {},
+    ),
     ("EulerDiscreteScheduler", {**SD, "interpolation_type": "log_linear"}, 10, {}),
     ("EulerDiscreteScheduler", {"use_exponential_sigmas": True, "timestep_spacing": "leading"}, 10, {}),
-    ("EulerDiscreteScheduler", {**SD, "use_karras_sigmas": True, "sigma_min": 0.002, "sigma_max": 700.0,
-                                "timestep_type": "continuous", "prediction_type": "v_prediction",
-                                "timestep_spacing": "leading", "steps_offset": 1}, 12, {}),  # Stable Video Diffusion
+    (
+        "EulerDiscreteScheduler",
+        {
+            **SD,
+            "use_karras_sigmas": True,
+            "sigma_min": 0.002,
+            "sigma_max": 700.0,
+            "timestep_type": "continuous",
+            "prediction_type": "v_prediction",
+            "timestep_spacing": "leading",
+            "steps_offset": 1,
+        },
+        12,
+        {},
+    ),  # Stable Video Diffusion
     ("EulerAncestralDiscreteScheduler", {}, 20, {}),
-    ("EulerAncestralDiscreteScheduler", {"rescale_betas_zero_snr": True, "timestep_spacing": "trailing",
-                                         "prediction_type": "v_prediction"}, 10, {}),
+    (
+        "EulerAncestralDiscreteScheduler",
+        {"rescale_betas_zero_snr": True, "timestep_spacing": "trailing", "prediction_type": "v_prediction"},
+        10,
+        {},
+    ),
     ("EulerAncestralDiscreteScheduler", {**SD, "prediction_type": "v_prediction"}, 10, {}),
     ("HeunDiscreteScheduler", {}, 10, {}),
     ("HeunDiscreteScheduler", {"beta_schedule": "exp"}, 8, {}),
@@ -251,93 +341,296 @@ CASES = [
     ("LMSDiscreteScheduler", {**SD, "use_karras_sigmas": True}, 12, {}),
     ("DPMSolverMultistepScheduler", {}, 20, {}),
     ("DPMSolverMultistepScheduler", {**SD, "use_karras_sigmas": True, "solver_order": 3}, 15, {}),
-    ("DPMSolverMultistepScheduler", {"algorithm_type": "dpmsolver", "solver_type": "heun",
-                                     "final_sigmas_type": "sigma_min", "prediction_type": "v_prediction"}, 10, {}),
+    (
+        "DPMSolverMultistepScheduler",
+        {
+            "algorithm_type": "dpmsolver",
+            "solver_type": "heun",
+            "final_sigmas_type": "sigma_min",
+            "prediction_type": "v_prediction",
+        },
+        10,
+        {},
+    ),
     ("DPMSolverMultistepScheduler", {"algorithm_type": "sde-dpmsolver++", "timestep_spacing": "trailing"}, 12, {}),
-    ("DPMSolverMultistepScheduler", {"prediction_type": "flow_prediction", "use_flow_sigmas": True,
-                                     "flow_shift": 3.0}, 12, {}),  # Sana
-    ("DPMSolverMultistepScheduler", {"prediction_type": "flow_prediction", "use_flow_sigmas": True, "flow_shift": 2.0,
-                                     "algorithm_type": "sde-dpmsolver++", "solver_order": 3}, 10, {}),
-    ("DPMSolverMultistepScheduler", {"rescale_betas_zero_snr": True, "timestep_spacing": "trailing",
-                                     "prediction_type": "v_prediction"}, 10, {}),
+    (
+        "DPMSolverMultistepScheduler",
+        {"prediction_type": "flow_prediction", "use_flow_sigmas": True, "flow_shift": 3.0},
+        12,
+        {},
+    ),  # Sana
+    (
+        "DPMSolverMultistepScheduler",
+        {
+            "prediction_type": "flow_prediction",
+            "use_flow_sigmas": True,
+            "flow_shift": 2.0,
+            "algorithm_type": "sde-dpmsolver++",
+            "solver_order": 3,
+        },
+        10,
+        {},
+    ),
+    (
+        "DPMSolverMultistepScheduler",
+        {"rescale_betas_zero_snr": True, "timestep_spacing": "trailing", "prediction_type": "v_prediction"},
+        10,
+        {},
+    ),
     ("DPMSolverMultistepScheduler", {"beta_schedule": "squaredcos_cap_v2", "lambda_min_clipped": -5.1}, 10, {}),
-    ("DPMSolverMultistepScheduler", {"beta_schedule": "squaredcos_cap_v2", "lambda_min_clipped": -3.0,
-                                     "timestep_spacing": "trailing", "prediction_type": "v_prediction"}, 8, {}),
+    (
+        "DPMSolverMultistepScheduler",
+        {
+            "beta_schedule": "squaredcos_cap_v2",
+            "lambda_min_clipped": -3.0,
+            "timestep_spacing": "trailing",
+            "prediction_type": "v_prediction",
+        },
+        8,
+        {},
+    ),
     ("DPMSolverMultistepScheduler", {"algorithm_type": "sde-dpmsolver", "final_sigmas_type": "sigma_min"}, 10, {}),
-    ("DPMSolverMultistepScheduler", {"algorithm_type": "sde-dpmsolver", "final_sigmas_type": "sigma_min",
-                                     "solver_type": "heun", "prediction_type": "v_prediction", **SD}, 12, {}),
+    (
+        "DPMSolverMultistepScheduler",
+        {
+            "algorithm_type": "sde-dpmsolver",
+            "final_sigmas_type": "sigma_min",
+            "solver_type": "heun",
+            "prediction_type": "v_prediction",
+            **SD,
+        },
+        12,
+        {},
+    ),
     ("DPMSolverMultistepScheduler", {**SD, "use_lu_lambdas": True}, 10, {}),
     ("DPMSolverMultistepScheduler", {"use_exponential_sigmas": True, "solver_order": 3}, 10, {}),
     ("UniPCMultistepScheduler", {}, 12, {}),
     ("UniPCMultistepScheduler", {**SD, "use_exponential_sigmas": True}, 10, {}),
     ("UniPCMultistepScheduler", {"predict_x0": False, "final_sigmas_type": "sigma_min"}, 10, {}),
-    ("UniPCMultistepScheduler", {"predict_x0": False, "final_sigmas_type": "sigma_min", "solver_order": 3,
-                                 "solver_type": "bh1", "prediction_type": "v_prediction", **SD}, 12, {}),
-    ("UniPCMultistepScheduler", {"rescale_betas_zero_snr": True, "timestep_spacing": "trailing",
-                                 "prediction_type": "v_prediction"}, 10, {}),
-    ("UniPCMultistepScheduler", {"prediction_type": "flow_prediction", "use_flow_sigmas": True,
-                                 "flow_shift": 5.0}, 10, {}),  # Wan 2.1
-    ("UniPCMultistepScheduler", {"prediction_type": "flow_prediction", "use_flow_sigmas": True, "flow_shift": 3.0,
-                                 "solver_order": 3, "shift_terminal": 0.05, "final_sigmas_type": "sigma_min"}, 9, {}),
-    ("UniPCMultistepScheduler", {**SD, "solver_order": 3, "solver_type": "bh1", "use_karras_sigmas": True,
-                                 "disable_corrector": [0], "final_sigmas_type": "sigma_min"}, 10, {}),
+    (
+        "UniPCMultistepScheduler",
+        {
+            "predict_x0": False,
+            "final_sigmas_type": "sigma_min",
+            "solver_order": 3,
+            "solver_type": "bh1",
+            "prediction_type": "v_prediction",
+            **SD,
+        },
+        12,
+        {},
+    ),
+    (
+        "UniPCMultistepScheduler",
+        {"rescale_betas_zero_snr": True, "timestep_spacing": "trailing", "prediction_type": "v_prediction"},
+        10,
+        {},
+    ),
+    (
+        "UniPCMultistepScheduler",
+        {"prediction_type": "flow_prediction", "use_flow_sigmas": True, "flow_shift": 5.0},
+        10,
+        {},
+    ),  # Wan 2.1
+    (
+        "UniPCMultistepScheduler",
+        {
+            "prediction_type": "flow_prediction",
+            "use_flow_sigmas": True,
+            "flow_shift": 3.0,
+            "solver_order": 3,
+            "shift_terminal": 0.05,
+            "final_sigmas_type": "sigma_min",
+        },
+        9,
+        {},
+    ),
+    (
+        "UniPCMultistepScheduler",
+        {
+            **SD,
+            "solver_order": 3,
+            "solver_type": "bh1",
+            "use_karras_sigmas": True,
+            "disable_corrector": [0],
+            "final_sigmas_type": "sigma_min",
+        },
+        10,
+        {},
+    ),
     ("UniPCMultistepScheduler", {"solver_order": 3, "use_karras_sigmas": True}, 10, {}),
     ("DPMSolverSinglestepScheduler", {}, 20, {}),
     ("DPMSolverSinglestepScheduler", {"beta_schedule": "squaredcos_cap_v2", "lambda_min_clipped": -3.0}, 9, {}),
-    ("DPMSolverSinglestepScheduler", {**SD, "solver_order": 3, "solver_type": "heun", "use_karras_sigmas": True}, 15,
-     {}),
+    (
+        "DPMSolverSinglestepScheduler",
+        {**SD, "solver_order": 3, "solver_type": "heun", "use_karras_sigmas": True},
+        15,
+        {},
+    ),
     ("DPMSolverSinglestepScheduler", {"solver_order": 3, "prediction_type": "v_prediction"}, 11, {}),
     ("DPMSolverSinglestepScheduler", {"solver_order": 1}, 7, {}),
-    ("DPMSolverSinglestepScheduler", {"algorithm_type": "dpmsolver", "solver_type": "heun", "lower_order_final": False,
-                                      "final_sigmas_type": "sigma_min", "prediction_type": "sample"}, 12, {}),
-    ("DPMSolverSinglestepScheduler", {"algorithm_type": "dpmsolver", "solver_order": 3,
-                                      "final_sigmas_type": "sigma_min"}, 10, {}),
-    ("DPMSolverSinglestepScheduler", {"algorithm_type": "sde-dpmsolver++", "thresholding": True,
-                                      "sample_max_value": 1.5}, 10, {}),
+    (
+        "DPMSolverSinglestepScheduler",
+        {
+            "algorithm_type": "dpmsolver",
+            "solver_type": "heun",
+            "lower_order_final": False,
+            "final_sigmas_type": "sigma_min",
+            "prediction_type": "sample",
+        },
+        12,
+        {},
+    ),
+    (
+        "DPMSolverSinglestepScheduler",
+        {"algorithm_type": "dpmsolver", "solver_order": 3, "final_sigmas_type": "sigma_min"},
+        10,
+        {},
+    ),
+    (
+        "DPMSolverSinglestepScheduler",
+        {"algorithm_type": "sde-dpmsolver++", "thresholding": True, "sample_max_value": 1.5},
+        10,
+        {},
+    ),
     ("KDPM2DiscreteScheduler", {}, 10, {}),
     ("KDPM2DiscreteScheduler", {**SD, "use_karras_sigmas": True, "prediction_type": "v_prediction"}, 8, {}),
-    ("KDPM2DiscreteScheduler", {"beta_schedule": "linear", "beta_start": 0.0001, "beta_end": 0.02,
-                                "timestep_spacing": "leading", "steps_offset": 1}, 12, {}),
+    (
+        "KDPM2DiscreteScheduler",
+        {
+            "beta_schedule": "linear",
+            "beta_start": 0.0001,
+            "beta_end": 0.02,
+            "timestep_spacing": "leading",
+            "steps_offset": 1,
+        },
+        12,
+        {},
+    ),
     ("KDPM2AncestralDiscreteScheduler", {}, 10, {}),
-    ("KDPM2AncestralDiscreteScheduler", {**SD, "use_karras_sigmas": True, "prediction_type": "v_prediction",
-                                         "timestep_spacing": "trailing"}, 8, {}),
+    (
+        "KDPM2AncestralDiscreteScheduler",
+        {**SD, "use_karras_sigmas": True, "prediction_type": "v_prediction", "timestep_spacing": "trailing"},
+        8,
+        {},
+    ),
     ("DEISMultistepScheduler", {}, 20, {}),
     ("DEISMultistepScheduler", {**SD, "solver_order": 3, "use_karras_sigmas": True}, 12, {}),
-    ("DEISMultistepScheduler", {"solver_order": 3, "timestep_spacing": "trailing", "prediction_type": "v_prediction",
-                                "lower_order_final": False}, 10, {}),
-    ("DEISMultistepScheduler", {"solver_order": 3, "timestep_spacing": "leading", "steps_offset": 1,
-                                "prediction_type": "sample", "thresholding": True, "sample_max_value": 1.5}, 16, {}),
+    (
+        "DEISMultistepScheduler",
+        {
+            "solver_order": 3,
+            "timestep_spacing": "trailing",
+            "prediction_type": "v_prediction",
+            "lower_order_final": False,
+        },
+        10,
+        {},
+    ),
+    (
+        "DEISMultistepScheduler",
+        {
+            "solver_order": 3,
+            "timestep_spacing": "leading",
+            "steps_offset": 1,
+            "prediction_type": "sample",
+            "thresholding": True,
+            "sample_max_value": 1.5,
+        },
+        16,
+        {},
+    ),
     ("LCMScheduler", {}, 4, {}),
-    ("LCMScheduler", {"beta_schedule": "linear", "beta_start": 0.0001, "beta_end": 0.02, "clip_sample": True,
-                      "prediction_type": "v_prediction", "original_inference_steps": 30}, 7, {}),
+    (
+        "LCMScheduler",
+        {
+            "beta_schedule": "linear",
+            "beta_start": 0.0001,
+            "beta_end": 0.02,
+            "clip_sample": True,
+            "prediction_type": "v_prediction",
+            "original_inference_steps": 30,
+        },
+        7,
+        {},
+    ),
     ("LCMScheduler", {"rescale_betas_zero_snr": True, "prediction_type": "sample", "timestep_scaling": 5.0}, 1, {}),
     ("TCDScheduler", {}, 4, {}),
     ("TCDScheduler", {}, 8, {"eta": 0.0}),
-    ("TCDScheduler", {"prediction_type": "v_prediction", "beta_schedule": "linear", "beta_start": 0.0001,
-                      "beta_end": 0.02}, 10, {"eta": 0.7}),
+    (
+        "TCDScheduler",
+        {"prediction_type": "v_prediction", "beta_schedule": "linear", "beta_start": 0.0001, "beta_end": 0.02},
+        10,
+        {"eta": 0.7},
+    ),
     ("DPMSolverSDEScheduler", {}, 10, {}),
-    ("DPMSolverSDEScheduler", {**SD, "use_karras_sigmas": True, "prediction_type": "v_prediction",
-                               "timestep_spacing": "trailing"}, 8, {"s_noise": 0.8}),
+    (
+        "DPMSolverSDEScheduler",
+        {**SD, "use_karras_sigmas": True, "prediction_type": "v_prediction", "timestep_spacing": "trailing"},
+        8,
+        {"s_noise": 0.8},
+    ),
     ("DPMSolverSDEScheduler", {"timestep_spacing": "leading", "steps_offset": 1}, 6, {}),
     ("EDMEulerScheduler", {}, 12, {}),
-    ("EDMEulerScheduler", {"sigma_schedule": "exponential", "prediction_type": "v_prediction", "sigma_data": 1.0,
-                           "final_sigmas_type": "sigma_min"}, 15, {}),
+    (
+        "EDMEulerScheduler",
+        {
+            "sigma_schedule": "exponential",
+            "prediction_type": "v_prediction",
+            "sigma_data": 1.0,
+            "final_sigmas_type": "sigma_min",
+        },
+        15,
+        {},
+    ),
     ("EDMEulerScheduler", {"rho": 5.0}, 10, {"s_churn": 20.0, "s_tmin": 0.05, "s_tmax": 50.0}),
     ("EDMDPMSolverMultistepScheduler", {}, 12, {}),
-    ("EDMDPMSolverMultistepScheduler", {"solver_order": 3, "solver_type": "heun", "prediction_type": "v_prediction",
-                                        "sigma_schedule": "exponential"}, 16, {}),
-    ("EDMDPMSolverMultistepScheduler", {"algorithm_type": "sde-dpmsolver++", "final_sigmas_type": "sigma_min",
-                                        "thresholding": True, "sample_max_value": 1.5}, 10, {}),
+    (
+        "EDMDPMSolverMultistepScheduler",
+        {"solver_order": 3, "solver_type": "heun", "prediction_type": "v_prediction", "sigma_schedule": "exponential"},
+        16,
+        {},
+    ),
+    (
+        "EDMDPMSolverMultistepScheduler",
+        {
+            "algorithm_type": "sde-dpmsolver++",
+            "final_sigmas_type": "sigma_min",
+            "thresholding": True,
+            "sample_max_value": 1.5,
+        },
+        10,
+        {},
+    ),
     ("DDIMScheduler", {}, 10, {}),
     ("DDPMScheduler", {}, 10, {}),
     ("PNDMScheduler", {}, 10, {}),
     ("CogVideoXDDIMScheduler", {}, 10, {}),
-    ("CogVideoXDDIMScheduler", {"prediction_type": "v_prediction", "rescale_betas_zero_snr": True,
-                                "timestep_spacing": "trailing", "snr_shift_scale": 1.0}, 8, {}),  # CogVideoX-5b
+    (
+        "CogVideoXDDIMScheduler",
+        {
+            "prediction_type": "v_prediction",
+            "rescale_betas_zero_snr": True,
+            "timestep_spacing": "trailing",
+            "snr_shift_scale": 1.0,
+        },
+        8,
+        {},
+    ),  # CogVideoX-5b
     ("CogVideoXDDIMScheduler", {"snr_shift_scale": 2.0, "set_alpha_to_one": False}, 6, {}),
     ("DDIMInverseScheduler", {}, 10, {}),
-    ("DDIMInverseScheduler", {**SD, "clip_sample": False, "timestep_spacing": "trailing", "set_alpha_to_one": False,
-                              "prediction_type": "v_prediction"}, 8, {}),
+    (
+        "DDIMInverseScheduler",
+        {
+            **SD,
+            "clip_sample": False,
+            "timestep_spacing": "trailing",
+            "set_alpha_to_one": False,
+            "prediction_type": "v_prediction",
+        },
+        8,
+        {},
+    ),
     ("IPNDMScheduler", {}, 10, {}),
     ("IPNDMScheduler", {}, 3, {}),
     ("CMStochasticIterativeScheduler", {}, 4, {}),
@@ -345,8 +638,12 @@ CASES = [
     ("CMStochasticIterativeScheduler", {}, 1, {}),
     ("DDPMParallelScheduler", {}, 10, {}),
     ("DDIMParallelScheduler", {}, 10, {}),
-    ("DDIMParallelScheduler", {**SD, "prediction_type": "v_prediction", "timestep_spacing": "trailing"}, 8,
-     {"eta": 0.5}),
+    (
+        "DDIMParallelScheduler",
+        {**SD, "prediction_type": "v_prediction", "timestep_spacing": "trailing"},
+        8,
+        {"eta": 0.5},
+    ),
     ("FlowMatchEulerDiscreteScheduler", {}, 10, {}),
     ("FlowMatchHeunDiscreteScheduler", {}, 8, {}),
     ("FlowMatchLCMScheduler", {}, 4, {}),
@@ -397,10 +694,19 @@ def test_stochastic_plan_requires_noise():
         ({"_class_name": "EulerDiscreteScheduler", "use_beta_sigmas": True}, "use_beta_sigmas"),
         ({"_class_name": "PNDMScheduler", "skip_prk_steps": "yes"}, "skip_prk_steps"),
         ({"_class_name": "DDIMScheduler", "timestep_spacing": "weird"}, "timestep_spacing"),
-        ({"_class_name": "DPMSolverSinglestepScheduler", "algorithm_type": "dpmsolver", "thresholding": True,
-          "final_sigmas_type": "sigma_min"}, "thresholding"),
-        ({"_class_name": "EDMDPMSolverMultistepScheduler", "algorithm_type": "sde-dpmsolver++", "solver_order": 3},
-         "solver_order"),
+        (
+            {
+                "_class_name": "DPMSolverSinglestepScheduler",
+                "algorithm_type": "dpmsolver",
+                "thresholding": True,
+                "final_sigmas_type": "sigma_min",
+            },
+            "thresholding",
+        ),
+        (
+            {"_class_name": "EDMDPMSolverMultistepScheduler", "algorithm_type": "sde-dpmsolver++", "solver_order": 3},
+            "solver_order",
+        ),
         ({"_class_name": "KarrasVeScheduler"}, "_class_name"),
         ({"beta_start": 0.1}, "_class_name"),
     ],
@@ -412,10 +718,19 @@ def test_unhonoured_keys_raise(config, match):
 
 def test_inert_and_foreign_keys_accepted():
     # Stable Diffusion v1.5's scheduler config, loaded into Euler (keys of PNDM/DDIM at inert values)
-    sd = {"_class_name": "EulerDiscreteScheduler", "_diffusers_version": "0.6.0", "beta_end": 0.012,
-          "beta_schedule": "scaled_linear", "beta_start": 0.00085, "num_train_timesteps": 1000,
-          "set_alpha_to_one": False, "skip_prk_steps": True, "steps_offset": 1, "trained_betas": None,
-          "clip_sample": False}
+    sd = {
+        "_class_name": "EulerDiscreteScheduler",
+        "_diffusers_version": "0.6.0",
+        "beta_end": 0.012,
+        "beta_schedule": "scaled_linear",
+        "beta_start": 0.00085,
+        "num_train_timesteps": 1000,
+        "set_alpha_to_one": False,
+        "skip_prk_steps": True,
+        "steps_offset": 1,
+        "trained_betas": None,
+        "clip_sample": False,
+    }
     assert len(interop.from_diffusers(sd, 20).timesteps) == 20
     with pytest.raises(ValueError, match="eta"):
         interop.from_diffusers(sd, 20, eta=0.5)

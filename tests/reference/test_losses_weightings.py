@@ -2,15 +2,14 @@
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
-
 from diffspec.reference import losses as L
 from diffspec.reference import parameterizations as P
 from diffspec.reference import schedules as S
 from diffspec.reference import weightings as W
-from diffspec.reference.oracles import GaussianMixture
 from diffspec.reference.noise import CountingNoise
+from diffspec.reference.oracles import GaussianMixture
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 RNG = np.random.default_rng(1234)
 PARAMS = list(P.Parameterization)
@@ -42,7 +41,9 @@ def test_eps_error_is_e2lam_times_x0_error(param, alpha, sigma):
     lhs = np.sum((eps_hat - eps) ** 2)
     rhs = (alpha / sigma) ** 2 * np.sum((x0_hat - x0) ** 2)
     np.testing.assert_allclose(lhs, rhs, rtol=1e-9)
-    np.testing.assert_allclose(eps_hat, P.eps_from_x0(x0_hat, x, alpha, sigma), rtol=1e-9, atol=1e-9 * (1 + alpha / sigma))
+    np.testing.assert_allclose(
+        eps_hat, P.eps_from_x0(x0_hat, x, alpha, sigma), rtol=1e-9, atol=1e-9 * (1 + alpha / sigma)
+    )
 
 
 # ---- losses as weights in lam ------------------------------------------------------------------------------
@@ -90,23 +91,35 @@ def test_weightings_match_their_textbook_forms(name):
     lam = np.linspace(-8, 8, 101)
     snr, sve = np.exp(2 * lam), np.exp(-lam)
     want = {
-        "uniform": np.ones_like(lam), "x0": 1 / snr, "snr": snr, "min_snr": np.minimum(snr, 5.0) / snr, "p2": 1 / (1 + snr),
-        "edm": (sve**2 + 0.25) / 0.25, "sigmoid": 1 / (1 + np.exp(-(-3 - 2 * lam))), "v": 1 + 1 / snr,
+        "uniform": np.ones_like(lam),
+        "x0": 1 / snr,
+        "snr": snr,
+        "min_snr": np.minimum(snr, 5.0) / snr,
+        "p2": 1 / (1 + snr),
+        "edm": (sve**2 + 0.25) / 0.25,
+        "sigmoid": 1 / (1 + np.exp(-(-3 - 2 * lam))),
+        "v": 1 + 1 / snr,
         "flow": (1 + sve) ** 2,
     }[name]
     np.testing.assert_allclose(W.WEIGHTINGS[name](lam), want, rtol=1e-12)
-    assert np.all(np.isfinite(W.WEIGHTINGS[name](np.array([-300.0, 300.0]))) | (name in ("x0", "snr", "edm", "v", "flow")))
+    assert np.all(
+        np.isfinite(W.WEIGHTINGS[name](np.array([-300.0, 300.0]))) | (name in ("x0", "snr", "edm", "v", "flow"))
+    )
 
 
 def test_flow_matching_loss_equals_flow_parameterization_mse():
     x0, eps, out = RNG.standard_normal((3, 4, 3))
     t = np.array([0.1, 0.3, 0.6, 0.9])
-    np.testing.assert_allclose(L.flow_matching_loss(out, x0, eps),
-                               L.diffusion_loss(out, x0, eps, t, S.Flow(), parameterization="flow"), rtol=1e-15)
+    np.testing.assert_allclose(
+        L.flow_matching_loss(out, x0, eps),
+        L.diffusion_loss(out, x0, eps, t, S.Flow(), parameterization="flow"),
+        rtol=1e-15,
+    )
 
 
 def test_hybrid_loss_decomposes_into_simple_plus_vlb_term():
     from diffspec.reference.forward import ddpm_table
+
     sch = S.LinearBetas(T=100)
     x0 = np.round((RNG.uniform(-1, 1, (5, 4)) + 1) * 127.5) / 127.5 - 1
     eps, out = RNG.standard_normal((2, 5, 4))
@@ -129,8 +142,9 @@ def test_pseudo_huber_limits_and_default_c():
     d = np.sqrt(np.sum((a - b) ** 2, axis=(1, 2, 3)))
     np.testing.assert_allclose(L.pseudo_huber(a, b, 1e-9), d, rtol=1e-8)
     np.testing.assert_allclose(L.pseudo_huber(a, b, 1e6), d**2 / 2e6, rtol=1e-6)
-    np.testing.assert_allclose(L.consistency_loss(a, b, metric="pseudo_huber"),
-                               L.pseudo_huber(a, b, 0.00054 * np.sqrt(3 * 64)), rtol=1e-15)
+    np.testing.assert_allclose(
+        L.consistency_loss(a, b, metric="pseudo_huber"), L.pseudo_huber(a, b, 0.00054 * np.sqrt(3 * 64)), rtol=1e-15
+    )
     np.testing.assert_allclose(L.consistency_loss(a, b), d**2, rtol=1e-14)
     with pytest.raises(ValueError, match="unknown metric 'l1'.*l2.*pseudo_huber"):
         L.consistency_loss(a, b, metric="l1")

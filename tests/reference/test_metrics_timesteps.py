@@ -2,12 +2,11 @@
 
 import numpy as np
 import pytest
-from scipy import linalg, stats
-
 from diffspec.reference import metrics as M
 from diffspec.reference import schedules as S
 from diffspec.reference import timesteps as TS
 from diffspec.reference.oracles import standard_mixture_2d
+from scipy import linalg, stats
 
 
 def _random_cov(rng, d):
@@ -25,8 +24,11 @@ def test_frechet_distance_closed_form_and_against_scipy_sqrtm():
     np.testing.assert_allclose(M.frechet_distance((mu1, c1), (mu2, c2)), want, rtol=1e-9)
     # Commuting covariances: d^2 = |dmu|^2 + sum (sqrt(l1) - sqrt(l2))^2.
     l1, l2 = rng.uniform(0.1, 2, d), rng.uniform(0.1, 2, d)
-    np.testing.assert_allclose(M.frechet_distance((mu1, np.diag(l1)), (mu2, np.diag(l2))),
-                               np.sum((mu1 - mu2) ** 2) + np.sum((np.sqrt(l1) - np.sqrt(l2)) ** 2), rtol=1e-12)
+    np.testing.assert_allclose(
+        M.frechet_distance((mu1, np.diag(l1)), (mu2, np.diag(l2))),
+        np.sum((mu1 - mu2) ** 2) + np.sum((np.sqrt(l1) - np.sqrt(l2)) ** 2),
+        rtol=1e-12,
+    )
     # Singular (rank-deficient) covariances stay real and finite.
     v = rng.standard_normal((d, 2))
     assert np.isfinite(M.frechet_distance((mu1, v @ v.T), (mu1, v @ v.T)))
@@ -163,10 +165,19 @@ def test_oracle_tweedie_identity():
     rng = np.random.default_rng(6)
     for alpha, sigma in [(1.0, 0.01), (0.8, 0.6), (0.05, 0.999), (1.0, 30.0)]:
         x = gm.sample_xt(64, alpha, sigma, rng)
-        np.testing.assert_allclose(gm.score(x, alpha, sigma), (alpha * gm.x0_mean(x, alpha, sigma) - x) / sigma**2,
-                                   rtol=1e-9, atol=1e-9 / sigma**2)
+        np.testing.assert_allclose(
+            gm.score(x, alpha, sigma),
+            (alpha * gm.x0_mean(x, alpha, sigma) - x) / sigma**2,
+            rtol=1e-9,
+            atol=1e-9 / sigma**2,
+        )
         # And the score is the gradient of log_density (central differences).
         h = 1e-5 * max(sigma, 1e-2)
-        grad = np.stack([(gm.log_density(x + h * e, alpha, sigma) - gm.log_density(x - h * e, alpha, sigma)) / (2 * h)
-                         for e in np.eye(2)], axis=1)
+        grad = np.stack(
+            [
+                (gm.log_density(x + h * e, alpha, sigma) - gm.log_density(x - h * e, alpha, sigma)) / (2 * h)
+                for e in np.eye(2)
+            ],
+            axis=1,
+        )
         np.testing.assert_allclose(gm.score(x, alpha, sigma), grad, rtol=1e-5, atol=1e-5 / sigma)

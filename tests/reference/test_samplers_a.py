@@ -6,13 +6,12 @@ Runge-Kutta warm-up and fourth order on grids uniform in sigma_ve, Heun's churn 
 
 import numpy as np
 import pytest
-from scipy import stats
-
 from diffspec.reference.grids import make_grid
 from diffspec.reference.noise import CountingNoise
 from diffspec.reference.oracles import GaussianMixture, gaussian_flow_map, standard_mixture_2d
 from diffspec.reference.samplers import INVERSIONS, SAMPLER_INFO, SAMPLERS, Requirement
 from diffspec.reference.schedules import make_schedule
+from scipy import stats
 
 MEAN, STD = np.array([0.5, -0.2]), np.array([0.3, 0.8])
 GAUSS = GaussianMixture.gaussian(MEAN, STD)
@@ -51,6 +50,7 @@ def _observed_order(steps, errors):
 # ------------------------------------------------------------------------------------------------------------
 # Deterministic samplers: error against the exact flow map, observed order of convergence.
 # ------------------------------------------------------------------------------------------------------------
+
 
 def test_pndm_is_fourth_order_on_grids_uniform_in_sigma_ve():
     """The fixed PLMS weights (equal-step Adams-Bashforth) are fourth order where the steps in sigma_ve are equal."""
@@ -199,10 +199,14 @@ def test_identities(schedule_name):
     np.testing.assert_allclose(_run("dpm2_ancestral", schedule, grid, eta=0.0), _run("dpm2", schedule, grid), **close)
     np.testing.assert_allclose(_run("euler_ancestral", schedule, grid, eta=0.0), _run("euler", schedule, grid), **close)
     v = {"variance": "learned_range"}
-    np.testing.assert_allclose(_run("ddpm", schedule, grid, seed=3, variance_v=lambda x, t: -np.ones_like(x), **v),
-                               ddpm, **close)
-    np.testing.assert_allclose(_run("ddpm", schedule, grid, seed=3, variance_v=lambda x, t: np.ones_like(x), **v),
-                               _run("ddpm", schedule, grid, seed=3, variance="fixed_large"), **close)
+    np.testing.assert_allclose(
+        _run("ddpm", schedule, grid, seed=3, variance_v=lambda x, t: -np.ones_like(x), **v), ddpm, **close
+    )
+    np.testing.assert_allclose(
+        _run("ddpm", schedule, grid, seed=3, variance_v=lambda x, t: np.ones_like(x), **v),
+        _run("ddpm", schedule, grid, seed=3, variance="fixed_large"),
+        **close,
+    )
     # iPNDM (variable-step Adams-Bashforth, Newton form) = LMS (Lagrange integrals) away from a clean end.
     noisy = grid[:-1]
     for order in (1, 2, 3, 4):
@@ -260,14 +264,24 @@ def _churned_steps(schedule, grid, options):
 # ------------------------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("name", "options", "option"), [
-    ("ddpm", {"variance": "learned_range"}, "variance_v"), ("heun", {"s_tmin": 2.0, "s_tmax": 1.0}, "s_tmin"),
-])  # values that are wrong only together (one option's values are the contract's, checked in tests/conformance)
+@pytest.mark.parametrize(
+    ("name", "options", "option"),
+    [
+        ("ddpm", {"variance": "learned_range"}, "variance_v"),
+        ("heun", {"s_tmin": 2.0, "s_tmax": 1.0}, "s_tmin"),
+    ],
+)  # values that are wrong only together (one option's values are the contract's, checked in tests/conformance)
 def test_bad_options(name, options, option):
     schedule = make_schedule("edm")
     with pytest.raises(ValueError, match=option):
-        SAMPLERS[name](GAUSS.denoiser(schedule), np.zeros((2, 2)), make_grid("karras", schedule, 4), schedule,
-                       noise=np.random.default_rng(0), **options)
+        SAMPLERS[name](
+            GAUSS.denoiser(schedule),
+            np.zeros((2, 2)),
+            make_grid("karras", schedule, 4),
+            schedule,
+            noise=np.random.default_rng(0),
+            **options,
+        )
 
 
 def test_pndm_warmup_is_fourth_order_runge_kutta():

@@ -7,7 +7,6 @@ from functools import partial
 
 import numpy as np
 import pytest
-
 from diffspec.reference import make_grid, make_schedule
 from diffspec.reference.likelihood import bits_per_dim
 from diffspec.reference.oracles import GaussianMixture, gaussian_flow_map, standard_mixture_2d
@@ -26,15 +25,28 @@ def test_dpm_solver_fast_and_adaptive_are_accurate():
     schedule = make_schedule("flow")
     t0, t1 = float(schedule.t_of_lam(-2.0)), float(schedule.t_of_lam(4.0))
     x_T = _gauss_start(schedule, t0)
-    exact = gaussian_flow_map(x_T, MU, SD, schedule.alpha(t0), schedule.sigma(t0), schedule.alpha(t1), schedule.sigma(t1))
+    exact = gaussian_flow_map(
+        x_T, MU, SD, schedule.alpha(t0), schedule.sigma(t0), schedule.alpha(t1), schedule.sigma(t1)
+    )
     den = GAUSS.denoiser(schedule)
-    errs = [np.abs(dpm_solver.sample_dpm_solver_fast(den, x_T, make_grid("uniform_lam", schedule, n, t_start=t0, t_end=t1),
-                                                     schedule) - exact).max() for n in (9, 18, 36)]
-    first = np.abs(dpm_solver.sample_dpm_solver_1(den, x_T, make_grid("uniform_lam", schedule, 36, t_start=t0, t_end=t1),
-                                                  schedule) - exact).max()
+    errs = [
+        np.abs(
+            dpm_solver.sample_dpm_solver_fast(
+                den, x_T, make_grid("uniform_lam", schedule, n, t_start=t0, t_end=t1), schedule
+            )
+            - exact
+        ).max()
+        for n in (9, 18, 36)
+    ]
+    first = np.abs(
+        dpm_solver.sample_dpm_solver_1(den, x_T, make_grid("uniform_lam", schedule, 36, t_start=t0, t_end=t1), schedule)
+        - exact
+    ).max()
     assert errs[0] > errs[1] > errs[2] and errs[2] < first / 100, (errs, first)
     for order in (2, 3):
-        out = dpm_solver.sample_dpm_solver_adaptive(den, x_T, np.array([t0, t1]), schedule, order=order, rtol=1e-4, atol=1e-6)
+        out = dpm_solver.sample_dpm_solver_adaptive(
+            den, x_T, np.array([t0, t1]), schedule, order=order, rtol=1e-4, atol=1e-6
+        )
         assert np.abs(out - exact).max() < 1e-3
 
 
@@ -43,10 +55,16 @@ def test_rk45_at_tight_tolerance_is_exact():
         schedule = make_schedule(name)
         t0, t1 = float(schedule.t_of_lam(-2.0)), float(schedule.t_of_lam(4.0))
         x_T = _gauss_start(schedule, t0)
-        exact = gaussian_flow_map(x_T, MU, SD, schedule.alpha(t0), schedule.sigma(t0), schedule.alpha(t1), schedule.sigma(t1))
-        out = ode.sample_pf_ode_rk45(GAUSS.denoiser(schedule), x_T, np.array([t0, t1]), schedule, rtol=1e-10, atol=1e-10)
+        exact = gaussian_flow_map(
+            x_T, MU, SD, schedule.alpha(t0), schedule.sigma(t0), schedule.alpha(t1), schedule.sigma(t1)
+        )
+        out = ode.sample_pf_ode_rk45(
+            GAUSS.denoiser(schedule), x_T, np.array([t0, t1]), schedule, rtol=1e-10, atol=1e-10
+        )
         np.testing.assert_allclose(out, exact, atol=1e-8, rtol=0)
-        loose = ode.sample_pf_ode_rk45(GAUSS.denoiser(schedule), x_T, np.array([t0, t1]), schedule, rtol=1e-4, atol=1e-4)
+        loose = ode.sample_pf_ode_rk45(
+            GAUSS.denoiser(schedule), x_T, np.array([t0, t1]), schedule, rtol=1e-4, atol=1e-4
+        )
         assert 1e-8 < np.abs(loose - exact).max() < 1e-3
 
 
@@ -113,7 +131,9 @@ def test_bits_per_dim_of_gaussian_data_is_exact(schedule_name, tol):
     t_data = schedule.t_min if schedule.sigma(schedule.t_min) > 0 else schedule.t_eps
     x = GAUSS.sample_xt(6, schedule.alpha(t_data), schedule.sigma(t_data), np.random.default_rng(5))
     truth = -GAUSS.log_density(x, schedule.alpha(t_data), schedule.sigma(t_data)) / (2 * np.log(2))
-    bpd = bits_per_dim(GAUSS.denoiser(schedule), x, schedule, divergence=_gauss_divergence(schedule), rtol=1e-7, atol=1e-7)
+    bpd = bits_per_dim(
+        GAUSS.denoiser(schedule), x, schedule, divergence=_gauss_divergence(schedule), rtol=1e-7, atol=1e-7
+    )
     np.testing.assert_allclose(bpd, truth, atol=tol, rtol=0)
 
 

@@ -2,15 +2,17 @@
 
 import numpy as np
 import pytest
-
 from diffspec.reference import grids as G
 from diffspec.reference import schedules as S
 
-diffusers = pytest.importorskip("diffusers")  # absent only in the numpy-only job, which runs the rest of tests/reference
+diffusers = pytest.importorskip(
+    "diffusers"
+)  # absent only in the numpy-only job, which runs the rest of tests/reference
 DDIMScheduler, DDPMScheduler, EulerDiscreteScheduler = (
-    diffusers.DDIMScheduler, diffusers.DDPMScheduler, diffusers.EulerDiscreteScheduler,
+    diffusers.DDIMScheduler,
+    diffusers.DDPMScheduler,
+    diffusers.EulerDiscreteScheduler,
 )
-
 
 
 def test_ddpm_linear_alphas_cumprod_match_diffusers():
@@ -24,8 +26,9 @@ def test_cosine_betas_match_diffusers_squaredcos_cap_v2():
 
 
 def test_rescale_zero_terminal_snr_matches_diffusers():
-    ref = DDPMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012,
-                        rescale_betas_zero_snr=True).alphas_cumprod.numpy()
+    ref = DDPMScheduler(
+        beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012, rescale_betas_zero_snr=True
+    ).alphas_cumprod.numpy()
     ours = S.ScaledLinearBetas(rescale_zero_snr=True).alphas_cumprod()
     np.testing.assert_allclose(ours, ref, rtol=1e-4, atol=1e-7)
     assert ours[-1] == 0.0
@@ -33,8 +36,14 @@ def test_rescale_zero_terminal_snr_matches_diffusers():
 
 @pytest.mark.parametrize("steps", [10, 50, 999])
 def test_sd_scaled_linear_leading_offset_1_matches_diffusers(steps):
-    sched = DDIMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012,
-                          timestep_spacing="leading", steps_offset=1, set_alpha_to_one=False)
+    sched = DDIMScheduler(
+        beta_schedule="scaled_linear",
+        beta_start=0.00085,
+        beta_end=0.012,
+        timestep_spacing="leading",
+        steps_offset=1,
+        set_alpha_to_one=False,
+    )
     sched.set_timesteps(steps)
     ours = G.leading(S.ScaledLinearBetas(), steps, offset=1)
     np.testing.assert_array_equal(ours[:-1], sched.timesteps.numpy().astype(np.float64))
@@ -49,8 +58,9 @@ def test_linspace_and_trailing_match_diffusers(spacing, grid):
 
 
 def test_karras_sigmas_rho7_match_diffusers():
-    sched = EulerDiscreteScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012,
-                                   use_karras_sigmas=True)
+    sched = EulerDiscreteScheduler(
+        beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012, use_karras_sigmas=True
+    )
     sched.set_timesteps(25)
     ref = sched.sigmas.numpy().astype(np.float64)
     sch = S.ScaledLinearBetas()

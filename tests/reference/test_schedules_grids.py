@@ -2,11 +2,10 @@
 
 import numpy as np
 import pytest
-from hypothesis import example, given, settings
-from hypothesis import strategies as st
-
 from diffspec.reference import grids as G
 from diffspec.reference import schedules as S
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 
 
 def _instances():
@@ -118,7 +117,9 @@ def test_serialisation_round_trip(name):
 # ---- grids ------------------------------------------------------------------------------------------------
 
 GRID_CASES = [
-    (s, g) for s in NAMES for g in G.GRIDS
+    (s, g)
+    for s in NAMES
+    for g in G.GRIDS
     if not (g in ("leading", "trailing") and not INSTANCES[s].is_discrete)
     and not (g == "shifted" and not s.startswith("flow"))
 ]
@@ -177,9 +178,9 @@ def test_bad_inputs_raise_naming_the_argument():
         S.LinearBetas().t_of_lam(np.nan)
     with pytest.raises(ValueError, match="grid.*decreasing"):
         from diffspec.reference import _checks
+
         _checks.decreasing_grid([0.5, 0.7, 0.1], S.Flow())
     with pytest.raises(ValueError, match="repeats or reverses"):
         G.time_quadratic(S.LinearBetas(), 999)
     with pytest.raises(ValueError, match="rho"):
         G.karras(S.EDM(), 10, rho=0.0)
-

@@ -1,5 +1,4 @@
 import pytest
-
 from rt_helpers import build_models
 
 

@@ -9,13 +9,10 @@ import subprocess
 import sys
 
 import numpy as np
-import pytest
-
 import onnx
-from onnx import TensorProto, helper, numpy_helper  # noqa: E402
-
 from diffspec.reference.modelcard import DataInfo, ModelCard  # noqa: E402
 from diffspec.reference.schedules import make_schedule  # noqa: E402
+from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -31,8 +28,17 @@ def _save(graph, path, metadata):
     return str(path)
 
 
-def points_model(path, *, num_classes=3, dim=2, metadata=True, t_dtype=TensorProto.FLOAT, parameterization="x0",
-                 schedule=None, seed=0):
+def points_model(
+    path,
+    *,
+    num_classes=3,
+    dim=2,
+    metadata=True,
+    t_dtype=TensorProto.FLOAT,
+    parameterization="x0",
+    schedule=None,
+    seed=0,
+):
     """x (B, dim) -> tanh(x W + t c + E[y] + b): a smooth x0-predictor for 2-D points, optionally conditional."""
     rng = np.random.default_rng(seed)
     init = [
@@ -49,24 +55,30 @@ def points_model(path, *, num_classes=3, dim=2, metadata=True, t_dtype=TensorPro
         helper.make_node("Add", ["xw", "tc"], ["h1"]),
         helper.make_node("Add", ["h1", "b"], ["h2"]),
     ]
-    inputs = [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["B", dim]),
-              helper.make_tensor_value_info("t", t_dtype, ["B"])]
+    inputs = [
+        helper.make_tensor_value_info("x", TensorProto.FLOAT, ["B", dim]),
+        helper.make_tensor_value_info("t", t_dtype, ["B"]),
+    ]
     if num_classes:
-        init.append(numpy_helper.from_array(
-            (0.8 * rng.standard_normal((num_classes + 1, dim))).astype(np.float32), "E"))
+        init.append(
+            numpy_helper.from_array((0.8 * rng.standard_normal((num_classes + 1, dim))).astype(np.float32), "E")
+        )
         nodes.append(helper.make_node("Gather", ["E", "y"], ["ey"], axis=0))
         nodes.append(helper.make_node("Add", ["h2", "ey"], ["h3"]))
         inputs.append(helper.make_tensor_value_info("y", TensorProto.INT64, ["B"]))
     else:
         nodes.append(helper.make_node("Identity", ["h2"], ["h3"]))
     nodes.append(helper.make_node("Tanh", ["h3"], ["out"]))
-    graph = helper.make_graph(nodes, "points", inputs,
-                              [helper.make_tensor_value_info("out", TensorProto.FLOAT, ["B", dim])], init)
+    graph = helper.make_graph(
+        nodes, "points", inputs, [helper.make_tensor_value_info("out", TensorProto.FLOAT, ["B", dim])], init
+    )
     schedule = schedule or make_schedule("linear")
     card = ModelCard(
-        schedule=schedule.to_dict(), parameterization=parameterization,
+        schedule=schedule.to_dict(),
+        parameterization=parameterization,
         data=DataInfo(shape=(dim,), kind="points", range=(-2.0, 2.0), scale=0.5, shift=0.0, name="toy"),
-        num_classes=num_classes or None, null_class=num_classes or None,
+        num_classes=num_classes or None,
+        null_class=num_classes or None,
     )
     return _save(graph, path, card.to_metadata() if metadata else None), card
 
@@ -90,23 +102,29 @@ def image_model(path, *, shape=(1, 8, 8), num_classes=None, seed=1, parameteriza
         helper.make_node("Add", ["ax", "dx"], ["h1"]),
         helper.make_node("Add", ["h1", "tc"], ["h2"]),
     ]
-    inputs = [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["B", *shape]),
-              helper.make_tensor_value_info("t", TensorProto.FLOAT, ["B"])]
+    inputs = [
+        helper.make_tensor_value_info("x", TensorProto.FLOAT, ["B", *shape]),
+        helper.make_tensor_value_info("t", TensorProto.FLOAT, ["B"]),
+    ]
     if num_classes:
-        init.append(numpy_helper.from_array(
-            (0.3 * rng.standard_normal((num_classes + 1, 1, 1, 1))).astype(np.float32), "E"))
+        init.append(
+            numpy_helper.from_array((0.3 * rng.standard_normal((num_classes + 1, 1, 1, 1))).astype(np.float32), "E")
+        )
         nodes.append(helper.make_node("Gather", ["E", "y"], ["ey"], axis=0))
         nodes.append(helper.make_node("Add", ["h2", "ey"], ["h3"]))
         inputs.append(helper.make_tensor_value_info("y", TensorProto.INT64, ["B"]))
     else:
         nodes.append(helper.make_node("Identity", ["h2"], ["h3"]))
     nodes.append(helper.make_node("Tanh", ["h3"], ["out"]))
-    graph = helper.make_graph(nodes, "image", inputs,
-                              [helper.make_tensor_value_info("out", TensorProto.FLOAT, ["B", *shape])], init)
+    graph = helper.make_graph(
+        nodes, "image", inputs, [helper.make_tensor_value_info("out", TensorProto.FLOAT, ["B", *shape])], init
+    )
     card = ModelCard(
-        schedule=make_schedule("cosine").to_dict(), parameterization=parameterization,
+        schedule=make_schedule("cosine").to_dict(),
+        parameterization=parameterization,
         data=DataInfo(shape=shape, kind="image", range=(0.0, 16.0), scale=2 / 16, shift=-1.0, name="digits-like"),
-        num_classes=num_classes, null_class=num_classes,
+        num_classes=num_classes,
+        null_class=num_classes,
     )
     return _save(graph, path, card.to_metadata()), card
 
@@ -116,8 +134,9 @@ def build_models(d):
     paths = {
         "points": points_model(d / "points.onnx")[0],
         "points_uncond": points_model(d / "points_uncond.onnx", num_classes=0)[0],
-        "points_eps_edm": points_model(d / "points_edm.onnx", num_classes=0, parameterization="eps",
-                                       schedule=make_schedule("edm"))[0],
+        "points_eps_edm": points_model(
+            d / "points_edm.onnx", num_classes=0, parameterization="eps", schedule=make_schedule("edm")
+        )[0],
         "image": image_model(d / "image.onnx")[0],
         "image_cond": image_model(d / "image_cond.onnx", num_classes=10)[0],
         "no_metadata": points_model(d / "plain.onnx", metadata=False)[0],
@@ -137,8 +156,10 @@ def run_cli(*args, env_extra=None, block_torch=False, cwd=None):
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore")
     env.update(env_extra or {})
     if block_torch:
-        code = ("import sys; sys.modules['torch'] = None; sys.modules['onnx'] = None; "
-                "from diffspec.runtime.cli import main; sys.exit(main(sys.argv[1:]))")
+        code = (
+            "import sys; sys.modules['torch'] = None; sys.modules['onnx'] = None; "
+            "from diffspec.runtime.cli import main; sys.exit(main(sys.argv[1:]))"
+        )
         cmd = [sys.executable, "-c", code, *map(str, args)]
     else:
         cmd = [sys.executable, "-m", "diffspec.runtime", *map(str, args)]
@@ -164,27 +185,40 @@ def learned_variance_model(path, *, num_classes=3, dim=2, parameterization="eps"
         helper.make_node("Add", ["h1", "b"], ["h2"]),
         helper.make_node("MatMul", ["x", "U"], ["g1"]),
     ]
-    inputs = [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["B", dim]),
-              helper.make_tensor_value_info("t", TensorProto.FLOAT, ["B"])]
+    inputs = [
+        helper.make_tensor_value_info("x", TensorProto.FLOAT, ["B", dim]),
+        helper.make_tensor_value_info("t", TensorProto.FLOAT, ["B"]),
+    ]
     if num_classes:
-        init.append(numpy_helper.from_array(
-            (0.8 * rng.standard_normal((num_classes + 1, dim))).astype(np.float32), "E"))
-        init.append(numpy_helper.from_array(
-            (1.0 * rng.standard_normal((num_classes + 1, dim))).astype(np.float32), "F"))
-        nodes += [helper.make_node("Gather", ["E", "y"], ["ey"], axis=0),
-                  helper.make_node("Add", ["h2", "ey"], ["h3"]),
-                  helper.make_node("Gather", ["F", "y"], ["fy"], axis=0),
-                  helper.make_node("Add", ["g1", "fy"], ["g2"])]
+        init.append(
+            numpy_helper.from_array((0.8 * rng.standard_normal((num_classes + 1, dim))).astype(np.float32), "E")
+        )
+        init.append(
+            numpy_helper.from_array((1.0 * rng.standard_normal((num_classes + 1, dim))).astype(np.float32), "F")
+        )
+        nodes += [
+            helper.make_node("Gather", ["E", "y"], ["ey"], axis=0),
+            helper.make_node("Add", ["h2", "ey"], ["h3"]),
+            helper.make_node("Gather", ["F", "y"], ["fy"], axis=0),
+            helper.make_node("Add", ["g1", "fy"], ["g2"]),
+        ]
         inputs.append(helper.make_tensor_value_info("y", TensorProto.INT64, ["B"]))
     else:
         nodes += [helper.make_node("Identity", ["h2"], ["h3"]), helper.make_node("Identity", ["g1"], ["g2"])]
-    nodes += [helper.make_node("Tanh", ["h3"], ["mean"]), helper.make_node("Tanh", ["g2"], ["v"]),
-              helper.make_node("Concat", ["mean", "v"], ["out"], axis=1)]
-    graph = helper.make_graph(nodes, "points_lv", inputs,
-                              [helper.make_tensor_value_info("out", TensorProto.FLOAT, ["B", 2 * dim])], init)
+    nodes += [
+        helper.make_node("Tanh", ["h3"], ["mean"]),
+        helper.make_node("Tanh", ["g2"], ["v"]),
+        helper.make_node("Concat", ["mean", "v"], ["out"], axis=1),
+    ]
+    graph = helper.make_graph(
+        nodes, "points_lv", inputs, [helper.make_tensor_value_info("out", TensorProto.FLOAT, ["B", 2 * dim])], init
+    )
     card = ModelCard(
-        schedule=make_schedule("linear").to_dict(), parameterization=parameterization,
+        schedule=make_schedule("linear").to_dict(),
+        parameterization=parameterization,
         data=DataInfo(shape=(dim,), kind="points", range=(-2.0, 2.0), scale=0.5, shift=0.0, name="toy"),
-        num_classes=num_classes or None, null_class=num_classes or None, learned_variance=True,
+        num_classes=num_classes or None,
+        null_class=num_classes or None,
+        learned_variance=True,
     )
     return _save(graph, path, card.to_metadata()), card

@@ -3,7 +3,6 @@
 import numpy as np
 import onnxruntime as ort
 import pytest
-
 from diffspec.reference.modelcard import ModelCard
 from diffspec.reference.parameterizations import x0_from_output
 from diffspec.reference.samplers import SAMPLERS
@@ -162,12 +161,15 @@ def test_silent_cuda_fallback_is_detected(models, monkeypatch):
     assert Model.load(models["points"], device="auto").provider == "CPUExecutionProvider"
 
 
-@pytest.mark.parametrize("key, message", [
-    ("not_onnx", "not a readable ONNX model"),
-    ("truncated", "not a readable ONNX model"),
-    ("no_metadata", "no diffspec metadata .missing diffspec.format"),
-    ("int_t", "input 't' is tensor.int64."),
-])
+@pytest.mark.parametrize(
+    "key, message",
+    [
+        ("not_onnx", "not a readable ONNX model"),
+        ("truncated", "not a readable ONNX model"),
+        ("no_metadata", "no diffspec metadata .missing diffspec.format"),
+        ("int_t", "input 't' is tensor.int64."),
+    ],
+)
 def test_bad_files(models, key, message):
     with pytest.raises(ModelFileError, match=message):
         Model.load(models[key], device="cpu")

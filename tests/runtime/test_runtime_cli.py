@@ -5,15 +5,29 @@ import os
 import numpy as np
 import pytest
 from PIL import Image
-
 from rt_helpers import run_cli
 
 
 def test_torch_blocked_import_and_sampling_run(models, tmp_path):
     """The runtime imports and samples with `torch` (and the `onnx` package) made unimportable."""
     out = tmp_path / "grid.png"
-    r = run_cli(models["image_cond"], "--sampler", "ddpm", "--steps", "8", "-n", "12", "--seed", "0",
-                "--guidance-scale", "2", "--out", out, "--quiet", block_torch=True)
+    r = run_cli(
+        models["image_cond"],
+        "--sampler",
+        "ddpm",
+        "--steps",
+        "8",
+        "-n",
+        "12",
+        "--seed",
+        "0",
+        "--guidance-scale",
+        "2",
+        "--out",
+        out,
+        "--quiet",
+        block_torch=True,
+    )
     assert r.returncode == 0, r.stderr
     assert out.exists() and "CPUExecutionProvider" in r.stdout
     probe = run_cli("--list-samplers", block_torch=True)
@@ -44,8 +58,28 @@ def test_png_and_npz_outputs_in_the_original_range(models, tmp_path):
 
 def test_points_scatter_and_options(models, tmp_path):
     out = tmp_path / "points.png"
-    r = run_cli(models["points"], "--sampler", "dpmpp_2m_sde", "--eta", "0.5", "--steps", "6", "-n", "200",
-                "--grid", "karras", "--rho", "5", "--batch-size", "64", "--class-label", "1", "--out", out, "--quiet")
+    r = run_cli(
+        models["points"],
+        "--sampler",
+        "dpmpp_2m_sde",
+        "--eta",
+        "0.5",
+        "--steps",
+        "6",
+        "-n",
+        "200",
+        "--grid",
+        "karras",
+        "--rho",
+        "5",
+        "--batch-size",
+        "64",
+        "--class-label",
+        "1",
+        "--out",
+        out,
+        "--quiet",
+    )
     assert r.returncode == 0, r.stderr
     assert Image.open(out).mode == "RGB"
     npz = tmp_path / "points.npz"
@@ -58,8 +92,19 @@ def test_cuda_request_without_cuda(models, tmp_path):
     r = run_cli(models["points"], "--device", "cuda", "-n", "2", "--steps", "2", "--out", tmp_path / "a.npy")
     assert r.returncode != 0 and "CUDAExecutionProvider" in r.stderr and "--allow-cpu-fallback" in r.stderr
     assert "Traceback" not in r.stderr
-    r = run_cli(models["points"], "--device", "cuda", "--allow-cpu-fallback", "-n", "2", "--steps", "2",
-                "--out", tmp_path / "a.npy", "--quiet")
+    r = run_cli(
+        models["points"],
+        "--device",
+        "cuda",
+        "--allow-cpu-fallback",
+        "-n",
+        "2",
+        "--steps",
+        "2",
+        "--out",
+        tmp_path / "a.npy",
+        "--quiet",
+    )
     assert r.returncode == 0, r.stderr
     assert "running on CPUExecutionProvider" in r.stderr and "CPUExecutionProvider" in r.stdout
 
@@ -113,14 +158,40 @@ def test_inpainting_and_sdedit_from_png(models, tmp_path):
     Image.fromarray(255 - keep_top).save(tmp_path / "repaint.png")
     for flag, mask in (("--mask", "mask.png"), ("--repaint-mask", "repaint.png")):
         out = tmp_path / "inpainted.npz"
-        r = run_cli(models["image"], "--steps", "6", "-n", "3", "--init-image", tmp_path / "init.png",
-                    flag, tmp_path / mask, "--out", out, "--quiet")
+        r = run_cli(
+            models["image"],
+            "--steps",
+            "6",
+            "-n",
+            "3",
+            "--init-image",
+            tmp_path / "init.png",
+            flag,
+            tmp_path / mask,
+            "--out",
+            out,
+            "--quiet",
+        )
         assert r.returncode == 0, r.stderr
         x = np.load(out)["samples"][:, 0]
         np.testing.assert_allclose(x[:, :4], np.broadcast_to(init[:4] / 255.0 * 16.0, (3, 4, 8)), atol=1e-4)
         assert np.abs(x[:, 4:] - init[4:] / 255.0 * 16.0).max() > 1.0
     out = tmp_path / "edit.npy"
-    r = run_cli(models["image"], "--steps", "10", "-n", "2", "--init-image", tmp_path / "init.png",
-                "--strength", "0.3", "--sampler", "ddim", "--out", out, "--quiet")
+    r = run_cli(
+        models["image"],
+        "--steps",
+        "10",
+        "-n",
+        "2",
+        "--init-image",
+        tmp_path / "init.png",
+        "--strength",
+        "0.3",
+        "--sampler",
+        "ddim",
+        "--out",
+        out,
+        "--quiet",
+    )
     assert r.returncode == 0, r.stderr
     assert np.abs(np.load(out)[:, 0] - init / 255.0 * 16.0).mean() < 4.0

@@ -1,12 +1,10 @@
 """The runtime on files written by the real exporter (diffspec.export): the plain graph and the fused-CFG graph
 give the same guided samples; the exporter's metadata round-trips into the runtime's Model."""
 
+import diffspec.export.exporter as exporter
 import numpy as np
 import pytest
-
 import torch
-import diffspec.export.exporter as exporter
-
 from diffspec.reference.modelcard import DataInfo, ModelCard  # noqa: E402
 from diffspec.reference.schedules import make_schedule  # noqa: E402
 from diffspec.runtime import Model, sample  # noqa: E402
@@ -20,9 +18,13 @@ def files(tmp_path_factory):
     with torch.no_grad():
         for p in net.parameters():
             p.add_(0.2 * torch.randn_like(p))
-    card = ModelCard(schedule=make_schedule("linear").to_dict(), parameterization="v",
-                     data=DataInfo(shape=(2,), kind="points", range=(-4.0, 4.0), scale=0.5), num_classes=3,
-                     null_class=3)
+    card = ModelCard(
+        schedule=make_schedule("linear").to_dict(),
+        parameterization="v",
+        data=DataInfo(shape=(2,), kind="points", range=(-4.0, 4.0), scale=0.5),
+        num_classes=3,
+        null_class=3,
+    )
     d = tmp_path_factory.mktemp("exported")
     quiet = dict(log=lambda *a, **k: None)
     exporter.export_model(net, card, d / "plain.onnx", **quiet)

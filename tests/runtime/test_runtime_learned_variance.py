@@ -3,13 +3,11 @@
 import numpy as np
 import onnxruntime as ort
 import pytest
-
 from diffspec.reference.guidance import cfg_diffusers
 from diffspec.reference.parameterizations import x0_from_output
 from diffspec.reference.samplers import SAMPLERS
 from diffspec.runtime import Model, SampleNoise, sample
 from diffspec.runtime.sampling import labels_for, make_sampling_grid
-
 from rt_helpers import learned_variance_model, run_cli
 
 STEPS = 7
@@ -41,8 +39,9 @@ def _reference(path, n, seed, *, guidance_scale=1.0):
     grid = make_sampling_grid(m.schedule, STEPS)
     noise = SampleNoise(seed, idx)
     x_T = float(m.schedule.sigma(grid[0])) * noise((n, 2))
-    return SAMPLERS["ddpm"](denoise, x_T, grid, m.schedule, noise=noise, variance="learned_range",
-                            variance_v=lambda x, t: raw(x, t, y)[1])
+    return SAMPLERS["ddpm"](
+        denoise, x_T, grid, m.schedule, noise=noise, variance="learned_range", variance_v=lambda x, t: raw(x, t, y)[1]
+    )
 
 
 def _counting(m):
@@ -61,8 +60,9 @@ def _counting(m):
 def test_api_matches_reference_one_call_per_step(lv_path, guidance_scale):
     m = Model.load(lv_path, device="cpu")
     calls = _counting(m)
-    got = sample(m, sampler="ddpm", steps=STEPS, n=5, seed=4, raw=False, variance="learned_range",
-                 guidance_scale=guidance_scale)
+    got = sample(
+        m, sampler="ddpm", steps=STEPS, n=5, seed=4, raw=False, variance="learned_range", guidance_scale=guidance_scale
+    )
     want = _reference(lv_path, 5, 4, guidance_scale=guidance_scale)
     np.testing.assert_allclose(got, want, rtol=0, atol=1e-9)
     assert calls == [5 if guidance_scale == 1.0 else 10] * STEPS  # one network call per step, v included
@@ -76,16 +76,38 @@ def test_batches_and_inpainting(lv_path):
     many = sample(m, sampler="ddpm", steps=STEPS, n=6, seed=1, batch_size=4, variance="learned_range")
     np.testing.assert_allclose(many, one, rtol=0, atol=1e-6)
     calls = _counting(m)
-    out = sample(m, sampler="ddpm", steps=STEPS, n=3, seed=1, variance="learned_range",
-                 init=np.array([0.5, -0.5]), mask=np.array([1.0, 0.0]))
+    out = sample(
+        m,
+        sampler="ddpm",
+        steps=STEPS,
+        n=3,
+        seed=1,
+        variance="learned_range",
+        init=np.array([0.5, -0.5]),
+        mask=np.array([1.0, 0.0]),
+    )
     assert np.all(np.isfinite(out)) and len(calls) == STEPS
     np.testing.assert_allclose(out[:, 0], 0.5, atol=1e-9)
 
 
 def test_cli_matches_api(lv_path, tmp_path):
     out = tmp_path / "s.npz"
-    r = run_cli(lv_path, "--sampler", "ddpm", "--variance", "learned_range", "--steps", str(STEPS), "-n", "5",
-                "--seed", "4", "--out", out, "--quiet")
+    r = run_cli(
+        lv_path,
+        "--sampler",
+        "ddpm",
+        "--variance",
+        "learned_range",
+        "--steps",
+        str(STEPS),
+        "-n",
+        "5",
+        "--seed",
+        "4",
+        "--out",
+        out,
+        "--quiet",
+    )
     assert r.returncode == 0, r.stderr
     m = Model.load(lv_path, device="cpu")
     want = m.to_raw(_reference(lv_path, 5, 4)).astype(np.float32)
@@ -99,8 +121,20 @@ def test_learned_range_without_learned_variance_is_a_clear_error(models, tmp_pat
         sample(m, sampler="ddpm", steps=4, n=2, variance="learned_range")
     with pytest.raises(ValueError, match="variance_v"):
         sample(m, sampler="ddpm", steps=4, n=2, variance="learned_range", variance_v=lambda x, t: 0 * x)
-    r = run_cli(models["points"], "--sampler", "ddpm", "--variance", "learned_range", "--steps", "4", "-n", "2",
-                "--out", tmp_path / "x.npz", "--quiet")
+    r = run_cli(
+        models["points"],
+        "--sampler",
+        "ddpm",
+        "--variance",
+        "learned_range",
+        "--steps",
+        "4",
+        "-n",
+        "2",
+        "--out",
+        tmp_path / "x.npz",
+        "--quiet",
+    )
     assert r.returncode == 2
     errors = [line for line in r.stderr.splitlines() if "error" in line]
     assert len(errors) == 1 and "learned variance" in errors[0] and "Traceback" not in r.stderr

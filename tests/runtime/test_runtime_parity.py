@@ -3,22 +3,19 @@ driven through the same exported (torch -> ONNX) network, to float32 accuracy, f
 runs on the network's schedule (the contract's requirements; adaptive step control is left to tests/conformance,
 whose runtime backend drives every sampler through a numpy network)."""
 
+import diffspec.trainer.models as trainer_models
+import diffspec.trainer.parameterizations as trainer_param
+import diffspec.trainer.samplers as trainer_samplers
+import diffspec.trainer.schedules as trainer_schedules
 import numpy as np
 import pytest
-
 import torch
-
 from diffspec.reference.modelcard import DataInfo, ModelCard  # noqa: E402
 from diffspec.reference.parameterizations import x0_from_output as ref_x0_from_output  # noqa: E402
 from diffspec.reference.samplers import SAMPLER_INFO, Requirement  # noqa: E402
 from diffspec.reference.samplers import SAMPLERS as REF_SAMPLERS  # noqa: E402
 from diffspec.reference.schedules import make_schedule  # noqa: E402
 from diffspec.runtime import Model, SampleNoise, labels_for, make_sampling_grid, sample  # noqa: E402
-
-import diffspec.trainer.samplers as trainer_samplers
-import diffspec.trainer.models as trainer_models
-import diffspec.trainer.schedules as trainer_schedules
-import diffspec.trainer.parameterizations as trainer_param
 
 SCHEDULE = make_schedule("cosine")
 PARAM = "eps"
@@ -36,10 +33,23 @@ def exported(tmp_path_factory):
             p.add_(0.2 * torch.randn_like(p))
     path = tmp_path_factory.mktemp("parity") / "mlp.onnx"
     args = (torch.randn(4, 2), torch.rand(4) * 999, torch.tensor([0, 1, 2, 3]))
-    torch.onnx.export(net, args, str(path), dynamo=False, opset_version=18, input_names=["x", "t", "y"],
-                      output_names=["out"], dynamic_axes={"x": {0: "B"}, "t": {0: "B"}, "y": {0: "B"}, "out": {0: "B"}})
-    card = ModelCard(schedule=SCHEDULE.to_dict(), parameterization=PARAM,
-                     data=DataInfo(shape=(2,), kind="points", range=(-3.0, 3.0)), num_classes=3, null_class=3)
+    torch.onnx.export(
+        net,
+        args,
+        str(path),
+        dynamo=False,
+        opset_version=18,
+        input_names=["x", "t", "y"],
+        output_names=["out"],
+        dynamic_axes={"x": {0: "B"}, "t": {0: "B"}, "y": {0: "B"}, "out": {0: "B"}},
+    )
+    card = ModelCard(
+        schedule=SCHEDULE.to_dict(),
+        parameterization=PARAM,
+        data=DataInfo(shape=(2,), kind="points", range=(-3.0, 3.0)),
+        num_classes=3,
+        null_class=3,
+    )
     model = onnx.load(str(path))
     for k, v in card.to_metadata().items():
         entry = model.metadata_props.add()
@@ -72,8 +82,9 @@ def _reference_denoiser(net, y):
     return denoise
 
 
-PARITY = sorted(name for name, info in SAMPLER_INFO.items()
-                if Requirement.FLOW_SCHEDULE not in info.requires and not info.adaptive)
+PARITY = sorted(
+    name for name, info in SAMPLER_INFO.items() if Requirement.FLOW_SCHEDULE not in info.requires and not info.adaptive
+)
 
 
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")
@@ -96,8 +107,9 @@ def test_runtime_equals_trainer_and_reference(exported, sampler):
     noise = SampleNoise(seed, idx)
     x_T = torch.as_tensor(sigma0 * noise((6, 2)))
     t_schedule = trainer_schedules.schedule_from_dict(SCHEDULE.to_dict())
-    trained = trainer_samplers.SAMPLERS[sampler](_torch_denoiser(net, y, t_schedule), x_T, grid, t_schedule,
-                                                 noise=noise).numpy()
+    trained = trainer_samplers.SAMPLERS[sampler](
+        _torch_denoiser(net, y, t_schedule), x_T, grid, t_schedule, noise=noise
+    ).numpy()
 
     scale = np.abs(ref).max()
     assert scale > 0.1  # a non-trivial result

@@ -3,11 +3,10 @@ matching torch schedule built from the reference's serialised dict, and the Gaus
 
 import numpy as np
 import torch
-from hypothesis import strategies as st
-
 from diffspec.reference import schedules as R
 from diffspec.reference.oracles import GaussianMixture, standard_mixture_2d
 from diffspec.trainer import schedules as S
+from hypothesis import strategies as st
 
 DISCRETE = ("linear", "scaled_linear", "cosine", "sigmoid", "betas")
 
@@ -36,8 +35,11 @@ def reference_schedules(draw, names=tuple(R.SCHEDULES)):
         case "ve":
             params = dict(sigma_min=draw(st.floats(1e-3, 0.1)), sigma_max=draw(st.floats(10.0, 100.0)))
         case "edm":
-            params = dict(sigma_min=draw(st.floats(1e-3, 0.05)), sigma_max=draw(st.floats(10.0, 100.0)),
-                          sigma_data=draw(st.floats(0.2, 1.0)))
+            params = dict(
+                sigma_min=draw(st.floats(1e-3, 0.05)),
+                sigma_max=draw(st.floats(10.0, 100.0)),
+                sigma_data=draw(st.floats(0.2, 1.0)),
+            )
         case "flow":
             params = dict(shift=draw(st.sampled_from([1.0, 3.0]) | st.floats(0.3, 5.0)))
     if name in DISCRETE:

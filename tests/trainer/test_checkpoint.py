@@ -10,16 +10,23 @@ import time
 
 import pytest
 import torch
-
 from diffspec.trainer import checkpoint as ckpt
 from diffspec.trainer.models import build_model
 
 torch.set_num_threads(1)
 MODEL = {"arch": "mlp", "kwargs": {"dim": 2, "hidden": 16, "depth": 1, "freq_dim": 8}}
-CONFIG = {"diffspec_version": "0.1.0", "model": MODEL, "schedule": {"name": "linear", "T": 1000},
-          "parameterization": "eps", "time_input": "t",
-          "data": {"name": "moons", "shape": [2], "kind": "points", "range": [-1, 1], "scale": 1.0, "shift": 0.0},
-          "num_classes": None, "null_class": None, "learned_variance": False, "train": {}}
+CONFIG = {
+    "diffspec_version": "0.1.0",
+    "model": MODEL,
+    "schedule": {"name": "linear", "T": 1000},
+    "parameterization": "eps",
+    "time_input": "t",
+    "data": {"name": "moons", "shape": [2], "kind": "points", "range": [-1, 1], "scale": 1.0, "shift": 0.0},
+    "num_classes": None,
+    "null_class": None,
+    "learned_variance": False,
+    "train": {},
+}
 
 
 def _trained(seed=0):
@@ -37,8 +44,17 @@ def _trained(seed=0):
 def _save(tmp_path, step, **kw):
     model, ema, opt = _trained(step)
     gen = torch.Generator().manual_seed(step)
-    path = ckpt.save_checkpoint(tmp_path, step, model=model, ema=ema, optimizer=opt, config=CONFIG,
-                                state={"ema_updates": step}, generators={"train": gen}, **kw)
+    path = ckpt.save_checkpoint(
+        tmp_path,
+        step,
+        model=model,
+        ema=ema,
+        optimizer=opt,
+        config=CONFIG,
+        state={"ema_updates": step},
+        generators={"train": gen},
+        **kw,
+    )
     return path, model, ema, opt, gen
 
 

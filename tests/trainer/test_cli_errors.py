@@ -167,8 +167,22 @@ def test_resume_below_the_checkpoint_step_is_an_error(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "learning-rate schedule differs" in err and "--max-train-steps 4 -> 6" in err
     assert "--threads" not in err
-    assert main([*base[:-4], "--threads", "2", "--validation-steps", "1000", "--max-train-steps", "7",
-                 "--resume-from-checkpoint", "latest"]) == 0
+    assert (
+        main(
+            [
+                *base[:-4],
+                "--threads",
+                "2",
+                "--validation-steps",
+                "1000",
+                "--max-train-steps",
+                "7",
+                "--resume-from-checkpoint",
+                "latest",
+            ]
+        )
+        == 0
+    )
     assert "--threads 2 differs from the checkpoint's run (1)" in capsys.readouterr().err
     torch.set_num_threads(1)
 

@@ -10,16 +10,25 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from safetensors.torch import load_file
-
 from diffspec.trainer import checkpoint as ckpt
 from diffspec.trainer.cli import build_parser, config_from_args, main
 from diffspec.trainer.loop import TrainConfig, sample, train
+from safetensors.torch import load_file
 
 torch.set_num_threads(1)
-TINY = dict(arch="mlp", model_kwargs={"hidden": 32, "depth": 1, "freq_dim": 16}, train_batch_size=32,
-            learning_rate=1e-3, lr_warmup_steps=2, n_points=512, progress=False, validation_steps=10**6,
-            num_validation_samples=64, num_inference_steps=5, logging_steps=2)
+TINY = dict(
+    arch="mlp",
+    model_kwargs={"hidden": 32, "depth": 1, "freq_dim": 16},
+    train_batch_size=32,
+    learning_rate=1e-3,
+    lr_warmup_steps=2,
+    n_points=512,
+    progress=False,
+    validation_steps=10**6,
+    num_validation_samples=64,
+    num_inference_steps=5,
+    logging_steps=2,
+)
 
 
 def swd(a, b, n_proj=128, seed=0):
@@ -38,8 +47,15 @@ def test_short_run_samples_match_the_mixture(tmp_path):
     from diffspec.trainer import schedules
     from diffspec.trainer.data import load_dataset
 
-    cfg = TrainConfig(data="mixture", output_dir=str(tmp_path), max_train_steps=1500, progress=False,
-                      validation_steps=10**6, num_validation_samples=256, n_points=4000)
+    cfg = TrainConfig(
+        data="mixture",
+        output_dir=str(tmp_path),
+        max_train_steps=1500,
+        progress=False,
+        validation_steps=10**6,
+        num_validation_samples=256,
+        n_points=4000,
+    )
     result = train(cfg)
     model, config = ckpt.load_for_inference(result["checkpoint"])
     schedule = schedules.schedule_from_dict(config["schedule"])
@@ -84,10 +100,20 @@ def test_resume_rejects_incompatible_config(tmp_path):
 
 def test_digits_unet_cfg_and_grid(tmp_path):
     """Class-conditional UNet with condition dropout, gradient accumulation, v-prediction and min-SNR."""
-    cfg = TrainConfig(data="digits", output_dir=str(tmp_path), max_train_steps=2, train_batch_size=8,
-                      gradient_accumulation_steps=2, prediction_type="v_prediction", snr_gamma=5.0,
-                      model_kwargs={"model_channels": 8, "groups": 4, "num_heads": 2}, progress=False,
-                      num_validation_samples=4, num_inference_steps=3, validation_guidance_scale=2.0)
+    cfg = TrainConfig(
+        data="digits",
+        output_dir=str(tmp_path),
+        max_train_steps=2,
+        train_batch_size=8,
+        gradient_accumulation_steps=2,
+        prediction_type="v_prediction",
+        snr_gamma=5.0,
+        model_kwargs={"model_channels": 8, "groups": 4, "num_heads": 2},
+        progress=False,
+        num_validation_samples=4,
+        num_inference_steps=3,
+        validation_guidance_scale=2.0,
+    )
     result = train(cfg)
     config = result["config"]
     assert config["num_classes"] == 10 and config["null_class"] == 10 and config["parameterization"] == "v"
@@ -98,8 +124,20 @@ def test_digits_unet_cfg_and_grid(tmp_path):
 
 
 def test_cli_flags_and_bad_input(tmp_path, capsys):
-    args = build_parser().parse_args(["--data", "moons", "--output_dir", str(tmp_path), "--max-train-steps", "3",
-                                      "--snr_gamma", "5", "--schedule-kwargs", '{"T": 500}'])
+    args = build_parser().parse_args(
+        [
+            "--data",
+            "moons",
+            "--output_dir",
+            str(tmp_path),
+            "--max-train-steps",
+            "3",
+            "--snr_gamma",
+            "5",
+            "--schedule-kwargs",
+            '{"T": 500}',
+        ]
+    )
     cfg = config_from_args(args)
     assert cfg.output_dir == str(tmp_path) and cfg.snr_gamma == 5.0 and cfg.schedule_kwargs == {"T": 500}
     assert main(["--data", "mons", "--output-dir", str(tmp_path)]) == 2
@@ -117,10 +155,33 @@ def test_cli_flags_and_bad_input(tmp_path, capsys):
 
 def test_two_process_gloo_run_writes_one_checkpoint(tmp_path):
     out = tmp_path / "ddp"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           "-m", "diffspec.trainer", "--data", "moons", "--output-dir", str(out), "--max-train-steps", "4",
-           "--train-batch-size", "16", "--model-kwargs", '{"hidden": 16, "depth": 1, "freq_dim": 8}',
-           "--no-progress", "--num-validation-samples", "16", "--num-inference-steps", "3", "--device", "cpu"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        "-m",
+        "diffspec.trainer",
+        "--data",
+        "moons",
+        "--output-dir",
+        str(out),
+        "--max-train-steps",
+        "4",
+        "--train-batch-size",
+        "16",
+        "--model-kwargs",
+        '{"hidden": 16, "depth": 1, "freq_dim": 8}',
+        "--no-progress",
+        "--num-validation-samples",
+        "16",
+        "--num-inference-steps",
+        "3",
+        "--device",
+        "cpu",
+    ]
     env = dict(os.environ, OMP_NUM_THREADS="1")
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -135,10 +196,35 @@ def test_learned_variance_run_checkpoint_and_sampling(tmp_path):
     from diffspec.trainer import schedules
 
     out = tmp_path / "lv"
-    assert main(["--data", "digits", "--output-dir", str(out), "--learned-variance", "--lambda-vlb", "0.01",
-                 "--max-train-steps", "3", "--train-batch-size", "8", "--logging-steps", "1", "--no-progress",
-                 "--model-kwargs", '{"model_channels": 8, "groups": 4, "num_heads": 2}',
-                 "--num-validation-samples", "4", "--num-inference-steps", "3", "--device", "cpu"]) == 0
+    assert (
+        main(
+            [
+                "--data",
+                "digits",
+                "--output-dir",
+                str(out),
+                "--learned-variance",
+                "--lambda-vlb",
+                "0.01",
+                "--max-train-steps",
+                "3",
+                "--train-batch-size",
+                "8",
+                "--logging-steps",
+                "1",
+                "--no-progress",
+                "--model-kwargs",
+                '{"model_channels": 8, "groups": 4, "num_heads": 2}',
+                "--num-validation-samples",
+                "4",
+                "--num-inference-steps",
+                "3",
+                "--device",
+                "cpu",
+            ]
+        )
+        == 0
+    )
     config = json.loads((out / "checkpoint-3" / "config.json").read_text())
     assert config["learned_variance"] is True and config["model"]["kwargs"]["learned_variance"] is True
     assert config["train"]["lambda_vlb"] == 0.01 and config["train"]["validation_sampler"] == "ddpm"
@@ -158,12 +244,30 @@ def test_learned_variance_run_checkpoint_and_sampling(tmp_path):
 
     schedule = schedules.schedule_from_dict(cfg["schedule"])
     y = torch.tensor([1, 2])
-    x = sample(counted, schedule, cfg["parameterization"], (1, 8, 8), n=2, sampler="ddpm", steps=4, y=y,
-               variance="learned_range")
+    x = sample(
+        counted,
+        schedule,
+        cfg["parameterization"],
+        (1, 8, 8),
+        n=2,
+        sampler="ddpm",
+        steps=4,
+        y=y,
+        variance="learned_range",
+    )
     assert x.shape == (2, 1, 8, 8) and torch.isfinite(x).all() and len(calls) == 4
     with pytest.raises(ValueError, match="ddpm option"):
-        sample(model, schedule, cfg["parameterization"], (1, 8, 8), n=2, sampler="dpmpp_2m", steps=3, y=y,
-               variance="learned_range")
+        sample(
+            model,
+            schedule,
+            cfg["parameterization"],
+            (1, 8, 8),
+            n=2,
+            sampler="dpmpp_2m",
+            steps=3,
+            y=y,
+            variance="learned_range",
+        )
 
 
 def test_learned_variance_bad_input(tmp_path, capsys):

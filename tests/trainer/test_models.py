@@ -2,7 +2,6 @@
 
 import pytest
 import torch
-
 from diffspec.trainer.models import build_model
 from diffspec.trainer.models.embedding import timestep_embedding
 
@@ -10,8 +9,17 @@ torch.set_num_threads(1)
 
 SMALL = {
     "mlp": dict(dim=3, hidden=32, depth=2, freq_dim=16, num_classes=4, time_scale=1.0),
-    "unet": dict(in_channels=1, image_size=8, model_channels=16, channel_mult=(1, 2), num_res_blocks=1,
-                 attention_resolutions=(4,), num_heads=2, groups=8, num_classes=4),
+    "unet": dict(
+        in_channels=1,
+        image_size=8,
+        model_channels=16,
+        channel_mult=(1, 2),
+        num_res_blocks=1,
+        attention_resolutions=(4,),
+        num_heads=2,
+        groups=8,
+        num_classes=4,
+    ),
     "dit": dict(in_channels=1, image_size=8, patch_size=2, hidden=32, depth=2, num_heads=2, num_classes=4),
 }
 
@@ -82,8 +90,12 @@ def test_time_embedding_stays_float32_under_half_and_bf16():
 
 def test_precond_outputs_x0_and_exports():
     """EDM preconditioning: at sigma -> 0 the wrapper returns x itself (c_skip -> 1, c_out -> 0)."""
-    model = build_model("precond", inner={"arch": "mlp", "kwargs": dict(SMALL["mlp"], time_scale=250.0)},
-                        schedule={"name": "edm"}, sigma_data=0.5)
+    model = build_model(
+        "precond",
+        inner={"arch": "mlp", "kwargs": dict(SMALL["mlp"], time_scale=250.0)},
+        schedule={"name": "edm"},
+        sigma_data=0.5,
+    )
     _perturb(model)
     x = torch.randn(4, 3)
     torch.testing.assert_close(model(x, torch.full((4,), 1e-4)), x, atol=1e-3, rtol=0)

@@ -99,8 +99,26 @@ def test_default_threads_rule(tmp_path):
     # the moons MLP (hidden 128, depth 3) at batch 256 is a small step: one thread without --threads
     before = torch.get_num_threads()
     try:
-        assert main(["--data", "moons", "--output-dir", str(tmp_path), "--max-train-steps", "1", "--no-progress",
-                     "--num-validation-samples", "16", "--num-inference-steps", "2", "--device", "cpu"]) == 0
+        assert (
+            main(
+                [
+                    "--data",
+                    "moons",
+                    "--output-dir",
+                    str(tmp_path),
+                    "--max-train-steps",
+                    "1",
+                    "--no-progress",
+                    "--num-validation-samples",
+                    "16",
+                    "--num-inference-steps",
+                    "2",
+                    "--device",
+                    "cpu",
+                ]
+            )
+            == 0
+        )
         assert json.loads((tmp_path / "checkpoint-1" / "config.json").read_text())["train"]["threads"] == 1
     finally:
         torch.set_num_threads(before)
@@ -125,8 +143,29 @@ def test_wandb_runs_offline_under_the_output_folder(tmp_path, monkeypatch):
 
     fake = types.SimpleNamespace(init=init, Image=lambda pixels: ("image", pixels.shape))
     monkeypatch.setitem(__import__("sys").modules, "wandb", fake)
-    assert main(["--data", "moons", "--output-dir", str(tmp_path), *TINY, "--threads", "1", "--max-train-steps", "4",
-                 "--logging-steps", "2", "--validation-steps", "4", "--report-to", "wandb", "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "--data",
+                "moons",
+                "--output-dir",
+                str(tmp_path),
+                *TINY,
+                "--threads",
+                "1",
+                "--max-train-steps",
+                "4",
+                "--logging-steps",
+                "2",
+                "--validation-steps",
+                "4",
+                "--report-to",
+                "wandb",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     (init_kwargs,) = calls["init"]
     assert init_kwargs["mode"] == "offline" and init_kwargs["dir"] == str(tmp_path / "logs")
     assert [step for step, values in calls["log"] if "train/loss" in values] == [2, 4]

@@ -9,12 +9,11 @@ import numpy as np
 import pytest
 import torch
 from _twin import RecordedNoise, mixtures, reference_oracle, reference_schedules, torch_oracle, twin
-from hypothesis import assume, given, settings
-from hypothesis import strategies as st
-
 from diffspec.reference import grids as RG
 from diffspec.reference.samplers import SAMPLERS as REF_SAMPLERS
 from diffspec.trainer.samplers import SAMPLERS
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
 
 _eta = st.sampled_from([0.0, 1.0]) | st.floats(0.0, 1.5)
 VARIANTS = {
@@ -22,16 +21,27 @@ VARIANTS = {
     "dpmpp_3m_sde": st.fixed_dictionaries({"eta": _eta, "lower_order_final": st.booleans()}),
     "dpmpp_sde": st.fixed_dictionaries({"eta": _eta, "r": st.floats(0.2, 0.8), "lower_order_final": st.booleans()}),
     "dpm_solver_adaptive": st.fixed_dictionaries(
-        {"order": st.sampled_from([2, 3]), "rtol": st.floats(0.02, 0.2), "pcoeff": st.floats(0.0, 0.3),
-         "icoeff": st.floats(0.5, 1.0), "dcoeff": st.floats(0.0, 0.1)}
+        {
+            "order": st.sampled_from([2, 3]),
+            "rtol": st.floats(0.02, 0.2),
+            "pcoeff": st.floats(0.0, 0.3),
+            "icoeff": st.floats(0.5, 1.0),
+            "dcoeff": st.floats(0.0, 0.1),
+        }
     ),
 }
 
 
 @pytest.mark.parametrize("name", sorted(VARIANTS))
 @settings(deadline=None, max_examples=15)
-@given(ref=reference_schedules(), steps=st.integers(2, 10), frac=st.floats(0.3, 0.95), mixture=mixtures(),
-       seed=st.integers(0, 2**32 - 1), data=st.data())
+@given(
+    ref=reference_schedules(),
+    steps=st.integers(2, 10),
+    frac=st.floats(0.3, 0.95),
+    mixture=mixtures(),
+    seed=st.integers(0, 2**32 - 1),
+    data=st.data(),
+)
 def test_k_diffusion_variant_matches_reference(name, ref, steps, frac, mixture, seed, data):
     options = {"variant": "k-diffusion", **data.draw(VARIANTS[name], label="options")}
     t_start = ref.t_min + frac * (ref.t_max - ref.t_min)  # alpha > 0 at the start: the sigma_ve forms need it
@@ -47,24 +57,29 @@ def test_k_diffusion_variant_matches_reference(name, ref, steps, frac, mixture, 
             want = REF_SAMPLERS[name](reference_oracle(mixture, ref), x_T, grid, ref, noise=ref_noise, **options)
         except ValueError:
             with pytest.raises(ValueError):
-                SAMPLERS[name](torch_oracle(mixture, ref), torch.from_numpy(x_T), grid, twin(ref), noise=torch_noise,
-                               **options)
+                SAMPLERS[name](
+                    torch_oracle(mixture, ref), torch.from_numpy(x_T), grid, twin(ref), noise=torch_noise, **options
+                )
             return
     assume(np.all(np.isfinite(want)))
-    got = SAMPLERS[name](torch_oracle(mixture, ref), torch.from_numpy(x_T), grid, twin(ref), noise=torch_noise,
-                         **options)
+    got = SAMPLERS[name](
+        torch_oracle(mixture, ref), torch.from_numpy(x_T), grid, twin(ref), noise=torch_noise, **options
+    )
     assert torch_noise.shapes == ref_noise.shapes
     rtol = 1e-8 if name == "dpm_solver_adaptive" else 1e-10
     scale = max(1.0, float(np.abs(want).max()), float(np.abs(x_T).max()))
     np.testing.assert_allclose(got.numpy(), want, rtol=rtol, atol=rtol * scale, strict=True)
 
 
-@pytest.mark.parametrize("name, options", [
-    ("dpmpp_sde", {"eta": 0.5}),
-    ("dpmpp_sde", {"r": 0.3}),
-    ("dpm_solver_adaptive", {"h_init": 0.1}),
-    ("dpmpp_3m", {"variant": "k_diffusion"}),
-])
+@pytest.mark.parametrize(
+    "name, options",
+    [
+        ("dpmpp_sde", {"eta": 0.5}),
+        ("dpmpp_sde", {"r": 0.3}),
+        ("dpm_solver_adaptive", {"h_init": 0.1}),
+        ("dpmpp_3m", {"variant": "k_diffusion"}),
+    ],
+)
 def test_both_refuse_options_of_the_other_variant(name, options):
     from diffspec.reference import make_grid, make_schedule
     from diffspec.trainer import schedules as S
@@ -75,5 +90,11 @@ def test_both_refuse_options_of_the_other_variant(name, options):
     with pytest.raises(ValueError, match=next(iter(options))):
         REF_SAMPLERS[name](lambda x, t: x * 0, x, grid, sch, noise=np.random.default_rng(0), **options)
     with pytest.raises(ValueError, match=next(iter(options))):
-        SAMPLERS[name](lambda x, t: x * 0, torch.from_numpy(x), grid, S.schedule_from_dict(sch.to_dict()),
-                       noise=np.random.default_rng(0), **options)
+        SAMPLERS[name](
+            lambda x, t: x * 0,
+            torch.from_numpy(x),
+            grid,
+            S.schedule_from_dict(sch.to_dict()),
+            noise=np.random.default_rng(0),
+            **options,
+        )

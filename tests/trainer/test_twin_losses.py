@@ -11,9 +11,6 @@ import math
 
 import numpy as np
 import torch
-from hypothesis import assume, given, settings
-from hypothesis import strategies as st
-
 from _twin import RecordedNoise, float32_times, kappa, reference_schedules, twin
 from diffspec.reference import forward as RF
 from diffspec.reference import losses as RL
@@ -27,14 +24,23 @@ from diffspec.trainer import parameterizations as TP
 from diffspec.trainer import timesteps as TT
 from diffspec.trainer import vlb as TV
 from diffspec.trainer import weightings as TW
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
 
 EPS32 = float(np.finfo(np.float32).eps)
 EPS64 = float(np.finfo(np.float64).eps)
 PARAMS = [p.value for p in RP.Parameterization]
 WEIGHTING_OPTIONS = {
-    "uniform": {}, "x0": {}, "snr": {}, "v": {}, "flow": {},
+    "uniform": {},
+    "x0": {},
+    "snr": {},
+    "v": {},
+    "flow": {},
     "min_snr": {"gamma": st.sampled_from([5.0]) | st.floats(0.5, 20.0)},
-    "p2": {"k": st.sampled_from([1.0]) | st.floats(0.1, 5.0), "gamma": st.sampled_from([1.0, 0.5]) | st.floats(0.0, 2.0)},
+    "p2": {
+        "k": st.sampled_from([1.0]) | st.floats(0.1, 5.0),
+        "gamma": st.sampled_from([1.0, 0.5]) | st.floats(0.0, 2.0),
+    },
     "edm": {"sigma_data": st.sampled_from([0.5]) | st.floats(0.1, 2.0)},
     "sigmoid": {"bias": st.sampled_from([-3.0]) | st.floats(-6.0, 6.0)},
 }
@@ -68,8 +74,13 @@ def noisy_times(draw, ref, n):
 
 
 @settings(deadline=None)
-@given(data=batches(), param=st.sampled_from(PARAMS + ["epsilon", "v_prediction", "sample"]),
-       a=st.floats(1e-3, 1.0), s=st.floats(1e-3, 2.0), per_sample=st.booleans())
+@given(
+    data=batches(),
+    param=st.sampled_from(PARAMS + ["epsilon", "v_prediction", "sample"]),
+    a=st.floats(1e-3, 1.0),
+    s=st.floats(1e-3, 2.0),
+    per_sample=st.booleans(),
+)
 def test_parameterizations_match_reference(data, param, a, s, per_sample):
     x0, eps, out = data
     B = x0.shape[0]
@@ -89,7 +100,9 @@ def test_parameterizations_match_reference(data, param, a, s, per_sample):
     mag = np.abs(RP.broadcast_to_batch(d_skip, x) * x) + np.abs(RP.broadcast_to_batch(d_out, x) * out)
     close(TP.eps_from_output(param, tout, tx, ta, ts), RP.eps_from_output(param, out, x, alpha, sigma), magnitude=mag)
     target = RP.training_target(param, x0, eps, alpha, sigma)
-    close(TP.training_target(param, tx0, teps, ta, ts), target, magnitude=np.abs(x0) + np.abs(eps) / min(np.min(sigma), 1))
+    close(
+        TP.training_target(param, tx0, teps, ta, ts), target, magnitude=np.abs(x0) + np.abs(eps) / min(np.min(sigma), 1)
+    )
     mag = (np.abs(x0) + np.abs(RP.broadcast_to_batch(c_skip, x) * x)) / np.abs(RP.broadcast_to_batch(c_out, x))
     close(TP.output_from_x0(param, tx0, tx, ta, ts), RP.output_from_x0(param, x0, x, alpha, sigma), magnitude=mag)
     mag = (np.abs(x) + np.abs(RP.broadcast_to_batch(alpha, x) * x0)) / RP.broadcast_to_batch(sigma, x)
@@ -100,8 +113,11 @@ def test_parameterizations_match_reference(data, param, a, s, per_sample):
 
 
 @settings(deadline=None)
-@given(name=st.sampled_from(sorted(RW.WEIGHTINGS)), data=st.data(),
-       lam=st.lists(st.sampled_from([-20.0, 0.0, 20.0]) | st.floats(-20.0, 20.0), min_size=1, max_size=6))
+@given(
+    name=st.sampled_from(sorted(RW.WEIGHTINGS)),
+    data=st.data(),
+    lam=st.lists(st.sampled_from([-20.0, 0.0, 20.0]) | st.floats(-20.0, 20.0), min_size=1, max_size=6),
+)
 def test_weightings_match_reference(name, data, lam):
     opts = data.draw(st.fixed_dictionaries(WEIGHTING_OPTIONS[name]), label="options")
     lam = np.asarray(lam)
@@ -128,15 +144,27 @@ def test_weighting_registry_matches():
 
 
 @settings(deadline=None)
-@given(ref=reference_schedules(), data=st.data(), param=st.sampled_from(PARAMS),
-       weighting=st.sampled_from([None] + sorted(RW.WEIGHTINGS)))
+@given(
+    ref=reference_schedules(),
+    data=st.data(),
+    param=st.sampled_from(PARAMS),
+    weighting=st.sampled_from([None] + sorted(RW.WEIGHTINGS)),
+)
 def test_diffusion_loss_matches_reference(ref, data, param, weighting):
     x0, eps, out = data.draw(batches(), label="arrays")
     t = data.draw(noisy_times(ref, x0.shape[0]), label="t")
     opts = data.draw(st.fixed_dictionaries(WEIGHTING_OPTIONS[weighting]), label="options") if weighting else None
     want = RL.diffusion_loss(out, x0, eps, t, ref, parameterization=param, weighting=weighting, weighting_options=opts)
-    got = TL.diffusion_loss(torch.from_numpy(out), torch.from_numpy(x0), torch.from_numpy(eps), torch.from_numpy(t),
-                            twin(ref), parameterization=param, weighting=weighting, weighting_options=opts)
+    got = TL.diffusion_loss(
+        torch.from_numpy(out),
+        torch.from_numpy(x0),
+        torch.from_numpy(eps),
+        torch.from_numpy(t),
+        twin(ref),
+        parameterization=param,
+        weighting=weighting,
+        weighting_options=opts,
+    )
     assert got.shape == (x0.shape[0],) and got.dtype == torch.float64
     # The reference forms eps_hat = d_skip x_t + d_out F and subtracts eps; the trainer uses the exact rewrite
     # eps_hat - eps = -k (F - target) (no x_t). The reference's own rounding in eps_hat - eps is ~ eps64 E with
@@ -144,8 +172,17 @@ def test_diffusion_loss_matches_reference(ref, data, param, weighting):
     alpha, sigma = ref.alpha(t), ref.sigma(t)
     x = RP.broadcast_to_batch(alpha, x0) * x0 + RP.broadcast_to_batch(sigma, x0) * eps
     d_skip, d_out = RP.eps_coefficients(param, alpha, sigma)
-    E = 8 * EPS64 * (np.abs(RP.broadcast_to_batch(d_skip, x) * x) + np.abs(RP.broadcast_to_batch(d_out, x) * out)
-                     + np.abs(eps) + np.abs(x0) + np.abs(out))
+    E = (
+        8
+        * EPS64
+        * (
+            np.abs(RP.broadcast_to_batch(d_skip, x) * x)
+            + np.abs(RP.broadcast_to_batch(d_out, x) * out)
+            + np.abs(eps)
+            + np.abs(x0)
+            + np.abs(out)
+        )
+    )
     diff = np.abs(RP.eps_from_output(param, out, x, alpha, sigma) - eps)
     w = np.ones_like(t) if weighting is None else RW.WEIGHTINGS[weighting](ref.lam(t), **(opts or {}))
     if weighting is None:  # plain MSE of F - target: rounding relative to the target's terms
@@ -180,28 +217,45 @@ def test_ddpm_table_and_posteriors_match_reference(ref, data):
     B = x0.shape[0]
     n = np.array(data.draw(st.lists(st.integers(0, ref.num_steps - 1), min_size=B, max_size=B), label="n"))
     x = RF.q_sample(x0, eps, n.astype(np.float64), ref)
-    close(TF.q_sample(torch.from_numpy(x0), torch.from_numpy(eps), torch.from_numpy(n.astype(np.float64)), twin(ref)), x,
-          magnitude=np.abs(x0) + np.abs(eps))
+    close(
+        TF.q_sample(torch.from_numpy(x0), torch.from_numpy(eps), torch.from_numpy(n.astype(np.float64)), twin(ref)),
+        x,
+        magnitude=np.abs(x0) + np.abs(eps),
+    )
     tn = torch.from_numpy(n)
-    for got, want in zip(TF.ddpm_posterior(torch.from_numpy(x0), torch.from_numpy(x), tn, twin(ref)),
-                         RF.ddpm_posterior(x0, x, n, ref)):
+    for got, want in zip(
+        TF.ddpm_posterior(torch.from_numpy(x0), torch.from_numpy(x), tn, twin(ref)), RF.ddpm_posterior(x0, x, n, ref)
+    ):
         close(got, np.broadcast_to(want, got.shape), magnitude=np.abs(x0) + np.abs(x), rtol=1e-10)
     v = np.tanh(v)
-    close(TF.learned_range_log_variance(torch.from_numpy(v), tn, twin(ref)), RF.learned_range_log_variance(v, n, ref),
-          magnitude=30.0, rtol=1e-10)
+    close(
+        TF.learned_range_log_variance(torch.from_numpy(v), tn, twin(ref)),
+        RF.learned_range_log_variance(v, n, ref),
+        magnitude=30.0,
+        rtol=1e-10,
+    )
     nz = n[n > 0]
     if nz.size:
         s = (nz - 1).astype(np.float64)
-        got = TF.posterior(torch.from_numpy(x0[n > 0]), torch.from_numpy(x[n > 0]), torch.from_numpy(s),
-                           torch.from_numpy(nz.astype(np.float64)), twin(ref))
+        got = TF.posterior(
+            torch.from_numpy(x0[n > 0]),
+            torch.from_numpy(x[n > 0]),
+            torch.from_numpy(s),
+            torch.from_numpy(nz.astype(np.float64)),
+            twin(ref),
+        )
         want = RF.posterior(x0[n > 0], x[n > 0], s, nz.astype(np.float64), ref)
         for g, w_ in zip(got, want):
             close(g, np.broadcast_to(w_, g.shape), magnitude=np.abs(x0).max() + np.abs(x).max() + 1, rtol=1e-10)
 
 
 @settings(deadline=None, max_examples=10)
-@given(ref=reference_schedules(names=("betas",)), seed=st.integers(0, 2**32 - 1),
-       variance=st.sampled_from(["fixed_small", "fixed_large"]), B=st.integers(1, 3))
+@given(
+    ref=reference_schedules(names=("betas",)),
+    seed=st.integers(0, 2**32 - 1),
+    variance=st.sampled_from(["fixed_small", "fixed_large"]),
+    B=st.integers(1, 3),
+)
 def test_vlb_bits_per_dim_matches_reference_through_identical_noise(ref, seed, variance, B):
     rng = np.random.default_rng(seed)
     x0 = np.clip(np.round(rng.uniform(-1, 1, (B, 3)) * 127.5) / 127.5, -1, 1)
@@ -214,14 +268,20 @@ def test_vlb_bits_per_dim_matches_reference_through_identical_noise(ref, seed, v
         return torch.tanh(0.5 * x)
 
     want = RV.vlb_bits_per_dim(ref_denoise, x0, ref, noise=RecordedNoise(seed), variance=variance)
-    got = TV.vlb_bits_per_dim(torch_denoise, torch.from_numpy(x0), twin(ref), noise=RecordedNoise(seed), variance=variance)
+    got = TV.vlb_bits_per_dim(
+        torch_denoise, torch.from_numpy(x0), twin(ref), noise=RecordedNoise(seed), variance=variance
+    )
     # Sums of T terms of size up to ~30 bits: absolute rounding ~ T * 30 * eps64 per term.
     np.testing.assert_allclose(got.numpy(), want, rtol=1e-10, atol=1e-12 * ref.num_steps * 30)
 
 
 @settings(deadline=None)
-@given(ref=reference_schedules(names=DISCRETE), data=st.data(), param=st.sampled_from(PARAMS),
-       lambda_vlb=st.sampled_from([0.001, 0.0, 1.0]))
+@given(
+    ref=reference_schedules(names=DISCRETE),
+    data=st.data(),
+    param=st.sampled_from(PARAMS),
+    lambda_vlb=st.sampled_from([0.001, 0.0, 1.0]),
+)
 def test_hybrid_loss_matches_reference(ref, data, param, lambda_vlb):
     x0, eps, out = data.draw(batches(), label="arrays")
     assume(not getattr(ref, "rescale_zero_snr", False) or param not in ("eps", "score"))
@@ -233,8 +293,13 @@ def test_hybrid_loss_matches_reference(ref, data, param, lambda_vlb):
     with np.errstate(all="ignore"):
         want = RL.hybrid_loss(out, var, x0, eps, n, ref, parameterization=param, lambda_vlb=lambda_vlb)
     assume(np.all(np.isfinite(want)))
-    got = TL.hybrid_loss(*(torch.from_numpy(v) for v in (out, var, x0, eps)), torch.from_numpy(n), twin(ref),
-                         parameterization=param, lambda_vlb=lambda_vlb)
+    got = TL.hybrid_loss(
+        *(torch.from_numpy(v) for v in (out, var, x0, eps)),
+        torch.from_numpy(n),
+        twin(ref),
+        parameterization=param,
+        lambda_vlb=lambda_vlb,
+    )
     # KL terms divide by posterior variances as small as beta_tilde_1 ~ 1e-6 and mean differences carry the
     # rounding of x0_hat (~eps64 |x| / alpha): relative 1e-8 covers eps64 / beta_tilde_1 conditioning.
     np.testing.assert_allclose(got.numpy(), want, rtol=1e-8, atol=1e-10)
@@ -244,22 +309,40 @@ def test_hybrid_loss_matches_reference(ref, data, param, lambda_vlb):
 
 
 @settings(deadline=None)
-@given(data=batches(), sigma=st.floats(0.002, 80.0), ratio=st.floats(1.01, 3.0), c=st.none() | st.floats(1e-4, 1.0),
-       N=st.integers(2, 200), k=st.integers(0, 1000))
+@given(
+    data=batches(),
+    sigma=st.floats(0.002, 80.0),
+    ratio=st.floats(1.01, 3.0),
+    c=st.none() | st.floats(1e-4, 1.0),
+    N=st.integers(2, 200),
+    k=st.integers(0, 1000),
+)
 def test_consistency_pieces_match_reference(data, sigma, ratio, c, N, k):
     x0, z, pred = data
     tx0, tz, tpred = (torch.from_numpy(v) for v in (x0, z, pred))
     sigma_next = sigma * ratio
-    for got, want in zip(TL.consistency_training_inputs(tx0, tz, sigma, sigma_next),
-                         RL.consistency_training_inputs(x0, z, sigma, sigma_next)):
+    for got, want in zip(
+        TL.consistency_training_inputs(tx0, tz, sigma, sigma_next),
+        RL.consistency_training_inputs(x0, z, sigma, sigma_next),
+    ):
         close(got, want, magnitude=np.abs(x0) + sigma_next * np.abs(z))
     x_next = x0 + sigma_next * z
-    close(TL.consistency_distillation_inputs(torch.from_numpy(x_next), tx0, sigma, sigma_next),
-          RL.consistency_distillation_inputs(x_next, x0, sigma, sigma_next), magnitude=np.abs(x_next) + np.abs(x0), rtol=1e-11)
-    close(TL.consistency_loss(tpred, tx0, metric="l2"), RL.consistency_loss(pred, x0, metric="l2"),
-          magnitude=np.sum((np.abs(pred) + np.abs(x0)) ** 2))
-    close(TL.consistency_loss(tpred, tx0, metric="pseudo_huber", c=c),
-          RL.consistency_loss(pred, x0, metric="pseudo_huber", c=c), magnitude=np.sum((np.abs(pred) + np.abs(x0)) ** 2))
+    close(
+        TL.consistency_distillation_inputs(torch.from_numpy(x_next), tx0, sigma, sigma_next),
+        RL.consistency_distillation_inputs(x_next, x0, sigma, sigma_next),
+        magnitude=np.abs(x_next) + np.abs(x0),
+        rtol=1e-11,
+    )
+    close(
+        TL.consistency_loss(tpred, tx0, metric="l2"),
+        RL.consistency_loss(pred, x0, metric="l2"),
+        magnitude=np.sum((np.abs(pred) + np.abs(x0)) ** 2),
+    )
+    close(
+        TL.consistency_loss(tpred, tx0, metric="pseudo_huber", c=c),
+        RL.consistency_loss(pred, x0, metric="pseudo_huber", c=c),
+        magnitude=np.sum((np.abs(pred) + np.abs(x0)) ** 2),
+    )
     s = np.array([sigma, sigma_next])
     for got, want in zip(TL.consistency_scalings(torch.from_numpy(s)), RL.consistency_scalings(s)):
         close(got, want)
@@ -287,8 +370,9 @@ def test_progressive_distillation_target_matches_reference(ref, data):
         return torch.tanh(0.7 * z) + 0.01 * u.reshape(-1, *([1] * (z.ndim - 1)))
 
     want = RL.progressive_distillation_target(ref_teacher, x, t, t_next, ref)
-    got = TL.progressive_distillation_target(torch_teacher, torch.from_numpy(x), torch.from_numpy(t),
-                                             torch.from_numpy(t_next), twin(ref))
+    got = TL.progressive_distillation_target(
+        torch_teacher, torch.from_numpy(x), torch.from_numpy(t), torch.from_numpy(t_next), twin(ref)
+    )
     # The target divides by alpha_next - (sigma_next / sigma) alpha: its conditioning is the size of the summed
     # terms over that denominator.
     a_t, s_t, a_n, s_n = ref.alpha(t), ref.sigma(t), ref.alpha(t_next), ref.sigma(t_next)
@@ -301,30 +385,51 @@ def test_progressive_distillation_target_matches_reference(ref, data):
 @given(data=batches(max_dims=3), strength=st.floats(0.0, 1.0), seed=st.integers(0, 2**32 - 1))
 def test_noise_transforms_match_reference_through_identical_noise(data, strength, seed):
     eps = data[0]
-    close(TL.offset_noise(torch.from_numpy(eps), strength, RecordedNoise(seed)),
-          RL.offset_noise(eps, strength, RecordedNoise(seed)), magnitude=np.abs(eps) + 5)
-    close(TL.input_perturbation(torch.from_numpy(eps), strength, RecordedNoise(seed)),
-          RL.input_perturbation(eps, strength, RecordedNoise(seed)), magnitude=np.abs(eps) + 5)
+    close(
+        TL.offset_noise(torch.from_numpy(eps), strength, RecordedNoise(seed)),
+        RL.offset_noise(eps, strength, RecordedNoise(seed)),
+        magnitude=np.abs(eps) + 5,
+    )
+    close(
+        TL.input_perturbation(torch.from_numpy(eps), strength, RecordedNoise(seed)),
+        RL.input_perturbation(eps, strength, RecordedNoise(seed)),
+        magnitude=np.abs(eps) + 5,
+    )
 
 
 # ---------------------------------------------------------------- timestep distributions
 
 TIMESTEP_OPTIONS = {
-    "uniform_discrete": {}, "uniform": {},
-    "logit_normal": {"mean": st.sampled_from([0.0]) | st.floats(-1.0, 1.0), "std": st.sampled_from([1.0]) | st.floats(0.5, 2.0)},
-    "edm_lognormal": {"p_mean": st.sampled_from([-1.2]) | st.floats(-2.0, 1.0), "p_std": st.sampled_from([1.2]) | st.floats(0.5, 2.0)},
+    "uniform_discrete": {},
+    "uniform": {},
+    "logit_normal": {
+        "mean": st.sampled_from([0.0]) | st.floats(-1.0, 1.0),
+        "std": st.sampled_from([1.0]) | st.floats(0.5, 2.0),
+    },
+    "edm_lognormal": {
+        "p_mean": st.sampled_from([-1.2]) | st.floats(-2.0, 1.0),
+        "p_std": st.sampled_from([1.2]) | st.floats(0.5, 2.0),
+    },
 }
 
 
 def _ks_statistic(a, b):
     grid = np.sort(np.concatenate([a, b]))
-    return np.max(np.abs(np.searchsorted(np.sort(a), grid, side="right") / len(a)
-                         - np.searchsorted(np.sort(b), grid, side="right") / len(b)))
+    return np.max(
+        np.abs(
+            np.searchsorted(np.sort(a), grid, side="right") / len(a)
+            - np.searchsorted(np.sort(b), grid, side="right") / len(b)
+        )
+    )
 
 
 @settings(deadline=None, max_examples=15)
-@given(ref=reference_schedules(), name=st.sampled_from(sorted(TIMESTEP_OPTIONS)), data=st.data(),
-       seed=st.integers(0, 2**32 - 1))
+@given(
+    ref=reference_schedules(),
+    name=st.sampled_from(sorted(TIMESTEP_OPTIONS)),
+    data=st.data(),
+    seed=st.integers(0, 2**32 - 1),
+)
 def test_timestep_distributions_match_reference(ref, name, data, seed):
     opts = data.draw(st.fixed_dictionaries(TIMESTEP_OPTIONS[name]), label="options")
     n = 4000
@@ -335,7 +440,7 @@ def test_timestep_distributions_match_reference(ref, name, data, seed):
             TT.TIMESTEPS[name](twin(ref), n, torch.Generator().manual_seed(seed), **opts)
         except ValueError:
             return
-        raise AssertionError("the reference refused, the trainer did not")
+        raise AssertionError("the reference refused, the trainer did not")  # noqa: B904
     got = TT.TIMESTEPS[name](twin(ref), n, torch.Generator().manual_seed(seed), dtype=torch.float64, **opts)
     assert got.shape == (n,) and got.dtype == torch.float64
     got = got.numpy()
@@ -365,8 +470,9 @@ def test_importance_sampling_matches_reference(ref, seed, per_bin):
     want = RT.importance(ref, n, np.random.default_rng(seed), history=rh)
     got = TT.importance(twin(ref), n, torch.Generator().manual_seed(seed), history=th, dtype=torch.float64).numpy()
     assert _ks_statistic(got, want) <= math.sqrt(-math.log(1e-12 / 2) / 2) * math.sqrt(2 / n)
-    np.testing.assert_array_equal(TT.bin_of(twin(ref), torch.from_numpy(want), num_bins).numpy(),
-                                  RT.bin_of(ref, want, num_bins))
+    np.testing.assert_array_equal(
+        TT.bin_of(twin(ref), torch.from_numpy(want), num_bins).numpy(), RT.bin_of(ref, want, num_bins)
+    )
 
 
 def test_timestep_registry_matches():
@@ -374,8 +480,12 @@ def test_timestep_registry_matches():
 
 
 @settings(deadline=None)
-@given(ref=reference_schedules(), data=st.data(), param=st.sampled_from(PARAMS),
-       weighting=st.sampled_from([None, "uniform", "min_snr", "v", "sigmoid", "edm"]))
+@given(
+    ref=reference_schedules(),
+    data=st.data(),
+    param=st.sampled_from(PARAMS),
+    weighting=st.sampled_from([None, "uniform", "min_snr", "v", "sigmoid", "edm"]),
+)
 def test_diffusion_loss_float32_within_derived_tolerance(ref, data, param, weighting):
     """The training-precision loss against the float64 reference at the same (float32-rounded) inputs.
 
@@ -390,8 +500,13 @@ def test_diffusion_loss_float32_within_derived_tolerance(ref, data, param, weigh
     t32, t = float32_times(ref, t)
     assume(np.all(np.isfinite(ref.lam(t))))
     want = RL.diffusion_loss(out, x0, eps, t, ref, parameterization=param, weighting=weighting)
-    got = TL.diffusion_loss(*(torch.from_numpy(a.astype(np.float32)) for a in (out, x0, eps)), torch.from_numpy(t32),
-                            twin(ref), parameterization=param, weighting=weighting)
+    got = TL.diffusion_loss(
+        *(torch.from_numpy(a.astype(np.float32)) for a in (out, x0, eps)),
+        torch.from_numpy(t32),
+        twin(ref),
+        parameterization=param,
+        weighting=weighting,
+    )
     assert got.dtype == torch.float32
     alpha, sigma, lam = ref.alpha(t), ref.sigma(t), ref.lam(t)
     r = RP.broadcast_to_batch(16 * EPS32 * kappa(ref, t), x0)
@@ -401,8 +516,14 @@ def test_diffusion_loss_float32_within_derived_tolerance(ref, data, param, weigh
     target = RP.training_target(param, x0, eps, alpha, sigma)
     diff = np.abs(out - target)
     w = np.ones_like(t) if weighting is None else RW.WEIGHTINGS[weighting](lam)
-    k2 = np.ones_like(t) if weighting is None else TL.eps_scale(param, torch.from_numpy(alpha), torch.from_numpy(sigma)).numpy() ** 2
+    k2 = (
+        np.ones_like(t)
+        if weighting is None
+        else TL.eps_scale(param, torch.from_numpy(alpha), torch.from_numpy(sigma)).numpy() ** 2
+    )
     axes = tuple(range(1, x0.ndim))
-    bound = w * k2 * np.mean(2 * diff * E + E**2, axis=axes) + np.abs(want) * (2 + 2 * np.abs(lam)) * 16 * EPS32 * kappa(ref, t)
+    bound = w * k2 * np.mean(2 * diff * E + E**2, axis=axes) + np.abs(want) * (
+        2 + 2 * np.abs(lam)
+    ) * 16 * EPS32 * kappa(ref, t)
     err = np.abs(got.double().numpy() - want)
     assert np.all(err <= bound), (err, bound)

@@ -14,9 +14,6 @@ import warnings
 import numpy as np
 import pytest
 import torch
-from hypothesis import assume, given, settings
-from hypothesis import strategies as st
-
 from _twin import RecordedNoise, mixtures, reference_oracle, reference_schedules, torch_oracle, twin
 from diffspec.reference import grids as RG
 from diffspec.reference import schedules as R
@@ -24,6 +21,9 @@ from diffspec.reference.samplers import INVERSIONS as REF_INVERSIONS
 from diffspec.reference.samplers import SAMPLER_INFO as REF_INFO
 from diffspec.reference.samplers import SAMPLERS as REF_SAMPLERS
 from diffspec.trainer.samplers import INVERSIONS, SAMPLERS
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
+
 
 def option_strategy(option):
     """Values of one contract option (`SamplerInfo.options`): its choices, or numbers in its interval (an open upper
@@ -72,8 +72,13 @@ def sampling_problems(draw):
 
 @pytest.mark.parametrize("name", sorted(SAMPLERS))
 @settings(deadline=None, max_examples=20)
-@given(problem=sampling_problems(), mixture=mixtures(), batch=st.integers(1, 4), seed=st.integers(0, 2**32 - 1),
-       data=st.data())
+@given(
+    problem=sampling_problems(),
+    mixture=mixtures(),
+    batch=st.integers(1, 4),
+    seed=st.integers(0, 2**32 - 1),
+    data=st.data(),
+)
 def test_sampler_matches_reference_step_by_step(name, problem, mixture, batch, seed, data):
     ref, grid = problem
     options = data.draw(options_strategy(name), label="options")
@@ -100,12 +105,19 @@ def test_sampler_matches_reference_step_by_step(name, problem, mixture, batch, s
             want = REF_SAMPLERS[name](ref_recorded, x_T, grid, ref, noise=ref_noise, **ref_options)
     except ValueError:
         with pytest.raises(ValueError):
-            SAMPLERS[name](torch_oracle(mixture, ref), torch.from_numpy(x_T), grid, twin(ref), noise=torch_noise,
-                           **torch_options)
+            SAMPLERS[name](
+                torch_oracle(mixture, ref), torch.from_numpy(x_T), grid, twin(ref), noise=torch_noise, **torch_options
+            )
         return
     assume(np.all(np.isfinite(want)))
-    got = SAMPLERS[name](torch_oracle(mixture, ref, torch_calls), torch.from_numpy(x_T), grid, twin(ref),
-                         noise=torch_noise, **torch_options)
+    got = SAMPLERS[name](
+        torch_oracle(mixture, ref, torch_calls),
+        torch.from_numpy(x_T),
+        grid,
+        twin(ref),
+        noise=torch_noise,
+        **torch_options,
+    )
     assert isinstance(got, torch.Tensor) and got.dtype == torch.float64 and got.shape == x_T.shape
     assert torch_noise.shapes == ref_noise.shapes
     # Adaptive step-size control feeds rounding back into the step sizes: the accepted times drift apart by about
@@ -133,7 +145,9 @@ def test_sampler_keeps_float32_and_feeds_the_network_float32_times(name):
     (never a Python float, which an exported graph would freeze into a constant)."""
     from diffspec.reference.oracles import standard_mixture_2d
 
-    ref = R.make_schedule("flow" if name.startswith("flow") else "linear", **({} if name.startswith("flow") else {"T": 100}))
+    ref = R.make_schedule(
+        "flow" if name.startswith("flow") else "linear", **({} if name.startswith("flow") else {"T": 100})
+    )
     grid = RG.uniform(ref, 4, t_start=0.9) if name.startswith("flow") else RG.uniform(ref, 4)
     mixture = standard_mixture_2d()
     seen = []
@@ -150,8 +164,14 @@ def test_sampler_keeps_float32_and_feeds_the_network_float32_times(name):
 
 @pytest.mark.parametrize("name", sorted(REF_INVERSIONS))
 @settings(deadline=None, max_examples=20)
-@given(ref=reference_schedules(), mixture=mixtures(), steps=st.integers(1, 12), lo=st.floats(0.0, 0.5),
-       hi=st.floats(0.5, 0.99), seed=st.integers(0, 2**32 - 1))
+@given(
+    ref=reference_schedules(),
+    mixture=mixtures(),
+    steps=st.integers(1, 12),
+    lo=st.floats(0.0, 0.5),
+    hi=st.floats(0.5, 0.99),
+    seed=st.integers(0, 2**32 - 1),
+)
 def test_inversion_matches_reference(name, ref, mixture, steps, lo, hi, seed):
     span = ref.t_max - ref.t_min
     t0 = max(ref.t_eps, ref.t_min + lo * span)

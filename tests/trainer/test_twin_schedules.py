@@ -19,15 +19,14 @@ central differences. Nothing here was tuned against the results.
 
 import numpy as np
 import torch
-from hypothesis import assume, given, settings
-from hypothesis import strategies as st
-
 from _twin import float32_times, reference_schedules, twin
 from _twin import kappa as _kappa
 from diffspec.reference import grids as RG
 from diffspec.reference import schedules as R
 from diffspec.trainer import grids as G
 from diffspec.trainer import schedules as S
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
 
 EPS32 = float(np.finfo(np.float32).eps)
 K = 16
@@ -86,8 +85,13 @@ def test_inverse_float64_matches_reference(problem):
     sv = ref.sigma_ve(t)
     sv = sv[np.isfinite(sv) & (sv > 0)]
     assume(sv.size > 0)
-    np.testing.assert_allclose(twin(ref).t_of_sigma_ve(torch.from_numpy(sv)).numpy(), ref.t_of_sigma_ve(sv),
-                               rtol=1e-12, atol=1e-12 * (ref.t_max - ref.t_min), strict=True)
+    np.testing.assert_allclose(
+        twin(ref).t_of_sigma_ve(torch.from_numpy(sv)).numpy(),
+        ref.t_of_sigma_ve(sv),
+        rtol=1e-12,
+        atol=1e-12 * (ref.t_max - ref.t_min),
+        strict=True,
+    )
 
 
 @settings(deadline=None)
@@ -111,9 +115,14 @@ def test_marginals_float32_within_derived_tolerance(problem):
 
 
 GRID_OPTIONS = {
-    "uniform": {}, "leading": {"offset": st.sampled_from([0, 1])}, "trailing": {},
-    "karras": {"rho": st.sampled_from([7.0]) | st.floats(1.0, 10.0)}, "exponential": {}, "uniform_lam": {},
-    "time_quadratic": {}, "shifted": {"shift": st.sampled_from([None, 3.0]) | st.floats(0.3, 5.0)},
+    "uniform": {},
+    "leading": {"offset": st.sampled_from([0, 1])},
+    "trailing": {},
+    "karras": {"rho": st.sampled_from([7.0]) | st.floats(1.0, 10.0)},
+    "exponential": {},
+    "uniform_lam": {},
+    "time_quadratic": {},
+    "shifted": {"shift": st.sampled_from([None, 3.0]) | st.floats(0.3, 5.0)},
 }
 
 
@@ -129,7 +138,7 @@ def test_grids_match_reference(ref, name, steps, data):
         except ValueError:
             return
         # A grid the reference refuses only because float64 rounding made two times equal may exist in the twin.
-        raise AssertionError(f"reference refused grid {name!r} ({steps} steps) but the trainer built one")
+        raise AssertionError(f"reference refused grid {name!r} ({steps} steps) but the trainer built one")  # noqa: B904
     got = G.GRIDS[name](twin(ref), steps, **options)
     assert got.dtype == torch.float64 and got.shape == want.shape
     np.testing.assert_allclose(got.numpy(), want, rtol=1e-12, atol=1e-12 * (ref.t_max - ref.t_min), strict=True)

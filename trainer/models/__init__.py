@@ -22,8 +22,9 @@ def _build_precond(*, inner, schedule, sigma_data=0.5):
 
     if not isinstance(inner, dict) or "arch" not in inner:
         raise ValueError(f"precond inner={inner!r}: expected {{'arch': ..., 'kwargs': {{...}}}}")
-    return EDMPrecond(build_model(inner["arch"], **inner.get("kwargs", {})), schedule_from_dict(schedule),
-                      sigma_data=sigma_data)
+    return EDMPrecond(
+        build_model(inner["arch"], **inner.get("kwargs", {})), schedule_from_dict(schedule), sigma_data=sigma_data
+    )
 
 
 def _build_consistency(*, inner, schedule, parameterization, sigma_min, sigma_data=0.5):
@@ -32,8 +33,13 @@ def _build_consistency(*, inner, schedule, parameterization, sigma_min, sigma_da
 
     if not isinstance(inner, dict) or "arch" not in inner:
         raise ValueError(f"consistency inner={inner!r}: expected {{'arch': ..., 'kwargs': {{...}}}}")
-    return ConsistencyModel(build_model(inner["arch"], **inner.get("kwargs", {})), schedule_from_dict(schedule),
-                            parameterization=parameterization, sigma_min=sigma_min, sigma_data=sigma_data)
+    return ConsistencyModel(
+        build_model(inner["arch"], **inner.get("kwargs", {})),
+        schedule_from_dict(schedule),
+        parameterization=parameterization,
+        sigma_min=sigma_min,
+        sigma_data=sigma_data,
+    )
 
 
 def build_model(arch, **kwargs):

@@ -9,18 +9,19 @@ import math
 
 import numpy as np
 import torch
+from diffspec.trainer.models.embedding import TimeClassEmbedding, zero_module
 from torch import nn
 from torch.nn import functional as F
-
-from diffspec.trainer.models.embedding import TimeClassEmbedding, zero_module
 
 
 def _sincos_2d(dim, grid):
     """Fixed 2-D sin-cos positional embedding (MAE / DiT), shape (grid*grid, dim)."""
+
     def one_d(d, pos):
         omega = 1.0 / 10000 ** (np.arange(d // 2, dtype=np.float64) / (d / 2.0))
         out = pos.reshape(-1)[:, None] * omega[None]
         return np.concatenate([np.sin(out), np.cos(out)], axis=1)
+
     gy, gx = np.meshgrid(np.arange(grid, dtype=np.float64), np.arange(grid, dtype=np.float64), indexing="ij")
     return torch.tensor(np.concatenate([one_d(dim // 2, gy), one_d(dim // 2, gx)], axis=1), dtype=torch.float32)
 
@@ -56,14 +57,31 @@ class DiTBlock(nn.Module):
 class DiT(nn.Module):
     """forward(x (B, C, H, W), t (B,), y=None) -> (B, C or 2 C, H, W)."""
 
-    def __init__(self, *, in_channels=1, image_size=8, patch_size=2, hidden=128, depth=4, num_heads=4,
-                 mlp_ratio=4.0, num_classes=None, time_scale=1.0, learned_variance=False):
+    def __init__(
+        self,
+        *,
+        in_channels=1,
+        image_size=8,
+        patch_size=2,
+        hidden=128,
+        depth=4,
+        num_heads=4,
+        mlp_ratio=4.0,
+        num_classes=None,
+        time_scale=1.0,
+        learned_variance=False,
+    ):
         super().__init__()
         if image_size % patch_size:
             raise ValueError(f"image_size={image_size}, patch_size={patch_size}: the size must divide by the patch")
         if hidden % num_heads or hidden % 4:
             raise ValueError(f"hidden={hidden}: expected a multiple of 4 and of num_heads={num_heads}")
-        self.in_channels, self.image_size, self.patch, self.num_classes = in_channels, image_size, patch_size, num_classes
+        self.in_channels, self.image_size, self.patch, self.num_classes = (
+            in_channels,
+            image_size,
+            patch_size,
+            num_classes,
+        )
         self.null_class = num_classes if num_classes else None
         self.learned_variance = bool(learned_variance)
         self.out_channels = in_channels * (2 if learned_variance else 1)
@@ -78,7 +96,9 @@ class DiT(nn.Module):
 
     def forward(self, x, t, y=None):
         b = x.shape[0]
-        h = self.embed_x(x.to(self.embed_x.weight.dtype)).flatten(2).transpose(1, 2) + self.pos.to(self.embed_x.weight.dtype)
+        h = self.embed_x(x.to(self.embed_x.weight.dtype)).flatten(2).transpose(1, 2) + self.pos.to(
+            self.embed_x.weight.dtype
+        )
         c = self.embed(t, y)
         for block in self.blocks:
             h = block(h, c)

@@ -5,11 +5,9 @@ Residual blocks h <- h + W2 silu(LN(W1 silu(h)) * (1 + scale) + shift), with (sc
 a minute or two on a CPU.
 """
 
-import torch
+from diffspec.trainer.models.embedding import TimeClassEmbedding, zero_module
 from torch import nn
 from torch.nn import functional as F
-
-from diffspec.trainer.models.embedding import TimeClassEmbedding, zero_module
 
 
 class _Block(nn.Module):
@@ -30,8 +28,19 @@ class _Block(nn.Module):
 class MLP(nn.Module):
     """forward(x (B, D), t (B,), y=None (B,) int64) -> (B, out_dim); out_dim = 2 D with learned variance."""
 
-    def __init__(self, *, dim=2, hidden=256, depth=4, emb_dim=None, freq_dim=64, num_classes=None,
-                 time_scale=1.0, dropout=0.0, learned_variance=False):
+    def __init__(
+        self,
+        *,
+        dim=2,
+        hidden=256,
+        depth=4,
+        emb_dim=None,
+        freq_dim=64,
+        num_classes=None,
+        time_scale=1.0,
+        dropout=0.0,
+        learned_variance=False,
+    ):
         super().__init__()
         if dim < 1 or hidden < 1 or depth < 0:
             raise ValueError(f"MLP(dim={dim}, hidden={hidden}, depth={depth}): expected dim, hidden >= 1, depth >= 0")

@@ -12,10 +12,9 @@ No data-dependent Python control flow: the graph exports to ONNX with a dynamic 
 import math
 
 import torch
+from diffspec.trainer.models.embedding import TimeClassEmbedding, zero_module
 from torch import nn
 from torch.nn import functional as F
-
-from diffspec.trainer.models.embedding import TimeClassEmbedding, zero_module
 
 
 def _norm(ch, groups):
@@ -88,14 +87,29 @@ class UNet(nn.Module):
     `attention_resolutions` are feature-map sizes (e.g. (16, 8) for a 32x32 input with channel_mult (1, 2, 2)).
     """
 
-    def __init__(self, *, in_channels=1, image_size=8, model_channels=64, channel_mult=(1, 2), num_res_blocks=2,
-                 attention_resolutions=(4,), num_heads=4, groups=32, dropout=0.0, num_classes=None, time_scale=1.0,
-                 learned_variance=False):
+    def __init__(
+        self,
+        *,
+        in_channels=1,
+        image_size=8,
+        model_channels=64,
+        channel_mult=(1, 2),
+        num_res_blocks=2,
+        attention_resolutions=(4,),
+        num_heads=4,
+        groups=32,
+        dropout=0.0,
+        num_classes=None,
+        time_scale=1.0,
+        learned_variance=False,
+    ):
         super().__init__()
         levels = len(channel_mult)
         if image_size % (2 ** (levels - 1)):
-            raise ValueError(f"image_size={image_size} with channel_mult={tuple(channel_mult)}: the size must divide "
-                             f"by 2^{levels - 1} (one halving per extra level)")
+            raise ValueError(
+                f"image_size={image_size} with channel_mult={tuple(channel_mult)}: the size must divide "
+                f"by 2^{levels - 1} (one halving per extra level)"
+            )
         self.in_channels, self.image_size, self.num_classes = in_channels, image_size, num_classes
         self.null_class = num_classes if num_classes else None
         self.learned_variance = bool(learned_variance)
@@ -118,9 +132,13 @@ class UNet(nn.Module):
                 self.down.append(nn.ModuleList([Downsample(ch)]))
                 skips.append(ch)
                 res //= 2
-        self.mid = nn.ModuleList([ResBlock(ch, ch, emb_dim, groups=groups, dropout=dropout),
-                                  AttentionBlock(ch, heads=num_heads, groups=groups),
-                                  ResBlock(ch, ch, emb_dim, groups=groups, dropout=dropout)])
+        self.mid = nn.ModuleList(
+            [
+                ResBlock(ch, ch, emb_dim, groups=groups, dropout=dropout),
+                AttentionBlock(ch, heads=num_heads, groups=groups),
+                ResBlock(ch, ch, emb_dim, groups=groups, dropout=dropout),
+            ]
+        )
         # Decoder: num_res_blocks + 1 blocks per level, each consuming one skip.
         self.up = nn.ModuleList()
         for level, mult in reversed(list(enumerate(channel_mult))):

@@ -5,7 +5,6 @@ last denoised estimate."""
 import math
 
 import torch
-
 from diffspec.trainer.noise import as_noise_source
 from diffspec.trainer.samplers._grid import at, call, checked_grid, marginals
 
@@ -58,7 +57,13 @@ def sample_tcd(denoise, x_T, grid, schedule, *, noise=None, gamma=0.3):
     c = -torch.expm1(2 * (lam[1:] - lam_s))
     up = (alpha[1:] / alpha_s).tolist()
     std = (torch.sqrt(c) * sigma[1:]).tolist()
-    alpha_s, sigma_s, alpha, sigma, t = alpha_s.tolist(), sigma_s.tolist(), alpha.tolist(), sigma.tolist(), grid.tolist()
+    alpha_s, sigma_s, alpha, sigma, t = (
+        alpha_s.tolist(),
+        sigma_s.tolist(),
+        alpha.tolist(),
+        sigma.tolist(),
+        grid.tolist(),
+    )
     x = x_T
     for i in range(len(t) - 1):
         x0 = call(denoise, x, t[i])

@@ -5,7 +5,6 @@ import enum
 import math
 
 import torch
-
 from diffspec.trainer.noise import as_noise_source
 from diffspec.trainer.samplers._grid import call, checked_grid, marginals, time_batch
 

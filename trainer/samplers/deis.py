@@ -10,7 +10,6 @@ import enum
 
 import numpy as np
 import torch
-
 from diffspec.trainer.samplers._grid import call, checked_grid, marginals
 
 _NODES, _WEIGHTS = (torch.as_tensor(a, dtype=torch.float64) for a in np.polynomial.legendre.leggauss(24))

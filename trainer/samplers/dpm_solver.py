@@ -10,7 +10,6 @@ evaluations (host side); the tensors keep x_T's dtype and device.
 import math
 
 import torch
-
 from diffspec.trainer.samplers._grid import at, call, checked_grid
 
 
@@ -138,9 +137,23 @@ def _vp_scale(schedule, t):
     return math.hypot(at(schedule.alpha, t), at(schedule.sigma, t))
 
 
-def sample_dpm_solver_adaptive(denoise, x_T, grid, schedule, *, noise=None, order=3, rtol=0.05, atol=0.0078,
-                               variant="diffspec", h_init=None, pcoeff=None, icoeff=None, dcoeff=None,
-                               accept_safety=None):
+def sample_dpm_solver_adaptive(
+    denoise,
+    x_T,
+    grid,
+    schedule,
+    *,
+    noise=None,
+    order=3,
+    rtol=0.05,
+    atol=0.0078,
+    variant="diffspec",
+    h_init=None,
+    pcoeff=None,
+    icoeff=None,
+    dcoeff=None,
+    accept_safety=None,
+):
     """DPM-Solver-12 / -23 with adaptive steps in lam (Lu et al. 2022, Algorithm 4); see the reference for the
     error control (read in the variance-preserving scale x / sqrt(alpha^2 + sigma^2)). The accept test reads one
     number per trial step from the device (adaptive by nature). variant="k-diffusion": k-diffusion's PID controller
@@ -188,8 +201,9 @@ def sample_dpm_solver_adaptive(denoise, x_T, grid, schedule, *, noise=None, orde
     return x
 
 
-def _adaptive_k_diffusion(denoise, x, grid, schedule, *, order, rtol, atol, h_init, pcoeff, icoeff, dcoeff,
-                          accept_safety):
+def _adaptive_k_diffusion(
+    denoise, x, grid, schedule, *, order, rtol, atol, h_init, pcoeff, icoeff, dcoeff, accept_safety
+):
     """k-diffusion's `dpm_solver_adaptive` at eta = 0: the same embedded pairs, error
     E = rms over all elements of (y_lo - y_hi) / max(atol, rtol max(|y_lo|, |y_prev|)) with y = x / alpha, and a PID
     controller factor = 1 + atan(e0^b1 e1^b2 e2^b3 - 1), e = 1 / (E + 1e-8); accept when factor >= accept_safety;

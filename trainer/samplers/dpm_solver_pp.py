@@ -103,8 +103,9 @@ def sample_dpmpp_3m(denoise, x_T, grid, schedule, *, noise=None, lower_order_fin
     second-order step); see the reference for why the default differs.
     Model calls per step: 1. Noise draws: none. Order: 3."""
     if _variant(variant) == Variant.K_DIFFUSION:
-        return sample_dpmpp_3m_sde(denoise, x_T, grid, schedule, eta=0.0, lower_order_final=lower_order_final,
-                                   variant=variant)
+        return sample_dpmpp_3m_sde(
+            denoise, x_T, grid, schedule, eta=0.0, lower_order_final=lower_order_final, variant=variant
+        )
     grid, x, alpha, sigma, lam = _setup(x_T, grid, schedule, "dpmpp_3m")
     orders = _orders(sigma, 3, lower_order_final)
     x0s = []
@@ -116,7 +117,11 @@ def sample_dpmpp_3m(denoise, x_T, grid, schedule, *, noise=None, lower_order_fin
         if orders[i] == 2:
             x = x - (0.5 * alpha[i + 1] * math.expm1(-h)) * D1
         elif orders[i] == 3:
-            x = x + (alpha[i + 1] * (math.expm1(-h) / h + 1)) * D1 - (2 * alpha[i + 1] * ((math.expm1(-h) + h) / h**2 - 0.5)) * D2
+            x = (
+                x
+                + (alpha[i + 1] * (math.expm1(-h) / h + 1)) * D1
+                - (2 * alpha[i + 1] * ((math.expm1(-h) + h) / h**2 - 0.5)) * D2
+            )
     return x
 
 
@@ -149,8 +154,9 @@ def sample_dpmpp_2s_ancestral(denoise, x_T, grid, schedule, *, noise=None, eta=1
     return x
 
 
-def sample_dpmpp_2m_sde(denoise, x_T, grid, schedule, *, noise=None, eta=1.0, solver_type="midpoint",
-                        lower_order_final=True):
+def sample_dpmpp_2m_sde(
+    denoise, x_T, grid, schedule, *, noise=None, eta=1.0, solver_type="midpoint", lower_order_final=True
+):
     """SDE-DPM-Solver++(2M) with eta (k-diffusion `sample_dpmpp_2m_sde`). h_eta = (1 + eta) h, A = -expm1(-h_eta),
     D1 = (x0 - x0_prev) / r:
 
@@ -185,8 +191,9 @@ def sample_dpmpp_2m_sde(denoise, x_T, grid, schedule, *, noise=None, eta=1.0, so
     return x
 
 
-def sample_dpmpp_3m_sde(denoise, x_T, grid, schedule, *, noise=None, eta=1.0, lower_order_final=True,
-                        variant="diffspec"):
+def sample_dpmpp_3m_sde(
+    denoise, x_T, grid, schedule, *, noise=None, eta=1.0, lower_order_final=True, variant="diffspec"
+):
     """SDE-DPM-Solver++(3M) (k-diffusion `sample_dpmpp_3m_sde`): with h_eta = (1 + eta) h,
     phi_2 = expm1(-h_eta)/h_eta + 1, phi_3 = phi_2 / h_eta - 1/2:
 
@@ -211,15 +218,18 @@ def sample_dpmpp_3m_sde(denoise, x_T, grid, schedule, *, noise=None, eta=1.0, lo
         _, D1, D2 = _data_term(h, x0s, lam[i::-1], orders[i])
         phi_2 = math.expm1(-h_eta) / h_eta + 1
         phi_3 = phi_2 / h_eta - 0.5
-        x = (sigma[i + 1] / sigma[i] * (math.exp(-eta * h) if eta > 0 else 1.0)) * x - (alpha[i + 1] * math.expm1(-h_eta)) * x0s[0]
+        x = (sigma[i + 1] / sigma[i] * (math.exp(-eta * h) if eta > 0 else 1.0)) * x - (
+            alpha[i + 1] * math.expm1(-h_eta)
+        ) * x0s[0]
         x = x + alpha[i + 1] * (phi_2 * D1 - w3 * phi_3 * D2)
         if eta > 0:
             x = x + (sigma[i + 1] * math.sqrt(-math.expm1(-2 * eta * h))) * draw(x.shape)
     return x
 
 
-def sample_dpmpp_sde(denoise, x_T, grid, schedule, *, noise=None, order=2, lower_order_final=True,
-                     variant="diffspec", eta=None, r=None):
+def sample_dpmpp_sde(
+    denoise, x_T, grid, schedule, *, noise=None, order=2, lower_order_final=True, variant="diffspec", eta=None, r=None
+):
     """SDE-DPM-Solver++ singlestep, order 1 or 2 (the paper's, not k-diffusion's Brownian-tree variant):
 
         order 1: x_next = (sigma_next / sigma) e^{-h} x - alpha_next expm1(-2h) x0 + sigma_next sqrt(-expm1(-2h)) z
@@ -231,8 +241,16 @@ def sample_dpmpp_sde(denoise, x_T, grid, schedule, *, noise=None, order=2, lower
     if _variant(variant) == Variant.K_DIFFUSION:
         if order != 2:
             raise ValueError(f"order={order!r}: variant='k-diffusion' has second-order steps only; expected 2")
-        return _dpmpp_sde_k_diffusion(denoise, x_T, grid, schedule, noise=noise, eta=1.0 if eta is None else eta,
-                                      r=0.5 if r is None else r, lower_order_final=lower_order_final)
+        return _dpmpp_sde_k_diffusion(
+            denoise,
+            x_T,
+            grid,
+            schedule,
+            noise=noise,
+            eta=1.0 if eta is None else eta,
+            r=0.5 if r is None else r,
+            lower_order_final=lower_order_final,
+        )
     for name, value in (("eta", eta), ("r", r)):
         if value is not None:
             raise ValueError(f"{name}={value!r}: an option of variant='k-diffusion' only; leave it None")
@@ -253,7 +271,11 @@ def sample_dpmpp_sde(denoise, x_T, grid, schedule, *, noise=None, order=2, lower
             t_s = at(schedule.t_of_lam, lam[i] + h / 2)
             alpha_s, sigma_s = at(schedule.alpha, t_s), at(schedule.sigma, t_s)
             z1 = draw(x.shape)
-            u = ((sigma_s / sigma[i]) * math.exp(-h / 2)) * x - (alpha_s * math.expm1(-h)) * x0 + (sigma_s * math.sqrt(-math.expm1(-h))) * z1
+            u = (
+                ((sigma_s / sigma[i]) * math.exp(-h / 2)) * x
+                - (alpha_s * math.expm1(-h)) * x0
+                + (sigma_s * math.sqrt(-math.expm1(-h))) * z1
+            )
             x0 = call(denoise, u, t_s)
             noise_term = (sigma[i + 1] * math.sqrt(-math.expm1(-h))) * (math.exp(-h / 2) * z1 + draw(x.shape))
         x = (sigma[i + 1] / sigma[i] * math.exp(-h)) * x - (alpha[i + 1] * math.expm1(-2 * h)) * x0 + noise_term
@@ -293,7 +315,8 @@ def _dpmpp_sde_k_diffusion(denoise, x_T, grid, schedule, *, noise, eta, r, lower
             a, b = draw(y.shape), draw(y.shape)
             z1 = a
             z2 = (math.sqrt(sig - sig_s) / math.sqrt(sig - sig_next)) * a + (
-                math.sqrt(sig_s - sig_next) / math.sqrt(sig - sig_next)) * b
+                math.sqrt(sig_s - sig_next) / math.sqrt(sig - sig_next)
+            ) * b
         D = x0
         if orders[i] == 2:
             down, up = _ancestral_step(sig, sig_s, eta)

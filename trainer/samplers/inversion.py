@@ -4,7 +4,6 @@
 import math
 
 import torch
-
 from diffspec.trainer.samplers._grid import call, marginals
 
 
@@ -12,7 +11,9 @@ def _increasing_grid(grid, schedule, sampler):
     """The grid as a float64 CPU tensor: 1-D, strictly increasing, sigma > 0 at its start, alpha > 0 at its end."""
     grid = torch.as_tensor(grid, dtype=torch.float64).detach().cpu()
     if grid.ndim != 1 or len(grid) < 2:
-        raise ValueError(f"grid of shape {tuple(grid.shape)} for {sampler}: expected a 1-D array of at least 2 times (data -> noise)")
+        raise ValueError(
+            f"grid of shape {tuple(grid.shape)} for {sampler}: expected a 1-D array of at least 2 times (data -> noise)"
+        )
     if not bool(torch.all(grid[1:] > grid[:-1])):
         raise ValueError(f"grid={grid.tolist()[:8]} for {sampler}: expected strictly increasing times (data -> noise)")
     if float(grid[0]) < schedule.t_min or float(grid[-1]) > schedule.t_max:

@@ -34,7 +34,11 @@ def _d(denoise, schedule, y, sigma_ve, t=None):
 
 def _ancestral_step(sigma, sigma_next, eta):
     """(sigma_down, sigma_up): sigma_up = min(sigma_next, eta sigma_next sqrt(1 - sigma_next^2 / sigma^2))."""
-    sigma_up = min(sigma_next, eta * sigma_next * math.sqrt(-math.expm1(2 * math.log(sigma_next / sigma)))) if sigma_next else 0.0
+    sigma_up = (
+        min(sigma_next, eta * sigma_next * math.sqrt(-math.expm1(2 * math.log(sigma_next / sigma))))
+        if sigma_next
+        else 0.0
+    )
     return math.sqrt(sigma_next**2 - sigma_up**2), sigma_up
 
 

@@ -5,7 +5,6 @@ Step-size control reads one error number per step from the device (adaptive by n
 import math
 
 import torch
-
 from diffspec.trainer.samplers._grid import at, call, checked_grid
 
 C = [0, 1 / 5, 3 / 10, 4 / 5, 8 / 9, 1, 1]
@@ -91,8 +90,14 @@ def sample_pf_ode_rk45(denoise, x_T, grid, schedule, *, noise=None, rtol=1e-5, a
         return call(denoise, at(schedule.alpha, t) * x_tilde, t) - x_tilde
 
     if t_end < grid[0]:
-        x_tilde, _ = dormand_prince(rhs, x / at(schedule.alpha, grid[0]), at(schedule.lam, grid[0]),
-                                    at(schedule.lam, t_end), rtol=rtol, atol=atol)
+        x_tilde, _ = dormand_prince(
+            rhs,
+            x / at(schedule.alpha, grid[0]),
+            at(schedule.lam, grid[0]),
+            at(schedule.lam, t_end),
+            rtol=rtol,
+            atol=atol,
+        )
         x = at(schedule.alpha, t_end) * x_tilde
     if clean:
         x = at(schedule.alpha, grid[-1]) * call(denoise, x, t_end)

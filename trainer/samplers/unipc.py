@@ -9,7 +9,6 @@ import enum
 import math
 
 import torch
-
 from diffspec.trainer.samplers._grid import call, checked_grid, marginals
 
 
@@ -45,7 +44,7 @@ def _rhos(lams, lam_next, order, variant, *, corrector):
 def _bh_update(x, x0s, lams, lam_next, sigma_ratio, alpha_next, order, variant, x0_new=None):
     """One UniP-`order` step (x0_new None) or UniC-`order` correction (x0_new: x0_hat at lam_next):
 
-        x_next = sigma_ratio x - alpha_next expm1(-h) x0 - alpha_next B(-h) sum_k rho_k D_k,   D_k = (x0_{-k} - x0) / r_k
+    x_next = sigma_ratio x - alpha_next expm1(-h) x0 - alpha_next B(-h) sum_k rho_k D_k,   D_k = (x0_{-k} - x0) / r_k
     """
     if order == 1 and x0_new is None:
         return sigma_ratio * x - (alpha_next * math.expm1(-(lam_next - lams[0]))) * x0s[0]
@@ -57,8 +56,9 @@ def _bh_update(x, x0s, lams, lam_next, sigma_ratio, alpha_next, order, variant, 
     return x_lin - (alpha_next * B_h) * sum(r * d for r, d in zip(rho, D))
 
 
-def sample_unipc(denoise, x_T, grid, schedule, *, noise=None, order=2, variant="bh2", use_corrector=True,
-                 lower_order_final=True):
+def sample_unipc(
+    denoise, x_T, grid, schedule, *, noise=None, order=2, variant="bh2", use_corrector=True, lower_order_final=True
+):
     """UniPC: multistep UniP-p predictor, each step corrected by UniC-p with the next point's x0_hat (no extra call).
 
     Step orders: min(order, i + 1) (warm-up), min(order, steps left) with lower_order_final, 1 onto a clean end
@@ -84,8 +84,17 @@ def sample_unipc(denoise, x_T, grid, schedule, *, noise=None, order=2, variant="
     for i in range(n):
         x0 = call(denoise, x, t[i])
         if use_corrector and i > 0 and math.isfinite(lam[i - 1]):
-            x = _bh_update(x_prev, x0s, lam[i - 1::-1], lam[i], sigma[i] / sigma[i - 1], alpha[i], orders[i - 1],
-                           variant, x0_new=x0)
+            x = _bh_update(
+                x_prev,
+                x0s,
+                lam[i - 1 :: -1],
+                lam[i],
+                sigma[i] / sigma[i - 1],
+                alpha[i],
+                orders[i - 1],
+                variant,
+                x0_new=x0,
+            )
         x0s = [x0] + x0s[: order - 1]
         x_prev = x
         x = _bh_update(x, x0s, lam[i::-1], lam[i + 1], sigma[i + 1] / sigma[i], alpha[i + 1], orders[i], variant)
