@@ -103,7 +103,7 @@ def test_ddpm_posterior_is_the_general_posterior_between_adjacent_steps(name):
 
 
 def test_ddpm_table_matches_textbook_and_diffusers():
-    from diffusers import DDPMScheduler
+    DDPMScheduler = pytest.importorskip("diffusers").DDPMScheduler  # absent only in the numpy-only job
 
     sch = S.LinearBetas()
     t = F.ddpm_table(sch)
