@@ -166,6 +166,12 @@ class Model:
             props = session.get_modelmeta().custom_metadata_map
         except Exception as err:  # pragma: no cover - defensive
             raise ModelFileError(f"{path!r}: cannot read its metadata ({_first_line(err)})") from None
+        if "diffspec.pipeline" in props:
+            raise ModelFileError(
+                f"{path!r} is a pipeline graph (the whole sampler is inside it): run it with onnxruntime directly, "
+                "feeding x_T (and noise, y, guidance_scale as its card says; see docs/pipeline.md), or sample the "
+                "network file it was exported from"
+            )
         try:
             card = ModelCard.from_metadata(props, source=repr(path))
         except (ValueError, TypeError, KeyError) as err:

@@ -240,6 +240,15 @@ def test_metadata_card_and_shared_weights(nets, tmp_path):
     assert read_pipeline_card(out) == meta
 
 
+def test_runtime_refuses_a_pipeline_file_with_a_pipeline_message(nets, tmp_path):
+    from diffspec.runtime import Model
+    from diffspec.runtime.model import ModelFileError
+
+    out = export_pipeline(nets["image_cond"], tmp_path / "p.onnx", sampler="ddim", steps=3)
+    with pytest.raises(ModelFileError, match="is a pipeline graph.*x_T"):
+        Model.load(str(out))
+
+
 def test_graph_checks_input_shapes(nets, tmp_path):
     out = export_pipeline(nets["image_cond"], tmp_path / "p.onnx", sampler="ddpm", steps=4, verify=False)
     sess = _session(out)
