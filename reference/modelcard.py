@@ -239,9 +239,9 @@ class ModelCard:
             raise ValueError(
                 f"learned_variance=True: needs a discrete VP (beta) schedule, got {type(schedule).__name__}"
             )
-        sample_size = tuple(sample_size) if isinstance(sample_size, (list, tuple)) else (sample_size, sample_size)
-        if len(sample_size) != 2 or any(isinstance(s, bool) or not isinstance(s, int) or s < 1 for s in sample_size):
-            raise ValueError(f"sample_size={sample_size!r}: expected a positive integer or a pair (height, width)")
+        size = tuple(sample_size) if isinstance(sample_size, (list, tuple)) else (sample_size, sample_size)
+        if len(size) != 2 or any(isinstance(s, bool) or not isinstance(s, int) or s < 1 for s in size):
+            raise ValueError(f"sample_size={size!r}: expected a positive integer or a pair (height, width)")
         if isinstance(in_channels, bool) or not isinstance(in_channels, int) or in_channels < 1:
             raise ValueError(f"in_channels={in_channels!r}: expected a positive integer")
         if num_classes is not None and (
@@ -255,13 +255,13 @@ class ModelCard:
         card = cls(
             schedule=schedule.to_dict(),
             parameterization=str(parse_parameterization(plan.prediction_type)),
-            data=DataInfo(shape=(in_channels, *sample_size), kind="image", range=(-1.0, 1.0), name=str(name)),
+            data=DataInfo(shape=(in_channels, *size), kind="image", range=(-1.0, 1.0), name=str(name)),
             time_input="t",
             num_classes=num_classes,
             null_class=null_class,
             learned_variance=bool(learned_variance),
             train_config={"scheduler": plan.class_name, **(train_config or {})},
-            **({} if version is None else {"version": str(version)}),
+            version=DIFFSPEC_VERSION if version is None else str(version),
         )
         card.reference_schedule()
         return card

@@ -2,6 +2,7 @@
 computes them."""
 
 import math
+from typing import Any
 
 import numpy as np
 from diffspec.reference import _checks
@@ -56,7 +57,8 @@ _KARRAS_FAMILY = {
     "use_karras_sigmas": (False, _values(True, False)),
 }
 
-HONOURED = {
+# class name -> {config key: (default, allowed values or _ANY)}
+HONOURED: dict[str, dict[str, tuple[Any, tuple | None]]] = {
     "DDIMScheduler": {
         **_BETAS,
         **_SPACING,

@@ -22,7 +22,7 @@ PREDICTION_TYPE = {
 }
 
 # Classes written but not read back by `from_diffusers` (their keys, the parameters of __init__): none left.
-WRITE_ONLY = {}
+WRITE_ONLY: dict[str, tuple[str, ...]] = {}
 
 
 def _prediction(prediction_type):

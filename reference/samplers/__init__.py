@@ -8,6 +8,7 @@ kit (`diffspec.conformance`) turns it into checks for any backend.
 """
 
 import importlib
+from collections.abc import Callable
 
 from diffspec.reference import _checks
 from diffspec.reference.samplers._info import Option, Requirement, SamplerInfo
@@ -29,8 +30,8 @@ _FAMILIES = (
     "inversion",
 )
 
-SAMPLER_INFO = {}
-INVERSIONS = {}
+SAMPLER_INFO: dict[str, SamplerInfo] = {}
+INVERSIONS: dict[str, Callable] = {}
 for _family in _FAMILIES:
     _module = importlib.import_module(f"diffspec.reference.samplers.{_family}")
     for _info in getattr(_module, "INFO", ()):

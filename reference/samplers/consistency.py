@@ -98,7 +98,7 @@ INFO = [
         stochastic=True,
         calls_per_step=1,
         draws=one_per_step,
-        requires={Requirement.CONSISTENCY_MODEL},
+        requires=frozenset({Requirement.CONSISTENCY_MODEL}),
     ),
     SamplerInfo(
         "lcm",
@@ -107,7 +107,7 @@ INFO = [
         stochastic=True,
         calls_per_step=1,
         draws=one_per_step,
-        requires={Requirement.CLEAN_END, Requirement.CONSISTENCY_MODEL},
+        requires=frozenset({Requirement.CLEAN_END, Requirement.CONSISTENCY_MODEL}),
     ),
     SamplerInfo(
         "tcd",
@@ -116,7 +116,7 @@ INFO = [
         stochastic=True,
         calls_per_step=1,
         draws=one_per_step_if("gamma"),
-        requires={Requirement.CLEAN_END},
+        requires=frozenset({Requirement.CLEAN_END}),
         options=dict(gamma=Option(0.3, low=0.0, high=1.0, invalid=(-0.1, 1.5), probe=(0.0, 1.0))),
     ),
 ]

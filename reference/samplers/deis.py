@@ -84,7 +84,7 @@ INFO = [
         order=3,
         stochastic=False,
         calls_per_step=1,
-        requires={Requirement.ALPHA_START},
+        requires=frozenset({Requirement.ALPHA_START}),
         options=dict(
             order=Option(3, choices=(1, 2, 3), invalid=(0, 4)),
             fit_in=Option("t", choices=("t", "lam"), invalid=("rho",)),

@@ -302,7 +302,7 @@ def _adaptive_k_diffusion(
     return x
 
 
-_A = {Requirement.ALPHA_START}
+_A = frozenset({Requirement.ALPHA_START})
 INFO = [
     SamplerInfo("dpm_solver_1", sample_dpm_solver_1, order=1, stochastic=False, calls_per_step=1, requires=_A),
     SamplerInfo("dpm_solver_2", sample_dpm_solver_2, order=2, stochastic=False, calls_per_step=2, requires=_A),

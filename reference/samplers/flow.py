@@ -79,7 +79,7 @@ def sample_flow_midpoint(denoise, x_T, grid, schedule, *, noise=None):
     return x
 
 
-_F = {Requirement.FLOW_SCHEDULE}
+_F = frozenset({Requirement.FLOW_SCHEDULE})
 INFO = [
     SamplerInfo("flow_euler", sample_flow_euler, order=1, stochastic=False, calls_per_step=1, requires=_F),
     SamplerInfo("flow_heun", sample_flow_heun, order=2, stochastic=False, calls_per_step=2, requires=_F),

@@ -8,6 +8,7 @@ the solver's discretisation error (checked in tests).
 
 import numpy as np
 from diffspec.reference import _checks
+from diffspec.reference.samplers._info import SamplerInfo
 
 
 def _increasing_grid(grid, schedule, sampler):
@@ -79,5 +80,5 @@ def dpmpp_inversion(denoise, x0, grid, schedule, *, noise=None):
     return x
 
 
-INFO = []
+INFO: list[SamplerInfo] = []
 INVERSIONS = {"ddim_inversion": ddim_inversion, "dpmpp_inversion": dpmpp_inversion}

@@ -183,7 +183,7 @@ def sample_dpm2_ancestral(denoise, x_T, grid, schedule, *, noise=None, eta=1.0):
 
 
 _ETA = Option(1.0, low=0.0, invalid=(-0.1, float("nan")), probe=(0.0, 0.5))  # 0: the deterministic method
-_A = {Requirement.ALPHA_START}
+_A = frozenset({Requirement.ALPHA_START})
 INFO = [
     SamplerInfo("euler", sample_euler, order=1, stochastic=False, calls_per_step=1, requires=_A),
     SamplerInfo(

@@ -58,7 +58,7 @@ INFO = [
         order=4,
         stochastic=False,
         calls_per_step=1,
-        requires={Requirement.ALPHA_START},
+        requires=frozenset({Requirement.ALPHA_START}),
         options=dict(order=Option(4, low=1, high=4, integer=True, invalid=(0, 5))),
         orders=(({"order": 1}, 1), ({"order": 2}, 2), ({"order": 3}, 3)),
     ),

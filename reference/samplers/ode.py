@@ -128,7 +128,7 @@ INFO = [
         stochastic=False,
         calls_per_step=None,
         adaptive=True,
-        requires={Requirement.ALPHA_START},
+        requires=frozenset({Requirement.ALPHA_START}),
         options=dict(
             rtol=Option(1e-5, low=0.0, low_open=True, invalid=(0.0,)),
             atol=Option(1e-5, low=0.0, low_open=True, invalid=(-1.0,)),

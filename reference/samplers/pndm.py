@@ -143,7 +143,7 @@ def sample_ipndm(denoise, x_T, grid, schedule, *, noise=None, order=4):
     return alpha[-1] * y
 
 
-_A = {Requirement.ALPHA_START}
+_A = frozenset({Requirement.ALPHA_START})
 INFO = [
     SamplerInfo("pndm", sample_pndm, order=2, stochastic=False, calls_per_step=1, requires=_A),
     SamplerInfo("plms", sample_plms, order=2, stochastic=False, calls_per_step=1, requires=_A),

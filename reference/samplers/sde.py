@@ -134,7 +134,7 @@ def _norm(a):
     return np.sqrt(np.sum(a.reshape(len(a), -1) ** 2, axis=1))
 
 
-_A = {Requirement.ALPHA_START}
+_A = frozenset({Requirement.ALPHA_START})
 INFO = [
     SamplerInfo(
         "euler_maruyama",
