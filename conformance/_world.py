@@ -13,12 +13,12 @@ MIXTURE = standard_mixture_2d()
 
 # Families for the order check: (label, schedule name, schedule parameters, grid name). Three VP/VE families for
 # samplers that take any schedule; three flow shifts for the flow samplers (which need a flow schedule).
-ORDER_FAMILIES = (
+ORDER_FAMILIES: tuple[tuple[str, str, dict[str, float], str], ...] = (
     ("vp_cosine/uniform_lam", "vp_cosine", {}, "uniform_lam"),
     ("edm/karras", "edm", {}, "karras"),
     ("vp/time_quadratic", "vp", {}, "time_quadratic"),
 )
-FLOW_FAMILIES = (
+FLOW_FAMILIES: tuple[tuple[str, str, dict[str, float], str], ...] = (
     ("flow/uniform", "flow", {"shift": 1.0}, "uniform"),
     ("flow/karras", "flow", {"shift": 1.0}, "karras"),
     ("flow3/uniform_lam", "flow", {"shift": 3.0}, "uniform_lam"),

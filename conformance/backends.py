@@ -158,8 +158,8 @@ def runtime_report(name: str, options=None, *, steps: int = 8, schedule_name: st
     try:
         with np.errstate(all="ignore"):
             got = sampling.sample(model, sampler=name, steps=steps, indices=idx, seed=seed, raw=False, **options)
-    except Exception as err:
-        report.fail(check, f"runtime raised {type(err).__name__}: {err}", expected="the reference's samples")
+    except Exception as exc:
+        report.fail(check, f"runtime raised {type(exc).__name__}: {exc}", expected="the reference's samples")
         return report
     grid = sampling.make_sampling_grid(model.schedule, steps)
     noise = sampling.SampleNoise(seed, idx)

@@ -18,7 +18,7 @@ import types
 # Where the reference has a variant="k-diffusion" that reproduces k-diffusion's function exactly, it is used (when
 # the installed reference has it); otherwise the row compares k-diffusion with the paper's form and shows the
 # departure.
-KDIFFUSION = {
+KDIFFUSION: dict[str, tuple[str, dict[str, object], dict[str, object]]] = {
     "sample_euler": ("euler", {}, {}),
     "sample_euler_ancestral": ("euler_ancestral", {}, {}),
     "sample_heun": ("heun", {}, {}),

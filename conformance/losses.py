@@ -41,8 +41,8 @@ def check_loss(
         want = diffusion_loss(out, x0, eps, t, schedule, **kw)
         try:
             got = np.asarray(fn(out, x0, eps, t, schedule), dtype=np.float64)
-        except Exception as err:
-            report.fail(f"value ({sname})", f"raised {type(err).__name__}: {err}")
+        except Exception as exc:
+            report.fail(f"value ({sname})", f"raised {type(exc).__name__}: {exc}")
             continue
         if got.shape != want.shape:
             report.fail(f"shape ({sname})", got.shape, expected=want.shape)

@@ -184,6 +184,8 @@ def check_sampler(
 
 
 class _Context:
+    all_orders: bool  # set by the caller: measure the order under every listed option set
+
     def __init__(self, info, fn, run, convention, options, reference_options, precision, thorough):
         self.info, self.fn, self.run, self.convention = info, fn, run, convention
         self.options, self.reference_options = options, reference_options

@@ -200,14 +200,14 @@ def check_scheduler(scheduler, *, steps: tuple[int, ...] = (10, 25), order: bool
     for n in steps:
         try:
             plan = from_diffusers(config, n)
-        except ValueError as err:
-            report.fail(f"config ({n} steps)", str(err), expected="a config from_diffusers implements")
+        except ValueError as exc:
+            report.fail(f"config ({n} steps)", str(exc), expected="a config from_diffusers implements")
             return report
         try:
             scheduler.set_timesteps(n)
             got_t = np.asarray(scheduler.timesteps, dtype=np.float64)
-        except Exception as err:
-            report.fail(f"timesteps ({n} steps)", f"set_timesteps raised {type(err).__name__}: {err}")
+        except Exception as exc:
+            report.fail(f"timesteps ({n} steps)", f"set_timesteps raised {type(exc).__name__}: {exc}")
             continue
         want_t = np.asarray(plan.timesteps, dtype=np.float64)
         if got_t.shape != want_t.shape:
@@ -232,8 +232,8 @@ def check_scheduler(scheduler, *, steps: tuple[int, ...] = (10, 25), order: bool
         try:
             want = plan.run(_oracle(plan, mixture), x_T, noise=_Draws(7) if plan.stochastic else None)
             got = run_loop(scheduler, n, _oracle(plan, mixture), x_T, _Draws(7))
-        except Exception as err:
-            report.fail(check, f"raised {type(err).__name__}: {str(err)[:160]}", expected="the reference's sample")
+        except Exception as exc:
+            report.fail(check, f"raised {type(exc).__name__}: {str(exc)[:160]}", expected="the reference's sample")
             continue
         if got.shape != want.shape or not np.all(np.isfinite(got)):
             report.fail(check, f"shape {got.shape}, finite: {bool(np.all(np.isfinite(got)))}", expected=want.shape)
@@ -244,8 +244,8 @@ def check_scheduler(scheduler, *, steps: tuple[int, ...] = (10, 25), order: bool
     if order and expected is not None:
         try:
             slope, errors = measure_scheduler_order(scheduler, class_name, config)
-        except Exception as err:
-            report.fail("order", f"raised {type(err).__name__}: {str(err)[:160]}", expected=expected)
+        except Exception as exc:
+            report.fail("order", f"raised {type(exc).__name__}: {str(exc)[:160]}", expected=expected)
             return report
         # the final step onto sigma = 0 of a multistep solver is first order in its own step, and the warm-up caps
         # multistep orders above 2: the loop is held to min(nominal, 2)

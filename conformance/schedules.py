@@ -25,8 +25,8 @@ def check_schedule(
     if alphas_cumprod is not None:
         try:
             got = np.asarray(alphas_cumprod, dtype=np.float64).reshape(-1)
-        except Exception as err:
-            report.fail("alphas_cumprod", f"not an array of numbers ({err})")
+        except Exception as exc:
+            report.fail("alphas_cumprod", f"not an array of numbers ({exc})")
             return report
         T = getattr(schedule, "num_steps", None)
         if T is None:
@@ -53,8 +53,8 @@ def check_schedule(
                 continue
             try:
                 got = np.asarray([fn(float(ti)) for ti in t], dtype=np.float64).reshape(-1)
-            except Exception as err:
-                report.fail(label, f"raised {type(err).__name__}: {err}")
+            except Exception as exc:
+                report.fail(label, f"raised {type(exc).__name__}: {exc}")
                 continue
             want = ref(t)
             scale = np.maximum(np.abs(want), 1e-300)
