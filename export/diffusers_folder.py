@@ -299,7 +299,7 @@ def _version() -> str:
     try:
         return importlib.metadata.version("diffspec")
     except importlib.metadata.PackageNotFoundError:
-        return ModelCard.__dataclass_fields__["version"].default
+        return str(ModelCard.__dataclass_fields__["version"].default)
 
 
 def _weights(model_dir, allow_pickle):

@@ -267,7 +267,7 @@ def replay(program: Program, network, eps: np.ndarray, draws: np.ndarray, *, var
     noise_at = [j for j, k in enumerate(program.kinds) if k == "noise"]
     net_at = [j for j, k in enumerate(program.kinds) if k == "net"]
     values[noise_at] = draws
-    scale_after = {}
+    scale_after: dict[int, list[tuple]] = {}  # network call -> (basis index of a draw, its log-variance factor)
     for j, k, L in program.noise_scale:
         scale_after.setdefault(k, []).append((j, L))
     for k, (t, c) in enumerate(program.calls):
@@ -288,11 +288,13 @@ def _plan(program: Program):
     ("basis", j) or ("combo", i); combo i < num_calls is the input of call i, num_calls the output.
     """
     targets = [c for _, c in program.calls] + [program.out]
-    steps, done, rebuilt = [], [], []
+    steps: list[tuple] = []
+    done: list[int] = []
+    rebuilt: list[np.ndarray] = []
     for i, v in enumerate(targets):
         tol = 1e-12 * max(float(np.max(np.abs(v))), 1e-300)
         best = [("basis", j, float(v[j])) for j in np.flatnonzero(np.abs(v) > tol)]
-        best_terms = [(c, ("basis", j)) for _, j, c in best]
+        best_terms: list[tuple[float, tuple[str, int]]] = [(c, ("basis", int(j))) for _, j, c in best]
         for p in reversed(done[-8:]):  # the latest inputs are the useful ones (multistep: the previous one)
             u = targets[p]
             for j in np.flatnonzero((np.abs(u) > 0) & (np.abs(v) > tol)):
@@ -304,11 +306,11 @@ def _plan(program: Program):
                     best_terms = [(float(a), ("combo", p))] + [(float(r[q]), ("basis", int(q))) for q in idx]
                 break  # pivot on the first shared basis entry (x_T's for most samplers); checked below
         w = np.zeros_like(v)
-        for c, (kind, idx) in best_terms:
+        for c, (kind, src) in best_terms:
             if kind == "basis":
-                w[idx] += c
+                w[src] += c
             else:
-                w += c * rebuilt[idx]
+                w += c * rebuilt[src]
         rebuilt.append(w)
         if float(np.max(np.abs(rebuilt[-1] - v))) > 1e-10 * max(float(np.max(np.abs(v))), 1e-300):
             raise PipelineError(
@@ -548,6 +550,7 @@ def build_pipeline(
         y = "pipe/y_batch_must_equal_x_T_batch"
         b.nodes.append(helper.make_node("Reshape", ["y", batch], [y], name=y))
         null_y = b.node("Expand", [b.const([null_class], np.int64), batch], "null_y")
+    scale_t: str | None
     if mode == "dynamic":
         scale_t = "guidance_scale"
     elif mode == "static":
@@ -559,7 +562,7 @@ def build_pipeline(
         y2 = b.node("Concat", [y, null_y], "y_pair", axis=0)
         batch2 = b.node("Mul", [batch, b.const([2], np.int64)], "batch_pair")
 
-    combos = {}
+    combos: dict[int, str] = {}
 
     def term(src):
         return basis[src[1]] if src[0] == "basis" else combos[src[1]]
@@ -601,7 +604,7 @@ def build_pipeline(
                 out = _rescale(b, cond, out, phi, data_shape, tag)
         return (out, v) if with_variance else out
 
-    scale_after = {}
+    scale_after: dict[int, list[tuple]] = {}  # network call -> (basis index of a draw, its log-variance factor)
     for j, k, L in program.noise_scale:
         scale_after.setdefault(k, []).append((j, L))
     if program.noise_scale and not card.learned_variance:

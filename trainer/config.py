@@ -10,6 +10,7 @@ import copy
 import math
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import Any
 
 
 class LRScheduler(StrEnum):
@@ -90,7 +91,7 @@ class TrainConfig:
 
 
 # Per-data-set defaults, measured on 2 CPU cores (docs/training.md).
-POINT_DEFAULTS = dict(
+POINT_DEFAULTS: dict[str, Any] = dict(
     arch="mlp",
     model_kwargs=dict(hidden=128, depth=3, freq_dim=32),
     train_batch_size=256,
@@ -102,7 +103,7 @@ POINT_DEFAULTS = dict(
     validation_steps=1000,
     num_validation_samples=2000,
 )
-IMAGE_DEFAULTS = {
+IMAGE_DEFAULTS: dict[int | str, dict[str, Any]] = {
     8: dict(
         arch="unet",
         model_kwargs=dict(
@@ -290,7 +291,7 @@ def check_config(cfg: TrainConfig) -> None:
         _check_json_numbers(name, value)
     if cfg.learned_variance:
         if cfg.precond != Precond.NONE:
-            raise ValueError(f"--learned-variance does not combine with --precond {cfg.precond.value!r}")
+            raise ValueError(f"--learned-variance does not combine with --precond {str(cfg.precond)!r}")
         if cfg.weighting is not None or cfg.snr_gamma is not None:
             raise ValueError(
                 "--learned-variance trains with iDDPM's hybrid loss (unweighted eps-MSE + lambda_vlb "

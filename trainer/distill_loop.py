@@ -24,6 +24,7 @@ import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -540,7 +541,7 @@ def distill(cfg: DistillConfig) -> dict:
             f.write(json.dumps(rec) + "\n")
 
     t0 = time.perf_counter()
-    saved = {}
+    saved: dict[str, Any] = {}
 
     def save(student, ema, spec, param, schedule_dict, info, step):
         """Write checkpoint-STEP: an ordinary checkpoint whose config.json carries the student's card."""
@@ -578,7 +579,8 @@ def distill(cfg: DistillConfig) -> dict:
             result = _run_reflow(cfg, teacher, tconfig, x_data, None, gen, log)
     seconds = time.perf_counter() - t0
     if not saved:
-        save(*result, cfg.max_train_steps)
+        student, ema, spec, param, schedule_dict, info = result
+        save(student, ema, spec, param, schedule_dict, info, cfg.max_train_steps)
     path, steps, info = saved["path"], saved["step"], saved["info"]
     return {
         "checkpoint": str(path),

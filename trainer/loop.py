@@ -24,6 +24,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -122,6 +123,8 @@ def model_spec(cfg: TrainConfig, ds, schedule) -> tuple[str, dict]:
     if str(cfg.arch).startswith("diffusers-") and schedule.is_discrete:
         kwargs.setdefault("time_scale", 1.0)  # diffusers' pipelines feed the integer timestep itself
     kwargs.setdefault("time_scale", 1000.0 / float(schedule.t_max))
+    if cfg.arch is None:
+        raise ValueError("model_spec: cfg.arch is unset (resolve the config first)")
     return cfg.arch, kwargs
 
 
@@ -201,7 +204,7 @@ class Setup:
     """What an objective may need to know about the run (given to `train`'s `objective` factory)."""
 
     cfg: TrainConfig
-    ds: object
+    ds: Any  # the data set (points or an image folder)
     schedule: object
     parameterization: str
     device: torch.device
@@ -218,7 +221,7 @@ def diffusion_objective(setup: Setup, *, draw_t, history, weighting, weighting_o
         weighting=weighting,
         weighting_options=weighting_options,
         noise_offset=cfg.noise_offset,
-        class_conditional=cfg.class_conditional,
+        class_conditional=bool(cfg.class_conditional),
         cond_drop_prob=cfg.cond_drop_prob,
         null_class=ds.num_classes if cfg.class_conditional else None,
         learned_variance=cfg.learned_variance,
@@ -279,9 +282,11 @@ def train(cfg: TrainConfig, *, objective: Callable[[Setup], Objective] | None = 
     `objective`, when given, is a factory Setup -> Objective that replaces the diffusion loss (see
     `diffspec.trainer.objective`); everything else (data order, optimizer, EMA, checkpoints) is the same loop.
     """
-    if cfg.device is None:
-        cfg = dataclasses.replace(cfg, device="cuda" if torch.cuda.is_available() else "cpu")
-    device = resolve_device(cfg.device)
+    device_name = cfg.device
+    if device_name is None:
+        device_name = "cuda" if torch.cuda.is_available() else "cpu"
+        cfg = dataclasses.replace(cfg, device=device_name)
+    device = resolve_device(device_name)
     rank, world, dist = _dist_setup(device.type)
     if device.type == "cuda" and world > 1:
         local = int(os.environ.get("LOCAL_RANK", rank))
@@ -351,7 +356,7 @@ def clean_leftovers(output_dir: Path) -> list[str]:
     """Remove what interrupted saves left in OUTPUT_DIR: `.tmp-checkpoint-*` folders (a save killed before its
     rename) and `checkpoint-*.incomplete-*` folders (an unverified checkpoint moved aside by a later save). Neither
     can ever be resumed from. Returns the names removed."""
-    removed = []
+    removed: list[str] = []
     if not output_dir.is_dir():
         return removed
     for p in sorted(output_dir.iterdir()):

@@ -5,6 +5,7 @@ decay from the step it restarts at, with no schedule state to save.
 """
 
 import math
+from typing import Any
 
 import torch
 from diffspec.trainer.config import LRScheduler, TrainConfig
@@ -17,7 +18,7 @@ def make_optimizer(cfg: TrainConfig, model: torch.nn.Module) -> torch.optim.Opti
     CUDA, floating point): the same update as the per-tensor loop up to rounding, and on a small network most of
     an optimizer step's time was the loop over parameters (bench/train_speed.py)."""
     params = [p for p in model.parameters()]
-    kwargs = dict(
+    kwargs: dict[str, Any] = dict(
         lr=cfg.learning_rate,
         betas=(cfg.adam_beta1, cfg.adam_beta2),
         weight_decay=cfg.adam_weight_decay,
@@ -39,6 +40,8 @@ def lr_at(step: int, cfg: TrainConfig) -> float:
     (Loshchilov & Hutter 2017, SGDR, eq. 5 with one cycle and eta_min = 0).
     """
     base, warm, total = cfg.learning_rate, cfg.lr_warmup_steps, cfg.max_train_steps
+    if base is None or warm is None or total is None:
+        raise ValueError("lr_at: learning_rate, lr_warmup_steps and max_train_steps unset (resolve the config first)")
     if warm and step < warm:
         return base * (step + 1) / warm
     if cfg.lr_scheduler == LRScheduler.CONSTANT:
@@ -66,7 +69,7 @@ class EMA:
 
     def __init__(self, ema: torch.nn.Module, model: torch.nn.Module):
         self.module = ema
-        self._dst = list(ema.parameters())
+        self._dst: list[torch.Tensor] = list(ema.parameters())
         self._src = [p.detach() for p in model.parameters()]
         self._same_dtype = all(p.dtype == q.dtype for p, q in zip(self._src, self._dst))
         self._buffers = list(zip(ema.buffers(), model.buffers()))

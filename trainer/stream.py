@@ -31,12 +31,12 @@ class StreamOrder:
 
     def __init__(self, idx: np.ndarray, *, seed: int, rank: int):
         self.idx, self.seed, self.rank = idx, seed, rank
-        self._cache: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        self._cache: dict[int, tuple[np.ndarray, np.ndarray | None]] = {}  # uniforms drawn on first use
 
     def __len__(self) -> int:
         return len(self.idx)
 
-    def _epoch(self, epoch: int) -> tuple[np.ndarray, np.ndarray]:
+    def _epoch(self, epoch: int) -> tuple[np.ndarray, np.ndarray | None]:
         if epoch not in self._cache:
             if len(self._cache) > 4:
                 self._cache.clear()
@@ -138,7 +138,9 @@ class LoaderStream:
         self.order = StreamOrder(shard_indices(len(folder), rank, world, folder.name), seed=seed, rank=rank)
         self.items = _FolderItems(folder, random_flip)
         self.device, self.workers = device, workers
-        self._it, self._next, self._size = None, None, None
+        self._it: Iterator | None = None
+        self._next: int | None = None
+        self._size: int | None = None
 
     @property
     def shard_size(self) -> int:
@@ -159,6 +161,7 @@ class LoaderStream:
     def batch(self, start: int, size: int) -> tuple[torch.Tensor, None]:
         if self._it is None or start != self._next or size != self._size:
             self._open(start, size)
+        assert self._it is not None  # opened above
         x = next(self._it)
         self._next = start + size
         return x.to(self.device, non_blocking=True), None

@@ -15,6 +15,7 @@ distribution is a fixed map of standard uniform or normal draws, so it stays on 
 """
 
 import math
+from collections.abc import Callable
 
 import torch
 
@@ -141,7 +142,7 @@ def importance(schedule, n, generator, *, history, dtype=torch.float32):
     return (lo + (hi - lo) * (k.to(torch.float64) + u) / history.num_bins).to(dtype)
 
 
-TIMESTEPS = {
+TIMESTEPS: dict[str, Callable[..., torch.Tensor]] = {
     "uniform_discrete": uniform_discrete,
     "uniform": uniform,
     "logit_normal": logit_normal,

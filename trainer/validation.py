@@ -54,7 +54,7 @@ def sample(
 
     if variance is not None and sampler != "ddpm":
         raise ValueError(f"variance={variance!r} is a ddpm option; the sampler is {sampler!r}")
-    last = {}  # the variance half of the latest model call, keyed by the input tensor
+    last: dict[str, torch.Tensor | None] = {}  # the variance half of the latest model call, keyed by the input tensor
 
     def model_out(x, t):
         t = t.to(torch.float32)
@@ -81,7 +81,7 @@ def sample(
             raise ValueError("variance='learned_range' needs a learned-variance model (2C output channels)")
         return last["var"]
 
-    options = {}
+    options: dict[str, object] = {}
     if variance is not None:
         options["variance"] = variance
         if variance == "learned_range":
@@ -115,9 +115,9 @@ def validate(model, schedule, parameterization: str, ds, cfg, output_dir, step: 
     model.train(was_training)
     out = Path(output_dir) / "samples"
     out.mkdir(parents=True, exist_ok=True)
-    x = x.float().cpu().numpy()
+    samples = x.float().cpu().numpy()
     if images.has_picture(ds.kind, ds.shape):
-        images.write_samples_png(x, out / f"step-{step:07d}.png", ds.kind)
+        images.write_samples_png(samples, out / f"step-{step:07d}.png", ds.kind)
     path = out / f"step-{step:07d}.npy"
-    np.save(path, x)
-    return path, x
+    np.save(path, samples)
+    return path, samples
