@@ -16,6 +16,7 @@ import io
 import json
 import logging
 import warnings
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import onnx
@@ -23,7 +24,7 @@ import torch
 from diffspec.export.checkpoints import card_from_config, inference_mode, load_checkpoint
 from diffspec.export.files import EXTERNAL_DATA_THRESHOLD, write_atomically
 from diffspec.export.fp16 import convert_to_fp16
-from diffspec.export.verify import EXPORT_KEY, RANDOM_OPS, VerificationError, verify
+from diffspec.export.verify import EXPORT_KEY, RANDOM_OPS, VerificationError, VerifyReport, verify
 from diffspec.reference.modelcard import ModelCard
 from torch import nn
 
@@ -213,22 +214,22 @@ def to_onnx(
 
 
 def export_model(
-    model,
-    card,
-    path,
+    model: nn.Module,
+    card: ModelCard,
+    path: str | Path,
     *,
-    opset=DEFAULT_OPSET,
-    fp16=False,
-    cfg_fused=False,
-    dynamic_size=False,
-    example_shape=None,
-    exporter="dynamo",
-    weights="ema",
-    external_data_threshold=EXTERNAL_DATA_THRESHOLD,
-    verify_batch_sizes=(1, 4),
-    seed=None,
-    log=print,
-):
+    opset: int = DEFAULT_OPSET,
+    fp16: bool = False,
+    cfg_fused: bool = False,
+    dynamic_size: bool = False,
+    example_shape: Sequence[int] | None = None,
+    exporter: str = "dynamo",
+    weights: str = "ema",
+    external_data_threshold: int = EXTERNAL_DATA_THRESHOLD,
+    verify_batch_sizes: Sequence[int] = (1, 4),
+    seed: int | None = None,
+    log: Callable[[str], object] = print,
+) -> VerifyReport:
     """Export a network with forward(x, t, y=None) to `path`, verified; returns the VerifyReport.
 
     Any torch module works, not only diffspec's: give it the contract with `diffspec.export.NetworkAdapter`
@@ -267,7 +268,7 @@ def export_model(
     return report
 
 
-def export_checkpoint(ckpt_dir, path, *, ema=True, **options):
+def export_checkpoint(ckpt_dir: str | Path, path: str | Path, *, ema: bool = True, **options) -> VerifyReport:
     """Export a trainer checkpoint (EMA weights unless ema=False) to `path`; options as in `export_model`."""
     path = Path(path)
     if not path.parent.is_dir():

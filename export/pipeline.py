@@ -787,14 +787,14 @@ def pipeline_draws(meta: dict, data_shape, seed: int, indices):
 
 
 def export_pipeline(
-    network_path,
-    output_path,
+    network_path: str | Path,
+    output_path: str | Path,
     *,
     sampler: str,
     steps: int,
     grid: str | None = None,
     grid_options: dict | None = None,
-    guidance=None,
+    guidance: float | str | None = None,
     guidance_rescale: float = 0.0,
     image_output: bool = True,
     verify: bool = True,

@@ -24,8 +24,10 @@ Any failure raises `VerificationError` (a RuntimeError) with the numbers; bad ar
 
 import json
 import os
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import onnx
@@ -33,6 +35,9 @@ from diffspec.export.checkpoints import inference_mode, load_checkpoint
 from diffspec.export.files import check_external_data, load_index_tensors, load_model_safely
 from diffspec.reference.modelcard import PREFIX, ModelCard
 from onnx import TensorProto
+
+if TYPE_CHECKING:
+    import torch
 
 
 class VerificationError(RuntimeError):
@@ -232,7 +237,15 @@ def compare(ort_out, ref):
     return max_abs, max_abs / scale, rel, finite
 
 
-def verify(onnx_path, model_or_checkpoint_dir, *, batch_sizes=(1, 4), seed=None, tolerance=None, log=print):
+def verify(
+    onnx_path: str | Path,
+    model_or_checkpoint_dir: "torch.nn.Module | str | Path",
+    *,
+    batch_sizes: Sequence[int] = (1, 4),
+    seed: int | None = None,
+    tolerance: Tolerance | None = None,
+    log: Callable[[str], object] = print,
+) -> VerifyReport:
     """Check an exported file and compare onnxruntime with the torch network; print and return a VerifyReport.
 
     `model_or_checkpoint_dir`: the torch network (an nn.Module with forward(x, t, y=None), fp32, eval) or a
