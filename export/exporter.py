@@ -259,7 +259,11 @@ def export_model(
     reports = []
 
     def check(tmp):
-        reports.append(verify(tmp, model, batch_sizes=verify_batch_sizes, seed=seed, log=log))
+        # The file is verified under its temporary name; the log names the path the user asked for.
+        def log_final(line: str) -> object:
+            return log(line.replace(str(tmp), str(path)))
+
+        reports.append(verify(tmp, model, batch_sizes=verify_batch_sizes, seed=seed, log=log_final))
 
     written = write_atomically(onnx_model, path, external_data_threshold=external_data_threshold, check=check)
     log("wrote " + ", ".join(f"{p} ({p.stat().st_size / 1e6:.2f} MB)" for p in written))

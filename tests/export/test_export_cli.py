@@ -58,6 +58,7 @@ def test_cli_exports_ema_and_metadata(run_dir, tmp_path, capsys):
     assert main([str(ckpt), "-o", str(path), "--seed", "0"]) == 0
     printed = capsys.readouterr().out
     assert "onnx.checker" in printed and "relL2" in printed and "ok" in printed
+    assert f"verify {path}" in printed and ".diffspec-" not in printed  # the log names no temporary file
     m = onnx.load(str(path))
     props = {p.key: p.value for p in m.metadata_props}
     card = ModelCard.from_metadata(props)
