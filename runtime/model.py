@@ -104,16 +104,16 @@ class Model:
     @classmethod
     def load(
         cls,
-        path,
+        path: str | os.PathLike,
         *,
-        device="auto",
-        allow_cpu_fallback=False,
-        io_binding=None,
-        cuda_graph=False,
-        threads=0,
-        device_id=0,
-        verbose=False,
-    ):
+        device: str = "auto",
+        allow_cpu_fallback: bool = False,
+        io_binding: bool | None = None,
+        cuda_graph: bool = False,
+        threads: int = 0,
+        device_id: int = 0,
+        verbose: bool = False,
+    ) -> "Model":
         """Open an exported `.onnx` file on `device` ("auto": CUDA when onnxruntime offers it, else CPU).
 
         device="cuda" that onnxruntime cannot honour raises ProviderError unless `allow_cpu_fallback`.

@@ -11,11 +11,16 @@ import inspect
 import math
 import os
 import sys
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 from diffspec.reference import _checks, guidance
 from diffspec.reference import grids as ref_grids
 from diffspec.reference.samplers import SAMPLER_INFO, SAMPLERS, get_sampler
+
+if TYPE_CHECKING:
+    from diffspec.runtime.model import Model
 
 DEFAULT_STEPS = 20
 
@@ -289,27 +294,27 @@ def _indices(n, indices, data_shape):
 
 # ---------------------------------------------------------------------------------------------------- sample
 def sample(
-    model,
+    model: "Model",
     *,
-    sampler="dpmpp_2m",
-    steps=DEFAULT_STEPS,
-    n=None,
-    seed=0,
-    indices=None,
-    batch_size=64,
-    grid=None,
-    grid_options=None,
-    class_label=None,
-    guidance_scale=1.0,
-    guidance_rescale=0.0,
-    init=None,
-    mask=None,
-    strength=None,
-    raw=True,
-    progress=False,
-    return_labels=False,
+    sampler: str = "dpmpp_2m",
+    steps: int = DEFAULT_STEPS,
+    n: int | None = None,
+    seed: int = 0,
+    indices: Sequence[int] | np.ndarray | None = None,
+    batch_size: int = 64,
+    grid: str | None = None,
+    grid_options: Mapping | None = None,
+    class_label: int | str | Sequence[int] | None = None,
+    guidance_scale: float = 1.0,
+    guidance_rescale: float = 0.0,
+    init: np.ndarray | None = None,
+    mask: np.ndarray | float | None = None,
+    strength: float | None = None,
+    raw: bool = True,
+    progress: bool = False,
+    return_labels: bool = False,
     **options,
-):
+) -> np.ndarray | tuple[np.ndarray, np.ndarray | None]:
     """Draw samples from an exported model; returns an array (n, *data_shape), float64.
 
     sampler, **options: a name in `diffspec.reference.samplers.SAMPLERS` and its keyword options (eta, order...).
@@ -365,9 +370,10 @@ def sample(
     if strength is not None and init is None:
         raise ValueError(f"strength={strength} (SDEdit) needs init: the data to start from")
     known = None if init is None else model.from_raw(_per_sample("init", init, model, n))
+    keep = None  # the mask per sample
     if mask is not None:
-        mask = _per_sample("mask", mask, model, n)
-        if np.any((mask < 0) | (mask > 1)):
+        keep = _per_sample("mask", mask, model, n)
+        if np.any((keep < 0) | (keep > 1)):
             raise ValueError("mask values must lie in [0, 1] (1 = keep init, 0 = generate)")
     grid_ = make_sampling_grid(model.schedule, int(steps), grid=grid, grid_options=grid_options)
     schedule = model.schedule
@@ -375,9 +381,10 @@ def sample(
 
     info = SAMPLER_INFO.get(sampler)
     batches = [slice(s, min(s + batch_size, n)) for s in range(0, n, batch_size)]
-    per_batch = None if info is None or info.calls_per_step is None else info.calls_per_step * (len(grid_) - 1)
-    if strength is not None and per_batch is not None:
-        per_batch = info.calls_per_step * int(np.floor((len(grid_) - 1) * strength))
+    calls = None if info is None else info.calls_per_step
+    per_batch = None if calls is None else calls * (len(grid_) - 1)
+    if strength is not None and calls is not None:
+        per_batch = calls * int(np.floor((len(grid_) - 1) * strength))
     bar = _progress(progress, None if per_batch is None else per_batch * len(batches), sampler)
     out = np.empty((n,) + model.data_shape, dtype=np.float64)
     try:
@@ -391,14 +398,16 @@ def sample(
                 **denoise_kw,
                 variance_sink=None if lv is None else lv.capture,
             )
-            if mask is not None:
-                denoise = guidance.inpaint(denoise, schedule, known=known[b], mask=mask[b], noise=noise)
+            if keep is not None:
+                assert known is not None  # a mask needs init (checked above)
+                denoise = guidance.inpaint(denoise, schedule, known=known[b], mask=keep[b], noise=noise)
             denoise = _counted(denoise, bar)
             run_options = dict(options)
             if lv is not None:
                 denoise = lv.wrap(denoise)
                 run_options["variance_v"] = lv.variance_v
             if strength is not None:
+                assert known is not None  # strength needs init (checked above)
                 x = guidance.sdedit(
                     fn, denoise, known[b], grid_, schedule, strength=strength, noise=noise, **run_options
                 )
