@@ -425,7 +425,7 @@ def load_training_state(ckpt_dir, *, model, ema=None, optimizer=None, generators
     return json.loads(Path(path("state.json")).read_text())
 
 
-def load_for_inference(ckpt_dir, *, ema=True):
+def load_for_inference(ckpt_dir: str | Path, *, ema: bool = True) -> tuple[torch.nn.Module, dict]:
     """(model in eval mode, float32, on CPU; config dict) from a checkpoint folder (or an OUTPUT_DIR: its latest)."""
     from diffspec.trainer.models import build_model
 

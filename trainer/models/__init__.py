@@ -8,13 +8,19 @@ kwargs {"inner": {"arch", "kwargs"}, "schedule": <schedule dict>, "sigma_data": 
 
 import inspect
 
+import torch
 from diffspec.trainer.models.diffusers_models import DIFFUSERS_ARCHS
 from diffspec.trainer.models.dit import DiT
 from diffspec.trainer.models.mlp import MLP
 from diffspec.trainer.models.precond import EDMPrecond
 from diffspec.trainer.models.unet import UNet
 
-ARCHS = {"mlp": MLP, "unet": UNet, "dit": DiT, **DIFFUSERS_ARCHS}  # + diffusers-unet2d, diffusers-dit
+ARCHS: dict[str, type[torch.nn.Module]] = {
+    "mlp": MLP,
+    "unet": UNet,
+    "dit": DiT,
+    **DIFFUSERS_ARCHS,
+}  # + diffusers-unet2d, diffusers-dit
 
 
 def _build_precond(*, inner, schedule, sigma_data=0.5):
@@ -42,7 +48,7 @@ def _build_consistency(*, inner, schedule, parameterization, sigma_min, sigma_da
     )
 
 
-def build_model(arch, **kwargs):
+def build_model(arch: str, **kwargs) -> torch.nn.Module:
     """ARCHS[arch](**kwargs); an unknown arch or keyword raises a ValueError listing the known ones."""
     if arch == "precond":
         return _build_precond(**kwargs)
