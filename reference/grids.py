@@ -10,8 +10,13 @@ Discrete schedules get diffusers' integer timestep spacings (uniform = "linspace
 by the clean end t = -1 (diffusers' `set_alpha_to_one=True`).
 """
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 from diffspec.reference import _checks
+
+if TYPE_CHECKING:
+    from diffspec.reference.schedules import _Schedule
 
 
 def _endpoints(schedule, steps, t_start, t_end):
@@ -181,6 +186,6 @@ GRIDS = {
 }
 
 
-def make_grid(name, schedule, steps, **options):
+def make_grid(name: str, schedule: "_Schedule", steps: int, **options) -> np.ndarray:
     """GRIDS[name](schedule, steps, **options), with the known names listed for an unknown one."""
     return _checks.lookup(GRIDS, name, what="grid")(schedule, steps, **options)

@@ -528,7 +528,7 @@ SCHEDULES = {
 }
 
 
-def make_schedule(name, **params):
+def make_schedule(name: str, **params):
     """SCHEDULES[name](**params) with clear errors for unknown names and parameters."""
     cls = _checks.lookup(SCHEDULES, name, what="schedule")
     fields = {f.name for f in dataclasses.fields(cls)}

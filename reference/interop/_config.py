@@ -398,7 +398,7 @@ HONOURED["FlowMatchHeunDiscreteScheduler"] = {"num_train_timesteps": (1000, _ANY
 HONOURED["DDPMParallelScheduler"] = HONOURED["DDPMScheduler"]
 HONOURED["DDIMParallelScheduler"] = HONOURED["DDIMScheduler"]
 
-STEP_OPTIONS = {
+STEP_OPTIONS: dict[str, dict[str, Any]] = {
     "DDIMScheduler": {"eta": 0.0, "use_clipped_model_output": False},
     "DDIMParallelScheduler": {"eta": 0.0, "use_clipped_model_output": False},
     "LMSDiscreteScheduler": {"order": 4},

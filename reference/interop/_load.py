@@ -1,7 +1,9 @@
 """`from_diffusers`: the class table and the entry point."""
 
+import numpy.typing as npt
 from diffspec.reference import _checks
 from diffspec.reference.interop._config import STEP_OPTIONS, _validate
+from diffspec.reference.interop._plan import DiffusersPlan
 from diffspec.reference.interop.consistency import _plan_cm_stochastic_iterative, _plan_lcm, _plan_tcd
 from diffspec.reference.interop.ddpm import (
     _plan_cogvideox_ddim,
@@ -108,7 +110,15 @@ CUSTOM_INPUTS = {
 }
 
 
-def from_diffusers(config, num_inference_steps=None, *, timesteps=None, sigmas=None, mu=None, **step_options):
+def from_diffusers(
+    config: dict,
+    num_inference_steps: int | None = None,
+    *,
+    timesteps: npt.ArrayLike | None = None,
+    sigmas: npt.ArrayLike | None = None,
+    mu: float | None = None,
+    **step_options,
+) -> DiffusersPlan:
     """A `DiffusersPlan` reproducing a diffusers pipeline loop for `config` (a scheduler_config.json dict).
 
     The arguments are those a pipeline gives `scheduler.set_timesteps`: `num_inference_steps` (may be None when

@@ -46,7 +46,7 @@ def _checked(cfg):
     return cfg
 
 
-def to_diffusers(schedule, *, class_name=None, prediction_type=None, **extra):
+def to_diffusers(schedule, *, class_name: str | None = None, prediction_type: str | None = None, **extra) -> dict:
     """A scheduler_config dict diffusers loads with `from_config` for a diffspec schedule.
 
     Discrete VP schedules: LinearBetas / ScaledLinearBetas -> beta_schedule linear / scaled_linear; CosineBetas with

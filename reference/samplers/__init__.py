@@ -10,6 +10,7 @@ kit (`diffspec.conformance`) turns it into checks for any backend.
 import importlib
 from collections.abc import Callable
 
+import numpy as np
 from diffspec.reference import _checks
 from diffspec.reference.samplers._info import Option, Requirement, SamplerInfo
 
@@ -43,7 +44,7 @@ SAMPLERS = {name: info.fn for name, info in SAMPLER_INFO.items()}
 SAMPLER_ALIASES = {alias: info.name for info in SAMPLER_INFO.values() for alias in info.aliases}
 
 
-def get_sampler(name):
+def get_sampler(name: str) -> Callable[..., np.ndarray]:
     """SAMPLERS[name] (an alias resolves to its registry name), or a ValueError listing the known names."""
     name = SAMPLER_ALIASES.get(name, name) if isinstance(name, str) else name
     return _checks.lookup(SAMPLERS, name, what="sampler")
