@@ -103,7 +103,10 @@ def test_sampler_matches_reference_step_by_step(name, problem, mixture, batch, s
         with warnings.catch_warnings(), np.errstate(all="ignore"):
             warnings.simplefilter("ignore", RuntimeWarning)
             want = REF_SAMPLERS[name](ref_recorded, x_T, grid, ref, noise=ref_noise, **ref_options)
-    except ValueError:
+    except ValueError as err:
+        # A run that diverged (the reference's denoiser check caught a NaN or inf state) is a NaN result: skipped,
+        # as below; the twin does not check its denoiser's outputs (that would sync the device every step).
+        assume("returned NaN or inf" not in str(err))
         with pytest.raises(ValueError):
             SAMPLERS[name](
                 torch_oracle(mixture, ref), torch.from_numpy(x_T), grid, twin(ref), noise=torch_noise, **torch_options
@@ -168,7 +171,8 @@ def test_sampler_keeps_float32_and_feeds_the_network_float32_times(name):
     ref=reference_schedules(),
     mixture=mixtures(),
     steps=st.integers(1, 12),
-    lo=st.floats(0.0, 0.5),
+    # the start at least 1e-3 of the way in: inverting from sigma ~ 1e-183 amplifies by 1 / sigma by construction
+    lo=st.floats(1e-3, 0.5),
     hi=st.floats(0.5, 0.99),
     seed=st.integers(0, 2**32 - 1),
 )
