@@ -2,8 +2,9 @@
 
 The blocks assume the files `bash scripts/demo.sh` leaves in out/ (a checkpoint run folder, a digits model and
 its samples). The fixture makes them with the demo script itself, only shorter (a few training steps), in a
-scratch copy of the repository's layout, and every block then runs there as its own process: a block that
-silently relies on an earlier one fails.
+scratch copy of the repository's layout. Each block runs there as its own process, in page order: a Python
+block that silently relies on names from an earlier one fails, while a shell block may use a file an earlier
+block of its page wrote, as a reader following the page would.
 
 A shell block is skipped only when the line before its fence is `<!-- not run by the tests: REASON -->`; the
 reason says why (a long training run, a GPU, a browser).
@@ -24,21 +25,21 @@ NOT_RUN = "<!-- not run by the tests:"
 SHELL = {"bash", "sh", "shell", "console"}
 
 
-def _blocks():
+def _blocks(doc):
+    """(line, lang, body) of every block of `doc` that the tests run, in order."""
     out = []
-    for doc in DOCS:
-        text = doc.read_text()
-        for match in FENCE.finditer(text):
-            lang, body = match.group(1), match.group(2)
-            before = text[: match.start()].rstrip().splitlines()[-1:] or [""]
-            skipped = before[0].strip().startswith(NOT_RUN)
-            line = text.count("\n", 0, match.start()) + 1
-            if lang == "python" or (lang in SHELL and not skipped):
-                out.append(pytest.param(lang, body, id=f"{doc.relative_to(ROOT)}:{line}"))
+    text = doc.read_text()
+    for match in FENCE.finditer(text):
+        lang, body = match.group(1), match.group(2)
+        before = text[: match.start()].rstrip().splitlines()[-1:] or [""]
+        skipped = before[0].strip().startswith(NOT_RUN)
+        line = text.count("\n", 0, match.start()) + 1
+        if lang == "python" or (lang in SHELL and not skipped):
+            out.append((line, lang, body))
     return out
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def workdir(tmp_path_factory):
     """A scratch folder laid out like the repository, with out/ made by a short run of the demo."""
     work = tmp_path_factory.mktemp("docs")
@@ -67,9 +68,9 @@ def workdir(tmp_path_factory):
 
 
 @pytest.mark.slow
-@pytest.mark.xdist_group("docs")  # one worker makes the demo files once
-@pytest.mark.parametrize("lang,body", _blocks())
-def test_block_runs_as_written(lang, body, workdir):
+@pytest.mark.parametrize("doc", DOCS, ids=lambda p: str(p.relative_to(ROOT)))
+def test_every_block_runs_as_written(doc, workdir):
+    """The page's blocks run in order in one folder (a shell block may use a file an earlier one wrote)."""
     bindir = str(Path(sys.executable).parent)
     env = {
         **os.environ,
@@ -77,15 +78,16 @@ def test_block_runs_as_written(lang, body, workdir):
         "OMP_NUM_THREADS": "1",
         "MPLBACKEND": "Agg",
     }
-    if lang == "python":
-        cmd = [sys.executable, "-c", body]
-    else:
-        cmd = ["bash", "-euo", "pipefail", "-c", body]
-    done = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, env=env, timeout=300)
-    assert done.returncode == 0, (
-        f"exit {done.returncode}\n{body}\n--- stdout\n{done.stdout[-3000:]}\n--- stderr\n{done.stderr[-3000:]}"
-    )
-    assert "Traceback" not in done.stderr
+    failures = []
+    for line, lang, body in _blocks(doc):
+        cmd = [sys.executable, "-c", body] if lang == "python" else ["bash", "-euo", "pipefail", "-c", body]
+        done = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, env=env, timeout=300)
+        if done.returncode != 0 or "Traceback" in done.stderr:
+            failures.append(
+                f"{doc.name}:{line}: exit {done.returncode}\n{body}\n--- stdout\n{done.stdout[-2000:]}\n"
+                f"--- stderr\n{done.stderr[-2000:]}"
+            )
+    assert not failures, "\n\n".join(failures)
 
 
 def test_every_doc_page_is_reachable_from_the_readme():
