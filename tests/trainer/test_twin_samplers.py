@@ -8,6 +8,7 @@ the same shapes in the same order, and return the same sample in float64 to ~1e-
 far below that; a wrong formula or a wrong branch is O(1) off). They must also refuse the same inputs.
 """
 
+import inspect
 import math
 import warnings
 
@@ -139,6 +140,14 @@ def test_sampler_matches_reference_step_by_step(name, problem, mixture, batch, s
         # one ulp above the end time in one twin and on it in the other: same sample, different call list.
         np.testing.assert_allclose(torch_calls, ref_calls, rtol=rtol / 100, atol=rtol / 100 * max(1.0, abs(ref.t_max)))
     scale = max(1.0, float(np.max(np.abs(want))), float(np.max(np.abs(x_T))))
+    same_path = len(torch_calls) == len(ref_calls) and np.allclose(
+        torch_calls, ref_calls, rtol=1e-9, atol=1e-9 * max(1.0, abs(ref.t_max))
+    )
+    if adaptive and not same_path:
+        # The twins accepted different steps: an error ratio within rounding of the acceptance threshold. Two runs
+        # of one error-controlled solver on different accepted paths agree to the solver's own tolerance.
+        defaults = inspect.signature(REF_SAMPLERS[name]).parameters
+        rtol = max(rtol, float(ref_options.get("rtol", defaults["rtol"].default)))
     np.testing.assert_allclose(got.numpy(), want, rtol=rtol, atol=rtol * scale, strict=True)
 
 
