@@ -191,7 +191,9 @@ def test_diffusion_loss_matches_reference(ref, data, param, weighting):
         diff = np.abs(out - target)
     axes = tuple(range(1, x0.ndim))
     slack = w * np.mean(2 * diff * E + E**2, axis=axes)
-    assert np.all(np.abs(got.numpy() - want) <= 1e-12 * np.abs(want) + slack + 1e-300), (got.numpy(), want, slack)
+    # 1e-11 relative: the two sides evaluate lam (and so w(lam)) by different, equivalent formulas; on a rescaled
+    # zero-SNR discrete schedule with the x0 weighting (e^{-2 lam}) they were measured 1.6e-12 apart.
+    assert np.all(np.abs(got.numpy() - want) <= 1e-11 * np.abs(want) + slack + 1e-300), (got.numpy(), want, slack)
 
 
 @settings(deadline=None)
