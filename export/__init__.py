@@ -29,7 +29,7 @@ smaller (UNet 120 vs 287 nodes, DiT 149 vs 460: no Constant/Identity/Cast/Mod cl
 axes as torch.export constraints that it checks. It costs ~3 s per export instead of ~0.1 s; `exporter=
 "torchscript"` (`--exporter torchscript`) remains as a fallback for networks torch.export cannot trace.
 Opset 18 (onnxruntime >= 1.14) rather than 20: any onnxruntime runs it; at 18-20 GroupNorm stays decomposed
-and attention is MatMul+Softmax, which onnxruntime's CUDA fusions expect (FACTS.md).
+and attention is MatMul+Softmax, which onnxruntime's CUDA fusions expect.
 """
 
 from diffspec.export.files import EXTERNAL_DATA_THRESHOLD, check_external_data, load_model_safely

@@ -15,7 +15,7 @@
 
 Tolerances (`TOLERANCES`, chosen from the file's precision). fp32: max|d|/max|torch| <= 1e-4 and relative L2
 <= 1e-4; measured 1e-7 to 3.5e-6 on the test networks and ~1e-6 on the trainer's default 4.3M-parameter UNet
-(FACTS.md: ~1e-6 on a 7M one), so the bound has >= 30x headroom for deeper networks yet catches any real
+(measured ~1e-6 on a 7M-parameter UNet), so the bound has >= 30x headroom for deeper networks yet catches any real
 divergence (a wrong constant or a baked-in t are off by 1e-2 and more). fp16 (compared with the float32 torch
 network): max|d|/max|torch| <= 3e-2 and relative L2 <= 1e-2; float16's eps is 9.8e-4 and the test networks
 measure 2.6e-4 to 1.2e-3 relative L2.

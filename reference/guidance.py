@@ -133,7 +133,7 @@ def dynamic_thresholding(denoise, *, percentile=0.995, max_value=1.0):
     Saharia et al. (2022), "Imagen", Sec. 2.3: per sample, s = the `percentile` quantile of |x0_hat| over all
     non-batch dimensions, s = clip(s, 1, max_value), then x0_hat = clip(x0_hat, -s, s) / s. With max_value = 1 it
     is static clipping to [-1, 1]. diffusers' `sample_max_value` is max_value; it accepts values < 1, where the
-    clamp turns s into a fixed divisor (FACTS.md): here max_value < 1 is an error.
+    clamp turns s into a fixed divisor: here max_value < 1 is an error.
     """
     percentile = _checks.in_range("percentile", percentile, 0.0, 1.0, lo_open=True)
     max_value = _checks.in_range("max_value", max_value, 1.0, np.inf)
