@@ -90,6 +90,23 @@ def _scaled_err(got, expected):
     return float(np.max(np.abs(got - expected)) / np.max(np.abs(expected)))
 
 
+def _guided_pair(out, model, sampler, indices, scale, *, dynamic=False, steps=STEPS, **options):
+    """Graph and runtime loop under guidance `scale` with the runtime's own labels: (graph outputs, loop samples,
+    pipeline metadata). `dynamic` feeds the scale to the graph as an input; options go to the runtime loop."""
+    expected, labels = sampling.sample(
+        model,
+        sampler=sampler,
+        steps=steps,
+        indices=indices,
+        seed=SEED,
+        guidance_scale=scale,
+        return_labels=True,
+        **options,
+    )
+    got, meta = _run_graph(out, model, indices, labels=labels, guidance_scale=scale if dynamic else None)
+    return got, expected, meta
+
+
 def _case(sampler):
     """(network, guidance, labels) for a sampler: a spread of models so every sampler meets one of them."""
     if sampler.startswith("flow_"):
@@ -99,23 +116,33 @@ def _case(sampler):
     return "image_cond", 2.5, [3, 1, 4]
 
 
-@pytest.mark.parametrize("sampler", exportable_samplers())
-def test_graph_equals_runtime_loop(nets, tmp_path, sampler):
+def _graph_and_loop(nets, tmp_path, sampler, steps, grid=None):
+    """The pipeline graph's samples and the runtime loop's, for the same sampler, grid, draws and labels."""
     net, guidance, labels = _case(sampler)
-    out = export_pipeline(nets[net], tmp_path / "p.onnx", sampler=sampler, steps=STEPS, guidance=guidance, verify=False)
+    grid_args = {} if grid is None else {"grid": grid}
+    out = export_pipeline(
+        nets[net], tmp_path / "p.onnx", sampler=sampler, steps=steps, guidance=guidance, verify=False, **grid_args
+    )
     model = Model.load(nets[net], device="cpu")
     got, meta = _run_graph(out, model, [0, 1, 2], labels=labels)
     expected = sampling.sample(
         model,
         sampler=sampler,
-        steps=STEPS,
+        steps=steps,
         indices=[0, 1, 2],
         seed=SEED,
         class_label=labels,
         guidance_scale=guidance or 1.0,
+        **grid_args,
     )
+    return got["sample"], expected, meta
+
+
+@pytest.mark.parametrize("sampler", exportable_samplers())
+def test_graph_equals_runtime_loop(nets, tmp_path, sampler):
+    got, expected, meta = _graph_and_loop(nets, tmp_path, sampler, STEPS)
     assert meta["draws"] == 0 or SAMPLER_INFO[sampler].stochastic
-    assert _scaled_err(got["sample"], expected) <= TOL
+    assert _scaled_err(got, expected) <= TOL
 
 
 THOROUGH = os.environ.get("HYPOTHESIS_PROFILE") == "thorough"
@@ -127,25 +154,10 @@ if THOROUGH:  # defined only there, so the default run neither runs nor skips it
 
     @pytest.mark.parametrize(("sampler", "steps", "grid"), WIDE)
     def test_graph_equals_runtime_loop_wide(nets, tmp_path, sampler, steps, grid):
-        net, guidance, labels = _case(sampler)
         if sampler.startswith("flow_") and grid == "karras":
             grid = "uniform"
-        out = export_pipeline(
-            nets[net], tmp_path / "p.onnx", sampler=sampler, steps=steps, grid=grid, guidance=guidance, verify=False
-        )
-        model = Model.load(nets[net], device="cpu")
-        got, _ = _run_graph(out, model, [0, 1, 2], labels=labels)
-        expected = sampling.sample(
-            model,
-            sampler=sampler,
-            steps=steps,
-            grid=grid,
-            indices=[0, 1, 2],
-            seed=SEED,
-            class_label=labels,
-            guidance_scale=guidance or 1.0,
-        )
-        assert _scaled_err(got["sample"], expected) <= TOL
+        got, expected, _ = _graph_and_loop(nets, tmp_path, sampler, steps, grid)
+        assert _scaled_err(got, expected) <= TOL
 
 
 def test_dynamic_guidance_and_conditional_points(nets, tmp_path):
@@ -154,16 +166,7 @@ def test_dynamic_guidance_and_conditional_points(nets, tmp_path):
     )
     model = Model.load(nets["points_cond"], device="cpu")
     for scale in (1.0, 3.0):
-        expected, labels = sampling.sample(
-            model,
-            sampler="dpmpp_2m_sde",
-            steps=8,
-            indices=[5, 6, 7, 8],
-            seed=SEED,
-            guidance_scale=scale,
-            return_labels=True,
-        )
-        got, meta = _run_graph(out, model, [5, 6, 7, 8], labels=labels, guidance_scale=scale)
+        got, expected, meta = _guided_pair(out, model, "dpmpp_2m_sde", [5, 6, 7, 8], scale, dynamic=True, steps=8)
         assert _scaled_err(got["sample"], expected) <= TOL
     assert meta["guidance"]["mode"] == "dynamic" and "guidance_scale" in meta["inputs"]
 
@@ -181,17 +184,7 @@ def test_learned_variance_network(nets, tmp_path):
             guidance=guidance,
             variance=variance,
         )
-        expected, labels = sampling.sample(
-            model,
-            sampler="ddpm",
-            steps=STEPS,
-            indices=[0, 1, 4],
-            seed=SEED,
-            guidance_scale=guidance or 1.0,
-            variance=variance,
-            return_labels=True,
-        )
-        got, meta = _run_graph(out, model, [0, 1, 4], labels=labels)
+        got, expected, meta = _guided_pair(out, model, "ddpm", [0, 1, 4], guidance or 1.0, variance=variance)
         assert meta["options"] == {"variance": variance}
         assert _scaled_err(got["sample"], expected) <= TOL
     with pytest.raises(PipelineError, match="learned variance"):
@@ -459,18 +452,7 @@ def test_fused_cfg_network_from_the_exporter(tmp_path):
     model = Model.load(str(fused), device="cpu")
     for guidance, scale in ((None, 1.0), (2.5, 2.5), ("dynamic", 0.5)):
         out = export_pipeline(fused, tmp_path / "p.onnx", sampler="dpmpp_3m_sde", steps=STEPS, guidance=guidance)
-        expected, labels = sampling.sample(
-            model,
-            sampler="dpmpp_3m_sde",
-            steps=STEPS,
-            indices=[0, 1, 2],
-            seed=SEED,
-            guidance_scale=scale,
-            return_labels=True,
-        )
-        got, _ = _run_graph(
-            out, model, [0, 1, 2], labels=labels, guidance_scale=scale if guidance == "dynamic" else None
-        )
+        got, expected, _ = _guided_pair(out, model, "dpmpp_3m_sde", [0, 1, 2], scale, dynamic=guidance == "dynamic")
         assert _scaled_err(got["sample"], expected) <= TOL
 
 
@@ -485,18 +467,8 @@ def test_guidance_rescale(nets, tmp_path):
             guidance=guidance,
             guidance_rescale=0.7,
         )
-        expected, labels = sampling.sample(
-            model,
-            sampler="dpmpp_2m",
-            steps=STEPS,
-            indices=[0, 1, 2],
-            seed=SEED,
-            guidance_scale=scale,
-            guidance_rescale=0.7,
-            return_labels=True,
-        )
-        got, meta = _run_graph(
-            out, model, [0, 1, 2], labels=labels, guidance_scale=scale if guidance == "dynamic" else None
+        got, expected, meta = _guided_pair(
+            out, model, "dpmpp_2m", [0, 1, 2], scale, dynamic=guidance == "dynamic", guidance_rescale=0.7
         )
         assert meta["guidance"]["rescale"] == 0.7
         assert _scaled_err(got["sample"], expected) <= TOL
