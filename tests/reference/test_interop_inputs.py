@@ -1,5 +1,5 @@
 """from_diffusers with what pipelines pass to set_timesteps (custom sigmas, timesteps, mu) and FlowMatchEuler's options,
-against diffusers' own loop with the same model and draws (at 2e-4 of max |x|, as in test_interop)."""
+against diffusers' own loop with the same model and draws (at 1e-4 of max |x|, as in test_interop)."""
 
 import numpy as np
 import pytest
