@@ -408,6 +408,55 @@ STEP_OPTIONS: dict[str, dict[str, Any]] = {
     "EDMEulerScheduler": {"s_churn": 0.0, "s_tmin": 0.0, "s_tmax": math.inf, "s_noise": 1.0},
 }
 
+# The DPM-Solver variants (`dpm_variants`) and SA-Solver (`sa_solver`).
+HONOURED["CogVideoXDPMScheduler"] = HONOURED["CogVideoXDDIMScheduler"]  # the same keys, read the same way
+STEP_OPTIONS["CogVideoXDPMScheduler"] = {"eta": 0.0}  # passed by the CogVideoX pipeline, ignored by the step
+_DPM_VP = {
+    **_BETAS,
+    **_SPACING,
+    **_THRESH,
+    "prediction_type": _PRED4,  # flow_prediction with use_flow_sigmas
+    "use_karras_sigmas": (False, _values(True, False)),
+    "use_exponential_sigmas": (False, _values(True, False)),
+    "use_beta_sigmas": (False, _values(False)),  # needs scipy's beta inverse CDF: not in the numpy reference
+    "use_flow_sigmas": (False, _values(True, False)),
+    "flow_shift": (1.0, _ANY),  # inert without use_flow_sigmas
+    "lambda_min_clipped": (-math.inf, _ANY),
+    "variance_type": (None, _values(None)),
+    "lower_order_final": (True, _values(True, False)),
+}
+HONOURED["DPMSolverMultistepInverseScheduler"] = {
+    **_DPM_VP,
+    "solver_order": (2, _values(1, 2, 3)),
+    "algorithm_type": (
+        "dpmsolver++",
+        _values("dpmsolver++", "dpmsolver", "sde-dpmsolver++", "sde-dpmsolver", "deis"),
+    ),
+    "solver_type": ("midpoint", _values("midpoint", "heun", "logrho", "bh1", "bh2")),
+    "euler_at_final": (False, _values(True, False)),
+}
+HONOURED["SASolverScheduler"] = {
+    **_DPM_VP,
+    "predictor_order": (2, _values(1, 2, 3, 4)),
+    "corrector_order": (2, _values(1, 2, 3, 4)),
+    "algorithm_type": ("data_prediction", _values("data_prediction", "noise_prediction")),
+    "tau_func": (None, _ANY),  # None (diffusers' default window) or a callable timestep -> tau
+}
+HONOURED["CosineDPMSolverMultistepScheduler"] = {
+    "sigma_min": (0.3, _ANY),
+    "sigma_max": (500.0, _ANY),
+    "sigma_data": (1.0, _ANY),
+    "sigma_schedule": ("exponential", _values("exponential", "karras")),
+    "num_train_timesteps": (1000, _ANY),  # only sizes the unused training grid
+    "solver_order": (2, _values(1, 2)),  # diffusers 0.42.1 has no third-order update in this class
+    "prediction_type": ("v_prediction", _values("epsilon", "v_prediction")),  # its preconditioning rejects "sample"
+    "rho": (7.0, _ANY),
+    "solver_type": ("midpoint", _values("midpoint", "heun", "logrho", "bh1", "bh2")),
+    "lower_order_final": (True, _values(True, False)),
+    "euler_at_final": (False, _values(True, False)),
+    "final_sigmas_type": ("zero", _values("zero", "sigma_min")),
+}
+
 
 def _validate(config):
     if not isinstance(config, dict) or "_class_name" not in config:

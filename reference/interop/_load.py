@@ -14,6 +14,11 @@ from diffspec.reference.interop.ddpm import (
     _plan_pndm,
 )
 from diffspec.reference.interop.dpm_solver import _plan_deis, _plan_dpm_multistep, _plan_dpm_singlestep, _plan_unipc
+from diffspec.reference.interop.dpm_variants import (
+    _plan_cogvideox_dpm,
+    _plan_cosine_dpm_multistep,
+    _plan_dpm_multistep_inverse,
+)
 from diffspec.reference.interop.edm import _plan_edm_dpm_multistep, _plan_edm_euler
 from diffspec.reference.interop.flow import (
     _plan_flow_match_euler,
@@ -31,6 +36,7 @@ from diffspec.reference.interop.k_style import (
     _plan_lms,
     _plan_score_sde_ve,
 )
+from diffspec.reference.interop.sa_solver import _plan_sa_solver
 
 _PLANS = {
     "DDIMScheduler": _plan_ddim,
@@ -64,6 +70,10 @@ _PLANS["MiniMaxH3Scheduler"] = _plan_minimax_h3
 _PLANS["FlowMatchLCMScheduler"] = _plan_flow_match_lcm
 _PLANS["DDPMParallelScheduler"] = _plan_ddpm
 _PLANS["DDIMParallelScheduler"] = _plan_ddim
+_PLANS["CogVideoXDPMScheduler"] = _plan_cogvideox_dpm
+_PLANS["DPMSolverMultistepInverseScheduler"] = _plan_dpm_multistep_inverse
+_PLANS["CosineDPMSolverMultistepScheduler"] = _plan_cosine_dpm_multistep
+_PLANS["SASolverScheduler"] = _plan_sa_solver
 
 SUPPORTED_CLASSES = tuple(_PLANS)
 
@@ -91,12 +101,8 @@ REFUSED = {
     "FlowMapEulerDiscreteScheduler": _NOT_IMPLEMENTED + "flow-map models take two times (t, r) per call",
     "LTXEulerAncestralRFScheduler": _NOT_IMPLEMENTED + "Euler ancestral on LTX-Video's rectified flow",
     "SCMScheduler": _NOT_IMPLEMENTED + "sCM's TrigFlow consistency sampling",
-    "SASolverScheduler": _NOT_IMPLEMENTED + "SA-Solver's stochastic Adams predictor-corrector",
-    "CosineDPMSolverMultistepScheduler": _NOT_IMPLEMENTED + "DPM-Solver++ on Stable Audio's cosine sigmas",
     "UnCLIPScheduler": _NOT_IMPLEMENTED + "Karlo's DDPM variant with its own learned-range variance",
     "DDPMWuerstchenScheduler": _NOT_IMPLEMENTED + "Wuerstchen's continuous-time cosine DDPM",
-    "CogVideoXDPMScheduler": _NOT_IMPLEMENTED + "DPM-Solver++(2M) with snr_shift_scale and its own first step",
-    "DPMSolverMultistepInverseScheduler": _NOT_IMPLEMENTED + "the DPM-Solver++ inversion loop (data to noise)",
 }
 
 
