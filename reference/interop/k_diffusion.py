@@ -11,19 +11,29 @@ an alias in `SAMPLER_ALIASES`) and the options that make it k-diffusion's functi
 - `lower_order_final=False` wherever diffspec has diffusers' rule (k-diffusion has no lower-order final steps);
 - `variant="k-diffusion"` where diffspec's sampler of that name is a different method on purpose: `dpmpp_sde`
   (the paper's SDE-DPM-Solver++ 2S, where k-diffusion has an ancestral eta/r form on a Brownian tree),
-  `dpmpp_3m_sde` (diffspec's exact phi_3 weight -2 phi_3 D2, third order; k-diffusion writes -phi_3 D2) and
+  `dpmpp_3m_sde` (diffspec's exact phi_3 weight -2 phi_3 D2, third order; k-diffusion writes -phi_3 D2),
   `dpm_adaptive` (diffspec's is Lu et al.'s controller with the error read in the VP scale; k-diffusion's is a
-  PID controller with its error read in sigma_ve's scale).
+  PID controller with its error read in sigma_ve's scale), and `euler_ancestral` / `dpm_2_ancestral` (diffspec's
+  last step returns the mean, as DDPM does; k-diffusion's adds its noise on a grid that ends at a noisy time, and
+  its `dpm_2_ancestral` adds none where eta > 1 lets sigma_down reach 0).
 
-Noise: where k-diffusion calls `noise_sampler(sigma, sigma_next)` once per step, each call is one draw of
-`noise`, in order (`euler_ancestral`, `dpm_2_ancestral`, `dpmpp_2s_ancestral`, `dpmpp_2m_sde`,
-`dpmpp_3m_sde`); `dpmpp_sde` takes two draws per step that build the Brownian path of its two overlapping
-increments (see `diffspec.reference.samplers.dpm_solver_pp._dpmpp_sde_k_diffusion`); `heun` with churn draws
-one array per churned step where k-diffusion calls `torch.randn_like` on every step and discards the unused ones.
+Options: every keyword argument of every k-diffusion sampler either maps onto the reference sampler's option of
+the same name and meaning (`K_DIFFUSION_OPTIONS`: eta, s_noise, EDM's churn s_churn / s_tmin / s_tmax, r,
+solver_type, lms' order and dpm_adaptive's controller), is an input the call itself takes (`K_DIFFUSION_INPUTS`:
+model, x, sigmas, sigma_min, sigma_max, n), has no effect on the result (`disable`, tqdm's progress bar), or is
+refused at any value but its default with the reason no counterpart can exist (`K_DIFFUSION_REFUSED`: extra_args,
+callback, noise_sampler, return_info).
 
-Not reproduced (`k_diffusion_sampler` refuses them, naming the option): `s_noise != 1` outside `heun`, `euler`
-with churn (diffspec's `heun` has EDM's churn; its `euler` none), and eta > 0 in `dpm_fast` / `dpm_adaptive`
-(an ancestral DPM-Solver whose noise lands between the embedded pair's evaluations).
+Noise: the reference takes its draws from `noise`, one standard-normal array per draw, in the order each sampler's
+docstring gives, and draws nothing it would multiply by zero. Where k-diffusion calls `noise_sampler(sigma,
+sigma_next)` once per step and uses the result, each call is one draw, in order (`euler_ancestral`,
+`dpm_2_ancestral`, `dpmpp_2s_ancestral`, `dpmpp_2m_sde`, `dpmpp_3m_sde`, `dpm_fast` and `dpm_adaptive` with
+eta > 0). The calls whose result k-diffusion multiplies by zero have no draw here: eta = 0 or s_noise = 0 anywhere,
+the last step of `dpm_fast` / `dpm_adaptive` (its std is 0), and the `torch.randn_like` that `euler`, `heun` and
+`dpm_2` take on every step but use only on churned steps. `dpmpp_sde` takes two draws per step that build the
+Brownian path of its two overlapping increments, over (sigma, sigma_s) and (sigma, sigma_next) (see
+`diffspec.reference.samplers.dpm_solver_pp._dpmpp_sde_k_diffusion`); k-diffusion's default there is a seeded
+Brownian tree, which no finite list of draws reproduces: replay its increments through `noise_sampler` instead.
 """
 
 import numpy as np
@@ -35,10 +45,10 @@ _NO_LOF = {"lower_order_final": False}
 
 K_DIFFUSION_SAMPLERS = {
     "euler": ("euler", {}),
-    "euler_ancestral": ("euler_ancestral", {}),
+    "euler_ancestral": ("euler_ancestral", {"variant": "k-diffusion"}),
     "heun": ("heun", {}),
     "dpm_2": ("dpm2", {}),
-    "dpm_2_ancestral": ("dpm2_ancestral", {}),
+    "dpm_2_ancestral": ("dpm2_ancestral", {"variant": "k-diffusion"}),
     "lms": ("lms", {}),
     "dpm_fast": ("dpm_solver_fast", {}),
     "dpm_adaptive": ("dpm_solver_adaptive", {"variant": "k-diffusion"}),
@@ -49,35 +59,80 @@ K_DIFFUSION_SAMPLERS = {
     "dpmpp_3m_sde": ("dpmpp_3m_sde", {"variant": "k-diffusion", **_NO_LOF}),
 }
 
-# k-diffusion's options per function that the reference takes under the same name and meaning; (option, value)
-# pairs that are accepted only at that value (k-diffusion's default) because nothing in the reference differs there.
-_PASSED = {
-    "euler": (),
-    "euler_ancestral": ("eta",),
-    "heun": ("s_churn", "s_tmin", "s_tmax", "s_noise"),
-    "dpm_2": (),
-    "dpm_2_ancestral": ("eta",),
+_CHURN = ("s_churn", "s_tmin", "s_tmax", "s_noise")
+# k-diffusion's keyword arguments per function that the reference sampler takes under the same name and meaning.
+K_DIFFUSION_OPTIONS = {
+    "euler": _CHURN,
+    "euler_ancestral": ("eta", "s_noise"),
+    "heun": _CHURN,
+    "dpm_2": _CHURN,
+    "dpm_2_ancestral": ("eta", "s_noise"),
     "lms": ("order",),
-    "dpm_fast": (),
-    "dpm_adaptive": ("order", "rtol", "atol", "h_init", "pcoeff", "icoeff", "dcoeff", "accept_safety"),
-    "dpmpp_2s_ancestral": ("eta",),
-    "dpmpp_sde": ("eta", "r"),
+    "dpm_fast": ("eta", "s_noise"),
+    "dpm_adaptive": (
+        "order",
+        "rtol",
+        "atol",
+        "h_init",
+        "pcoeff",
+        "icoeff",
+        "dcoeff",
+        "accept_safety",
+        "eta",
+        "s_noise",
+    ),
+    "dpmpp_2s_ancestral": ("eta", "s_noise"),
+    "dpmpp_sde": ("eta", "s_noise", "r"),
     "dpmpp_2m": (),
-    "dpmpp_2m_sde": ("eta", "solver_type"),
-    "dpmpp_3m_sde": ("eta",),
+    "dpmpp_2m_sde": ("eta", "s_noise", "solver_type"),
+    "dpmpp_3m_sde": ("eta", "s_noise"),
 }
-_AT_DEFAULT = {
-    "euler": {"s_churn": 0.0, "s_noise": 1.0, "s_tmin": 0.0, "s_tmax": float("inf")},
-    "euler_ancestral": {"s_noise": 1.0},
-    "dpm_2": {"s_churn": 0.0, "s_noise": 1.0, "s_tmin": 0.0, "s_tmax": float("inf")},
-    "dpm_2_ancestral": {"s_noise": 1.0},
-    "dpm_fast": {"eta": 0.0, "s_noise": 1.0},
-    "dpm_adaptive": {"eta": 0.0, "s_noise": 1.0},
-    "dpmpp_2s_ancestral": {"s_noise": 1.0},
-    "dpmpp_sde": {"s_noise": 1.0},
-    "dpmpp_2m_sde": {"s_noise": 1.0},
-    "dpmpp_3m_sde": {"s_noise": 1.0},
+# k-diffusion's inputs (positional there) and what takes their place here.
+K_DIFFUSION_INPUTS = {
+    "model": "denoise(x, t), which k-diffusion's model(x, sigma) becomes at t = schedule.t_of_sigma_ve(sigma)",
+    "x": "x_T = alpha(grid[0]) x (x itself on the EDM schedule)",
+    "sigmas": "grid = k_diffusion_grid(name, schedule, sigmas=sigmas)",
+    "sigma_min": "grid = k_diffusion_grid(name, schedule, sigma_min=..., sigma_max=...[, n=...])",
+    "sigma_max": "grid = k_diffusion_grid(name, schedule, sigma_min=..., sigma_max=...[, n=...])",
+    "n": "grid = k_diffusion_grid('dpm_fast', schedule, sigma_min=..., sigma_max=..., n=n)",
 }
+# Keywords with no effect on the result: accepted at any value and dropped.
+K_DIFFUSION_IGNORED = {"disable": "tqdm's progress bar"}
+# Keywords refused at any value but their default ((defaults), reason).
+K_DIFFUSION_REFUSED = {
+    "extra_args": (
+        (None, {}),
+        "the model's keyword arguments (conditioning): a reference sampler calls denoise(x, t) only; close them "
+        "over in denoise (functools.partial, or diffspec.reference.guidance for classifier-free guidance)",
+    ),
+    "callback": (
+        (None,),
+        "a per-step hook with k-diffusion's dict of x, i, sigma, sigma_hat, denoised: the reference samplers are "
+        "pure functions; wrap denoise to see every model input and output",
+    ),
+    "noise_sampler": (
+        (None,),
+        "k-diffusion's noise source: the reference takes `noise` (a numpy Generator or a callable shape -> array), "
+        "with the map from k-diffusion's calls to its draws given in diffspec.reference.interop.k_diffusion",
+    ),
+    "return_info": (
+        (False,),
+        "dpm_adaptive's statistics (steps, nfe, accepted, rejected): the reference returns the sample only; count "
+        "the calls of denoise for nfe",
+    ),
+}
+_NOISE_SAMPLER = {name for name, options in K_DIFFUSION_OPTIONS.items() if "eta" in options}
+
+
+def k_diffusion_keywords(name) -> tuple[str, ...]:
+    """Every keyword argument of k-diffusion 0.1.1's `sample_<name>` besides its inputs (`K_DIFFUSION_INPUTS`)."""
+    name = _name(name)
+    return (
+        K_DIFFUSION_OPTIONS[name]
+        + ("extra_args", "callback", "disable")
+        + (("noise_sampler",) if name in _NOISE_SAMPLER else ())
+        + (("return_info",) if name == "dpm_adaptive" else ())
+    )
 
 
 def _name(name):
@@ -90,22 +145,29 @@ def k_diffusion_sampler(name, **options):
     """(fn, kwargs): the reference sampler that reproduces `k_diffusion.sampling.sample_<name>` called with
     `options` (k-diffusion's keyword arguments), and the keyword arguments that make it do so.
 
-    `name` may carry the `sample_` prefix. Options the reference does not reproduce raise ValueError.
+    `name` may carry the `sample_` prefix. k-diffusion's options pass through (`K_DIFFUSION_OPTIONS`), `disable` is
+    dropped; its inputs (`K_DIFFUSION_INPUTS`), a keyword of `K_DIFFUSION_REFUSED` at a value other than its default,
+    and anything that is not a keyword of that function raise ValueError, naming the keyword and the reason.
     """
     name = _name(name)
     registry_name, fixed = K_DIFFUSION_SAMPLERS[name]
     kwargs = dict(fixed)
     for key, value in options.items():
-        if key in _PASSED[name]:
+        if key in K_DIFFUSION_OPTIONS[name]:
             kwargs[key] = value
-        elif key in _AT_DEFAULT.get(name, {}):
-            if value != _AT_DEFAULT[name][key]:
-                raise ValueError(
-                    f"{key}={value!r}: k-diffusion's sample_{name} with {key} other than {_AT_DEFAULT[name][key]!r} "
-                    "has no counterpart in diffspec"
-                )
+        elif key in K_DIFFUSION_IGNORED:
+            continue
+        elif key in K_DIFFUSION_INPUTS:
+            raise ValueError(
+                f"{key}=...: an input of k-diffusion's sample_{name}, not an option; here it is "
+                f"{K_DIFFUSION_INPUTS[key]}"
+            )
+        elif key in K_DIFFUSION_REFUSED and key in k_diffusion_keywords(name):
+            defaults, reason = K_DIFFUSION_REFUSED[key]
+            if not any(value is d or (type(value) is type(d) and value == d) for d in defaults):
+                raise ValueError(f"{key}={value!r}: k-diffusion's sample_{name} option has no counterpart: {reason}")
         else:
-            known = sorted(set(_PASSED[name]) | set(_AT_DEFAULT.get(name, {})))
+            known = sorted(k_diffusion_keywords(name))
             raise ValueError(f"{key}={value!r}: not an option of k-diffusion's sample_{name}; expected some of {known}")
     return get_sampler(registry_name), kwargs
 

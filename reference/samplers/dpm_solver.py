@@ -14,6 +14,7 @@ the noise-prediction integral has no finite form there, while the data-predictio
 
 import numpy as np
 from diffspec.reference import _checks
+from diffspec.reference.noise import as_noise_source
 from diffspec.reference.samplers._info import VARIANT, Option, Requirement, SamplerInfo
 
 
@@ -146,7 +147,34 @@ def fast_orders(nfe):
     return [3] * (K - 1) + [nfe % 3]
 
 
-def sample_dpm_solver_fast(denoise, x_T, grid, schedule, *, noise=None):
+def _eta_split(lam, lam_next, lam_end, eta):
+    """k-diffusion's ancestral DPM-Solver step (`DPMSolver.dpm_solver_fast` / `dpm_solver_adaptive` with eta > 0).
+
+    In sigma_ve = e^{-lam}: get_ancestral_step's sigma_up = min(s_next, eta s_next sqrt(1 - s_next^2 / s^2)) and
+    sigma_down = sqrt(s_next^2 - sigma_up^2); the solver steps from lam to lam_down = min(lam_end, -log sigma_down)
+    and noise of std sqrt(s_next^2 - e^{-2 lam_down}) (recomputed after the cap at lam_end) brings the state back up
+    to lam_next. Returns (lam_down, that std).
+    """
+    s_next = np.exp(-lam_next)
+    up = min(s_next, eta * s_next * np.sqrt(-np.expm1(2 * (lam - lam_next))))
+    down = np.sqrt(s_next**2 - up**2)
+    lam_down = min(lam_end, -np.log(down)) if down > 0 else lam_end
+    return lam_down, float(np.sqrt(max(s_next**2 - np.exp(-lam_down) ** 2, 0.0)))
+
+
+def _ancestral_dpm_step(denoise, schedule, x, t, t_next, t_end, order, eta, s_noise, draw):
+    """One step of k-diffusion's ancestral DPM-Solver (`_eta_split`): a DPM-Solver-`order` step from t to t_down,
+    then y = x / alpha (sigma_ve's scale) gets s_noise std z and the state is read at t_next (x = alpha_next y)."""
+    lam, lam_next, lam_end = float(schedule.lam(t)), float(schedule.lam(t_next)), float(schedule.lam(t_end))
+    lam_down, std = _eta_split(lam, lam_next, lam_end, eta)
+    t_down = t_end if lam_down == lam_end else float(schedule.t_of_lam(lam_down))
+    y = _step(denoise, schedule, x, t, t_down, order) / schedule.alpha(t_down)
+    if draw is not None and std > 0:
+        y = y + std * s_noise * draw(x.shape)
+    return schedule.alpha(t_next) * y
+
+
+def sample_dpm_solver_fast(denoise, x_T, grid, schedule, *, noise=None, eta=0.0, s_noise=1.0):
     """DPM-Solver-fast: singlestep DPM-Solver-3 steps with lower orders at the end, for a budget of calls.
 
     Lu et al. (2022), arXiv:2206.00927, Sec. 3.4. The budget is the grid: NFE = len(grid) - 1 calls, one per
@@ -155,19 +183,30 @@ def sample_dpm_solver_fast(denoise, x_T, grid, schedule, *, noise=None):
     uniform in lam (the paper's choice) the intermediate times lam + h/3, lam + 2h/3 are the skipped grid times.
     When grid[-1] is a clean end, the last interval is the data-prediction step alpha_next x0_hat and the mix is
     chosen for the other len(grid) - 2 calls.
-    Model calls per step: 1 per grid interval on average. Noise draws: none.
+    eta > 0 is k-diffusion's ancestral form (`sample_dpm_fast(eta=...)`, `_ancestral_step`): each step lands below
+    its end time at lam_down (never past the last noisy time) and noise scaled by s_noise brings it back; the last
+    noisy step adds none (its std is 0) and the clean step stays deterministic.
+    Model calls per step: 1 per grid interval on average. Noise draws: none at eta = 0; with eta > 0 and
+    s_noise > 0, one per step of the order mix with a positive std (every one but the last noisy step).
     Order: 2 globally (the final first- or second-order step sets it; the third-order steps dominate the error
     at practical budgets).
     """
     denoise = _checks.checked_denoiser(denoise, grid, sampler="dpm_solver_fast")
     grid, x = _setup(x_T, grid, schedule, "dpm_solver_fast")
+    eta, s_noise = _checks.nonnegative("eta", eta), _checks.nonnegative("s_noise", s_noise)
+    draw = as_noise_source(noise, sampler="dpm_solver_fast with eta > 0") if eta > 0 and s_noise > 0 else None
     clean = schedule.sigma(grid[-1]) == 0
     noisy = grid[:-1] if clean else grid
     if len(noisy) > 1:
         orders = fast_orders(len(noisy) - 1)
         outer = noisy[np.cumsum([0] + orders)]
         for i, order in enumerate(orders):
-            x = _step(denoise, schedule, x, outer[i], outer[i + 1], order)
+            if eta > 0:
+                x = _ancestral_dpm_step(
+                    denoise, schedule, x, outer[i], outer[i + 1], noisy[-1], order, eta, s_noise, draw
+                )
+            else:
+                x = _step(denoise, schedule, x, outer[i], outer[i + 1], order)
     if clean:
         x = _step(denoise, schedule, x, grid[-2], grid[-1], 1)
     return x
@@ -194,6 +233,8 @@ def sample_dpm_solver_adaptive(
     icoeff=None,
     dcoeff=None,
     accept_safety=None,
+    eta=None,
+    s_noise=None,
 ):
     """DPM-Solver-12 / -23 with adaptive step size: an embedded pair and error control in lam.
 
@@ -211,10 +252,12 @@ def sample_dpm_solver_adaptive(
     Only grid[0] and grid[-1] are used; when grid[-1] is a clean end the integration stops at grid[-2] (the last
     noisy time) and a data-prediction step x = alpha_end x0_hat lands on grid[-1].
     variant="k-diffusion" is k-diffusion's `sample_dpm_adaptive` (at eta = 0) instead: a PID step-size controller
-    (`h_init`, `pcoeff`, `icoeff`, `dcoeff`, `accept_safety`, defaults 0.05, 0, 1, 0, 0.81; those five belong to
-    that variant only), its error read in sigma_ve's scale x / alpha over the whole batch at once, and the loop's end
-    1e-5 before lam_end (`_adaptive_k_diffusion`). Its raw-scale test is why it is not the default: see above.
-    Model calls per step: adaptive (order calls per trial step). Noise draws: none. Order: `order`.
+    (`h_init`, `pcoeff`, `icoeff`, `dcoeff`, `accept_safety`, defaults 0.05, 0, 1, 0, 0.81), its error read in
+    sigma_ve's scale x / alpha over the whole batch at once, and the loop's end 1e-5 before lam_end
+    (`_adaptive_k_diffusion`); with `eta` > 0 (default 0) its ancestral form, noise scaled by `s_noise` (default 1).
+    Those seven options belong to that variant only. Its raw-scale test is why it is not the default: see above.
+    Model calls per step: adaptive (order calls per trial step). Noise draws: none, but with variant="k-diffusion",
+    eta > 0 and s_noise > 0 one per accepted step with a positive std (not the last). Order: `order`.
     """
     denoise = _checks.checked_denoiser(denoise, grid, sampler="dpm_solver_adaptive")
     grid, x = _setup(x_T, grid, schedule, "dpm_solver_adaptive")
@@ -222,10 +265,12 @@ def sample_dpm_solver_adaptive(
         raise ValueError(f"order={order!r}: expected 2 (DPM-Solver-12) or 3 (DPM-Solver-23)")
     rtol, atol = _checks.positive("rtol", rtol), _checks.positive("atol", atol)
     pid = {"h_init": h_init, "pcoeff": pcoeff, "icoeff": icoeff, "dcoeff": dcoeff, "accept_safety": accept_safety}
+    pid.update(eta=eta, s_noise=s_noise)
     if _checks.lookup({"diffspec": False, "k-diffusion": True}, variant, what="variant"):
         defaults = {"h_init": 0.05, "pcoeff": 0.0, "icoeff": 1.0, "dcoeff": 0.0, "accept_safety": 0.81}
-        pid = {k: defaults[k] if v is None else float(v) for k, v in pid.items()}
-        return _adaptive_k_diffusion(denoise, x, grid, schedule, order=order, rtol=rtol, atol=atol, **pid)
+        defaults.update(eta=0.0, s_noise=1.0)
+        pid = {k: defaults[k] if v is None else v if k in ("eta", "s_noise") else float(v) for k, v in pid.items()}
+        return _adaptive_k_diffusion(denoise, x, grid, schedule, noise=noise, order=order, rtol=rtol, atol=atol, **pid)
     for name, value in pid.items():
         if value is not None:
             raise ValueError(f"{name}={value!r}: an option of variant='k-diffusion' only; leave it None")
@@ -258,19 +303,24 @@ def sample_dpm_solver_adaptive(
 
 
 def _adaptive_k_diffusion(
-    denoise, x, grid, schedule, *, order, rtol, atol, h_init, pcoeff, icoeff, dcoeff, accept_safety
+    denoise, x, grid, schedule, *, noise, order, rtol, atol, h_init, pcoeff, icoeff, dcoeff, accept_safety, eta, s_noise
 ):
-    """k-diffusion's `DPMSolver.dpm_solver_adaptive` at eta = 0 (Crowson), for any schedule.
+    """k-diffusion's `DPMSolver.dpm_solver_adaptive` (Crowson), for any schedule.
 
     The same embedded pairs as `sample_dpm_solver_adaptive`; the step size comes from a PID controller on the error
     E = rms over every element of (y_lo - y_hi) / max(atol, rtol max(|y_lo|, |y_prev|)), y = x / alpha (sigma_ve's
     scale): with b1 = (p + i + d) / order, b2 = -(p + 2 d) / order, b3 = d / order and e_k = 1 / (E_k + 1e-8),
     factor = 1 + atan(e_0^b1 e_1^b2 e_2^b3 - 1) (history e_1, e_2 of accepted steps, all e_0 at the start), the
     step is accepted when factor >= accept_safety, and h <- h factor either way. The loop stops once lam is within
-    1e-5 of lam_end; a clean grid[-1] is reached as in the default variant.
+    1e-5 of lam_end; a clean grid[-1] is reached as in the default variant. With eta > 0 (k-diffusion's ancestral
+    form, `_eta_split`) the trial pair steps to lam_down instead of lam_next, the error is read there, an accepted
+    step adds std s_noise z (one draw where std > 0) and lands at lam_next, and the controller's order is 1.5.
     """
     h_init, accept_safety = _checks.positive("h_init", h_init), _checks.positive("accept_safety", accept_safety)
-    b1, b2, b3 = (pcoeff + icoeff + dcoeff) / order, -(pcoeff + 2 * dcoeff) / order, dcoeff / order
+    eta, s_noise = _checks.nonnegative("eta", eta), _checks.nonnegative("s_noise", s_noise)
+    draw = as_noise_source(noise, sampler="dpm_solver_adaptive with eta > 0") if eta > 0 and s_noise > 0 else None
+    p = 1.5 if eta > 0 else order
+    b1, b2, b3 = (pcoeff + icoeff + dcoeff) / p, -(pcoeff + 2 * dcoeff) / p, dcoeff / p
     clean = schedule.sigma(grid[-1]) == 0
     t_end = grid[-2] if clean else grid[-1]
     t, lam, lam_end, h = grid[0], float(schedule.lam(grid[0])), float(schedule.lam(t_end)), h_init
@@ -278,15 +328,19 @@ def _adaptive_k_diffusion(
     while lam < lam_end - 1e-5:
         lam_next = min(lam_end, lam + h)
         t_next = t_end if lam_next == lam_end else float(schedule.t_of_lam(lam_next))
+        lam_down, std = _eta_split(lam, lam_next, lam_end, eta) if eta > 0 else (lam_next, 0.0)
+        t_down = (
+            t_next if lam_down == lam_next else t_end if lam_down == lam_end else float(schedule.t_of_lam(lam_down))
+        )
         eps, _ = _model(denoise, x, t, schedule)
         if order == 2:
-            x_lo = _update_1(schedule, x, t, t_next, eps)
-            x_hi, _ = _update_2(denoise, schedule, x, t, t_next, eps, r1=0.5)
+            x_lo = _update_1(schedule, x, t, t_down, eps)
+            x_hi, _ = _update_2(denoise, schedule, x, t, t_down, eps, r1=0.5)
         else:
-            x_lo, eps1 = _update_2(denoise, schedule, x, t, t_next, eps, r1=1 / 3)
-            x_hi = _update_3(denoise, schedule, x, t, t_next, eps, eps1=eps1)
-        alpha_next = schedule.alpha(t_next)
-        y_lo, y_hi = x_lo / alpha_next, x_hi / alpha_next
+            x_lo, eps1 = _update_2(denoise, schedule, x, t, t_down, eps, r1=1 / 3)
+            x_hi = _update_3(denoise, schedule, x, t, t_down, eps, eps1=eps1)
+        alpha_down = schedule.alpha(t_down)
+        y_lo, y_hi = x_lo / alpha_down, x_hi / alpha_down
         delta = np.maximum(atol, rtol * np.maximum(np.abs(y_lo), np.abs(x_prev)))
         error = float(np.sqrt(np.mean(((y_lo - y_hi) / delta) ** 2)))
         inv_error = 1 / (error + 1e-8)
@@ -295,6 +349,9 @@ def _adaptive_k_diffusion(
         factor = 1 + np.arctan(errs[0] ** b1 * errs[1] ** b2 * errs[2] ** b3 - 1)
         if factor >= accept_safety:
             errs[2], errs[1] = errs[1], errs[0]
+            if eta > 0:  # back up to lam_next: the noise (where std > 0), then x at t_next
+                noisy = draw is not None and std > 0
+                x_hi = schedule.alpha(t_next) * (y_hi + std * s_noise * draw(x.shape) if noisy else y_hi)
             x, x_prev, t, lam = x_hi, y_lo, t_next, lam_next
         h *= factor
     if clean:
@@ -303,6 +360,19 @@ def _adaptive_k_diffusion(
 
 
 _A = frozenset({Requirement.ALPHA_START})
+
+
+def _fast_draws(options):
+    """None with eta > 0 and s_noise > 0: one draw per step of the order mix (but the last), which the grid sets."""
+    return None if options["eta"] > 0 and options["s_noise"] > 0 else (0, 0)
+
+
+def _adaptive_draws(options):
+    """None for variant='k-diffusion' with eta > 0 and s_noise > 0 (one draw per accepted step), else none."""
+    eta, s_noise = options["eta"] or 0.0, 1.0 if options["s_noise"] is None else options["s_noise"]
+    return None if options["variant"] == "k-diffusion" and eta > 0 and s_noise > 0 else (0, 0)
+
+
 INFO = [
     SamplerInfo("dpm_solver_1", sample_dpm_solver_1, order=1, stochastic=False, calls_per_step=1, requires=_A),
     SamplerInfo("dpm_solver_2", sample_dpm_solver_2, order=2, stochastic=False, calls_per_step=2, requires=_A),
@@ -316,6 +386,11 @@ INFO = [
         requires=_A,
         adaptive=True,
         aliases=("dpm_fast",),
+        draws=_fast_draws,
+        options=dict(
+            eta=Option(0.0, low=0.0, invalid=(-0.1, float("nan"))),  # k-diffusion's ancestral form
+            s_noise=Option(1.0, low=0.0, invalid=(-1.0,)),
+        ),
     ),
     SamplerInfo(
         "dpm_solver_adaptive",
@@ -333,8 +408,9 @@ INFO = [
             variant=VARIANT,
             **{
                 k: Option(None, low=0.0, nullable=True)
-                for k in ("h_init", "pcoeff", "icoeff", "dcoeff", "accept_safety")
+                for k in ("h_init", "pcoeff", "icoeff", "dcoeff", "accept_safety", "eta", "s_noise")
             },
         ),
+        draws=_adaptive_draws,
     ),
 ]

@@ -23,7 +23,7 @@ import enum
 import numpy as np
 from diffspec.reference import _checks
 from diffspec.reference.noise import as_noise_source
-from diffspec.reference.samplers._info import VARIANT, Option, SamplerInfo, one_per_step_if
+from diffspec.reference.samplers._info import VARIANT, Option, SamplerInfo
 
 
 class SolverType(enum.StrEnum):
@@ -155,7 +155,9 @@ def sample_dpmpp_3m(denoise, x_T, grid, schedule, *, noise=None, lower_order_fin
     return x
 
 
-def sample_dpmpp_2s_ancestral(denoise, x_T, grid, schedule, *, noise=None, eta=1.0, lower_order_final=True):
+def sample_dpmpp_2s_ancestral(
+    denoise, x_T, grid, schedule, *, noise=None, eta=1.0, lower_order_final=True, s_noise=1.0
+):
     """DPM-Solver++(2S) ancestral: a 2S step to a lower noise level, then fresh noise back up to sigma_next.
 
     Lu et al. (2022), arXiv:2211.01095, Algorithm 1 (2S, r = 1/2), inside k-diffusion's ancestral split
@@ -168,14 +170,15 @@ def sample_dpmpp_2s_ancestral(denoise, x_T, grid, schedule, *, noise=None, eta=1
         x_next = (sigma_down / sigma) x - alpha_next expm1(-h_d) x0(u, t_s) + sigma_up z
 
     When sigma_down = 0 (a clean end, or eta sqrt(c) >= 1) the step is alpha_next x0 + sigma_up z; a first-order
-    final step (`lower_order_final` with < 15 steps) uses x0 in place of x0(u, t_s).
-    Model calls per step: 2 (1 when sigma_down = 0 or first order). Noise draws: one per step with sigma_up > 0
-    (none onto a clean end; none at all with eta = 0, when `noise` may be None). Order: 2 at eta = 0.
+    final step (`lower_order_final` with < 15 steps) uses x0 in place of x0(u, t_s). s_noise (k-diffusion's, EDM's
+    S_noise) scales the added noise: sigma_up s_noise z.
+    Model calls per step: 2 (1 when sigma_down = 0 or first order). Noise draws: one per step with sigma_up > 0 and
+    s_noise > 0 (none onto a clean end; none at all with eta = 0, when `noise` may be None). Order: 2 at eta = 0.
     """
     denoise = _checks.checked_denoiser(denoise, grid, sampler="dpmpp_2s_ancestral")
     grid, x, alpha, sigma, lam = _setup(x_T, grid, schedule, "dpmpp_2s_ancestral")
-    eta = _eta(eta)
-    draw = as_noise_source(noise, sampler="dpmpp_2s_ancestral") if eta > 0 else None
+    eta, s_noise = _eta(eta), _checks.nonnegative("s_noise", s_noise)
+    draw = as_noise_source(noise, sampler="dpmpp_2s_ancestral") if eta > 0 and s_noise > 0 else None
     orders = _singlestep_orders(sigma, lam, 2, lower_order_final)
     for i in range(len(grid) - 1):
         x0 = _x0(denoise, x, grid[i])
@@ -191,13 +194,13 @@ def sample_dpmpp_2s_ancestral(denoise, x_T, grid, schedule, *, noise=None, eta=1
                 u = (schedule.sigma(t_s) / sigma[i]) * x - schedule.alpha(t_s) * np.expm1(-h_d / 2) * x0
                 x0 = _x0(denoise, u, t_s)
             x = (sigma_down / sigma[i]) * x - alpha[i + 1] * np.expm1(-h_d) * x0
-        if sigma_up > 0:
-            x = x + sigma_up * draw(x.shape)
+        if draw is not None and sigma_up > 0:
+            x = x + sigma_up * s_noise * draw(x.shape)
     return x
 
 
 def sample_dpmpp_2m_sde(
-    denoise, x_T, grid, schedule, *, noise=None, eta=1.0, solver_type="midpoint", lower_order_final=True
+    denoise, x_T, grid, schedule, *, noise=None, eta=1.0, solver_type="midpoint", lower_order_final=True, s_noise=1.0
 ):
     """SDE-DPM-Solver++(2M): multistep second order on the reverse SDE, with eta interpolating to the ODE.
 
@@ -208,14 +211,16 @@ def sample_dpmpp_2m_sde(
         x_next = (sigma_next / sigma) e^{-eta h} x + alpha_next A x0 + alpha_next C D1 + sigma_next sqrt(-expm1(-2 eta h)) z
         C = A / 2 (solver_type 'midpoint')  or  C = 1 - A / h_eta ('heun')
 
-    Model calls per step: 1. Noise draws: one per step with sigma_next > 0 and eta > 0, in grid order (none onto
-    a clean end; with eta = 0 `noise` may be None). Order: 2 at eta = 0 (weak order 1 as an SDE solver).
+    s_noise (k-diffusion's) scales z. Model calls per step: 1. Noise draws: one per step with sigma_next > 0,
+    eta > 0 and s_noise > 0, in grid order (none onto a clean end; with eta = 0 `noise` may be None).
+    Order: 2 at eta = 0 (weak order 1 as an SDE solver).
     """
     denoise = _checks.checked_denoiser(denoise, grid, sampler="dpmpp_2m_sde")
     grid, x, alpha, sigma, lam = _setup(x_T, grid, schedule, "dpmpp_2m_sde")
     eta = _eta(eta)
     solver_type = SolverType(_checks.lookup({s.value: s for s in SolverType}, solver_type, what="solver_type"))
-    draw = as_noise_source(noise, sampler="dpmpp_2m_sde") if eta > 0 else None
+    s_noise = _checks.nonnegative("s_noise", s_noise)
+    draw = as_noise_source(noise, sampler="dpmpp_2m_sde") if eta > 0 and s_noise > 0 else None
     orders = _orders(sigma, 2, lower_order_final)
     x0_prev = None
     for i in range(len(grid) - 1):
@@ -231,14 +236,14 @@ def sample_dpmpp_2m_sde(
                 D1 = (x0 - x0_prev) * h / (lam[i] - lam[i - 1])
                 C = A / 2 if solver_type == SolverType.MIDPOINT else 1 - A / h_eta
                 x = x + alpha[i + 1] * C * D1
-            if eta > 0:
-                x = x + sigma[i + 1] * np.sqrt(-np.expm1(-2 * eta * h)) * draw(x.shape)
+            if draw is not None:
+                x = x + sigma[i + 1] * np.sqrt(-np.expm1(-2 * eta * h)) * s_noise * draw(x.shape)
         x0_prev = x0
     return x
 
 
 def sample_dpmpp_3m_sde(
-    denoise, x_T, grid, schedule, *, noise=None, eta=1.0, lower_order_final=True, variant="diffspec"
+    denoise, x_T, grid, schedule, *, noise=None, eta=1.0, lower_order_final=True, variant="diffspec", s_noise=1.0
 ):
     """SDE-DPM-Solver++(3M): multistep third order on the reverse SDE (k-diffusion's `sample_dpmpp_3m_sde`).
 
@@ -254,14 +259,16 @@ def sample_dpmpp_3m_sde(
     k-diffusion has no lower-order final steps); its draws are one per step as here, so each
     `noise_sampler(sigma, sigma_next)` call of k-diffusion is one draw of `noise`, in order.
 
-    Model calls per step: 1. Noise draws: one per step with sigma_next > 0 and eta > 0 (none onto a clean end;
-    with eta = 0 `noise` may be None). Order: 3 at eta = 0 (weak order 1 as an SDE solver).
+    s_noise (k-diffusion's) scales z. Model calls per step: 1. Noise draws: one per step with sigma_next > 0,
+    eta > 0 and s_noise > 0 (none onto a clean end; with eta = 0 `noise` may be None). Order: 3 at eta = 0 (2 with
+    variant="k-diffusion"; weak order 1 as an SDE solver).
     """
     denoise = _checks.checked_denoiser(denoise, grid, sampler="dpmpp_3m_sde")
     w3 = 1.0 if _variant(variant) == Variant.K_DIFFUSION else 2.0
     grid, x, alpha, sigma, lam = _setup(x_T, grid, schedule, "dpmpp_3m_sde")
     eta = _eta(eta)
-    draw = as_noise_source(noise, sampler="dpmpp_3m_sde") if eta > 0 else None
+    s_noise = _checks.nonnegative("s_noise", s_noise)
+    draw = as_noise_source(noise, sampler="dpmpp_3m_sde") if eta > 0 and s_noise > 0 else None
     orders = _orders(sigma, 3, lower_order_final)
     x0s = []
     for i in range(len(grid) - 1):
@@ -278,13 +285,24 @@ def sample_dpmpp_3m_sde(
             -h_eta
         ) * x0s[0]
         x = x + alpha[i + 1] * (phi_2 * D1 - w3 * phi_3 * D2)
-        if eta > 0:
-            x = x + sigma[i + 1] * np.sqrt(-np.expm1(-2 * eta * h)) * draw(x.shape)
+        if draw is not None:
+            x = x + sigma[i + 1] * np.sqrt(-np.expm1(-2 * eta * h)) * s_noise * draw(x.shape)
     return x
 
 
 def sample_dpmpp_sde(
-    denoise, x_T, grid, schedule, *, noise=None, order=2, lower_order_final=True, variant="diffspec", eta=None, r=None
+    denoise,
+    x_T,
+    grid,
+    schedule,
+    *,
+    noise=None,
+    order=2,
+    lower_order_final=True,
+    variant="diffspec",
+    eta=None,
+    r=None,
+    s_noise=None,
 ):
     """SDE-DPM-Solver++, singlestep, first or second order, on the reverse SDE.
 
@@ -304,8 +322,9 @@ def sample_dpmpp_sde(
     (z1 then z2), none onto a clean end. Order: weak 1 (SDE solver); the drift expansion is of order `order`.
 
     variant="k-diffusion" is k-diffusion's `sample_dpmpp_sde` instead (`_dpmpp_sde_k_diffusion`), with its options
-    eta (default 1) and r (default 1/2); `eta` and `r` belong to that variant only. Its steps are ancestral
-    (k-diffusion's sigma_down / sigma_up split) rather than exact SDE steps, which is why it is not the default.
+    eta (default 1), r (default 1/2) and s_noise (default 1), which belong to that variant only. Its steps are
+    ancestral (k-diffusion's sigma_down / sigma_up split) rather than exact SDE steps, which is why it is not the
+    default.
     """
     denoise = _checks.checked_denoiser(denoise, grid, sampler="dpmpp_sde")
     if _variant(variant) == Variant.K_DIFFUSION:
@@ -319,9 +338,10 @@ def sample_dpmpp_sde(
             noise=noise,
             eta=1.0 if eta is None else eta,
             r=0.5 if r is None else r,
+            s_noise=1.0 if s_noise is None else s_noise,
             lower_order_final=lower_order_final,
         )
-    for name, value in (("eta", eta), ("r", r)):
+    for name, value in (("eta", eta), ("r", r), ("s_noise", s_noise)):
         if value is not None:
             raise ValueError(f"{name}={value!r}: an option of variant='k-diffusion' only; leave it None")
     grid, x, alpha, sigma, lam = _setup(x_T, grid, schedule, "dpmpp_sde")
@@ -352,14 +372,14 @@ def sample_dpmpp_sde(
     return x
 
 
-def _dpmpp_sde_k_diffusion(denoise, x_T, grid, schedule, *, noise, eta, r, lower_order_final):
+def _dpmpp_sde_k_diffusion(denoise, x_T, grid, schedule, *, noise, eta, r, s_noise, lower_order_final):
     """k-diffusion's `sample_dpmpp_sde` (Crowson), in sigma_ve = sigma / alpha = e^{-lam} for any schedule.
 
     With y = x / alpha (k-diffusion's EDM world, see `k_diffusion.py`), h = lam_next - lam, t_s = t_of_lam(lam + r h)
     and k-diffusion's ancestral split (down, up) = split(sigma_from, sigma_to, eta):
 
-        (d1, u1) = split(sigma, sigma_s),       y_s = x0 + (d1 / sigma) (y - x0) + u1 z1,   x0_s = x0_hat(y_s, t_s)
-        (d2, u2) = split(sigma, sigma_next),    y_next = D + (d2 / sigma) (y - D) + u2 z2,
+        (d1, u1) = split(sigma, sigma_s),    y_s = x0 + (d1 / sigma) (y - x0) + s_noise u1 z1,   x0_s = x0_hat(y_s, t_s)
+        (d2, u2) = split(sigma, sigma_next), y_next = D + (d2 / sigma) (y - D) + s_noise u2 z2,
         D = (1 - 1/(2r)) x0 + 1/(2r) x0_s
 
     (d / sigma) (y - D) + D is k-diffusion's (sigma_fn(t_next_) / sigma_fn(t)) y - expm1(t - t_next_) D. A step onto
@@ -372,12 +392,12 @@ def _dpmpp_sde_k_diffusion(denoise, x_T, grid, schedule, *, noise, eta, r, lower
 
     k-diffusion is reproduced with lower_order_final=False. With True and fewer than 15 steps, a last step onto a
     noisy end is first order: D = x0 and no intermediate call (its draws a, b still make z2).
-    Model calls per step: 2 (1 onto a clean end). Noise draws: 2 per step with eta > 0 (a, b), none onto a clean end
-    and none at eta = 0.
+    Model calls per step: 2 (1 onto a clean end). Noise draws: 2 per step with eta > 0 and s_noise > 0 (a, b), none
+    onto a clean end and none at eta = 0.
     """
     from diffspec.reference.samplers.k_diffusion import _ancestral_step
 
-    eta = _eta(eta)
+    eta, s_noise = _eta(eta), _checks.nonnegative("s_noise", s_noise)
     r = _checks.positive("r", r)
     grid = _checks.decreasing_grid(grid, schedule, sampler="dpmpp_sde")
     alpha, lam = schedule.alpha(grid), schedule.lam(grid)
@@ -386,7 +406,7 @@ def _dpmpp_sde_k_diffusion(denoise, x_T, grid, schedule, *, noise, eta, r, lower
             f"grid[0]={grid[0]} has alpha = 0 (sigma_ve = inf): variant='k-diffusion' works in sigma_ve = sigma / "
             "alpha; start the grid at a time with alpha > 0"
         )
-    draw = as_noise_source(noise, sampler="dpmpp_sde with eta > 0") if eta > 0 else None
+    draw = as_noise_source(noise, sampler="dpmpp_sde with eta > 0") if eta > 0 and s_noise > 0 else None
     sigma_ve = schedule.sigma(grid) / alpha
     y = _checks.finite_array("x_T", x_T) / alpha[0]
     orders = _singlestep_orders(sigma_ve, lam, 2, lower_order_final)
@@ -406,11 +426,11 @@ def _dpmpp_sde_k_diffusion(denoise, x_T, grid, schedule, *, noise, eta, r, lower
         D = x0
         if orders[i] == 2:
             down, up = _ancestral_step(sig, sig_s, eta)
-            y_s = x0 + (down / sig) * (y - x0) + up * z1
+            y_s = x0 + (down / sig) * (y - x0) + up * s_noise * z1
             x0_s = _x0(denoise, schedule.alpha(t_s) * y_s, t_s)
             D = (1 - 1 / (2 * r)) * x0 + 1 / (2 * r) * x0_s
         down, up = _ancestral_step(sig, sig_next, eta)
-        y = D + (down / sig) * (y - D) + up * z2
+        y = D + (down / sig) * (y - D) + up * s_noise * z2
     return alpha[-1] * y
 
 
@@ -427,6 +447,23 @@ def _singlestep_orders(sigma, lam, order, lower_order_final):
 _LOF = Option(True, choices=(True, False))
 _ETA = Option(1.0, low=0.0, invalid=(-0.1, float("nan")), probe=(0.0, 0.5))  # 0: the deterministic method
 _NO_LOF = {"lower_order_final": False}
+_S_NOISE = Option(1.0, low=0.0, invalid=(-1.0, float("nan")))  # k-diffusion's; != 1 changes the distribution
+
+
+def _sde_draws(options):
+    """One draw per step (none onto the clean end) while eta > 0 and s_noise > 0."""
+    return (1, 0) if options["eta"] > 0 and options["s_noise"] > 0 else (0, 0)
+
+
+def _dpmpp_sde_draws(options):
+    """`order` draws per step (none onto the clean end); variant='k-diffusion': 2 while eta > 0 and s_noise > 0."""
+    if options["variant"] != "k-diffusion":
+        return (options["order"], 0)
+    eta = 1.0 if options["eta"] is None else options["eta"]
+    s_noise = 1.0 if options["s_noise"] is None else options["s_noise"]
+    return (2, 0) if eta > 0 and s_noise > 0 else (0, 0)
+
+
 INFO = [
     SamplerInfo(
         "dpmpp_2s_ancestral",
@@ -434,9 +471,9 @@ INFO = [
         order=2,
         stochastic=True,
         calls_per_step=2,
-        draws=one_per_step_if("eta"),
+        draws=_sde_draws,
         order_options={"eta": 0.0, **_NO_LOF},
-        options=dict(eta=_ETA, lower_order_final=_LOF),
+        options=dict(eta=_ETA, lower_order_final=_LOF, s_noise=_S_NOISE),
     ),
     SamplerInfo(
         "dpmpp_2m",
@@ -463,13 +500,14 @@ INFO = [
         order=2,
         stochastic=True,
         calls_per_step=1,
-        draws=one_per_step_if("eta"),
+        draws=_sde_draws,
         order_options={"eta": 0.0, **_NO_LOF},
         orders=(({"eta": 0.0, "solver_type": "heun", **_NO_LOF}, 2),),
         options=dict(
             eta=_ETA,
             solver_type=Option("midpoint", choices=("midpoint", "heun"), invalid=("euler",)),
             lower_order_final=_LOF,
+            s_noise=_S_NOISE,
         ),
     ),
     SamplerInfo(
@@ -478,9 +516,10 @@ INFO = [
         order=3,
         stochastic=True,
         calls_per_step=1,
-        draws=one_per_step_if("eta"),
+        draws=_sde_draws,
         order_options={"eta": 0.0, **_NO_LOF},
-        options=dict(eta=_ETA, lower_order_final=_LOF, variant=VARIANT),
+        orders=(({"eta": 0.0, "variant": "k-diffusion", **_NO_LOF}, 2),),
+        options=dict(eta=_ETA, lower_order_final=_LOF, variant=VARIANT, s_noise=_S_NOISE),
     ),
     SamplerInfo(
         "dpmpp_sde",
@@ -488,13 +527,14 @@ INFO = [
         order=None,
         stochastic=True,
         calls_per_step=2,
-        draws=lambda o: (o["order"], 0),
+        draws=_dpmpp_sde_draws,
         options=dict(
             order=Option(2, choices=(1, 2), invalid=(3,), probe=(1,)),
             lower_order_final=_LOF,
             variant=VARIANT,
             eta=Option(None, low=0.0, nullable=True),
             r=Option(None, low=0.0, high=1.0, low_open=True, nullable=True),
+            s_noise=Option(None, low=0.0, nullable=True),
         ),
     ),
 ]

@@ -1,52 +1,20 @@
-"""k-diffusion's `sampling` module, loaded from its file without the package `__init__`.
+"""Helpers for comparing the reference with k-diffusion 0.1.1.post1 itself.
 
-The package `__init__` imports its training stack (torchvision, accelerate, ...), and `k_diffusion.utils` imports
-torchvision, which does not import beside this torch build. `sampling` needs only `utils.append_dims`, so it is
-loaded under a private package name whose `utils` holds that one function.
+k-diffusion's `sampling` module is loaded by `diffspec.conformance.kdiffusion.load_sampling` (without the package
+`__init__` and its training stack); this file only adds the model adapter and the replayed noise the comparison
+tests share.
 """
-
-import importlib.util
-import sys
-import types
-from pathlib import Path
 
 import numpy as np
 import torch
+from diffspec.conformance.kdiffusion import load_sampling, sampler_functions
 
-_PACKAGE = "_k_diffusion_sampling_only"
-
-
-def _append_dims(x, target_dims):
-    """k-diffusion's `utils.append_dims`: trailing singleton axes up to `target_dims`."""
-    return x[(...,) + (None,) * (target_dims - x.ndim)]
-
-
-def load_sampling():
-    """The module `k_diffusion.sampling` of the installed k-diffusion."""
-    name = f"{_PACKAGE}.sampling"
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.find_spec("k_diffusion")
-    if spec is None or not spec.submodule_search_locations:
-        raise ImportError("k-diffusion is not installed: pip install --no-deps k-diffusion==0.1.1.post1")
-    path = Path(spec.submodule_search_locations[0]) / "sampling.py"
-    package = types.ModuleType(_PACKAGE)
-    package.__path__ = []
-    utils = types.ModuleType(f"{_PACKAGE}.utils")
-    utils.append_dims = _append_dims
-    package.utils = utils
-    sys.modules[_PACKAGE], sys.modules[utils.__name__] = package, utils
-    module_spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(module_spec)
-    sys.modules[name] = module
-    module_spec.loader.exec_module(module)
-    return module
+__all__ = ["ReplayedNoise", "edm_model", "load_sampling", "sampler_names"]
 
 
 def sampler_names():
     """The names of every `sample_*` function in k_diffusion.sampling, without the prefix."""
-    sampling = load_sampling()
-    return sorted(n.removeprefix("sample_") for n in dir(sampling) if n.startswith("sample_"))
+    return sorted(name.removeprefix("sample_") for name in sampler_functions())
 
 
 def edm_model(mixture, calls=None):

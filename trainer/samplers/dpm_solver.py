@@ -10,6 +10,7 @@ evaluations (host side); the tensors keep x_T's dtype and device.
 import math
 
 import torch
+from diffspec.trainer.noise import as_noise_source
 from diffspec.trainer.samplers._grid import at, call, checked_grid
 
 
@@ -113,10 +114,41 @@ def fast_orders(nfe):
     return [3] * (K - 1) + [nfe % 3]
 
 
-def sample_dpm_solver_fast(denoise, x_T, grid, schedule, *, noise=None):
+def _nonnegative(name, value):
+    if not (isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value) and value >= 0):
+        raise ValueError(f"{name}={value!r}: expected a finite number >= 0")
+    return float(value)
+
+
+def _eta_split(lam, lam_next, lam_end, eta):
+    """k-diffusion's ancestral DPM-Solver split in sigma_ve = e^{-lam}: (lam_down, std), lam_down =
+    min(lam_end, -log sigma_down) with get_ancestral_step's sigma_down, std = sqrt(s_next^2 - e^{-2 lam_down})."""
+    s_next = math.exp(-lam_next)
+    up = min(s_next, eta * s_next * math.sqrt(-math.expm1(2 * (lam - lam_next))))
+    down = math.sqrt(s_next**2 - up**2)
+    lam_down = min(lam_end, -math.log(down)) if down > 0 else lam_end
+    return lam_down, math.sqrt(max(s_next**2 - math.exp(-lam_down) ** 2, 0.0))
+
+
+def _ancestral_dpm_step(denoise, schedule, x, t, t_next, t_end, order, eta, s_noise, draw):
+    """k-diffusion's ancestral DPM-Solver step: DPM-Solver-`order` from t to t_down, then y = x / alpha gets
+    s_noise std z and the state is read at t_next."""
+    lam, lam_next, lam_end = at(schedule.lam, t), at(schedule.lam, t_next), at(schedule.lam, t_end)
+    lam_down, std = _eta_split(lam, lam_next, lam_end, eta)
+    t_down = t_end if lam_down == lam_end else at(schedule.t_of_lam, lam_down)
+    y = _step(denoise, schedule, x, t, t_down, order) / at(schedule.alpha, t_down)
+    if draw is not None and std > 0:
+        y = y + (std * s_noise) * draw(x.shape)
+    return at(schedule.alpha, t_next) * y
+
+
+def sample_dpm_solver_fast(denoise, x_T, grid, schedule, *, noise=None, eta=0.0, s_noise=1.0):
     """DPM-Solver-fast (Lu et al. 2022, Sec. 3.4): NFE = len(grid) - 1 calls; a step of order k spans k grid
-    intervals; a clean end is reached by a final data-prediction step. Noise draws: none."""
+    intervals; a clean end is reached by a final data-prediction step. eta > 0: k-diffusion's ancestral form
+    (`_ancestral_dpm_step`). Noise draws: none at eta = 0, else one per step with a positive std."""
     grid, x = _setup(x_T, grid, schedule, "dpm_solver_fast")
+    eta, s_noise = _nonnegative("eta", eta), _nonnegative("s_noise", s_noise)
+    draw = as_noise_source(noise, sampler="dpm_solver_fast with eta > 0", like=x_T) if eta > 0 and s_noise > 0 else None
     clean = at(schedule.sigma, grid[-1]) == 0
     noisy = grid[:-1] if clean else grid
     if len(noisy) > 1:
@@ -126,7 +158,12 @@ def sample_dpm_solver_fast(denoise, x_T, grid, schedule, *, noise=None):
             idx.append(idx[-1] + k)
         outer = [noisy[j] for j in idx]
         for i, order in enumerate(orders):
-            x = _step(denoise, schedule, x, outer[i], outer[i + 1], order)
+            if eta > 0:
+                x = _ancestral_dpm_step(
+                    denoise, schedule, x, outer[i], outer[i + 1], noisy[-1], order, eta, s_noise, draw
+                )
+            else:
+                x = _step(denoise, schedule, x, outer[i], outer[i + 1], order)
     if clean:
         x = _step(denoise, schedule, x, grid[-2], grid[-1], 1)
     return x
@@ -153,11 +190,13 @@ def sample_dpm_solver_adaptive(
     icoeff=None,
     dcoeff=None,
     accept_safety=None,
+    eta=None,
+    s_noise=None,
 ):
     """DPM-Solver-12 / -23 with adaptive steps in lam (Lu et al. 2022, Algorithm 4); see the reference for the
     error control (read in the variance-preserving scale x / sqrt(alpha^2 + sigma^2)). The accept test reads one
     number per trial step from the device (adaptive by nature). variant="k-diffusion": k-diffusion's PID controller
-    (`_adaptive_k_diffusion`; h_init, pcoeff, icoeff, dcoeff, accept_safety belong to it only).
+    (`_adaptive_k_diffusion`; h_init, pcoeff, icoeff, dcoeff, accept_safety, eta, s_noise belong to it only).
     Model calls per step: adaptive. Noise draws: none. Order: `order`."""
     grid, x = _setup(x_T, grid, schedule, "dpm_solver_adaptive")
     if order not in (2, 3):
@@ -166,12 +205,14 @@ def sample_dpm_solver_adaptive(
         if not (math.isfinite(value) and value > 0):
             raise ValueError(f"{name}={value!r}: expected a finite number > 0")
     pid = {"h_init": h_init, "pcoeff": pcoeff, "icoeff": icoeff, "dcoeff": dcoeff, "accept_safety": accept_safety}
+    pid.update(eta=eta, s_noise=s_noise)
     if variant not in ("diffspec", "k-diffusion"):
         raise ValueError(f"unknown variant {variant!r}: expected one of diffspec, k-diffusion")
     if variant == "k-diffusion":
         defaults = {"h_init": 0.05, "pcoeff": 0.0, "icoeff": 1.0, "dcoeff": 0.0, "accept_safety": 0.81}
-        pid = {k: defaults[k] if v is None else float(v) for k, v in pid.items()}
-        return _adaptive_k_diffusion(denoise, x, grid, schedule, order=order, rtol=rtol, atol=atol, **pid)
+        defaults.update(eta=0.0, s_noise=1.0)
+        pid = {k: defaults[k] if v is None else v if k in ("eta", "s_noise") else float(v) for k, v in pid.items()}
+        return _adaptive_k_diffusion(denoise, x, grid, schedule, noise=noise, order=order, rtol=rtol, atol=atol, **pid)
     for name, value in pid.items():
         if value is not None:
             raise ValueError(f"{name}={value!r}: an option of variant='k-diffusion' only; leave it None")
@@ -202,16 +243,22 @@ def sample_dpm_solver_adaptive(
 
 
 def _adaptive_k_diffusion(
-    denoise, x, grid, schedule, *, order, rtol, atol, h_init, pcoeff, icoeff, dcoeff, accept_safety
+    denoise, x, grid, schedule, *, noise, order, rtol, atol, h_init, pcoeff, icoeff, dcoeff, accept_safety, eta, s_noise
 ):
-    """k-diffusion's `dpm_solver_adaptive` at eta = 0: the same embedded pairs, error
+    """k-diffusion's `dpm_solver_adaptive`: the same embedded pairs, error
     E = rms over all elements of (y_lo - y_hi) / max(atol, rtol max(|y_lo|, |y_prev|)) with y = x / alpha, and a PID
     controller factor = 1 + atan(e0^b1 e1^b2 e2^b3 - 1), e = 1 / (E + 1e-8); accept when factor >= accept_safety;
-    h *= factor; stop within 1e-5 of lam_end (see the reference)."""
+    h *= factor; stop within 1e-5 of lam_end (see the reference). eta > 0: the pair steps to lam_down
+    (`_eta_split`), an accepted step adds std s_noise z and lands at lam_next; the controller's order is 1.5."""
     for name, value in (("h_init", h_init), ("accept_safety", accept_safety)):
         if not (math.isfinite(value) and value > 0):
             raise ValueError(f"{name}={value!r}: expected a finite number > 0")
-    b1, b2, b3 = (pcoeff + icoeff + dcoeff) / order, -(pcoeff + 2 * dcoeff) / order, dcoeff / order
+    eta, s_noise = _nonnegative("eta", eta), _nonnegative("s_noise", s_noise)
+    draw = (
+        as_noise_source(noise, sampler="dpm_solver_adaptive with eta > 0", like=x) if eta > 0 and s_noise > 0 else None
+    )
+    p = 1.5 if eta > 0 else order
+    b1, b2, b3 = (pcoeff + icoeff + dcoeff) / p, -(pcoeff + 2 * dcoeff) / p, dcoeff / p
     clean = at(schedule.sigma, grid[-1]) == 0
     t_end = grid[-2] if clean else grid[-1]
     t, lam, lam_end, h = grid[0], at(schedule.lam, grid[0]), at(schedule.lam, t_end), h_init
@@ -219,15 +266,17 @@ def _adaptive_k_diffusion(
     while lam < lam_end - 1e-5:
         lam_next = min(lam_end, lam + h)
         t_next = t_end if lam_next == lam_end else at(schedule.t_of_lam, lam_next)
+        lam_down, std = _eta_split(lam, lam_next, lam_end, eta) if eta > 0 else (lam_next, 0.0)
+        t_down = t_next if lam_down == lam_next else t_end if lam_down == lam_end else at(schedule.t_of_lam, lam_down)
         eps, _ = _model(denoise, x, t, schedule)
         if order == 2:
-            x_lo = _update_1(schedule, x, t, t_next, eps)
-            x_hi, _ = _update_2(denoise, schedule, x, t, t_next, eps, r1=0.5)
+            x_lo = _update_1(schedule, x, t, t_down, eps)
+            x_hi, _ = _update_2(denoise, schedule, x, t, t_down, eps, r1=0.5)
         else:
-            x_lo, eps1 = _update_2(denoise, schedule, x, t, t_next, eps, r1=1 / 3)
-            x_hi = _update_3(denoise, schedule, x, t, t_next, eps, eps1=eps1)
-        alpha_next = at(schedule.alpha, t_next)
-        y_lo, y_hi = x_lo / alpha_next, x_hi / alpha_next
+            x_lo, eps1 = _update_2(denoise, schedule, x, t, t_down, eps, r1=1 / 3)
+            x_hi = _update_3(denoise, schedule, x, t, t_down, eps, eps1=eps1)
+        alpha_down = at(schedule.alpha, t_down)
+        y_lo, y_hi = x_lo / alpha_down, x_hi / alpha_down
         delta = torch.clamp(rtol * torch.maximum(y_lo.abs(), x_prev.abs()), min=atol)
         error = float(torch.sqrt((((y_lo - y_hi) / delta) ** 2).mean()))
         inv_error = 1 / (error + 1e-8)
@@ -236,6 +285,9 @@ def _adaptive_k_diffusion(
         factor = 1 + math.atan(errs[0] ** b1 * errs[1] ** b2 * errs[2] ** b3 - 1)
         if factor >= accept_safety:
             errs[2], errs[1] = errs[1], errs[0]
+            if eta > 0:  # back up to lam_next: the noise (where std > 0), then x at t_next
+                noisy = draw is not None and std > 0
+                x_hi = at(schedule.alpha, t_next) * (y_hi + (std * s_noise) * draw(x.shape) if noisy else y_hi)
             x, x_prev, t, lam = x_hi, y_lo, t_next, lam_next
         h *= factor
     if clean:

@@ -58,9 +58,9 @@ def _singlestep_orders(sigma, lam, order, lower_order_final):
     return [1 if sigma[i + 1] == 0 or lam[i] == -math.inf else o for i, o in enumerate(orders)]
 
 
-def _eta(eta):
+def _eta(eta, name="eta"):
     if not (math.isfinite(eta) and eta >= 0):
-        raise ValueError(f"eta={eta!r}: expected a finite number >= 0")
+        raise ValueError(f"{name}={eta!r}: expected a finite number >= 0")
     return float(eta)
 
 
@@ -125,15 +125,17 @@ def sample_dpmpp_3m(denoise, x_T, grid, schedule, *, noise=None, lower_order_fin
     return x
 
 
-def sample_dpmpp_2s_ancestral(denoise, x_T, grid, schedule, *, noise=None, eta=1.0, lower_order_final=True):
+def sample_dpmpp_2s_ancestral(
+    denoise, x_T, grid, schedule, *, noise=None, eta=1.0, lower_order_final=True, s_noise=1.0
+):
     """DPM-Solver++(2S) ancestral in (alpha, sigma): sigma_up = sigma_next min(1, eta sqrt(-expm1(-2h))),
     sigma_down = sqrt(sigma_next^2 - sigma_up^2), h_d = log(alpha_next / sigma_down) - lam, t_s = t_of_lam(lam + h_d/2),
     u = (sigma_s / sigma) x - alpha_s expm1(-h_d/2) x0, x_next = (sigma_down / sigma) x - alpha_next expm1(-h_d) x0(u)
-    + sigma_up z. Model calls per step: 2 (1 when sigma_down = 0 or first order). Noise draws: one per step with
-    sigma_up > 0."""
+    + s_noise sigma_up z. Model calls per step: 2 (1 when sigma_down = 0 or first order). Noise draws: one per step
+    with sigma_up > 0 and s_noise > 0."""
     grid, x, alpha, sigma, lam = _setup(x_T, grid, schedule, "dpmpp_2s_ancestral")
-    eta = _eta(eta)
-    draw = as_noise_source(noise, sampler="dpmpp_2s_ancestral", like=x_T) if eta > 0 else None
+    eta, s_noise = _eta(eta), _eta(s_noise, "s_noise")
+    draw = as_noise_source(noise, sampler="dpmpp_2s_ancestral", like=x_T) if eta > 0 and s_noise > 0 else None
     orders = _singlestep_orders(sigma, lam, 2, lower_order_final)
     for i in range(len(grid) - 1):
         x0 = call(denoise, x, grid[i])
@@ -149,13 +151,13 @@ def sample_dpmpp_2s_ancestral(denoise, x_T, grid, schedule, *, noise=None, eta=1
                 u = (at(schedule.sigma, t_s) / sigma[i]) * x - (at(schedule.alpha, t_s) * math.expm1(-h_d / 2)) * x0
                 x0 = call(denoise, u, t_s)
             x = (sigma_down / sigma[i]) * x - (alpha[i + 1] * math.expm1(-h_d)) * x0
-        if sigma_up > 0:
-            x = x + sigma_up * draw(x.shape)
+        if draw is not None and sigma_up > 0:
+            x = x + (sigma_up * s_noise) * draw(x.shape)
     return x
 
 
 def sample_dpmpp_2m_sde(
-    denoise, x_T, grid, schedule, *, noise=None, eta=1.0, solver_type="midpoint", lower_order_final=True
+    denoise, x_T, grid, schedule, *, noise=None, eta=1.0, solver_type="midpoint", lower_order_final=True, s_noise=1.0
 ):
     """SDE-DPM-Solver++(2M) with eta (k-diffusion `sample_dpmpp_2m_sde`). h_eta = (1 + eta) h, A = -expm1(-h_eta),
     D1 = (x0 - x0_prev) / r:
@@ -163,13 +165,15 @@ def sample_dpmpp_2m_sde(
         x_next = (sigma_next / sigma) e^{-eta h} x + alpha_next A x0 + alpha_next C D1 + sigma_next sqrt(-expm1(-2 eta h)) z
         C = A / 2 (midpoint) or 1 - A / h_eta (heun)
 
-    Model calls per step: 1. Noise draws: one per step with sigma_next > 0 and eta > 0, in grid order."""
+    s_noise scales z. Model calls per step: 1. Noise draws: one per step with sigma_next > 0, eta > 0 and
+    s_noise > 0, in grid order."""
     grid, x, alpha, sigma, lam = _setup(x_T, grid, schedule, "dpmpp_2m_sde")
     eta = _eta(eta)
     if solver_type not in {s.value for s in SolverType}:
         raise ValueError(f"unknown solver_type {solver_type!r}: expected one of heun, midpoint")
     solver_type = SolverType(solver_type)
-    draw = as_noise_source(noise, sampler="dpmpp_2m_sde", like=x_T) if eta > 0 else None
+    s_noise = _eta(s_noise, "s_noise")
+    draw = as_noise_source(noise, sampler="dpmpp_2m_sde", like=x_T) if eta > 0 and s_noise > 0 else None
     orders = _orders(sigma, 2, lower_order_final)
     x0_prev = None
     for i in range(len(grid) - 1):
@@ -185,14 +189,14 @@ def sample_dpmpp_2m_sde(
                 D1 = (x0 - x0_prev) * (h / (lam[i] - lam[i - 1]))
                 C = A / 2 if solver_type == SolverType.MIDPOINT else 1 - A / h_eta
                 x = x + (alpha[i + 1] * C) * D1
-            if eta > 0:
-                x = x + (sigma[i + 1] * math.sqrt(-math.expm1(-2 * eta * h))) * draw(x.shape)
+            if draw is not None:
+                x = x + (sigma[i + 1] * math.sqrt(-math.expm1(-2 * eta * h)) * s_noise) * draw(x.shape)
         x0_prev = x0
     return x
 
 
 def sample_dpmpp_3m_sde(
-    denoise, x_T, grid, schedule, *, noise=None, eta=1.0, lower_order_final=True, variant="diffspec"
+    denoise, x_T, grid, schedule, *, noise=None, eta=1.0, lower_order_final=True, variant="diffspec", s_noise=1.0
 ):
     """SDE-DPM-Solver++(3M) (k-diffusion `sample_dpmpp_3m_sde`): with h_eta = (1 + eta) h,
     phi_2 = expm1(-h_eta)/h_eta + 1, phi_3 = phi_2 / h_eta - 1/2:
@@ -200,12 +204,13 @@ def sample_dpmpp_3m_sde(
         x_next = (sigma_next / sigma) e^{-eta h} x - alpha_next expm1(-h_eta) x0 + alpha_next (phi_2 D1 - 2 phi_3 D2)
                  + sigma_next sqrt(-expm1(-2 eta h)) z
 
-    variant="k-diffusion": weight -phi_3 D2 (k-diffusion's). Model calls per step: 1. Noise draws: one per step with
-    sigma_next > 0 and eta > 0."""
+    variant="k-diffusion": weight -phi_3 D2 (k-diffusion's). s_noise scales z. Model calls per step: 1. Noise draws:
+    one per step with sigma_next > 0, eta > 0 and s_noise > 0."""
     w3 = 1.0 if _variant(variant) == Variant.K_DIFFUSION else 2.0
     grid, x, alpha, sigma, lam = _setup(x_T, grid, schedule, "dpmpp_3m_sde")
     eta = _eta(eta)
-    draw = as_noise_source(noise, sampler="dpmpp_3m_sde", like=x_T) if eta > 0 else None
+    s_noise = _eta(s_noise, "s_noise")
+    draw = as_noise_source(noise, sampler="dpmpp_3m_sde", like=x_T) if eta > 0 and s_noise > 0 else None
     orders = _orders(sigma, 3, lower_order_final)
     x0s = []
     for i in range(len(grid) - 1):
@@ -222,13 +227,24 @@ def sample_dpmpp_3m_sde(
             alpha[i + 1] * math.expm1(-h_eta)
         ) * x0s[0]
         x = x + alpha[i + 1] * (phi_2 * D1 - w3 * phi_3 * D2)
-        if eta > 0:
-            x = x + (sigma[i + 1] * math.sqrt(-math.expm1(-2 * eta * h))) * draw(x.shape)
+        if draw is not None:
+            x = x + (sigma[i + 1] * math.sqrt(-math.expm1(-2 * eta * h)) * s_noise) * draw(x.shape)
     return x
 
 
 def sample_dpmpp_sde(
-    denoise, x_T, grid, schedule, *, noise=None, order=2, lower_order_final=True, variant="diffspec", eta=None, r=None
+    denoise,
+    x_T,
+    grid,
+    schedule,
+    *,
+    noise=None,
+    order=2,
+    lower_order_final=True,
+    variant="diffspec",
+    eta=None,
+    r=None,
+    s_noise=None,
 ):
     """SDE-DPM-Solver++ singlestep, order 1 or 2 (the paper's, not k-diffusion's Brownian-tree variant):
 
@@ -236,7 +252,7 @@ def sample_dpmpp_sde(
         order 2: a first-order step to the lam-midpoint with z1 gives u and x0(u, t_s); the full step uses x0(u) and
                  the noise sigma_next sqrt(-expm1(-h)) (e^{-h/2} z1 + z2) (the same Brownian path).
 
-    variant="k-diffusion": k-diffusion's eta/r form (`_dpmpp_sde_k_diffusion`); eta and r belong to it only.
+    variant="k-diffusion": k-diffusion's eta/r form (`_dpmpp_sde_k_diffusion`); eta, r, s_noise belong to it only.
     Model calls per step: `order` (1 onto a clean end). Noise draws: `order` per step with sigma_next > 0 (z1, z2)."""
     if _variant(variant) == Variant.K_DIFFUSION:
         if order != 2:
@@ -249,9 +265,10 @@ def sample_dpmpp_sde(
             noise=noise,
             eta=1.0 if eta is None else eta,
             r=0.5 if r is None else r,
+            s_noise=1.0 if s_noise is None else s_noise,
             lower_order_final=lower_order_final,
         )
-    for name, value in (("eta", eta), ("r", r)):
+    for name, value in (("eta", eta), ("r", r), ("s_noise", s_noise)):
         if value is not None:
             raise ValueError(f"{name}={value!r}: an option of variant='k-diffusion' only; leave it None")
     grid, x, alpha, sigma, lam = _setup(x_T, grid, schedule, "dpmpp_sde")
@@ -282,14 +299,14 @@ def sample_dpmpp_sde(
     return x
 
 
-def _dpmpp_sde_k_diffusion(denoise, x_T, grid, schedule, *, noise, eta, r, lower_order_final):
+def _dpmpp_sde_k_diffusion(denoise, x_T, grid, schedule, *, noise, eta, r, s_noise, lower_order_final):
     """k-diffusion's `sample_dpmpp_sde` in sigma_ve (y = x / alpha), twin of the reference's: per step, draws a then b
     make z1 = a and z2 = (sqrt(sigma - sigma_s) a + sqrt(sigma_s - sigma_next) b) / sqrt(sigma - sigma_next);
-    y_s = x0 + (d1 / sigma)(y - x0) + u1 z1, D = (1 - 1/(2r)) x0 + 1/(2r) x0(y_s, t_s),
-    y_next = D + (d2 / sigma)(y - D) + u2 z2 with k-diffusion's ancestral splits; Euler (y = x0) onto a clean end."""
+    y_s = x0 + (d1 / sigma)(y - x0) + s_noise u1 z1, D = (1 - 1/(2r)) x0 + 1/(2r) x0(y_s, t_s),
+    y_next = D + (d2 / sigma)(y - D) + s_noise u2 z2 with k-diffusion's ancestral splits; y = x0 onto a clean end."""
     from diffspec.trainer.samplers.k_diffusion import _ancestral_step
 
-    eta = _eta(eta)
+    eta, s_noise = _eta(eta), _eta(s_noise, "s_noise")
     if not (math.isfinite(r) and r > 0):
         raise ValueError(f"r={r!r}: expected a finite number > 0")
     grid, x, alpha, sigma, lam = _setup(x_T, grid, schedule, "dpmpp_sde")
@@ -298,7 +315,7 @@ def _dpmpp_sde_k_diffusion(denoise, x_T, grid, schedule, *, noise, eta, r, lower
             f"grid[0]={grid[0]} has alpha = 0 (sigma_ve = inf): variant='k-diffusion' works in sigma_ve = sigma / "
             "alpha; start the grid at a time with alpha > 0"
         )
-    draw = as_noise_source(noise, sampler="dpmpp_sde with eta > 0", like=x_T) if eta > 0 else None
+    draw = as_noise_source(noise, sampler="dpmpp_sde with eta > 0", like=x_T) if eta > 0 and s_noise > 0 else None
     sigma_ve = [s / a for s, a in zip(sigma, alpha, strict=True)]
     orders = _singlestep_orders(sigma_ve, lam, 2, lower_order_final)
     y = x / alpha[0]
@@ -320,9 +337,9 @@ def _dpmpp_sde_k_diffusion(denoise, x_T, grid, schedule, *, noise, eta, r, lower
         D = x0
         if orders[i] == 2:
             down, up = _ancestral_step(sig, sig_s, eta)
-            y_s = x0 + (down / sig) * (y - x0) + up * z1
+            y_s = x0 + (down / sig) * (y - x0) + (up * s_noise) * z1
             x0_s = call(denoise, at(schedule.alpha, t_s) * y_s, t_s)
             D = (1 - 1 / (2 * r)) * x0 + (1 / (2 * r)) * x0_s
         down, up = _ancestral_step(sig, sig_next, eta)
-        y = D + (down / sig) * (y - D) + up * z2
+        y = D + (down / sig) * (y - D) + (up * s_noise) * z2
     return alpha[-1] * y
