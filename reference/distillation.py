@@ -201,6 +201,35 @@ def progressive_grid(schedule, steps):
     return np.linspace(t_max, t_min, steps + 1)
 
 
+def progressive_teacher_target(teacher_denoise, x, t, t_next, schedule, *, sampler="ddim", substeps=2):
+    """The x0 target x_tilde whose one student DDIM step t -> t_next lands where the teacher's ODE solve does.
+
+    Salimans & Ho (2022), Algorithm 2, with the teacher's two DDIM steps t -> (t + t_next) / 2 -> t_next replaced by
+    `substeps` equal steps in t of a deterministic registry sampler, z_next = Phi(z_t; t -> t_next), then
+
+        x_tilde = (z_next - (sigma_next / sigma_t) z_t) / (alpha_next - (sigma_next / sigma_t) alpha_t)
+
+    (z_next itself at a clean t_next). sampler="ddim", substeps=2 is the paper's target
+    (`losses.progressive_distillation_target`); a finer or higher-order solve lets the first round start from a
+    teacher more accurate than its own DDIM on the round's grid. t, t_next: scalars shared by the batch.
+    Model calls: substeps times the sampler's calls per step.
+    """
+    fn = get_sampler(sampler)
+    info = SAMPLER_INFO[{v.fn: k for k, v in SAMPLER_INFO.items()}[fn]]
+    if info.stochastic:
+        raise ValueError(f"sampler={sampler!r} is stochastic: the teacher's solve needs a deterministic ODE sampler")
+    substeps = _checks.integer("substeps", substeps, minimum=1)
+    t, t_next = float(t), float(t_next)
+    if not t > t_next:
+        raise ValueError(f"t={t}, t_next={t_next}: expected t > t_next (noise -> data)")
+    x = _checks.finite_array("x", x)
+    z_next = np.asarray(fn(teacher_denoise, x, np.linspace(t, t_next, substeps + 1), schedule), dtype=np.float64)
+    a_t, s_t = schedule.alpha(t), schedule.sigma(t)
+    a_n, s_n = schedule.alpha(t_next), schedule.sigma(t_next)
+    ratio = s_n / s_t
+    return (z_next - ratio * x) / (a_n - ratio * a_t)
+
+
 def truncated_snr_weight(t, schedule):
     """Salimans & Ho (2022), Sec. 4 "truncated SNR" weighting of the x0-MSE: w = max(snr, 1) = max(e^{2 lam}, 1)."""
     lam = schedule.lam(_checks.times_in_domain("t", t, schedule))

@@ -301,9 +301,20 @@ def find_latest(output_dir):
 
 
 def save_checkpoint(
-    output_dir, step, *, model, ema=None, optimizer=None, config, state=None, generators=None, total_limit=None
+    output_dir,
+    step,
+    *,
+    model,
+    ema=None,
+    optimizer=None,
+    config,
+    state=None,
+    generators=None,
+    total_limit=None,
+    extra=None,
 ):
-    """Write checkpoint-STEP atomically (see the module docstring) and prune; returns its path."""
+    """Write checkpoint-STEP atomically (see the module docstring) and prune; returns its path. `extra` maps a
+    name to a dict of tensors written as NAME.safetensors (read back with `load_tensors`)."""
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     final = output_dir / f"checkpoint-{step}"
@@ -330,6 +341,11 @@ def save_checkpoint(
         tensors, skeleton = flatten_optimizer(optimizer)
         put("optimizer.safetensors", lambda p: save_file(tensors, str(p)))
         put("optimizer.json", lambda p: _write_json(p, skeleton))
+    for name, tensors in (extra or {}).items():
+        put(
+            f"{name}.safetensors",
+            lambda p, t=tensors: save_file({k: v.contiguous().cpu() for k, v in t.items()}, str(p)),
+        )
     put("rng.safetensors", lambda p: save_file(rng_tensors(generators or {}), str(p)))
     put("rng.json", lambda p: _write_json(p, {"numpy": _numpy_state_json()}))
     put("config.json", lambda p: _write_json(p, portable_config(config)))
@@ -423,6 +439,12 @@ def load_training_state(ckpt_dir, *, model, ema=None, optimizer=None, generators
     numpy_state = json.loads(Path(path("rng.json")).read_text())["numpy"]
     restore_rng(rng, numpy_state, generators or {})
     return json.loads(Path(path("state.json")).read_text())
+
+
+def load_tensors(ckpt_dir: str | Path, name: str) -> dict:
+    """The tensors of NAME.safetensors in a verified checkpoint (written through save_checkpoint's `extra`)."""
+    manifest = verify_manifest(ckpt_dir)
+    return _tensors(str(listed(ckpt_dir, manifest, f"{name}.safetensors")))
 
 
 def load_for_inference(ckpt_dir: str | Path, *, ema: bool = True) -> tuple[torch.nn.Module, dict]:

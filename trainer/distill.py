@@ -158,6 +158,32 @@ def progressive_grid(schedule, steps):
     return t_max + (t_min - t_max) * i / n
 
 
+def progressive_teacher_target(teacher_denoise, x, t, t_next, schedule, *, sampler="ddim", substeps=2):
+    """x_tilde = (z_next - (sigma_next/sigma_t) z_t) / (alpha_next - (sigma_next/sigma_t) alpha_t), z_next the
+    teacher's solve t -> t_next in `substeps` equal steps of a deterministic sampler (Salimans & Ho 2022, Algorithm
+    2: ddim, 2 substeps). t, t_next: Python floats shared by the batch."""
+    from diffspec.trainer.samplers import SAMPLERS
+
+    if sampler not in DETERMINISTIC_TEACHER_SAMPLERS or sampler not in SAMPLERS:
+        raise ValueError(
+            f"--teacher-sampler {sampler!r}: expected a deterministic ODE sampler, one of "
+            f"{sorted(s for s in DETERMINISTIC_TEACHER_SAMPLERS if s in SAMPLERS)}"
+        )
+    if isinstance(substeps, bool) or not isinstance(substeps, int) or substeps < 1:
+        raise ValueError(f"--teacher-substeps={substeps!r}: expected an integer >= 1")
+    t, t_next = float(t), float(t_next)
+    if not t > t_next:
+        raise ValueError(f"t={t}, t_next={t_next}: expected t > t_next (noise -> data)")
+    i = torch.arange(substeps + 1, dtype=torch.float64)
+    grid = t + (t_next - t) * i / substeps
+    grid[-1] = t_next
+    z_next = SAMPLERS[sampler](teacher_denoise, x, grid, schedule)
+    tt = torch.tensor([t, t_next], dtype=torch.float64)
+    (a_t, a_n), (s_t, s_n) = schedule.alpha(tt).tolist(), schedule.sigma(tt).tolist()
+    ratio = s_n / s_t
+    return (z_next - ratio * x) / (a_n - ratio * a_t)
+
+
 def truncated_snr_weight(t, schedule):
     """max(snr, 1) = e^{2 max(lam, 0)} (Salimans & Ho 2022, Sec. 4)."""
     return torch.exp(2 * torch.clamp(schedule.lam(t), min=0.0))

@@ -57,6 +57,8 @@ class DistillConfig:
     teacher: str | None = None  # checkpoint folder or run folder (its latest complete checkpoint)
     teacher_sampler: str | None = None  # CD: ddim; reflow: flow_euler
     teacher_steps: int | None = None  # CD: N of the discretization (18); PD: the teacher's steps (64); reflow: 32
+    teacher_substeps: int = 2  # PD, first round: steps of the teacher's solve per student step (2: the paper's)
+    teacher_guidance_scale: float = 1.0  # class-conditional teachers: CFG in the teacher's ODE (1 = off)
     student_steps: int = 4  # PD: the last round's steps
     cd_grid: str | None = None  # CD discretization: karras, or uniform where sigma_ve is infinite at t_max
     metric: str | None = None  # l2 (CD) | pseudo_huber (CT)
@@ -75,6 +77,9 @@ class DistillConfig:
     n_points: int = 20000
     progress: bool = True
     logging_steps: int = 100
+    checkpointing_steps: int | None = None  # a complete checkpoint every N steps (per round for PD)
+    checkpoints_total_limit: int | None = None
+    resume_from_checkpoint: str | None = None  # 'latest' or a checkpoint folder
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -128,7 +133,7 @@ def denoiser(model, schedule, parameterization, y=None):
 
 
 # ----------------------------------------------------------------------------------------------------------
-# The shared optimisation loop
+# The shared optimisation loop, its checkpoints and resume
 # ----------------------------------------------------------------------------------------------------------
 
 
@@ -144,18 +149,139 @@ def _lerp(dst, src, decay):
     torch._foreach_lerp_(list(dst.parameters()), [p.detach() for p in src.parameters()], 1.0 - decay)
 
 
-def _optimise(student, loss_fn, x_data, y_data, cfg, *, steps, gen, log, desc, after_step=None):
-    """AdamW on loss_fn(x0, y, step) for `steps` steps; returns the student's EMA (decay warm-up as in diffusers)."""
+# The settings a resumed run must share with the checkpoint's: every one of them changes the math of a step.
+RESUME_SETTINGS = (
+    "procedure",
+    "data",
+    "n_points",
+    "teacher",
+    "teacher_sampler",
+    "teacher_steps",
+    "teacher_substeps",
+    "teacher_guidance_scale",
+    "student_steps",
+    "cd_grid",
+    "metric",
+    "target_ema",
+    "max_train_steps",
+    "train_batch_size",
+    "learning_rate",
+    "lr_warmup_steps",
+    "max_grad_norm",
+    "ema_max_decay",
+    "schedule",
+    "num_pairs",
+    "pairs_per_step",
+    "seed",
+)
+
+
+class _Run:
+    """What every procedure shares: the config, the generator, the log and the run's checkpoints.
+
+    Every checkpoint is complete (student, EMA, optimizer, RNG states, and the procedure's own state: the CD target
+    network, the PD round and its teacher, the reflow pairs), written atomically by `checkpoint.save_checkpoint`,
+    so a run continues from any of them bit for bit. `resume` is the checkpoint folder to continue from (or None)
+    and `resume_state` its state.json: {"step", "procedure", "round", "round_step"}.
+    """
+
+    def __init__(self, cfg, out, gen, log, ds, tconfig, tfolder):
+        self.cfg, self.out, self.gen, self.log, self.ds = cfg, out, gen, log, ds
+        self.tconfig, self.tfolder = tconfig, tfolder
+        self.t0 = time.perf_counter()
+        self.resume = self.resume_state = None
+        self.saved: dict[str, Any] = {}
+
+    def config(self, spec, param, schedule_dict, info):
+        info = {**info, "teacher": self.teacher_name, "train_seconds": time.perf_counter() - self.t0}
+        tc = self.tconfig or {}
+        return {
+            "diffspec_version": VERSION,
+            "model": spec,
+            "schedule": schedule_dict,
+            "parameterization": param,
+            "time_input": "t",
+            "data": self.ds.info(),
+            "num_classes": tc.get("num_classes"),
+            "null_class": tc.get("null_class"),
+            "learned_variance": False,
+            "student": info,
+            "train": {**dataclasses.asdict(self.cfg), "teacher": self.teacher_name},
+        }
+
+    @property
+    def teacher_name(self):
+        return Path(self.tfolder).name if self.tfolder is not None else None
+
+    def save(self, step, *, student, ema, opt, spec, param, schedule_dict, info, state, extra=None):
+        """Write checkpoint-STEP (an ordinary checkpoint whose config.json carries the student's card)."""
+        config = self.config(spec, param, schedule_dict, info)
+        path = ckpt.save_checkpoint(
+            self.out,
+            step,
+            model=student,
+            ema=ema,
+            optimizer=opt,
+            config=config,
+            state={"procedure": self.cfg.procedure, **state},
+            generators={"distill": self.gen},
+            total_limit=self.cfg.checkpoints_total_limit,
+            extra=extra,
+        )
+        tmp = self.out / "config.json.tmp"
+        tmp.write_text(json.dumps(ckpt.portable_config(config), indent=2) + "\n")
+        tmp.replace(self.out / "config.json")
+        self.saved.update(path=path, step=step, info=config["student"], config=config)
+        return path
+
+    def resume_from(self, path):
+        """Check that checkpoint `path` is this run's (same procedure and settings) and keep it for the loop."""
+        saved = ckpt.read_config(path)
+        train = saved.get("train") or {}
+        state = json.loads((Path(path) / "state.json").read_text())
+        if state.get("procedure") != self.cfg.procedure or "round_step" not in state:
+            raise ValueError(
+                f"--resume-from-checkpoint {str(path)!r}: not a checkpoint of a --distill {self.cfg.procedure} run "
+                f"(it was written by {state.get('procedure') or 'the diffusion trainer'})"
+            )
+        current = ckpt.portable_config({"train": {**dataclasses.asdict(self.cfg), "teacher": self.teacher_name}})
+        for key in RESUME_SETTINGS:
+            if train.get(key) != current["train"].get(key):
+                raise ValueError(
+                    f"cannot resume from {str(path)!r}: its {key} is {json.dumps(train.get(key))} but this run has "
+                    f"{json.dumps(current['train'].get(key))}; use the same flags or a new --output-dir"
+                )
+        self.resume, self.resume_state = Path(path), state
+        self.log({"phase": "resume", "checkpoint": Path(path).name, "step": int(state["step"])})
+
+    def restore(self, *, student, ema, opt):
+        """Load the resumed checkpoint's student, EMA, optimizer and RNG states; returns the steps it had done."""
+        ckpt.load_training_state(self.resume, model=student, ema=ema, optimizer=opt, generators={"distill": self.gen})
+        return int(self.resume_state["round_step"])
+
+    def extra(self, name):
+        return ckpt.load_tensors(self.resume, name)
+
+
+def _optimise(student, loss_fn, x_data, y_data, run, *, steps, desc, after_step=None, checkpoint=None, resume=False):
+    """AdamW on loss_fn(x0, y, step) for `steps` steps; returns (the student's EMA, the optimizer).
+
+    EMA decay warm-up as in diffusers. checkpoint(done, ema, opt) is called every --checkpointing-steps steps
+    (except after the last one: the procedure saves that); with resume, the run's checkpoint restores the student,
+    EMA, optimizer and RNG states right here, where the uninterrupted run was, and the loop goes on from its step.
+    """
+    cfg, gen, log = run.cfg, run.gen, run.log
     ema = copy.deepcopy(student).requires_grad_(False).eval()
     opt = torch.optim.AdamW(student.parameters(), lr=cfg.learning_rate)
+    start = run.restore(student=student, ema=ema, opt=opt) if resume else 0
     student.train()
     bar = None
     if cfg.progress:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=steps, desc=desc, dynamic_ncols=True, disable=None)  # no bar when stderr is not a terminal
+        bar = tqdm(total=steps, initial=start, desc=desc, dynamic_ncols=True, disable=None)  # no bar off a terminal
     n, B, loss_sum, t0 = x_data.shape[0], cfg.train_batch_size, 0.0, time.perf_counter()
-    for step in range(steps):
+    for step in range(start, steps):
         for g in opt.param_groups:
             g["lr"] = _lr(step, cfg, steps)
         idx = torch.randint(0, n, (B,), generator=gen, device=x_data.device)
@@ -183,16 +309,46 @@ def _optimise(student, loss_fn, x_data, y_data, cfg, *, steps, gen, log, desc, a
                 bar.set_postfix(loss=f"{rec['loss']:.4g}")
         if bar is not None:
             bar.update(1)
+        if checkpoint is not None and cfg.checkpointing_steps and (step + 1) % cfg.checkpointing_steps == 0:
+            if step + 1 < steps:
+                checkpoint(step + 1, ema, opt)
     if bar is not None:
         bar.close()
     student.eval()
-    return ema
+    return ema, opt
 
 
 def _groups(index):
     """(value, mask) for every distinct value of an integer tensor (the teacher step runs once per time pair)."""
     for v in torch.unique(index).tolist():
         yield int(v), index == v
+
+
+def teacher_denoiser(model, schedule, parameterization, y=None, *, guidance_scale=1.0, null_class=None):
+    """The teacher's denoise(x, t) for labels y, with classifier-free guidance x0_u + w (x0_c - x0_u) when
+    guidance_scale w != 1 (Ho & Salimans 2022, in diffusers' convention: 1 = off; as in latent consistency
+    distillation, Luo et al. 2023, the guided teacher's ODE is what the student learns)."""
+    cond = denoiser(model, schedule, parameterization, y)
+    if y is None or guidance_scale == 1.0:
+        return cond
+    uncond = denoiser(model, schedule, parameterization, torch.full_like(y, int(null_class)))
+
+    def denoise(x, t):
+        x0_u = uncond(x, t)
+        return x0_u + guidance_scale * (cond(x, t) - x0_u)
+
+    return denoise
+
+
+def _teacher(run, model, schedule, param, y):
+    return teacher_denoiser(
+        model,
+        schedule,
+        param,
+        y,
+        guidance_scale=run.cfg.teacher_guidance_scale,
+        null_class=(run.tconfig or {}).get("null_class"),
+    )
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -217,7 +373,8 @@ def _consistency_student(teacher_model, teacher_config, sigma_min, sigma_data=0.
     return student, spec
 
 
-def _run_cd(cfg, teacher, tconfig, x_data, y_data, gen, log):
+def _run_cd(run, teacher, x_data, y_data):
+    cfg, gen, tconfig = run.cfg, run.gen, run.tconfig
     schedule = schedule_from_dict(tconfig["schedule"])
     sampler = cfg.teacher_sampler or TEACHER_SAMPLER["consistency"]
     N = cfg.teacher_steps or 18
@@ -231,8 +388,22 @@ def _run_cd(cfg, teacher, tconfig, x_data, y_data, gen, log):
     student, spec = _consistency_student(teacher, tconfig, sigma_min)
     student = student.to(x_data.device)
     target = copy.deepcopy(student).requires_grad_(False).eval()
+    if run.resume is not None:
+        target.load_state_dict(run.extra("target"))
     param = tconfig["parameterization"]
     metric = cfg.metric or "l2"
+    info = {
+        "procedure": "consistency_distillation",
+        "teacher_sampler": sampler,
+        "num_steps": N,
+        "grid": grid,
+        "metric": metric,
+        "target_ema": cfg.target_ema,
+        "teacher_guidance_scale": cfg.teacher_guidance_scale,
+        "sigma_min": sigma_min,
+        "sigma_data": 0.5,
+        "sampler": "consistency",
+    }
 
     def loss_fn(x0, y, step):
         B = x0.shape[0]
@@ -250,7 +421,7 @@ def _run_cd(cfg, teacher, tconfig, x_data, y_data, gen, log):
             for v, m in _groups(n):
                 yy = y[m] if y is not None else None
                 x_next[m] = D.teacher_step(
-                    denoiser(teacher, schedule, param, yy),
+                    _teacher(run, teacher, schedule, param, yy),
                     x_t[m],
                     float(times[v]),
                     float(times[v + 1]),
@@ -261,35 +432,40 @@ def _run_cd(cfg, teacher, tconfig, x_data, y_data, gen, log):
         pred = student(x_t, t.float(), y)
         return consistency_loss(pred, tgt, metric=metric)
 
-    ema = _optimise(
+    def save(done, ema, opt):
+        state = {"step": done, "round": 0, "round_step": done}
+        run.save(
+            done,
+            student=student,
+            ema=ema,
+            opt=opt,
+            spec=spec,
+            param="x0",
+            schedule_dict=tconfig["schedule"],
+            info=info,
+            state=state,
+            extra={"target": target.state_dict()},
+        )
+
+    ema, opt = _optimise(
         student,
         loss_fn,
         x_data,
         y_data,
-        cfg,
+        run,
         steps=cfg.max_train_steps,
-        gen=gen,
-        log=log,
         desc="cd",
         after_step=lambda step: _lerp(target, student, cfg.target_ema),
+        checkpoint=save,
+        resume=run.resume is not None,
     )
-    info = {
-        "procedure": "consistency_distillation",
-        "teacher_sampler": sampler,
-        "num_steps": N,
-        "grid": grid,
-        "metric": metric,
-        "target_ema": cfg.target_ema,
-        "sigma_min": sigma_min,
-        "sigma_data": 0.5,
-        "sampler": "consistency",
-    }
-    return student, ema, spec, "x0", tconfig["schedule"], info
+    save(cfg.max_train_steps, ema, opt)
 
 
-def _run_ct(cfg, x_data, y_data, ds, gen, log):
+def _run_ct(run, x_data, y_data):
     from diffspec.trainer.config import defaults_for
 
+    cfg, gen, ds = run.cfg, run.gen, run.ds
     schedule = make_schedule(cfg.schedule)
     d = defaults_for(ds.kind, tuple(ds.shape))
     inner = dict(d["model_kwargs"])
@@ -323,6 +499,14 @@ def _run_ct(cfg, x_data, y_data, ds, gen, log):
     student = build_model(spec["arch"], **spec["kwargs"]).to(x_data.device)
     metric = cfg.metric or "pseudo_huber"
     K = cfg.max_train_steps
+    info = {
+        "procedure": "consistency_training",
+        "curriculum": "ict",
+        "metric": metric,
+        "sigma_min": sigma_min,
+        "sigma_data": 0.5,
+        "sampler": "consistency",
+    }
 
     def loss_fn(x0, y, step):
         times, sigmas = D.ict_times(schedule, step, K)
@@ -336,28 +520,87 @@ def _run_ct(cfg, x_data, y_data, ds, gen, log):
             tgt = student(x_next, t_next.float(), y)
         return ict_weight(sigmas[i], sigmas[i + 1]).float() * consistency_loss(pred, tgt, metric=metric)
 
-    ema = _optimise(student, loss_fn, x_data, y_data, cfg, steps=K, gen=gen, log=log, desc="ct")
-    info = {
-        "procedure": "consistency_training",
-        "curriculum": "ict",
-        "metric": metric,
-        "sigma_min": sigma_min,
-        "sigma_data": 0.5,
-        "sampler": "consistency",
-    }
-    return student, ema, spec, "x0", schedule.to_dict(), info
+    def save(done, ema, opt):
+        run.save(
+            done,
+            student=student,
+            ema=ema,
+            opt=opt,
+            spec=spec,
+            param="x0",
+            schedule_dict=schedule.to_dict(),
+            info=info,
+            state={"step": done, "round": 0, "round_step": done},
+        )
+
+    ema, opt = _optimise(
+        student, loss_fn, x_data, y_data, run, steps=K, desc="ct", checkpoint=save, resume=run.resume is not None
+    )
+    save(K, ema, opt)
 
 
-def _run_pd(cfg, teacher, tconfig, x_data, y_data, gen, log, save):
+def _run_pd(run, teacher, x_data, y_data):
+    cfg, gen, tconfig = run.cfg, run.gen, run.tconfig
     schedule = schedule_from_dict(tconfig["schedule"])
     param = tconfig["parameterization"]
-    rounds = D.progressive_rounds(cfg.teacher_steps or 64, cfg.student_steps)
-    student = ema = None
+    teacher_steps = cfg.teacher_steps or 64
+    rounds = D.progressive_rounds(teacher_steps, cfg.student_steps)
+    first_sampler = cfg.teacher_sampler or "ddim"
+    M = cfg.max_train_steps
+    resume_round = int(run.resume_state["round"]) if run.resume is not None else -1
     for r, steps in enumerate(rounds):
         grid = D.progressive_grid(schedule, steps).to(x_data.device)
+        # Round 1 solves the original teacher's ODE (--teacher-sampler, --teacher-substeps); later rounds take two
+        # DDIM steps of the previous student, which is itself a DDIM-step model.
+        sampler, substeps = (first_sampler, cfg.teacher_substeps) if r == 0 else ("ddim", 2)
+        info = {
+            "procedure": "progressive_distillation",
+            "teacher_steps": teacher_steps,
+            "teacher_sampler": first_sampler,
+            "teacher_substeps": cfg.teacher_substeps,
+            "teacher_guidance_scale": cfg.teacher_guidance_scale,
+            "rounds": rounds[: r + 1],
+            "student_steps": steps,
+            "sampler": "ddim",
+            "grid_for_sampling": D.progressive_grid_name(schedule),
+        }
+        if r < resume_round:
+            continue
+        resume = r == resume_round
+        if resume and r > 0:
+            teacher.load_state_dict(run.extra("teacher"))
         student = copy.deepcopy(teacher).requires_grad_(True)
+        if resume and int(run.resume_state["round_step"]) == M:  # the checkpoint ends this round
+            ema = copy.deepcopy(student).requires_grad_(False)
+            ckpt.load_training_state(run.resume, model=student, ema=ema, generators={"distill": gen})
+            student.eval()
+            teacher = copy.deepcopy(ema).requires_grad_(False).eval()
+            if r == len(rounds) - 1:  # the run was complete: its last checkpoint is the result
+                run.save(
+                    r * M + M,
+                    student=student,
+                    ema=ema,
+                    opt=None,
+                    spec=tconfig["model"],
+                    param=param,
+                    schedule_dict=tconfig["schedule"],
+                    info=info,
+                    state={},
+                )
+            continue
+        round_teacher = teacher
 
-        def loss_fn(x0, y, step, grid=grid, steps=steps, teacher=teacher, student=student):
+        def loss_fn(
+            x0,
+            y,
+            step,
+            grid=grid,
+            steps=steps,
+            teacher=round_teacher,
+            student=student,
+            sampler=sampler,
+            substeps=substeps,
+        ):
             i = torch.randint(0, steps, (x0.shape[0],), generator=gen, device=x0.device)
             t, t_next = grid[i], grid[i + 1]
             eps = torch.randn(x0.shape, generator=gen, device=x0.device)
@@ -366,37 +609,59 @@ def _run_pd(cfg, teacher, tconfig, x_data, y_data, gen, log, save):
                 + broadcast_to_batch(schedule.sigma(t), x0).float() * eps
             )
             with torch.no_grad():
-                x_tilde = progressive_distillation_target(
-                    denoiser(teacher, schedule, param, y), x_t.double(), t, t_next, schedule
-                ).float()
+                if (sampler, substeps) == ("ddim", 2):  # the paper's two DDIM steps, per-sample times
+                    x_tilde = progressive_distillation_target(
+                        _teacher(run, teacher, schedule, param, y), x_t.double(), t, t_next, schedule
+                    ).float()
+                else:
+                    x_tilde = torch.empty_like(x_t)
+                    for v, m in _groups(i):
+                        yy = y[m] if y is not None else None
+                        x_tilde[m] = D.progressive_teacher_target(
+                            _teacher(run, teacher, schedule, param, yy),
+                            x_t[m].double(),
+                            float(grid[v]),
+                            float(grid[v + 1]),
+                            schedule,
+                            sampler=sampler,
+                            substeps=substeps,
+                        ).float()
             x0_hat = denoiser(student, schedule, param, y)(x_t, t.float())
             return D.progressive_distillation_loss(x0_hat, x_tilde, t.float(), schedule)
 
-        ema = _optimise(
+        def save(done, ema, opt, r=r, info=info, student=student, round_teacher=round_teacher):
+            state = {"step": r * M + done, "round": r, "round_step": done}
+            extra = {"teacher": round_teacher.state_dict()} if r > 0 else None
+            run.save(
+                r * M + done,
+                student=student,
+                ema=ema,
+                opt=opt,
+                spec=tconfig["model"],
+                param=param,
+                schedule_dict=tconfig["schedule"],
+                info=info,
+                state=state,
+                extra=extra,
+            )
+
+        ema, opt = _optimise(
             student,
             loss_fn,
             x_data,
             y_data,
-            cfg,
-            steps=cfg.max_train_steps,
-            gen=gen,
-            log=log,
+            run,
+            steps=M,
             desc=f"pd round {r + 1}/{len(rounds)} ({steps} steps)",
+            checkpoint=save,
+            resume=resume,
         )
+        save(M, ema, opt)
         teacher = copy.deepcopy(ema).requires_grad_(False).eval()
-        info = {
-            "procedure": "progressive_distillation",
-            "teacher_steps": cfg.teacher_steps or 64,
-            "rounds": rounds[: r + 1],
-            "student_steps": steps,
-            "sampler": "ddim",
-            "grid_for_sampling": D.progressive_grid_name(schedule),
-        }
-        save(student, ema, tconfig["model"], param, tconfig["schedule"], info, cfg.max_train_steps * (r + 1))
-    return student, ema, tconfig["model"], param, tconfig["schedule"], info
 
 
-def _run_reflow(cfg, teacher, tconfig, x_data, y_data, gen, log):
+def _run_reflow(run, teacher, x_data, y_data):
+    cfg, gen, tconfig = run.cfg, run.gen, run.tconfig
     schedule = schedule_from_dict(tconfig["schedule"])
     if tconfig["schedule"].get("name") != "flow":
         raise ValueError(
@@ -407,28 +672,41 @@ def _run_reflow(cfg, teacher, tconfig, x_data, y_data, gen, log):
     sampler = cfg.teacher_sampler or TEACHER_SAMPLER["reflow"]
     steps = cfg.teacher_steps or 32
     device = x_data.device
-    z = torch.randn((cfg.num_pairs, *x_data.shape[1:]), generator=gen, device=device)
-    y_pairs = (
-        y_data[torch.randint(0, len(y_data), (cfg.num_pairs,), generator=gen, device=device)]
-        if y_data is not None
-        else None
-    )
-    with torch.no_grad():
-        x1 = torch.cat(
-            [
-                D.reflow_pairs(
-                    denoiser(teacher, schedule, param, y_pairs[s : s + 4096] if y_pairs is not None else None),
-                    z[s : s + 4096],
-                    schedule,
-                    steps=steps,
-                    sampler=sampler,
-                )
-                for s in range(0, cfg.num_pairs, 4096)
-            ]
+    if run.resume is not None:  # the pairs the interrupted run generated, not a new draw
+        saved = run.extra("pairs")
+        pairs, y_pairs = saved["pairs"].to(device), (saved["labels"].to(device) if "labels" in saved else None)
+    else:
+        z = torch.randn((cfg.num_pairs, *x_data.shape[1:]), generator=gen, device=device)
+        y_pairs = (
+            y_data[torch.randint(0, len(y_data), (cfg.num_pairs,), generator=gen, device=device)]
+            if y_data is not None
+            else None
         )
-    pairs = torch.cat([z, x1], dim=1) if x_data.ndim == 2 else torch.stack([z, x1], dim=1)
+        with torch.no_grad():
+            x1 = torch.cat(
+                [
+                    D.reflow_pairs(
+                        _teacher(run, teacher, schedule, param, y_pairs[s : s + 4096] if y_pairs is not None else None),
+                        z[s : s + 4096],
+                        schedule,
+                        steps=steps,
+                        sampler=sampler,
+                    )
+                    for s in range(0, cfg.num_pairs, 4096)
+                ]
+            )
+        pairs = torch.cat([z, x1], dim=1) if x_data.ndim == 2 else torch.stack([z, x1], dim=1)
     C = x_data.shape[1]
     student = copy.deepcopy(teacher).requires_grad_(True)
+    info = {
+        "procedure": "reflow",
+        "teacher_sampler": sampler,
+        "teacher_steps": steps,
+        "num_pairs": cfg.num_pairs,
+        "teacher_guidance_scale": cfg.teacher_guidance_scale,
+        "sampler": "flow_euler",
+    }
+    extra = {"pairs": {"pairs": pairs, **({"labels": y_pairs} if y_pairs is not None else {})}}
 
     def loss_fn(batch, y, step):
         zb, x0 = (batch[:, :C], batch[:, C:]) if batch.ndim == 2 else (batch[:, 0], batch[:, 1])
@@ -439,30 +717,54 @@ def _run_reflow(cfg, teacher, tconfig, x_data, y_data, gen, log):
         )
         return diffusion_loss(student(x_t, t, y), x0, zb, t, schedule, parameterization=param)
 
-    ema = _optimise(student, loss_fn, pairs, y_pairs, cfg, steps=cfg.max_train_steps, gen=gen, log=log, desc="reflow")
-    probe = torch.randn(
-        (1000, *x_data.shape[1:]), generator=torch.Generator(device=device).manual_seed(cfg.seed + 99), device=device
+    def save(done, ema, opt, info=info):
+        run.save(
+            done,
+            student=student,
+            ema=ema,
+            opt=opt,
+            spec=tconfig["model"],
+            param=param,
+            schedule_dict=tconfig["schedule"],
+            info=info,
+            state={"step": done, "round": 0, "round_step": done},
+            extra=extra,
+        )
+
+    ema, opt = _optimise(
+        student,
+        loss_fn,
+        pairs,
+        y_pairs,
+        run,
+        steps=cfg.max_train_steps,
+        desc="reflow",
+        checkpoint=save,
+        resume=run.resume is not None,
+    )
+    probe_gen = torch.Generator(device=device).manual_seed(cfg.seed + 99)
+    probe = torch.randn((1000, *x_data.shape[1:]), generator=probe_gen, device=device)
+    probe_y = (
+        y_data[torch.randint(0, len(y_data), (1000,), generator=probe_gen, device=device)]
+        if y_data is not None
+        else None
     )
     with torch.no_grad():
-        _, s_before = D.straightness(denoiser(teacher, schedule, param), probe, schedule, steps=steps)
-        _, s_after = D.straightness(denoiser(ema, schedule, param), probe, schedule, steps=steps)
+        _, s_before = D.straightness(_teacher(run, teacher, schedule, param, probe_y), probe, schedule, steps=steps)
+        _, s_after = D.straightness(denoiser(ema, schedule, param, probe_y), probe, schedule, steps=steps)
     info = {
-        "procedure": "reflow",
-        "teacher_sampler": sampler,
-        "teacher_steps": steps,
-        "num_pairs": cfg.num_pairs,
+        **info,
         "straightness_teacher": float(s_before.mean()),
         "straightness_student": float(s_after.mean()),
-        "sampler": "flow_euler",
     }
-    log(
+    run.log(
         {
             "phase": "reflow",
             "straightness_teacher": info["straightness_teacher"],
             "straightness_student": info["straightness_student"],
         }
     )
-    return student, ema, tconfig["model"], param, tconfig["schedule"], info
+    save(cfg.max_train_steps, ema, opt, info=info)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -477,10 +779,16 @@ def check_config(cfg):
         v = getattr(cfg, name)
         if isinstance(v, bool) or not isinstance(v, int) or v < 1:
             raise ValueError(f"--{name.replace('_', '-')}={v!r}: expected an integer >= 1")
-    if cfg.teacher_steps is not None and (not isinstance(cfg.teacher_steps, int) or cfg.teacher_steps < 1):
-        raise ValueError(f"--teacher-steps={cfg.teacher_steps!r}: expected an integer >= 1")
+    for name in ("teacher_steps", "checkpointing_steps", "checkpoints_total_limit"):
+        v = getattr(cfg, name)
+        if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
+            raise ValueError(f"--{name.replace('_', '-')}={v!r}: expected an integer >= 1")
+    if isinstance(cfg.teacher_substeps, bool) or not isinstance(cfg.teacher_substeps, int) or cfg.teacher_substeps < 1:
+        raise ValueError(f"--teacher-substeps={cfg.teacher_substeps!r}: expected an integer >= 1")
     if cfg.learning_rate is not None and not (cfg.learning_rate > 0 and math.isfinite(cfg.learning_rate)):
         raise ValueError(f"--learning-rate={cfg.learning_rate!r}: expected a finite number > 0")
+    if not (isinstance(cfg.teacher_guidance_scale, (int, float)) and math.isfinite(cfg.teacher_guidance_scale)):
+        raise ValueError(f"--teacher-guidance-scale={cfg.teacher_guidance_scale!r}: expected a finite number (1 = off)")
     if not 0 <= cfg.target_ema < 1:
         raise ValueError(f"--target-ema={cfg.target_ema!r}: expected a number in [0, 1)")
     if cfg.metric not in (None, "l2", "pseudo_huber"):
@@ -497,7 +805,7 @@ def check_config(cfg):
         D.progressive_rounds(cfg.teacher_steps or 64, cfg.student_steps)
     if (
         cfg.teacher_sampler is not None
-        and cfg.procedure in ("consistency", "reflow")
+        and cfg.procedure in ("consistency", "reflow", "progressive")
         and cfg.teacher_sampler not in D.DETERMINISTIC_TEACHER_SAMPLERS
     ):
         raise ValueError(
@@ -506,17 +814,59 @@ def check_config(cfg):
         )
 
 
+def _resume_path(cfg, out):
+    """The checkpoint --resume-from-checkpoint names ('latest': the newest complete one in the output folder; None
+    when there is none yet, so the same command starts or continues a run)."""
+    if not cfg.resume_from_checkpoint:
+        return None
+    if cfg.resume_from_checkpoint == "latest":
+        path = ckpt.find_latest(out)
+        if path is None and any(out.glob("checkpoint-*")):
+            raise ValueError(f"--resume-from-checkpoint latest: no checkpoint in {str(out)!r} verifies")
+        return path
+    path = Path(cfg.resume_from_checkpoint)
+    if not path.is_dir():
+        raise ValueError(f"--resume-from-checkpoint {str(path)!r}: no such checkpoint folder")
+    return path
+
+
+def _labels(cfg, ds, tconfig, tfolder):
+    """The labels the student trains with: the data's, for a class-conditional teacher; None otherwise."""
+    k = tconfig.get("num_classes") if tconfig else None
+    if k is None:
+        if cfg.teacher_guidance_scale != 1.0:
+            raise ValueError(
+                f"--teacher-guidance-scale={cfg.teacher_guidance_scale!r}: guidance needs a class-conditional "
+                f"teacher; {str(tfolder)!r} is unconditional"
+            )
+        return None
+    if ds.y is None:
+        raise ValueError(
+            f"--teacher {str(tfolder)!r} is class-conditional ({k} classes) but --data {cfg.data!r} has no labels"
+        )
+    if int(ds.y.max()) >= int(k):
+        raise ValueError(
+            f"--data {cfg.data!r} has labels up to {int(ds.y.max())}; the teacher knows {k} classes (0..{int(k) - 1})"
+        )
+    if cfg.teacher_guidance_scale != 1.0 and tconfig.get("null_class") is None:
+        raise ValueError(
+            f"--teacher-guidance-scale={cfg.teacher_guidance_scale!r}: the teacher {str(tfolder)!r} has no null "
+            "class (it was trained without label dropout), so it has no unconditional prediction to guide with"
+        )
+    return torch.as_tensor(np.asarray(ds.y), dtype=torch.long)
+
+
 def distill(cfg: DistillConfig) -> dict:
-    """Run one procedure; write OUTPUT_DIR/checkpoint-STEPS and log.jsonl; returns {"checkpoint", "seconds", ...}."""
+    """Run one procedure; write OUTPUT_DIR/checkpoint-STEP folders and log.jsonl; returns {"checkpoint", "seconds",
+    ...}. With --checkpointing-steps N a complete checkpoint every N steps (per round for PD); with
+    --resume-from-checkpoint the run continues from one bit for bit."""
     check_config(cfg)
     device = torch.device(cfg.device)
+    out = Path(cfg.output_dir)
+    resume = _resume_path(cfg, out)
     teacher = tconfig = tfolder = None
     if cfg.procedure != "consistency_training":
         teacher, tconfig, tfolder = load_teacher(cfg.teacher, device)
-        if tconfig.get("num_classes") is not None:
-            raise ValueError(
-                f"--teacher {str(tfolder)!r} is class-conditional; distillation here takes unconditional teachers"
-            )
     data_name = tconfig["data"].get("name", cfg.data) if tconfig and cfg.data is None else cfg.data
     ds = load_dataset(data_name, n_points=cfg.n_points, seed=cfg.seed)
     if tconfig is not None and list(tconfig["data"]["shape"]) != list(ds.shape):
@@ -524,12 +874,14 @@ def distill(cfg: DistillConfig) -> dict:
             f"--data {cfg.data!r} has samples of shape {list(ds.shape)}; the teacher was trained on "
             f"{list(tconfig['data']['shape'])}"
         )
+    y_data = _labels(cfg, ds, tconfig, tfolder)
+    if y_data is not None:
+        y_data = y_data.to(device)
     if cfg.learning_rate is None:
         cfg = dataclasses.replace(cfg, learning_rate=1e-3 if ds.kind == "points" else 2e-4)
     x_data = torch.as_tensor(ds.x, dtype=torch.float32, device=device)
     gen = torch.Generator(device=device).manual_seed(cfg.seed)
     torch.manual_seed(cfg.seed)
-    out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     log_path = out / "log.jsonl"
 
@@ -540,54 +892,25 @@ def distill(cfg: DistillConfig) -> dict:
         with open(log_path, "a") as f:
             f.write(json.dumps(rec) + "\n")
 
-    t0 = time.perf_counter()
-    saved: dict[str, Any] = {}
-
-    def save(student, ema, spec, param, schedule_dict, info, step):
-        """Write checkpoint-STEP: an ordinary checkpoint whose config.json carries the student's card."""
-        info = {
-            **info,
-            "teacher": (Path(tfolder).name if tfolder is not None else None),
-            "train_seconds": time.perf_counter() - t0,
-        }
-        config = {
-            "diffspec_version": VERSION,
-            "model": spec,
-            "schedule": schedule_dict,
-            "parameterization": param,
-            "time_input": "t",
-            "data": ds.info(),
-            "num_classes": None,
-            "null_class": None,
-            "learned_variance": False,
-            "student": info,
-            "train": {**dataclasses.asdict(cfg), "teacher": info["teacher"]},
-        }
-        json.loads(json.dumps(config))
-        path = ckpt.save_checkpoint(out, step, model=student, ema=ema, config=config)
-        (out / "config.json").write_text(json.dumps(config, indent=2) + "\n")
-        saved.update(path=path, step=step, info=info, config=config)
-
+    run = _Run(cfg, out, gen, log, ds, tconfig, tfolder)
+    if resume is not None:
+        run.resume_from(resume)
     match cfg.procedure:
         case "consistency":
-            result = _run_cd(cfg, teacher, tconfig, x_data, None, gen, log)
+            _run_cd(run, teacher, x_data, y_data)
         case "consistency_training":
-            result = _run_ct(cfg, x_data, None, ds, gen, log)
+            _run_ct(run, x_data, None)
         case "progressive":
-            result = _run_pd(cfg, teacher, tconfig, x_data, None, gen, log, save)
+            _run_pd(run, teacher, x_data, y_data)
         case "reflow":
-            result = _run_reflow(cfg, teacher, tconfig, x_data, None, gen, log)
-    seconds = time.perf_counter() - t0
-    if not saved:
-        student, ema, spec, param, schedule_dict, info = result
-        save(student, ema, spec, param, schedule_dict, info, cfg.max_train_steps)
-    path, steps, info = saved["path"], saved["step"], saved["info"]
+            _run_reflow(run, teacher, x_data, y_data)
+    seconds = time.perf_counter() - run.t0
     return {
-        "checkpoint": str(path),
-        "step": steps,
+        "checkpoint": str(run.saved["path"]),
+        "step": run.saved["step"],
         "seconds": seconds,
-        "student": info,
-        "config": saved["config"],
+        "student": run.saved["info"],
+        "config": run.saved["config"],
         "final_loss": float(last.get("loss", float("nan"))),
     }
 
@@ -606,8 +929,9 @@ def default_grid(schedule):
 
 
 @torch.no_grad()
-def sample_model(model, config, *, n, sampler, steps, seed=0, grid=None, device="cpu"):
-    """n samples (model space, float64 numpy) of a checkpoint's network with a trainer sampler on `grid`."""
+def sample_model(model, config, *, n, sampler, steps, seed=0, grid=None, device="cpu", labels=None):
+    """n samples (model space, float64 numpy) of a checkpoint's network with a trainer sampler on `grid`; labels:
+    n class labels for a class-conditional network (None: its null class)."""
     from diffspec.trainer.samplers import SAMPLERS
 
     schedule = schedule_from_dict(config["schedule"])
@@ -619,7 +943,8 @@ def sample_model(model, config, *, n, sampler, steps, seed=0, grid=None, device=
     x_T = torch.randn((n, *config["data"]["shape"]), generator=gen, device=device, dtype=torch.float64)
     x_T = x_T * float(schedule.sigma(times[:1]))
     model = model.to(device).eval()
-    den = denoiser(model, schedule, config["parameterization"])
+    y = None if labels is None else torch.as_tensor(np.asarray(labels), dtype=torch.long, device=device)
+    den = denoiser(model, schedule, config["parameterization"], y)
     return SAMPLERS[sampler](den, x_T, times, schedule, noise=gen).cpu().numpy()
 
 
@@ -652,6 +977,20 @@ def add_distill_arguments(parser) -> None:
     add("target_ema", type=float, default=0.95, help="consistency distillation: decay mu of the target network")
     add("num_pairs", type=int, default=20000, help="reflow: (noise, sample) pairs generated by the teacher")
     add("pairs_per_step", type=int, default=4, help="consistency distillation: distinct time pairs per batch")
+    add(
+        "teacher_substeps",
+        type=int,
+        default=2,
+        help="progressive: steps of the teacher's solve (--teacher-sampler, default ddim) per first-round student "
+        "step (2 = the paper's two DDIM steps)",
+    )
+    add(
+        "teacher_guidance_scale",
+        type=float,
+        default=1.0,
+        help="class-conditional teachers: classifier-free guidance in the teacher's ODE (diffusers convention, 1 = "
+        "off); the student learns the guided teacher and samples without guidance",
+    )
 
 
 def distill_requested(args) -> bool:
@@ -696,6 +1035,11 @@ def config_from_args(args) -> DistillConfig:
         device=args.device or ("cuda" if torch.cuda.is_available() else "cpu"),
         progress=not args.no_progress,
         logging_steps=args.logging_steps,
+        teacher_substeps=args.teacher_substeps,
+        teacher_guidance_scale=args.teacher_guidance_scale,
+        checkpointing_steps=args.checkpointing_steps,
+        checkpoints_total_limit=args.checkpoints_total_limit,
+        resume_from_checkpoint=args.resume_from_checkpoint,
     )
 
 
