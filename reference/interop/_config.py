@@ -1,11 +1,13 @@
 """Config keys (honoured, inert, foreign no-ops), their validation, and schedules and timesteps as diffusers
 computes them."""
 
+import enum
 import math
 from typing import Any
 
 import numpy as np
 from diffspec.reference import _checks
+from diffspec.reference.incomplete_beta import betaincinv
 from diffspec.reference.schedules import (
     CosineBetas,
     ExplicitBetas,
@@ -39,8 +41,8 @@ _THRESH = {
     "sample_max_value": (1.0, _ANY),
 }
 _OFF = {
-    "use_exponential_sigmas": (False, _values(False)),
-    "use_beta_sigmas": (False, _values(False)),
+    "use_exponential_sigmas": (False, _values(True, False)),
+    "use_beta_sigmas": (False, _values(True, False)),
 }
 _PRED3 = ("epsilon", _values("epsilon", "sample", "v_prediction"))
 _PRED2 = ("epsilon", _values("epsilon", "v_prediction"))
@@ -295,7 +297,7 @@ HONOURED: dict[str, dict[str, tuple[Any, tuple | None]]] = {
         "shift_terminal": (None, _ANY),
         "use_karras_sigmas": (False, _values(True, False)),
         "use_exponential_sigmas": (False, _values(True, False)),
-        "use_beta_sigmas": (False, _values(False)),  # needs scipy's beta inverse CDF: not in the numpy reference
+        "use_beta_sigmas": (False, _values(True, False)),
         "time_shift_type": ("exponential", _values("exponential", "linear")),
         "stochastic_sampling": (False, _values(True, False)),
     },
@@ -562,8 +564,122 @@ def _sigma_to_t(sigma, log_sigmas):
 
 
 def _karras(sigma_max, sigma_min, n, rho=7.0):
+    """Karras et al. (2022), eq. 5: sigma_i = (sigma_max^(1/rho) + i / (N - 1) (sigma_min^(1/rho) -
+    sigma_max^(1/rho)))^rho. (diffusers' arithmetic on the diffusers-side ends; `grids.karras` is the same spacing
+    over a schedule's own times.)"""
     ramp = np.linspace(0, 1, n)
     return (sigma_max ** (1 / rho) + ramp * (sigma_min ** (1 / rho) - sigma_max ** (1 / rho))) ** rho
+
+
+class SigmaSpacing(enum.StrEnum):
+    """How a k-diffusion-style or DPM-Solver-family class places its N sigmas: interpolated at the spaced
+    timesteps (linearly in t, or Euler's log_linear), or re-spaced between the two ends as Karras, exponential
+    (geometric), beta-quantile sigmas, or Lu et al.'s uniform lambdas."""
+
+    LINEAR = "linear"
+    LOG_LINEAR = "log_linear"
+    KARRAS = "karras"
+    EXPONENTIAL = "exponential"
+    BETA = "beta"
+    LU_LAMBDAS = "lu_lambdas"
+
+
+def sigma_spacing(cfg):
+    """The `SigmaSpacing` of a config's flags (use_karras_sigmas, use_exponential_sigmas, use_beta_sigmas,
+    use_lu_lambdas, Euler's interpolation_type); more than one flag on is a ValueError, as in diffusers."""
+    flags = [
+        (SigmaSpacing.KARRAS, "use_karras_sigmas"),
+        (SigmaSpacing.EXPONENTIAL, "use_exponential_sigmas"),
+        (SigmaSpacing.BETA, "use_beta_sigmas"),
+        (SigmaSpacing.LU_LAMBDAS, "use_lu_lambdas"),
+    ]
+    on = [(kind, key) for kind, key in flags if cfg.get(key)]
+    if len(on) > 1:
+        keys = ", ".join(f"{key}=True" for _, key in on)
+        raise ValueError(f"config keys {keys}: expected at most one of them on (diffusers refuses it too)")
+    if on:
+        return on[0][0]
+    return SigmaSpacing(cfg.get("interpolation_type", "linear"))
+
+
+# The Beta(alpha, beta) of diffusers' `_convert_to_beta` (Lee et al. 2024, "Beta Sampling is All You Need",
+# arXiv:2407.12173): fixed at 0.6, 0.6 in diffusers 0.42.1 (no config key).
+BETA_SIGMAS_ALPHA = 0.6
+BETA_SIGMAS_BETA = 0.6
+
+
+def _respace(spacing, sigma_max, sigma_min, n):
+    """N sigmas from sigma_max down to sigma_min: Karras (rho 7), exponential (log-uniform), or beta:
+    sigma_min + F^-1(1 - i / (N - 1)) (sigma_max - sigma_min) with F the Beta(0.6, 0.6) CDF (Lee et al. 2024), whose
+    quantile `incomplete_beta.betaincinv` computes in numpy (diffusers calls scipy.stats.beta.ppf). The ends are
+    taken as Python floats, as diffusers' `.item()` gives them (a float32 scalar would keep the arithmetic in float32)."""
+    sigma_max, sigma_min = float(sigma_max), float(sigma_min)
+    match spacing:
+        case SigmaSpacing.KARRAS:
+            return _karras(sigma_max, sigma_min, n)
+        case SigmaSpacing.EXPONENTIAL:
+            return np.exp(np.linspace(math.log(sigma_max), math.log(sigma_min), n))
+        case SigmaSpacing.BETA:
+            ppf = betaincinv(BETA_SIGMAS_ALPHA, BETA_SIGMAS_BETA, 1 - np.linspace(0, 1, n))
+            return sigma_min + ppf * (sigma_max - sigma_min)
+    raise ValueError(f"sigma spacing {spacing!r}: expected karras, exponential or beta")  # pragma: no cover
+
+
+def _float32(a):
+    """a rounded to float32 and back: diffusers casts its sigmas to float32 before stepping with them."""
+    return np.asarray(a, dtype=np.float64).astype(np.float32).astype(np.float64)
+
+
+def _linspace_float32(start, end, n):
+    """torch.linspace(start, end, n, dtype=float32) on a CPU, bit for bit: step = (end - start) / (n - 1) in
+    float32, the first n // 2 points start + step i and the rest end - step (n - 1 - i), each one fused
+    multiply-add rounded once to float32."""
+    a, b = np.float32(start), np.float32(end)
+    step = np.float64((b - a) / np.float32(n - 1))
+    i = np.arange(n, dtype=np.float64)
+    up = (np.float64(a) + step * i).astype(np.float32)
+    down = (np.float64(b) - step * (n - 1 - i)).astype(np.float32)
+    return np.where(np.arange(n) < n // 2, up, down)
+
+
+def _cumprod_float32(alphas):
+    """torch.cumprod of a float32 vector on a CPU: the products accumulate in float64 and each is rounded to
+    float32."""
+    return np.cumprod(np.asarray(alphas, dtype=np.float64)).astype(np.float32)
+
+
+def diffusers_alphas_cumprod(cfg):
+    """alphas_cumprod as diffusers builds it in float32 (betas from torch.linspace in float32, or from float64 then
+    cast; alphas = 1 - betas in float32; the cumulative product; the zero-terminal-SNR rescale (Lin et al. 2023,
+    Alg. 1) in float32), returned as float32. These are the values diffusers interpolates its sigmas from: the
+    float64 schedule (`schedule_from_config`) differs by up to ~1e-6 relatively, which moves a timestep mapped back
+    from a sigma across an integer now and then (int64 casts then differ by one)."""
+    T = _checks.integer("num_train_timesteps", cfg["num_train_timesteps"], minimum=2)
+    kind = cfg.get("beta_schedule")
+    b0, b1 = float(cfg.get("beta_start", 0.0)), float(cfg.get("beta_end", 0.0))
+    if cfg.get("trained_betas") is None and kind == "linear":
+        betas = _linspace_float32(b0, b1, T)
+    elif cfg.get("trained_betas") is None and kind == "scaled_linear":
+        betas = _linspace_float32(b0**0.5, b1**0.5, T) ** 2
+    else:  # float64 formulas cast to float32 (sigmoid: torch's float32 sigmoid, matched to an ulp)
+        betas = np.asarray(schedule_from_config({**cfg, "rescale_betas_zero_snr": False}).betas(), np.float32)
+    if cfg.get("rescale_betas_zero_snr"):
+        root = np.sqrt(_cumprod_float32(np.float32(1) - betas))
+        first, last = root[0], root[-1]
+        root = (root - last) * (first / (first - last))
+        abar = root**2
+        betas = np.float32(1) - np.concatenate([abar[:1], abar[1:] / abar[:-1]])
+    return _cumprod_float32(np.float32(1) - betas)
+
+
+def diffusers_train_sigmas(cfg):
+    """diffusers' float32 table sigma_ve = ((1 - abar) / abar)^(1/2) at the training timesteps, from
+    `diffusers_alphas_cumprod` (with abar[T-1] = 2^-24 under the zero-terminal-SNR rescale, as the sigma-based
+    classes set it), as a float32 array: numpy's promotions on it then follow diffusers' own."""
+    abar = diffusers_alphas_cumprod(cfg)
+    if cfg.get("rescale_betas_zero_snr"):
+        abar[-1] = np.float32(2.0**-24)
+    return np.sqrt((np.float32(1) - abar) / abar)
 
 
 def _train_sigmas(schedule):

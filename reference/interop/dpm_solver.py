@@ -4,7 +4,16 @@ import math
 
 import numpy as np
 from diffspec.reference import _checks
-from diffspec.reference.interop._config import _karras, _sigma_to_t, _spaced, _train_sigmas, schedule_from_config
+from diffspec.reference.interop._config import (
+    SigmaSpacing,
+    _float32,
+    _respace,
+    _sigma_to_t,
+    _spaced,
+    diffusers_train_sigmas,
+    schedule_from_config,
+    sigma_spacing,
+)
 from diffspec.reference.interop._plan import DiffusersPlan, _threshold, _vp_x0_eps
 from diffspec.reference.interop.flow import TimeShift, _time_shift
 from diffspec.reference.schedules import Flow
@@ -13,8 +22,9 @@ from diffspec.reference.schedules import Flow
 
 
 def _dpm_sigmas(cfg, n, schedule):
-    """Timesteps (int64) and sigmas of DPMSolverMultistep/UniPC set_timesteps (N + 1 linspace points, last dropped;
-    Karras sigmas mapped to timesteps and rounded, while the steps use the exact Karras sigmas)."""
+    """Timesteps (int64) and sigmas of the DPM-Solver family's set_timesteps (N + 1 spaced points, the last dropped;
+    or Karras / exponential / beta / uniform-lambda sigmas mapped back to timesteps, which the model sees while the
+    steps use the sigmas themselves, rounded to float32 as diffusers stores them)."""
     _checks.integer("num_inference_steps", n, minimum=1, maximum=cfg["num_train_timesteps"])
     last = None
     if cfg.get("lambda_min_clipped", -np.inf) > -np.inf:  # DPMSolverMultistep: stop above the clipped lam
@@ -23,26 +33,25 @@ def _dpm_sigmas(cfg, n, schedule):
             lam = schedule.lam(np.arange(T, dtype=np.float64))
         last = T - int(np.searchsorted(lam[::-1], cfg["lambda_min_clipped"]))
     ts = _spaced(cfg, n, dtype=np.float64, plus_one=True, last=last)
-    train = _train_sigmas(schedule)
+    train = diffusers_train_sigmas(cfg)
     multistep = cfg["_class_name"] == "DPMSolverMultistepScheduler"
-    if cfg["use_karras_sigmas"]:
-        sigmas = _karras(train[-1], train[0], n)
-        ts = _sigma_to_t(sigmas, np.log(train))
-        if cfg["beta_schedule"] != "squaredcos_cap_v2" or not multistep:
-            ts = ts.round()
-    elif cfg.get("use_lu_lambdas") or cfg.get("use_exponential_sigmas"):
-        # Lu et al. (2022)'s uniform-lambda steps (use_lu_lambdas) and the exponential sigmas are both geometric in
-        # sigma_ve between the training ends; diffusers rounds the former's timesteps (not for the cosine schedule)
-        sigmas = np.exp(np.linspace(np.log(train[-1]), np.log(train[0]), n))
-        ts = _sigma_to_t(sigmas, np.log(train))
-        if cfg.get("use_lu_lambdas") and cfg["beta_schedule"] != "squaredcos_cap_v2":
-            ts = ts.round()
-        # Departure: with exponential sigmas diffusers casts unrounded timesteps to int64, so a float32 value an ulp
-        # below an integer (the top one, T - 1 exactly in float64) may truncate one lower there.
-    else:
+    spacing = sigma_spacing(cfg)
+    if spacing == SigmaSpacing.LINEAR:
         sigmas = np.interp(ts, np.arange(len(train)), train)
+    else:
+        # Lu et al. (2022)'s uniform-lambda steps (use_lu_lambdas) are geometric in sigma_ve between the training
+        # ends, as the exponential sigmas are; Karras and beta sigmas are re-spaced between the same ends
+        kind = SigmaSpacing.EXPONENTIAL if spacing == SigmaSpacing.LU_LAMBDAS else spacing
+        sigmas = _respace(kind, train[-1], train[0], n)
+        ts = _sigma_to_t(sigmas, np.log(train))
+        # diffusers rounds the Karras and uniform-lambda timesteps (not for the cosine schedule in DPMSolverMultistep);
+        # exponential and beta timesteps are cast to int64 unrounded, so a float32 value an ulp below an integer
+        # (the top one, T - 1 exactly in float64) may truncate one lower there
+        rounded = spacing in (SigmaSpacing.KARRAS, SigmaSpacing.LU_LAMBDAS)
+        if rounded and not (multistep and cfg["beta_schedule"] == "squaredcos_cap_v2"):
+            ts = ts.round()
     last = train[0] if cfg["final_sigmas_type"] == "sigma_min" else 0.0
-    return ts.astype(np.int64), np.append(sigmas, last)
+    return ts.astype(np.int64), _float32(np.append(sigmas, last))
 
 
 def _flow_sigmas(cfg, n, mu=None):
@@ -82,7 +91,7 @@ def _flow_sigmas(cfg, n, mu=None):
     elif unipc:
         last = sig[-1]
     else:
-        last = float(_train_sigmas(schedule_from_config(cfg))[0])
+        last = float(diffusers_train_sigmas(cfg)[0])
     return ts, np.append(sig, last).astype(np.float32).astype(np.float64)
 
 
@@ -377,6 +386,16 @@ def _deis_coefficients(rho_t, rho_s):
     ]
 
 
+def _rho_float32(s):
+    """DEIS's rho = sigma_t / alpha_t at sigma_ve = s, as diffusers computes it in float32 (alpha = (s^2 + 1)^(-1/2),
+    sigma = s alpha, then their ratio). The log-rho coefficients of orders 2-3 are differences of closed forms that
+    cancel when the nodes are close (beta sigmas crowd both ends), so diffusers' float32 coefficients are off by up
+    to ~1e-3 relatively; with float32 rhos `_deis_coefficients` keeps numpy in float32 and reproduces them."""
+    s = np.float32(s)
+    alpha = np.float32(1) / np.sqrt(s * s + np.float32(1))
+    return (s * alpha) / alpha
+
+
 def _plan_deis(cfg, n, opts):
     """DEIS multistep in its log-rho form (Zhang & Chen 2023, arXiv:2204.13902, Sec. 4, "tAB-DEIS" with rho =
     sigma / alpha = sigma_ve) as diffusers' DEISMultistepScheduler: eps-form exponential integrator,
@@ -384,12 +403,12 @@ def _plan_deis(cfg, n, opts):
     (below 15 steps); order 1 is DDIM. Thresholding acts on x0 before it is turned back into eps.
 
     Departures reproduced: the last step never reaches the clean end, it lands on sigma(t = 0) (alphabar[0]); with
-    use_karras_sigmas the final sigma *repeats* the last Karras sigma, so the last model call changes nothing and
-    the result is x at sigma_min of the Karras grid. algorithm_type "dpmsolver"/"dpmsolver++" and solver_type
+    Karras, exponential or beta sigmas the final sigma *repeats* the last one, so the last model call changes nothing
+    and the result is x at sigma_min of that grid. algorithm_type "dpmsolver"/"dpmsolver++" and solver_type
     "midpoint"/"heun"/"bh1"/"bh2" are renamed to "deis"/"logrho" by diffusers itself, and so here."""
     schedule = schedule_from_config(cfg)
     ts, sig = _dpm_sigmas({**cfg, "final_sigmas_type": "sigma_min"}, n, schedule)
-    if cfg["use_karras_sigmas"]:
+    if sigma_spacing(cfg) != SigmaSpacing.LINEAR:  # Karras, exponential, beta: the last sigma repeated
         sig[-1] = sig[-2]
     pred, order, N = cfg["prediction_type"], cfg["solver_order"], len(ts)
 
@@ -405,8 +424,8 @@ def _plan_deis(cfg, n, opts):
         a_s, _, l_s = _vp_of(sig[i])
         if k == 1:
             return a_t / a_s * x - s_t * np.expm1(l_t - l_s) * es[-1]
-        coefs = _deis_coefficients(sig[i + 1], [sig[i - j] for j in range(k)])
-        return a_t * (x / a_s + sum(c * es[-1 - j] for j, c in enumerate(coefs)))
+        coefs = _deis_coefficients(_rho_float32(sig[i + 1]), [_rho_float32(sig[i - j]) for j in range(k)])
+        return a_t * (x / a_s + sum(np.float64(c) * es[-1 - j] for j, c in enumerate(coefs)))
 
     def run(model, x, draw):
         es = []

@@ -5,6 +5,7 @@ import math
 
 import numpy as np
 from diffspec.reference import _checks
+from diffspec.reference.interop._config import SigmaSpacing, _respace, sigma_spacing
 from diffspec.reference.interop._plan import DiffusersPlan
 from diffspec.reference.schedules import Flow
 
@@ -14,14 +15,6 @@ class TimeShift(enum.StrEnum):
 
     EXPONENTIAL = "exponential"
     LINEAR = "linear"
-
-
-class SigmaSpacing(enum.StrEnum):
-    """How FlowMatchEuler re-spaces its shifted sigmas (`use_karras_sigmas`, `use_exponential_sigmas`)."""
-
-    SHIFTED = "shifted"
-    KARRAS = "karras"
-    EXPONENTIAL = "exponential"
 
 
 def _time_shift(kind, mu, sigmas):
@@ -36,7 +29,7 @@ def flow_match_sigmas(cfg, n=None, *, timesteps=None, sigmas=None, mu=None):
 
     Default: N times linspace(t(sigma_max), t(sigma_min)) / T, then shifted (static shift, or the time shift with
     `mu` when use_dynamic_shifting), then stretched to end at `shift_terminal` (LTX-Video: 1 - (1 - s) (1 - s_T) /
-    (1 - s_last)), then re-spaced as Karras (rho 7) or exponential between the first and last; the model sees
+    (1 - s_last)), then re-spaced as Karras (rho 7), exponential or beta between the first and last; the model sees
     T sigma unless `timesteps` are given. `sigmas` replace the linspace (and are shifted like it); `invert_sigmas`
     (Mochi) steps on 1 - sigma towards 1. Departure (diffusers #13243, still in 0.42.1): with the static shift,
     __init__ shifts the training sigmas once and set_timesteps shifts the grid built between them again, so the grid
@@ -79,19 +72,9 @@ def flow_match_sigmas(cfg, n=None, *, timesteps=None, sigmas=None, mu=None):
     if cfg["shift_terminal"]:
         one_minus = 1 - sig
         sig = 1 - one_minus / (one_minus[-1] / (1 - float(cfg["shift_terminal"])))
-    spacing = (
-        SigmaSpacing.KARRAS
-        if cfg["use_karras_sigmas"]
-        else SigmaSpacing.EXPONENTIAL
-        if cfg["use_exponential_sigmas"]
-        else SigmaSpacing.SHIFTED
-    )
-    if spacing == SigmaSpacing.KARRAS:
-        rho, hi, lo = 7.0, float(sig[0]), float(sig[-1])
-        ramp = np.linspace(0, 1, n)
-        sig = (hi ** (1 / rho) + ramp * (lo ** (1 / rho) - hi ** (1 / rho))) ** rho
-    elif spacing == SigmaSpacing.EXPONENTIAL:
-        sig = np.exp(np.linspace(math.log(float(sig[0])), math.log(float(sig[-1])), n))
+    spacing = sigma_spacing(cfg)
+    if spacing != SigmaSpacing.LINEAR:  # Karras, exponential or beta sigmas between the shifted ends
+        sig = _respace(spacing, float(sig[0]), float(sig[-1]), n)
     sig = np.asarray(sig, dtype=np.float32).astype(np.float64)
     ts = ts_given.astype(np.float64) if ts_given is not None else sig * T
     if cfg["invert_sigmas"]:

@@ -1,56 +1,50 @@
 """k-diffusion-style classes in sigma: EulerDiscrete, EulerAncestralDiscrete, HeunDiscrete, KDPM2Discrete,
 KDPM2AncestralDiscrete, DPMSolverSDE, LMSDiscrete; and score-SDE's VE predictor-corrector (ScoreSdeVe)."""
 
-import enum
 import math
 
 import numpy as np
 from diffspec.reference import _checks
-from diffspec.reference.interop._config import _karras, _sigma_to_t, _spaced, _train_sigmas, schedule_from_config
+from diffspec.reference.interop._config import (
+    SigmaSpacing,
+    _float32,
+    _respace,
+    _sigma_to_t,
+    _spaced,
+    diffusers_train_sigmas,
+    schedule_from_config,
+    sigma_spacing,
+)
 from diffspec.reference.interop._plan import DiffusersPlan, _threshold, _ve_x0
 from diffspec.reference.schedules import VE
 
 # ---- k-diffusion family: Euler, Euler ancestral, Heun, KDPM2 (+ ancestral), DPMSolverSDE, LMS ------------
 
 
-class SigmaSpacing(enum.StrEnum):
-    """How diffusers' Euler re-spaces its sigmas: interpolated at the timesteps (linear in t, or diffusers'
-    log_linear, which ignores the timesteps), or re-spaced as Karras or exponential between the ends."""
+def _k_sigmas(cfg, n, schedule, *, final_sigmas_type="zero", sigma_min=None, sigma_max=None):
+    """Timesteps (float32) and sigmas (+ the final one) of diffusers' Euler/Heun/LMS/KDPM2 set_timesteps.
 
-    LINEAR = "linear"
-    LOG_LINEAR = "log_linear"
-    KARRAS = "karras"
-    EXPONENTIAL = "exponential"
-
-
-def _k_sigmas(cfg, n, schedule, *, karras, final_sigmas_type="zero", sigma_min=None, sigma_max=None, spacing=None):
-    """Timesteps (float32) and sigmas (+ the final one) of diffusers' Euler/Heun/LMS set_timesteps.
-
-    spacing (Euler only) overrides `karras`. Departure reproduced for log_linear: diffusers takes N + 1 sigmas
-    geometric between the training ends (float32 linspace of log sigma) and keeps the spaced timesteps, so the
-    model times do not match the sigmas, and the final sigma is appended after them (the loop uses N + 1)."""
+    The spacing is the config's (`sigma_spacing`). Departure reproduced for log_linear (Euler): diffusers takes
+    N + 1 sigmas geometric between the training ends (float32 linspace of log sigma) and keeps the spaced timesteps,
+    so the model times do not match the sigmas, and the final sigma is appended after them (the loop uses N + 1).
+    Karras, exponential and beta sigmas are re-spaced between the interpolated ends (or Euler's sigma_min /
+    sigma_max) and mapped back to fractional timesteps. The sigmas are rounded to float32, as diffusers steps."""
     _checks.integer("num_inference_steps", n, minimum=1, maximum=cfg["num_train_timesteps"])
-    if spacing is None:
-        spacing = SigmaSpacing.KARRAS if karras else SigmaSpacing.LINEAR
-        if cfg.get("use_exponential_sigmas"):  # Heun, LMS, KDPM2 (+ ancestral): as Euler's
-            spacing = SigmaSpacing.EXPONENTIAL
-    spacing = SigmaSpacing(spacing)
+    spacing = sigma_spacing(cfg)
     ts = _spaced(cfg, n, dtype=np.float32)
-    train = _train_sigmas(schedule)
+    train = diffusers_train_sigmas(cfg)
     if spacing == SigmaSpacing.LOG_LINEAR:
         sigmas = np.exp(np.linspace(np.log(train[-1]), np.log(train[0]), n + 1, dtype=np.float32).astype(np.float64))
         sigmas = sigmas.astype(np.float32).astype(np.float64)
     else:
         sigmas = np.interp(ts.astype(np.float64), np.arange(len(train)), train)  # linear in t (diffusers)
-    if spacing in (SigmaSpacing.KARRAS, SigmaSpacing.EXPONENTIAL):
+    if spacing in (SigmaSpacing.KARRAS, SigmaSpacing.EXPONENTIAL, SigmaSpacing.BETA):
         lo = sigmas[-1] if sigma_min is None else sigma_min
         hi = sigmas[0] if sigma_max is None else sigma_max
-        sigmas = (
-            _karras(hi, lo, n) if spacing == SigmaSpacing.KARRAS else np.exp(np.linspace(np.log(hi), np.log(lo), n))
-        )
+        sigmas = _respace(spacing, hi, lo, n)
         ts = _sigma_to_t(sigmas, np.log(train)).astype(np.float32)
     last = train[0] if final_sigmas_type == "sigma_min" else 0.0
-    return ts, np.append(sigmas, last)
+    return ts, _float32(np.append(sigmas, last))
 
 
 def _k_init_sigma(cfg, sigmas):
@@ -81,22 +75,13 @@ def _plan_euler(cfg, n, opts):
     sigma's coefficients applied to x_hat (the paper evaluates the denoiser at x_hat, sigma_hat). Noise draws: one
     per step with gamma > 0, the last step included."""
     schedule = schedule_from_config(cfg)
-    spacing = (
-        SigmaSpacing.KARRAS
-        if cfg["use_karras_sigmas"]
-        else SigmaSpacing.EXPONENTIAL
-        if cfg["use_exponential_sigmas"]
-        else SigmaSpacing(cfg["interpolation_type"])
-    )
     ts, sig = _k_sigmas(
         cfg,
         n,
         schedule,
-        karras=cfg["use_karras_sigmas"],
         final_sigmas_type=cfg["final_sigmas_type"],
         sigma_min=cfg["sigma_min"],
         sigma_max=cfg["sigma_max"],
-        spacing=spacing,
     )
     if cfg["timestep_type"] == "continuous" and cfg["prediction_type"] == "v_prediction":
         # EDM's c_noise = log(sigma) / 4 (Stable Video Diffusion), from the float32 sigmas
@@ -138,7 +123,7 @@ def _plan_euler_ancestral(cfg, n, opts):
     sqrt(s'^2 (s^2 - s'^2) / s^2), sigma_down = sqrt(s'^2 - sigma_up^2), an Euler step to sigma_down plus
     sigma_up z. One draw per step, the last included (times sigma_up = 0)."""
     schedule = schedule_from_config(cfg)
-    ts, sig = _k_sigmas(cfg, n, schedule, karras=False)
+    ts, sig = _k_sigmas(cfg, n, schedule)
     pred = cfg["prediction_type"]
 
     def run(model, x, draw):
@@ -160,7 +145,7 @@ def _plan_heun(cfg, n, opts):
     model calls per step (the second at sigma_next, with the timestep of sigma_next), an Euler step onto the
     final sigma = 0. Model timesteps: t_0, t_1, t_1, t_2, t_2, ..., t_{N-1}, t_{N-1}."""
     schedule = schedule_from_config(cfg)
-    ts, sig = _k_sigmas(cfg, n, schedule, karras=cfg["use_karras_sigmas"])
+    ts, sig = _k_sigmas(cfg, n, schedule)
     calls = np.concatenate([ts[:1], np.repeat(ts[1:], 2)])
     pred = cfg["prediction_type"]
 
@@ -186,7 +171,7 @@ def _plan_heun(cfg, n, opts):
 
 def _kdpm2_sigmas(cfg, n, schedule):
     """_k_sigmas as KDPM2 / KDPM2-ancestral build them: Karras timesteps are rounded (the sigmas stay exact)."""
-    ts, sig = _k_sigmas(cfg, n, schedule, karras=cfg["use_karras_sigmas"])
+    ts, sig = _k_sigmas(cfg, n, schedule)
     return (ts.round() if cfg["use_karras_sigmas"] else ts), sig
 
 
@@ -199,7 +184,7 @@ def _plan_kdpm2(cfg, n, opts):
     (2N - 1 calls). Model inputs are x / sqrt(sigma^2 + 1) at the sigma of the call."""
     schedule = schedule_from_config(cfg)
     ts, sig = _kdpm2_sigmas(cfg, n, schedule)
-    log_train = np.log(_train_sigmas(schedule))
+    log_train = np.log(diffusers_train_sigmas(cfg))
     mids = np.sqrt(sig[:-1] * sig[1:])
     t_mids = _sigma_to_t(mids, log_train).astype(ts.dtype)
     calls = np.concatenate([ts[:1], np.stack([t_mids[:-1], ts[1:]], axis=1).ravel()])
@@ -237,7 +222,7 @@ def _plan_kdpm2_ancestral(cfg, n, opts):
     up = np.sqrt(s_next**2 * (s**2 - s_next**2) / s**2)
     down = np.sqrt(s_next**2 - up**2)
     mids = np.sqrt(s * down)  # 0 on the last step (sigma_down = 0), which is Euler
-    t_mids = _sigma_to_t(mids, np.log(_train_sigmas(schedule))).astype(ts.dtype)
+    t_mids = _sigma_to_t(mids, np.log(diffusers_train_sigmas(cfg))).astype(ts.dtype)
     calls = np.concatenate([ts[:1], np.stack([t_mids[:-1], ts[1:]], axis=1).ravel()])
     pred = cfg["prediction_type"]
 
@@ -285,18 +270,19 @@ def _plan_dpm_sde(cfg, n, opts):
     `noise_sampler_seed` (diffusers seeds its tree with it) and no `noise`, the plan draws z1, z2 from
     numpy.random.default_rng(noise_sampler_seed): reproducible per seed, the tree's law, not torchsde's numbers;
     a `noise` passed to `run` takes precedence. Step option:
-    s_noise (1.0). Timesteps are float64 and unrounded, Karras included."""
+    s_noise (1.0). Timesteps are float64 and unrounded, Karras, exponential and beta sigmas included."""
     s_noise = _checks.nonnegative("s_noise", opts.get("s_noise", 1.0))
     schedule = schedule_from_config(cfg)
     _checks.integer("num_inference_steps", n, minimum=1, maximum=cfg["num_train_timesteps"])
-    train = _train_sigmas(schedule)
+    train = diffusers_train_sigmas(cfg)
     if cfg["timestep_spacing"] == "linspace":
         ts = np.linspace(0, cfg["num_train_timesteps"] - 1, n)[::-1].copy()
     else:
         ts = _spaced(cfg, n, dtype=np.float64)
     sig = np.interp(ts, np.arange(len(train)), train)
-    if cfg["use_karras_sigmas"]:
-        sig = _karras(sig[0], sig[-1], n)
+    spacing = sigma_spacing(cfg)
+    if spacing != SigmaSpacing.LINEAR:  # Karras, exponential or beta sigmas between the ends
+        sig = _respace(spacing, sig[0], sig[-1], n)
         ts = _sigma_to_t(sig, np.log(train))
     mids = np.sqrt(sig[:-1] * sig[1:])
     t_mids = _sigma_to_t(mids, np.log(train))
@@ -351,7 +337,7 @@ def _plan_lms(cfg, n, opts):
     default): x_next = x + sum_j c_j d_{i-j}, d = (x - x0) / sigma, c_j the integrated Lagrange basis."""
     order = _checks.integer("order", opts.get("order", 4), minimum=1)
     schedule = schedule_from_config(cfg)
-    ts, sig = _k_sigmas(cfg, n, schedule, karras=cfg["use_karras_sigmas"])
+    ts, sig = _k_sigmas(cfg, n, schedule)
     pred = cfg["prediction_type"]
 
     def run(model, x, draw):

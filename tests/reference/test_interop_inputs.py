@@ -70,7 +70,12 @@ def test_flow_match_inputs_match_diffusers(name, overrides, n, custom):
             {"sigmas": [1.0, 0.5], "timesteps": [900.0]},
             "same length",
         ),
-        ({"_class_name": "FlowMatchEulerDiscreteScheduler", "use_beta_sigmas": True}, 8, {}, "use_beta_sigmas"),
+        (
+            {"_class_name": "FlowMatchEulerDiscreteScheduler", "use_beta_sigmas": True, "use_exponential_sigmas": True},
+            8,
+            {},
+            "use_exponential_sigmas=True, use_beta_sigmas=True",
+        ),
         ({"_class_name": "DDIMScheduler"}, 8, {"sigmas": [1.0, 0.5]}, "sigmas="),
         ({"_class_name": "EulerDiscreteScheduler"}, 8, {"mu": 0.5}, "mu="),
     ],
