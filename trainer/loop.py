@@ -46,10 +46,10 @@ from diffspec.trainer.data import ImageFolder, load_dataset
 from diffspec.trainer.images import has_picture, pixels
 from diffspec.trainer.models import build_model
 from diffspec.trainer.objective import DiffusionObjective, Objective
-from diffspec.trainer.optim import EMA, ema_decay_at, ema_update, lr_at, make_optimizer, set_lr
+from diffspec.trainer.optim import EMA, clip_grad_norm, ema_decay_at, ema_update, lr_at, make_optimizer, set_lr
 from diffspec.trainer.stream import BatchStream, LoaderStream
 from diffspec.trainer.trackers import Tracker, make_tracker
-from diffspec.trainer.validation import sample, sampler_and_grid, validate
+from diffspec.trainer.validation import check_validation_size, sample, sampler_and_grid, validate
 
 VERSION = DIFFSPEC_VERSION
 STARTUP_THREADS = torch.get_num_threads()  # torch's default (physical cores or OMP_NUM_THREADS), before any change
@@ -165,16 +165,18 @@ def timestep_sampler(cfg: TrainConfig, schedule):
             f"ones; use uniform_discrete or importance"
         )
     fn = timesteps.TIMESTEPS[name]
+    # integer steps stay integers: the objective then reads alpha, sigma and lam from the schedule's table
+    dtype = torch.int64 if schedule.is_discrete and name in ("uniform_discrete", "importance") else torch.float32
     if name == "importance":
         bins = schedule.num_steps if schedule.is_discrete else 100
         history = timesteps.LossHistory(bins)
-        return name, (lambda n, gen: fn(schedule, n, gen, history=history)), history
+        return name, (lambda n, gen: fn(schedule, n, gen, history=history, dtype=dtype)), history
     if name == "uniform_discrete" and not schedule.is_discrete:
         raise ValueError(
             f"--timestep-sampling uniform_discrete needs a discrete schedule; --schedule {cfg.schedule!r} "
             "is continuous: use uniform"
         )
-    return name, (lambda n, gen: fn(schedule, n, gen)), None
+    return name, (lambda n, gen: fn(schedule, n, gen, dtype=dtype)), None
 
 
 def weighting_of(cfg: TrainConfig):
@@ -378,6 +380,7 @@ def _train(cfg, device, rank, world, dist, objective_factory):
     parameterization = parameterization_of(cfg)
     weighting, weighting_options = weighting_of(cfg)
     ts_name, draw_t, history = timestep_sampler(cfg, schedule)
+    check_validation_size(cfg.num_validation_samples, cfg.num_inference_steps, ds.shape)
     sampler_and_grid(cfg.validation_sampler, schedule, cfg.num_inference_steps)  # fail now, not after training
 
     arch, kwargs = model_spec(cfg, ds, schedule)
@@ -590,7 +593,7 @@ def _steps(
                 (loss / accum if accum > 1 else loss).backward()
             loss_sum += loss.detach()
             loss_count += 1
-        grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm) if cfg.max_grad_norm > 0 else None
+        grad_norm = clip_grad_norm(params, cfg.max_grad_norm) if cfg.max_grad_norm > 0 else None
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         if ema is not None:

@@ -29,6 +29,8 @@ class DiffusionObjective:
     """The denoising loss w(lam) ||F(x_t, t) - target||^2 per sample (Kingma & Gao 2023, eq. 2), with x_t = alpha_t x0 +
     sigma_t eps (Ho et al. 2020, eq. 4); with a learned variance, iDDPM's hybrid loss (Nichol & Dhariwal 2021, eq. 16).
 
+    `draw_t` returns float times, or integer steps of a discrete schedule (`uniform_discrete` with an integer
+    dtype), whose alpha, sigma and lam the schedule reads from a table; the network gets t as float32 either way.
     Draw order from `gen` per call: t (`draw_t`), eps, the noise-offset term (when noise_offset > 0; Guttenberg
     2023), the label-dropout mask (class-conditional models; Ho & Salimans 2022). With importance sampling of t
     (`history`), each loss is recorded in its time bin and reweighted by 1 / (K p_k) so the mean stays unbiased.
@@ -51,8 +53,9 @@ class DiffusionObjective:
 
     def __call__(self, model, x0, y, gen):
         B, device = x0.shape[0], x0.device
-        t = self.draw_t(B, gen).to(device=device, dtype=torch.float32)
-        schedule = _OneTime(self.schedule, t)
+        drawn = self.draw_t(B, gen).to(device=device)
+        t = drawn.to(torch.float32)
+        schedule = _OneTime(self.schedule, t, t if drawn.is_floating_point() else drawn)
         eps = torch.randn(x0.shape, generator=gen, device=device)
         if self.noise_offset > 0:
             off_shape = (B, x0.shape[1]) + (1,) * (x0.ndim - 2) if x0.ndim > 2 else (B, 1)
@@ -99,27 +102,29 @@ class DiffusionObjective:
 
 
 class _OneTime:
-    """A schedule that computes alpha, sigma and lam of one time tensor once: x_t needs alpha and sigma, and the
-    loss asks for them (and lam) again. Other times and every other attribute go to the schedule itself."""
+    """A schedule that knows alpha, sigma and lam of the step's time tensor: x_t needs alpha and sigma, and the loss
+    asks for them (and lam) again. All three come from one `alpha_sigma_lam` call on the times as drawn (integer
+    steps of a discrete schedule are a table lookup there); other times and every other attribute go to the
+    schedule itself."""
 
-    def __init__(self, schedule, t):
-        self._schedule, self._t, self._values = schedule, t, {}
+    def __init__(self, schedule, t, drawn):
+        self._schedule, self._t, self._drawn, self._values = schedule, t, drawn, None
 
     def __getattr__(self, name):
         return getattr(self._schedule, name)
 
-    def _of(self, name, t):
+    def _of(self, index, name, t):
         if t is not self._t:
             return getattr(self._schedule, name)(t)
-        if name not in self._values:
-            self._values[name] = getattr(self._schedule, name)(t)
-        return self._values[name]
+        if self._values is None:
+            self._values = self._schedule.alpha_sigma_lam(self._drawn)
+        return self._values[index]
 
     def alpha(self, t):
-        return self._of("alpha", t)
+        return self._of(0, "alpha", t)
 
     def sigma(self, t):
-        return self._of("sigma", t)
+        return self._of(1, "sigma", t)
 
     def lam(self, t):
-        return self._of("lam", t)
+        return self._of(2, "lam", t)

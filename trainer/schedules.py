@@ -64,6 +64,10 @@ class _Schedule:
         """Inverse of `sigma_ve`."""
         return self.t_of_lam(-torch.log(as_time(sigma_ve)))
 
+    def alpha_sigma_lam(self, t):
+        """(alpha(t), sigma(t), lam(t)) of one time tensor: what a training step needs, each evaluated once."""
+        return self.alpha(t), self.sigma(t), self.lam(t)
+
     def has_clean_end(self):
         """True when sigma(t_min) == 0, so a grid may end on the data itself."""
         return bool(self.sigma(torch.tensor(float(self.t_min), dtype=torch.float64)) == 0.0)
@@ -85,6 +89,12 @@ class _VP(_Schedule):
 
     def sigma(self, t):
         return vp_alpha_sigma(self.lam(t))[1]
+
+    def alpha_sigma_lam(self, t):
+        """lam(t) once, then (alpha, sigma) from it: the same numbers as `alpha`, `sigma` and `lam` called apart."""
+        lam = self.lam(t)
+        alpha, sigma = vp_alpha_sigma(lam)
+        return alpha, sigma, lam
 
 
 class _ScoreSDEBeta:
@@ -179,6 +189,34 @@ class _DiscreteVP(_VP):
         if key not in self._node_cache:
             self._node_cache[key] = self._log_alpha_nodes.to(dtype=like.dtype, device=like.device)
         return self._node_cache[key]
+
+    @cached_property
+    def _step_tables(self):
+        """float64 (alpha, sigma, lam) at the integer steps n = -1, 0, ..., T-1 (row n + 1), from the formulas of
+        `alpha_sigma_lam` at t = n, where log alpha is the node itself."""
+        n = torch.arange(-1, self.num_steps, dtype=torch.float64)
+        return torch.stack(super().alpha_sigma_lam(n))
+
+    @cached_property
+    def _step_table_cache(self):
+        return {}
+
+    def alpha_sigma_lam(self, t):
+        """(alpha, sigma, lam) at t. Integer steps (an integer tensor: what `uniform_discrete` draws for a training
+        step) are gathered from a table computed once in float64 and rounded once to float32, on t's device: three
+        lookups instead of the interpolation, and at least as accurate as evaluating the formulas in float32.
+        Floating-point times take the formulas (`_VP.alpha_sigma_lam`)."""
+        if not isinstance(t, torch.Tensor) or t.is_floating_point():
+            return super().alpha_sigma_lam(t)
+        key = t.device
+        if torch.compiler.is_compiling():  # while tracing cache nothing (as in `_nodes`)
+            table = self._step_tables.to(dtype=torch.float32, device=t.device)
+        else:
+            if key not in self._step_table_cache:
+                self._step_table_cache[key] = self._step_tables.to(dtype=torch.float32, device=t.device)
+            table = self._step_table_cache[key]
+        alpha, sigma, lam = table[:, t + 1]
+        return alpha, sigma, lam
 
     @property
     def num_steps(self):

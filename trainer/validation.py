@@ -5,11 +5,34 @@ The starting noise comes from a fixed seed, so the grids of successive steps are
 inside `torch.random.fork_rng`, so validating never changes the training run's random streams.
 """
 
+import math
 from pathlib import Path
 
 import numpy as np
 import torch
 from diffspec.trainer import images
+
+# Validation draws all its samples in one batch and keeps them (and a picture of them) in memory, after training:
+# sizes that cannot fit are refused before the first step, not discovered at the end of a run.
+MAX_VALIDATION_SAMPLES = 2**16
+MAX_VALIDATION_VALUES = 2**24  # samples x values per sample: 64 MiB per float32 tensor of the batch
+MAX_VALIDATION_STEPS = 10_000
+
+
+def check_validation_size(num_samples: int, steps: int, shape: tuple) -> None:
+    """Raise a ValueError naming --num-validation-samples or --num-inference-steps when validation would exceed the
+    limits above for samples of `shape`."""
+    per_sample = math.prod(shape)
+    limit = max(1, min(MAX_VALIDATION_SAMPLES, MAX_VALIDATION_VALUES // per_sample))
+    if num_samples > limit:
+        why = (
+            f"{MAX_VALIDATION_SAMPLES} samples"
+            if limit == MAX_VALIDATION_SAMPLES
+            else f"{MAX_VALIDATION_VALUES} values in one batch, samples of shape {tuple(shape)}"
+        )
+        raise ValueError(f"--num-validation-samples={num_samples}: expected at most {limit} ({why})")
+    if steps > MAX_VALIDATION_STEPS:
+        raise ValueError(f"--num-inference-steps={steps}: expected at most {MAX_VALIDATION_STEPS}")
 
 
 def sampler_and_grid(name: str, schedule, steps: int):

@@ -60,6 +60,8 @@ FLAG_CASES = [
     (["--logging-steps", "0"], ["--logging-steps=0"]),
     (["--num-inference-steps", "0"], ["--num-inference-steps=0"]),
     (["--num-validation-samples", "0"], ["--num-validation-samples=0"]),
+    (["--num-validation-samples", "10000000000"], ["--num-validation-samples=10000000000", "at most 65536"]),
+    (["--num-inference-steps", "1000000000"], ["--num-inference-steps=1000000000", "at most 10000"]),
     (["--checkpointing-steps", "0"], ["--checkpointing-steps=0"]),
     (["--checkpoints-total-limit", "0"], ["--checkpoints-total-limit=0"]),
     (["--validation-steps", "0"], ["--validation-steps=0"]),
@@ -136,6 +138,12 @@ def test_bad_data(tmp_path, capsys):
             ["--train-data-dir", str(mixed), "--resolution", "0", "--output-dir", str(tmp_path / "o"), *TINY], capsys
         ),
         ["--resolution=0"],
+    )
+    # 128 x 128 grey images: 16384 values a sample, so a validation batch of 2**24 values holds 1024 of them
+    big = ["--resolution", "128", "--num-validation-samples", "1025"]
+    _assert_one_line(
+        *_run(["--train-data-dir", str(mixed), "--output-dir", str(tmp_path / "o"), *TINY, *big], capsys),
+        ["--num-validation-samples=1025", "at most 1024", "(1, 128, 128)"],
     )
     (tmp_path / "garbage.npy").write_bytes(b"\x93NUMPY garbage")
     _assert_one_line(

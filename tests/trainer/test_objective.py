@@ -34,7 +34,7 @@ def test_a_factory_rebuilding_the_default_objective_gives_the_same_run(tmp_path)
         seen["setup"] = setup
 
         def draw_t(n, gen):
-            return torch.randint(0, setup.schedule.num_steps, (n,), generator=gen).to(torch.float32)
+            return torch.randint(0, setup.schedule.num_steps, (n,), generator=gen)  # integer steps, as the default
 
         inner = DiffusionObjective(schedule=setup.schedule, parameterization=setup.parameterization, draw_t=draw_t)
 
