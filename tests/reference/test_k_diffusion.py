@@ -345,3 +345,21 @@ def test_every_keyword_of_every_k_diffusion_sampler_is_compared_or_refused():
                     k_diffusion_sampler(name, **{key: NON_DEFAULT[key]})
         with pytest.raises(ValueError, match="not an option of k-diffusion's sample_"):
             k_diffusion_sampler(name, churn=1.0)
+
+
+@pytest.mark.parametrize("steps", [2, 3, 5, 10])
+@pytest.mark.parametrize("name", ["dpm2_ancestral", "dpm2", "heun", "euler"])
+def test_sigma_ve_samplers_stay_in_the_domain_at_a_noisy_end(name, steps):
+    """On the cosine VP, t = 0 is a noisy end (sigma_ve = 0.0125). DPM2 ancestral's midpoint sqrt(sigma sigma_down)
+    equals that sigma_next exactly at eta = 1, and t_of_sigma_ve gave t = -2.2e-16, which the denoiser check
+    refused; the time is now held inside [t_min, t_max] within rounding."""
+    schedule = make_schedule("vp_cosine")
+    grid = make_grid("uniform", schedule, steps, t_start=0.99)
+    assert grid[-1] == schedule.t_min and schedule.sigma(grid[-1]) > 0
+    x_T = MIXTURE.sample_xt(4, schedule.alpha(grid[0]), schedule.sigma(grid[0]), np.random.default_rng(0))
+    times = []
+    denoise = MIXTURE.denoiser(schedule)
+    fn = get_sampler(name)
+    options = {"s_churn": 30.0} if name != "dpm2_ancestral" else {}
+    out = fn(lambda x, t: (times.append(t), denoise(x, t))[1], x_T, grid, schedule, noise=ReplayedNoise(1), **options)
+    assert np.all(np.isfinite(out)) and min(times) >= schedule.t_min and max(times) <= schedule.t_max
