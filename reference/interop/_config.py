@@ -459,6 +459,65 @@ HONOURED["CosineDPMSolverMultistepScheduler"] = {
     "final_sigmas_type": ("zero", _values("zero", "sigma_min")),
 }
 
+# UnCLIP, Wuerstchen, LTX's Euler ancestral, sCM, flow maps, Helios (`unclip`, `video`, `flow_map`).
+_PIPELINE_SHIFT_KEYS = {  # read by pipelines to compute `mu`, never by the scheduler
+    "base_shift": (0.5, _ANY),
+    "max_shift": (1.15, _ANY),
+    "base_image_seq_len": (256, _ANY),
+    "max_image_seq_len": (4096, _ANY),
+}
+HONOURED["UnCLIPScheduler"] = {
+    "num_train_timesteps": (1000, _ANY),
+    "variance_type": ("fixed_small_log", _values("fixed_small_log", "learned_range")),
+    "clip_sample": (True, _values(True, False)),
+    "clip_sample_range": (1.0, _ANY),
+    "prediction_type": ("epsilon", _values("epsilon", "sample")),
+    "beta_schedule": ("squaredcos_cap_v2", _values("squaredcos_cap_v2")),
+}
+HONOURED["DDPMWuerstchenScheduler"] = {"scaler": (1.0, _ANY), "s": (0.008, _ANY)}
+HONOURED["LTXEulerAncestralRFScheduler"] = {
+    # FlowMatchEuler's keys too: set_timesteps builds a FlowMatchEulerDiscreteScheduler from this config
+    **HONOURED["FlowMatchEulerDiscreteScheduler"],
+    "stochastic_sampling": (False, _ANY),  # read by FlowMatchEuler's step only, never here
+    "invert_sigmas": (False, _values(False)),
+    "eta": (1.0, _ANY),
+    "s_noise": (1.0, _ANY),
+}
+HONOURED["SCMScheduler"] = {
+    "num_train_timesteps": (1000, _ANY),
+    "prediction_type": ("trigflow", _values("trigflow")),
+    "sigma_data": (0.5, _ANY),
+}
+HONOURED["FlowMapEulerDiscreteScheduler"] = {"num_train_timesteps": (1000, _ANY), "shift": (1.0, _ANY)}
+_HELIOS_COMMON = {
+    "num_train_timesteps": (1000, _ANY),
+    "shift": (1.0, _ANY),
+    "stages": (3, _ANY),  # only 1 has a counterpart: the plan says why
+    "stage_range": ((0, 1 / 3, 2 / 3, 1), _ANY),  # inert with stages=1
+    "gamma": (1 / 3, _ANY),  # inert with stages=1
+    "prediction_type": ("flow_prediction", _values("flow_prediction")),
+    "use_dynamic_shifting": (False, _values(True, False)),
+    **_PIPELINE_SHIFT_KEYS,
+}
+HONOURED["HeliosScheduler"] = {
+    **_HELIOS_COMMON,
+    "time_shift_type": ("exponential", _values("exponential", "linear")),
+    "thresholding": (False, _values(False)),  # True fails in diffusers 0.42.1 (no _threshold_sample)
+    "solver_order": (2, _values(1, 2, 3)),
+    "predict_x0": (True, _values(True)),
+    "solver_type": ("bh2", _values("bh1", "bh2", "midpoint", "heun", "logrho")),  # the last three read as bh2
+    "lower_order_final": (True, _values(True, False)),
+    "disable_corrector": ((), _ANY),
+    "solver_p": (None, _values(None)),
+    "use_flow_sigmas": (True, _values(True)),
+    "scheduler_type": ("unipc", _values("unipc", "euler")),
+}
+HONOURED["HeliosDMDScheduler"] = {
+    **_HELIOS_COMMON,
+    "time_shift_type": ("linear", _values("exponential", "linear")),
+    "use_flow_sigmas": (True, _ANY),  # stored, never read by HeliosDMDScheduler
+}
+
 
 def _validate(config):
     if not isinstance(config, dict) or "_class_name" not in config:

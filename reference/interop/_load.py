@@ -26,6 +26,7 @@ from diffspec.reference.interop.flow import (
     _plan_flow_match_lcm,
     _plan_minimax_h3,
 )
+from diffspec.reference.interop.flow_map import _plan_flow_map_euler, _plan_scm
 from diffspec.reference.interop.k_style import (
     _plan_dpm_sde,
     _plan_euler,
@@ -37,6 +38,8 @@ from diffspec.reference.interop.k_style import (
     _plan_score_sde_ve,
 )
 from diffspec.reference.interop.sa_solver import _plan_sa_solver
+from diffspec.reference.interop.unclip import _plan_unclip, _plan_wuerstchen
+from diffspec.reference.interop.video import _plan_helios, _plan_helios_dmd, _plan_ltx_euler_ancestral_rf
 
 _PLANS = {
     "DDIMScheduler": _plan_ddim,
@@ -75,6 +78,14 @@ _PLANS["DPMSolverMultistepInverseScheduler"] = _plan_dpm_multistep_inverse
 _PLANS["CosineDPMSolverMultistepScheduler"] = _plan_cosine_dpm_multistep
 _PLANS["SASolverScheduler"] = _plan_sa_solver
 
+_PLANS["UnCLIPScheduler"] = _plan_unclip
+_PLANS["DDPMWuerstchenScheduler"] = _plan_wuerstchen
+_PLANS["LTXEulerAncestralRFScheduler"] = _plan_ltx_euler_ancestral_rf
+_PLANS["SCMScheduler"] = _plan_scm
+_PLANS["FlowMapEulerDiscreteScheduler"] = _plan_flow_map_euler
+_PLANS["HeliosScheduler"] = _plan_helios  # stages=1; the pyramid (stages > 1) is refused by the plan
+_PLANS["HeliosDMDScheduler"] = _plan_helios_dmd
+
 SUPPORTED_CLASSES = tuple(_PLANS)
 
 # Every other class of diffusers 0.42.1 that has a `step`, and why `from_diffusers` refuses it. "No counterpart":
@@ -96,13 +107,6 @@ REFUSED = {
     "latents outside the sample",
     "PiflowScheduler": _NO_COUNTERPART + "the model output is a widened policy (several velocity components per "
     "sample), not one prediction of the sample's shape",
-    "HeliosScheduler": _NOT_IMPLEMENTED + "a multi-stage video scheduler whose step takes stage state",
-    "HeliosDMDScheduler": _NOT_IMPLEMENTED + "a distilled multi-stage video scheduler whose step takes stage state",
-    "FlowMapEulerDiscreteScheduler": _NOT_IMPLEMENTED + "flow-map models take two times (t, r) per call",
-    "LTXEulerAncestralRFScheduler": _NOT_IMPLEMENTED + "Euler ancestral on LTX-Video's rectified flow",
-    "SCMScheduler": _NOT_IMPLEMENTED + "sCM's TrigFlow consistency sampling",
-    "UnCLIPScheduler": _NOT_IMPLEMENTED + "Karlo's DDPM variant with its own learned-range variance",
-    "DDPMWuerstchenScheduler": _NOT_IMPLEMENTED + "Wuerstchen's continuous-time cosine DDPM",
 }
 
 
@@ -113,6 +117,12 @@ CUSTOM_INPUTS = {
     "FlowMatchLCMScheduler": ("timesteps", "sigmas", "mu"),
     "DPMSolverMultistepScheduler": ("mu",),  # with use_flow_sigmas and use_dynamic_shifting
     "UniPCMultistepScheduler": ("mu",),
+    "DDPMWuerstchenScheduler": ("timesteps",),
+    "LTXEulerAncestralRFScheduler": ("timesteps", "sigmas", "mu"),  # timesteps are read as sigmas
+    "SCMScheduler": ("timesteps",),  # TrigFlow times, N + 1 of them
+    "FlowMapEulerDiscreteScheduler": ("timesteps", "sigmas"),
+    "HeliosScheduler": ("sigmas", "mu"),
+    "HeliosDMDScheduler": ("sigmas", "mu"),
 }
 
 

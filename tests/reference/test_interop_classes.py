@@ -6,6 +6,7 @@ import inspect
 import pytest
 from diffspec.reference import interop
 from test_interop import CASES, diffusers
+from test_interop_more_classes import LOOPS as PIPELINE_LOOPS
 
 
 def _stepping_classes():
@@ -44,8 +45,9 @@ def test_refused_classes_say_why(name):
     assert interop.REFUSED[name] in str(err.value)
 
 
-# Classes that diffusers drives with their own pipeline loop instead of `step`, tested below.
-OWN_LOOP = {"ScoreSdeVeScheduler"}
+# Classes that diffusers drives with their own pipeline loop instead of `step`, tested below, and classes whose `step`
+# takes what their pipeline passes, tested against that pipeline's loop in test_interop_more_classes.
+OWN_LOOP = {"ScoreSdeVeScheduler", *PIPELINE_LOOPS}
 
 
 def _score_sde_ve_pipeline(config, n, score, x_T, noise):

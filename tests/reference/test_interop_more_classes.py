@@ -1,0 +1,388 @@
+"""from_diffusers against diffusers' own loops for UnCLIP, DDPMWuerstchen, LTXEulerAncestralRF, SCM, FlowMapEuler,
+Helios and HeliosDMD: the same model function and the same recorded draws through both.
+
+These classes' `step`s take what their pipeline passes besides the model output (UnCLIP's prev_timestep,
+Wuerstchen's batch of continuous times, sCM's TrigFlow wrapping of a flow transformer, a flow map's second time,
+HeliosDMD's start latents), so each diffusers loop below mirrors the pipeline that drives the class. Final samples
+agree to 1e-4 of max |x|. The default run covers each class on its default config and a slice of its options; the
+whole matrix runs under HYPOTHESIS_PROFILE=thorough.
+"""
+
+import contextlib
+import importlib
+import os
+
+import numpy as np
+import pytest
+from diffspec.reference import interop
+from diffspec.reference.schedules import Flow
+from test_interop import SHAPE, NoiseList, diffusers, model_for, oracle_model, torch
+
+TOL = 1e-4
+THOROUGH = os.environ.get("HYPOTHESIS_PROFILE") == "thorough"
+VIDEO_SHAPE = (64, 2, 1, 1, 1)  # HeliosDMD's step reshapes its sigmas for 5-d video latents
+
+
+@contextlib.contextmanager
+def drawing_from(source, *modules):
+    """Route `randn_tensor` of the given diffusers scheduler modules to `source`."""
+    mods = [importlib.import_module(f"diffusers.schedulers.{m}") for m in modules]
+    saved = [m.randn_tensor for m in mods]
+
+    def fake(shape, generator=None, device=None, dtype=None, layout=None):
+        return torch.from_numpy(source(tuple(shape))).to(dtype or torch.float32)
+
+    for m in mods:
+        m.randn_tensor = fake
+    try:
+        yield
+    finally:
+        for m, fn in zip(mods, saved):
+            m.randn_tensor = fn
+
+
+def _call(model, x, *times):
+    return torch.from_numpy(model(x.double().numpy(), *(np.asarray(t.numpy()) for t in times))).float()
+
+
+# ---- the diffusers loops, as each class's pipeline runs them -----------------------------------------------------
+
+
+def unclip_loop(sched, model, latents, noise, custom):
+    """UnCLIPPipeline: prev_timestep is the next timestep, None on the last step."""
+    sched.set_timesteps(custom["n"])
+    ts = sched.timesteps
+    with drawing_from(noise, "scheduling_unclip"):
+        for i, t in enumerate(ts):
+            prev = ts[i + 1] if i + 1 < len(ts) else None
+            latents = sched.step(_call(model, latents, t), t, latents, prev_timestep=prev).prev_sample
+    return latents, ts[:]
+
+
+def wuerstchen_loop(sched, model, latents, noise, custom):
+    """WuerstchenPriorPipeline / StableCascadePriorPipeline: all times but the last, as a batch."""
+    if custom.get("timesteps") is not None:
+        sched.set_timesteps(timesteps=custom["timesteps"])
+    else:
+        sched.set_timesteps(custom["n"])
+    ts = sched.timesteps[:-1]
+    with drawing_from(noise, "scheduling_ddpm_wuerstchen"):
+        for t in ts:
+            r = t.expand(latents.shape[0])
+            latents = sched.step(_call(model, latents, t), r, latents).prev_sample
+    return latents, ts
+
+
+def ltx_loop(sched, model, latents, noise, custom):
+    """A loop over the timesteps; with custom sigmas over timesteps[:-1], as LTX's pipeline."""
+    if custom.get("sigmas") is not None:
+        sched.set_timesteps(sigmas=torch.tensor(custom["sigmas"], dtype=torch.float32))
+        ts = sched.timesteps[:-1]
+    else:
+        sched.set_timesteps(custom["n"], mu=custom.get("mu"))
+        ts = sched.timesteps
+    with drawing_from(noise, "scheduling_ltx_euler_ancestral_rf"):
+        for t in ts:
+            latents = sched.step(_call(model, latents, t), t, latents).prev_sample
+    return latents, ts
+
+
+def scm_loop(sched, model, latents, noise, custom):
+    """SanaSprintPipeline: latents scaled by sigma_data, the flow transformer wrapped into TrigFlow, x0 / sigma_d."""
+    sd = sched.config.sigma_data
+    if custom.get("timesteps") is not None:
+        sched.set_timesteps(len(custom["timesteps"]) - 1, timesteps=custom["timesteps"], max_timesteps=None,
+                            intermediate_timesteps=None)  # fmt: skip
+    else:
+        n = custom["n"]
+        sched.set_timesteps(n, intermediate_timesteps=1.3 if n == 2 else None)
+    latents = latents * sd
+    seen = []
+    with drawing_from(noise, "scheduling_scm"):
+        for t in sched.timesteps[:-1]:
+            tf = torch.sin(t) / (torch.cos(t) + torch.sin(t))
+            seen.append(tf.item())
+            x_in = latents / sd * torch.sqrt(tf**2 + (1 - tf) ** 2)
+            u = _call(model, x_in, tf)
+            pred = ((1 - 2 * tf) * x_in + (1 - 2 * tf + 2 * tf**2) * u) / torch.sqrt(tf**2 + (1 - tf) ** 2)
+            latents, denoised = sched.step(pred.float() * sd, t, latents, return_dict=False)
+    return denoised / sd, torch.tensor(seen)
+
+
+def flow_map_loop(sched, model, latents, noise, custom):
+    """AnyFlowPipeline with use_mean_velocity=True: the model takes (t, r); a step with t == r is skipped."""
+    sched.set_timesteps(custom.get("n"), sigmas=custom.get("sigmas"), timesteps=custom.get("timesteps"))
+    seen = []
+    for i, t in enumerate(sched.timesteps):
+        r = sched.sigmas[i + 1] * sched.config.num_train_timesteps
+        if t == r:
+            continue
+        seen.append(t.item())
+        latents = sched.step(_call(model, latents, t, r), t, latents).prev_sample
+    return latents, torch.tensor(seen)
+
+
+def helios_loop(sched, model, latents, noise, custom):
+    """HeliosPipeline's loop over one chunk."""
+    sched.set_timesteps(custom["n"], sigmas=custom.get("sigmas"), mu=custom.get("mu"))
+    for t in sched.timesteps:
+        latents = sched.step(_call(model, latents, t), t, latents).prev_sample
+    return latents, sched.timesteps
+
+
+def helios_dmd_loop(sched, model, latents, noise, custom):
+    """HeliosPyramidPipeline with one stage and a distilled model: int64 model timesteps, the stage's start latents
+    as the re-noising tensor."""
+    sched.set_timesteps(custom["n"], 0, sigmas=custom.get("sigmas"), mu=custom.get("mu"))
+    ts, start = sched.timesteps, latents
+    for i, t in enumerate(ts):
+        out = _call(model, latents, t.to(torch.int64))
+        latents = sched.step(
+            out, t, latents, cur_sampling_step=i, dmd_noisy_tensor=start, dmd_sigmas=sched.sigmas,
+            dmd_timesteps=ts, all_timesteps=ts, return_dict=False,
+        )[0]  # fmt: skip
+    return latents, ts.to(torch.int64)
+
+
+LOOPS = {
+    "UnCLIPScheduler": unclip_loop,
+    "DDPMWuerstchenScheduler": wuerstchen_loop,
+    "LTXEulerAncestralRFScheduler": ltx_loop,
+    "SCMScheduler": scm_loop,
+    "FlowMapEulerDiscreteScheduler": flow_map_loop,
+    "HeliosScheduler": helios_loop,
+    "HeliosDMDScheduler": helios_dmd_loop,
+}
+
+
+# ---- the models -----------------------------------------------------------------------------------------------------
+
+
+def flow_map_model(T=1000):
+    """A flow-map network for tests: the mean velocity over [r, t] by the midpoint rule on the exact velocity of
+    the Gaussian-mixture flow (exact as r -> t; a deterministic function of (x, t, r) either way)."""
+    u = oracle_model(Flow(), "flow_prediction", lambda ts: ts / T)
+
+    def model(x, t, r):
+        t, r = float(np.asarray(t)), float(np.asarray(r))
+        x_mid = x + (r - t) / 2 / T * u(x, np.asarray(t))
+        return u(x_mid, np.asarray((t + r) / 2))
+
+    return model
+
+
+def model_of(plan):
+    if plan.class_name == "SCMScheduler":  # the flow transformer sees t = sin s / (cos s + sin s), up to 1 + 4e-6
+        return oracle_model(Flow(), "flow_prediction", lambda t: min(t, 1.0))
+    if plan.class_name == "FlowMapEulerDiscreteScheduler":
+        return flow_map_model(plan.config["num_train_timesteps"])
+    return model_for(plan)
+
+
+# ---- the cases ------------------------------------------------------------------------------------------------------
+
+# (class, config overrides, num_inference_steps, custom set_timesteps inputs, in the default run)
+CASES = [
+    ("UnCLIPScheduler", {}, 10, {}, True),
+    ("UnCLIPScheduler", {"variance_type": "learned_range", "clip_sample": False}, 8, {}, True),
+    ("UnCLIPScheduler", {"prediction_type": "sample", "clip_sample_range": 10.0}, 6, {}, True),  # Karlo's prior
+    ("UnCLIPScheduler", {"clip_sample_range": 0.5, "num_train_timesteps": 500}, 2, {}, False),
+    ("UnCLIPScheduler", {"variance_type": "learned_range", "prediction_type": "sample"}, 5, {}, False),
+    ("DDPMWuerstchenScheduler", {}, 10, {}, True),
+    ("DDPMWuerstchenScheduler", {"scaler": 2.0}, 6, {}, True),
+    ("DDPMWuerstchenScheduler", {"scaler": 0.5, "s": 0.02}, 6, {}, False),
+    ("DDPMWuerstchenScheduler", {}, None, {"timesteps": [1.0, 0.6667, 0.3, 0.0]}, True),
+    ("DDPMWuerstchenScheduler", {}, 1, {}, False),
+    ("LTXEulerAncestralRFScheduler", {}, 10, {}, True),
+    ("LTXEulerAncestralRFScheduler", {"eta": 0.0}, 8, {}, True),
+    ("LTXEulerAncestralRFScheduler", {"eta": 0.5, "s_noise": 0.9, "shift": 3.0}, 8, {}, True),
+    ("LTXEulerAncestralRFScheduler", {"use_dynamic_shifting": True}, 6, {"mu": 0.8}, False),
+    ("LTXEulerAncestralRFScheduler", {}, None, {"sigmas": [1.0, 0.9, 0.6, 0.3, 0.1, 0.0]}, True),
+    ("LTXEulerAncestralRFScheduler", {"shift_terminal": 0.1, "use_karras_sigmas": True}, 8, {}, False),
+    ("LTXEulerAncestralRFScheduler", {"s_noise": 0.0}, 6, {}, False),
+    ("LTXEulerAncestralRFScheduler", {"use_exponential_sigmas": True, "eta": 1.5}, 6, {}, False),
+    ("SCMScheduler", {}, 2, {}, True),
+    ("SCMScheduler", {}, 1, {}, False),
+    ("SCMScheduler", {}, 4, {}, True),
+    ("SCMScheduler", {"sigma_data": 1.0}, 3, {}, False),
+    ("SCMScheduler", {}, None, {"timesteps": [1.5708, 1.1, 0.5, 0.0]}, False),
+    ("FlowMapEulerDiscreteScheduler", {}, 4, {}, True),
+    ("FlowMapEulerDiscreteScheduler", {"shift": 5.0}, 8, {}, True),
+    ("FlowMapEulerDiscreteScheduler", {}, 1, {}, False),
+    ("FlowMapEulerDiscreteScheduler", {"shift": 3.0}, None, {"sigmas": [1.0, 0.7, 0.7, 0.2]}, False),
+    ("FlowMapEulerDiscreteScheduler", {}, None, {"timesteps": [1000.0, 500.0, 250.0]}, False),
+    ("HeliosScheduler", {"stages": 1}, 10, {}, True),
+    ("HeliosScheduler", {"stages": 1, "scheduler_type": "euler"}, 8, {}, True),
+    ("HeliosScheduler", {"stages": 1, "use_dynamic_shifting": True}, 8, {"sigmas": "pipeline", "mu": 0.9}, True),
+    ("HeliosScheduler", {"stages": 1, "solver_order": 3, "lower_order_final": False}, 8, {}, False),
+    (
+        "HeliosScheduler",
+        {"stages": 1, "solver_type": "bh1", "disable_corrector": [0, 2]},
+        8,
+        {"sigmas": "pipeline"},  # from sigma = 1, bh1 is NaN in diffusers
+        False,
+    ),
+    ("HeliosScheduler", {"stages": 1, "solver_order": 1, "shift": 2.0}, 6, {}, False),
+    ("HeliosScheduler", {"stages": 1, "shift": 3.0, "time_shift_type": "linear", "solver_type": "heun"}, 6, {}, False),
+    (
+        "HeliosScheduler",
+        {"stages": 1, "use_dynamic_shifting": True, "time_shift_type": "linear", "solver_order": 3},
+        8,
+        {"mu": 1.5},
+        False,
+    ),
+    ("HeliosDMDScheduler", {"stages": 1}, 4, {}, True),
+    ("HeliosDMDScheduler", {"stages": 1, "shift": 3.0}, 3, {}, True),
+    ("HeliosDMDScheduler", {"stages": 1, "use_dynamic_shifting": True}, 4, {"mu": 1.2}, False),
+    ("HeliosDMDScheduler", {"stages": 1, "shift": 2.0, "time_shift_type": "exponential"}, 5, {}, False),
+    ("HeliosDMDScheduler", {"stages": 1}, 3, {"sigmas": [0.999, 0.75, 0.5, 0.25]}, False),
+]
+
+
+def _custom_inputs(n, custom):
+    custom = dict(custom)
+    if custom.get("sigmas") == "pipeline":  # what HeliosPipeline passes
+        custom["sigmas"] = np.linspace(0.999, 0.0, n + 1)[:-1]
+    return custom
+
+
+@pytest.mark.parametrize(
+    "cls, overrides, n, custom",
+    [case[:4] for case in CASES if case[4] or THOROUGH],
+    ids=lambda v: v if isinstance(v, str) else "",
+)
+def test_plan_matches_the_pipeline_loop(cls, overrides, n, custom):
+    config = {"_class_name": cls, "_diffusers_version": "0.42.1", **overrides}
+    custom = _custom_inputs(n, custom)
+    ours_custom = {k: np.asarray(v) if isinstance(v, list) else v for k, v in custom.items()}
+    plan = interop.from_diffusers(config, n, **ours_custom)
+    model = model_of(plan)
+    shape = VIDEO_SHAPE if cls == "HeliosDMDScheduler" else SHAPE
+    x_T = np.random.default_rng(1).standard_normal(shape)
+    ours_noise, theirs_noise = NoiseList(7), NoiseList(7)
+    ours = plan.run(model, x_T, noise=ours_noise if plan.stochastic else None)
+    sched = getattr(diffusers, cls).from_config(config)
+    latents = torch.from_numpy(x_T).float() * getattr(sched, "init_noise_sigma", 1.0)
+    theirs, their_ts = LOOPS[cls](sched, model, latents, theirs_noise, {"n": n, **custom})
+    theirs = theirs.double().numpy()
+    assert len(ours_noise.drawn) == len(theirs_noise.drawn)
+    np.testing.assert_allclose(plan.timesteps, their_ts.double().numpy(), rtol=2e-6, atol=1e-6)
+    assert np.all(np.isfinite(ours))
+    dev = np.max(np.abs(ours - theirs)) / np.max(np.abs(theirs))
+    assert dev < TOL, f"{cls}: max deviation {dev:.2e} of max |x|"
+
+
+# ---- what each plan promises beyond agreement ------------------------------------------------------------------------
+
+
+def test_flow_map_plan_is_exact_for_an_exact_flow_map():
+    """With the exact flow map of a Gaussian (the mean velocity over [r, t] in closed form), one step from pure
+    noise lands on the ODE solution: x_r = (1 - r) mu + sqrt((1 - r)^2 s^2 + r^2) z for x_1 = mu + sqrt(1 + ...) z,
+    where z is the standardised start."""
+    mu, s = 0.7, 0.4
+    T = 1000
+
+    def std(t):
+        return np.sqrt((1 - t) ** 2 * s**2 + t**2)
+
+    def exact_map(x, t_step, r_step):
+        t, r = float(t_step) / T, float(r_step) / T
+        z = (x - (1 - t) * mu) / std(t)
+        x_r = (1 - r) * mu + std(r) * z
+        return (x - x_r) / (t - r)
+
+    x_T = np.random.default_rng(3).standard_normal((200, 1, 1, 1))
+    for n in (1, 3):
+        plan = interop.from_diffusers({"_class_name": "FlowMapEulerDiscreteScheduler", "shift": 2.0}, n)
+        out = plan.run(exact_map, x_T)
+        np.testing.assert_allclose(out, mu + s * x_T, rtol=1e-12, atol=1e-12)
+    assert plan.r_timesteps[-1] == 0.0 and np.all(plan.r_timesteps < plan.timesteps)
+
+
+def test_scm_plan_returns_the_data_for_an_exact_model():
+    """For a point mass (data = mu everywhere), the exact velocity is u = (x - mu) / t - ... : every x0 estimate is
+    mu, so sCM's loop returns mu whatever the noise."""
+    mu = np.array([0.3, -1.2]).reshape(1, 2, 1, 1)
+
+    def velocity(x, t):  # x = (1 - t) mu + t eps, u = eps - mu = (x - mu) / t
+        return (x - mu) / float(np.asarray(t))
+
+    for n in (1, 2, 5):
+        plan = interop.from_diffusers({"_class_name": "SCMScheduler"}, n)
+        out = plan.run(velocity, np.random.default_rng(0).standard_normal(SHAPE), noise=np.random.default_rng(1))
+        # to float32 rounding: the model sees the flow time t in float32, as diffusers computes it
+        np.testing.assert_allclose(out, np.broadcast_to(mu, SHAPE), rtol=0, atol=1e-5)
+
+
+def test_wuerstchen_schedule_inverts_on_its_unclamped_part():
+    for scaler in (0.5, 1.0, 2.0):
+        sched = interop.from_diffusers({"_class_name": "DDPMWuerstchenScheduler", "scaler": scaler}, 3).schedule
+        t = np.linspace(0.0, 1.0, 101)
+        abar = sched.alphas_cumprod(t)
+        t = t[(abar > 2e-4) & (abar < 0.9998)]  # away from the clamp
+        assert len(t) > 50
+        np.testing.assert_allclose(sched.t_of_lam(sched.lam(t)), t, rtol=1e-9, atol=1e-12)
+        abar = sched.alphas_cumprod(np.array([0.0, 1.0]))
+        np.testing.assert_allclose(abar, [0.9999, 1e-4])  # the clamp diffusers applies
+
+
+def test_unclip_learned_range_reads_the_variance_half():
+    plan = interop.from_diffusers({"_class_name": "UnCLIPScheduler", "variance_type": "learned_range"}, 4)
+    assert plan.learned_variance
+    with pytest.raises(ValueError, match="variance output"):
+        plan.run(lambda x, t: x, np.zeros(SHAPE), noise=np.random.default_rng(0))
+
+
+# ---- refusals ------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("cls", ["HeliosScheduler", "HeliosDMDScheduler"])
+def test_helios_pyramid_has_no_counterpart(cls):
+    for config in ({"_class_name": cls}, {"_class_name": cls, "stages": 2, "stage_range": [0, 0.5, 1]}):
+        with pytest.raises(ValueError, match=r"'stages'\]=\d: no counterpart in diffspec: .*own spatial resolution"):
+            interop.from_diffusers(config, 4)
+
+
+@pytest.mark.parametrize(
+    "config, n, custom, match",
+    [
+        ({"_class_name": "UnCLIPScheduler", "beta_schedule": "linear"}, 4, {}, "beta_schedule"),
+        ({"_class_name": "UnCLIPScheduler", "prediction_type": "v_prediction"}, 4, {}, "prediction_type"),
+        ({"_class_name": "UnCLIPScheduler"}, 1, {}, "num_inference_steps=1"),
+        ({"_class_name": "DDPMWuerstchenScheduler"}, None, {"timesteps": [0.2, 0.5, 0.0]}, "decreasing"),
+        ({"_class_name": "DDPMWuerstchenScheduler"}, 3, {"timesteps": [1.0, 0.0]}, "num_inference_steps"),
+        ({"_class_name": "LTXEulerAncestralRFScheduler", "invert_sigmas": True}, 4, {}, "invert_sigmas"),
+        ({"_class_name": "LTXEulerAncestralRFScheduler"}, 4, {"mu": 0.5}, "mu"),
+        ({"_class_name": "LTXEulerAncestralRFScheduler"}, 3, {"sigmas": [1.0, 0.5, 0.0]}, "num_inference_steps=3"),
+        ({"_class_name": "LTXEulerAncestralRFScheduler", "eta": -1.0}, 4, {}, "eta"),
+        ({"_class_name": "SCMScheduler", "prediction_type": "epsilon"}, 2, {}, "prediction_type"),
+        ({"_class_name": "SCMScheduler"}, 2, {"timesteps": [1.5, 0.0]}, "timesteps"),
+        ({"_class_name": "SCMScheduler"}, 4, {"sigmas": [1.0, 0.0]}, "sigmas"),
+        ({"_class_name": "FlowMapEulerDiscreteScheduler"}, 2, {"sigmas": [1.0, 0.5, 0.2]}, "sigmas"),
+        ({"_class_name": "FlowMapEulerDiscreteScheduler"}, 2, {"mu": 1.0}, "mu"),
+        ({"_class_name": "HeliosScheduler", "stages": 1, "thresholding": True}, 4, {}, "thresholding"),
+        ({"_class_name": "HeliosScheduler", "stages": 1, "predict_x0": False}, 4, {}, "predict_x0"),
+        ({"_class_name": "HeliosScheduler", "stages": 1, "scheduler_type": "dmd"}, 4, {}, "scheduler_type"),
+        ({"_class_name": "HeliosScheduler", "stages": 1}, 4, {"mu": 0.5}, "mu"),
+        ({"_class_name": "HeliosScheduler", "stages": 1, "use_dynamic_shifting": True}, 4, {}, "mu=None"),
+        (
+            {"_class_name": "HeliosDMDScheduler", "stages": 1, "use_dynamic_shifting": True, "shift": 2.0},
+            4,
+            {"mu": 1.0},
+            "shift",
+        ),  # fmt: skip
+        ({"_class_name": "HeliosDMDScheduler", "stages": 1, "prediction_type": "epsilon"}, 4, {}, "prediction_type"),
+    ],
+)
+def test_unimplemented_options_raise(config, n, custom, match):
+    with pytest.raises(ValueError, match=match):
+        interop.from_diffusers(config, n, **custom)
+
+
+def test_every_class_here_runs_on_its_default_config_or_refuses_it():
+    """Each class is compared with its pipeline on its default config in the default run, except Helios's, whose
+    default (stages=3) is the pyramid sampler, refused above with the reason."""
+    defaults = {cls for cls, overrides, _, custom, default in CASES if default and not overrides and not custom}
+    assert sorted(set(LOOPS) - defaults) == ["HeliosDMDScheduler", "HeliosScheduler"]
+    assert set(LOOPS) <= set(interop.SUPPORTED_CLASSES)
+    assert not set(LOOPS) & set(interop.REFUSED)
