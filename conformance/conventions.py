@@ -6,8 +6,11 @@
   on torch tensors (Crowson's k-diffusion). The adapter works in k-diffusion's world alpha = 1: any schedule maps
   onto it with y = x / alpha and sigma_ve = sigma / alpha, `sigmas` = sigma_ve over the grid (0 at a clean end),
   `model(y, sigma)` = denoise(alpha(t) y, t) at t = t_of_sigma_ve(sigma), and `noise_sampler(sigma, sigma_next)`
-  returns the kit's next draw. `sample_dpm_fast` / `sample_dpm_adaptive`, which take (sigma_min, sigma_max[, n])
-  instead of `sigmas`, are driven with the grid's end points (and its number of steps).
+  returns the standardized increment of one Brownian path in sigma_ve built from the kit's draws (`BrownianPath`):
+  the kit's next draw for a sampler that asks for one new interval per call, and for k-diffusion's `dpmpp_sde`,
+  whose two calls per step overlap, the map the reference's variant="k-diffusion" documents. `sample_dpm_fast` /
+  `sample_dpm_adaptive`, which take (sigma_min, sigma_max[, n]) instead of `sigmas`, are driven with the grid's end
+  points (and its number of steps).
 """
 
 import inspect
@@ -75,6 +78,56 @@ def adapt(fn, convention: str, options=None):
     raise ValueError(f"convention={convention!r}: expected one of {', '.join(CONVENTIONS)}")
 
 
+class BrownianPath:
+    """k-diffusion's noise_sampler(sigma, sigma_next) = (W(sigma) - W(sigma_next)) / sqrt|sigma - sigma_next| for one
+    Brownian path W in sigma_ve (what its BrownianTreeNoiseSampler computes), W built from `draw` on demand.
+
+    W starts at 0 at the first point asked for; each new point takes one draw: past the known points,
+    W(s) = W(p) +- sqrt|s - p| z from the nearest known point p, and between two known points lo < s < hi the
+    Brownian bridge W(lo) + (s - lo)/(hi - lo) (W(hi) - W(lo)) + sqrt((s - lo)(hi - s)/(hi - lo)) z.
+    A sampler that asks for consecutive intervals (sigma_i, sigma_{i+1}) gets exactly its draws in order (up to
+    rounding). k-diffusion's `sample_dpmpp_sde`, which asks for (sigma, sigma_s) and then (sigma, sigma_next) in
+    each step, gets a, then (sqrt(sigma - sigma_s) a + sqrt(sigma_s - sigma_next) b) / sqrt(sigma - sigma_next):
+    two draws per step, the map of the reference's `dpmpp_sde(variant="k-diffusion")`. A point within 1e-12
+    relative of a known one is that point (k-diffusion recomputes sigma as exp(-(-log sigma))).
+    """
+
+    def __init__(self, draw, shape):
+        self.draw, self.shape = draw, tuple(shape)
+        self.points: dict[float, np.ndarray] = {}
+
+    def _at(self, s: float) -> np.ndarray:
+        for p in self.points:
+            if abs(p - s) <= 1e-12 * max(abs(p), abs(s)):
+                return self.points[p]
+        if not self.points:
+            w = np.zeros(self.shape)
+        else:
+            below = [p for p in self.points if p < s]
+            above = [p for p in self.points if p > s]
+            if below and above:
+                lo, hi = max(below), min(above)
+                w_lo, w_hi = self.points[lo], self.points[hi]
+                w = (
+                    w_lo
+                    + (s - lo) / (hi - lo) * (w_hi - w_lo)
+                    + np.sqrt((s - lo) * (hi - s) / (hi - lo)) * self.draw(self.shape)
+                )
+            elif above:
+                w = self.points[min(above)] - np.sqrt(min(above) - s) * self.draw(self.shape)
+            else:
+                w = self.points[max(below)] + np.sqrt(s - max(below)) * self.draw(self.shape)
+        self.points[s] = w
+        return w
+
+    def __call__(self, sigma: float, sigma_next: float) -> np.ndarray:
+        sigma, sigma_next = float(sigma), float(sigma_next)
+        if sigma == sigma_next:
+            return np.zeros(self.shape)
+        w, w_next = self._at(sigma), self._at(sigma_next)
+        return (w - w_next) / np.sqrt(abs(sigma - sigma_next))
+
+
 def _k_diffusion(fn, options):
     import torch
 
@@ -101,11 +154,12 @@ def _k_diffusion(fn, options):
         for t, s in zip(grid, sigma_ve):
             times[float(s)] = float(t)
         draw = None if noise is None else as_noise_source(noise, sampler=getattr(fn, "__name__", "sampler"))
+        path = None if draw is None else BrownianPath(draw, np.shape(x_T))
 
         def noise_sampler(sigma, sigma_next):
-            if draw is None:
+            if path is None:
                 raise ValueError("noise=None: this sampler drew noise; pass noise")
-            return torch.from_numpy(draw(tuple(y0.shape)))
+            return torch.from_numpy(path(sigma, sigma_next))
 
         y0 = torch.from_numpy(np.asarray(x_T, dtype=np.float64) / alpha[0])
         kwargs = dict(options)
@@ -113,13 +167,20 @@ def _k_diffusion(fn, options):
             kwargs["noise_sampler"] = noise_sampler
         if accepts(fn, "disable"):
             kwargs["disable"] = True
-        with torch.no_grad():
-            if endpoints:
-                lo, hi = float(sigma_ve[-1]), float(sigma_ve[0])
-                args = (lo, hi, len(grid) - 1) if "n" in params else (lo, hi)
-                out = fn(model, y0, *args, **kwargs)
-            else:
-                out = fn(model, y0, torch.from_numpy(sigma_ve), **kwargs)
+        # k-diffusion builds tensors of its own (torch.tensor(sigma_max) in dpm_adaptive / dpm_fast, linspace) in
+        # torch's default dtype: float64 for the call, or float32 end points move its adaptive steps
+        default_dtype = torch.get_default_dtype()
+        torch.set_default_dtype(torch.float64)
+        try:
+            with torch.no_grad():
+                if endpoints:
+                    lo, hi = float(sigma_ve[-1]), float(sigma_ve[0])
+                    args = (lo, hi, len(grid) - 1) if "n" in params else (lo, hi)
+                    out = fn(model, y0, *args, **kwargs)
+                else:
+                    out = fn(model, y0, torch.from_numpy(sigma_ve), **kwargs)
+        finally:
+            torch.set_default_dtype(default_dtype)
         if isinstance(out, tuple):  # sample_dpm_adaptive(return_info=True)
             out = out[0]
         out = out.detach().cpu().numpy() if hasattr(out, "detach") else np.asarray(out)

@@ -281,6 +281,7 @@ INFO = [
         requires=_A,
         draws=_ancestral_draws,
         order_options={"eta": 0.0},
+        orders=(({"eta": 0.0, "variant": "k-diffusion"}, 1),),
         options=dict(eta=_ETA, s_noise=_S_NOISE, variant=VARIANT),
     ),
     SamplerInfo(
@@ -314,6 +315,7 @@ INFO = [
         aliases=("dpm_2_ancestral",),
         draws=_dpm2_ancestral_draws,
         order_options={"eta": 0.0},
+        orders=(({"eta": 0.0, "variant": "k-diffusion"}, 2),),
         options=dict(eta=_ETA, s_noise=_S_NOISE, variant=VARIANT),
     ),
 ]

@@ -363,3 +363,40 @@ def test_sigma_ve_samplers_stay_in_the_domain_at_a_noisy_end(name, steps):
     options = {"s_churn": 30.0} if name != "dpm2_ancestral" else {}
     out = fn(lambda x, t: (times.append(t), denoise(x, t))[1], x_T, grid, schedule, noise=ReplayedNoise(1), **options)
     assert np.all(np.isfinite(out)) and min(times) >= schedule.t_min and max(times) <= schedule.t_max
+
+
+@pytest.mark.parametrize(
+    "fn_name, checks",
+    [
+        ("sample_dpmpp_sde", ("agreement", "draws")),  # two overlapping Brownian increments per step
+        ("sample_dpm_adaptive", ("agreement",)),  # its end points in float64
+        ("sample_euler_ancestral", ("agreement",)),  # a grid ending at a noisy sigma (variant="k-diffusion")
+        ("sample_dpm_2_ancestral", ("agreement",)),
+        ("sample_dpmpp_3m_sde", ("order",)),  # second order, as its contract says for variant="k-diffusion"
+    ],
+)
+def test_the_conformance_kit_finds_k_diffusion_conforming(fn_name, checks):
+    """k-diffusion's own functions scored by diffspec.conformance in k-diffusion's calling convention: its
+    noise_sampler is one Brownian path built from the kit's draws (`BrownianPath`), so dpmpp_sde's second call of a
+    step overlaps its first exactly as the reference's variant='k-diffusion' maps two draws."""
+    from diffspec.conformance import check_sampler
+
+    report = check_sampler(
+        sampler_functions()[fn_name], K_DIFFUSION_SAMPLERS[fn_name[7:]][0], convention="k-diffusion", checks=checks
+    )
+    assert report.passed, str(report)
+
+
+def test_brownian_path_hands_out_the_draws_and_the_documented_overlap():
+    from diffspec.conformance.conventions import BrownianPath
+
+    noise = ReplayedNoise(11)
+    path = BrownianPath(noise, (3,))
+    z = path(10.0, 4.0), path(4.0, 1.0)  # consecutive intervals: the draws themselves
+    np.testing.assert_allclose(np.array(z), np.array(noise.draws), rtol=1e-14)
+    a = path(1.0, 0.6)
+    b_path = path(1.0, 0.2)  # overlaps (1, 0.6): one new draw b over (0.6, 0.2)
+    a_draw, b_draw = noise.draws[2:]
+    np.testing.assert_allclose(a, a_draw, rtol=1e-14)
+    np.testing.assert_allclose(b_path, (np.sqrt(0.4) * a_draw + np.sqrt(0.4) * b_draw) / np.sqrt(0.8), rtol=1e-13)
+    assert len(noise.draws) == 4 and np.array_equal(path(4.0, 1.0), z[1])  # a known interval draws nothing
