@@ -684,6 +684,27 @@ def _respace(spacing, sigma_max, sigma_min, n):
     raise ValueError(f"sigma spacing {spacing!r}: expected karras, exponential or beta")  # pragma: no cover
 
 
+def _one_of(n, name, values):
+    """(n, the custom array or None) of a set_timesteps that takes exactly one of num_inference_steps and a custom
+    `name` (timesteps or sigmas; diffusers' rule in Euler, Heun, DDPM, the DPM-Solver family and CM), with n the
+    number of custom values when they are given."""
+    if (n is None) == (values is None):
+        raise ValueError(f"num_inference_steps={n!r} with {name}={values!r}: expected exactly one of them")
+    if values is None:
+        return n, None
+    values = _checks.finite_array(name, values)
+    if values.ndim != 1 or len(values) < 1:
+        raise ValueError(f"{name} of shape {values.shape}: expected a non-empty 1-D list")
+    return len(values), values
+
+
+def _no_custom_with_respacing(cfg, name):
+    """diffusers refuses custom timesteps with Karras / exponential / beta sigmas (they would be re-spaced away)."""
+    spacing = sigma_spacing(cfg)
+    if spacing in (SigmaSpacing.KARRAS, SigmaSpacing.EXPONENTIAL, SigmaSpacing.BETA, SigmaSpacing.LU_LAMBDAS):
+        raise ValueError(f"{name} with {spacing.value} sigmas: diffusers refuses the combination (it would re-space them)")
+
+
 def _float32(a):
     """a rounded to float32 and back: diffusers casts its sigmas to float32 before stepping with them."""
     return np.asarray(a, dtype=np.float64).astype(np.float32).astype(np.float64)

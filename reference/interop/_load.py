@@ -115,8 +115,16 @@ REFUSED = {
 CUSTOM_INPUTS = {
     "FlowMatchEulerDiscreteScheduler": ("timesteps", "sigmas", "mu"),
     "FlowMatchLCMScheduler": ("timesteps", "sigmas", "mu"),
-    "DPMSolverMultistepScheduler": ("mu",),  # with use_flow_sigmas and use_dynamic_shifting
-    "UniPCMultistepScheduler": ("mu",),
+    "DPMSolverMultistepScheduler": ("mu", "timesteps"),  # mu with use_flow_sigmas and use_dynamic_shifting
+    "UniPCMultistepScheduler": ("mu", "sigmas"),  # sigmas with use_flow_sigmas
+    "EulerDiscreteScheduler": ("timesteps", "sigmas"),
+    "HeunDiscreteScheduler": ("timesteps",),
+    "DDPMScheduler": ("timesteps",),
+    "DDPMParallelScheduler": ("timesteps",),
+    "DPMSolverSinglestepScheduler": ("timesteps",),
+    "EDMEulerScheduler": ("sigmas",),  # read as the ramp in [0, 1], as diffusers does
+    "CMStochasticIterativeScheduler": ("timesteps",),
+    "MiniMaxH3Scheduler": ("sigmas",),
     "DDPMWuerstchenScheduler": ("timesteps",),
     "LTXEulerAncestralRFScheduler": ("timesteps", "sigmas", "mu"),  # timesteps are read as sigmas
     "SCMScheduler": ("timesteps",),  # TrigFlow times, N + 1 of them

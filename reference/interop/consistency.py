@@ -4,6 +4,7 @@ import numpy as np
 from diffspec.reference import _checks
 from diffspec.reference.interop._config import schedule_from_config
 from diffspec.reference.interop._plan import DiffusersPlan, _threshold, _vp_x0_eps
+from diffspec.reference.interop.ddpm import _custom_descending_timesteps
 from diffspec.reference.schedules import EDM
 
 # ---- Consistency models: LCM, TCD ----------------------------------------------------------------------------
@@ -76,19 +77,27 @@ def _plan_tcd(cfg, n, opts):
     return DiffusersPlan("TCDScheduler", cfg, schedule, ts, 1.0, run, stochastic=gamma > 0 and n > 1)
 
 
-def _plan_cm_stochastic_iterative(cfg, n, opts):
+def _plan_cm_stochastic_iterative(cfg, n, opts, *, timesteps=None):
     """Consistency-model multistep sampling (Song et al. 2023, "Consistency Models", Algorithm 1) as diffusers'
     CMStochasticIterativeScheduler, in EDM's sigma (alpha = 1): sigmas on the Karras ramp (rho) at the training
     indices k (T // N) i, i < N, read as k / (T - 1); the model sees x / sqrt(sigma^2 + sigma_data^2) and timestep
     250 log(sigma), and its output F gives x0 = c_skip x + c_out F with the boundary-condition scalings
     c_skip = sd^2 / ((sigma - sigma_min)^2 + sd^2), c_out = (sigma - sigma_min) sd / sqrt(sigma^2 + sd^2)
     (clipped to [-1, 1] when clip_denoised); then x = x0 + s_noise z sqrt(sigma_next^2 - sigma_min^2), sigma_next
-    the next sigma (sigma_min after the last). Noise draws: one per step, the last included, when N > 1."""
+    the next sigma (sigma_min after the last). Noise draws: one per step, the last included, when N > 1. Custom
+    `timesteps` (strictly decreasing training indices) replace k (T // N) i."""
     T = _checks.integer("num_train_timesteps", cfg["num_train_timesteps"], minimum=2)
-    n = _checks.integer("num_inference_steps", n, minimum=1, maximum=T)
+    if timesteps is not None:
+        if n is not None:
+            raise ValueError(f"num_inference_steps={n!r} with timesteps: expected exactly one of them")
+        indices = _custom_descending_timesteps(cfg, timesteps)[::-1]
+        n = len(indices)
+    else:
+        n = _checks.integer("num_inference_steps", n, minimum=1, maximum=T)
+        indices = np.arange(n) * (T // n)
     lo, hi, sd = (_checks.positive(k, cfg[k]) for k in ("sigma_min", "sigma_max", "sigma_data"))
     rho, s_noise = _checks.positive("rho", cfg["rho"]), float(cfg["s_noise"])
-    ramp = np.arange(n) * (T // n) / (T - 1)
+    ramp = indices / (T - 1)
     sig = (hi ** (1 / rho) + ramp * (lo ** (1 / rho) - hi ** (1 / rho))) ** rho
     ts = 1000 * 0.25 * np.log(sig + 1e-44)
     sig = np.append(sig, lo).astype(np.float32).astype(np.float64)

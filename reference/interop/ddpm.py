@@ -56,7 +56,17 @@ class Variance(enum.StrEnum):
     LEARNED_RANGE = "learned_range"
 
 
-def _plan_ddpm(cfg, n, opts):
+def _custom_descending_timesteps(cfg, timesteps):
+    """Custom integer timesteps as DDPM and CM take them: strictly decreasing, the first below T."""
+    ts = np.asarray(_checks.finite_array("timesteps", timesteps), dtype=np.int64)
+    if ts.ndim != 1 or len(ts) < 1 or np.any(np.diff(ts) >= 0):
+        raise ValueError(f"timesteps={list(timesteps)!r}: expected a strictly decreasing list")
+    if ts[0] >= cfg["num_train_timesteps"] or ts[-1] < 0:
+        raise ValueError(f"timesteps={list(timesteps)!r}: expected values in [0, {cfg['num_train_timesteps'] - 1}]")
+    return ts
+
+
+def _plan_ddpm(cfg, n, opts, *, timesteps=None):
     """Ancestral DDPM (Ho et al. 2020, eqs. 6-7) as diffusers' DDPMScheduler steps it between its timesteps.
 
     Equal to the reference `sample_ddpm` on the same grid with the clean end appended, except: a noise array is
@@ -64,11 +74,18 @@ def _plan_ddpm(cfg, n, opts):
     clamped variance 1e-20), and "fixed_large" uses beta_t = 1 - abar_t / abar_prev as the variance. Learned
     variances (DeepFloyd IF, iDDPM) read the model's second half of axis 1: "learned" as the variance,
     "learned_range" as v in log var = (v + 1)/2 log beta + (1 - v)/2 log small (Nichol & Dhariwal 2021, eq. 15).
-    "fixed_large_log" is refused: diffusers takes the square root of log(beta) < 0 there, which is NaN."""
+    "fixed_large_log" is refused: diffusers takes the square root of log(beta) < 0 there, which is NaN. Custom
+    `timesteps` (strictly decreasing integers, as a pipeline passes them) replace the spaced ones; each step goes to
+    the next of them (the clean end after the last)."""
     schedule = schedule_from_config(cfg)
     abar = schedule.alphas_cumprod()
-    _checks.integer("num_inference_steps", n, minimum=1, maximum=cfg["num_train_timesteps"])
-    ts = _spaced(cfg, n, dtype=np.int64)
+    if timesteps is not None:
+        if n is not None:
+            raise ValueError(f"num_inference_steps={n!r} with timesteps: expected exactly one of them")
+        ts = _custom_descending_timesteps(cfg, timesteps)
+    else:
+        _checks.integer("num_inference_steps", n, minimum=1, maximum=cfg["num_train_timesteps"])
+        ts = _spaced(cfg, n, dtype=np.int64)
     pred = cfg["prediction_type"]
 
     variance = Variance(cfg["variance_type"])

@@ -7,6 +7,8 @@ from diffspec.reference import _checks
 from diffspec.reference.interop._config import (
     SigmaSpacing,
     _float32,
+    _no_custom_with_respacing,
+    _one_of,
     _respace,
     _sigma_to_t,
     _spaced,
@@ -21,10 +23,18 @@ from diffspec.reference.schedules import Flow
 # ---- DPM-Solver family: DPMSolverMultistep, DPMSolverSinglestep, DEIS, UniPC ------------------------------
 
 
-def _dpm_sigmas(cfg, n, schedule):
+def _dpm_sigmas(cfg, n, schedule, timesteps=None):
     """Timesteps (int64) and sigmas of the DPM-Solver family's set_timesteps (N + 1 spaced points, the last dropped;
     or Karras / exponential / beta / uniform-lambda sigmas mapped back to timesteps, which the model sees while the
-    steps use the sigmas themselves, rounded to float32 as diffusers stores them)."""
+    steps use the sigmas themselves, rounded to float32 as diffusers stores them). Custom `timesteps` (cast to
+    int64) replace the spaced ones; the sigmas are interpolated at them."""
+    train = diffusers_train_sigmas(cfg)
+    if timesteps is not None:
+        _no_custom_with_respacing(cfg, "timesteps")
+        ts = np.asarray(_checks.finite_array("timesteps", timesteps)).astype(np.int64)
+        sigmas = np.interp(ts, np.arange(len(train)), train)
+        last = train[0] if cfg["final_sigmas_type"] == "sigma_min" else 0.0
+        return ts, _float32(np.append(sigmas, last))
     _checks.integer("num_inference_steps", n, minimum=1, maximum=cfg["num_train_timesteps"])
     last = None
     if cfg.get("lambda_min_clipped", -np.inf) > -np.inf:  # DPMSolverMultistep: stop above the clipped lam
@@ -33,7 +43,6 @@ def _dpm_sigmas(cfg, n, schedule):
             lam = schedule.lam(np.arange(T, dtype=np.float64))
         last = T - int(np.searchsorted(lam[::-1], cfg["lambda_min_clipped"]))
     ts = _spaced(cfg, n, dtype=np.float64, plus_one=True, last=last)
-    train = diffusers_train_sigmas(cfg)
     multistep = cfg["_class_name"] == "DPMSolverMultistepScheduler"
     spacing = sigma_spacing(cfg)
     if spacing == SigmaSpacing.LINEAR:
@@ -54,13 +63,16 @@ def _dpm_sigmas(cfg, n, schedule):
     return ts.astype(np.int64), _float32(np.append(sigmas, last))
 
 
-def _flow_sigmas(cfg, n, mu=None):
+def _flow_sigmas(cfg, n, mu=None, sigmas=None):
     """Timesteps (int64) and sigmas of DPMSolverMultistep / UniPC with use_flow_sigmas (Sana, Wan): N sigmas of
     flow (alpha = 1 - sigma) from linspace(1, 1/T, N + 1) without its last point, shifted by flow_shift
     (s' = shift s / (1 + (shift - 1) s)); UniPC then stretches to shift_terminal and nudges a first sigma of 1 down
     by 1e-6. The model sees int64(T sigma). Final sigma: 0, or for sigma_min DPMSolverMultistep's
     sqrt((1 - abar_0) / abar_0) of the betas and UniPC's last flow sigma."""
     T = _checks.integer("num_train_timesteps", cfg["num_train_timesteps"], minimum=2)
+    if sigmas is not None:  # UniPC's custom flow sigmas: N of them, shifted like the default linspace
+        sigmas = _checks.finite_array("sigmas", sigmas).ravel()
+        n = len(sigmas)
     n = _checks.integer("num_inference_steps", n, minimum=1)
     dynamic = bool(cfg["use_dynamic_shifting"])
     if dynamic != (mu is not None):
@@ -72,11 +84,12 @@ def _flow_sigmas(cfg, n, mu=None):
         )
     # DPMSolverMultistep: mu sets flow_shift = e^mu; UniPC: the time shift of FlowMatchEuler (`_time_shift`)
     shift = math.exp(mu) if dynamic and not unipc else _checks.positive("flow_shift", cfg["flow_shift"])
-    s = np.linspace(1, 1 / T, n + 1)
-    if unipc and dynamic:
-        sig = _time_shift(TimeShift(cfg["time_shift_type"]), float(mu), s[:-1])
-    elif unipc:
-        sig = shift * s[:-1] / (1 + (shift - 1) * s[:-1])
+    s = np.linspace(1, 1 / T, n + 1) if sigmas is None else np.append(sigmas, 0.0)
+    if unipc:
+        if dynamic:
+            sig = _time_shift(TimeShift(cfg["time_shift_type"]), float(mu), s[:-1])
+        else:
+            sig = shift * s[:-1] / (1 + (shift - 1) * s[:-1])
         if cfg["shift_terminal"]:
             one_minus = 1 - sig
             sig = 1 - one_minus / (one_minus[-1] / (1 - float(cfg["shift_terminal"])))
@@ -183,17 +196,20 @@ def _check_flow(cfg):
     return flow
 
 
-def _plan_dpm_multistep(cfg, n, opts, *, mu=None):
+def _plan_dpm_multistep(cfg, n, opts, *, mu=None, timesteps=None):
     """DPM-Solver++ / DPM-Solver multistep (Lu et al. 2022, arXiv:2211.01095, Alg. 2; 2206.00927) as diffusers'
     DPMSolverMultistepScheduler: orders 1-3, "midpoint" or "heun" second-order variants, lower-order warm-up and
     final steps (lower_order_final below 15 steps, first order onto a final sigma of zero), and the SDE variant
     sde-dpmsolver++ (one draw per step, the last included). The model sees the rounded (Karras) timestep while
-    the update uses the exact sigma."""
+    the update uses the exact sigma. Custom `timesteps`: see `_dpm_sigmas`."""
     flow = _check_flow(cfg)
     schedule = Flow(shift=float(cfg["flow_shift"])) if flow else schedule_from_config(cfg)
     if (mu is not None or cfg["use_dynamic_shifting"]) and not flow:
         raise ValueError("use_dynamic_shifting / mu: implemented with use_flow_sigmas only")
-    ts, sig = _flow_sigmas(cfg, n, mu) if flow else _dpm_sigmas(cfg, n, schedule)
+    n, given_ts = _one_of(n, "timesteps", timesteps)
+    if flow and given_ts is not None:
+        raise ValueError("timesteps with use_flow_sigmas: diffusers replaces them by the flow grid (not implemented)")
+    ts, sig = _flow_sigmas(cfg, n, mu) if flow else _dpm_sigmas(cfg, n, schedule, timesteps=given_ts)
     of = _flow_of if flow else _vp_of
     pred, algo, order = cfg["prediction_type"], cfg["algorithm_type"], cfg["solver_order"]
     N = len(ts)
@@ -264,7 +280,7 @@ def _singlestep_orders(order, n, lower_order_final, final_zero):
     return orders
 
 
-def _plan_dpm_singlestep(cfg, n, opts):
+def _plan_dpm_singlestep(cfg, n, opts, *, timesteps=None):
     """Singlestep DPM-Solver / DPM-Solver++ (Lu et al. 2022, arXiv:2206.00927 Alg. 1; arXiv:2211.01095 Alg. 1) as
     diffusers' DPMSolverSinglestepScheduler: steps in groups of orders 1, 2, 3 (`_singlestep_orders`); a group of
     order k goes from the sample at grid[i - k + 1] to grid[i + 1] with the k model values of the group, so the
@@ -276,10 +292,12 @@ def _plan_dpm_singlestep(cfg, n, opts):
 
     diffusers forces lower_order_final=True when N is not a multiple of solver_order or the final sigma is zero
     (the default), and so does this plan. Departure kept out: with algorithm_type="dpmsolver" and thresholding,
-    diffusers 0.42.1 indexes alpha_t with timestep None (a shape error): rejected here."""
+    diffusers 0.42.1 indexes alpha_t with timestep None (a shape error): rejected here. Custom `timesteps`: see
+    `_dpm_sigmas`."""
     schedule = schedule_from_config(cfg)
     cfg = {**cfg, "timestep_spacing": "linspace"}
-    ts, sig = _dpm_sigmas(cfg, n, schedule)
+    n, given_ts = _one_of(n, "timesteps", timesteps)
+    ts, sig = _dpm_sigmas(cfg, n, schedule, timesteps=given_ts)
     pred, algo, order = cfg["prediction_type"], cfg["algorithm_type"], cfg["solver_order"]
     algo = "dpmsolver++" if algo == "deis" else algo  # diffusers' own alias
     solver_type = "midpoint" if cfg["solver_type"] in ("logrho", "bh1", "bh2") else cfg["solver_type"]
@@ -460,17 +478,20 @@ def _unipc_coefficients(rks, hh, order, solver_type):
     return h_phi_1, B_h, np.array(R), np.array(b)
 
 
-def _plan_unipc(cfg, n, opts, *, mu=None):
+def _plan_unipc(cfg, n, opts, *, mu=None, sigmas=None):
     """UniPC (Zhao et al. 2023, "UniPC", arXiv:2302.04867): UniP-p predictor + UniC corrector in data-prediction
     form, as diffusers' UniPCMultistepScheduler (bh1/bh2, lower_order_final, disable_corrector). The corrector
     at step i re-uses the model call of step i (no extra call); the last predictor step is not corrected.
     Departure kept out: with solver_type="bh1" and a final sigma of zero diffusers 0.42.1 returns NaN
-    (B(h) = h = -inf times a zero correction); the plan returns that step's limit, x0."""
+    (B(h) = h = -inf times a zero correction); the plan returns that step's limit, x0. Custom `sigmas` (flow sigmas,
+    with use_flow_sigmas): see `_flow_sigmas`."""
     flow = _check_flow(cfg)
     schedule = Flow(shift=float(cfg["flow_shift"])) if flow else schedule_from_config(cfg)
     if (mu is not None or cfg["use_dynamic_shifting"]) and not flow:
         raise ValueError("use_dynamic_shifting / mu: implemented with use_flow_sigmas only")
-    ts, sig = _flow_sigmas(cfg, n, mu) if flow else _dpm_sigmas(cfg, n, schedule)
+    if sigmas is not None and not flow:
+        raise ValueError("sigmas: UniPC takes custom sigmas with use_flow_sigmas only (diffusers refuses them otherwise)")
+    ts, sig = _flow_sigmas(cfg, n, mu, sigmas) if flow else _dpm_sigmas(cfg, n, schedule)
     of = _flow_of if flow else _vp_of
     pred, order, N = cfg["prediction_type"], cfg["solver_order"], len(ts)
     disabled = set(cfg["disable_corrector"])

@@ -15,12 +15,24 @@ from diffspec.reference.schedules import (
 # ---- EDM: EDMEuler, EDMDPMSolverMultistep --------------------------------------------------------------------
 
 
-def _edm_sigmas(cfg, n):
+def _edm_sigmas(cfg, n, ramp=None):
     """EDM schedulers' set_timesteps: Karras sigmas (rho) or log-uniform ("exponential") between sigma_min and
-    sigma_max, N of them; model timestep c_noise = log(sigma) / 4 (float32)."""
+    sigma_max, N of them; model timestep c_noise = log(sigma) / 4 (float32).
+
+    `ramp` (EDMEuler's custom `sigmas`, which diffusers reads as the ramp positions in [0, 1], not as sigmas) replaces
+    linspace(0, 1, N) in the Karras formula (Karras et al. 2022, eq. 5); departure reproduced: the exponential
+    schedule uses only its length."""
+    if ramp is not None:
+        ramp = _checks.finite_array("sigmas", ramp).ravel()
+        if n is not None and n != len(ramp):
+            raise ValueError(f"num_inference_steps={n!r} with {len(ramp)} custom sigmas: expected None or {len(ramp)}")
+        n = len(ramp)
     _checks.integer("num_inference_steps", n, minimum=1)
     lo, hi = _checks.positive("sigma_min", cfg["sigma_min"]), _checks.positive("sigma_max", cfg["sigma_max"])
-    if cfg["sigma_schedule"] == "karras":
+    if cfg["sigma_schedule"] == "karras" and ramp is not None:
+        rho = _checks.positive("rho", cfg["rho"])
+        sig = (hi ** (1 / rho) + ramp * (lo ** (1 / rho) - hi ** (1 / rho))) ** rho
+    elif cfg["sigma_schedule"] == "karras":
         sig = _karras(hi, lo, n, rho=_checks.positive("rho", cfg["rho"]))
     else:
         sig = np.exp(np.linspace(math.log(lo), math.log(hi), n))[::-1].copy()
@@ -48,14 +60,15 @@ def _edm_schedule(cfg):
     )
 
 
-def _plan_edm_euler(cfg, n, opts):
+def _plan_edm_euler(cfg, n, opts, *, sigmas=None):
     """Euler (Karras et al. 2022, Alg. 1; Alg. 2 with churn) in EDM's own parameterization, as diffusers'
     EDMEulerScheduler: the model sees c_in x = x / sqrt(sigma^2 + sigma_data^2) and c_noise = log(sigma) / 4, its
     output F gives x0 = c_skip x + c_out F; x_next = x + (sigma_next - sigma_hat) (x_hat - x0) / sigma_hat, churn as
     in `_plan_euler` (step options s_churn, s_tmin, s_tmax, s_noise; the model is called before the churn and F is
     read at sigma_hat: a diffusers departure from Alg. 2). Departure: x_T = sqrt(sigma_max^2 + 1) eps
-    (init_noise_sigma), where the paper starts from sigma_max eps."""
-    ts, sig = _edm_sigmas(cfg, n)
+    (init_noise_sigma), where the paper starts from sigma_max eps. Custom `sigmas`: the ramp of `_edm_sigmas`."""
+    ts, sig = _edm_sigmas(cfg, n, ramp=sigmas)
+    n = len(ts)
     gammas, s_noise = _churn(opts, sig, n)
     sd = float(cfg["sigma_data"])
 

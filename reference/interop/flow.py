@@ -143,17 +143,23 @@ def _plan_flow_match_heun(cfg, n, opts):
     return plan
 
 
-def _plan_minimax_h3(cfg, n, opts):
+def _plan_minimax_h3(cfg, n, opts, *, sigmas=None):
     """MiniMax-H3's rectified-flow sampler as diffusers' MiniMaxH3Scheduler: sigmas = shift(linspace(1, 0, N)) with
     the SD3 shift s' = shift s / (1 + (shift - 1) s) (repeated values collapsed; 0 is the last), N - 1 model calls
     at timestep t = 1 - sigma (time runs from noise at 0 to data at 1), the model returning u = x0 - eps, so
     x0 = x + (1 - t) u; then the first-order step x_next = (sigma_next / sigma) x + (1 - sigma_next / sigma) x0
-    (DDIM on the flow, Song et al. 2021)."""
-    n = _checks.integer("num_inference_steps", n, minimum=2)
-    shift = _checks.positive("shift", cfg["shift"])
-    base = np.linspace(1.0, 0.0, n, dtype=np.float32)
-    sig = (np.float32(shift) * base / (1 + (np.float32(shift) - 1) * base)).astype(np.float32)
-    sig = sig[np.append(True, sig[1:] != sig[:-1])].astype(np.float64)
+    (DDIM on the flow, Song et al. 2021). Custom `sigmas` (strictly decreasing, ending at 0) are used as given."""
+    if sigmas is not None:  # used as given (no shift): strictly decreasing, ending at 0
+        sig = np.asarray(_checks.finite_array("sigmas", sigmas), dtype=np.float32).ravel()
+        if len(sig) < 2 or np.any(np.diff(sig) >= 0) or sig[-1] != 0.0:
+            raise ValueError(f"sigmas={list(sigmas)!r}: expected at least two strictly decreasing values ending at 0")
+        sig = sig.astype(np.float64)
+    else:
+        n = _checks.integer("num_inference_steps", n, minimum=2)
+        shift = _checks.positive("shift", cfg["shift"])
+        base = np.linspace(1.0, 0.0, n, dtype=np.float32)
+        sig = (np.float32(shift) * base / (1 + (np.float32(shift) - 1) * base)).astype(np.float32)
+        sig = sig[np.append(True, sig[1:] != sig[:-1])].astype(np.float64)
     ts = (1.0 - sig[:-1].astype(np.float32)).astype(np.float32)
 
     def run(model, x, draw):

@@ -8,6 +8,8 @@ from diffspec.reference import _checks
 from diffspec.reference.interop._config import (
     SigmaSpacing,
     _float32,
+    _no_custom_with_respacing,
+    _one_of,
     _respace,
     _sigma_to_t,
     _spaced,
@@ -21,18 +23,31 @@ from diffspec.reference.schedules import VE
 # ---- k-diffusion family: Euler, Euler ancestral, Heun, KDPM2 (+ ancestral), DPMSolverSDE, LMS ------------
 
 
-def _k_sigmas(cfg, n, schedule, *, final_sigmas_type="zero", sigma_min=None, sigma_max=None):
+def _k_sigmas(cfg, n, schedule, *, final_sigmas_type="zero", sigma_min=None, sigma_max=None, timesteps=None, sigmas=None):
     """Timesteps (float32) and sigmas (+ the final one) of diffusers' Euler/Heun/LMS/KDPM2 set_timesteps.
 
     The spacing is the config's (`sigma_spacing`). Departure reproduced for log_linear (Euler): diffusers takes
     N + 1 sigmas geometric between the training ends (float32 linspace of log sigma) and keeps the spaced timesteps,
     so the model times do not match the sigmas, and the final sigma is appended after them (the loop uses N + 1).
     Karras, exponential and beta sigmas are re-spaced between the interpolated ends (or Euler's sigma_min /
-    sigma_max) and mapped back to fractional timesteps. The sigmas are rounded to float32, as diffusers steps."""
-    _checks.integer("num_inference_steps", n, minimum=1, maximum=cfg["num_train_timesteps"])
-    spacing = sigma_spacing(cfg)
-    ts = _spaced(cfg, n, dtype=np.float32)
+    sigma_max) and mapped back to fractional timesteps. The sigmas are rounded to float32, as diffusers steps.
+
+    Custom inputs (Euler, Heun): `timesteps` replace the spaced ones (the sigmas are interpolated at them); `sigmas`
+    (Euler; N + 1 values, the final one included) are used as given, each mapped to its fractional timestep in
+    float32 as diffusers does."""
     train = diffusers_train_sigmas(cfg)
+    if sigmas is not None:
+        sig = np.asarray(sigmas, dtype=np.float32)
+        if len(sig) < 2:
+            raise ValueError(f"sigmas={list(sigmas)!r}: expected N + 1 >= 2 values, the final sigma included")
+        return _sigma_to_t(sig[:-1], np.log(train)).astype(np.float32), sig.astype(np.float64)
+    spacing = sigma_spacing(cfg)
+    if timesteps is not None:
+        _no_custom_with_respacing(cfg, "timesteps")
+        ts = np.asarray(timesteps, dtype=np.float32)
+    else:
+        _checks.integer("num_inference_steps", n, minimum=1, maximum=cfg["num_train_timesteps"])
+        ts = _spaced(cfg, n, dtype=np.float32)
     if spacing == SigmaSpacing.LOG_LINEAR:
         sigmas = np.exp(np.linspace(np.log(train[-1]), np.log(train[0]), n + 1, dtype=np.float32).astype(np.float64))
         sigmas = sigmas.astype(np.float32).astype(np.float64)
@@ -63,7 +78,7 @@ def _churn(opts, sig, n):
     return np.where(inside, min(s_churn / n, math.sqrt(2) - 1), 0.0), s_noise
 
 
-def _plan_euler(cfg, n, opts):
+def _plan_euler(cfg, n, opts, *, timesteps=None, sigmas=None):
     """Euler's method on the probability-flow ODE in sigma_ve (Karras et al. 2022, Alg. 1; Alg. 2 with churn), as
     diffusers' EulerDiscreteScheduler: x is scaled by sqrt(sigma^2 + 1) (the model sees x / sqrt(sigma^2 + 1)),
     x_next = x + (sigma_next - sigma) (x - x0) / sigma. The reference counterpart is `euler` on the same sigmas.
@@ -73,8 +88,20 @@ def _plan_euler(cfg, n, opts):
     an Euler step from sigma_hat. Departure reproduced: diffusers calls the model *before* the churn, at (x, sigma),
     and reads its output as if it were taken at (x_hat, sigma_hat): eps -> x0 = x_hat - sigma_hat eps; v -> x0 with
     sigma's coefficients applied to x_hat (the paper evaluates the denoiser at x_hat, sigma_hat). Noise draws: one
-    per step with gamma > 0, the last step included."""
+    per step with gamma > 0, the last step included. Custom `timesteps` or `sigmas` (N + 1, the final included): see
+    `_k_sigmas`."""
     schedule = schedule_from_config(cfg)
+    if timesteps is not None and sigmas is not None:
+        raise ValueError("timesteps and sigmas: diffusers' Euler takes one of them, not both")
+    given_ts = None
+    if sigmas is None:
+        n, given_ts = _one_of(n, "timesteps", timesteps)
+    else:
+        n, sigmas = _one_of(n, "sigmas", sigmas)
+        n -= 1
+    continuous_v = cfg["timestep_type"] == "continuous" and cfg["prediction_type"] == "v_prediction"
+    if given_ts is not None and continuous_v:
+        raise ValueError("timesteps with timestep_type='continuous' and v_prediction: diffusers refuses the combination")
     ts, sig = _k_sigmas(
         cfg,
         n,
@@ -82,8 +109,10 @@ def _plan_euler(cfg, n, opts):
         final_sigmas_type=cfg["final_sigmas_type"],
         sigma_min=cfg["sigma_min"],
         sigma_max=cfg["sigma_max"],
+        timesteps=given_ts,
+        sigmas=sigmas,
     )
-    if cfg["timestep_type"] == "continuous" and cfg["prediction_type"] == "v_prediction":
+    if continuous_v:
         # EDM's c_noise = log(sigma) / 4 (Stable Video Diffusion), from the float32 sigmas
         ts = (0.25 * np.log(sig[:n].astype(np.float32))).astype(np.float32)
     gammas, s_noise = _churn(opts, sig, n)
@@ -140,12 +169,14 @@ def _plan_euler_ancestral(cfg, n, opts):
     )
 
 
-def _plan_heun(cfg, n, opts):
+def _plan_heun(cfg, n, opts, *, timesteps=None):
     """Heun's 2nd-order method (Karras et al. 2022, Alg. 1, no churn) as diffusers' HeunDiscreteScheduler: two
     model calls per step (the second at sigma_next, with the timestep of sigma_next), an Euler step onto the
-    final sigma = 0. Model timesteps: t_0, t_1, t_1, t_2, t_2, ..., t_{N-1}, t_{N-1}."""
+    final sigma = 0. Model timesteps: t_0, t_1, t_1, t_2, t_2, ..., t_{N-1}, t_{N-1}. Custom `timesteps` replace the
+    spaced ones."""
     schedule = schedule_from_config(cfg)
-    ts, sig = _k_sigmas(cfg, n, schedule)
+    n, given_ts = _one_of(n, "timesteps", timesteps)
+    ts, sig = _k_sigmas(cfg, n, schedule, timesteps=given_ts)
     calls = np.concatenate([ts[:1], np.repeat(ts[1:], 2)])
     pred = cfg["prediction_type"]
 

@@ -18,15 +18,75 @@ FLUX = {
 
 def run_diffusers(config, n, model, x_T, noise, **set_timesteps):
     sched = getattr(diffusers, config["_class_name"]).from_config(config)
+    if config["_class_name"] == "EDMEulerScheduler" and "sigmas" in set_timesteps:  # it takes a tensor only
+        set_timesteps = {**set_timesteps, "sigmas": torch.tensor(set_timesteps["sigmas"], dtype=torch.float64)}
+    if config["_class_name"] == "UniPCMultistepScheduler" and "sigmas" in set_timesteps:  # it takes an array only
+        set_timesteps = {**set_timesteps, "sigmas": np.asarray(set_timesteps["sigmas"])}
     sched.set_timesteps(n, **set_timesteps)
     latents = torch.from_numpy(x_T).float() * getattr(sched, "init_noise_sigma", 1.0)
     timesteps = []
     with patched_randn(noise):
         for t in sched.timesteps:
             timesteps.append(t.item())
-            out = model(latents.double().numpy(), t.numpy())
+            inp = sched.scale_model_input(latents, t) if hasattr(sched, "scale_model_input") else latents
+            out = model(inp.double().numpy(), t.numpy())
             latents = sched.step(torch.from_numpy(out).float(), t, latents).prev_sample
     return latents.double().numpy(), np.array(timesteps)
+
+
+SD = {"beta_schedule": "scaled_linear", "beta_start": 0.00085, "beta_end": 0.012}
+FLOW_UNIPC = {"prediction_type": "flow_prediction", "use_flow_sigmas": True}
+# What pipelines pass to set_timesteps besides num_inference_steps, in every other class that accepts it
+CUSTOM_CASES = [
+    ("EulerDiscreteScheduler", {}, {"timesteps": [999.0, 800.0, 600.0, 350.0, 100.0, 10.0]}),
+    (
+        "EulerDiscreteScheduler",
+        {**SD, "prediction_type": "v_prediction"},
+        {"sigmas": [14.6, 8.0, 3.0, 1.0, 0.3, 0.05, 0.0]},
+    ),
+    ("HeunDiscreteScheduler", {}, {"timesteps": [999.0, 700.0, 400.0, 100.0]}),
+    ("DDPMScheduler", {}, {"timesteps": [999, 750, 500, 250, 0]}),
+    ("DDPMParallelScheduler", {"variance_type": "fixed_large"}, {"timesteps": [900, 600, 300, 50]}),
+    ("DPMSolverMultistepScheduler", {}, {"timesteps": [999, 800, 600, 400, 200, 50]}),
+    ("DPMSolverSinglestepScheduler", {"solver_order": 3}, {"timesteps": [999, 850, 700, 500, 300, 150, 20]}),
+    ("UniPCMultistepScheduler", {**FLOW_UNIPC, "flow_shift": 3.0}, {"sigmas": [1.0, 0.8, 0.6, 0.4, 0.2]}),
+    ("EDMEulerScheduler", {}, {"sigmas": [0.0, 0.2, 0.5, 0.7, 0.9, 1.0]}),
+    ("CMStochasticIterativeScheduler", {}, {"timesteps": [38, 20, 5]}),  # index 39 is sigma_min, where c_out = 0
+    ("MiniMaxH3Scheduler", {}, {"sigmas": [1.0, 0.7, 0.4, 0.1, 0.0]}),
+]
+
+
+@pytest.mark.parametrize("cls, overrides, custom", CUSTOM_CASES, ids=[f"{c[0]}-{sorted(c[2])[0]}" for c in CUSTOM_CASES])
+def test_custom_timesteps_and_sigmas_match_diffusers(cls, overrides, custom):
+    config = {"_class_name": cls, **overrides}
+    plan = interop.from_diffusers(config, **custom)
+    model = model_for(plan)
+    x_T = np.random.default_rng(3).standard_normal(SHAPE)
+    ours_noise, theirs_noise = NoiseList(5), NoiseList(5)
+    ours = plan.run(model, x_T, noise=ours_noise if plan.stochastic else None)
+    theirs, their_ts = run_diffusers(config, None, model, x_T, theirs_noise, **custom)
+    assert len(ours_noise.drawn) == len(theirs_noise.drawn)
+    np.testing.assert_allclose(plan.timesteps, their_ts, rtol=2e-5, atol=1e-3)
+    dev = np.max(np.abs(ours - theirs)) / np.max(np.abs(theirs))
+    assert dev < TOL, f"{cls} {sorted(custom)}: max deviation {dev:.2e} of max |x|"
+
+
+@pytest.mark.parametrize(
+    "cls, overrides, n, custom, match",
+    [
+        ("EulerDiscreteScheduler", {}, 4, {"timesteps": [900.0, 500.0]}, "exactly one"),
+        ("EulerDiscreteScheduler", {}, None, {"timesteps": [900.0], "sigmas": [1.0, 0.0]}, "not both"),
+        ("EulerDiscreteScheduler", {"use_karras_sigmas": True}, None, {"timesteps": [900.0]}, "karras sigmas"),
+        ("DDPMScheduler", {}, None, {"timesteps": [500, 700]}, "strictly decreasing"),
+        ("DDPMScheduler", {}, None, {"timesteps": [1000, 700]}, r"\[0, 999\]"),
+        ("UniPCMultistepScheduler", {}, None, {"sigmas": [1.0, 0.5]}, "use_flow_sigmas only"),
+        ("MiniMaxH3Scheduler", {}, None, {"sigmas": [1.0, 0.5]}, "ending at 0"),
+        ("DPMSolverMultistepScheduler", FLOW_UNIPC, None, {"timesteps": [900, 500]}, "flow grid"),
+    ],
+)
+def test_refused_custom_inputs_say_why(cls, overrides, n, custom, match):
+    with pytest.raises(ValueError, match=match):
+        interop.from_diffusers({"_class_name": cls, **overrides}, n, **custom)
 
 
 CASES = [
