@@ -16,7 +16,7 @@ import math
 
 import numpy as np
 from diffspec.reference import _checks
-from diffspec.reference.interop._config import _karras, _sigma_to_t, _spaced, _train_sigmas, schedule_from_config
+from diffspec.reference.interop._config import _karras, _sigma_to_t, _spaced, schedule_from_config
 from diffspec.reference.interop._plan import DiffusersPlan, _threshold, _vp_x0_eps
 from diffspec.reference.interop.ddpm import snr_shifted_schedule
 from diffspec.reference.interop.dpm_solver import (
@@ -58,11 +58,13 @@ def _plan_cogvideox_dpm(cfg, n, opts):
     "trailing" the two need not be one grid interval apart; every step draws one array and every second-order
     step draws a second one that replaces it (the first is thrown away), so N steps take N + (number of
     second-order steps) draws. The step option `eta` (which the pipeline passes) is ignored by diffusers, and
-    here; clip_sample, clip_sample_range and sample_max_value are read by __init__ and never by `step`.
+    here; clip_sample, clip_sample_range and sample_max_value are read by __init__ and never by `step`. From t = 0
+    with set_alpha_to_one=False the last step lands on alphabar[0] itself: a step of length zero. alphabar is
+    diffusers' own (`_cogvideox_alphas_cumprod`: float32 unless the betas are "scaled_linear").
     Model calls per step: 1. Noise draws: as above, in that order."""
     _checks.nonnegative("eta", opts.get("eta", 0.0))
     schedule = snr_shifted_schedule(cfg)
-    abar = schedule.alphas_cumprod()
+    abar = _cogvideox_alphas_cumprod(cfg)
     T = cfg["num_train_timesteps"]
     _checks.integer("num_inference_steps", n, minimum=1, maximum=T)
     ts = _spaced(cfg, n, dtype=np.int64)
@@ -84,6 +86,8 @@ def _plan_cogvideox_dpm(cfg, n, opts):
             update = _dpm_multistep_update(points, _abar_of, "sde-dpmsolver++", "midpoint")
             if a_t == 0:  # from zero SNR (lam = -inf, h = inf) the step is the limit alpha_next x0 + sigma_next z
                 x = math.sqrt(a_next) * x0 + math.sqrt(1.0 - a_next) * z
+            elif a_next == a_t:  # t = 0 onto alphabar[0] (set_alpha_to_one=False): a step of length zero
+                pass
             else:
                 x = update(x, [x0_prev, x0] if second else [x0], 1, 2 if second else 1, z)
             x0_prev = x0
@@ -96,11 +100,37 @@ def _plan_cogvideox_dpm(cfg, n, opts):
 
 
 def _float32_train_sigmas(schedule):
-    """sigma_ve = sqrt((1 - abar) / abar) at the training timesteps as diffusers computes it, in float32 from a float32
-    alphabar. Near t = 0, 1 - abar ~ 1e-4 keeps only ~3 digits in float32, which moves the Karras and exponential
-    sigma ranges (whose ends are these values) by ~1e-3 relative: reproduced, not corrected."""
-    abar = schedule.alphas_cumprod().astype(np.float32)
+    """sigma_ve = sqrt((1 - abar) / abar) at the training timesteps as diffusers computes it: float32 betas, alphas
+    1 - beta in float32, their cumulative product accumulated in float64 and stored in float32 (torch's cumprod on
+    CPU), sigma in float32. Reproduced, not corrected: near t = 0, 1 - abar ~ 1e-4 keeps ~3 digits, which moves the
+    Karras and exponential ranges (whose ends are these values) by ~1e-3 relative; near t = T - 1 abar carries the
+    cumulated rounding of its betas (1e-5 relative for the cosine schedule), which the conversion of an epsilon
+    prediction to x0 amplifies by 1 / alpha."""
+    abar = _float32_alphas_cumprod(schedule).astype(np.float32)
     return np.sqrt((np.float32(1) - abar) / abar).astype(np.float64)
+
+
+def _float32_alphas_cumprod(schedule):
+    """alphabar as diffusers stores it for float32 betas: 1 - beta in float32, the product accumulated in float64
+    (torch's cumprod on CPU), rounded to float32."""
+    alphas = np.float32(1) - schedule.betas().astype(np.float32)
+    return np.cumprod(alphas.astype(np.float64)).astype(np.float32).astype(np.float64)
+
+
+def _cogvideox_alphas_cumprod(cfg):
+    """CogVideoXDPM's alphabar: the betas' (float64 for "scaled_linear", else float32 as diffusers builds them)
+    shifted by snr_shift_scale, abar / (s + (1 - s) abar), then optionally rescaled to zero terminal SNR (Lin et al.
+    2023, Alg. 1: sqrt(abar) shifted to end at 0 and scaled to keep its first value)."""
+    base = schedule_from_config({**cfg, "rescale_betas_zero_snr": False})
+    exact = cfg["beta_schedule"] == "scaled_linear" and cfg["trained_betas"] is None
+    abar = base.alphas_cumprod() if exact else _float32_alphas_cumprod(base)
+    scale = _checks.positive("snr_shift_scale", cfg["snr_shift_scale"])
+    abar = abar / (scale + (1 - scale) * abar)
+    if cfg["rescale_betas_zero_snr"]:
+        root = np.sqrt(abar)
+        root = (root - root[-1]) * root[0] / (root[0] - root[-1])
+        abar = root**2
+    return abar
 
 
 def _inverse_sigmas(cfg, n, schedule):
@@ -110,10 +140,11 @@ def _inverse_sigmas(cfg, n, schedule):
     increasing order (timesteps rounded for Karras, truncated for exponential) and flow sigmas (which diffusers
     copies from the forward scheduler, so they *decrease*) end by repeating their last sigma. Repeated timesteps are
     dropped, the sigmas are not (so the step index of a later step reads the sigma of an earlier grid point, as in
-    diffusers). Sigmas are rounded to float32 as diffusers stores them."""
+    diffusers). The training sigmas are diffusers' float32 ones (`_float32_train_sigmas`) and the sigmas are rounded
+    to float32 as diffusers stores them."""
     T = _checks.integer("num_train_timesteps", cfg["num_train_timesteps"], minimum=2)
     n = _checks.integer("num_inference_steps", n, minimum=1, maximum=T)
-    train = _train_sigmas(schedule)
+    train = _float32_train_sigmas(schedule)
     clip = float(cfg["lambda_min_clipped"])
     noisiest = T - 1 - int(np.searchsorted(-np.log(train)[::-1], clip))
     match cfg["timestep_spacing"]:
@@ -125,12 +156,11 @@ def _inverse_sigmas(cfg, n, schedule):
         case _:  # trailing
             ts = np.arange(noisiest + 1, 0, -T / n).round()[::-1] - 1
     if cfg["use_karras_sigmas"] or cfg["use_exponential_sigmas"]:
-        train32 = _float32_train_sigmas(schedule)
         if cfg["use_karras_sigmas"]:
-            sig = _karras(train32[0], train32[-1], n)  # diffusers' sigma_max/sigma_min swapped: increasing sigmas
+            sig = _karras(train[0], train[-1], n)  # diffusers' sigma_max/sigma_min swapped: increasing sigmas
         else:
-            sig = np.exp(np.linspace(math.log(train32[0]), math.log(train32[-1]), n))
-        ts = _sigma_to_t(sig, np.log(train32))
+            sig = np.exp(np.linspace(math.log(train[0]), math.log(train[-1]), n))
+        ts = _sigma_to_t(sig, np.log(train))
         ts = ts.round() if cfg["use_karras_sigmas"] else ts
         sig = np.append(sig, sig[-1])
     elif cfg["use_flow_sigmas"]:
@@ -150,21 +180,29 @@ def _plan_dpm_multistep_inverse(cfg, n, opts):
     """DPM-Solver(++) multistep inversion (Lu et al. 2022, arXiv:2211.01095, Alg. 2 run with lam decreasing, i.e.
     h < 0: data to noise, e.g. for image editing) as diffusers' DPMSolverMultistepInverseScheduler: the update and
     order rules of DPMSolverMultistep (`_dpm_multistep_update`; warm-up, lower_order_final below 15 steps,
-    euler_at_final; there is no final sigma of zero) on the increasing grid of `_inverse_sigmas`. sde-dpmsolver++ and
-    sde-dpmsolver draw one array per step, the last included. Aliases as in diffusers: algorithm_type "deis" is
-    "dpmsolver++", solver_type "logrho"/"bh1"/"bh2" is "midpoint".
+    euler_at_final; there is no final sigma of zero) on the increasing grid of `_inverse_sigmas`. Aliases as in
+    diffusers: algorithm_type "deis" is "dpmsolver++", solver_type "logrho"/"bh1"/"bh2" is "midpoint". The SDE
+    algorithms have no inversion (their noise term needs h > 0; diffusers returns NaN): rejected, except with
+    use_flow_sigmas, whose grid decreases (below), where they draw one array per step, the last included.
 
     Departures: with Karras, exponential or flow sigmas the last step has zero length (its sigma is repeated); the
     plan returns the sample unchanged there, which is what diffusers computes except for second- or third-order
     "heun" / third-order steps, where its 0/0 gives NaN (possible from 15 steps, or with lower_order_final=False).
     With use_flow_sigmas diffusers' inverse scheduler walks the forward flow grid (noise to data), copied from
-    DPMSolverMultistep; reproduced as is. Rejected, as diffusers 0.42.1 fails on them: solver_order 3 with the SDE
-    algorithms (no third-order SDE update), flow_prediction with the noise-prediction algorithms."""
+    DPMSolverMultistep; reproduced as is. Rejected, as diffusers 0.42.1 fails on them: the SDE algorithms without
+    flow sigmas (NaN), solver_order 3 with the SDE algorithms (no third-order SDE update), flow_prediction with the
+    noise-prediction algorithms."""
     flow = _check_flow(cfg)
     algo = "dpmsolver++" if cfg["algorithm_type"] == "deis" else cfg["algorithm_type"]
     solver_type = "midpoint" if cfg["solver_type"] in ("logrho", "bh1", "bh2") else cfg["solver_type"]
     order, pred = cfg["solver_order"], cfg["prediction_type"]
     sde = algo in ("sde-dpmsolver", "sde-dpmsolver++")
+    if sde and not flow:
+        raise ValueError(
+            f"config key 'algorithm_type'={algo!r} is not implemented for DPMSolverMultistepInverseScheduler: its "
+            "reverse-time SDE step cannot run from data to noise (h < 0 makes sqrt(1 - e^(-2h)) imaginary; diffusers "
+            "0.42.1 returns NaN); use an ODE algorithm (dpmsolver++ or dpmsolver)"
+        )
     if sde and order == 3:
         raise ValueError(
             f"config key 'solver_order'=3 with algorithm_type={algo!r} is not implemented for "
@@ -234,7 +272,11 @@ def _plan_cosine_dpm_multistep(cfg, n, opts):
     (W(sigma_next) - W(sigma)) / sqrt|sigma_next - sigma|; the intervals of successive steps are disjoint, so these
     are independent standard normals: the plan takes one draw per step, the last included (multiplied by 0 onto
     sigma = 0), which reproduces the tree in law and draw for draw when the tree is fed the same increments.
-    Departure: x_T = sqrt(sigma_max^2 + 1) eps (init_noise_sigma), where EDM starts from sigma_max eps. Rejected:
+    Departures: x_T = sqrt(sigma_max^2 + 1) eps (init_noise_sigma), where EDM starts from sigma_max eps. With
+    final_sigmas_type="sigma_min" the last step goes from the last sigma of the schedule (sigma_min computed in
+    float32) to float32(sigma_min), which may lie an ulp above it: diffusers' sqrt(1 - e^{-2h}) is then 0 where its
+    float32 lam values coincide (the exponential schedule) and NaN where they do not (Karras); the plan returns the
+    sample unchanged (the h -> 0 limit) in both cases. Rejected:
     solver_order 3 (diffusers 0.42.1 has no third-order update in this class and fails) and prediction_type
     "sample" (its preconditioning rejects it)."""
     order = cfg["solver_order"]
@@ -250,7 +292,11 @@ def _plan_cosine_dpm_multistep(cfg, n, opts):
             ms = (ms + [_edm_x0(cfg, out, x, sig[i])])[-order:]
             k = _multistep_order(cfg, order, i, N)
             z = draw(x.shape)
-            x = ms[-1] if sig[i + 1] == 0 else update(x, ms, i, k, z)
+            if sig[i + 1] == 0:
+                x = ms[-1]
+            elif sig[i + 1] < sig[i]:
+                x = update(x, ms, i, k, z)
+            # else: onto final_sigmas_type="sigma_min" from a last sigma that float32 put an ulp at or below it
         return x
 
     return DiffusersPlan(

@@ -100,7 +100,10 @@ def _sa_sigmas(cfg, n, flow):
         ts = (ts.round() if cfg["use_karras_sigmas"] else ts).astype(np.int64)
         sig = np.append(sig, sig[-1])
     else:
-        ts, sig = _dpm_sigmas({**cfg, "final_sigmas_type": "sigma_min"}, n, schedule_from_config(cfg))
+        schedule = schedule_from_config(cfg)
+        ts, _ = _dpm_sigmas({**cfg, "final_sigmas_type": "sigma_min"}, n, schedule)
+        train = _float32_train_sigmas(schedule)
+        sig = np.append(np.interp(ts, np.arange(len(train)), train), train[0])
     return ts, sig.astype(np.float32).astype(np.float64)
 
 

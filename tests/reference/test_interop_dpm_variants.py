@@ -24,18 +24,19 @@ torch = pytest.importorskip("torch")
 diffusers = pytest.importorskip("diffusers")
 
 TOL = 1e-4
+TOL64 = 1e-5  # most cases agree to 1e-12; diffusers' monomial SA-Solver weights cancel to ~2e-6 in float64
 THOROUGH = os.environ.get("HYPOTHESIS_PROFILE") == "thorough"
 _MODULES = ("scheduling_sasolver", "scheduling_dpmsolver_multistep_inverse", "scheduling_dpm_cogvideox")
 
 
 @contextlib.contextmanager
-def routed_randn(source):
-    """Route `randn_tensor` of these classes' modules to `source`."""
+def routed_randn(source, dtype_of_draws):
+    """Route `randn_tensor` of these classes' modules to `source` (draws of the given dtype)."""
     mods = [importlib.import_module(f"diffusers.schedulers.{name}") for name in _MODULES]
     saved = [m.randn_tensor for m in mods]
 
     def fake(shape, generator=None, device=None, dtype=None, layout=None):
-        return torch.from_numpy(source(tuple(shape))).to(dtype or torch.float32)
+        return torch.from_numpy(source(tuple(shape))).to(dtype_of_draws)
 
     for m in mods:
         m.randn_tensor = fake
@@ -61,20 +62,29 @@ def cosine_oracle_model(schedule, prediction_type):
     return model
 
 
-def run_diffusers(config, n, model, x_T, noise, step_kwargs):
+def run_diffusers(config, n, model, x_T, noise, step_kwargs, *, float64=False):
     """diffusers' loop for these classes: CogVideoXDPM's own step signature (the previous x0 and grid time, as the
-    CogVideoX pipeline calls it), CosineDPM's Brownian tree replaced by a path fed from `noise`."""
+    CogVideoX pipeline calls it), CosineDPM's Brownian tree replaced by a path fed from `noise`. float64=True runs the
+    same loop on float64 tensors, its sigmas (alphas_cumprod for CogVideoXDPM) promoted from the float32 values
+    diffusers computed: what is left of a difference is then the algorithm, not float32 rounding."""
     sched = getattr(diffusers, config["_class_name"]).from_config(config)
     sched.set_timesteps(n)
     name = config["_class_name"]
+    dtype = torch.float64 if float64 else torch.float32
+    if float64 and name == "CogVideoXDPMScheduler":
+        sched.alphas_cumprod = sched.alphas_cumprod.double()
+        sched.final_alpha_cumprod = sched.final_alpha_cumprod.double()
+    elif float64:
+        sched.sigmas = sched.sigmas.double()
     if name == "CosineDPMSolverMultistepScheduler":
-        sched.noise_sampler = BrownianPath(noise, x_T.shape)
-    latents = torch.from_numpy(x_T).float() * sched.init_noise_sigma
+        path = BrownianPath(noise, x_T.shape)
+        sched.noise_sampler = lambda a, b: path(a, b).to(dtype)
+    latents = torch.from_numpy(x_T).to(dtype) * sched.init_noise_sigma
     timesteps, old_x0 = [], None
-    with routed_randn(noise):
+    with routed_randn(noise, dtype):
         for i, t in enumerate(sched.timesteps):
             timesteps.append(t.item())
-            out = torch.from_numpy(model(sched.scale_model_input(latents, t).double().numpy(), t.numpy())).float()
+            out = torch.from_numpy(model(sched.scale_model_input(latents, t).double().numpy(), t.numpy())).to(dtype)
             if name == "CogVideoXDPMScheduler":
                 back = sched.timesteps[i - 1] if i > 0 else None
                 latents, old_x0 = sched.step(out, old_x0, t, back, latents, **step_kwargs, return_dict=False)
@@ -83,7 +93,9 @@ def run_diffusers(config, n, model, x_T, noise, step_kwargs):
     return latents.double().numpy(), np.array(timesteps)
 
 
-def compare(cls, overrides, n, step_options=None):
+def compare(cls, overrides, n, step_options=None, *, mode="both"):
+    """The plan against diffusers' loop run in float64 (to TOL64) and in float32 (to TOL); mode "float64" or
+    "float32" runs one of the two."""
     step_options = step_options or {}
     config = {"_class_name": cls, "_diffusers_version": "0.42.1", **overrides}
     plan = interop.from_diffusers(config, n, **step_options)
@@ -92,14 +104,21 @@ def compare(cls, overrides, n, step_options=None):
     else:
         model = model_for(plan)
     x_T = np.random.default_rng(1).standard_normal(SHAPE)
-    ours_noise, theirs_noise = NoiseList(7), NoiseList(7)
-    ours = plan.run(model, x_T, noise=ours_noise if plan.stochastic else None)
-    theirs, their_ts = run_diffusers(config, n, model, x_T, theirs_noise, step_options)
-    assert len(ours_noise.drawn) == len(theirs_noise.drawn)
-    np.testing.assert_allclose(np.asarray(plan.timesteps, dtype=np.float64), their_ts, rtol=1e-6, atol=1e-6)
+    ours_noise = NoiseList(7)
+    ours = plan.run(model, x_T, noise=ours_noise)
     assert np.all(np.isfinite(ours))
-    dev = np.max(np.abs(ours - theirs)) / np.max(np.abs(theirs))
-    assert dev < TOL, f"{cls} {overrides} n={n}: max deviation {dev:.2e} of max |x|"
+    devs = {}
+    for float64 in {"both": (True, False), "float64": (True,), "float32": (False,)}[mode]:
+        theirs_noise = NoiseList(7)
+        theirs, their_ts = run_diffusers(config, n, model, x_T, theirs_noise, step_options, float64=float64)
+        assert len(ours_noise.drawn) == len(theirs_noise.drawn)
+        np.testing.assert_allclose(np.asarray(plan.timesteps, dtype=np.float64), their_ts, rtol=1e-6, atol=1e-6)
+        devs[float64] = np.max(np.abs(ours - theirs)) / np.max(np.abs(theirs))
+    if True in devs:
+        assert devs[True] < TOL64, f"{cls} {overrides} n={n}: max deviation {devs[True]:.2e} of max |x| (float64)"
+    if False in devs:
+        assert devs[False] < TOL, f"{cls} {overrides} n={n}: max deviation {devs[False]:.2e} of max |x|"
+    return devs
 
 
 SD = {"beta_schedule": "scaled_linear", "beta_start": 0.00085, "beta_end": 0.012}
@@ -137,12 +156,7 @@ CASES = [
     ),
     (INV, {}, 10, {}),
     (INV, {**SD, "solver_order": 3, "timestep_spacing": "trailing", "prediction_type": "v_prediction"}, 8, {}),
-    (
-        INV,
-        {"algorithm_type": "sde-dpmsolver++", "use_karras_sigmas": True, "thresholding": True, "sample_max_value": 1.5},
-        8,
-        {},
-    ),
+    (INV, {"use_karras_sigmas": True, "thresholding": True, "sample_max_value": 1.5, "solver_order": 3}, 8, {}),
     (
         INV,
         {
@@ -162,7 +176,7 @@ CASES = [
             "sigma_schedule": "karras",
             "prediction_type": "epsilon",
             "solver_type": "heun",
-            "final_sigmas_type": "sigma_min",
+            "lower_order_final": False,
         },
         8,
         {},
@@ -198,3 +212,181 @@ CASES = [
 @pytest.mark.parametrize("cls, overrides, n, step_options", CASES, ids=lambda v: v if isinstance(v, str) else "")
 def test_plan_matches_diffusers_loop(cls, overrides, n, step_options):
     compare(cls, overrides, n, step_options)
+
+
+def _matrix():
+    """Every option value of the four classes, one or two at a time, with the crossings that change the update
+    (SA-Solver's predictor x corrector x algorithm; the inverse's algorithm x solver type x order). Each entry is
+    (class, config overrides, steps, compare in float32 too); the float32 comparison is left out where diffusers'
+    float32 arithmetic alone moves the result by more than TOL (see `FLOAT32_LIMITED`)."""
+    cos_betas = {"beta_schedule": "squaredcos_cap_v2"}
+    trained = {"trained_betas": [float(b) for b in np.linspace(1e-4, 0.02, 1000, dtype=np.float32)]}
+    m = []
+    for spacing in ("linspace", "leading", "trailing"):
+        m += [(c, {"timestep_spacing": spacing}, 10) for c in (COG, INV, SA)]
+    m += [(c, {"timestep_spacing": "leading", "steps_offset": 1}, 10) for c in (COG, INV, SA)]
+    for pred in ("epsilon", "sample", "v_prediction"):
+        m += [(COG, {"prediction_type": pred}, 9), (INV, {"prediction_type": pred}, 9)]
+        m += [(SA, {"prediction_type": pred, "algorithm_type": a}, 9) for a in ("data_prediction", "noise_prediction")]
+    for betas in (SD, cos_betas, trained, {"beta_schedule": "linear"}):
+        m += [(c, betas, 8) for c in (COG, INV, SA) if not (c == SA and betas is cos_betas)]  # SA: below
+    # CogVideoXDPM
+    m += [(COG, {"snr_shift_scale": s}, 8) for s in (0.5, 1.0, 2.0, 3.0)]
+    m += [(COG, {"set_alpha_to_one": False}, 8), (COG, {"clip_sample": False, "clip_sample_range": 2.0}, 8)]
+    m += [
+        (COG, {"rescale_betas_zero_snr": True, "prediction_type": p, "timestep_spacing": "trailing", **b}, 8)
+        for p in ("v_prediction", "sample")
+        for b in ({}, SD)
+    ]
+    m += [(COG, {}, n) for n in (1, 2, 3, 25)]
+    # DPMSolverMultistepInverse (the SDE algorithms have no inversion: see test_refusals)
+    for algo, solver, order in itertools.product(
+        ("dpmsolver++", "dpmsolver", "deis"), ("midpoint", "heun", "logrho"), (1, 2, 3)
+    ):
+        m.append((INV, {"algorithm_type": algo, "solver_type": solver, "solver_order": order}, 10))
+    m += [(INV, {"solver_order": o, "lower_order_final": False}, 10) for o in (2, 3)]
+    m += [(INV, {"euler_at_final": True, "solver_order": 3}, 10), (INV, {"solver_order": 3}, 16)]
+    m += [(INV, {s: True}, n) for s in ("use_karras_sigmas", "use_exponential_sigmas") for n in (8, 16)]
+    m += [(INV, {"use_karras_sigmas": True, "solver_order": 3, "algorithm_type": "dpmsolver"}, 10)]
+    flow = {"use_flow_sigmas": True, "prediction_type": "flow_prediction"}
+    m += [(INV, {**flow, "flow_shift": s}, 10) for s in (1.0, 3.0)]
+    m += [(INV, {**flow, "algorithm_type": "sde-dpmsolver++", "solver_order": o}, 8) for o in (1, 2)]
+    m += [
+        (INV, {"thresholding": True, "sample_max_value": 1.5, "algorithm_type": a}, 10)
+        for a in ("dpmsolver++", "dpmsolver")
+    ]
+    m += [
+        (INV, {**cos_betas, "lambda_min_clipped": -3.0, "timestep_spacing": sp}, 8) for sp in ("linspace", "trailing")
+    ]
+    m += [(INV, {}, n) for n in (2, 3)]  # one step: below
+    # CosineDPMSolverMultistep
+    for sched, order, pred, solver in itertools.product(
+        ("exponential", "karras"), (1, 2), ("epsilon", "v_prediction"), ("midpoint", "heun", "bh2")
+    ):
+        options = {"sigma_schedule": sched, "solver_order": order, "prediction_type": pred, "solver_type": solver}
+        m.append((COS, options, 10))
+    m += [(COS, {"lower_order_final": False}, n) for n in (10, 16)]
+    m += [(COS, {"euler_at_final": True}, 10), (COS, {"euler_at_final": True, "lower_order_final": False}, 16)]
+    m += [(COS, {"sigma_schedule": "karras", "rho": 5.0, "sigma_min": 0.002, "sigma_max": 80.0, "sigma_data": 0.5}, 12)]
+    m += [(COS, {}, n) for n in (1, 2, 3)]
+    # SASolver
+    for p, c, algo in itertools.product((1, 2, 3, 4), (1, 2, 3, 4), ("data_prediction", "noise_prediction")):
+        m.append((SA, {"predictor_order": p, "corrector_order": c, "algorithm_type": algo}, 10))
+    m += [(SA, {"predictor_order": 3, "corrector_order": 3, "lower_order_final": False}, 10)]
+    for sigmas in ({"use_karras_sigmas": True}, {"use_exponential_sigmas": True}):
+        m += [(SA, {**sigmas, "algorithm_type": a}, 10) for a in ("data_prediction", "noise_prediction")]
+    m += [(SA, {**flow, "flow_shift": s}, 10) for s in (1.0, 3.0)]
+    for tau in (lambda t: 0.0, lambda t: 0.5, lambda t: 1.0, lambda t: float(t) / 1000.0):
+        m += [(SA, {"tau_func": tau, "algorithm_type": a}, 10) for a in ("data_prediction", "noise_prediction")]
+    m += [(SA, {"thresholding": True, "sample_max_value": s, "prediction_type": "sample"}, 10) for s in (0.8, 1.5)]
+    m += [(SA, {**cos_betas, "lambda_min_clipped": -3.0}, 8), (SA, {**cos_betas, "prediction_type": "v_prediction"}, 8)]
+    m += [(SA, {}, n) for n in (1, 2, 25)]
+    m = [(c, o, n, "both") for c, o, n in m]
+    # CosineDPM with final_sigmas_type="sigma_min": float32 only (a float64 loop turns the ulp between the last sigma
+    # and float32(sigma_min) into a step of negative length, NaN)
+    m += [(COS, {"final_sigmas_type": "sigma_min", "lower_order_final": low}, 16, "float32") for low in (True, False)]
+    m += [(COS, {"euler_at_final": True, "final_sigmas_type": "sigma_min"}, 10, "float32")]
+    # SA-Solver with epsilon prediction from alpha ~ 1e-4 (the cosine betas' last timestep), and one step from
+    # T - 1 (a final sample ~ 0.04 in scale): float64 only (diffusers' float32 coefficients, e.g. sigma_t in
+    # x0 = (x - sigma_t eps) / alpha_t, move x0 by their rounding / alpha: 1e-3 of max |x|)
+    m += [(SA, cos_betas, 8, "float64"), (SA, {}, 1, "float64"), (INV, {}, 1, "float64")]
+    return m
+
+
+MATRIX = _matrix()
+
+
+def test_matrix_slice_matches_diffusers_loop():
+    """A representative slice of the option matrix (every 10th entry, and the float32- or float64-only ones) in the
+    default run."""
+    for cls, overrides, n, mode in MATRIX[::10] + [e for e in MATRIX if e[3] != "both"]:
+        compare(cls, overrides, n, mode=mode)
+
+
+if THOROUGH:  # defined only there, so the default run neither runs nor skips it
+
+    @pytest.mark.parametrize("cls, overrides, n, mode", MATRIX, ids=lambda v: v if isinstance(v, str) else "")
+    def test_option_matrix_matches_diffusers_loop(cls, overrides, n, mode):
+        compare(cls, overrides, n, mode=mode)
+
+
+FLOW = {"use_flow_sigmas": True, "prediction_type": "flow_prediction"}
+DIFFUSERS_FAILS = [
+    (INV, {"algorithm_type": "sde-dpmsolver++"}, "algorithm_type"),  # NaN: sqrt(1 - e^{-2h}) with h < 0
+    (INV, {"algorithm_type": "sde-dpmsolver", "solver_type": "heun"}, "algorithm_type"),
+    (INV, {**FLOW, "algorithm_type": "sde-dpmsolver++", "solver_order": 3}, "solver_order"),
+    (INV, {**FLOW, "algorithm_type": "dpmsolver"}, "algorithm_type"),
+    (COS, {"solver_order": 3}, "solver_order"),
+    (COS, {"prediction_type": "sample"}, "prediction_type"),
+    (SA, {"thresholding": True, "algorithm_type": "noise_prediction"}, "thresholding"),
+    (SA, {**FLOW, "algorithm_type": "noise_prediction"}, "prediction_type"),
+]
+
+
+@pytest.mark.parametrize("cls, overrides, key", DIFFUSERS_FAILS, ids=lambda v: v if isinstance(v, str) else "")
+def test_refusals_where_diffusers_fails(cls, overrides, key):
+    """Option values with no counterpart: diffusers 0.42.1 raises or returns NaN on them, and from_diffusers says
+    so in a ValueError naming the key."""
+    config = {"_class_name": cls, **overrides}
+    with pytest.raises(ValueError, match=key):
+        interop.from_diffusers(config, 8)
+    x_T = np.random.default_rng(1).standard_normal(SHAPE)
+    try:
+        with np.errstate(all="ignore"):
+            out, _ = run_diffusers(config, 8, lambda x, t: 0.1 * x, x_T, NoiseList(0), {})
+    except Exception:  # noqa: BLE001 - diffusers fails in several ways (AssertionError, UnboundLocalError, ...)
+        return
+    assert not np.all(np.isfinite(out)), "diffusers runs this config: it should not be refused"
+
+
+@pytest.mark.parametrize(
+    "config, match",
+    [
+        ({"_class_name": SA, "use_beta_sigmas": True}, "use_beta_sigmas"),
+        ({"_class_name": INV, "use_beta_sigmas": True}, "use_beta_sigmas"),
+        ({"_class_name": SA, "variance_type": "learned_range"}, "variance_type"),
+        ({"_class_name": SA, "tau_func": 0.5}, "tau_func"),
+        ({"_class_name": SA, "predictor_order": 5}, "predictor_order"),
+        ({"_class_name": INV, "rescale_betas_zero_snr": True}, "rescale_betas_zero_snr"),
+        ({"_class_name": INV, "prediction_type": "flow_prediction"}, "prediction_type"),
+        ({"_class_name": COS, "sigma_schedule": "linear"}, "sigma_schedule"),
+        ({"_class_name": COG, "snr_shift_scale": 0.0}, "snr_shift_scale"),
+    ],
+)
+def test_unimplemented_values_raise(config, match):
+    with pytest.raises(ValueError, match=match):
+        interop.from_diffusers(config, 8)
+
+
+def test_step_options():
+    """CogVideoXDPM accepts the pipeline's eta (ignored by its step, as in diffusers); the other classes take none."""
+    x_T = np.random.default_rng(1).standard_normal(SHAPE)
+    plan = interop.from_diffusers({"_class_name": COG}, 6, eta=0.7)
+    model = model_for(plan)
+    np.testing.assert_array_equal(
+        plan.run(model, x_T, noise=NoiseList(3)),
+        interop.from_diffusers({"_class_name": COG}, 6).run(model, x_T, noise=NoiseList(3)),
+    )
+    with pytest.raises(ValueError, match="eta"):
+        interop.from_diffusers({"_class_name": SA}, 6, eta=0.5)
+    with pytest.raises(ValueError, match="noise"):  # stochastic: the noise contract
+        plan.run(model, x_T)
+
+
+@pytest.mark.parametrize("k", [1, 2, 3, 4])
+@pytest.mark.parametrize("c", [1.0, 1.5, 2.0, -1.0])
+def test_adams_weights_integrate_polynomials_exactly(k, c):
+    """SA-Solver's weights W_j = int_{-h}^0 e^{cu} l_j(u) du make sum_j W_j p(node_j) the exact integral of e^{cu} p(u)
+    for every polynomial p of degree < k: checked against Gauss-Legendre quadrature on random nodes."""
+    rng = np.random.default_rng(k)
+    h = 0.7
+    lam_t = 1.3
+    nodes = lam_t - h - np.concatenate([[0.0], np.cumsum(rng.uniform(0.2, 0.8, k - 1))])  # lam_s, lam_{s-1}, ...
+    weights = _adams_weights(nodes, lam_t, h, c)
+    x, w = np.polynomial.legendre.leggauss(40)
+    u = -h / 2 + h / 2 * x
+    for degree in range(k):
+        p = np.polynomial.Polynomial(rng.standard_normal(degree + 1))
+        exact = h / 2 * np.sum(w * np.exp(c * u) * p(u))
+        ours = sum(wj * p(nj - lam_t) for wj, nj in zip(weights, nodes))
+        np.testing.assert_allclose(ours, exact, rtol=1e-11, atol=1e-13)
