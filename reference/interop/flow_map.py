@@ -80,7 +80,10 @@ def _plan_flow_map_euler(cfg, n, opts, *, timesteps=None, sigmas=None):
     terminal 0 appended. For each step the model receives t = T sigma and r = T sigma' and returns the mean velocity
     u over [r, t]; the step is x_next = x - (sigma - sigma') u, exact for a perfect flow map. A step with t == r is
     skipped without a model call, as the pipeline does. A model that ignores r gives the pipeline's
-    use_mean_velocity=False loop (plain Euler on the flow)."""
+    use_mean_velocity=False loop (plain Euler on the flow). Departure reproduced: `step` finds its sigmas from the
+    timestep (the first schedule entry within float32 rounding), so with a repeated sigma in custom sigmas, e.g.
+    [1, 0.7, 0.7, 0.2], the step after the repeat jumps 0.7 -> 0.7 (no move) although the model was asked for the
+    mean velocity to 0.2, and the sample never visits 0.2."""
     T = _checks.integer("num_train_timesteps", cfg["num_train_timesteps"], minimum=1)
     shift = _checks.positive("shift", cfg["shift"])
     if sigmas is not None and timesteps is not None and len(sigmas) != len(timesteps):
@@ -103,10 +106,15 @@ def _plan_flow_map_euler(cfg, n, opts, *, timesteps=None, sigmas=None):
     ts, rs = t_all[keep], r_all[keep]
     steps = np.flatnonzero(keep)
 
+    def source(i):
+        """diffusers' `index_for_timestep`: the nearest float32 timestep, the first of equal ones."""
+        return int(np.argmin(np.abs(t_all.astype(np.float32) - t_all[i])))
+
     def run(model, x, draw):
         for i in steps:
             u = model(x, (t_all[i], r_all[i]))
-            x = x - (sig[i] - sig[i + 1]) * u
+            j = source(i)
+            x = x - (sig[j] - sig[j + 1]) * u
         return x
 
     plan = FlowMapPlan(

@@ -165,6 +165,12 @@ def _plan_helios(cfg, n, opts, *, sigmas=None, mu=None):
             return x
 
     else:
+        if int(cfg["solver_order"]) == 3 and sig[0] >= 1 and len(ts) >= 3:
+            raise ValueError(
+                "config key 'solver_order'=3 with a first sigma of 1: diffusers 0.42.1 returns NaN there (lam = -inf "
+                "gives UniPC's order-3 system an infinite entry); pass sigmas below 1, as the Helios pipeline does "
+                "(np.linspace(0.999, 0, N + 1)[:-1]), or solver_order <= 2"
+            )
         run = _helios_unipc(cfg, ts, sig)
     plan = DiffusersPlan("HeliosScheduler", cfg, Flow(), ts, 1.0, run, sigmas=sig, stochastic=False)
     plan.prediction_type = "flow_prediction"

@@ -75,8 +75,9 @@ def wuerstchen_loop(sched, model, latents, noise, custom):
 
 def ltx_loop(sched, model, latents, noise, custom):
     """A loop over the timesteps; with custom sigmas over timesteps[:-1], as LTX's pipeline."""
-    if custom.get("sigmas") is not None:
-        sched.set_timesteps(sigmas=torch.tensor(custom["sigmas"], dtype=torch.float32))
+    if custom.get("sigmas") is not None or custom.get("timesteps") is not None:
+        given = {k: torch.tensor(custom[k], dtype=torch.float32) for k in ("sigmas", "timesteps") if k in custom}
+        sched.set_timesteps(**given)
         ts = sched.timesteps[:-1]
     else:
         sched.set_timesteps(custom["n"], mu=custom.get("mu"))
@@ -122,9 +123,13 @@ def flow_map_loop(sched, model, latents, noise, custom):
     return latents, torch.tensor(seen)
 
 
+def _array_or_none(values):  # Helios's set_timesteps needs a numpy array (a list would be repeated by `* T`)
+    return None if values is None else np.asarray(values)
+
+
 def helios_loop(sched, model, latents, noise, custom):
     """HeliosPipeline's loop over one chunk."""
-    sched.set_timesteps(custom["n"], sigmas=custom.get("sigmas"), mu=custom.get("mu"))
+    sched.set_timesteps(custom["n"], sigmas=_array_or_none(custom.get("sigmas")), mu=custom.get("mu"))
     for t in sched.timesteps:
         latents = sched.step(_call(model, latents, t), t, latents).prev_sample
     return latents, sched.timesteps
@@ -133,7 +138,7 @@ def helios_loop(sched, model, latents, noise, custom):
 def helios_dmd_loop(sched, model, latents, noise, custom):
     """HeliosPyramidPipeline with one stage and a distilled model: int64 model timesteps, the stage's start latents
     as the re-noising tensor."""
-    sched.set_timesteps(custom["n"], 0, sigmas=custom.get("sigmas"), mu=custom.get("mu"))
+    sched.set_timesteps(custom["n"], 0, sigmas=_array_or_none(custom.get("sigmas")), mu=custom.get("mu"))
     ts, start = sched.timesteps, latents
     for i, t in enumerate(ts):
         out = _call(model, latents, t.to(torch.int64))
@@ -186,19 +191,20 @@ CASES = [
     ("UnCLIPScheduler", {}, 10, {}, True),
     ("UnCLIPScheduler", {"variance_type": "learned_range", "clip_sample": False}, 8, {}, True),
     ("UnCLIPScheduler", {"prediction_type": "sample", "clip_sample_range": 10.0}, 6, {}, True),  # Karlo's prior
-    ("UnCLIPScheduler", {"clip_sample_range": 0.5, "num_train_timesteps": 500}, 2, {}, False),
+    ("UnCLIPScheduler", {"clip_sample_range": 0.5, "num_train_timesteps": 500}, 5, {}, False),
     ("UnCLIPScheduler", {"variance_type": "learned_range", "prediction_type": "sample"}, 5, {}, False),
     ("DDPMWuerstchenScheduler", {}, 10, {}, True),
     ("DDPMWuerstchenScheduler", {"scaler": 2.0}, 6, {}, True),
     ("DDPMWuerstchenScheduler", {"scaler": 0.5, "s": 0.02}, 6, {}, False),
     ("DDPMWuerstchenScheduler", {}, None, {"timesteps": [1.0, 0.6667, 0.3, 0.0]}, True),
-    ("DDPMWuerstchenScheduler", {}, 1, {}, False),
+    ("DDPMWuerstchenScheduler", {"scaler": 1.5}, 2, {}, False),
     ("LTXEulerAncestralRFScheduler", {}, 10, {}, True),
     ("LTXEulerAncestralRFScheduler", {"eta": 0.0}, 8, {}, True),
     ("LTXEulerAncestralRFScheduler", {"eta": 0.5, "s_noise": 0.9, "shift": 3.0}, 8, {}, True),
     ("LTXEulerAncestralRFScheduler", {"use_dynamic_shifting": True}, 6, {"mu": 0.8}, False),
     ("LTXEulerAncestralRFScheduler", {}, None, {"sigmas": [1.0, 0.9, 0.6, 0.3, 0.1, 0.0]}, True),
     ("LTXEulerAncestralRFScheduler", {"shift_terminal": 0.1, "use_karras_sigmas": True}, 8, {}, False),
+    ("LTXEulerAncestralRFScheduler", {"eta": 0.7}, None, {"timesteps": [1.0, 0.8, 0.45, 0.0]}, False),  # as sigmas
     ("LTXEulerAncestralRFScheduler", {"s_noise": 0.0}, 6, {}, False),
     ("LTXEulerAncestralRFScheduler", {"use_exponential_sigmas": True, "eta": 1.5}, 6, {}, False),
     ("SCMScheduler", {}, 2, {}, True),
@@ -214,7 +220,7 @@ CASES = [
     ("HeliosScheduler", {"stages": 1}, 10, {}, True),
     ("HeliosScheduler", {"stages": 1, "scheduler_type": "euler"}, 8, {}, True),
     ("HeliosScheduler", {"stages": 1, "use_dynamic_shifting": True}, 8, {"sigmas": "pipeline", "mu": 0.9}, True),
-    ("HeliosScheduler", {"stages": 1, "solver_order": 3, "lower_order_final": False}, 8, {}, False),
+    ("HeliosScheduler", {"stages": 1, "solver_order": 3, "lower_order_final": False}, 8, {"sigmas": "pipeline"}, False),
     (
         "HeliosScheduler",
         {"stages": 1, "solver_type": "bh1", "disable_corrector": [0, 2]},
@@ -228,7 +234,7 @@ CASES = [
         "HeliosScheduler",
         {"stages": 1, "use_dynamic_shifting": True, "time_shift_type": "linear", "solver_order": 3},
         8,
-        {"mu": 1.5},
+        {"sigmas": "pipeline", "mu": 1.5},
         False,
     ),
     ("HeliosDMDScheduler", {"stages": 1}, 4, {}, True),
@@ -364,6 +370,7 @@ def test_helios_pyramid_has_no_counterpart(cls):
         ({"_class_name": "HeliosScheduler", "stages": 1, "predict_x0": False}, 4, {}, "predict_x0"),
         ({"_class_name": "HeliosScheduler", "stages": 1, "scheduler_type": "dmd"}, 4, {}, "scheduler_type"),
         ({"_class_name": "HeliosScheduler", "stages": 1}, 4, {"mu": 0.5}, "mu"),
+        ({"_class_name": "HeliosScheduler", "stages": 1, "solver_order": 3}, 4, {}, "NaN"),
         ({"_class_name": "HeliosScheduler", "stages": 1, "use_dynamic_shifting": True}, 4, {}, "mu=None"),
         (
             {"_class_name": "HeliosDMDScheduler", "stages": 1, "use_dynamic_shifting": True, "shift": 2.0},
