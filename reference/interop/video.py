@@ -234,7 +234,9 @@ def _plan_helios_dmd(cfg, n, opts, *, sigmas=None, mu=None):
     sampling, Yin et al. 2024): x0 = x - sigma u, then re-noise to the next time with the *same* start noise,
     x_next = (1 - sigma') x0 + sigma' x_T; the last step returns x0. Departure reproduced: sigma and sigma' are
     looked up as the sigma of the schedule timestep nearest to the truncated timestep (int64 casts in `step`), which
-    is the step's own unless timesteps are closer than 1. No noise is drawn. stages > 1 is refused (see `_PYRAMID`)."""
+    is the step's own unless timesteps are closer than 1. No noise is drawn. stages > 1 is refused (see `_PYRAMID`).
+    The pipeline's `is_amplify_first_chunk=True` (num_inference_steps = 2N + 1 inside set_timesteps) is the plan for
+    2N steps."""
     ts, sig = _helios_sigmas(cfg, n, sigmas, mu, dmd=True)
     model_ts = np.trunc(ts).astype(np.int64)
 
