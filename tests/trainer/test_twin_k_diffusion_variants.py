@@ -16,10 +16,13 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 _eta = st.sampled_from([0.0, 1.0]) | st.floats(0.0, 1.5)
+_s_noise = st.sampled_from([1.0, 0.0]) | st.floats(0.0, 1.5)
 VARIANTS = {
     "dpmpp_3m": st.fixed_dictionaries({"lower_order_final": st.booleans()}),
-    "dpmpp_3m_sde": st.fixed_dictionaries({"eta": _eta, "lower_order_final": st.booleans()}),
-    "dpmpp_sde": st.fixed_dictionaries({"eta": _eta, "r": st.floats(0.2, 0.8), "lower_order_final": st.booleans()}),
+    "dpmpp_3m_sde": st.fixed_dictionaries({"eta": _eta, "lower_order_final": st.booleans(), "s_noise": _s_noise}),
+    "dpmpp_sde": st.fixed_dictionaries(
+        {"eta": _eta, "r": st.floats(0.2, 0.8), "lower_order_final": st.booleans(), "s_noise": _s_noise}
+    ),
     "dpm_solver_adaptive": st.fixed_dictionaries(
         {
             "order": st.sampled_from([2, 3]),
@@ -27,8 +30,12 @@ VARIANTS = {
             "pcoeff": st.floats(0.0, 0.3),
             "icoeff": st.floats(0.5, 1.0),
             "dcoeff": st.floats(0.0, 0.1),
+            "eta": st.sampled_from([0.0, 1.0]) | st.floats(0.0, 1.2),
+            "s_noise": _s_noise,
         }
     ),
+    "euler_ancestral": st.fixed_dictionaries({"eta": _eta | st.floats(1.0, 3.0), "s_noise": _s_noise}),
+    "dpm2_ancestral": st.fixed_dictionaries({"eta": _eta | st.floats(1.0, 3.0), "s_noise": _s_noise}),
 }
 
 
@@ -45,7 +52,7 @@ VARIANTS = {
 def test_k_diffusion_variant_matches_reference(name, ref, steps, frac, mixture, seed, data):
     options = {"variant": "k-diffusion", **data.draw(VARIANTS[name], label="options")}
     t_start = ref.t_min + frac * (ref.t_max - ref.t_min)  # alpha > 0 at the start: the sigma_ve forms need it
-    grid_name = data.draw(st.sampled_from(["uniform", "karras", "uniform_lam"]), label="grid")
+    grid_name = data.draw(st.sampled_from(["uniform", "karras", "uniform_lam"]), label="grid")  # noisy ends too
     try:
         grid = RG.GRIDS[grid_name](ref, steps, t_start=t_start)
     except ValueError:
@@ -76,7 +83,10 @@ def test_k_diffusion_variant_matches_reference(name, ref, steps, frac, mixture, 
     [
         ("dpmpp_sde", {"eta": 0.5}),
         ("dpmpp_sde", {"r": 0.3}),
+        ("dpmpp_sde", {"s_noise": 0.5}),
         ("dpm_solver_adaptive", {"h_init": 0.1}),
+        ("dpm_solver_adaptive", {"eta": 0.5}),
+        ("euler_ancestral", {"variant": "k_diffusion"}),
         ("dpmpp_3m", {"variant": "k_diffusion"}),
     ],
 )
