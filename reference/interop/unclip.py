@@ -20,7 +20,8 @@ from diffspec.reference.schedules import _VP, ExplicitBetas
 
 
 def _plan_unclip(cfg, n, opts):
-    """UnCLIPScheduler as UnCLIPPipeline drives it: ancestral DDPM between the pipeline's timesteps.
+    """UnCLIPScheduler as UnCLIPPipeline and the Kandinsky 2.x prior pipelines drive it: ancestral DDPM between the
+    pipeline's timesteps (the Kandinsky prior's config: prediction_type="sample", clip_sample_range=10).
 
     Timesteps: round(i (T - 1) / (N - 1)) for i = N - 1 .. 0, so the first model call is at t = T - 1 and the last at
     t = 0 (Karlo's spacing; N >= 2). The pipeline passes `prev_timestep` = the next timestep (None on the last step,
