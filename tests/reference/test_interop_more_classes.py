@@ -393,3 +393,69 @@ def test_every_class_here_runs_on_its_default_config_or_refuses_it():
     assert sorted(set(LOOPS) - defaults) == ["HeliosDMDScheduler", "HeliosScheduler"]
     assert set(LOOPS) <= set(interop.SUPPORTED_CLASSES)
     assert not set(LOOPS) & set(interop.REFUSED)
+
+
+# ---- the plans are the reference's samplers, plus the departures their docstrings name -------------------------------
+
+
+def _denoiser_at_plan_times(plan, model, to_x0):
+    """A reference denoiser (x, t) -> x0 that calls `model` at the plan's own timestep for the grid time t."""
+    times = {float(s): t for s, t in zip(plan.sigmas, plan.timesteps)}
+
+    def denoise(x, t):
+        return to_x0(x, t, model(x, np.asarray(times[float(t)])))
+
+    return denoise
+
+
+def test_ltx_without_noise_is_the_reference_ddim_on_the_flow():
+    from diffspec.reference.samplers import get_sampler
+
+    plan = interop.from_diffusers({"_class_name": "LTXEulerAncestralRFScheduler", "eta": 0.0, "shift": 3.0}, 8)
+    model = model_of(plan)
+    x_T = np.random.default_rng(2).standard_normal(SHAPE)
+    denoise = _denoiser_at_plan_times(plan, model, lambda x, s, u: x - s * u)
+    ref = get_sampler("ddim")(denoise, x_T, plan.sigmas, Flow())
+    np.testing.assert_allclose(plan.run(model, x_T), ref, rtol=1e-10, atol=1e-12)
+
+
+def test_flow_map_with_a_velocity_model_is_the_reference_flow_euler():
+    from diffspec.reference.samplers import get_sampler
+
+    plan = interop.from_diffusers({"_class_name": "FlowMapEulerDiscreteScheduler", "shift": 2.0}, 6)
+    u = oracle_model(Flow(), "flow_prediction", lambda ts: ts / 1000)
+    x_T = np.random.default_rng(2).standard_normal(SHAPE)
+    denoise = _denoiser_at_plan_times(plan, u, lambda x, s, v: x - s * v)
+    ref = get_sampler("flow_euler")(denoise, x_T, plan.sigmas, Flow())
+    np.testing.assert_allclose(plan.run(lambda x, t, r: u(x, t), x_T), ref, rtol=1e-10, atol=1e-12)
+
+
+def test_helios_unipc_is_the_reference_unipc_on_the_flow():
+    """Up to Helios's clamp sigma >= 1e-8 on the last step (the reference lands on the clean end exactly)."""
+    from diffspec.reference.samplers import get_sampler
+
+    n = 10
+    config = {"_class_name": "HeliosScheduler", "stages": 1}
+    plan = interop.from_diffusers(config, n, sigmas=np.linspace(0.999, 0.0, n + 1)[:-1])
+    model = model_of(plan)
+    x_T = np.random.default_rng(2).standard_normal(SHAPE)
+    denoise = _denoiser_at_plan_times(plan, model, lambda x, s, u: x - s * u)
+    ref = get_sampler("unipc")(denoise, x_T, plan.sigmas, Flow(), order=2, variant="bh2")
+    np.testing.assert_allclose(plan.run(model, x_T), ref, rtol=1e-6, atol=1e-7)
+
+
+def test_wuerstchen_is_the_reference_ddpm_on_its_schedule():
+    """The same draws: the plan's extra draw on the last step is multiplied by 0."""
+    from diffspec.reference.samplers import get_sampler
+
+    plan = interop.from_diffusers({"_class_name": "DDPMWuerstchenScheduler", "scaler": 1.5}, 10)
+    sched, model = plan.schedule, model_of(plan)
+    times = np.append(plan.timesteps.astype(np.float64), 0.0)
+    x_T = np.random.default_rng(2).standard_normal(SHAPE)
+
+    def denoise(x, t):
+        return (x - sched.sigma(t) * model(x, np.float32(t))) / sched.alpha(t)
+
+    ref = get_sampler("ddpm")(denoise, x_T, times, sched, noise=np.random.default_rng(4))
+    ours = plan.run(model, x_T, noise=np.random.default_rng(4))
+    np.testing.assert_allclose(ours, ref, rtol=1e-9, atol=1e-10)
