@@ -420,7 +420,7 @@ _DPM_VP = {
     "prediction_type": _PRED4,  # flow_prediction with use_flow_sigmas
     "use_karras_sigmas": (False, _values(True, False)),
     "use_exponential_sigmas": (False, _values(True, False)),
-    "use_beta_sigmas": (False, _values(False)),  # needs scipy's beta inverse CDF: not in the numpy reference
+    "use_beta_sigmas": (False, _values(True, False)),
     "use_flow_sigmas": (False, _values(True, False)),
     "flow_shift": (1.0, _ANY),  # inert without use_flow_sigmas
     "lambda_min_clipped": (-math.inf, _ANY),

@@ -16,7 +16,14 @@ import math
 
 import numpy as np
 from diffspec.reference import _checks
-from diffspec.reference.interop._config import _karras, _sigma_to_t, _spaced, schedule_from_config
+from diffspec.reference.interop._config import (
+    SigmaSpacing,
+    _respace,
+    _sigma_to_t,
+    _spaced,
+    schedule_from_config,
+    sigma_spacing,
+)
 from diffspec.reference.interop._plan import DiffusersPlan, _threshold, _vp_x0_eps
 from diffspec.reference.interop.ddpm import snr_shifted_schedule
 from diffspec.reference.interop.dpm_solver import (
@@ -136,9 +143,9 @@ def _cogvideox_alphas_cumprod(cfg):
 def _inverse_sigmas(cfg, n, schedule):
     """Timesteps (int64, increasing) and sigmas of DPMSolverMultistepInverse.set_timesteps: N points of the spacing
     between 0 and the noisiest timestep (T - 1, or the last one whose lam is above lambda_min_clipped), with sigma_ve
-    interpolated at them and the noisiest sigma appended; Karras / exponential sigmas between the training ends in
-    increasing order (timesteps rounded for Karras, truncated for exponential) and flow sigmas (which diffusers
-    copies from the forward scheduler, so they *decrease*) end by repeating their last sigma. Repeated timesteps are
+    interpolated at them and the noisiest sigma appended; Karras / exponential / beta sigmas between the training
+    ends in increasing order (`_respace`; timesteps rounded for Karras, truncated otherwise) and flow sigmas (which
+    diffusers copies from the forward scheduler, so they *decrease*) end by repeating their last sigma. Repeated timesteps are
     dropped, the sigmas are not (so the step index of a later step reads the sigma of an earlier grid point, as in
     diffusers). The training sigmas are diffusers' float32 ones (`_float32_train_sigmas`) and the sigmas are rounded
     to float32 as diffusers stores them."""
@@ -155,13 +162,11 @@ def _inverse_sigmas(cfg, n, schedule):
             ts = (np.arange(n + 1) * ratio).round()[:-1] + cfg["steps_offset"]
         case _:  # trailing
             ts = np.arange(noisiest + 1, 0, -T / n).round()[::-1] - 1
-    if cfg["use_karras_sigmas"] or cfg["use_exponential_sigmas"]:
-        if cfg["use_karras_sigmas"]:
-            sig = _karras(train[0], train[-1], n)  # diffusers' sigma_max/sigma_min swapped: increasing sigmas
-        else:
-            sig = np.exp(np.linspace(math.log(train[0]), math.log(train[-1]), n))
+    spacing = sigma_spacing(cfg)
+    if spacing != SigmaSpacing.LINEAR:  # diffusers' sigma_max / sigma_min swapped: increasing sigmas
+        sig = _respace(spacing, train[0], train[-1], n)
         ts = _sigma_to_t(sig, np.log(train))
-        ts = ts.round() if cfg["use_karras_sigmas"] else ts
+        ts = ts.round() if spacing == SigmaSpacing.KARRAS else ts
         sig = np.append(sig, sig[-1])
     elif cfg["use_flow_sigmas"]:
         s = 1.0 - np.linspace(1, 1 / T, n + 1)
@@ -185,7 +190,7 @@ def _plan_dpm_multistep_inverse(cfg, n, opts):
     algorithms have no inversion (their noise term needs h > 0; diffusers returns NaN): rejected, except with
     use_flow_sigmas, whose grid decreases (below), where they draw one array per step, the last included.
 
-    Departures: with Karras, exponential or flow sigmas the last step has zero length (its sigma is repeated); the
+    Departures: with Karras, exponential, beta or flow sigmas the last step has zero length (its sigma is repeated); the
     plan returns the sample unchanged there, which is what diffusers computes except for second- or third-order
     "heun" / third-order steps, where its 0/0 gives NaN (possible from 15 steps, or with lower_order_final=False).
     With use_flow_sigmas diffusers' inverse scheduler walks the forward flow grid (noise to data), copied from

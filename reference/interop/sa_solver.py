@@ -27,7 +27,13 @@ corrector the divisor is h); the order-2 rule with this term is the one reproduc
 import math
 
 import numpy as np
-from diffspec.reference.interop._config import _karras, _sigma_to_t, schedule_from_config
+from diffspec.reference.interop._config import (
+    SigmaSpacing,
+    _respace,
+    _sigma_to_t,
+    schedule_from_config,
+    sigma_spacing,
+)
 from diffspec.reference.interop._plan import DiffusersPlan, _threshold, _vp_x0_eps
 from diffspec.reference.interop.dpm_solver import _check_flow, _dpm_sigmas, _flow_of, _vp_of
 from diffspec.reference.interop.dpm_variants import _float32_train_sigmas
@@ -80,9 +86,9 @@ def _sa_step(x, ms, lams, s_from, s_to, z, tau, *, data_pred, of, corrector):
 
 def _sa_sigmas(cfg, n, flow):
     """Timesteps (int64) and sigmas of SASolverScheduler.set_timesteps: those of DPMSolverMultistep (`_dpm_sigmas`:
-    N + 1 points of the spacing, the last dropped; lambda_min_clipped) ending at sigma(t = 0); Karras or exponential
-    sigmas between diffusers' float32 training sigmas (`_float32_train_sigmas`; timesteps rounded for Karras,
-    truncated for exponential) and flow sigmas end by repeating their last sigma; flow
+    N + 1 points of the spacing, the last dropped; lambda_min_clipped) ending at sigma(t = 0); Karras, exponential or
+    beta sigmas between diffusers' float32 training sigmas (`_float32_train_sigmas`, `_respace`; timesteps rounded
+    for Karras, truncated otherwise) and flow sigmas end by repeating their last sigma; flow
     sigmas as DPMSolverMultistep's use_flow_sigmas (shifted, decreasing, timestep int64(T sigma)). Sigmas rounded to
     float32 as diffusers stores them."""
     if flow:
@@ -90,14 +96,12 @@ def _sa_sigmas(cfg, n, flow):
         s = 1.0 - np.linspace(1, 1 / T, n + 1)
         sig = np.flip(shift * s / (1 + (shift - 1) * s))[:-1].copy()
         ts, sig = (sig * T).astype(np.int64), np.append(sig, sig[-1])
-    elif cfg["use_karras_sigmas"] or cfg["use_exponential_sigmas"]:
+    elif sigma_spacing(cfg) != SigmaSpacing.LINEAR:  # Karras, exponential or beta, from sigma_max down
+        spacing = sigma_spacing(cfg)
         train = _float32_train_sigmas(schedule_from_config(cfg))
-        if cfg["use_karras_sigmas"]:
-            sig = _karras(train[-1], train[0], n)
-        else:
-            sig = np.exp(np.linspace(math.log(train[-1]), math.log(train[0]), n))
+        sig = _respace(spacing, train[-1], train[0], n)
         ts = _sigma_to_t(sig, np.log(train))
-        ts = (ts.round() if cfg["use_karras_sigmas"] else ts).astype(np.int64)
+        ts = (ts.round() if spacing == SigmaSpacing.KARRAS else ts).astype(np.int64)
         sig = np.append(sig, sig[-1])
     else:
         schedule = schedule_from_config(cfg)
