@@ -514,28 +514,22 @@ def _train(cfg, device, rank, world, dist, objective_factory):
         )
     else:
         stream = BatchStream(ds, device, seed=cfg.seed, rank=rank, world=world, random_flip=cfg.random_flip)
+    run = Run(
+        setup=setup,
+        config=config,
+        model=model,
+        train_model=train_model,
+        ema=ema,
+        optimizer=optimizer,
+        gen=gen,
+        loss_fn=loss_fn,
+        stream=stream,
+        tracker=tracker,
+        is_main=is_main,
+        output_dir=output_dir,
+    )
     try:
-        return _steps(
-            cfg,
-            model,
-            train_model,
-            ema,
-            ema_model,
-            optimizer,
-            gen,
-            loss_fn,
-            stream,
-            tracker,
-            config,
-            schedule,
-            parameterization,
-            ds,
-            device,
-            start_step,
-            ema_updates,
-            is_main,
-            output_dir,
-        )
+        return _steps(run, start_step, ema_updates)
     finally:
         stream.close()
         tracker.close()
@@ -546,27 +540,33 @@ def _checkpoint_step(path: Path) -> int | None:
     return int(m.group(1)) if m else None
 
 
-def _steps(
-    cfg,
-    model,
-    train_model,
-    ema,
-    ema_model,
-    optimizer,
-    gen,
-    loss_fn,
-    stream,
-    tracker,
-    config,
-    schedule,
-    parameterization,
-    ds,
-    device,
-    start_step,
-    ema_updates,
-    is_main,
-    output_dir,
-):
+@dataclass
+class Run:
+    """What the steps work with, built once by `_train`: the set-up, the networks and their optimizer, the random
+    generator of the objective, the data stream and the outputs (rank 0 writes them)."""
+
+    setup: Setup
+    config: dict  # config.json's contents (also saved in every checkpoint)
+    model: torch.nn.Module  # the network whose weights are saved
+    train_model: torch.nn.Module  # what the step calls: the model, or its DDP / torch.compile wrapper
+    ema: EMA | None
+    optimizer: torch.optim.Optimizer
+    gen: torch.Generator
+    loss_fn: Objective
+    stream: BatchStream | LoaderStream
+    tracker: Tracker
+    is_main: bool
+    output_dir: Path
+
+
+def _steps(run: Run, start_step: int, ema_updates: int) -> dict:
+    """Steps start_step + 1 .. max_train_steps: the optimization, the log, checkpoints and validation samples."""
+    cfg, ds, device = run.setup.cfg, run.setup.ds, run.setup.device
+    schedule, parameterization = run.setup.schedule, run.setup.parameterization
+    model, train_model, ema, optimizer, gen = run.model, run.train_model, run.ema, run.optimizer, run.gen
+    loss_fn, stream, tracker, config = run.loss_fn, run.stream, run.tracker, run.config
+    is_main, output_dir = run.is_main, run.output_dir
+    ema_model = ema.module if ema is not None else None
     B, accum = cfg.train_batch_size, cfg.gradient_accumulation_steps
     world = config["train"]["world_size"]
     log_path = output_dir / "log.jsonl"

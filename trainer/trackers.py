@@ -4,6 +4,7 @@ OUTPUT_DIR/logs/wandb, uploaded later with `wandb sync` if you wish). Both recor
 the other logged scalars at each logging step, and the validation pictures.
 """
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -48,15 +49,45 @@ class TensorBoard(Tracker):
         self.writer.close()
 
 
+# wandb's own folders (environment variable -> sub-folder of OUTPUT_DIR/logs/wandb-home)
+WANDB_FOLDERS = {
+    "WANDB_CACHE_DIR": "cache",
+    "WANDB_CONFIG_DIR": "config",
+    "WANDB_DATA_DIR": "data",
+    "WANDB_ARTIFACT_DIR": "artifacts",
+}
+
+
 class Wandb(Tracker):
+    """Weights & Biases in offline mode, every file under OUTPUT_DIR/logs: the run under logs/wandb, and wandb's
+    cache, config and data folders (its service's debug logs go to the cache) under logs/wandb-home unless the
+    user has pointed WANDB_CACHE_DIR, WANDB_CONFIG_DIR, WANDB_DATA_DIR or WANDB_ARTIFACT_DIR elsewhere. No
+    system monitor (it probes cloud metadata addresses; the JSONL log has the step rate and CPU time) and no
+    capture of the console."""
+
     def __init__(self, logdir: Path, config: dict):
         try:
             import wandb
         except ImportError:
-            raise ValueError("--report-to wandb needs the wandb package: pip install wandb") from None
+            raise ValueError(
+                "--report-to wandb needs the wandb package: pip install wandb (or pip install 'diffspec[wandb]')"
+            ) from None
         self.wandb = wandb
+        self._saved_env = {var: os.environ.get(var) for var in WANDB_FOLDERS}
+        for var, sub in WANDB_FOLDERS.items():
+            if self._saved_env[var] is None:
+                os.environ[var] = str(logdir / "wandb-home" / sub)
         logdir.mkdir(parents=True, exist_ok=True)
-        self.run = wandb.init(project="diffspec", mode="offline", dir=str(logdir), config=config)
+        quiet = dict(console="off", x_disable_stats=True, x_disable_machine_info=True)
+        try:
+            settings = wandb.Settings(**quiet)
+        except (TypeError, ValueError):  # a wandb without these settings
+            settings = wandb.Settings(console="off")
+        try:
+            self.run = wandb.init(project="diffspec", mode="offline", dir=str(logdir), config=config, settings=settings)
+        except BaseException:
+            self._restore_env()
+            raise
 
     def scalars(self, step, values):
         self.run.log({f"train/{k}": v for k, v in values.items() if v is not None}, step=step)
@@ -65,7 +96,18 @@ class Wandb(Tracker):
         self.run.log({tag: self.wandb.Image(pixels)}, step=step)
 
     def close(self):
-        self.run.finish()
+        try:
+            self.run.finish()
+            self.wandb.teardown()  # its service process read the folders above when it started: the next run's own
+        finally:
+            self._restore_env()
+
+    def _restore_env(self):
+        for var, value in self._saved_env.items():
+            if value is None:
+                os.environ.pop(var, None)
+            else:
+                os.environ[var] = value
 
 
 def make_tracker(report_to: ReportTo, output_dir: Path, config: dict) -> Tracker:

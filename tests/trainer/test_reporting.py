@@ -1,12 +1,17 @@
 """What a run reports: tensorboard event files read back with tensorboard's own reader, epochs in the JSONL log,
 no progress bar when stderr is not a terminal, and --threads really setting torch's intra-op threads."""
 
+import hashlib
 import json
+import os
+import sys
 
 import numpy as np
+import pytest
 import torch
 from diffspec.trainer.cli import main
 from diffspec.trainer.config import SMALL_STEP_FLOPS, default_threads
+from PIL import Image
 
 TINY = [
     "--model-kwargs",
@@ -124,49 +129,94 @@ def test_default_threads_rule(tmp_path):
         torch.set_num_threads(before)
 
 
-def test_wandb_runs_offline_under_the_output_folder(tmp_path, monkeypatch):
-    """wandb is not a dependency: a stand-in module records how the trainer drives it (offline, under logs/)."""
-    import types
+WANDB_RUN = [
+    *TINY,
+    "--threads",
+    "1",
+    "--max-train-steps",
+    "4",
+    "--logging-steps",
+    "2",
+    "--validation-steps",
+    "4",
+    "--report-to",
+    "wandb",
+    "--no-progress",
+]
 
-    calls = {"init": [], "log": [], "finish": 0}
 
-    class Run:
-        def log(self, values, step):
-            calls["log"].append((step, dict(values)))
+def _wandb_records(path):
+    """The protobuf records of an offline run file: a 7-byte header (":W&B", magic, version), then LevelDB's log
+    format (32 KiB blocks of chunks with a 7-byte header: CRC, little-endian length, type 1 full / 2 first /
+    3 middle / 4 last; a block tail under 7 bytes is padding)."""
+    from wandb.proto import wandb_internal_pb2
 
-        def finish(self):
-            calls["finish"] += 1
+    data = path.read_bytes()
+    assert data[:4] == b":W&B"
+    pos, block, records, buf = 7, 32768, [], b""
+    while pos + 7 <= len(data):
+        left = block - pos % block
+        if left < 7:
+            pos += left
+            continue
+        length, kind = int.from_bytes(data[pos + 4 : pos + 6], "little"), data[pos + 6]
+        buf += data[pos + 7 : pos + 7 + length]
+        pos += 7 + length
+        if kind in (1, 4):
+            record = wandb_internal_pb2.Record()
+            record.ParseFromString(buf)
+            records.append(record)
+            buf = b""
+    return records
 
-    def init(**kwargs):
-        calls["init"].append(kwargs)
-        return Run()
 
-    fake = types.SimpleNamespace(init=init, Image=lambda pixels: ("image", pixels.shape))
-    monkeypatch.setitem(__import__("sys").modules, "wandb", fake)
-    assert (
-        main(
-            [
-                "--data",
-                "moons",
-                "--output-dir",
-                str(tmp_path),
-                *TINY,
-                "--threads",
-                "1",
-                "--max-train-steps",
-                "4",
-                "--logging-steps",
-                "2",
-                "--validation-steps",
-                "4",
-                "--report-to",
-                "wandb",
-                "--no-progress",
-            ]
-        )
-        == 0
-    )
-    (init_kwargs,) = calls["init"]
-    assert init_kwargs["mode"] == "offline" and init_kwargs["dir"] == str(tmp_path / "logs")
-    assert [step for step, values in calls["log"] if "train/loss" in values] == [2, 4]
-    assert any(values.get("samples", ("",))[0] == "image" for _, values in calls["log"]) and calls["finish"] == 1
+def test_wandb_runs_offline_under_the_output_folder(tmp_path, monkeypatch, capsys):
+    """A real wandb run in offline mode: the run file under OUTPUT_DIR/logs/wandb holds the loss and learning rate at
+    each logging step and the sample picture; wandb's cache and config land under OUTPUT_DIR/logs too, and nothing
+    is written to HOME or the working directory."""
+    pytest.importorskip("wandb")
+    from diffspec.trainer.trackers import WANDB_FOLDERS
+
+    home, cwd, out = tmp_path / "home", tmp_path / "cwd", tmp_path / "run"
+    home.mkdir()
+    cwd.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
+    monkeypatch.delenv("XDG_CONFIG_HOME", raising=False)
+    for var in (*WANDB_FOLDERS, "WANDB_DIR", "WANDB_MODE"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.chdir(cwd)
+    assert main(["--data", "moons", "--output-dir", str(out), *WANDB_RUN]) == 0
+    assert not any(home.iterdir()) and not any(cwd.iterdir())
+    assert all(var not in os.environ for var in WANDB_FOLDERS)  # the process's environment is left as it was
+    (run_file,) = (out / "logs" / "wandb").glob("offline-run-*/run-*.wandb")
+    assert list((out / "logs" / "wandb-home" / "cache").rglob("*.log"))  # wandb's service log, inside the run
+    history = []  # one dict per logged step; nested keys ("samples", "width") become nested dicts
+    for record in _wandb_records(run_file):
+        if record.WhichOneof("record_type") == "history":
+            row: dict = {}
+            for item in record.history.item:
+                *parents, leaf = [item.key] if item.key else list(item.nested_key)
+                node = row
+                for p in parents:
+                    node = node.setdefault(p, {})
+                node[leaf] = json.loads(item.value_json)
+            history.append(row)
+    log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    assert [h["_step"] for h in history] == [rec["step"] for rec in log] == [2, 4]
+    assert [h["train/loss"] for h in history] == [rec["loss"] for rec in log]
+    assert [h["train/lr"] for h in history] == [rec["lr"] for rec in log]
+    picture = history[-1]["samples"]  # the validation picture of step 4, as the trainer drew it
+    media = run_file.parent / "files" / picture["path"]
+    assert picture["_type"] == "image-file" and hashlib.sha256(media.read_bytes()).hexdigest() == picture["sha256"]
+    with Image.open(media) as got, Image.open(out / "samples" / "step-0000004.png") as want:
+        assert (picture["width"], picture["height"]) == got.size == want.size
+        assert np.array_equal(np.asarray(got.convert("RGB")), np.asarray(want.convert("RGB")))
+
+
+def test_wandb_missing_says_how_to_install(tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "wandb", None)
+    code = main(["--data", "moons", "--output-dir", str(tmp_path), *WANDB_RUN])
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert code != 0 and len(lines) == 1 and "--report-to wandb" in lines[0] and "pip install wandb" in lines[0]
+    assert not list(tmp_path.glob("checkpoint-*"))
