@@ -6,6 +6,7 @@ the other logged scalars at each logging step, and the validation pictures.
 
 import os
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from diffspec.trainer.config import ReportTo
@@ -78,7 +79,7 @@ class Wandb(Tracker):
             if self._saved_env[var] is None:
                 os.environ[var] = str(logdir / "wandb-home" / sub)
         logdir.mkdir(parents=True, exist_ok=True)
-        quiet = dict(console="off", x_disable_stats=True, x_disable_machine_info=True)
+        quiet: dict[str, Any] = dict(console="off", x_disable_stats=True, x_disable_machine_info=True)
         try:
             settings = wandb.Settings(**quiet)
         except (TypeError, ValueError):  # a wandb without these settings
