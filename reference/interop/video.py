@@ -152,8 +152,9 @@ def _plan_helios(cfg, n, opts, *, sigmas=None, mu=None):
     orders warming up from 1, lower_order_final, disable_corrector, bh1 / bh2 (the names "midpoint", "heun" and
     "logrho" are read as bh2, as diffusers does). Difference from UniPCMultistepScheduler reproduced: sigma is clamped
     to 1e-8 in (alpha, sigma) = (1 - s, max(s, 1e-8)), so a step onto sigma = 0 has a finite h at any order.
-    Departure kept out: from the default first sigma 1 (lam = -inf) with solver_type="bh1", diffusers returns NaN
-    (B(h) = h = -inf times a zero correction); the plan returns that step's limit, the DDIM step. stages
+    From the default first sigma 1 (lam = -inf) the first step is DDIM and bh2 of order <= 2 stays finite, as in
+    diffusers; "bh1" (B(h) = h = -inf) and order 3 (an infinite entry in the order-3 system) are NaN in diffusers
+    0.42.1 and refused there: pass sigmas below 1 (the pipeline's). stages
     > 1 is refused (see `_PYRAMID`). Sigmas: `_helios_sigmas`; the Helios pipeline passes
     sigmas=np.linspace(0.999, 0, N + 1)[:-1] and mu."""
     ts, sig = _helios_sigmas(cfg, n, sigmas, mu, dmd=False)
@@ -165,6 +166,12 @@ def _plan_helios(cfg, n, opts, *, sigmas=None, mu=None):
             return x
 
     else:
+        if sig[0] >= 1 and cfg["solver_type"] == "bh1":
+            raise ValueError(
+                "config key 'solver_type'='bh1' with a first sigma of 1: diffusers 0.42.1 returns NaN there (lam = "
+                "-inf makes B(h) = h infinite); pass sigmas below 1, as the Helios pipeline does "
+                "(np.linspace(0.999, 0, N + 1)[:-1]), or solver_type='bh2'"
+            )
         if int(cfg["solver_order"]) == 3 and sig[0] >= 1 and len(ts) >= 3:
             raise ValueError(
                 "config key 'solver_order'=3 with a first sigma of 1: diffusers 0.42.1 returns NaN there (lam = -inf "

@@ -205,6 +205,13 @@ CASES = [
     ("LTXEulerAncestralRFScheduler", {}, None, {"sigmas": [1.0, 0.9, 0.6, 0.3, 0.1, 0.0]}, True),
     ("LTXEulerAncestralRFScheduler", {"shift_terminal": 0.1, "use_karras_sigmas": True}, 8, {}, False),
     ("LTXEulerAncestralRFScheduler", {"eta": 0.7}, None, {"timesteps": [1.0, 0.8, 0.45, 0.0]}, False),  # as sigmas
+    (
+        "LTXEulerAncestralRFScheduler",
+        {"use_dynamic_shifting": True, "time_shift_type": "linear", "stochastic_sampling": True},  # the last: inert
+        6,
+        {"mu": 2.0},
+        False,
+    ),
     ("LTXEulerAncestralRFScheduler", {"s_noise": 0.0}, 6, {}, False),
     ("LTXEulerAncestralRFScheduler", {"use_exponential_sigmas": True, "eta": 1.5}, 6, {}, False),
     ("SCMScheduler", {}, 2, {}, True),
@@ -229,6 +236,7 @@ CASES = [
         False,
     ),
     ("HeliosScheduler", {"stages": 1, "solver_order": 1, "shift": 2.0}, 6, {}, False),
+    ("HeliosScheduler", {"stages": 1, "gamma": 0.5, "stage_range": [0, 1], "solver_type": "logrho"}, 6, {}, False),
     ("HeliosScheduler", {"stages": 1, "shift": 3.0, "time_shift_type": "linear", "solver_type": "heun"}, 6, {}, False),
     (
         "HeliosScheduler",
@@ -332,6 +340,18 @@ def test_wuerstchen_schedule_inverts_on_its_unclamped_part():
         np.testing.assert_allclose(abar, [0.9999, 1e-4])  # the clamp diffusers applies
 
 
+@pytest.mark.parametrize("overrides", [{"solver_type": "bh1"}, {"solver_order": 3}])
+def test_helios_unipc_from_sigma_one_is_nan_in_diffusers_and_refused(overrides):
+    config = {"_class_name": "HeliosScheduler", "stages": 1, **overrides}
+    model = oracle_model(Flow(), "flow_prediction", lambda ts: ts / 1000)
+    x_T = torch.from_numpy(np.random.default_rng(1).standard_normal(SHAPE)).float()
+    theirs, _ = helios_loop(diffusers.HeliosScheduler.from_config(config), model, x_T, None, {"n": 6})
+    assert torch.isnan(theirs).all()
+    with pytest.raises(ValueError, match="first sigma of 1: diffusers 0.42.1 returns NaN"):
+        interop.from_diffusers(config, 6)
+    assert interop.from_diffusers(config, 6, sigmas=np.linspace(0.999, 0.0, 7)[:-1]).sigmas[0] == 0.999
+
+
 def test_unclip_learned_range_reads_the_variance_half():
     plan = interop.from_diffusers({"_class_name": "UnCLIPScheduler", "variance_type": "learned_range"}, 4)
     assert plan.learned_variance
@@ -369,8 +389,9 @@ def test_helios_pyramid_has_no_counterpart(cls):
         ({"_class_name": "HeliosScheduler", "stages": 1, "thresholding": True}, 4, {}, "thresholding"),
         ({"_class_name": "HeliosScheduler", "stages": 1, "predict_x0": False}, 4, {}, "predict_x0"),
         ({"_class_name": "HeliosScheduler", "stages": 1, "scheduler_type": "dmd"}, 4, {}, "scheduler_type"),
+        ({"_class_name": "HeliosScheduler", "stages": 1, "use_flow_sigmas": False}, 4, {}, "use_flow_sigmas"),
+        ({"_class_name": "HeliosScheduler", "stages": 1, "solver_p": "x"}, 4, {}, "solver_p"),
         ({"_class_name": "HeliosScheduler", "stages": 1}, 4, {"mu": 0.5}, "mu"),
-        ({"_class_name": "HeliosScheduler", "stages": 1, "solver_order": 3}, 4, {}, "NaN"),
         ({"_class_name": "HeliosScheduler", "stages": 1, "use_dynamic_shifting": True}, 4, {}, "mu=None"),
         (
             {"_class_name": "HeliosDMDScheduler", "stages": 1, "use_dynamic_shifting": True, "shift": 2.0},
