@@ -99,7 +99,7 @@ K_DIFFUSION_INPUTS = {
 # Keywords with no effect on the result: accepted at any value and dropped.
 K_DIFFUSION_IGNORED = {"disable": "tqdm's progress bar"}
 # Keywords refused at any value but their default ((defaults), reason).
-K_DIFFUSION_REFUSED = {
+K_DIFFUSION_REFUSED: dict[str, tuple[tuple[object, ...], str]] = {
     "extra_args": (
         (None, {}),
         "the model's keyword arguments (conditioning): a reference sampler calls denoise(x, t) only; close them "
