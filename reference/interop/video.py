@@ -56,8 +56,10 @@ def _plan_ltx_euler_ancestral_rf(cfg, n, opts, *, timesteps=None, sigmas=None, m
             raise ValueError(f"mu={mu!r}: diffusers ignores mu with custom sigmas; leave it None")
         given = sigmas if sigmas is not None else timesteps
         sig = np.asarray(_checks.finite_array("sigmas", given), dtype=np.float32)
-        if sig.ndim != 1 or len(sig) < 2:
-            raise ValueError(f"sigmas={given!r}: expected a 1-d schedule of at least two sigmas, the terminal included")
+        if sig.ndim != 1 or len(sig) < 2 or np.any(sig[:-1] <= 0):
+            raise ValueError(
+                f"sigmas={given!r}: expected a 1-d schedule of at least two sigmas, positive but for the terminal one"
+            )
         if n is not None and n != len(sig) - 1:
             raise ValueError(f"num_inference_steps={n!r}: the custom sigmas give {len(sig) - 1} steps")
         ts = (sig[:-1] * np.float32(T)).astype(np.float32)
@@ -129,7 +131,7 @@ def _helios_sigmas(cfg, n, sigmas, mu, *, dmd):
             sig = np.float32(_helios_shift(kind, shift, sig))
     else:
         sig = np.asarray(_checks.finite_array("sigmas", sigmas), dtype=np.float64)
-        if sig.ndim != 1 or len(sig) < (2 if dmd else 1):
+        if sig.ndim != 1 or len(sig) < (2 if dmd else 1) or np.any(sig <= 0) or np.any(sig > 1):
             raise ValueError(f"sigmas={sigmas!r}: expected a 1-d array of sigmas in (0, 1]")
         if n is not None and n != len(sig) - (1 if dmd else 0):
             raise ValueError(f"num_inference_steps={n!r}: the custom sigmas have {len(sig)} values")
@@ -154,9 +156,8 @@ def _plan_helios(cfg, n, opts, *, sigmas=None, mu=None):
     to 1e-8 in (alpha, sigma) = (1 - s, max(s, 1e-8)), so a step onto sigma = 0 has a finite h at any order.
     From the default first sigma 1 (lam = -inf) the first step is DDIM and bh2 of order <= 2 stays finite, as in
     diffusers; "bh1" (B(h) = h = -inf) and order 3 (an infinite entry in the order-3 system) are NaN in diffusers
-    0.42.1 and refused there: pass sigmas below 1 (the pipeline's). stages
-    > 1 is refused (see `_PYRAMID`). Sigmas: `_helios_sigmas`; the Helios pipeline passes
-    sigmas=np.linspace(0.999, 0, N + 1)[:-1] and mu."""
+    0.42.1 and refused there: pass sigmas below 1 (the pipeline's). stages > 1 is refused (see `_PYRAMID`).
+    Sigmas: `_helios_sigmas`; the Helios pipeline passes sigmas=np.linspace(0.999, 0, N + 1)[:-1] and mu."""
     ts, sig = _helios_sigmas(cfg, n, sigmas, mu, dmd=False)
     if cfg["scheduler_type"] == "euler":
 

@@ -381,6 +381,7 @@ def test_helios_pyramid_has_no_counterpart(cls):
         ({"_class_name": "LTXEulerAncestralRFScheduler"}, 4, {"mu": 0.5}, "mu"),
         ({"_class_name": "LTXEulerAncestralRFScheduler"}, 3, {"sigmas": [1.0, 0.5, 0.0]}, "num_inference_steps=3"),
         ({"_class_name": "LTXEulerAncestralRFScheduler", "eta": -1.0}, 4, {}, "eta"),
+        ({"_class_name": "LTXEulerAncestralRFScheduler"}, None, {"sigmas": [1.0, 0.0, 0.0]}, "positive"),
         ({"_class_name": "SCMScheduler", "prediction_type": "epsilon"}, 2, {}, "prediction_type"),
         ({"_class_name": "SCMScheduler"}, 2, {"timesteps": [1.5, 0.0]}, "timesteps"),
         ({"_class_name": "SCMScheduler"}, 4, {"sigmas": [1.0, 0.0]}, "sigmas"),
@@ -400,6 +401,7 @@ def test_helios_pyramid_has_no_counterpart(cls):
             "shift",
         ),  # fmt: skip
         ({"_class_name": "HeliosDMDScheduler", "stages": 1, "prediction_type": "epsilon"}, 4, {}, "prediction_type"),
+        ({"_class_name": "HeliosScheduler", "stages": 1}, 2, {"sigmas": np.array([0.9, 0.0])}, "sigmas"),
     ],
 )
 def test_unimplemented_options_raise(config, n, custom, match):
