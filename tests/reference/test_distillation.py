@@ -181,6 +181,56 @@ def test_one_round_target_equals_two_exact_ddim_steps(name, steps, i, seed):
     np.testing.assert_allclose(one, two, rtol=1e-9, atol=1e-9 * (1 + np.max(np.abs(x))))
 
 
+@settings(max_examples=30)
+@given(
+    name=st.sampled_from(["linear", "vp", "flow", "vp_cosine", "edm"]),
+    steps=st.sampled_from([1, 2, 4, 8, 16]),
+    i=st.integers(0, 15),
+    seed=st.integers(0, 2**16),
+)
+def test_the_teacher_solve_target_with_two_ddim_substeps_is_the_papers(name, steps, i, seed):
+    """progressive_teacher_target(sampler=ddim, substeps=2) is Salimans & Ho's two-DDIM-step target."""
+    schedule = _schedule(name)
+    grid = D.progressive_grid(schedule, steps)
+    i = i % steps
+    t, t_next = grid[i], grid[i + 1]
+    mix = standard_mixture_2d()
+    x = mix.sample_xt(64, schedule.alpha(t), schedule.sigma(t), np.random.default_rng(seed))
+    want = L.progressive_distillation_target(mix.denoiser(schedule), x, t, t_next, schedule)
+    got = D.progressive_teacher_target(mix.denoiser(schedule), x, t, t_next, schedule, sampler="ddim", substeps=2)
+    np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-10 * (1 + np.max(np.abs(want))))
+
+
+@pytest.mark.parametrize(("name", "sampler", "order"), [("vp", "ddim", 1), ("vp", "heun", 2), ("flow", "flow_heun", 2)])
+def test_the_teacher_solve_target_lands_on_the_exact_flow_map(name, sampler, order):
+    """Gaussian data, exact denoiser: the student's one DDIM step from x_tilde lands on the exact PF-ODE map
+    t -> t_next, with the teacher solve's global error, shrinking as substeps^-order."""
+    schedule = _schedule(name)
+    g = GaussianMixture.gaussian([0.7, -0.4], [0.3, 1.4])
+    grid = D.progressive_grid(schedule, 4)
+    t, t_next = grid[0] - 0.05 * (grid[0] - grid[1]), grid[1]
+    x = g.sample_xt(256, schedule.alpha(t), schedule.sigma(t), np.random.default_rng(3))
+    exact = _exact_consistency_function(g, schedule, t_next)(x, t)
+    errors, subs = [], [4, 8, 16, 32]
+    for n in subs:
+        x_tilde = D.progressive_teacher_target(
+            g.denoiser(schedule), x, t, t_next, schedule, sampler=sampler, substeps=n
+        )
+        one = get_sampler("ddim")(lambda _x, _t, x_tilde=x_tilde: x_tilde, x, np.array([t, t_next]), schedule)
+        errors.append(np.max(np.abs(one - exact)))
+    slopes = -np.diff(np.log(errors)) / np.diff(np.log(subs))
+    assert np.all(slopes > order - 0.3), (errors, slopes)
+
+
+def test_the_teacher_solve_refuses_a_stochastic_sampler_and_bad_substeps():
+    schedule, mix = _schedule("vp"), standard_mixture_2d()
+    x = mix.sample_xt(4, 0.5, 0.8, np.random.default_rng(0))
+    with pytest.raises(ValueError, match="stochastic"):
+        D.progressive_teacher_target(mix.denoiser(schedule), x, 0.6, 0.3, schedule, sampler="ddpm")
+    with pytest.raises(ValueError, match="substeps"):
+        D.progressive_teacher_target(mix.denoiser(schedule), x, 0.6, 0.3, schedule, substeps=0)
+
+
 def test_progressive_rounds_halve_and_grids_nest():
     assert D.progressive_rounds(64, 4) == [32, 16, 8, 4]
     assert D.progressive_rounds(2, 1) == [1]

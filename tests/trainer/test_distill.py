@@ -122,6 +122,32 @@ def test_progressive_grid_weight_and_loss_twin(ref, steps, seed):
     np.testing.assert_allclose(got.numpy(), want, rtol=1e-9)
 
 
+@settings(max_examples=20)
+@given(
+    name=st.sampled_from(["linear", "vp", "edm", "flow"]),
+    steps=st.sampled_from([1, 2, 8]),
+    i=st.integers(0, 7),
+    sampler=st.sampled_from(["ddim", "heun", "dpmpp_2m", "flow_euler"]),
+    substeps=st.integers(1, 5),
+    seed=st.integers(0, 2**16),
+)
+def test_progressive_teacher_target_twin(name, steps, i, sampler, substeps, seed):
+    from diffspec.reference.schedules import make_schedule
+
+    ref = make_schedule(name)
+    if sampler.startswith("flow") != (name == "flow"):
+        return
+    grid = RD.progressive_grid(ref, steps)
+    t, t_next = float(grid[i % steps]), float(grid[i % steps + 1])
+    mix = standard_mixture_2d()
+    x = mix.sample_xt(16, ref.alpha(t), ref.sigma(t), np.random.default_rng(seed))
+    want = RD.progressive_teacher_target(mix.denoiser(ref), x, t, t_next, ref, sampler=sampler, substeps=substeps)
+    got = TD.progressive_teacher_target(
+        torch_oracle(mix, ref), torch.from_numpy(x), t, t_next, twin(ref), sampler=sampler, substeps=substeps
+    )
+    _close(got, want, scale=1e3 * (1.0 + float(np.max(np.abs(want)))))
+
+
 @pytest.mark.parametrize(("teacher", "student"), [(64, 4), (8, 1), (2, 1), (64, 3), (64, 64), (48, 3), (6, 3)])
 def test_progressive_rounds_twin(teacher, student):
     try:
@@ -386,6 +412,201 @@ def test_bad_input_is_one_line_naming_what_is_needed(teachers, tmp_path, capsys)
         (["--distill", "consistency", "--teacher", str(teachers["v"]), "--teacher-sampler", "ddpm"], "deterministic"),
         (["--distill", "distil", "--teacher", str(teachers["v"])], "expected one of consistency, progressive"),
         (["--objective", "consistency", "--teacher", str(teachers["v"])], "--teacher is used with --distill"),
+    ]
+    for args, message in cases:
+        assert main(["--output-dir", str(tmp_path / "out"), "--no-progress", *args]) == 2, args
+        err = capsys.readouterr().err
+        assert message in err and len(err.strip().splitlines()) == 1, (args, err)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Resume: a run interrupted after any complete checkpoint continues bit for bit
+# ---------------------------------------------------------------------------------------------------------
+
+RESUME_CASES = {
+    "consistency": (["--distill", "consistency", "--teacher", "{v}"], ["target"], [2]),
+    "consistency_training": (["--objective", "consistency"], [], [2]),
+    # two rounds (4 -> 2 -> 1 steps) of 6 steps: mid-round 1, its end, mid-round 2 (teacher = round 1's EMA)
+    "progressive": (
+        ["--distill", "progressive", "--teacher", "{v}", "--teacher-steps", "4", "--student-steps", "1"],
+        [],
+        [2, 6, 8],
+    ),
+    "reflow": (["--distill", "reflow", "--teacher", "{flow}", "--num-pairs", "64", "--teacher-steps", "4"], [], [4]),
+}
+
+
+def _tensors_of(ckpt_dir, names):
+    from safetensors.torch import load_file
+
+    return {n: load_file(str(ckpt_dir / f"{n}.safetensors")) for n in names}
+
+
+@pytest.mark.parametrize("procedure", sorted(RESUME_CASES))
+def test_an_interrupted_run_resumes_bit_for_bit(procedure, teachers, tmp_path):
+    """Checkpoints every 2 steps; the run is cut after checkpoint S (later ones gone, the next one left half-written,
+    as a crash mid-save leaves it) and continued with --resume-from-checkpoint latest: its final student, EMA,
+    optimizer state and procedure state equal the uninterrupted run's bit for bit, and it did start at S."""
+    import json
+    import shutil
+
+    from diffspec.trainer.checkpoint import MANIFEST, list_checkpoints
+    from diffspec.trainer.cli import main
+
+    args, extra_files, cuts = RESUME_CASES[procedure]
+    args = [a.format(v=teachers["v"], flow=teachers["flow"]) for a in args]
+    common = ["--data", "moons", "--no-progress", "--max-train-steps", "6", "--checkpointing-steps", "2"]
+    common += ["--train-batch-size", "32", "--logging-steps", "1", *args]
+    whole = tmp_path / "whole"
+    assert main(["--output-dir", str(whole), *common]) == 0
+    final = list_checkpoints(whole)[-1][1].name
+    names = ["model", "ema", "optimizer", *extra_files]
+    want = _tensors_of(whole / final, names)
+    for cut in cuts:
+        run = tmp_path / f"cut{cut}"
+        shutil.copytree(whole, run)
+        later = [p for s, p in list_checkpoints(run) if s > cut]
+        for p in later[1:]:
+            shutil.rmtree(p)
+        (later[0] / MANIFEST).unlink()  # the save after S was interrupted: incomplete, skipped, moved aside
+        (run / "log.jsonl").write_text("")
+        assert main(["--output-dir", str(run), *common, "--resume-from-checkpoint", "latest"]) == 0
+        got = _tensors_of(run / final, names)
+        for name in names:
+            assert got[name].keys() == want[name].keys()
+            for k in want[name]:
+                assert torch.equal(got[name][k], want[name][k]), (cut, name, k)
+        log = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+        assert log[0]["phase"] == "resume" and log[0]["step"] == cut, log[0]
+        assert sum("loss" in r for r in log) == list_checkpoints(whole)[-1][0] - cut  # one record per step run
+
+
+def test_resume_refuses_a_checkpoint_of_other_settings(teachers, tmp_path, capsys):
+    from diffspec.trainer.cli import main
+
+    out = tmp_path / "run"
+    common = ["--data", "moons", "--output-dir", str(out), "--no-progress", "--train-batch-size", "32"]
+    cd = ["--distill", "consistency", "--teacher", str(teachers["v"])]
+    assert main([*common, *cd, "--max-train-steps", "2"]) == 0
+    capsys.readouterr()
+    cases = [
+        ([*cd, "--max-train-steps", "4"], "its max_train_steps is 2 but this run has 4"),
+        (["--objective", "consistency", "--max-train-steps", "2"], "not a checkpoint of a --distill consistency"),
+    ]
+    for args, message in cases:
+        assert main([*common, *args, "--resume-from-checkpoint", "latest"]) == 2, args
+        err = capsys.readouterr().err
+        assert message in err and len(err.strip().splitlines()) == 1, (args, err)
+    missing = ["--resume-from-checkpoint", str(tmp_path / "nowhere")]
+    assert main([*common, *cd, "--max-train-steps", "2", *missing]) == 2
+    assert "no such checkpoint folder" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Class-conditional teachers
+# ---------------------------------------------------------------------------------------------------------
+
+
+def _which_moon(raw):
+    """The label (0 upper, 1 lower moon) of the nearest of 4,000 fresh labelled moons."""
+    from sklearn.datasets import make_moons
+
+    ref, labels = make_moons(n_samples=4000, noise=0.05, random_state=7)
+    return labels[((raw[:, None, :] - ref[None, :, :]) ** 2).sum(-1).argmin(1)]
+
+
+@pytest.fixture(scope="module")
+def labelled_teacher(tmp_path_factory):
+    """A class-conditional v-prediction teacher on moons labelled by moon (an .npz with x and y), label dropout 0.1."""
+    from sklearn.datasets import make_moons
+
+    tmp = tmp_path_factory.mktemp("labelled")
+    x, y = make_moons(n_samples=4000, noise=0.05, random_state=0)
+    data = tmp / "moons_labelled.npz"
+    np.savez(data, x=x, y=y.astype(np.int64))
+    common = ["--max-train-steps", "600", "--model-kwargs", TINY, "--validation-steps", "1000000", "--threads", "1"]
+    from diffspec.trainer.cli import main
+
+    out = tmp / "teacher"
+    args = ["--data", str(data), "--output-dir", str(out), "--no-progress", *common]
+    assert main([*args, "--schedule", "linear", "--prediction-type", "v"]) == 0
+    return data, out
+
+
+def test_a_class_conditional_teacher_distils_into_a_class_conditional_student(labelled_teacher, tmp_path):
+    """CD with the teacher's ODE under guidance 3: the student is class-conditional (card, export, runtime), its
+    2-step samples land on the moon they were asked for, more often than the same network untrained does, and the
+    runtime's samples of the exported student do as well as the trainer's."""
+    import subprocess
+    import sys
+
+    from diffspec.trainer.checkpoint import find_latest, load_for_inference, read_config
+    from diffspec.trainer.cli import main
+    from diffspec.trainer.distill_loop import _consistency_student, sample_model
+
+    data, teacher = labelled_teacher
+    out = tmp_path / "student"
+    args = ["--data", str(data), "--output-dir", str(out), "--no-progress", "--train-batch-size", "128"]
+    args += ["--distill", "consistency", "--teacher", str(teacher), "--teacher-guidance-scale", "3"]
+    assert main([*args, "--max-train-steps", "200"]) == 0
+    model, config = load_for_inference(find_latest(out))
+    assert config["num_classes"] == 2 and config["null_class"] == 2
+    assert config["student"]["teacher_guidance_scale"] == 3.0
+    labels = np.arange(1000) % 2
+
+    def accuracy(m):
+        x = sample_model(m, config, n=1000, sampler="consistency", steps=2, seed=1, labels=labels)
+        d = config["data"]
+        return float(np.mean(_which_moon((x - d["shift"]) / d["scale"]) == labels))
+
+    tmodel, _ = load_for_inference(find_latest(teacher))
+    untrained, _ = _consistency_student(
+        tmodel, read_config(find_latest(teacher)), config["model"]["kwargs"]["sigma_min"]
+    )
+    trained, before = accuracy(model), accuracy(untrained.eval())
+    assert trained > 0.95 and trained > before + 0.05, (trained, before)
+
+    onnx_path, npz = tmp_path / "student.onnx", tmp_path / "samples.npz"
+    run = [sys.executable, "-m"]
+    done = subprocess.run([*run, "diffspec.export", str(find_latest(out)), "-o", str(onnx_path)], capture_output=True)
+    assert done.returncode == 0, done.stderr
+    sample = [*run, "diffspec.runtime", str(onnx_path), "--sampler", "consistency", "--steps", "2"]
+    sample += ["--grid", "trailing", "-n", "1000", "--seed", "3", "--out", str(npz), "--no-progress"]
+    got = subprocess.run(sample, capture_output=True, text=True)
+    assert got.returncode == 0, got.stderr
+    saved = np.load(npz)
+    assert set(np.unique(saved["labels"])) == {0, 1}
+    runtime = float(np.mean(_which_moon(saved["samples"].astype(np.float64)) == saved["labels"]))
+    assert runtime > 0.95, runtime
+
+
+def test_class_conditional_bad_input(labelled_teacher, teachers, tmp_path, capsys):
+    from diffspec.trainer.cli import main
+
+    data, teacher = labelled_teacher
+    cases = [
+        (["--data", "moons", "--distill", "consistency", "--teacher", str(teacher)], "has no labels"),
+        (
+            ["--distill", "consistency", "--teacher", str(teachers["v"]), "--teacher-guidance-scale", "2"],
+            "guidance needs a class-conditional teacher",
+        ),
+        (
+            ["--data", str(data), "--distill", "progressive", "--teacher", str(teacher), "--teacher-substeps", "0"],
+            "--teacher-substeps=0",
+        ),
+        (
+            [
+                "--data",
+                str(data),
+                "--distill",
+                "consistency",
+                "--teacher",
+                str(teacher),
+                "--teacher-guidance-scale",
+                "nan",
+            ],
+            "--teacher-guidance-scale=nan",
+        ),
     ]
     for args, message in cases:
         assert main(["--output-dir", str(tmp_path / "out"), "--no-progress", *args]) == 2, args
