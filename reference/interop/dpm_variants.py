@@ -2,7 +2,7 @@
 CosineDPMSolverMultistepScheduler.
 
 All three step with the DPM-Solver(++) multistep arithmetic of `dpm_solver._dpm_multistep_update` (Lu et al. 2022,
-"DPM-Solver++", arXiv:2211.01095, Alg. 2, and its SDE form, Sec. 5 / Appendix) on their own grids:
+"DPM-Solver++", arXiv:2211.01095, Alg. 2, and its SDE form SDE-DPM-Solver++) on their own grids:
 
 - CogVideoXDPM: SDE-DPM-Solver++(2M) (midpoint form) on CogVideoX's SNR-shifted betas (`ddpm.snr_shifted_schedule`),
   stepping like DDIM to t - T // N while the multistep ratio r = h_prev / h uses the previous *grid* time;
@@ -50,7 +50,7 @@ def _abar_of(abar):
 
 
 def _plan_cogvideox_dpm(cfg, n, opts):
-    """CogVideoX's DPM scheduler: SDE-DPM-Solver++(2M) (Lu et al. 2022, arXiv:2211.01095, the SDE solver of Sec. 5
+    """CogVideoX's DPM scheduler: SDE-DPM-Solver++(2M) (Lu et al. 2022, arXiv:2211.01095, the SDE solver
     in its multistep midpoint form) on `snr_shifted_schedule` (abar' = abar / (s + (1 - s) abar), s =
     snr_shift_scale, then the optional zero-terminal-SNR rescale), as diffusers' CogVideoXDPMScheduler steps it in
     the CogVideoX pipeline loop (`step(out, old_x0, t, t_back, x)` with t_back the previous grid time):
@@ -145,9 +145,9 @@ def _inverse_sigmas(cfg, n, schedule):
     between 0 and the noisiest timestep (T - 1, or the last one whose lam is above lambda_min_clipped), with sigma_ve
     interpolated at them and the noisiest sigma appended; Karras / exponential / beta sigmas between the training
     ends in increasing order (`_respace`; timesteps rounded for Karras, truncated otherwise) and flow sigmas (which
-    diffusers copies from the forward scheduler, so they *decrease*) end by repeating their last sigma. Repeated timesteps are
-    dropped, the sigmas are not (so the step index of a later step reads the sigma of an earlier grid point, as in
-    diffusers). The training sigmas are diffusers' float32 ones (`_float32_train_sigmas`) and the sigmas are rounded
+    diffusers copies from the forward scheduler, so they *decrease*) end by repeating their last sigma. Repeated
+    timesteps are dropped, the sigmas are not (so the step index of a later step reads the sigma of an earlier grid
+    point, as in diffusers). The training sigmas are diffusers' float32 ones (`_float32_train_sigmas`) and the sigmas are rounded
     to float32 as diffusers stores them."""
     T = _checks.integer("num_train_timesteps", cfg["num_train_timesteps"], minimum=2)
     n = _checks.integer("num_inference_steps", n, minimum=1, maximum=T)
@@ -267,7 +267,7 @@ def _cosine_sigmas(cfg, n):
 
 
 def _plan_cosine_dpm_multistep(cfg, n, opts):
-    """SDE-DPM-Solver++ multistep (Lu et al. 2022, arXiv:2211.01095, Sec. 5), orders 1-2 ("midpoint" or "heun"), on
+    """SDE-DPM-Solver++ multistep (Lu et al. 2022, arXiv:2211.01095), orders 1-2 ("midpoint" or "heun"), on
     EDM's alpha = 1 process (Karras et al. 2022) as diffusers' CosineDPMSolverMultistepScheduler (Stable Audio Open):
     the model sees c_in x = x / sqrt(sigma^2 + sigma_data^2) and c_noise = atan(sigma) 2 / pi, its output F gives
     x0 = c_skip x + c_out F (EDM's Table 1; c_out negated for "v_prediction"), and the orders follow

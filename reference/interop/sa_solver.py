@@ -3,7 +3,8 @@
 Xue, Yi, Chu, Lu, Sun, Zhang, Li, Li, Ma (2023), "SA-Solver: Stochastic Adams Solver for Fast Sampling of Diffusion
 Models", arXiv:2309.05019. The SDE family dx = [f x - (1 + tau^2)/2 g^2 score] dt + tau g dw (tau = 0 the probability
 flow ODE, tau = 1 the reverse SDE) is integrated in lam with its linear part exact; the model term is the Lagrange
-polynomial through the last k model values (eqs. 14-15 in data-prediction form, Appendix in noise-prediction form).
+polynomial through the last k model values (Sec. 4: the SA-Predictor and SA-Corrector, in data- or noise-prediction
+form).
 
 With c = 1 + tau^2, h = lam_t - lam_s, u = lam - lam_t and l_j the Lagrange basis through the nodes lam_{i-j} - lam_t:
 
@@ -112,7 +113,7 @@ def _sa_sigmas(cfg, n, flow):
 
 
 def _plan_sa_solver(cfg, n, opts):
-    """SA-Solver (Xue et al. 2023, arXiv:2309.05019, Alg. 1: SA-Predictor of order predictor_order, SA-Corrector of
+    """SA-Solver (Xue et al. 2023, arXiv:2309.05019, Sec. 4: SA-Predictor of order predictor_order, SA-Corrector of
     order corrector_order) as diffusers' SASolverScheduler steps it (see the module docstring for the update).
 
     Orders: warm-up (predictor at most i + 1 and corrector at most i + 2 at step i, counting from 0) and, with
