@@ -147,8 +147,8 @@ def _inverse_sigmas(cfg, n, schedule):
     ends in increasing order (`_respace`; timesteps rounded for Karras, truncated otherwise) and flow sigmas (which
     diffusers copies from the forward scheduler, so they *decrease*) end by repeating their last sigma. Repeated
     timesteps are dropped, the sigmas are not (so the step index of a later step reads the sigma of an earlier grid
-    point, as in diffusers). The training sigmas are diffusers' float32 ones (`_float32_train_sigmas`) and the sigmas are rounded
-    to float32 as diffusers stores them."""
+    point, as in diffusers). The training sigmas are diffusers' float32 ones (`_float32_train_sigmas`) and the
+    sigmas are rounded to float32 as diffusers stores them."""
     T = _checks.integer("num_train_timesteps", cfg["num_train_timesteps"], minimum=2)
     n = _checks.integer("num_inference_steps", n, minimum=1, maximum=T)
     train = _float32_train_sigmas(schedule)
