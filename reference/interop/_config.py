@@ -82,7 +82,7 @@ HONOURED: dict[str, dict[str, tuple[Any, tuple | None]]] = {
         "clip_sample": (True, _values(True, False)),
         "variance_type": (
             "fixed_small",
-            _values("fixed_small", "fixed_small_log", "fixed_large", "learned", "learned_range"),
+            _values("fixed_small", "fixed_small_log", "fixed_large", "fixed_large_log", "learned", "learned_range"),
         ),
         "prediction_type": _PRED3,
         "rescale_betas_zero_snr": (False, _values(True, False)),
@@ -169,17 +169,17 @@ HONOURED: dict[str, dict[str, tuple[Any, tuple | None]]] = {
         **_OFF,
         **_THRESH,
         "solver_order": (2, _values(1, 2, 3)),
-        "prediction_type": _PRED3,
+        "prediction_type": _PRED4,
         "algorithm_type": ("dpmsolver++", _values("dpmsolver++", "dpmsolver", "sde-dpmsolver++", "deis")),
         "solver_type": ("midpoint", _values("midpoint", "heun", "logrho", "bh1", "bh2")),
         "lower_order_final": (False, _values(True, False)),
         "use_karras_sigmas": (False, _values(True, False)),
-        "use_flow_sigmas": (False, _values(False)),
+        "use_flow_sigmas": (False, _values(True, False)),
         "flow_shift": (1.0, _ANY),  # inert without use_flow_sigmas
         "final_sigmas_type": ("zero", _values("zero", "sigma_min")),
         "lambda_min_clipped": (-math.inf, _ANY),
         "variance_type": (None, _values(None)),
-        "use_dynamic_shifting": (False, _values(False)),
+        "use_dynamic_shifting": (False, _values(True, False)),
         "time_shift_type": ("exponential", _ANY),  # inert without use_dynamic_shifting
     },
     "DEISMultistepScheduler": {
@@ -188,14 +188,14 @@ HONOURED: dict[str, dict[str, tuple[Any, tuple | None]]] = {
         **_OFF,
         **_THRESH,
         "solver_order": (2, _values(1, 2, 3)),
-        "prediction_type": _PRED3,
+        "prediction_type": _PRED4,
         "algorithm_type": ("deis", _values("deis", "dpmsolver", "dpmsolver++")),
         "solver_type": ("logrho", _values("logrho", "midpoint", "heun", "bh1", "bh2")),
         "lower_order_final": (True, _values(True, False)),
         "use_karras_sigmas": (False, _values(True, False)),
-        "use_flow_sigmas": (False, _values(False)),
+        "use_flow_sigmas": (False, _values(True, False)),
         "flow_shift": (1.0, _ANY),  # inert without use_flow_sigmas
-        "use_dynamic_shifting": (False, _values(False)),
+        "use_dynamic_shifting": (False, _values(True, False)),
         "time_shift_type": ("exponential", _ANY),  # inert without use_dynamic_shifting
     },
     "UniPCMultistepScheduler": {
@@ -205,7 +205,7 @@ HONOURED: dict[str, dict[str, tuple[Any, tuple | None]]] = {
         "use_exponential_sigmas": (False, _values(True, False)),
         "solver_order": (2, _values(1, 2, 3)),
         "prediction_type": _PRED4,
-        "thresholding": (False, _values(False)),
+        "thresholding": (False, _values(True, False)),
         "dynamic_thresholding_ratio": (0.995, _ANY),
         "sample_max_value": (1.0, _ANY),
         "predict_x0": (True, _values(True, False)),
@@ -519,6 +519,23 @@ HONOURED["HeliosDMDScheduler"] = {
 }
 
 
+# Option values that diffusers runs but `from_diffusers` refuses: (class, key) -> (the refused values, or None for
+# every non-default value; the reason). `_validate` raises with the reason; a test walks the installed diffusers and
+# checks that every option value of the interop's list is either reproduced by a case or listed here.
+_NAN_IN_DIFFUSERS = (
+    "diffusers takes the square root of log(beta) < 0 for it, so its samples are NaN: nothing to reproduce"
+)
+REFUSED_OPTIONS: dict[tuple[str, str], tuple[tuple | None, str]] = {
+    ("DDPMScheduler", "variance_type"): (("fixed_large_log",), _NAN_IN_DIFFUSERS),
+    ("DDPMParallelScheduler", "variance_type"): (("fixed_large_log",), _NAN_IN_DIFFUSERS),
+    ("DPMSolverMultistepInverseScheduler", "algorithm_type"): (
+        ("sde-dpmsolver",),
+        "its reverse-time SDE step cannot run from data to noise (h < 0 makes sqrt(1 - e^(-2h)) imaginary; "
+        "diffusers 0.42.1 returns NaN); use an ODE algorithm (dpmsolver++ or dpmsolver)",
+    ),
+}
+
+
 def _validate(config):
     if not isinstance(config, dict) or "_class_name" not in config:
         raise ValueError("config: expected a dict loaded from scheduler_config.json, with a '_class_name' key")
@@ -540,6 +557,10 @@ def _validate(config):
             raise ValueError(
                 f"config key {key!r}={value!r} is not implemented for {name}: honoured keys are {sorted(spec)}"
             )
+    for key, value in config.items():
+        refused = REFUSED_OPTIONS.get((name, key))
+        if refused and (value in refused[0] if refused[0] is not None else value != spec[key][0]):
+            raise ValueError(f"config key {key!r}={value!r} is not implemented for {name}: {refused[1]}")
     for key, (_, allowed) in spec.items():
         inert = key in _CONDITIONALLY_INERT and _CONDITIONALLY_INERT[key](cfg)
         if allowed is not _ANY and not inert and cfg[key] not in allowed:
@@ -702,7 +723,9 @@ def _no_custom_with_respacing(cfg, name):
     """diffusers refuses custom timesteps with Karras / exponential / beta sigmas (they would be re-spaced away)."""
     spacing = sigma_spacing(cfg)
     if spacing in (SigmaSpacing.KARRAS, SigmaSpacing.EXPONENTIAL, SigmaSpacing.BETA, SigmaSpacing.LU_LAMBDAS):
-        raise ValueError(f"{name} with {spacing.value} sigmas: diffusers refuses the combination (it would re-space them)")
+        raise ValueError(
+            f"{name} with {spacing.value} sigmas: diffusers refuses the combination (it would re-space them)"
+        )
 
 
 def _float32(a):

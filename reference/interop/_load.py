@@ -121,10 +121,13 @@ CUSTOM_INPUTS = {
     "HeunDiscreteScheduler": ("timesteps",),
     "DDPMScheduler": ("timesteps",),
     "DDPMParallelScheduler": ("timesteps",),
-    "DPMSolverSinglestepScheduler": ("timesteps",),
+    "DPMSolverSinglestepScheduler": ("timesteps", "mu"),  # mu with use_flow_sigmas and use_dynamic_shifting
+    "DEISMultistepScheduler": ("mu",),  # with use_flow_sigmas and use_dynamic_shifting
     "EDMEulerScheduler": ("sigmas",),  # read as the ramp in [0, 1], as diffusers does
     "CMStochasticIterativeScheduler": ("timesteps",),
     "MiniMaxH3Scheduler": ("sigmas",),
+    "LCMScheduler": ("timesteps",),
+    "TCDScheduler": ("timesteps",),
     "DDPMWuerstchenScheduler": ("timesteps",),
     "LTXEulerAncestralRFScheduler": ("timesteps", "sigmas", "mu"),  # timesteps are read as sigmas
     "SCMScheduler": ("timesteps",),  # TrigFlow times, N + 1 of them

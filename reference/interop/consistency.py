@@ -10,9 +10,14 @@ from diffspec.reference.schedules import EDM
 # ---- Consistency models: LCM, TCD ----------------------------------------------------------------------------
 
 
-def _lcm_timesteps(cfg, n):
+def _lcm_timesteps(cfg, n, timesteps=None):
     """LCM/TCD set_timesteps (strength 1): the distillation grid t = k j - 1 (j = 1..original_inference_steps,
-    k = T // original_inference_steps), descending, sampled at floor(linspace(0, len, N, endpoint=False))."""
+    k = T // original_inference_steps), descending, sampled at floor(linspace(0, len, N, endpoint=False)); or the
+    custom `timesteps` (strictly decreasing integers; diffusers only warns when they leave the distillation grid)."""
+    if timesteps is not None:
+        if n is not None:
+            raise ValueError(f"num_inference_steps={n!r} with timesteps: expected exactly one of them")
+        return _custom_descending_timesteps(cfg, timesteps)
     T = _checks.integer("num_train_timesteps", cfg["num_train_timesteps"], minimum=2)
     orig = _checks.integer("original_inference_steps", cfg["original_inference_steps"], minimum=1, maximum=T)
     _checks.integer("num_inference_steps", n, minimum=1, maximum=orig)
@@ -20,17 +25,18 @@ def _lcm_timesteps(cfg, n):
     return origin[np.floor(np.linspace(0, len(origin), num=n, endpoint=False)).astype(np.int64)].astype(np.int64)
 
 
-def _plan_lcm(cfg, n, opts):
+def _plan_lcm(cfg, n, opts, *, timesteps=None):
     """Latent consistency model multistep sampling (Luo et al. 2023, arXiv:2310.04378, Alg. 3; Song et al. 2023,
     "Consistency Models", Alg. 1) as diffusers' LCMScheduler: x0 from the model output (thresholded or clipped as
     configured), the consistency boundary condition f = c_skip(t) x + c_out(t) x0 with c_skip = sd^2 / (s^2 + sd^2),
     c_out = s / sqrt(s^2 + sd^2), s = timestep_scaling * t (the integer timestep, not a noise level) and
     sd = 0.5, then re-noise to the next grid time: x = sqrt(abar') f + sqrt(1 - abar') z. The last step returns f.
     Noise draws: one per step except the last. timestep_spacing, steps_offset and set_alpha_to_one are stored by
-    diffusers but never read by LCM's timesteps or step (inert)."""
+    diffusers but never read by LCM's timesteps or step (inert). Custom `timesteps`: see `_lcm_timesteps`."""
     schedule = schedule_from_config(cfg)
     abar = schedule.alphas_cumprod()
-    ts = _lcm_timesteps(cfg, n)
+    ts = _lcm_timesteps(cfg, n, timesteps)
+    n = len(ts)
     pred, scaling = cfg["prediction_type"], float(cfg["timestep_scaling"])
 
     def run(model, x, draw):
@@ -47,7 +53,7 @@ def _plan_lcm(cfg, n, opts):
     return DiffusersPlan("LCMScheduler", cfg, schedule, ts, 1.0, run, stochastic=n > 1)
 
 
-def _plan_tcd(cfg, n, opts):
+def _plan_tcd(cfg, n, opts, *, timesteps=None):
     """Trajectory consistency distillation's strategic stochastic sampling (Zheng et al. 2024, arXiv:2402.19159,
     Alg. 4, gamma = the step option `eta`, 0.3 by default as in diffusers' pipelines) as diffusers' TCDScheduler:
     from (x0, eps) of the model output, jump to s = floor((1 - gamma) t_next) along the ODE,
@@ -57,11 +63,13 @@ def _plan_tcd(cfg, n, opts):
 
     Departures reproduced: s is floored in float32 ((1 - 0.3) * 700 gives 489 in float64 but 490 in diffusers); the
     last step jumps to s = 0 and returns x at alphabar[0], not the clean end. TCD's step never reads clip_sample,
-    thresholding, timestep_spacing, steps_offset or set_alpha_to_one in diffusers 0.42.1: inert here too."""
+    thresholding, timestep_spacing, steps_offset or set_alpha_to_one in diffusers 0.42.1: inert here too. Custom
+    `timesteps`: see `_lcm_timesteps`."""
     gamma = _checks.in_range("eta", opts.get("eta", 0.3), 0.0, 1.0)
     schedule = schedule_from_config(cfg)
     abar = schedule.alphas_cumprod()
-    ts = _lcm_timesteps(cfg, n)
+    ts = _lcm_timesteps(cfg, n, timesteps)
+    n = len(ts)
     pred = cfg["prediction_type"]
 
     def run(model, x, draw):

@@ -4,7 +4,7 @@ import enum
 
 import numpy as np
 from diffspec.reference import _checks
-from diffspec.reference.interop._config import _spaced, schedule_from_config
+from diffspec.reference.interop._config import _spaced, diffusers_alphas_cumprod, schedule_from_config
 from diffspec.reference.interop._plan import DiffusersPlan, _threshold, _vp_x0_eps
 from diffspec.reference.schedules import CosineVP, ExplicitBetas
 
@@ -258,7 +258,7 @@ def _plan_ddim_inverse(cfg, n, opts):
     Departure reproduced: the model is called with timestep t, while the state is at s (diffusers' convention; the
     reference's `ddim_invert` calls it at the state's own time)."""
     schedule = schedule_from_config(cfg)
-    abar = schedule.alphas_cumprod()
+    abar = diffusers_alphas_cumprod(cfg).astype(np.float64)  # float32, as diffusers: eps = (x - a x0) / b at b ~ 1e-2
     T = cfg["num_train_timesteps"]
     _checks.integer("num_inference_steps", n, minimum=1, maximum=T)
     if cfg["timestep_spacing"] == "leading":

@@ -280,7 +280,7 @@ def _singlestep_orders(order, n, lower_order_final, final_zero):
     return orders
 
 
-def _plan_dpm_singlestep(cfg, n, opts, *, timesteps=None):
+def _plan_dpm_singlestep(cfg, n, opts, *, timesteps=None, mu=None):
     """Singlestep DPM-Solver / DPM-Solver++ (Lu et al. 2022, arXiv:2206.00927 Alg. 1; arXiv:2211.01095 Alg. 1) as
     diffusers' DPMSolverSinglestepScheduler: steps in groups of orders 1, 2, 3 (`_singlestep_orders`); a group of
     order k goes from the sample at grid[i - k + 1] to grid[i + 1] with the k model values of the group, so the
@@ -293,11 +293,18 @@ def _plan_dpm_singlestep(cfg, n, opts, *, timesteps=None):
     diffusers forces lower_order_final=True when N is not a multiple of solver_order or the final sigma is zero
     (the default), and so does this plan. Departure kept out: with algorithm_type="dpmsolver" and thresholding,
     diffusers 0.42.1 indexes alpha_t with timestep None (a shape error): rejected here. Custom `timesteps`: see
-    `_dpm_sigmas`."""
-    schedule = schedule_from_config(cfg)
+    `_dpm_sigmas`. use_flow_sigmas (with flow_prediction, and mu with use_dynamic_shifting): the flow sigmas of
+    DPMSolverMultistep (`_flow_sigmas`), stepped with alpha = 1 - sigma."""
+    flow = _check_flow(cfg)
+    schedule = Flow(shift=float(cfg["flow_shift"])) if flow else schedule_from_config(cfg)
+    if (mu is not None or cfg["use_dynamic_shifting"]) and not flow:
+        raise ValueError("use_dynamic_shifting / mu: implemented with use_flow_sigmas only")
     cfg = {**cfg, "timestep_spacing": "linspace"}
     n, given_ts = _one_of(n, "timesteps", timesteps)
-    ts, sig = _dpm_sigmas(cfg, n, schedule, timesteps=given_ts)
+    if flow and given_ts is not None:
+        raise ValueError("timesteps with use_flow_sigmas: diffusers replaces them by the flow grid (not implemented)")
+    ts, sig = _flow_sigmas(cfg, n, mu) if flow else _dpm_sigmas(cfg, n, schedule, timesteps=given_ts)
+    of = _flow_of if flow else _vp_of
     pred, algo, order = cfg["prediction_type"], cfg["algorithm_type"], cfg["solver_order"]
     algo = "dpmsolver++" if algo == "deis" else algo  # diffusers' own alias
     solver_type = "midpoint" if cfg["solver_type"] in ("logrho", "bh1", "bh2") else cfg["solver_type"]
@@ -316,24 +323,27 @@ def _plan_dpm_singlestep(cfg, n, opts, *, timesteps=None):
     orders = _singlestep_orders(order, n, lower_final, final_zero)
     data_pred = algo != "dpmsolver"
 
+    if flow and algo == "dpmsolver":
+        raise ValueError(f"config key 'algorithm_type'={algo!r} with flow_prediction: diffusers rejects it too")
+
     def convert(out, x, s):
-        alpha, sigma, _ = _vp_of(s)
-        x0, eps = _vp_x0_eps(pred, out, x, alpha**2)
+        alpha, sigma, _ = of(s)
+        x0, eps = (x - s * out, x + (1 - s) * out) if flow else _vp_x0_eps(pred, out, x, alpha**2)
         return _threshold(x0, cfg) if data_pred else eps
 
     def update(x, ms, i, k, z):
-        a_t, s_t, l_t = _vp_of(sig[i + 1])
-        a_s, s_s, l_s = _vp_of(sig[i - k + 1])
+        a_t, s_t, l_t = of(sig[i + 1])
+        a_s, s_s, l_s = of(sig[i - k + 1])
         if np.isinf(l_t):  # onto sigma = 0 (k = 1): the data-prediction step returns x0 exactly
             return ms[-1]
         h = l_t - l_s
         if k == 1:
             D0, D1, D1_1, D2 = ms[-1], 0.0, 0.0, 0.0
         elif k == 2:
-            r0 = (_vp_of(sig[i])[2] - l_s) / h
+            r0 = (of(sig[i])[2] - l_s) / h
             D0, D1, D1_1, D2 = ms[-2], (ms[-1] - ms[-2]) / r0, 0.0, 0.0
         else:
-            r0, r1 = (_vp_of(sig[i])[2] - l_s) / h, (_vp_of(sig[i - 1])[2] - l_s) / h
+            r0, r1 = (of(sig[i])[2] - l_s) / h, (of(sig[i - 1])[2] - l_s) / h
             D0 = ms[-3]
             D1_0, D1_1 = (ms[-2] - ms[-3]) / r1, (ms[-1] - ms[-3]) / r0
             D1, D2 = (r0 * D1_0 - r1 * D1_1) / (r0 - r1), 2.0 * (D1_1 - D1_0) / (r0 - r1)
@@ -404,17 +414,19 @@ def _deis_coefficients(rho_t, rho_s):
     ]
 
 
-def _rho_float32(s):
+def _rho_float32(s, flow=False):
     """DEIS's rho = sigma_t / alpha_t at sigma_ve = s, as diffusers computes it in float32 (alpha = (s^2 + 1)^(-1/2),
     sigma = s alpha, then their ratio). The log-rho coefficients of orders 2-3 are differences of closed forms that
     cancel when the nodes are close (beta sigmas crowd both ends), so diffusers' float32 coefficients are off by up
     to ~1e-3 relatively; with float32 rhos `_deis_coefficients` keeps numpy in float32 and reproduces them."""
     s = np.float32(s)
+    if flow:  # flow sigmas: alpha = 1 - sigma
+        return s / (np.float32(1) - s)
     alpha = np.float32(1) / np.sqrt(s * s + np.float32(1))
     return (s * alpha) / alpha
 
 
-def _plan_deis(cfg, n, opts):
+def _plan_deis(cfg, n, opts, *, mu=None):
     """DEIS multistep in its log-rho form (Zhang & Chen 2023, arXiv:2204.13902, Sec. 4, "tAB-DEIS" with rho =
     sigma / alpha = sigma_ve) as diffusers' DEISMultistepScheduler: eps-form exponential integrator,
     x_t = alpha_t (x / alpha_s + sum_j c_j eps_j), orders 1-3 with the DPM-Solver warm-up and lower_order_final
@@ -423,26 +435,34 @@ def _plan_deis(cfg, n, opts):
     Departures reproduced: the last step never reaches the clean end, it lands on sigma(t = 0) (alphabar[0]); with
     Karras, exponential or beta sigmas the final sigma *repeats* the last one, so the last model call changes nothing
     and the result is x at sigma_min of that grid. algorithm_type "dpmsolver"/"dpmsolver++" and solver_type
-    "midpoint"/"heun"/"bh1"/"bh2" are renamed to "deis"/"logrho" by diffusers itself, and so here."""
-    schedule = schedule_from_config(cfg)
-    ts, sig = _dpm_sigmas({**cfg, "final_sigmas_type": "sigma_min"}, n, schedule)
-    if sigma_spacing(cfg) != SigmaSpacing.LINEAR:  # Karras, exponential, beta: the last sigma repeated
+    "midpoint"/"heun"/"bh1"/"bh2" are renamed to "deis"/"logrho" by diffusers itself, and so here. use_flow_sigmas
+    (with flow_prediction, and mu with use_dynamic_shifting): DPMSolverMultistep's flow sigmas (`_flow_sigmas`), the
+    last repeated, with alpha = 1 - sigma and rho = sigma / (1 - sigma)."""
+    flow = _check_flow(cfg)
+    schedule = Flow(shift=float(cfg["flow_shift"])) if flow else schedule_from_config(cfg)
+    if (mu is not None or cfg["use_dynamic_shifting"]) and not flow:
+        raise ValueError("use_dynamic_shifting / mu: implemented with use_flow_sigmas only")
+    full = {**cfg, "final_sigmas_type": "sigma_min"}
+    ts, sig = _flow_sigmas(full, n, mu) if flow else _dpm_sigmas(full, n, schedule)
+    if flow or sigma_spacing(cfg) != SigmaSpacing.LINEAR:  # flow, Karras, exponential, beta: the last one repeated
         sig[-1] = sig[-2]
+    of = _flow_of if flow else _vp_of
     pred, order, N = cfg["prediction_type"], cfg["solver_order"], len(ts)
 
     def eps_of(out, x, s):
-        alpha, sigma, _ = _vp_of(s)
-        x0, eps = _vp_x0_eps(pred, out, x, alpha**2)
-        if cfg["thresholding"]:
+        alpha, sigma, _ = of(s)
+        x0, eps = (x - s * out, x + (1 - s) * out) if flow else _vp_x0_eps(pred, out, x, alpha**2)
+        if cfg["thresholding"] or flow:
             eps = (x - alpha * _threshold(x0, cfg)) / sigma
         return eps
 
     def update(x, es, i, k):
-        a_t, s_t, l_t = _vp_of(sig[i + 1])
-        a_s, _, l_s = _vp_of(sig[i])
+        a_t, s_t, l_t = of(sig[i + 1])
+        a_s, _, l_s = of(sig[i])
         if k == 1:
             return a_t / a_s * x - s_t * np.expm1(l_t - l_s) * es[-1]
-        coefs = _deis_coefficients(_rho_float32(sig[i + 1]), [_rho_float32(sig[i - j]) for j in range(k)])
+        rho_t, rho_s = _rho_float32(sig[i + 1], flow), [_rho_float32(sig[i - j], flow) for j in range(k)]
+        coefs = _deis_coefficients(rho_t, rho_s)
         return a_t * (x / a_s + sum(np.float64(c) * es[-1 - j] for j, c in enumerate(coefs)))
 
     def run(model, x, draw):
@@ -484,13 +504,16 @@ def _plan_unipc(cfg, n, opts, *, mu=None, sigmas=None):
     at step i re-uses the model call of step i (no extra call); the last predictor step is not corrected.
     Departure kept out: with solver_type="bh1" and a final sigma of zero diffusers 0.42.1 returns NaN
     (B(h) = h = -inf times a zero correction); the plan returns that step's limit, x0. Custom `sigmas` (flow sigmas,
-    with use_flow_sigmas): see `_flow_sigmas`."""
+    with use_flow_sigmas): see `_flow_sigmas`. thresholding acts on x0 with predict_x0=True; diffusers ignores it
+    with predict_x0=False, and so does the plan."""
     flow = _check_flow(cfg)
     schedule = Flow(shift=float(cfg["flow_shift"])) if flow else schedule_from_config(cfg)
     if (mu is not None or cfg["use_dynamic_shifting"]) and not flow:
         raise ValueError("use_dynamic_shifting / mu: implemented with use_flow_sigmas only")
     if sigmas is not None and not flow:
-        raise ValueError("sigmas: UniPC takes custom sigmas with use_flow_sigmas only (diffusers refuses them otherwise)")
+        raise ValueError(
+            "sigmas: UniPC takes custom sigmas with use_flow_sigmas only (diffusers refuses them otherwise)"
+        )
     ts, sig = _flow_sigmas(cfg, n, mu, sigmas) if flow else _dpm_sigmas(cfg, n, schedule)
     of = _flow_of if flow else _vp_of
     pred, order, N = cfg["prediction_type"], cfg["solver_order"], len(ts)
@@ -548,7 +571,8 @@ def _plan_unipc(cfg, n, opts, *, mu=None, sigmas=None):
         for i, t in enumerate(ts):
             alpha, sigma, _ = of(sig[i])
             out = model(x, t)
-            m = x - sig[i] * out if flow else _vp_x0_eps(pred, out, x, alpha**2)[0 if px0 else 1]
+            x0, eps = (x - sig[i] * out, x + (1 - sig[i]) * out) if flow else _vp_x0_eps(pred, out, x, alpha**2)
+            m = _threshold(x0, cfg) if px0 else eps  # diffusers thresholds only in data-prediction form
             if i > 0 and (i - 1) not in disabled and x_last is not None:
                 x = corrector(x_last, ms, m, i, k_prev)
             ms = (ms + [m])[-order:]

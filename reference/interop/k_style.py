@@ -23,7 +23,9 @@ from diffspec.reference.schedules import VE
 # ---- k-diffusion family: Euler, Euler ancestral, Heun, KDPM2 (+ ancestral), DPMSolverSDE, LMS ------------
 
 
-def _k_sigmas(cfg, n, schedule, *, final_sigmas_type="zero", sigma_min=None, sigma_max=None, timesteps=None, sigmas=None):
+def _k_sigmas(
+    cfg, n, schedule, *, final_sigmas_type="zero", sigma_min=None, sigma_max=None, timesteps=None, sigmas=None
+):
     """Timesteps (float32) and sigmas (+ the final one) of diffusers' Euler/Heun/LMS/KDPM2 set_timesteps.
 
     The spacing is the config's (`sigma_spacing`). Departure reproduced for log_linear (Euler): diffusers takes
@@ -101,7 +103,9 @@ def _plan_euler(cfg, n, opts, *, timesteps=None, sigmas=None):
         n -= 1
     continuous_v = cfg["timestep_type"] == "continuous" and cfg["prediction_type"] == "v_prediction"
     if given_ts is not None and continuous_v:
-        raise ValueError("timesteps with timestep_type='continuous' and v_prediction: diffusers refuses the combination")
+        raise ValueError(
+            "timesteps with timestep_type='continuous' and v_prediction: diffusers refuses the combination"
+        )
     ts, sig = _k_sigmas(
         cfg,
         n,

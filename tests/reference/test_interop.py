@@ -671,6 +671,66 @@ CASES = [
     ("DEISMultistepScheduler", {**SD, "use_beta_sigmas": True, "solver_order": 3}, 12, {}),
     ("FlowMatchEulerDiscreteScheduler", {"shift": 3.0, "use_beta_sigmas": True}, 10, {}),
     ("FlowMatchLCMScheduler", {"use_beta_sigmas": True}, 5, {}),
+    # the rest of the option list, one case per class and option value (test_interop_classes checks the coverage)
+    ("DDIMScheduler", {"prediction_type": "sample", "clip_sample": False}, 8, {}),
+    ("DDIMParallelScheduler", {"prediction_type": "sample", "rescale_betas_zero_snr": True}, 8, {}),
+    ("DDIMParallelScheduler", {"thresholding": True, "sample_max_value": 0.8}, 6, {"eta": 0.3}),
+    (
+        "DDIMInverseScheduler",
+        {"prediction_type": "sample", "set_alpha_to_one": False},
+        6,
+        {},
+    ),  # from abar = 1, x0 -> eps is 0/0
+    ("DDIMInverseScheduler", {"prediction_type": "v_prediction", "rescale_betas_zero_snr": True}, 6, {}),
+    ("DDPMScheduler", {"prediction_type": "sample", "rescale_betas_zero_snr": True, "clip_sample": False}, 8, {}),
+    ("DDPMScheduler", {"thresholding": True, "sample_max_value": 0.8}, 6, {}),
+    ("DDPMParallelScheduler", {"beta_schedule": "laplace", "prediction_type": "sample"}, 6, {}),
+    ("DDPMParallelScheduler", {"prediction_type": "v_prediction", "rescale_betas_zero_snr": True}, 6, {}),
+    (
+        "DDPMParallelScheduler",
+        {"variance_type": "fixed_small_log", "thresholding": True, "sample_max_value": 0.8},
+        6,
+        {},
+    ),
+    ("DDPMParallelScheduler", {"variance_type": "learned"}, 6, {}),
+    ("HeunDiscreteScheduler", {"prediction_type": "sample"}, 6, {}),
+    ("LMSDiscreteScheduler", {"prediction_type": "sample"}, 8, {}),
+    ("LMSDiscreteScheduler", {**SD, "prediction_type": "v_prediction"}, 8, {}),
+    (
+        "DPMSolverMultistepScheduler",
+        {"prediction_type": "sample", "thresholding": True, "sample_max_value": 0.8},
+        8,
+        {},
+    ),
+    ("UniPCMultistepScheduler", {"prediction_type": "sample", "thresholding": True, "sample_max_value": 0.8}, 8, {}),
+    (
+        "UniPCMultistepScheduler",
+        {"predict_x0": False, "final_sigmas_type": "sigma_min", "thresholding": True, "sample_max_value": 1.5},
+        8,
+        {},
+    ),
+    ("DPMSolverSinglestepScheduler", {"thresholding": True, "sample_max_value": 0.8}, 8, {}),
+    (
+        "DPMSolverSinglestepScheduler",
+        {"prediction_type": "flow_prediction", "use_flow_sigmas": True, "flow_shift": 3.0, "solver_order": 3},
+        9,
+        {},
+    ),
+    ("DEISMultistepScheduler", {"algorithm_type": "dpmsolver", "thresholding": True, "sample_max_value": 0.8}, 8, {}),
+    ("DEISMultistepScheduler", {"algorithm_type": "dpmsolver++", "solver_order": 3}, 8, {}),
+    (
+        "DEISMultistepScheduler",
+        {"prediction_type": "flow_prediction", "use_flow_sigmas": True, "flow_shift": 3.0, "solver_order": 3},
+        10,
+        {},
+    ),
+    ("EDMDPMSolverMultistepScheduler", {"thresholding": True, "sample_max_value": 0.8}, 8, {}),
+    ("DPMSolverSDEScheduler", {"noise_sampler_seed": 3}, 5, {}),
+    ("LCMScheduler", {"thresholding": True, "sample_max_value": 0.8}, 4, {}),
+    ("TCDScheduler", {"prediction_type": "sample", "rescale_betas_zero_snr": True}, 4, {}),
+    ("TCDScheduler", {"thresholding": True, "sample_max_value": 0.8}, 4, {}),  # stored, never read by TCD
+    ("CogVideoXDDIMScheduler", {"prediction_type": "sample", "sample_max_value": 0.8}, 6, {}),  # never read
+    ("FlowMatchLCMScheduler", {"shift_terminal": 0.1, "use_exponential_sigmas": True}, 5, {}),
 ]
 
 
@@ -704,7 +764,7 @@ def test_stochastic_plan_requires_noise():
     "config, match",
     [
         ({"_class_name": "EulerDiscreteScheduler", "beta_shedule": "linear"}, "beta_shedule"),
-        ({"_class_name": "UniPCMultistepScheduler", "thresholding": True}, "thresholding"),
+        ({"_class_name": "UniPCMultistepScheduler", "solver_p": "x"}, "solver_p"),
         (
             {"_class_name": "EulerDiscreteScheduler", "use_beta_sigmas": True, "use_karras_sigmas": True},
             "use_karras_sigmas=True, use_beta_sigmas=True",

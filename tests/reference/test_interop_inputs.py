@@ -53,10 +53,16 @@ CUSTOM_CASES = [
     ("EDMEulerScheduler", {}, {"sigmas": [0.0, 0.2, 0.5, 0.7, 0.9, 1.0]}),
     ("CMStochasticIterativeScheduler", {}, {"timesteps": [38, 20, 5]}),  # index 39 is sigma_min, where c_out = 0
     ("MiniMaxH3Scheduler", {}, {"sigmas": [1.0, 0.7, 0.4, 0.1, 0.0]}),
+    ("LCMScheduler", {}, {"timesteps": [999, 759, 499, 259]}),
+    ("TCDScheduler", {}, {"timesteps": [999, 799, 499, 199, 19]}),
+    ("FlowMatchLCMScheduler", {"shift": 3.0}, {"timesteps": [1000.0, 800.0, 500.0, 200.0]}),
+    ("FlowMatchLCMScheduler", {"invert_sigmas": True}, {"sigmas": [0.9, 0.6, 0.3]}),  # the model never at sigma = 0
 ]
 
 
-@pytest.mark.parametrize("cls, overrides, custom", CUSTOM_CASES, ids=[f"{c[0]}-{sorted(c[2])[0]}" for c in CUSTOM_CASES])
+@pytest.mark.parametrize(
+    "cls, overrides, custom", CUSTOM_CASES, ids=[f"{c[0]}-{sorted(c[2])[0]}" for c in CUSTOM_CASES]
+)
 def test_custom_timesteps_and_sigmas_match_diffusers(cls, overrides, custom):
     config = {"_class_name": cls, **overrides}
     plan = interop.from_diffusers(config, **custom)
@@ -145,22 +151,19 @@ def test_refused_inputs_name_the_argument(config, n, custom, match):
         interop.from_diffusers(config, n, **custom)
 
 
-@pytest.mark.parametrize(
-    "cls, overrides, n, mu",
-    [
-        ("UniPCMultistepScheduler", {"time_shift_type": "exponential"}, 10, 1.1),
-        ("UniPCMultistepScheduler", {"time_shift_type": "linear"}, 8, 2.0),
-        ("DPMSolverMultistepScheduler", {}, 10, 0.9),
-    ],
-)
+DYNAMIC_CASES = [
+    ("UniPCMultistepScheduler", {"time_shift_type": "exponential"}, 10, 1.1),
+    ("UniPCMultistepScheduler", {"time_shift_type": "linear"}, 8, 2.0),
+    ("DPMSolverMultistepScheduler", {}, 10, 0.9),
+    ("DPMSolverSinglestepScheduler", {"solver_order": 3}, 9, 1.3),
+    ("DEISMultistepScheduler", {}, 8, 0.7),
+]
+DYNAMIC = {"prediction_type": "flow_prediction", "use_flow_sigmas": True, "use_dynamic_shifting": True}
+
+
+@pytest.mark.parametrize("cls, overrides, n, mu", DYNAMIC_CASES)
 def test_dynamic_flow_shift_with_mu_matches_diffusers(cls, overrides, n, mu):
-    config = {
-        "_class_name": cls,
-        "prediction_type": "flow_prediction",
-        "use_flow_sigmas": True,
-        "use_dynamic_shifting": True,
-        **overrides,
-    }
+    config = {"_class_name": cls, **DYNAMIC, **overrides}
     plan = interop.from_diffusers(config, n, mu=mu)
     model = model_for(plan)
     x_T = np.random.default_rng(4).standard_normal(SHAPE)
@@ -170,9 +173,12 @@ def test_dynamic_flow_shift_with_mu_matches_diffusers(cls, overrides, n, mu):
     assert np.max(np.abs(ours - theirs)) / np.max(np.abs(theirs)) < TOL
 
 
+FLOW_MATCH_LCM_CUSTOM = {"sigmas": list(np.linspace(1.0, 0.25, 4)), "mu": 0.7}
+
+
 def test_flow_match_lcm_takes_the_same_inputs():
     config = {"_class_name": "FlowMatchLCMScheduler", **FLUX}
-    custom = {"sigmas": list(np.linspace(1.0, 0.25, 4)), "mu": 0.7}
+    custom = FLOW_MATCH_LCM_CUSTOM
     plan = interop.from_diffusers(config, **custom)
     model = model_for(plan)
     x_T = np.random.default_rng(6).standard_normal(SHAPE)
@@ -182,3 +188,13 @@ def test_flow_match_lcm_takes_the_same_inputs():
     assert len(ours_noise.drawn) == len(theirs_noise.drawn) == 4
     np.testing.assert_allclose(plan.timesteps, their_ts, rtol=2e-5, atol=1e-3)
     assert np.max(np.abs(ours - theirs)) / np.max(np.abs(theirs)) < TOL
+
+
+# Every (class, config overrides, custom set_timesteps inputs) this module runs against diffusers, for the coverage
+# test in test_interop_classes
+EXERCISED = (
+    [("FlowMatchEulerDiscreteScheduler", overrides, set(custom)) for _, overrides, _, custom in CASES]
+    + [(cls, {**DYNAMIC, **overrides}, {"mu"}) for cls, overrides, _, _ in DYNAMIC_CASES]
+    + [(cls, overrides, set(custom)) for cls, overrides, custom in CUSTOM_CASES]
+    + [("FlowMatchLCMScheduler", FLUX, set(FLOW_MATCH_LCM_CUSTOM))]
+)
