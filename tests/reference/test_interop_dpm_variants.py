@@ -435,3 +435,31 @@ def test_sa_solver_ode_converges_to_the_exact_flow_map():
         exact = gaussian_flow_map(x_T, mean, std, *vp(plan.sigmas[0]), *vp(plan.sigmas[-1]))
         errors.append(np.abs(out - exact).max())
     assert errors[1] < errors[0] / 2 ** (2 * 1.5), errors
+
+
+@pytest.mark.parametrize("order, rate", [(1, 0.9), (2, 1.4)])
+def test_inverse_converges_to_the_exact_flow_map(order, rate):
+    """DPMSolverMultistepInverse integrates the probability-flow ODE from data to noise: on Gaussian data, whose
+    flow map is exact, its error falls from 20 to 80 steps by more than 4^rate (first order: rate 0.9; second
+    order: 1.4, its observed order rising towards 2)."""
+    mean, std = np.array([0.5, -1.0]), np.array([0.7, 1.3])
+    data = GaussianMixture.gaussian(mean, std)
+
+    def vp(s):
+        return 1 / np.sqrt(1 + s * s), s / np.sqrt(1 + s * s)
+
+    errors = []
+    for n in (20, 80):
+        plan = interop.from_diffusers({"_class_name": INV, "solver_order": order}, n)
+        sigma_of = dict(zip(plan.timesteps.tolist(), plan.sigmas[:-1]))
+
+        def model(x, t, sigma_of=sigma_of):
+            alpha, sigma = vp(sigma_of[int(t)])
+            return (x - alpha * data.x0_mean(x, alpha, sigma)) / sigma
+
+        alpha0, sigma0 = vp(plan.sigmas[0])
+        x0, _ = data.sample(256, np.random.default_rng(0))
+        x = alpha0 * x0 + sigma0 * np.random.default_rng(1).standard_normal(x0.shape)
+        exact = gaussian_flow_map(x, mean, std, alpha0, sigma0, *vp(plan.sigmas[-1]))
+        errors.append(np.abs(plan.run(model, x) - exact).max())
+    assert errors[1] < errors[0] / 4**rate, errors
