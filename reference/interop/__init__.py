@@ -48,7 +48,8 @@ False), or a key of another scheduler class at its no-op value (`FOREIGN_NOOP`).
 or known keys with values not implemented here — raises ValueError naming the key; nothing is silently dropped.
 
 Layout: one module per diffusers family (`ddpm`: DDIM, DDPM, PNDM; `k_style`: the sigma-based Euler, Heun, KDPM2,
-DPMSolverSDE, LMS; `dpm_solver`: DPMSolverMultistep/Singlestep, DEIS, UniPC; `consistency`: LCM, TCD; `edm`; `flow`),
+DPMSolverSDE, LMS; `dpm_solver`: DPMSolverMultistep/Singlestep, DEIS, UniPC; `dpm_variants`: CogVideoXDPM,
+DPMSolverMultistepInverse, CosineDPMSolverMultistep; `sa_solver`: SASolver; `consistency`: LCM, TCD; `edm`; `flow`),
 the config keys in `_config`, the plan in `_plan`, writing configs back in `writing`, and k-diffusion's sampler names
 in `k_diffusion`.
 """
