@@ -4,7 +4,7 @@ batch and threads, measured interleaved (ABAB rounds) with the median and the sp
     OMP_NUM_THREADS=1 .venv/bin/python bench/train_speed.py [--rounds 4] [--quick] [--threads 1] [--cases mlp,unet]
 
 The "diffspec" column runs `diffspec.trainer.loop.train` on DDPM's linear schedule with v-prediction (timestep draw,
-schedule, loss, EMA, gradient clipping, lr schedule, JSONL log, class labels with dropout for digits); its time
+schedule table, loss, EMA, gradient clipping, lr schedule, JSONL log, class labels with dropout for digits); its time
 per step is read from the log's clock over the steps after a warm-up interval (the final checkpoint and validation
 come after the last log line). "bare" is the loop a user would write: the same network and labels, a random batch,
 eps-MSE at an integer timestep, forward/backward/AdamW (torch's default AdamW). "bare, fused AdamW" is the same loop
@@ -13,6 +13,11 @@ the loss path). On CUDA every loop runs with bf16 autocast (and channels-last fo
 
 `--threads-sweep` instead times one bare step per network at 1 and at N threads, interleaved, the measurement
 behind the trainer's default thread rule (docs/training.md).
+
+`--parts` times the pieces of one diffspec step one by one on the moons MLP (CPU time, rounds interleaved): the
+network's forward and backward, the objective without the network (timestep draw, schedule, noise, target, loss),
+the schedule's alpha/sigma/lam of a batch at float times and at integer steps (the table the step reads), the
+gradient clipping (the trainer's and torch's clip_grad_norm_), fused AdamW and the EMA update.
 """
 
 import argparse
@@ -177,6 +182,57 @@ def threads_sweep(args):
         )
 
 
+def parts_table(args):
+    import copy
+
+    from diffspec.trainer import schedules, timesteps
+    from diffspec.trainer.objective import DiffusionObjective
+    from diffspec.trainer.optim import EMA, clip_grad_norm
+
+    _, arch, kwargs, batch, _ = CASES["mlp"]
+    torch.manual_seed(0)
+    model = build_model(arch, **kwargs)
+    params = list(model.parameters())
+    ema = EMA(copy.deepcopy(model).requires_grad_(False), model)
+    opt = torch.optim.AdamW(params, lr=1e-3, fused=True)
+    sch = schedules.make_schedule("linear")
+    gen = torch.Generator().manual_seed(0)
+    obj = DiffusionObjective(
+        schedule=sch, parameterization="v", draw_t=lambda n, g: timesteps.uniform_discrete(sch, n, g, dtype=torch.int64)
+    )
+    x = torch.as_tensor(load_dataset("moons").x[:batch])
+    n = torch.randint(0, sch.num_steps, (batch,))
+    t = n.to(torch.float32)
+
+    def forward_backward():
+        model(x, t, None).sub(1).square().mean().backward()
+
+    parts = {
+        "forward + backward of the network": forward_backward,
+        "objective without the network": lambda: obj(lambda x_t, t_, y: x_t, x, None, gen).mean(),
+        "alpha, sigma, lam at float times": lambda: sch.alpha_sigma_lam(t),
+        "alpha, sigma, lam at integer steps (table)": lambda: sch.alpha_sigma_lam(n),
+        "gradient clipping (trainer)": lambda: clip_grad_norm(params, 1.0),
+        "gradient clipping (torch clip_grad_norm_)": lambda: torch.nn.utils.clip_grad_norm_(params, 1.0),
+        "fused AdamW step": opt.step,
+        "EMA update": lambda: ema.update(0.999),
+    }
+    reps = 20 if args.quick else 200
+    forward_backward()
+    times: dict[str, list[float]] = {k: [] for k in parts}
+    for r in range(args.rounds):
+        for name in parts if r % 2 == 0 else reversed(list(parts)):
+            c0 = time.process_time()
+            for _ in range(reps):
+                parts[name]()
+            times[name].append((time.process_time() - c0) / reps)
+    print(f"CPU-time ms per call, moons MLP at batch {batch}, median [min-max] over rounds of {reps} calls\n")
+    print("| piece | ms |")
+    print("|---|---|")
+    for name, v in times.items():
+        print(f"| {name} | {spread(v, 1e3, '{:.3f}')} |")
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--rounds", type=int, default=4, help="ABAB rounds (medians and spread over them)")
@@ -191,6 +247,7 @@ def main():
     )
     p.add_argument("--threads-sweep", action="store_true", help="time 1 vs --sweep-threads threads instead")
     p.add_argument("--sweep-threads", type=int, default=2)
+    p.add_argument("--parts", action="store_true", help="time the pieces of one step (moons MLP) instead")
     args = p.parse_args()
     args.cases = [c for c in args.cases.split(",") if c]
     unknown = sorted(set(args.cases) - set(CASES))
@@ -200,6 +257,9 @@ def main():
     print(f"torch {torch.__version__}, {args.threads} thread(s), {args.rounds} rounds\n")
     if args.threads_sweep:
         threads_sweep(args)
+        return
+    if args.parts:
+        parts_table(args)
         return
     devices = [torch.device("cpu")] + ([torch.device("cuda")] if torch.cuda.is_available() else [])
     overhead_table(args, devices)
