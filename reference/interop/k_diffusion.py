@@ -34,6 +34,10 @@ the last step of `dpm_fast` / `dpm_adaptive` (its std is 0), and the `torch.rand
 Brownian path of its two overlapping increments, over (sigma, sigma_s) and (sigma, sigma_next) (see
 `diffspec.reference.samplers.dpm_solver_pp._dpmpp_sde_k_diffusion`); k-diffusion's default there is a seeded
 Brownian tree, which no finite list of draws reproduces: replay its increments through `noise_sampler` instead.
+
+Churn: the reference holds EDM's churned level sigma (1 + gamma) at or below the schedule's largest sigma_ve (its
+model is not defined above t_max; 80 on the default EDM schedule), where k-diffusion does not cap it: with
+s_churn > 0 the two agree while s_tmax < sigma_max / (1 + gamma) or the schedule reaches that high.
 """
 
 import numpy as np
