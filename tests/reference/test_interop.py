@@ -731,6 +731,10 @@ CASES = [
     ("TCDScheduler", {"thresholding": True, "sample_max_value": 0.8}, 4, {}),  # stored, never read by TCD
     ("CogVideoXDDIMScheduler", {"prediction_type": "sample", "sample_max_value": 0.8}, 6, {}),  # never read
     ("FlowMatchLCMScheduler", {"shift_terminal": 0.1, "use_exponential_sigmas": True}, 5, {}),
+    ("DDIMScheduler", {"clip_sample_range": 1.5}, 8, {"eta": 0.5, "use_clipped_model_output": True}),
+    ("DPMSolverMultistepScheduler", {"euler_at_final": True, "solver_order": 3}, 16, {}),
+    ("EDMDPMSolverMultistepScheduler", {"euler_at_final": True, "lower_order_final": False}, 16, {}),
+    ("LMSDiscreteScheduler", {**SD, "use_karras_sigmas": True}, 10, {"order": 2}),
 ]
 
 
