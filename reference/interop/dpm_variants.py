@@ -67,7 +67,8 @@ def _plan_cogvideox_dpm(cfg, n, opts):
     second-order steps) draws. The step option `eta` (which the pipeline passes) is ignored by diffusers, and
     here; clip_sample, clip_sample_range and sample_max_value are read by __init__ and never by `step`. From t = 0
     with set_alpha_to_one=False the last step lands on alphabar[0] itself: a step of length zero. alphabar is
-    diffusers' own (`_cogvideox_alphas_cumprod`: float32 unless the betas are "scaled_linear").
+    diffusers' own (`_cogvideox_alphas_cumprod`: float32 unless the betas are "scaled_linear"). Rejected: epsilon
+    prediction from a timestep of zero SNR (x0 = (x - eps) / 0).
     Model calls per step: 1. Noise draws: as above, in that order."""
     _checks.nonnegative("eta", opts.get("eta", 0.0))
     schedule = snr_shifted_schedule(cfg)
@@ -77,6 +78,11 @@ def _plan_cogvideox_dpm(cfg, n, opts):
     ts = _spaced(cfg, n, dtype=np.int64)
     final = 1.0 if cfg["set_alpha_to_one"] else float(abar[0])
     pred = cfg["prediction_type"]
+    if pred == "epsilon" and abar[ts[0]] == 0:
+        raise ValueError(
+            f"config key 'prediction_type'={pred!r} with rescale_betas_zero_snr=True and a first timestep of "
+            f"{ts[0]}: alphabar is 0 there, so x0 = (x - eps) / 0 (NaN in diffusers too); use v_prediction or sample"
+        )
 
     def run(model, x, draw):
         x0_prev = None

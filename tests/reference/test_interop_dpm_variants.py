@@ -338,6 +338,7 @@ DIFFUSERS_FAILS = [
     (COS, {"prediction_type": "sample"}, "prediction_type"),
     (SA, {"thresholding": True, "algorithm_type": "noise_prediction"}, "thresholding"),
     (SA, {**FLOW, "algorithm_type": "noise_prediction"}, "prediction_type"),
+    (COG, {"rescale_betas_zero_snr": True, "timestep_spacing": "trailing"}, "prediction_type"),  # x0 = (x - eps) / 0
 ]
 
 
