@@ -25,6 +25,7 @@ adds E = int_{-h}^0 (1 - e^{c u}) (u + h) du / (lam_s - lam_{s-1}) to W_0 and su
 corrector the divisor is h); the order-2 rule with this term is the one reproduced.
 """
 
+import enum
 import math
 
 import numpy as np
@@ -39,6 +40,14 @@ from diffspec.reference.interop._plan import DiffusersPlan, _threshold, _vp_x0_e
 from diffspec.reference.interop.dpm_solver import _check_flow, _dpm_sigmas, _flow_of, _vp_of
 from diffspec.reference.interop.dpm_variants import _float32_train_sigmas
 from diffspec.reference.schedules import Flow
+
+
+class Form(enum.StrEnum):
+    """SASolverScheduler's `algorithm_type`: the model term in x0 (data prediction, the paper's recommended form)
+    or in eps (noise prediction)."""
+
+    DATA_PREDICTION = "data_prediction"
+    NOISE_PREDICTION = "noise_prediction"
 
 
 def default_tau(t) -> float:
@@ -67,12 +76,13 @@ def _adams_weights(nodes, lam_t, h, c):
     return weights
 
 
-def _sa_step(x, ms, lams, s_from, s_to, z, tau, *, data_pred, of, corrector):
+def _sa_step(x, ms, lams, s_from, s_to, z, tau, *, form, of, corrector):
     """One SA-Predictor (corrector=False) or SA-Corrector step from sigma s_from to s_to with model values ms (the
     newest last) at the half log-SNRs lams (the newest first)."""
     a_t, s_t, l_t = of(s_to)
     a_s, s_s, l_s = of(s_from)
     h, k, c = l_t - l_s, len(lams), 1.0 + tau**2
+    data_pred = form == Form.DATA_PREDICTION
     weights = _adams_weights(lams, l_t, h, c if data_pred else -1.0)
     if data_pred and k == 2:
         base = (c * h + math.expm1(-c * h)) / c**2  # int_{-h}^0 e^{c u} (u + h) du
@@ -125,7 +135,8 @@ def _plan_sa_solver(cfg, n, opts):
     Rejected, as diffusers 0.42.1 fails on them: thresholding with noise_prediction (its conversion indexes alpha_t
     with a timestep of None) and flow_prediction with noise_prediction."""
     flow = _check_flow(cfg)
-    data_pred = cfg["algorithm_type"] == "data_prediction"
+    form = Form(cfg["algorithm_type"])
+    data_pred = form == Form.DATA_PREDICTION
     if not data_pred and (cfg["thresholding"] or flow):
         key = "thresholding" if cfg["thresholding"] else "prediction_type"
         raise ValueError(
@@ -149,7 +160,7 @@ def _plan_sa_solver(cfg, n, opts):
         x0, eps = _vp_x0_eps(pred, out, x, alpha**2)
         return _threshold(x0, cfg) if data_pred else eps
 
-    step = {"data_pred": data_pred, "of": of}
+    step = {"form": form, "of": of}
 
     def run(model, x, draw):
         ms, x_last, z_last, k_corr, tau_last = [], None, None, 0, 0.0
