@@ -19,6 +19,69 @@ from diffspec.reference.schedules import (
 _ANY = None
 
 
+class TimestepSpacing(enum.StrEnum):
+    """`timestep_spacing` (Lin et al. 2023, Table 2): linspace, leading (+ steps_offset) or trailing."""
+
+    LINSPACE = "linspace"
+    LEADING = "leading"
+    TRAILING = "trailing"
+
+
+class PredictionType(enum.StrEnum):
+    """diffusers' `prediction_type`: what the network returns."""
+
+    EPSILON = "epsilon"
+    SAMPLE = "sample"
+    V = "v_prediction"
+    FLOW = "flow_prediction"
+
+
+class AlgorithmType(enum.StrEnum):
+    """The DPM-Solver family's `algorithm_type`: data prediction (++), noise prediction, their SDE forms, DEIS."""
+
+    DPMSOLVER_PP = "dpmsolver++"
+    DPMSOLVER = "dpmsolver"
+    SDE_DPMSOLVER_PP = "sde-dpmsolver++"
+    SDE_DPMSOLVER = "sde-dpmsolver"
+    DEIS = "deis"
+
+
+class SolverType(enum.StrEnum):
+    """The second-order variant (`solver_type`): DPM-Solver's midpoint / heun, DEIS's logrho, UniPC's B(h)."""
+
+    MIDPOINT = "midpoint"
+    HEUN = "heun"
+    LOGRHO = "logrho"
+    BH1 = "bh1"
+    BH2 = "bh2"
+
+
+class FinalSigmas(enum.StrEnum):
+    """`final_sigmas_type`: the last step lands on sigma = 0 or on sigma(t = 0)."""
+
+    ZERO = "zero"
+    SIGMA_MIN = "sigma_min"
+
+
+_ENUM_KEYS = {
+    "timestep_spacing": TimestepSpacing,
+    "prediction_type": PredictionType,
+    "algorithm_type": AlgorithmType,
+    "solver_type": SolverType,
+    "final_sigmas_type": FinalSigmas,
+}
+
+
+def parsed(cfg, key):
+    """cfg[key] as its enum (`_ENUM_KEYS`), with a one-line ValueError naming the key, the value and the choices.
+    The config keeps the strings diffusers wrote; the plans compare enum members."""
+    kind = _ENUM_KEYS[key]
+    try:
+        return kind(cfg[key])
+    except ValueError:
+        raise ValueError(f"config key {key!r}={cfg[key]!r}: expected one of {[m.value for m in kind]}") from None
+
+
 def _values(*allowed):
     return tuple(allowed)
 
@@ -618,16 +681,16 @@ def _spaced(cfg, n, *, dtype, plus_one=False, last=None):
     replaces T except in trailing's step ratio (diffusers keeps T / N there)."""
     T, m = cfg["num_train_timesteps"], n + (1 if plus_one else 0)
     L = T if last is None else last
-    match cfg["timestep_spacing"]:
-        case "linspace":
+    match parsed(cfg, "timestep_spacing"):
+        case TimestepSpacing.LINSPACE:
             if dtype == np.float32:
                 ts = np.linspace(0, L - 1, m, dtype=np.float32)[::-1]
             else:
                 ts = np.linspace(0, L - 1, m).round()[::-1]
-        case "leading":
+        case TimestepSpacing.LEADING:
             ratio = L // m
             ts = (np.arange(0, m) * ratio).round()[::-1] + cfg["steps_offset"]
-        case "trailing":
+        case TimestepSpacing.TRAILING:
             ratio = T / n
             ts = np.round(np.arange(L, 0, -ratio)) - 1
     ts = ts[:n] if plus_one else ts

@@ -2,6 +2,7 @@
 
 import numpy as np
 from diffspec.reference import _checks
+from diffspec.reference.interop._config import PredictionType
 from diffspec.reference.noise import as_noise_source
 
 # The plan
@@ -92,21 +93,23 @@ def _threshold(x0, cfg):
 def _vp_x0_eps(pred, out, x, abar):
     """(x0, eps) from the model output at alphabar = abar, in diffusers' DDIM/DDPM algebra."""
     a, b = np.sqrt(abar), np.sqrt(1.0 - abar)
-    match pred:
-        case "epsilon":
+    match PredictionType(pred):
+        case PredictionType.EPSILON:
             return (x - b * out) / a, out
-        case "sample":
+        case PredictionType.SAMPLE:
             return out, (x - a * out) / b
-        case "v_prediction":
+        case PredictionType.V:
             return a * x - b * out, a * out + b * x
+    raise ValueError(f"prediction_type={pred!r}: expected epsilon, sample or v_prediction here")
 
 
 def _ve_x0(pred, out, x, s):
     """x0 from the model output in k-diffusion scaling (x = x_vp * sqrt(s^2 + 1), s = sigma_ve)."""
-    match pred:
-        case "epsilon":
+    match PredictionType(pred):
+        case PredictionType.EPSILON:
             return x - s * out
-        case "v_prediction":
+        case PredictionType.V:
             return out * (-s / np.sqrt(s**2 + 1)) + x / (s**2 + 1)
-        case "sample":
+        case PredictionType.SAMPLE:
             return out
+    raise ValueError(f"prediction_type={pred!r}: expected epsilon, sample or v_prediction here")

@@ -2,7 +2,7 @@
 
 import numpy as np
 from diffspec.reference import _checks
-from diffspec.reference.interop._config import schedule_from_config
+from diffspec.reference.interop._config import parsed, schedule_from_config
 from diffspec.reference.interop._plan import DiffusersPlan, _threshold, _vp_x0_eps
 from diffspec.reference.interop.ddpm import _custom_descending_timesteps
 from diffspec.reference.schedules import EDM
@@ -70,7 +70,7 @@ def _plan_tcd(cfg, n, opts, *, timesteps=None):
     abar = schedule.alphas_cumprod()
     ts = _lcm_timesteps(cfg, n, timesteps)
     n = len(ts)
-    pred = cfg["prediction_type"]
+    pred = parsed(cfg, "prediction_type")
 
     def run(model, x, draw):
         for i, t in enumerate(ts):

@@ -4,11 +4,30 @@ import enum
 
 import numpy as np
 from diffspec.reference import _checks
-from diffspec.reference.interop._config import _spaced, diffusers_alphas_cumprod, schedule_from_config
+from diffspec.reference.interop._config import (
+    PredictionType,
+    _spaced,
+    diffusers_alphas_cumprod,
+    parsed,
+    schedule_from_config,
+)
 from diffspec.reference.interop._plan import DiffusersPlan, _threshold, _vp_x0_eps
 from diffspec.reference.schedules import CosineVP, ExplicitBetas
 
 # ---- DDIM, DDPM, PNDM ---------------------------------------------------------------------------------------
+
+
+def _ddim_steps(cfg, n, schedule):
+    """The set-up of diffusers' DDIM family (DDIMScheduler, DDIMParallelScheduler, CogVideoXDDIMScheduler):
+    alphabar of `schedule`, the spaced model timesteps, and per step the alphabar it lands on, at t - T // N
+    (diffusers #11347, #12633: whatever the spacing), or below t = 0 at 1 (set_alpha_to_one) or alphabar[0]."""
+    abar = schedule.alphas_cumprod()
+    T = cfg["num_train_timesteps"]
+    _checks.integer("num_inference_steps", n, minimum=1, maximum=T)
+    ts = _spaced(cfg, n, dtype=np.int64)
+    final = 1.0 if cfg["set_alpha_to_one"] else abar[0]
+    prev = ts - T // n
+    return abar, ts, np.where(prev >= 0, abar[np.maximum(prev, 0)], final)
 
 
 def _plan_ddim(cfg, n, opts):
@@ -20,17 +39,12 @@ def _plan_ddim(cfg, n, opts):
     eta = _checks.nonnegative("eta", opts.get("eta", 0.0))
     use_clipped = bool(opts.get("use_clipped_model_output", False))
     schedule = schedule_from_config(cfg)
-    abar = schedule.alphas_cumprod()
-    T = cfg["num_train_timesteps"]
-    _checks.integer("num_inference_steps", n, minimum=1, maximum=T)
-    ts = _spaced(cfg, n, dtype=np.int64)
-    final = 1.0 if cfg["set_alpha_to_one"] else abar[0]
-    pred = cfg["prediction_type"]
+    abar, ts, abar_prev = _ddim_steps(cfg, n, schedule)
+    pred = parsed(cfg, "prediction_type")
 
     def run(model, x, draw):
-        for t in ts:
-            prev = t - T // n
-            a_t, a_prev = abar[t], (abar[prev] if prev >= 0 else final)
+        for t, a_prev in zip(ts, abar_prev, strict=True):
+            a_t = abar[t]
             x0, eps = _vp_x0_eps(pred, model(x, t), x, a_t)
             x0 = _threshold(x0, cfg)
             var = (1 - a_prev) / (1 - a_t) * (1 - a_t / a_prev)
@@ -86,7 +100,7 @@ def _plan_ddpm(cfg, n, opts, *, timesteps=None):
     else:
         _checks.integer("num_inference_steps", n, minimum=1, maximum=cfg["num_train_timesteps"])
         ts = _spaced(cfg, n, dtype=np.int64)
-    pred = cfg["prediction_type"]
+    pred = parsed(cfg, "prediction_type")
 
     variance = Variance(cfg["variance_type"])
     learned = variance in (Variance.LEARNED, Variance.LEARNED_RANGE)
@@ -164,11 +178,11 @@ def _plan_pndm(cfg, n, opts):
         ts = np.concatenate([base[:-1], base[-2:-1], base[-1:]])[::-1].astype(np.int64)
         prk_ts = ts[:0]
     final = 1.0 if cfg["set_alpha_to_one"] else abar[0]
-    pred = cfg["prediction_type"]
+    pred = parsed(cfg, "prediction_type")
 
     def transfer(x, t, t_prev, eps_like):
         a_t, a_prev = abar[t], (abar[t_prev] if t_prev >= 0 else final)
-        if pred == "v_prediction":
+        if pred == PredictionType.V:
             eps_like = np.sqrt(a_t) * eps_like + np.sqrt(1 - a_t) * x
         x0 = (x - np.sqrt(1 - a_t) * eps_like) / np.sqrt(a_t)
         return np.sqrt(a_prev) * x0 + np.sqrt(1 - a_prev) * eps_like
@@ -231,17 +245,12 @@ def _plan_cogvideox_ddim(cfg, n, opts):
     b_t = sqrt(abar_prev) - sqrt(abar_t) a_t, stepping to t - T // N as DDIMScheduler does. Its step never clips:
     clip_sample, clip_sample_range and sample_max_value are read by __init__ and ignored."""
     schedule = snr_shifted_schedule(cfg)
-    abar = schedule.alphas_cumprod()
-    T = cfg["num_train_timesteps"]
-    _checks.integer("num_inference_steps", n, minimum=1, maximum=T)
-    ts = _spaced(cfg, n, dtype=np.int64)
-    final = 1.0 if cfg["set_alpha_to_one"] else abar[0]
-    pred = cfg["prediction_type"]
+    abar, ts, abar_prev = _ddim_steps(cfg, n, schedule)
+    pred = parsed(cfg, "prediction_type")
 
     def run(model, x, draw):
-        for t in ts:
-            prev = t - T // n
-            a_t, a_prev = abar[t], (abar[prev] if prev >= 0 else final)
+        for t, a_prev in zip(ts, abar_prev, strict=True):
+            a_t = abar[t]
             x0, _ = _vp_x0_eps(pred, model(x, t), x, a_t)
             c = np.sqrt((1 - a_prev) / (1 - a_t))
             x = c * x + (np.sqrt(a_prev) - np.sqrt(a_t) * c) * x0
@@ -266,7 +275,7 @@ def _plan_ddim_inverse(cfg, n, opts):
     else:
         ts = np.round(np.arange(T, 0, -T / n)[::-1]).astype(np.int64) - 1
     initial = 1.0 if cfg["set_alpha_to_one"] else abar[0]
-    pred = cfg["prediction_type"]
+    pred = parsed(cfg, "prediction_type")
 
     def run(model, x, draw):
         for t in ts:

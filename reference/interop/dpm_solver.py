@@ -5,7 +5,11 @@ import math
 import numpy as np
 from diffspec.reference import _checks
 from diffspec.reference.interop._config import (
+    AlgorithmType,
+    FinalSigmas,
+    PredictionType,
     SigmaSpacing,
+    SolverType,
     _float32,
     _no_custom_with_respacing,
     _one_of,
@@ -13,6 +17,7 @@ from diffspec.reference.interop._config import (
     _sigma_to_t,
     _spaced,
     diffusers_train_sigmas,
+    parsed,
     schedule_from_config,
     sigma_spacing,
 )
@@ -33,7 +38,7 @@ def _dpm_sigmas(cfg, n, schedule, timesteps=None):
         _no_custom_with_respacing(cfg, "timesteps")
         ts = np.asarray(_checks.finite_array("timesteps", timesteps)).astype(np.int64)
         sigmas = np.interp(ts, np.arange(len(train)), train)
-        last = train[0] if cfg["final_sigmas_type"] == "sigma_min" else 0.0
+        last = train[0] if parsed(cfg, "final_sigmas_type") == FinalSigmas.SIGMA_MIN else 0.0
         return ts, _float32(np.append(sigmas, last))
     _checks.integer("num_inference_steps", n, minimum=1, maximum=cfg["num_train_timesteps"])
     last = None
@@ -59,7 +64,7 @@ def _dpm_sigmas(cfg, n, schedule, timesteps=None):
         rounded = spacing in (SigmaSpacing.KARRAS, SigmaSpacing.LU_LAMBDAS)
         if rounded and not (multistep and cfg["beta_schedule"] == "squaredcos_cap_v2"):
             ts = ts.round()
-    last = train[0] if cfg["final_sigmas_type"] == "sigma_min" else 0.0
+    last = train[0] if parsed(cfg, "final_sigmas_type") == FinalSigmas.SIGMA_MIN else 0.0
     return ts.astype(np.int64), _float32(np.append(sigmas, last))
 
 
@@ -99,7 +104,7 @@ def _flow_sigmas(cfg, n, mu=None, sigmas=None):
         s = 1.0 - s
         sig = np.flip(shift * s / (1 + (shift - 1) * s))[:-1].copy()
     ts = (sig * T).astype(np.int64)
-    if cfg["final_sigmas_type"] == "zero":
+    if parsed(cfg, "final_sigmas_type") == FinalSigmas.ZERO:
         last = 0.0
     elif unipc:
         last = sig[-1]
@@ -145,27 +150,27 @@ def _dpm_multistep_update(sig, of, algo, solver_type):
                 r1 = (l_1 - l_2) / h
                 D1_1 = (ms[-2] - ms[-3]) / r1
                 D0, D1, D2 = m0, D1_0 + r0 / (r0 + r1) * (D1_0 - D1_1), (D1_0 - D1_1) / (r0 + r1)
-        if algo == "dpmsolver++":
+        if algo == AlgorithmType.DPMSOLVER_PP:
             base = s_t / s_0 * x - a_t * np.expm1(-h) * D0
-            if k == 2 and solver_type == "midpoint":
+            if k == 2 and solver_type == SolverType.MIDPOINT:
                 return base - 0.5 * a_t * np.expm1(-h) * D1
             return base + a_t * (np.expm1(-h) / h + 1.0) * D1 - a_t * ((np.expm1(-h) + h) / h**2 - 0.5) * D2
-        if algo == "dpmsolver":
+        if algo == AlgorithmType.DPMSOLVER:
             base = a_t / a_0 * x - s_t * np.expm1(h) * D0
-            if k == 2 and solver_type == "midpoint":
+            if k == 2 and solver_type == SolverType.MIDPOINT:
                 return base - 0.5 * s_t * np.expm1(h) * D1
             return base - s_t * (np.expm1(h) / h - 1.0) * D1 - s_t * ((np.expm1(h) - h) / h**2 - 0.5) * D2
-        if algo == "sde-dpmsolver":  # noise-prediction SDE (diffusers' own form; D's are eps differences)
+        if algo == AlgorithmType.SDE_DPMSOLVER:  # noise-prediction SDE (diffusers' own form; D's are eps differences)
             base = a_t / a_0 * x - 2.0 * s_t * np.expm1(h) * D0 + s_t * np.sqrt(np.expm1(2.0 * h)) * z
             if k == 1:
                 return base
-            if solver_type == "midpoint":
+            if solver_type == SolverType.MIDPOINT:
                 return base - s_t * np.expm1(h) * D1
             return base - 2.0 * s_t * (np.expm1(h) / h - 1.0) * D1
         # sde-dpmsolver++
         e2 = -np.expm1(-2.0 * h)
         base = s_t / s_0 * np.exp(-h) * x + a_t * e2 * D0 + s_t * np.sqrt(e2) * z
-        if k == 2 and solver_type == "midpoint":
+        if k == 2 and solver_type == SolverType.MIDPOINT:
             return base + 0.5 * a_t * e2 * D1
         return base + a_t * (e2 / (-2.0 * h) + 1.0) * D1 + a_t * ((e2 - 2.0 * h) / (2.0 * h) ** 2 - 0.5) * D2
 
@@ -177,7 +182,9 @@ def _multistep_order(cfg, order, i, N):
     the last step (euler_at_final, lower_order_final below 15 steps, or a final sigma of zero) and at most second
     order on the one before (lower_order_final below 15 steps)."""
     final = i == N - 1 and (
-        cfg["euler_at_final"] or (cfg["lower_order_final"] and N < 15) or cfg["final_sigmas_type"] == "zero"
+        cfg["euler_at_final"]
+        or (cfg["lower_order_final"] and N < 15)
+        or parsed(cfg, "final_sigmas_type") == FinalSigmas.ZERO
     )
     second = i == N - 2 and cfg["lower_order_final"] and N < 15
     return 1 if (order == 1 or i < 1 or final) else 2 if (order == 2 or i < 2 or second) else 3
@@ -186,7 +193,7 @@ def _multistep_order(cfg, order, i, N):
 def _check_flow(cfg):
     """True for use_flow_sigmas, whose model must predict the flow (and flow_prediction needs flow sigmas)."""
     flow, pred = bool(cfg["use_flow_sigmas"]), cfg["prediction_type"]
-    if flow != (pred == "flow_prediction"):
+    if flow != (pred == PredictionType.FLOW):
         raise ValueError(
             f"config key 'prediction_type'={pred!r} with use_flow_sigmas={flow}: implemented are flow_prediction "
             "with use_flow_sigmas=True, and epsilon/sample/v_prediction without"
@@ -211,16 +218,17 @@ def _plan_dpm_multistep(cfg, n, opts, *, mu=None, timesteps=None):
         raise ValueError("timesteps with use_flow_sigmas: diffusers replaces them by the flow grid (not implemented)")
     ts, sig = _flow_sigmas(cfg, n, mu) if flow else _dpm_sigmas(cfg, n, schedule, timesteps=given_ts)
     of = _flow_of if flow else _vp_of
-    pred, algo, order = cfg["prediction_type"], cfg["algorithm_type"], cfg["solver_order"]
+    pred, algo, order = parsed(cfg, "prediction_type"), parsed(cfg, "algorithm_type"), cfg["solver_order"]
     N = len(ts)
-    data_pred = algo in ("dpmsolver++", "sde-dpmsolver++")
+    data_pred = algo in (AlgorithmType.DPMSOLVER_PP, AlgorithmType.SDE_DPMSOLVER_PP)
+    sde = algo in (AlgorithmType.SDE_DPMSOLVER, AlgorithmType.SDE_DPMSOLVER_PP)
     if flow and not data_pred:
         raise ValueError(f"config key 'algorithm_type'={algo!r} with flow_prediction: diffusers rejects it too")
-    if algo == "sde-dpmsolver" and order == 3:
+    if algo == AlgorithmType.SDE_DPMSOLVER and order == 3:
         raise ValueError(
             "config key 'solver_order'=3 with algorithm_type='sde-dpmsolver': diffusers has no such update"
         )
-    if not data_pred and cfg["final_sigmas_type"] == "zero":
+    if not data_pred and parsed(cfg, "final_sigmas_type") == FinalSigmas.ZERO:
         raise ValueError(
             f"config key 'algorithm_type'={algo!r} with final_sigmas_type='zero': diffusers rejects it too "
             "(the noise-prediction update is 0 * inf at sigma = 0); use final_sigmas_type='sigma_min'"
@@ -236,14 +244,14 @@ def _plan_dpm_multistep(cfg, n, opts, *, mu=None, timesteps=None):
             eps = (x - alpha * x0) / sigma
         return eps
 
-    update = _dpm_multistep_update(sig, of, algo, cfg["solver_type"])
+    update = _dpm_multistep_update(sig, of, algo, parsed(cfg, "solver_type"))
 
     def run(model, x, draw):
         ms = []
         for i, t in enumerate(ts):
             ms = (ms + [convert(model(x, t), x, sig[i])])[-order:]
             k = _multistep_order(cfg, order, i, N)
-            z = draw(x.shape) if algo in ("sde-dpmsolver", "sde-dpmsolver++") else None
+            z = draw(x.shape) if sde else None
             if z is not None and np.isinf(of(sig[i + 1])[2]):
                 x = ms[-1]
             else:
@@ -258,7 +266,7 @@ def _plan_dpm_multistep(cfg, n, opts, *, mu=None, timesteps=None):
         1.0,
         run,
         sigmas=sig,
-        stochastic=algo in ("sde-dpmsolver", "sde-dpmsolver++"),
+        stochastic=sde,
     )
 
 
@@ -305,25 +313,28 @@ def _plan_dpm_singlestep(cfg, n, opts, *, timesteps=None, mu=None):
         raise ValueError("timesteps with use_flow_sigmas: diffusers replaces them by the flow grid (not implemented)")
     ts, sig = _flow_sigmas(cfg, n, mu) if flow else _dpm_sigmas(cfg, n, schedule, timesteps=given_ts)
     of = _flow_of if flow else _vp_of
-    pred, algo, order = cfg["prediction_type"], cfg["algorithm_type"], cfg["solver_order"]
-    algo = "dpmsolver++" if algo == "deis" else algo  # diffusers' own alias
-    solver_type = "midpoint" if cfg["solver_type"] in ("logrho", "bh1", "bh2") else cfg["solver_type"]
-    final_zero = cfg["final_sigmas_type"] == "zero"
-    if algo == "dpmsolver" and final_zero:
+    pred, algo, order = parsed(cfg, "prediction_type"), parsed(cfg, "algorithm_type"), cfg["solver_order"]
+    algo = AlgorithmType.DPMSOLVER_PP if algo == AlgorithmType.DEIS else algo  # diffusers' own alias
+    solver_type = parsed(cfg, "solver_type")
+    solver_type = (
+        SolverType.MIDPOINT if solver_type in (SolverType.LOGRHO, SolverType.BH1, SolverType.BH2) else solver_type
+    )
+    final_zero = parsed(cfg, "final_sigmas_type") == FinalSigmas.ZERO
+    if algo == AlgorithmType.DPMSOLVER and final_zero:
         raise ValueError(
             f"config key 'algorithm_type'={algo!r} with final_sigmas_type='zero': diffusers rejects it too "
             "(the noise-prediction update is 0 * inf at sigma = 0); use final_sigmas_type='sigma_min'"
         )
-    if algo == "dpmsolver" and cfg["thresholding"]:
+    if algo == AlgorithmType.DPMSOLVER and cfg["thresholding"]:
         raise ValueError(
             "config key 'thresholding'=True with algorithm_type='dpmsolver' is not implemented for "
             "DPMSolverSinglestepScheduler: diffusers 0.42.1 fails on it (alpha_t indexed with timestep None)"
         )
     lower_final = cfg["lower_order_final"] or n % order != 0 or final_zero
     orders = _singlestep_orders(order, n, lower_final, final_zero)
-    data_pred = algo != "dpmsolver"
+    data_pred = algo != AlgorithmType.DPMSOLVER
 
-    if flow and algo == "dpmsolver":
+    if flow and algo == AlgorithmType.DPMSOLVER:
         raise ValueError(f"config key 'algorithm_type'={algo!r} with flow_prediction: diffusers rejects it too")
 
     def convert(out, x, s):
@@ -347,8 +358,8 @@ def _plan_dpm_singlestep(cfg, n, opts, *, timesteps=None, mu=None):
             D0 = ms[-3]
             D1_0, D1_1 = (ms[-2] - ms[-3]) / r1, (ms[-1] - ms[-3]) / r0
             D1, D2 = (r0 * D1_0 - r1 * D1_1) / (r0 - r1), 2.0 * (D1_1 - D1_0) / (r0 - r1)
-        mid = solver_type == "midpoint"
-        if algo == "dpmsolver++":
+        mid = solver_type == SolverType.MIDPOINT
+        if algo == AlgorithmType.DPMSOLVER_PP:
             phi1, phi2, phi3 = np.expm1(-h), np.expm1(-h) / h + 1.0, (np.expm1(-h) + h) / h**2 - 0.5
             x_t = s_t / s_s * x - a_t * phi1 * D0
             if k == 2:
@@ -356,7 +367,7 @@ def _plan_dpm_singlestep(cfg, n, opts, *, timesteps=None, mu=None):
             if k == 3:
                 return x_t + a_t * phi2 * D1_1 if mid else x_t + a_t * phi2 * D1 - a_t * phi3 * D2
             return x_t
-        if algo == "dpmsolver":
+        if algo == AlgorithmType.DPMSOLVER:
             phi1, phi2, phi3 = np.expm1(h), np.expm1(h) / h - 1.0, (np.expm1(h) - h) / h**2 - 0.5
             x_t = a_t / a_s * x - s_t * phi1 * D0
             if k == 2:
@@ -380,12 +391,19 @@ def _plan_dpm_singlestep(cfg, n, opts, *, timesteps=None, mu=None):
             k = min(orders[i], len(ms))
             if k == 1:
                 x_start = x
-            z = draw(x.shape) if algo in ("sde-dpmsolver", "sde-dpmsolver++") else None
+            z = draw(x.shape) if algo == AlgorithmType.SDE_DPMSOLVER_PP else None
             x = update(x_start, ms, i, k, z)
         return x
 
     return DiffusersPlan(
-        "DPMSolverSinglestepScheduler", cfg, schedule, ts, 1.0, run, sigmas=sig, stochastic=algo == "sde-dpmsolver++"
+        "DPMSolverSinglestepScheduler",
+        cfg,
+        schedule,
+        ts,
+        1.0,
+        run,
+        sigmas=sig,
+        stochastic=algo == AlgorithmType.SDE_DPMSOLVER_PP,
     )
 
 
@@ -488,7 +506,7 @@ def _unipc_coefficients(rks, hh, order, solver_type):
     h_phi_1 = np.expm1(hh)
     h_phi_k = h_phi_1 / hh - 1
     factorial = 1
-    B_h = hh if solver_type == "bh1" else np.expm1(hh)
+    B_h = hh if solver_type == SolverType.BH1 else np.expm1(hh)
     R, b = [], []
     for i in range(1, order + 1):
         R.append(np.power(rks, i - 1))
@@ -546,7 +564,7 @@ def _plan_unipc(cfg, n, opts, *, mu=None, sigmas=None):
             return x
         rks = [(lams[i - j] - l_0) / h for j in range(1, k)] + [1.0]
         D1s = [(ms[-(j + 1)] - m0) / rks[j - 1] for j in range(1, k)]
-        h_phi_1, B_h, R, b = _unipc_coefficients(np.array(rks), -h if px0 else h, k, cfg["solver_type"])
+        h_phi_1, B_h, R, b = _unipc_coefficients(np.array(rks), -h if px0 else h, k, parsed(cfg, "solver_type"))
         x_t, w = lin(a_t, s_t, a_0, s_0, x, h_phi_1, m0)
         if D1s:
             rhos = np.array([0.5]) if k == 2 else np.linalg.solve(R[:-1, :-1], b[:-1])
@@ -560,7 +578,7 @@ def _plan_unipc(cfg, n, opts, *, mu=None, sigmas=None):
         h = l_t - l_0
         rks = [(lams[i - 1 - j] - l_0) / h for j in range(1, k)] + [1.0]
         D1s = [(ms[-(j + 1)] - m0) / rks[j - 1] for j in range(1, k)]
-        h_phi_1, B_h, R, b = _unipc_coefficients(np.array(rks), -h if px0 else h, k, cfg["solver_type"])
+        h_phi_1, B_h, R, b = _unipc_coefficients(np.array(rks), -h if px0 else h, k, parsed(cfg, "solver_type"))
         rhos = np.array([0.5]) if k == 1 else np.linalg.solve(R, b)
         corr = sum(r * d for r, d in zip(rhos[:-1], D1s)) if D1s else 0.0
         x_t, w = lin(a_t, s_t, a_0, s_0, x_last, h_phi_1, m0)

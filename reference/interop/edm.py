@@ -4,7 +4,7 @@ import math
 
 import numpy as np
 from diffspec.reference import _checks
-from diffspec.reference.interop._config import _karras
+from diffspec.reference.interop._config import AlgorithmType, FinalSigmas, PredictionType, SolverType, _karras, parsed
 from diffspec.reference.interop._plan import DiffusersPlan, _threshold
 from diffspec.reference.interop.dpm_solver import _dpm_multistep_update, _multistep_order
 from diffspec.reference.interop.k_style import _churn
@@ -37,14 +37,14 @@ def _edm_sigmas(cfg, n, ramp=None):
     else:
         sig = np.exp(np.linspace(math.log(lo), math.log(hi), n))[::-1].copy()
     ts = (0.25 * np.log(sig.astype(np.float32))).astype(np.float32)
-    return ts, np.append(sig, lo if cfg["final_sigmas_type"] == "sigma_min" else 0.0)
+    return ts, np.append(sig, lo if parsed(cfg, "final_sigmas_type") == FinalSigmas.SIGMA_MIN else 0.0)
 
 
 def _edm_x0(cfg, out, x, s):
     """EDM preconditioning (Karras et al. 2022, Table 1): x0 = c_skip x + c_out F with c_skip = sd^2 / (s^2 + sd^2)
     and c_out = s sd / sqrt(s^2 + sd^2), negated for diffusers' "v_prediction"."""
     sd = float(cfg["sigma_data"])
-    c_out = s * sd / np.sqrt(s**2 + sd**2) * (-1.0 if cfg["prediction_type"] == "v_prediction" else 1.0)
+    c_out = s * sd / np.sqrt(s**2 + sd**2) * (-1.0 if parsed(cfg, "prediction_type") == PredictionType.V else 1.0)
     return sd**2 / (s**2 + sd**2) * x + c_out * out
 
 
@@ -100,10 +100,14 @@ def _plan_edm_dpm_multistep(cfg, n, opts):
     (`_dpm_multistep_update`) on EDM sigmas, with the model called as in EDMEuler (c_in, c_noise) and x0 from EDM's
     preconditioning (then thresholded if configured). Departures: x_T = sqrt(sigma_max^2 + 1) eps; diffusers 0.42.1
     has no third-order SDE update (sde-dpmsolver++ with solver_order 3 is rejected here)."""
-    algo = "dpmsolver++" if cfg["algorithm_type"] == "deis" else cfg["algorithm_type"]
-    solver_type = "midpoint" if cfg["solver_type"] in ("logrho", "bh1", "bh2") else cfg["solver_type"]
+    algo = parsed(cfg, "algorithm_type")
+    algo = AlgorithmType.DPMSOLVER_PP if algo == AlgorithmType.DEIS else algo  # diffusers' own alias
+    solver_type = parsed(cfg, "solver_type")
+    solver_type = (
+        SolverType.MIDPOINT if solver_type in (SolverType.LOGRHO, SolverType.BH1, SolverType.BH2) else solver_type
+    )
     order = cfg["solver_order"]
-    if algo == "sde-dpmsolver++" and order == 3:
+    if algo == AlgorithmType.SDE_DPMSOLVER_PP and order == 3:
         raise ValueError(
             "config key 'solver_order'=3 with algorithm_type='sde-dpmsolver++' is not implemented for "
             "EDMDPMSolverMultistepScheduler: diffusers 0.42.1 has no third-order SDE update"
@@ -118,7 +122,7 @@ def _plan_edm_dpm_multistep(cfg, n, opts):
             out = model(x / np.sqrt(sig[i] ** 2 + sd**2), t)
             ms = (ms + [_threshold(_edm_x0(cfg, out, x, sig[i]), cfg)])[-order:]
             k = _multistep_order(cfg, order, i, N)
-            z = draw(x.shape) if algo == "sde-dpmsolver++" else None
+            z = draw(x.shape) if algo == AlgorithmType.SDE_DPMSOLVER_PP else None
             x = ms[-1] if sig[i + 1] == 0 else update(x, ms, i, k, z)
         return x
 
@@ -130,5 +134,5 @@ def _plan_edm_dpm_multistep(cfg, n, opts):
         math.sqrt(cfg["sigma_max"] ** 2 + 1),
         run,
         sigmas=sig,
-        stochastic=algo == "sde-dpmsolver++",
+        stochastic=algo == AlgorithmType.SDE_DPMSOLVER_PP,
     )

@@ -6,7 +6,10 @@ import math
 import numpy as np
 from diffspec.reference import _checks
 from diffspec.reference.interop._config import (
+    FinalSigmas,
+    PredictionType,
     SigmaSpacing,
+    TimestepSpacing,
     _float32,
     _no_custom_with_respacing,
     _one_of,
@@ -14,6 +17,7 @@ from diffspec.reference.interop._config import (
     _sigma_to_t,
     _spaced,
     diffusers_train_sigmas,
+    parsed,
     schedule_from_config,
     sigma_spacing,
 )
@@ -60,13 +64,14 @@ def _k_sigmas(
         hi = sigmas[0] if sigma_max is None else sigma_max
         sigmas = _respace(spacing, hi, lo, n)
         ts = _sigma_to_t(sigmas, np.log(train)).astype(np.float32)
-    last = train[0] if final_sigmas_type == "sigma_min" else 0.0
+    last = train[0] if FinalSigmas(final_sigmas_type) == FinalSigmas.SIGMA_MIN else 0.0
     return ts, _float32(np.append(sigmas, last))
 
 
 def _k_init_sigma(cfg, sigmas):
     top = float(np.max(sigmas))
-    return top if cfg["timestep_spacing"] in ("linspace", "trailing") else math.sqrt(top**2 + 1)
+    spacing = parsed(cfg, "timestep_spacing")
+    return top if spacing in (TimestepSpacing.LINSPACE, TimestepSpacing.TRAILING) else math.sqrt(top**2 + 1)
 
 
 def _churn(opts, sig, n):
@@ -101,7 +106,7 @@ def _plan_euler(cfg, n, opts, *, timesteps=None, sigmas=None):
     else:
         n, sigmas = _one_of(n, "sigmas", sigmas)
         n -= 1
-    continuous_v = cfg["timestep_type"] == "continuous" and cfg["prediction_type"] == "v_prediction"
+    continuous_v = cfg["timestep_type"] == "continuous" and parsed(cfg, "prediction_type") == PredictionType.V
     if given_ts is not None and continuous_v:
         raise ValueError(
             "timesteps with timestep_type='continuous' and v_prediction: diffusers refuses the combination"
@@ -120,7 +125,7 @@ def _plan_euler(cfg, n, opts, *, timesteps=None, sigmas=None):
         # EDM's c_noise = log(sigma) / 4 (Stable Video Diffusion), from the float32 sigmas
         ts = (0.25 * np.log(sig[:n].astype(np.float32))).astype(np.float32)
     gammas, s_noise = _churn(opts, sig, n)
-    pred = cfg["prediction_type"]
+    pred = parsed(cfg, "prediction_type")
 
     def run(model, x, draw):
         for i, t in enumerate(ts):
@@ -130,11 +135,11 @@ def _plan_euler(cfg, n, opts, *, timesteps=None, sigmas=None):
             if gammas[i] > 0:
                 x = x + s_noise * np.sqrt(s_hat**2 - s**2) * draw(x.shape)
             match pred:
-                case "epsilon":
+                case PredictionType.EPSILON:
                     x0 = x - s_hat * out
-                case "v_prediction":
+                case PredictionType.V:
                     x0 = out * (-s / np.sqrt(s**2 + 1)) + x / (s**2 + 1)
-                case "sample":
+                case PredictionType.SAMPLE:
                     x0 = out
             x = x + (sig[i + 1] - s_hat) * (x - x0) / s_hat
         return x
@@ -157,7 +162,7 @@ def _plan_euler_ancestral(cfg, n, opts):
     sigma_up z. One draw per step, the last included (times sigma_up = 0)."""
     schedule = schedule_from_config(cfg)
     ts, sig = _k_sigmas(cfg, n, schedule)
-    pred = cfg["prediction_type"]
+    pred = parsed(cfg, "prediction_type")
 
     def run(model, x, draw):
         for i, t in enumerate(ts):
@@ -182,7 +187,7 @@ def _plan_heun(cfg, n, opts, *, timesteps=None):
     n, given_ts = _one_of(n, "timesteps", timesteps)
     ts, sig = _k_sigmas(cfg, n, schedule, timesteps=given_ts)
     calls = np.concatenate([ts[:1], np.repeat(ts[1:], 2)])
-    pred = cfg["prediction_type"]
+    pred = parsed(cfg, "prediction_type")
 
     def x0_at(model, x, t, s):
         return _threshold(_ve_x0(pred, model(x / np.sqrt(s**2 + 1), t), x, s), cfg)
@@ -223,7 +228,7 @@ def _plan_kdpm2(cfg, n, opts):
     mids = np.sqrt(sig[:-1] * sig[1:])
     t_mids = _sigma_to_t(mids, log_train).astype(ts.dtype)
     calls = np.concatenate([ts[:1], np.stack([t_mids[:-1], ts[1:]], axis=1).ravel()])
-    pred = cfg["prediction_type"]
+    pred = parsed(cfg, "prediction_type")
 
     def x0_at(model, x, t, s):
         return _ve_x0(pred, model(x / np.sqrt(s**2 + 1), t), x, s)
@@ -259,7 +264,7 @@ def _plan_kdpm2_ancestral(cfg, n, opts):
     mids = np.sqrt(s * down)  # 0 on the last step (sigma_down = 0), which is Euler
     t_mids = _sigma_to_t(mids, np.log(diffusers_train_sigmas(cfg))).astype(ts.dtype)
     calls = np.concatenate([ts[:1], np.stack([t_mids[:-1], ts[1:]], axis=1).ravel()])
-    pred = cfg["prediction_type"]
+    pred = parsed(cfg, "prediction_type")
 
     def x0_at(model, x, t, sigma):
         return _ve_x0(pred, model(x / np.sqrt(sigma**2 + 1), t), x, sigma)
@@ -310,7 +315,7 @@ def _plan_dpm_sde(cfg, n, opts):
     schedule = schedule_from_config(cfg)
     _checks.integer("num_inference_steps", n, minimum=1, maximum=cfg["num_train_timesteps"])
     train = diffusers_train_sigmas(cfg)
-    if cfg["timestep_spacing"] == "linspace":
+    if parsed(cfg, "timestep_spacing") == TimestepSpacing.LINSPACE:
         ts = np.linspace(0, cfg["num_train_timesteps"] - 1, n)[::-1].copy()
     else:
         ts = _spaced(cfg, n, dtype=np.float64)
@@ -323,7 +328,7 @@ def _plan_dpm_sde(cfg, n, opts):
     t_mids = _sigma_to_t(mids, np.log(train))
     calls = np.concatenate([ts[:1], np.stack([t_mids, ts[1:]], axis=1).ravel()])
     sig = np.append(sig, 0.0)
-    pred = cfg["prediction_type"]
+    pred = parsed(cfg, "prediction_type")
 
     def x0_at(model, x, t, s):
         return _ve_x0(pred, model(x / np.sqrt(s**2 + 1), t), x, s)
@@ -373,7 +378,7 @@ def _plan_lms(cfg, n, opts):
     order = _checks.integer("order", opts.get("order", 4), minimum=1)
     schedule = schedule_from_config(cfg)
     ts, sig = _k_sigmas(cfg, n, schedule)
-    pred = cfg["prediction_type"]
+    pred = parsed(cfg, "prediction_type")
 
     def run(model, x, draw):
         ds = []
