@@ -41,12 +41,9 @@ from diffspec.reference.schedules import Flow
 
 def _abar_of(abar):
     """(alpha, sigma, lam) of a VP process at alphabar = abar; abar = 0 gives (0, 1, -inf) and abar = 1 (1, 0, inf)."""
-    with np.errstate(divide="ignore"):
-        return (
-            math.sqrt(abar),
-            math.sqrt(1.0 - abar),
-            0.5 * (math.log(abar) if abar > 0 else -np.inf) - 0.5 * (math.log1p(-abar) if abar < 1 else -np.inf),
-        )
+    log_abar = math.log(abar) if abar > 0 else -math.inf
+    log_one_minus = math.log1p(-abar) if abar < 1 else -math.inf
+    return math.sqrt(abar), math.sqrt(1.0 - abar), 0.5 * (log_abar - log_one_minus)
 
 
 def _plan_cogvideox_dpm(cfg, n, opts):
@@ -89,8 +86,7 @@ def _plan_cogvideox_dpm(cfg, n, opts):
         for i, t in enumerate(ts):
             prev = t - T // n
             a_t, a_next = float(abar[t]), (float(abar[prev]) if prev >= 0 else final)
-            with np.errstate(divide="ignore", invalid="ignore"):
-                x0 = _vp_x0_eps(pred, model(x, t), x, a_t)[0]
+            x0 = _vp_x0_eps(pred, model(x, t), x, a_t)[0]
             second = x0_prev is not None and prev >= 0
             points = [float(abar[ts[i - 1]]) if i > 0 else a_t, a_t, a_next]
             z = draw(x.shape)
