@@ -43,8 +43,8 @@ from diffspec.reference.schedules import Flow
 
 
 class Form(enum.StrEnum):
-    """SASolverScheduler's `algorithm_type`: the model term in x0 (data prediction, the paper's recommended form)
-    or in eps (noise prediction)."""
+    """SASolverScheduler's `algorithm_type`: the Adams polynomial through the model's x0 (data prediction, the
+    default) or through its eps (noise prediction)."""
 
     DATA_PREDICTION = "data_prediction"
     NOISE_PREDICTION = "noise_prediction"
