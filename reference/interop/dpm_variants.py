@@ -127,19 +127,22 @@ def _float32_alphas_cumprod(schedule):
 
 
 def _cogvideox_alphas_cumprod(cfg):
-    """CogVideoXDPM's alphabar: the betas' (float64 for "scaled_linear", else float32 as diffusers builds them)
-    shifted by snr_shift_scale, abar / (s + (1 - s) abar), then optionally rescaled to zero terminal SNR (Lin et al.
-    2023, Alg. 1: sqrt(abar) shifted to end at 0 and scaled to keep its first value)."""
+    """CogVideoXDPM's alphabar as diffusers computes it: the betas' alphabar (float64 for "scaled_linear", else float32
+    as diffusers builds it) shifted by snr_shift_scale, abar / (s + (1 - s) abar), then optionally rescaled to zero
+    terminal SNR (Lin et al. 2023, Alg. 1: sqrt(abar) shifted to end at 0 and scaled to keep its first value), each
+    in the precision of that alphabar."""
     base = schedule_from_config({**cfg, "rescale_betas_zero_snr": False})
     exact = cfg["beta_schedule"] == "scaled_linear" and cfg["trained_betas"] is None
-    abar = base.alphas_cumprod() if exact else _float32_alphas_cumprod(base)
+    dtype = np.float64 if exact else np.float32
+    abar = (base.alphas_cumprod() if exact else _float32_alphas_cumprod(base)).astype(dtype)
     scale = _checks.positive("snr_shift_scale", cfg["snr_shift_scale"])
-    abar = abar / (scale + (1 - scale) * abar)
+    abar = abar / (dtype(scale) + dtype(1 - scale) * abar)
     if cfg["rescale_betas_zero_snr"]:
         root = np.sqrt(abar)
-        root = (root - root[-1]) * root[0] / (root[0] - root[-1])
+        first, last = root[0], root[-1]
+        root = (root - last) * (first / (first - last))
         abar = root**2
-    return abar
+    return abar.astype(np.float64)
 
 
 def _inverse_sigmas(cfg, n, schedule):
