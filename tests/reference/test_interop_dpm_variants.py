@@ -25,7 +25,7 @@ torch = pytest.importorskip("torch")
 diffusers = pytest.importorskip("diffusers")
 
 TOL = 1e-4
-TOL64 = 1e-5  # most cases agree to 1e-12; diffusers' monomial SA-Solver weights cancel to ~2e-6 in float64
+TOL64 = 1e-5  # median 1e-8 over the matrix; diffusers' monomial SA-Solver weights cancel to ~2e-6 in float64
 THOROUGH = os.environ.get("HYPOTHESIS_PROFILE") == "thorough"
 _MODULES = ("scheduling_sasolver", "scheduling_dpmsolver_multistep_inverse", "scheduling_dpm_cogvideox")
 
