@@ -128,7 +128,13 @@ def _vp_of(s):
 
 def _dpm_multistep_update(sig, of, algo, solver_type):
     """The DPM-Solver(++) multistep update of diffusers (orders 1-3, midpoint/heun, sde-dpmsolver++) for sigmas
-    `sig` (sigma_ve), with `of(s)` -> (alpha, sigma, lam): VP (`_vp_of`) or EDM's alpha = 1 (`_edm_of`)."""
+    `sig` (sigma_ve), with `of(s)` -> (alpha, sigma, lam): VP (`_vp_of`) or EDM's alpha = 1 (`_edm_of`).
+
+    Why not the reference's `samplers.dpm_solver_pp`: its 2M step is this update with "midpoint" (the same D0 +
+    D1 / 2), but diffusers also has the "heun" forms, a third order whose D2 is built from three lam gaps, a
+    noise-prediction SDE form of its own, and an order schedule per step (warm-up, lower_order_final,
+    euler_at_final) that the reference samplers do not take; the update is written once here in diffusers'
+    algebra, on diffusers' float32 sigmas, and serves DPMSolverMultistep, EDMDPMSolverMultistep and the variants."""
 
     def update(x, ms, i, k, z):
         a_t, s_t, l_t = of(sig[i + 1])
@@ -203,21 +209,31 @@ def _check_flow(cfg):
     return flow
 
 
+def _vp_or_flow_grid(cfg, n, *, mu=None, timesteps=None, sigmas=None):
+    """The set-up the DPM-Solver family shares: with use_flow_sigmas (and a flow model) the flow sigmas of
+    `_flow_sigmas` on a `Flow` schedule, else the VP sigmas of `_dpm_sigmas`; returns (flow, schedule, model
+    timesteps, sigmas with the final one, `of`: sigma -> (alpha, sigma, lam) of that process)."""
+    flow = _check_flow(cfg)
+    if (mu is not None or cfg["use_dynamic_shifting"]) and not flow:
+        raise ValueError("use_dynamic_shifting / mu: implemented with use_flow_sigmas only")
+    if flow and timesteps is not None:
+        raise ValueError("timesteps with use_flow_sigmas: diffusers replaces them by the flow grid (not implemented)")
+    if flow:
+        ts, sig = _flow_sigmas(cfg, n, mu, sigmas)
+        return True, Flow(shift=float(cfg["flow_shift"])), ts, sig, _flow_of
+    schedule = schedule_from_config(cfg)
+    ts, sig = _dpm_sigmas(cfg, n, schedule, timesteps=timesteps)
+    return False, schedule, ts, sig, _vp_of
+
+
 def _plan_dpm_multistep(cfg, n, opts, *, mu=None, timesteps=None):
     """DPM-Solver++ / DPM-Solver multistep (Lu et al. 2022, arXiv:2211.01095, Alg. 2; 2206.00927) as diffusers'
     DPMSolverMultistepScheduler: orders 1-3, "midpoint" or "heun" second-order variants, lower-order warm-up and
     final steps (lower_order_final below 15 steps, first order onto a final sigma of zero), and the SDE variant
     sde-dpmsolver++ (one draw per step, the last included). The model sees the rounded (Karras) timestep while
     the update uses the exact sigma. Custom `timesteps`: see `_dpm_sigmas`."""
-    flow = _check_flow(cfg)
-    schedule = Flow(shift=float(cfg["flow_shift"])) if flow else schedule_from_config(cfg)
-    if (mu is not None or cfg["use_dynamic_shifting"]) and not flow:
-        raise ValueError("use_dynamic_shifting / mu: implemented with use_flow_sigmas only")
     n, given_ts = _one_of(n, "timesteps", timesteps)
-    if flow and given_ts is not None:
-        raise ValueError("timesteps with use_flow_sigmas: diffusers replaces them by the flow grid (not implemented)")
-    ts, sig = _flow_sigmas(cfg, n, mu) if flow else _dpm_sigmas(cfg, n, schedule, timesteps=given_ts)
-    of = _flow_of if flow else _vp_of
+    flow, schedule, ts, sig, of = _vp_or_flow_grid(cfg, n, mu=mu, timesteps=given_ts)
     pred, algo, order = parsed(cfg, "prediction_type"), parsed(cfg, "algorithm_type"), cfg["solver_order"]
     N = len(ts)
     data_pred = algo in (AlgorithmType.DPMSOLVER_PP, AlgorithmType.SDE_DPMSOLVER_PP)
@@ -303,16 +319,9 @@ def _plan_dpm_singlestep(cfg, n, opts, *, timesteps=None, mu=None):
     diffusers 0.42.1 indexes alpha_t with timestep None (a shape error): rejected here. Custom `timesteps`: see
     `_dpm_sigmas`. use_flow_sigmas (with flow_prediction, and mu with use_dynamic_shifting): the flow sigmas of
     DPMSolverMultistep (`_flow_sigmas`), stepped with alpha = 1 - sigma."""
-    flow = _check_flow(cfg)
-    schedule = Flow(shift=float(cfg["flow_shift"])) if flow else schedule_from_config(cfg)
-    if (mu is not None or cfg["use_dynamic_shifting"]) and not flow:
-        raise ValueError("use_dynamic_shifting / mu: implemented with use_flow_sigmas only")
     cfg = {**cfg, "timestep_spacing": "linspace"}
     n, given_ts = _one_of(n, "timesteps", timesteps)
-    if flow and given_ts is not None:
-        raise ValueError("timesteps with use_flow_sigmas: diffusers replaces them by the flow grid (not implemented)")
-    ts, sig = _flow_sigmas(cfg, n, mu) if flow else _dpm_sigmas(cfg, n, schedule, timesteps=given_ts)
-    of = _flow_of if flow else _vp_of
+    flow, schedule, ts, sig, of = _vp_or_flow_grid(cfg, n, mu=mu, timesteps=given_ts)
     pred, algo, order = parsed(cfg, "prediction_type"), parsed(cfg, "algorithm_type"), cfg["solver_order"]
     algo = AlgorithmType.DPMSOLVER_PP if algo == AlgorithmType.DEIS else algo  # diffusers' own alias
     solver_type = parsed(cfg, "solver_type")
@@ -456,15 +465,9 @@ def _plan_deis(cfg, n, opts, *, mu=None):
     "midpoint"/"heun"/"bh1"/"bh2" are renamed to "deis"/"logrho" by diffusers itself, and so here. use_flow_sigmas
     (with flow_prediction, and mu with use_dynamic_shifting): DPMSolverMultistep's flow sigmas (`_flow_sigmas`), the
     last repeated, with alpha = 1 - sigma and rho = sigma / (1 - sigma)."""
-    flow = _check_flow(cfg)
-    schedule = Flow(shift=float(cfg["flow_shift"])) if flow else schedule_from_config(cfg)
-    if (mu is not None or cfg["use_dynamic_shifting"]) and not flow:
-        raise ValueError("use_dynamic_shifting / mu: implemented with use_flow_sigmas only")
-    full = {**cfg, "final_sigmas_type": "sigma_min"}
-    ts, sig = _flow_sigmas(full, n, mu) if flow else _dpm_sigmas(full, n, schedule)
+    flow, schedule, ts, sig, of = _vp_or_flow_grid({**cfg, "final_sigmas_type": "sigma_min"}, n, mu=mu)
     if flow or sigma_spacing(cfg) != SigmaSpacing.LINEAR:  # flow, Karras, exponential, beta: the last one repeated
         sig[-1] = sig[-2]
-    of = _flow_of if flow else _vp_of
     pred, order, N = cfg["prediction_type"], cfg["solver_order"], len(ts)
 
     def eps_of(out, x, s):
@@ -524,16 +527,11 @@ def _plan_unipc(cfg, n, opts, *, mu=None, sigmas=None):
     (B(h) = h = -inf times a zero correction); the plan returns that step's limit, x0. Custom `sigmas` (flow sigmas,
     with use_flow_sigmas): see `_flow_sigmas`. thresholding acts on x0 with predict_x0=True; diffusers ignores it
     with predict_x0=False, and so does the plan."""
-    flow = _check_flow(cfg)
-    schedule = Flow(shift=float(cfg["flow_shift"])) if flow else schedule_from_config(cfg)
-    if (mu is not None or cfg["use_dynamic_shifting"]) and not flow:
-        raise ValueError("use_dynamic_shifting / mu: implemented with use_flow_sigmas only")
-    if sigmas is not None and not flow:
+    if sigmas is not None and not cfg["use_flow_sigmas"]:
         raise ValueError(
             "sigmas: UniPC takes custom sigmas with use_flow_sigmas only (diffusers refuses them otherwise)"
         )
-    ts, sig = _flow_sigmas(cfg, n, mu, sigmas) if flow else _dpm_sigmas(cfg, n, schedule)
-    of = _flow_of if flow else _vp_of
+    flow, schedule, ts, sig, of = _vp_or_flow_grid(cfg, n, mu=mu, sigmas=sigmas)
     pred, order, N = cfg["prediction_type"], cfg["solver_order"], len(ts)
     disabled = set(cfg["disable_corrector"])
     lams = [of(s)[2] for s in sig]

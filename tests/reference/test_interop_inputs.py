@@ -34,6 +34,21 @@ def run_diffusers(config, n, model, x_T, noise, **set_timesteps):
     return latents.double().numpy(), np.array(timesteps)
 
 
+def compare(config, n, custom, *, seed):
+    """Run the plan and diffusers' loop with the same set_timesteps inputs, model and draws; check draws, model
+    timesteps and the final sample (to TOL of max |x|)."""
+    plan = interop.from_diffusers(config, n, **custom)
+    model = model_for(plan)
+    x_T = np.random.default_rng(seed).standard_normal(SHAPE)
+    ours_noise, theirs_noise = NoiseList(seed + 1), NoiseList(seed + 1)
+    ours = plan.run(model, x_T, noise=ours_noise if plan.stochastic else None)
+    theirs, their_ts = run_diffusers(config, n, model, x_T, theirs_noise, **custom)
+    assert len(ours_noise.drawn) == len(theirs_noise.drawn)
+    np.testing.assert_allclose(plan.timesteps, their_ts, rtol=2e-5, atol=1e-3)
+    dev = np.max(np.abs(ours - theirs)) / np.max(np.abs(theirs))
+    assert dev < TOL, f"{config['_class_name']} {sorted(custom)}: max deviation {dev:.2e} of max |x|"
+
+
 SD = {"beta_schedule": "scaled_linear", "beta_start": 0.00085, "beta_end": 0.012}
 FLOW_UNIPC = {"prediction_type": "flow_prediction", "use_flow_sigmas": True}
 # What pipelines pass to set_timesteps besides num_inference_steps, in every other class that accepts it
@@ -64,17 +79,7 @@ CUSTOM_CASES = [
     "cls, overrides, custom", CUSTOM_CASES, ids=[f"{c[0]}-{sorted(c[2])[0]}" for c in CUSTOM_CASES]
 )
 def test_custom_timesteps_and_sigmas_match_diffusers(cls, overrides, custom):
-    config = {"_class_name": cls, **overrides}
-    plan = interop.from_diffusers(config, **custom)
-    model = model_for(plan)
-    x_T = np.random.default_rng(3).standard_normal(SHAPE)
-    ours_noise, theirs_noise = NoiseList(5), NoiseList(5)
-    ours = plan.run(model, x_T, noise=ours_noise if plan.stochastic else None)
-    theirs, their_ts = run_diffusers(config, None, model, x_T, theirs_noise, **custom)
-    assert len(ours_noise.drawn) == len(theirs_noise.drawn)
-    np.testing.assert_allclose(plan.timesteps, their_ts, rtol=2e-5, atol=1e-3)
-    dev = np.max(np.abs(ours - theirs)) / np.max(np.abs(theirs))
-    assert dev < TOL, f"{cls} {sorted(custom)}: max deviation {dev:.2e} of max |x|"
+    compare({"_class_name": cls, **overrides}, None, custom, seed=3)
 
 
 @pytest.mark.parametrize(
@@ -111,16 +116,7 @@ CASES = [
 @pytest.mark.parametrize("name, overrides, n, custom", CASES, ids=[c[0] for c in CASES])
 def test_flow_match_inputs_match_diffusers(name, overrides, n, custom):
     config = {"_class_name": "FlowMatchEulerDiscreteScheduler", "_diffusers_version": "0.42.1", **overrides}
-    plan = interop.from_diffusers(config, n, **custom)
-    model = model_for(plan)
-    x_T = np.random.default_rng(2).standard_normal(SHAPE)
-    ours_noise, theirs_noise = NoiseList(3), NoiseList(3)
-    ours = plan.run(model, x_T, noise=ours_noise if plan.stochastic else None)
-    theirs, their_ts = run_diffusers(config, n, model, x_T, theirs_noise, **custom)
-    assert len(ours_noise.drawn) == len(theirs_noise.drawn)
-    np.testing.assert_allclose(plan.timesteps, their_ts, rtol=2e-5, atol=1e-3)
-    dev = np.max(np.abs(ours - theirs)) / np.max(np.abs(theirs))
-    assert dev < TOL, f"{name}: max deviation {dev:.2e} of max |x|"
+    compare(config, n, custom, seed=2)
 
 
 @pytest.mark.parametrize(
