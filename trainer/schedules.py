@@ -64,6 +64,15 @@ class _Schedule:
         """Inverse of `sigma_ve`."""
         return self.t_of_lam(-torch.log(as_time(sigma_ve)))
 
+    def _held(self, t):
+        """An inverse's result held inside [t_min, t_max] where it lands within rounding outside it (within 1e-12 of
+        an end, relative to the domain's scale: t_of_lam(lam(t_max)) gave 1.0000000000000002 on some VP, sub-VP and
+        VE schedules); a result further out is returned as it is. Two `torch.where`s: no host sync."""
+        lo, hi = float(self.t_min), float(self.t_max)
+        slack = 1e-12 * max(1.0, abs(lo), abs(hi))
+        t = torch.where((t < lo) & (t >= lo - slack), lo, t)
+        return torch.where((t > hi) & (t <= hi + slack), hi, t)
+
     def alpha_sigma_lam(self, t):
         """(alpha(t), sigma(t), lam(t)) of one time tensor: what a training step needs, each evaluated once."""
         return self.alpha(t), self.sigma(t), self.lam(t)
@@ -391,7 +400,7 @@ class LinearVP(_ScoreSDEBeta, _VP):
 
     def t_of_lam(self, lam):
         B = _softplus(-2.0 * as_time(lam))
-        return self.t_of_int_beta(B)
+        return self._held(self.t_of_int_beta(B))
 
 
 @dataclass(frozen=True)
@@ -416,7 +425,7 @@ class CosineVP(_VP):
 
     def t_of_lam(self, lam):
         u = torch.atan(torch.exp(as_time(lam)))
-        return 1.0 - u / (math.pi / 2) * (1 + self.s)
+        return self._held(1.0 - u / (math.pi / 2) * (1 + self.s))
 
 
 @dataclass(frozen=True)
@@ -453,7 +462,7 @@ class SubVP(_ScoreSDEBeta, _Schedule):
         a = torch.exp(-2.0 * lam)
         log_u = -torch.log1p(0.5 * (torch.exp(-lam) + a / (torch.sqrt(a + 4.0) + 2.0)))
         B = -2.0 * log_u
-        return self.t_of_int_beta(B)
+        return self._held(self.t_of_int_beta(B))
 
 
 @dataclass(frozen=True)
@@ -487,7 +496,7 @@ class VE(_Schedule):
         return -torch.log(self.sigma(t))
 
     def t_of_lam(self, lam):
-        return (-as_time(lam) - math.log(self.sigma_min)) / math.log(self.sigma_max / self.sigma_min)
+        return self._held((-as_time(lam) - math.log(self.sigma_min)) / math.log(self.sigma_max / self.sigma_min))
 
 
 @dataclass(frozen=True)
@@ -532,7 +541,7 @@ class EDM(_Schedule):
         return -torch.log(as_time(t))
 
     def t_of_lam(self, lam):
-        return torch.exp(-as_time(lam))
+        return self._held(torch.exp(-as_time(lam)))
 
 
 @dataclass(frozen=True)
@@ -564,11 +573,13 @@ class Flow(_Schedule):
         return torch.exp(F.logsigmoid(-as_time(lam)))
 
     def shifted(self, t, shift=None):
-        """t' = shift t / (1 + (shift - 1) t)."""
+        """t' = shift t / (1 + (shift - 1) t), evaluated as shift t / (shift t + (1 - t)): the denominator is the
+        numerator plus a nonnegative term, so [0, 1] maps into [0, 1] in floating point too (the first form gave
+        1.0000000000000002 at t = 1 for about 1 shift in 140)."""
         s = self.shift if shift is None else float(shift)
         _check(math.isfinite(s) and s > 0, f"shift={shift!r}: expected a finite number > 0")
         t = as_time(t)
-        return s * t / (1.0 + (s - 1.0) * t)
+        return s * t / (s * t + (1.0 - t))
 
 
 SCHEDULES = {

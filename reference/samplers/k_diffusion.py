@@ -32,17 +32,10 @@ def _setup(x_T, grid, schedule, sampler):
 
 
 def _t_of_sigma_ve(schedule, sigma_ve):
-    """The time at noise level sigma_ve, held inside the schedule's domain where the inverse lands within rounding
-    outside it. DPM2 ancestral's midpoint sqrt(sigma sigma_down) is sigma_next exactly at eta = 1, so on a grid that
-    ends at the schedule's first time (a noisy end, such as the cosine VP's t = 0) the inverse gave t = -2.2e-16."""
-    t = float(schedule.t_of_sigma_ve(sigma_ve))
-    lo, hi = float(schedule.t_min), float(schedule.t_max)
-    slack = 1e-12 * max(1.0, abs(lo), abs(hi) if np.isfinite(hi) else 1.0)
-    if lo - slack <= t < lo:
-        return lo
-    if hi < t <= hi + slack:
-        return hi
-    return t
+    """The time at noise level sigma_ve. The schedule's inverse holds it inside the domain where it lands within
+    rounding outside: DPM2 ancestral's midpoint sqrt(sigma sigma_down) is sigma_next exactly at eta = 1, so on a grid
+    that ends at the schedule's first time (a noisy end, such as the cosine VP's t = 0) it must give that time."""
+    return float(schedule.t_of_sigma_ve(sigma_ve))
 
 
 def _d(denoise, schedule, y, sigma_ve, t=None):

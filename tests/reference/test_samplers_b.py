@@ -162,3 +162,93 @@ def test_sde_solvers_at_eta_zero_start_where_alpha_is_zero(name):
     assert np.all(np.isfinite(out))
     if name == "dpmpp_2m_sde":
         np.testing.assert_allclose(out, SAMPLERS["dpmpp_2m"](denoise, x_T, grid, schedule), rtol=1e-12, atol=1e-12)
+
+
+# Inverses that round just outside the domain. Each parameter set below is one where, before the inverse held its
+# result inside [t_min, t_max], the round trip t_of_lam(lam(end)) left the domain by one ulp (1.0000000000000002,
+# 88.00000000000003 or -2.2e-16) and every later alpha(t) refused the time the sampler had computed itself.
+ROUNDING_OUTSIDE = [
+    ("vp", {"beta_min": 0.04, "beta_max": 8.1}),
+    ("subvp", {"beta_min": 0.88, "beta_max": 20.0}),
+    ("vp_cosine", {"s": 0.0172}),
+    ("ve", {"sigma_min": 0.006, "sigma_max": 69.1}),
+    ("edm", {"sigma_max": 88.0}),
+]
+CONTINUOUS_PARAMS = {
+    "vp": lambda r: {"beta_min": r.uniform(0.01, 1.0), "beta_max": r.uniform(5.0, 30.0)},
+    "subvp": lambda r: {"beta_min": r.uniform(0.01, 1.0), "beta_max": r.uniform(5.0, 30.0)},
+    "vp_cosine": lambda r: {"s": r.uniform(1e-3, 0.05)},
+    "ve": lambda r: {"sigma_min": r.uniform(1e-3, 0.1), "sigma_max": r.uniform(10.0, 100.0)},
+    "edm": lambda r: {"sigma_min": r.uniform(1e-3, 0.05), "sigma_max": r.uniform(10.0, 100.0)},
+    "flow": lambda r: {"shift": r.uniform(0.3, 5.0)},
+}
+
+
+def _assert_round_trips_stay_inside(schedule):
+    for end in (schedule.t_min, schedule.t_max):
+        lam = schedule.lam(end)
+        if not np.isfinite(lam):  # a clean end or alpha = 0: no finite lam to invert
+            continue
+        for back in (schedule.t_of_lam(lam), schedule.t_of_sigma_ve(schedule.sigma_ve(end))):
+            assert schedule.t_min <= float(back) <= schedule.t_max, (schedule, end, float(back))
+            np.testing.assert_allclose(float(back), end, rtol=1e-12, atol=1e-12)
+            schedule.alpha(back)  # a time the schedule itself accepts
+
+
+@pytest.mark.parametrize("name, params", ROUNDING_OUTSIDE)
+def test_inverse_at_a_domain_end_stays_inside(name, params):
+    _assert_round_trips_stay_inside(make_schedule(name, **params))
+
+
+@pytest.mark.parametrize("name", sorted(CONTINUOUS_PARAMS))
+def test_inverses_stay_inside_the_domain_over_random_parameters(name):
+    """About one parameter set in ten rounded outside at an end (measured over 300 per family); 200 each here."""
+    rng = np.random.default_rng(12)
+    for _ in range(200):
+        _assert_round_trips_stay_inside(make_schedule(name, **CONTINUOUS_PARAMS[name](rng)))
+
+
+def test_inverse_beyond_the_domain_is_not_held():
+    """Only rounding is held: a lam past the domain's end has no time inside it, and the inverse says so."""
+    schedule = make_schedule("vp_cosine")
+    assert schedule.t_of_lam(schedule.lam(0.0) + 1e-3) < 0.0
+    assert make_schedule("edm").t_of_lam(-np.log(80.001)) > 80.0
+
+
+def test_shifted_flow_grid_starts_inside_the_domain():
+    """shift t / (1 + (shift - 1) t) gave 1.0000000000000002 at t = 1 for shift = 0.3014132435025377 (and about one
+    shift in 140); the grid's first time then failed every sampler's domain check."""
+    rng = np.random.default_rng(3)
+    for shift in [0.3014132435025377, *rng.uniform(0.3, 5.0, 500)]:
+        schedule = make_schedule("flow", shift=float(shift))
+        grid = make_grid("shifted", schedule, 3)
+        assert grid[0] == 1.0 and grid[-1] == 0.0 and np.all((grid >= 0.0) & (grid <= 1.0)), (shift, grid[0])
+        t = np.linspace(0.0, 1.0, 101)
+        np.testing.assert_allclose(schedule.shifted(t), shift * t / (1 + (shift - 1) * t), rtol=1e-15, atol=0)
+
+
+def test_unipc_runs_on_a_shifted_flow_grid_from_t_max():
+    """The case that found the bug: unipc (which needs no alpha > 0 at its start) on Flow(shift=0.3014...) over the
+    shifted grid from t = 1 refused the grid as outside [0, 1]; now it runs and lands on the data end."""
+    schedule = make_schedule("flow", shift=0.3014132435025377)
+    grid = make_grid("shifted", schedule, 6)
+    x_T = np.random.default_rng(0).standard_normal((16, 2))
+    out = unipc.sample_unipc(standard_mixture_2d().denoiser(schedule), x_T, grid, schedule)
+    assert np.all(np.isfinite(out))
+
+
+@pytest.mark.parametrize("name", ["euler", "heun", "dpm2"])
+def test_churn_capped_at_the_top_stays_inside_the_domain(name):
+    """EDM's churn caps sigma_hat at sigma_ve(t_max); the time of that capped level, t_of_sigma_ve(sigma_ve(t_max)),
+    is 88.00000000000003 on EDM(sigma_max=88) unless the inverse holds it. Every model time is inside the domain."""
+    from diffspec.reference.samplers import SAMPLERS
+
+    schedule = make_schedule("edm", sigma_max=88.0)
+    grid = make_grid("karras", schedule, 4)
+    times = []
+    den = standard_mixture_2d().denoiser(schedule)
+    x_T = 88.0 * np.random.default_rng(0).standard_normal((8, 2))
+    out = SAMPLERS[name](
+        lambda x, t: (times.append(t), den(x, t))[1], x_T, grid, schedule, noise=np.random.default_rng(1), s_churn=40.0
+    )
+    assert np.all(np.isfinite(out)) and max(times) <= schedule.t_max and max(times) == schedule.t_max

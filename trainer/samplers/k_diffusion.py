@@ -26,16 +26,9 @@ def _setup(x_T, grid, schedule, sampler):
 
 
 def _t_of_sigma_ve(schedule, sigma_ve):
-    """t at noise level sigma_ve as a Python float, held inside [t_min, t_max] where the inverse lands within
-    rounding outside it (DPM2 ancestral's midpoint is sigma_next exactly at eta = 1)."""
-    t = at(schedule.t_of_sigma_ve, sigma_ve)
-    lo, hi = float(schedule.t_min), float(schedule.t_max)
-    slack = 1e-12 * max(1.0, abs(lo), abs(hi) if math.isfinite(hi) else 1.0)
-    if lo - slack <= t < lo:
-        return lo
-    if hi < t <= hi + slack:
-        return hi
-    return t
+    """t at noise level sigma_ve as a Python float (the schedule's inverse holds it inside [t_min, t_max] where it
+    lands within rounding outside it: DPM2 ancestral's midpoint is sigma_next exactly at eta = 1)."""
+    return at(schedule.t_of_sigma_ve, sigma_ve)
 
 
 def _d(denoise, schedule, y, sigma_ve, t=None):
