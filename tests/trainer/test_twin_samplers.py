@@ -205,3 +205,61 @@ def test_inversion_matches_reference(name, ref, mixture, steps, lo, hi, seed):
 
 def test_every_reference_inversion_has_a_twin():
     assert sorted(INVERSIONS) == sorted(REF_INVERSIONS)
+
+
+# Schedules whose inverse rounded one ulp outside [t_min, t_max] at an end (1.0000000000000002, 88.00000000000003,
+# -2.2e-16) before the inverses held such results at the end: a sampler then fed a time the schedule refuses.
+ROUNDING_OUTSIDE = [
+    ("vp", {"beta_min": 0.04, "beta_max": 8.1}),
+    ("subvp", {"beta_min": 0.88, "beta_max": 20.0}),
+    ("vp_cosine", {"s": 0.0172}),
+    ("ve", {"sigma_min": 0.006, "sigma_max": 69.1}),
+    ("edm", {"sigma_max": 88.0}),
+]
+
+
+@pytest.mark.parametrize("name, params", ROUNDING_OUTSIDE)
+def test_torch_inverse_at_a_domain_end_stays_inside_like_the_reference(name, params):
+    ref = R.make_schedule(name, **params)
+    sched = twin(ref)
+    for end in (ref.t_min, ref.t_max):
+        lam = float(ref.lam(end))
+        if not math.isfinite(lam):
+            continue
+        lam64 = torch.tensor([lam, lam], dtype=torch.float64)
+        for got, want in (
+            (sched.t_of_lam(lam64), ref.t_of_lam(lam)),
+            (sched.t_of_sigma_ve(torch.exp(-lam64)), ref.t_of_sigma_ve(np.exp(-lam))),
+        ):
+            assert bool(((got >= ref.t_min) & (got <= ref.t_max)).all()), (name, end, got.tolist())
+            np.testing.assert_allclose(got.numpy(), np.full(2, float(want)), rtol=1e-12, atol=1e-12)
+
+
+def test_torch_shifted_flow_grid_starts_inside_the_domain():
+    """The trainer's shifted grid from t = 1 started at 1.0000000000000002 for shift = 0.3014132435025377 (about one
+    shift in 140), which its own grid check then refused."""
+    from diffspec.trainer import grids as TG
+
+    for shift in [0.3014132435025377, *np.random.default_rng(3).uniform(0.3, 5.0, 200)]:
+        ref = R.make_schedule("flow", shift=float(shift))
+        grid = TG.make_grid("shifted", twin(ref), 3)
+        assert float(grid[0]) == 1.0 and float(grid[-1]) == 0.0, (shift, float(grid[0]))
+        np.testing.assert_allclose(grid.numpy(), RG.shifted(ref, 3), rtol=1e-15, atol=0)
+
+
+@pytest.mark.parametrize("name", ["euler", "heun", "dpm2"])
+def test_torch_churn_capped_at_the_top_stays_inside_the_domain(name):
+    """EDM's churn capped at sigma_ve(t_max) asks for t_of_sigma_ve(sigma_ve(t_max)) = 88.00000000000003 on
+    EDM(sigma_max=88) unless the inverse holds it; both twins call the model inside the domain, at the same times."""
+    from diffspec.reference.oracles import standard_mixture_2d
+
+    ref = R.make_schedule("edm", sigma_max=88.0)
+    grid = RG.karras(ref, 4)
+    x_T = 88.0 * np.random.default_rng(0).standard_normal((3, 2))
+    mixture, calls = standard_mixture_2d(), []
+    got = SAMPLERS[name](
+        torch_oracle(mixture, ref, calls), torch.from_numpy(x_T), grid, twin(ref), noise=RecordedNoise(1), s_churn=40.0
+    )
+    want = REF_SAMPLERS[name](reference_oracle(mixture, ref), x_T, grid, ref, noise=RecordedNoise(1), s_churn=40.0)
+    assert max(calls) == ref.t_max
+    np.testing.assert_allclose(got.numpy(), want, rtol=1e-10, atol=1e-10 * max(1.0, float(np.abs(want).max())))
