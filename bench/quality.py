@@ -185,93 +185,79 @@ def _workdir(keep, data, recipe, seed):
     return contextlib.nullcontext(str(path))
 
 
-def run_points(data, recipes, samplings, *, seeds, steps, n, log, keep=None):
-    scorer = PointScorer(data, n)
+def run_data(data, recipes, samplings, *, seeds, steps, n, log, keep=None, eval_seeds=1, guidance_scale=2.0):
+    """Train every (recipe, seed) on one data set and score each sampling with `eval_seeds` sampling seeds.
+
+    2-D toys: n points scored by `PointScorer`; images: n class-conditional samples (labels 0..9 in turn, CFG at
+    guidance_scale) scored by `ImageScorer`. One row per (recipe, training seed, sampling, sampling seed)."""
+    images = data in IMAGE_DATA
+    if images:
+        split = image_split(data)
+        scorer = ImageScorer(split)
+        labels = np.arange(n) % 10
+    else:
+        scorer = PointScorer(data, n)
     rows = []
     for recipe in recipes:
         for seed in seeds:
             with _workdir(keep, data, recipe, seed) as tmp:
-                model, config, seconds = train_recipe(data, recipe, seed=seed, steps=steps, workdir=tmp)
+                if images:
+                    train_file = os.path.join(tmp, f"{data}_train.npz")
+                    np.savez(train_file, x=split.x_train, y=split.y_train)
+                    trained = train_recipe(
+                        data, recipe, seed=seed, steps=steps, workdir=os.path.join(tmp, "run"), image_file=train_file
+                    )
+                else:
+                    trained = train_recipe(data, recipe, seed=seed, steps=steps, workdir=tmp)
+            model, config, seconds = trained
             schedule = schedule_from_dict(config["schedule"])
             for sampler, grid, k in samplings:
                 if not grid_applies(grid or default_grid_name(schedule), schedule, k):
                     continue
-                x = sample(model, config, sampler, grid, k, n=n, seed=seed + 1)
-                s = scorer(x)
-                row = dict(
-                    data=data,
-                    recipe=recipe,
-                    seed=seed,
-                    train_steps=config["train"]["max_train_steps"],
-                    train_seconds=round(seconds, 1),
-                    sampler=sampler,
-                    grid=grid or "default",
-                    grid_used=grid or default_grid_name(schedule),
-                    steps=k,
-                    nfe=k * CALLS_PER_STEP.get(sampler, 1),
-                    score=round(s["score"], 3),
-                    distance=s["distance"],
-                    floor=s["floor"],
-                )
-                rows.append(row)
-                log(row)
-    return rows
-
-
-def run_images(data, recipes, samplings, *, seeds, steps, n, guidance_scale, log, keep=None):
-    split = image_split(data)
-    scorer = ImageScorer(split)
-    rows = []
-    labels = np.arange(n) % 10
-    for recipe in recipes:
-        for seed in seeds:
-            with _workdir(keep, data, recipe, seed) as tmp:
-                train_file = os.path.join(tmp, f"{data}_train.npz")
-                np.savez(train_file, x=split.x_train, y=split.y_train)
-                model, config, seconds = train_recipe(
-                    data, recipe, seed=seed, steps=steps, workdir=os.path.join(tmp, "run"), image_file=train_file
-                )
-            schedule = schedule_from_dict(config["schedule"])
-            for sampler, grid, k in samplings:
-                if not grid_applies(grid or default_grid_name(schedule), schedule, k):
-                    continue
-                x = sample(
-                    model,
-                    config,
-                    sampler,
-                    grid,
-                    k,
-                    n=n,
-                    seed=seed + 1,
-                    labels=labels,
-                    guidance_scale=guidance_scale,
-                    batch=250,
-                )
-                s = scorer(x, labels)
-                row = dict(
-                    data=data,
-                    recipe=recipe,
-                    seed=seed,
-                    train_steps=config["train"]["max_train_steps"],
-                    train_seconds=round(seconds, 1),
-                    sampler=sampler,
-                    grid=grid or "default",
-                    grid_used=grid or default_grid_name(schedule),
-                    steps=k,
-                    nfe=k * CALLS_PER_STEP.get(sampler, 1),
-                    score=round(s["score"], 3),
-                    distance=s["distance"],
-                    floor=s["floor"],
-                    accuracy=round(s["accuracy"], 3),
-                    guidance_scale=guidance_scale,
-                )
-                rows.append(row)
-                log(row)
+                for e in range(eval_seeds):
+                    sample_seed = seed + 1 + 100 * e  # e = 0: the seed of the tables measured before --eval-seeds
+                    if images:
+                        x = sample(
+                            model,
+                            config,
+                            sampler,
+                            grid,
+                            k,
+                            n=n,
+                            seed=sample_seed,
+                            labels=labels,
+                            guidance_scale=guidance_scale,
+                            batch=250,
+                        )
+                        s = scorer(x, labels)
+                    else:
+                        s = scorer(sample(model, config, sampler, grid, k, n=n, seed=sample_seed))
+                    row = dict(
+                        data=data,
+                        recipe=recipe,
+                        seed=seed,
+                        sample_seed=sample_seed,
+                        train_steps=config["train"]["max_train_steps"],
+                        train_seconds=round(seconds, 1),
+                        sampler=sampler,
+                        grid=grid or "default",
+                        grid_used=grid or default_grid_name(schedule),
+                        steps=k,
+                        nfe=k * CALLS_PER_STEP.get(sampler, 1),
+                        score=round(s["score"], 3),
+                        distance=s["distance"],
+                        floor=s["floor"],
+                    )
+                    if images:
+                        row.update(accuracy=round(s["accuracy"], 3), guidance_scale=guidance_scale)
+                    rows.append(row)
+                    log(row)
     return rows
 
 
 def table(rows):
-    """One markdown table per data set: a row per recipe (median over seeds, min-max), a column per sampling."""
+    """One markdown table per data set: a row per recipe (median over training and sampling seeds, min-max), a column
+    per sampling."""
     lines = []
     for data in dict.fromkeys(r["data"] for r in rows):
         rs = [r for r in rows if r["data"] == data]
@@ -322,6 +308,9 @@ def main(argv=None):
         "--samplings", default=None, help="comma-separated indices into the sampling list (default: all; --quick: 0-3)"
     )
     p.add_argument("--seeds", default="0", help="comma-separated training seeds (default 0)")
+    p.add_argument(
+        "--eval-seeds", type=int, default=1, help="sampling seeds per trained model (the score's own noise; default 1)"
+    )
     p.add_argument("--steps", type=int, default=None, help="training steps (default: the trainer's per data set)")
     p.add_argument("--n", type=int, default=MIN_POINTS, help=f"samples per 2-D score (default {MIN_POINTS})")
     p.add_argument("--n-images", type=int, default=500, help="samples per image score (default 500)")
@@ -332,6 +321,8 @@ def main(argv=None):
 
     if args.n < MIN_POINTS:
         raise SystemExit(f"quality: --n {args.n}: expected at least {MIN_POINTS}")
+    if args.eval_seeds < 1:
+        raise SystemExit(f"quality: --eval-seeds {args.eval_seeds}: expected an integer >= 1")
     if args.steps is not None and args.steps < 1:
         raise SystemExit(f"quality: --steps {args.steps}: expected an integer >= 1")
     try:
@@ -356,7 +347,7 @@ def main(argv=None):
 
     def log(row):
         print(
-            f"  {row['data']} {row['recipe']} seed {row['seed']}: {row['sampler']} {row['grid_used']} "
+            f"  {row['data']} {row['recipe']} seed {row['seed']} sampling seed {row['sample_seed']}: {row['sampler']} {row['grid_used']} "
             f"{row['steps']} -> {row['score']:.3f}" + (f" acc {row['accuracy']:.2f}" if "accuracy" in row else ""),
             file=sys.stderr,
             flush=True,
@@ -365,29 +356,18 @@ def main(argv=None):
     started = time.perf_counter()
     rows = []
     for name in data:
-        if name in POINT_DATA:
-            rows += run_points(
-                name,
-                recipes or list(RECIPES),
-                samplings,
-                seeds=seeds,
-                steps=args.steps,
-                n=args.n,
-                log=log,
-                keep=args.keep,
-            )
-        else:
-            rows += run_images(
-                name,
-                recipes or list(IMAGE_RECIPES),
-                samplings,
-                seeds=seeds,
-                steps=args.steps,
-                n=args.n_images,
-                guidance_scale=args.guidance_scale,
-                log=log,
-                keep=args.keep,
-            )
+        rows += run_data(
+            name,
+            recipes or list(RECIPES if name in POINT_DATA else IMAGE_RECIPES),
+            samplings,
+            seeds=seeds,
+            steps=args.steps,
+            n=args.n if name in POINT_DATA else args.n_images,
+            log=log,
+            keep=args.keep,
+            eval_seeds=args.eval_seeds,
+            guidance_scale=args.guidance_scale,
+        )
     seconds = time.perf_counter() - started
     when = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
     machine = f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, 1 thread"
