@@ -75,6 +75,19 @@ def _flow_sigmas(cfg, n, mu=None, sigmas=None):
     by 1e-6. The model sees int64(T sigma). Final sigma: 0, or for sigma_min DPMSolverMultistep's
     sqrt((1 - abar_0) / abar_0) of the betas and UniPC's last flow sigma."""
     T = _checks.integer("num_train_timesteps", cfg["num_train_timesteps"], minimum=2)
+    unipc = cfg["_class_name"] == "UniPCMultistepScheduler"
+    if unipc and sigma_spacing(cfg) == SigmaSpacing.KARRAS:
+        # UniPC: Karras sigmas between the VP training sigmas' ends, converted to flow sigmas s / (1 + s) (the
+        # flow sigma with the same SNR); the model sees int64(T s); a final sigma_min is the last of them
+        if sigmas is not None:
+            raise ValueError(
+                "sigmas with use_karras_sigmas: diffusers reads them as the training table (not implemented)"
+            )
+        train = diffusers_train_sigmas(cfg)
+        ve = _respace(SigmaSpacing.KARRAS, train[-1], train[0], _checks.integer("num_inference_steps", n, minimum=1))
+        sig = ve / (ve + 1)
+        last = sig[-1] if parsed(cfg, "final_sigmas_type") == FinalSigmas.SIGMA_MIN else 0.0
+        return (sig * T).astype(np.int64), _float32(np.append(sig, last))
     if sigmas is not None:  # UniPC's custom flow sigmas: N of them, shifted like the default linspace
         sigmas = _checks.finite_array("sigmas", sigmas).ravel()
         n = len(sigmas)
@@ -82,7 +95,6 @@ def _flow_sigmas(cfg, n, mu=None, sigmas=None):
     dynamic = bool(cfg["use_dynamic_shifting"])
     if dynamic != (mu is not None):
         raise ValueError(f"mu={mu!r}: needed exactly when use_dynamic_shifting is on (it is {dynamic})")
-    unipc = cfg["_class_name"] == "UniPCMultistepScheduler"
     if dynamic and not unipc and cfg["time_shift_type"] != "exponential":
         raise ValueError(
             "config key 'time_shift_type': DPMSolverMultistep's mu needs 'exponential' (diffusers asserts)"
@@ -204,8 +216,14 @@ def _check_flow(cfg):
             f"config key 'prediction_type'={pred!r} with use_flow_sigmas={flow}: implemented are flow_prediction "
             "with use_flow_sigmas=True, and epsilon/sample/v_prediction without"
         )
-    if flow and (cfg["use_karras_sigmas"] or cfg.get("use_exponential_sigmas") or cfg.get("use_beta_sigmas")):
-        raise ValueError("config key 'use_flow_sigmas'=True with Karras/exponential/beta sigmas: not implemented")
+    spacing = sigma_spacing(cfg)
+    unipc_karras = cfg["_class_name"] == "UniPCMultistepScheduler" and spacing == SigmaSpacing.KARRAS
+    if flow and spacing != SigmaSpacing.LINEAR and not unipc_karras:
+        raise ValueError(
+            f"config key 'use_flow_sigmas'=True with {spacing.value} sigmas: diffusers re-spaces the VP training sigmas "
+            "and steps with them as flow sigmas unconverted (alpha = 1 - sigma < 0 above sigma = 1): no counterpart "
+            "(UniPC's Karras sigmas, which it converts to s / (1 + s), are reproduced)"
+        )
     return flow
 
 

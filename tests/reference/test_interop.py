@@ -735,6 +735,23 @@ CASES = [
     ("DPMSolverMultistepScheduler", {"euler_at_final": True, "solver_order": 3}, 16, {}),
     ("EDMDPMSolverMultistepScheduler", {"euler_at_final": True, "lower_order_final": False}, 16, {}),
     ("LMSDiscreteScheduler", {**SD, "use_karras_sigmas": True}, 10, {"order": 2}),
+    (
+        "UniPCMultistepScheduler",
+        {"prediction_type": "flow_prediction", "use_flow_sigmas": True, "use_karras_sigmas": True, "solver_order": 3},
+        10,
+        {},
+    ),  # Karras sigmas converted to flow sigmas s / (1 + s)
+    (
+        "UniPCMultistepScheduler",
+        {
+            "prediction_type": "flow_prediction",
+            "use_flow_sigmas": True,
+            "use_karras_sigmas": True,
+            "final_sigmas_type": "sigma_min",
+        },
+        8,
+        {},
+    ),
 ]
 
 
@@ -787,6 +804,15 @@ def test_stochastic_plan_requires_noise():
         (
             {"_class_name": "EDMDPMSolverMultistepScheduler", "algorithm_type": "sde-dpmsolver++", "solver_order": 3},
             "solver_order",
+        ),
+        (
+            {
+                "_class_name": "DPMSolverMultistepScheduler",
+                "prediction_type": "flow_prediction",
+                "use_flow_sigmas": True,
+                "use_exponential_sigmas": True,
+            },
+            "unconverted",
         ),
         ({"_class_name": "KarrasVeScheduler"}, "_class_name"),
         ({"beta_start": 0.1}, "_class_name"),
