@@ -296,13 +296,18 @@ def _plan_ipndm(cfg, n, opts):
     N + 1), timestep theta_i = atan2(sigma_i, alpha_i) 2 / pi (alpha = cos(pi theta / 2): `CosineVP` with s -> 0).
     Per step eps_i = sigma_i x + alpha_i v, combined by the Adams-Bashforth weights of orders 1-4 (PNDM's
     warm-up of Liu et al. 2022, eq. 12, without its Runge-Kutta start) into e, then the DDIM step
-    x0 = (x - sigma_i e) / max(alpha_i, 1e-8), x_next = alpha_next x0 + sigma_next e. trained_betas (its sigmas
-    replaced by an explicit list) is refused."""
+    x0 = (x - sigma_i e) / max(alpha_i, 1e-8), x_next = alpha_next x0 + sigma_next e. `trained_betas` replaces the
+    sigmas by an explicit list of N + 1 values (float32), as diffusers does; diffusers then ignores
+    num_inference_steps, and so does the plan."""
     if cfg["trained_betas"] is not None:
-        raise ValueError("config key 'trained_betas' for IPNDMScheduler (its explicit sigma grid): not implemented")
-    n = _checks.integer("num_inference_steps", n, minimum=1)
-    s = np.append(np.linspace(1, 0, n + 1)[:-1].astype(np.float32), 0.0).astype(np.float64)
-    sigma = np.sin(s * np.pi / 2) ** 2
+        given = _checks.finite_array("trained_betas", cfg["trained_betas"]).ravel()
+        if len(given) < 2 or np.any((given < 0) | (given > 1)):
+            raise ValueError(f"config key 'trained_betas'={list(given)!r}: expected N + 1 >= 2 sigmas in [0, 1]")
+        sigma = given.astype(np.float32).astype(np.float64)
+    else:
+        n = _checks.integer("num_inference_steps", n, minimum=1)
+        s = np.append(np.linspace(1, 0, n + 1)[:-1].astype(np.float32), 0.0).astype(np.float64)
+        sigma = np.sin(s * np.pi / 2) ** 2
     alpha = np.sqrt(1 - sigma**2)
     ts = (np.arctan2(sigma, alpha) / np.pi * 2)[:-1].astype(np.float32)
     weights = ([1.0], [1.5, -0.5], [23 / 12, -16 / 12, 5 / 12], [55 / 24, -59 / 24, 37 / 24, -9 / 24])

@@ -110,7 +110,8 @@ def _plan_edm_dpm_multistep(cfg, n, opts):
     if algo == AlgorithmType.SDE_DPMSOLVER_PP and order == 3:
         raise ValueError(
             "config key 'solver_order'=3 with algorithm_type='sde-dpmsolver++' is not implemented for "
-            "EDMDPMSolverMultistepScheduler: diffusers 0.42.1 has no third-order SDE update"
+            "EDMDPMSolverMultistepScheduler: diffusers 0.42.1 has no third-order SDE update (its third-order step "
+            "never assigns x_t and fails)"
         )
     ts, sig = _edm_sigmas(cfg, n)
     sd, N = float(cfg["sigma_data"]), len(ts)

@@ -633,6 +633,7 @@ CASES = [
     ),
     ("IPNDMScheduler", {}, 10, {}),
     ("IPNDMScheduler", {}, 3, {}),
+    ("IPNDMScheduler", {"trained_betas": [0.999, 0.8, 0.5, 0.2, 0.05, 0.0]}, 5, {}),  # its sigmas, given
     ("CMStochasticIterativeScheduler", {}, 4, {}),
     ("CMStochasticIterativeScheduler", {"clip_denoised": False, "s_noise": 0.9, "num_train_timesteps": 60}, 6, {}),
     ("CMStochasticIterativeScheduler", {}, 1, {}),
