@@ -175,6 +175,68 @@ def sample(model, config, sampler, grid_name, steps, *, n, seed, labels=None, gu
     return (x - config["data"]["shift"]) / config["data"]["scale"]
 
 
+# ---------------------------------------------------------------------------------------------------- the sampler's floor
+def sampler_floor(data, samplings, *, n, eval_seeds, log, components=1000, bandwidth=0.01):
+    """What each sampling scores with an exact denoiser: the sampler's own error, apart from any network.
+
+    The data are replaced by a dense Gaussian mixture in model space: one component of standard deviation
+    `bandwidth` at each of `components` training points, for which E[x0 | x_t] is exact (`reference.oracles`). Its
+    draws are scored beside the samplers' (row "exact draws"); a sampling that scores like them adds no error of its
+    own. Runs the reference (float64 numpy) samplers on the trainer's default schedule for the data."""
+    from diffspec.reference import schedules as ref_schedules
+    from diffspec.reference.grids import make_grid
+    from diffspec.reference.oracles import GaussianMixture
+    from diffspec.reference.samplers import get_sampler as ref_sampler
+    from diffspec.trainer.config import POINT_DEFAULTS
+    from diffspec.trainer.data import load_dataset
+
+    ds = load_dataset(data, n_points=components, seed=0)
+    points = ds.x.astype(np.float64)
+    mixture = GaussianMixture.create(np.ones(len(points)), points, np.full(len(points), bandwidth))
+    schedule = ref_schedules.make_schedule(POINT_DEFAULTS["schedule"])
+
+    def denoise(x, t):  # E[x0 | x_t], in row blocks (the oracle holds a (B, K, D) array)
+        alpha, sigma = schedule.alpha(t), schedule.sigma(t)
+        return np.concatenate([mixture.x0_mean(x[i : i + 250], alpha, sigma) for i in range(0, len(x), 250)])
+
+    scorer = PointScorer(data, n)
+    rows = []
+    for e in range(eval_seeds):
+        rng = np.random.default_rng(1 + 100 * e)
+        cases = [("exact draws", None, 0)] + [(f, g or default_grid_name(schedule), k) for f, g, k in samplings]
+        for sampler, grid, k in cases:
+            if sampler == "exact draws":
+                x = mixture.sample(n, rng)[0]
+            else:
+                name, options = parse_grid(grid)
+                try:
+                    g = make_grid(name, schedule, k, **options)
+                except ValueError:  # the grid cannot serve this schedule
+                    continue
+                x_T = rng.standard_normal((n, points.shape[1])) * float(schedule.sigma(g[0]))
+                x = ref_sampler(sampler)(denoise, x_T, g, schedule, noise=rng)
+            s = scorer((x - ds.shift) / ds.scale)
+            row = dict(
+                data=data,
+                recipe=f"exact denoiser ({components} x N(point, {bandwidth:g}^2))",
+                seed=0,
+                sample_seed=1 + 100 * e,
+                train_steps=0,
+                train_seconds=0.0,
+                sampler=sampler,
+                grid=grid or "-",
+                grid_used=grid or "-",
+                steps=k,
+                nfe=k * CALLS_PER_STEP.get(sampler, 1),
+                score=round(s["score"], 3),
+                distance=s["distance"],
+                floor=s["floor"],
+            )
+            rows.append(row)
+            log(row)
+    return rows
+
+
 # ---------------------------------------------------------------------------------------------------- one data set
 def _workdir(keep, data, recipe, seed):
     """A temporary folder, or KEEP/DATA-RECIPE-SEED (kept, for more samplings later) with --keep."""
@@ -316,6 +378,11 @@ def main(argv=None):
     p.add_argument("--n-images", type=int, default=500, help="samples per image score (default 500)")
     p.add_argument("--guidance-scale", type=float, default=2.0, help="CFG for the image data (default 2, the demo's)")
     p.add_argument("--keep", default=None, help="keep each run's checkpoints under this folder (default: temporary)")
+    p.add_argument(
+        "--sampler-floor",
+        action="store_true",
+        help="2-D data: score the samplings with the exact denoiser of a dense mixture instead of training",
+    )
     p.add_argument("--students", action="store_true", help="then run bench/quality_students.py if present")
     args = p.parse_args(argv)
 
@@ -356,6 +423,11 @@ def main(argv=None):
     started = time.perf_counter()
     rows = []
     for name in data:
+        if args.sampler_floor:
+            if name not in POINT_DATA:
+                raise SystemExit(f"quality: --sampler-floor scores 2-D data; --data {name!r} is images")
+            rows += sampler_floor(name, samplings, n=args.n, eval_seeds=args.eval_seeds, log=log)
+            continue
         rows += run_data(
             name,
             recipes or list(RECIPES if name in POINT_DATA else IMAGE_RECIPES),
