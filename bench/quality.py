@@ -10,11 +10,15 @@ Every recipe trains for a fixed number of steps (default: the trainer's default 
 own `train`, then its EMA network samples with each (sampler, grid). Scores (`bench/_scores.py`) are a distance
 divided by the data-vs-data floor: 2-D toys by standardized sliced W2 with n = 4,000 against fresh data; digits
 and MNIST-5k by the Frechet distance in the demo classifier's features, plus the share of samples the classifier
-reads as their class. 1.0 is a perfect model. Prints one markdown table per data set and, last, one JSON line.
+reads as their class. 1.0 is what a perfect model scores on average; one score of such a model varies by about
++-30% (2-D toys, n = 4,000), so `--eval-seeds K` samples each trained model with K seeds and the table gives the
+median and range. `--sampler-floor` scores the samplings alone, with the exact denoiser of a dense Gaussian mixture
+in place of a network. Prints one markdown table per data set and, last, one JSON line.
 
     OMP_NUM_THREADS=1 nice .venv/bin/python bench/quality.py --quick          # moons, a few recipes
     OMP_NUM_THREADS=1 nice .venv/bin/python bench/quality.py                  # every data set and recipe
     OMP_NUM_THREADS=1 nice .venv/bin/python bench/quality.py --data moons --recipes defaults,edm --seeds 0,1
+    OMP_NUM_THREADS=1 nice .venv/bin/python bench/quality.py --data moons --sampler-floor --samplings 0,2 --eval-seeds 3
     .venv/bin/python bench/quality.py --students                             # also bench/quality_students.py
 
 Run several invocations side by side (one per data set, say) on a machine with more cores; each is one thread.
