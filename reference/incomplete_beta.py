@@ -8,7 +8,8 @@ I_x(a, b) is the CDF of the Beta(a, b) distribution; its inverse in x is the qua
   the symmetry I_x(a, b) = 1 - I_{1-x}(b, a).
 - `betaincinv(a, b, p)`: the x in [0, 1] with I_x(a, b) = p, by Newton's method on I_x(a, b) - p with the Beta density
   as derivative, safeguarded by a bisection bracket (a Newton step that leaves the bracket is replaced by its
-  midpoint), so it converges for every a, b > 0, including the densities that are infinite at an end (a or b < 1).
+  midpoint), so it converges for every a, b > 0, including the densities that are infinite at an end (a or b < 1);
+  then polished to the neighbouring double with the smallest residual.
 """
 
 import math
@@ -89,15 +90,19 @@ def _betaincinv_scalar(a: float, b: float, p: float) -> float:
             return x
     else:
         x = -math.expm1((math.log(q) + math.log(b) + log_beta) / b)
+
+    def residual(x):  # I_x - p, from the side of the mean where betainc is accurate (upper: q - I_{1-x}(b, a))
+        if x <= 0.0 or x >= 1.0:
+            return (0.0 if x <= 0.0 else 1.0) - p
+        if x < (a + 1.0) / (a + b + 2.0):
+            return math.exp(_log_prefactor(a, b, x)) * _continued_fraction(a, b, x) - p
+        return q - math.exp(_log_prefactor(b, a, 1.0 - x)) * _continued_fraction(b, a, 1.0 - x)
+
     lo, hi = 0.0, 1.0
     for _ in range(400):
         if not lo < x < hi:
             x = 0.5 * (lo + hi)
-        # the residual I_x - p, from the side of the mean where betainc is accurate (upper: q - I_{1-x}(b, a))
-        if x < (a + 1.0) / (a + b + 2.0):
-            f = math.exp(_log_prefactor(a, b, x)) * _continued_fraction(a, b, x) - p
-        else:
-            f = q - math.exp(_log_prefactor(b, a, 1.0 - x)) * _continued_fraction(b, a, 1.0 - x)
+        f = residual(x)
         if f == 0.0:
             return x
         if f < 0:
@@ -109,8 +114,19 @@ def _betaincinv_scalar(a: float, b: float, p: float) -> float:
         if not lo < x_new < hi:
             x_new = 0.5 * (lo + hi)
         if abs(x_new - x) <= 4 * _EPS * x or hi - lo <= 4 * _EPS * lo:
-            return x_new
+            x = x_new
+            break
         x = x_new
+    # polish: step to a neighbouring double while that lowers |I_x - p| (Newton's last step may stop a few ulps
+    # away where the density is steep, near an end with a or b < 1)
+    f = residual(x)
+    for direction in (0.0, 1.0):
+        for _ in range(16):
+            y = math.nextafter(x, direction)
+            fy = residual(y)
+            if abs(fy) >= abs(f):
+                break
+            x, f = y, fy
     return x
 
 
