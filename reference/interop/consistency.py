@@ -2,7 +2,7 @@
 
 import numpy as np
 from diffspec.reference import _checks
-from diffspec.reference.interop._config import parsed, schedule_from_config
+from diffspec.reference.interop._config import diffusers_alphas_cumprod, parsed, schedule_from_config
 from diffspec.reference.interop._plan import DiffusersPlan, _threshold, _vp_x0_eps
 from diffspec.reference.interop.ddpm import _custom_descending_timesteps
 from diffspec.reference.schedules import EDM
@@ -34,7 +34,7 @@ def _plan_lcm(cfg, n, opts, *, timesteps=None):
     Noise draws: one per step except the last. timestep_spacing, steps_offset and set_alpha_to_one are stored by
     diffusers but never read by LCM's timesteps or step (inert). Custom `timesteps`: see `_lcm_timesteps`."""
     schedule = schedule_from_config(cfg)
-    abar = schedule.alphas_cumprod()
+    abar = diffusers_alphas_cumprod(cfg).astype(np.float64)  # diffusers' float32 values
     ts = _lcm_timesteps(cfg, n, timesteps)
     n = len(ts)
     pred, scaling = cfg["prediction_type"], float(cfg["timestep_scaling"])
@@ -67,7 +67,7 @@ def _plan_tcd(cfg, n, opts, *, timesteps=None):
     `timesteps`: see `_lcm_timesteps`."""
     gamma = _checks.in_range("eta", opts.get("eta", 0.3), 0.0, 1.0)
     schedule = schedule_from_config(cfg)
-    abar = schedule.alphas_cumprod()
+    abar = diffusers_alphas_cumprod(cfg).astype(np.float64)  # diffusers' float32 values
     ts = _lcm_timesteps(cfg, n, timesteps)
     n = len(ts)
     pred = parsed(cfg, "prediction_type")

@@ -17,17 +17,16 @@ from diffspec.reference.schedules import CosineVP, ExplicitBetas
 # ---- DDIM, DDPM, PNDM ---------------------------------------------------------------------------------------
 
 
-def _ddim_steps(cfg, n, schedule):
+def _ddim_steps(cfg, n, abar):
     """The set-up of diffusers' DDIM family (DDIMScheduler, DDIMParallelScheduler, CogVideoXDDIMScheduler):
-    alphabar of `schedule`, the spaced model timesteps, and per step the alphabar it lands on, at t - T // N
-    (diffusers #11347, #12633: whatever the spacing), or below t = 0 at 1 (set_alpha_to_one) or alphabar[0]."""
-    abar = schedule.alphas_cumprod()
+    the spaced model timesteps, and per step the alphabar (of `abar`) it lands on, at t - T // N (diffusers #11347,
+    #12633: whatever the spacing), or below t = 0 at 1 (set_alpha_to_one) or alphabar[0]."""
     T = cfg["num_train_timesteps"]
     _checks.integer("num_inference_steps", n, minimum=1, maximum=T)
     ts = _spaced(cfg, n, dtype=np.int64)
     final = 1.0 if cfg["set_alpha_to_one"] else abar[0]
     prev = ts - T // n
-    return abar, ts, np.where(prev >= 0, abar[np.maximum(prev, 0)], final)
+    return ts, np.where(prev >= 0, abar[np.maximum(prev, 0)], final)
 
 
 def _plan_ddim(cfg, n, opts):
@@ -39,7 +38,8 @@ def _plan_ddim(cfg, n, opts):
     eta = _checks.nonnegative("eta", opts.get("eta", 0.0))
     use_clipped = bool(opts.get("use_clipped_model_output", False))
     schedule = schedule_from_config(cfg)
-    abar, ts, abar_prev = _ddim_steps(cfg, n, schedule)
+    abar = diffusers_alphas_cumprod(cfg).astype(np.float64)  # diffusers' float32 values
+    ts, abar_prev = _ddim_steps(cfg, n, abar)
     pred = parsed(cfg, "prediction_type")
 
     def run(model, x, draw):
@@ -92,7 +92,7 @@ def _plan_ddpm(cfg, n, opts, *, timesteps=None):
     `timesteps` (strictly decreasing integers, as a pipeline passes them) replace the spaced ones; each step goes to
     the next of them (the clean end after the last)."""
     schedule = schedule_from_config(cfg)
-    abar = schedule.alphas_cumprod()
+    abar = diffusers_alphas_cumprod(cfg).astype(np.float64)  # diffusers' float32 values
     if timesteps is not None:
         if n is not None:
             raise ValueError(f"num_inference_steps={n!r} with timesteps: expected exactly one of them")
@@ -164,7 +164,7 @@ def _plan_pndm(cfg, n, opts):
     the first two timesteps; the second timestep appears twice in `timesteps`), then Adams-Bashforth combinations
     of eps of order 2, 3, 4."""
     schedule = schedule_from_config(cfg)
-    abar = schedule.alphas_cumprod()
+    abar = diffusers_alphas_cumprod(cfg).astype(np.float64)  # diffusers' float32 values
     T = cfg["num_train_timesteps"]
     prk = not cfg["skip_prk_steps"]
     _checks.integer("num_inference_steps", n, minimum=4 if prk else 1, maximum=T)
@@ -245,7 +245,8 @@ def _plan_cogvideox_ddim(cfg, n, opts):
     b_t = sqrt(abar_prev) - sqrt(abar_t) a_t, stepping to t - T // N as DDIMScheduler does. Its step never clips:
     clip_sample, clip_sample_range and sample_max_value are read by __init__ and ignored."""
     schedule = snr_shifted_schedule(cfg)
-    abar, ts, abar_prev = _ddim_steps(cfg, n, schedule)
+    abar = schedule.alphas_cumprod()
+    ts, abar_prev = _ddim_steps(cfg, n, abar)
     pred = parsed(cfg, "prediction_type")
 
     def run(model, x, draw):
