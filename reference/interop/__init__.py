@@ -36,11 +36,13 @@ from the papers are reproduced on purpose, each named where it happens:
   draws per step combined into the tree's two correlated increments (see `_plan_dpm_sde`).
 
 Classes: `SUPPORTED_CLASSES`; every other class of diffusers that has a `step` is in `REFUSED`, with the reason.
-Step options (what a pipeline passes to `scheduler.step`): `STEP_OPTIONS`.
+Step options (what a pipeline passes to `scheduler.step`): `STEP_OPTIONS`. Custom set_timesteps inputs:
+`CUSTOM_INPUTS`. Option values diffusers runs but no plan reproduces: `REFUSED_OPTIONS`, with the reasons.
 
-The paper-faithful choices live in `grids` and `samplers`; this module exists to match diffusers bit for bit
-(up to diffusers' float32 arithmetic: diffusers builds its betas in float32, which moves final samples by up to
-~6e-5 of max |x|, so the tests compare at 1e-4 relative to max |x|).
+The paper-faithful choices live in `grids` and `samplers`; this module exists to match diffusers' own loops. Where
+diffusers' float32 values matter the plans reproduce them (its alphas_cumprod built as torch builds it, its float32
+sigma table and stepping sigmas, DEIS's float32 coefficients: `_config.diffusers_alphas_cumprod`); the stepping is
+float64, and the tests compare final samples at 1e-4 of max |x|.
 
 Keys: every config key is either honoured (read and implemented, with the values listed per class in
 `HONOURED`), inert (`INERT_ALWAYS`, or inert given other keys, e.g. `clip_sample_range` with `clip_sample`
