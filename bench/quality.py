@@ -251,7 +251,7 @@ def _workdir(keep, data, recipe, seed):
     return contextlib.nullcontext(str(path))
 
 
-def run_data(data, recipes, samplings, *, seeds, steps, n, log, keep=None, eval_seeds=1, guidance_scale=2.0):
+def run_data(data, recipes, samplings, *, seeds, steps, n, log, keep=None, eval_seeds=1, guidance_scale=1.0):
     """Train every (recipe, seed) on one data set and score each sampling with `eval_seeds` sampling seeds.
 
     2-D toys: n points scored by `PointScorer`; images: n class-conditional samples (labels 0..9 in turn, CFG at
@@ -330,6 +330,8 @@ def table(rows):
         cols = list(dict.fromkeys((r["sampler"], r["grid"], r["steps"]) for r in rs))
         floor = rs[0]["floor"]
         kind = "FD" if data in IMAGE_DATA else "standardized SW2"
+        if "guidance_scale" in rs[0]:
+            kind += f", guidance scale {rs[0]['guidance_scale']:g}"
         lines.append(
             f"\n{data}: {kind} / floor ({floor:.4g}), median over seeds (min-max); "
             f"{rs[0]['train_steps']} training steps\n"
@@ -380,7 +382,12 @@ def main(argv=None):
     p.add_argument("--steps", type=int, default=None, help="training steps (default: the trainer's per data set)")
     p.add_argument("--n", type=int, default=MIN_POINTS, help=f"samples per 2-D score (default {MIN_POINTS})")
     p.add_argument("--n-images", type=int, default=500, help="samples per image score (default 500)")
-    p.add_argument("--guidance-scale", type=float, default=2.0, help="CFG for the image data (default 2, the demo's)")
+    p.add_argument(
+        "--guidance-scale",
+        type=float,
+        default=1.0,
+        help="CFG for the image data, diffusers convention (default 1 = off, as diffspec-sample; the demo uses 2)",
+    )
     p.add_argument("--keep", default=None, help="keep each run's checkpoints under this folder (default: temporary)")
     p.add_argument(
         "--sampler-floor",
