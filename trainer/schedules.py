@@ -212,8 +212,8 @@ class _DiscreteVP(_VP):
 
     def alpha_sigma_lam(self, t):
         """(alpha, sigma, lam) at t. Integer steps (an integer tensor: what `uniform_discrete` draws for a training
-        step) are gathered from a table computed once in float64 and rounded once to float32, on t's device: three
-        lookups instead of the interpolation, and at least as accurate as evaluating the formulas in float32.
+        step) are gathered from a table computed once in float64 and rounded once to float32, on t's device: one
+        gather instead of the interpolation, and at least as accurate as evaluating the formulas in float32.
         Floating-point times take the formulas (`_VP.alpha_sigma_lam`)."""
         if not isinstance(t, torch.Tensor) or t.is_floating_point():
             return super().alpha_sigma_lam(t)
