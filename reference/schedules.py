@@ -3,7 +3,8 @@
 Every schedule is a frozen dataclass whose fields are its parameters and whose methods are pure functions of
 t: `alpha`, `sigma`, `lam` (half log-SNR, lam = log(alpha / sigma)) and the inverse `t_of_lam`. Its time
 domain is [t_min, t_max]; `t_eps` is the smallest time that is still noisy (where a grid stops before an
-optional clean end). `to_dict()` / `schedule_from_dict()` are the serialised form stored in checkpoints and
+optional clean end). An inverse that lands within rounding outside the domain returns the domain's end
+(`_held`), so a time a sampler computes from a noise level is always one the schedule accepts. `to_dict()` / `schedule_from_dict()` are the serialised form stored in checkpoints and
 ONNX metadata. A published registry name never changes meaning.
 
 Numerics: VP schedules compute lam first and get (alpha, sigma) from log-sigmoids (`vp_alpha_sigma`), never
