@@ -174,17 +174,100 @@ def _plan_minimax_h3(cfg, n, opts, *, sigmas=None):
     return plan
 
 
+class Resize(enum.StrEnum):
+    """FlowMatchLCM's `upscale_mode`: the modes of torch.nn.functional.interpolate (align_corners=False)."""
+
+    NEAREST = "nearest"
+    NEAREST_EXACT = "nearest-exact"
+    LINEAR = "linear"
+    BILINEAR = "bilinear"
+    TRILINEAR = "trilinear"
+    BICUBIC = "bicubic"
+    AREA = "area"
+
+
+# the number of spatial axes each interpolating mode takes (torch refuses the others); the rest take any
+_RESIZE_AXES = {Resize.LINEAR: 1, Resize.BILINEAR: 2, Resize.BICUBIC: 2, Resize.TRILINEAR: 3}
+
+
+def _cubic_weights(t, a=-0.75):
+    """Keys' cubic convolution weights (Keys 1981, with a = -0.75 as torch) of the taps at distances 1 + t, t,
+    1 - t, 2 - t from the source point."""
+    d = np.stack([1 + t, t, 1 - t, 2 - t])
+    near = ((a + 2) * d - (a + 3)) * d * d + 1
+    far = ((a * d - 5 * a) * d + 8 * a) * d - 4 * a
+    return np.where(d <= 1, near, far)
+
+
+def _resize_axis(x, axis, size, mode):
+    """x resampled to `size` points along `axis` as torch's interpolate does along one axis (align_corners=False:
+    source point scale (o + 1/2) - 1/2 with scale = n_in / n_out, indices clamped to the edges)."""
+    n_in = x.shape[axis]
+    scale = n_in / size
+    o = np.arange(size, dtype=np.float64)
+    take = lambda idx: np.take(x, np.clip(idx, 0, n_in - 1), axis=axis)  # noqa: E731
+    shape = [1] * x.ndim
+    shape[axis] = size
+    match mode:
+        case Resize.NEAREST:
+            return take(np.floor(o * scale).astype(np.int64))
+        case Resize.NEAREST_EXACT:
+            return take(np.floor((o + 0.5) * scale).astype(np.int64))
+        case Resize.AREA:  # adaptive average pooling: the mean over [floor(o n / m), ceil((o + 1) n / m))
+            start, end = np.floor(o * scale).astype(np.int64), np.ceil((o + 1) * scale).astype(np.int64)
+            csum = np.cumsum(np.concatenate([np.zeros_like(take(np.array([0]))), x], axis=axis), axis=axis)
+            return (np.take(csum, end, axis=axis) - np.take(csum, start, axis=axis)) / (end - start).reshape(shape)
+        case Resize.BICUBIC:
+            real = scale * (o + 0.5) - 0.5
+            i0 = np.floor(real).astype(np.int64)
+            w = _cubic_weights(real - i0)
+            return sum(w[k].reshape(shape) * take(i0 - 1 + k) for k in range(4))
+    real = np.maximum(scale * (o + 0.5) - 0.5, 0.0)  # linear, bilinear, trilinear: separable linear taps
+    i0 = np.minimum(np.floor(real).astype(np.int64), n_in - 1)
+    lam = (real - i0).reshape(shape)
+    return (1 - lam) * take(i0) + lam * take(i0 + 1)
+
+
+def _resize(x, size, mode):
+    """torch.nn.functional.interpolate(x, size, mode) for x of shape (B, C, *spatial), one spatial axis at a time."""
+    mode = Resize(mode)
+    axes = _RESIZE_AXES.get(mode)
+    if axes is not None and x.ndim - 2 != axes:
+        raise ValueError(f"upscale_mode={mode.value!r} resizes {axes} spatial axes; the sample has {x.ndim - 2}")
+    for axis, n in enumerate(size, start=2):
+        x = _resize_axis(x, axis, int(n), mode)
+    return x
+
+
 def _plan_flow_match_lcm(cfg, n, opts, *, timesteps=None, sigmas=None, mu=None):
     """LCM on flow matching (Luo et al. 2023's multistep consistency sampling) as diffusers' FlowMatchLCMScheduler:
     FlowMatchEuler's sigmas and inputs, and each step x0 = x - sigma u, x_next = (1 - sigma') x0 + sigma' z, one
     draw per step, the last included (times sigma' = 0): FlowMatchEuler's stochastic_sampling step.
-    scale_factors (resizing x0 between steps) is refused."""
-    if cfg["scale_factors"]:
-        raise ValueError(
-            f"config key 'scale_factors'={cfg['scale_factors']!r}: resizing between steps is not implemented"
-        )
-    plan = _plan_flow_match_euler(
-        {**cfg, "stochastic_sampling": True}, n, opts, timesteps=timesteps, sigmas=sigmas, mu=mu
+
+    scale_factors (one per step but the last): x0 is resized to round(f size_0) along each spatial axis before the
+    re-noising (so the sample grows from step to step and the draws take the new shape), as torch's interpolate
+    with `upscale_mode` does (`_resize`: nearest, nearest-exact, linear / bilinear / trilinear, bicubic with Keys'
+    a = -0.75, area; align_corners=False)."""
+    ts, sig = flow_match_sigmas(cfg, n, timesteps=timesteps, sigmas=sigmas, mu=mu)
+    factors = list(cfg["scale_factors"] or [])
+    if factors and len(factors) != len(ts) - 1:
+        raise ValueError(f"config key 'scale_factors'={factors!r}: expected one per step but the last ({len(ts) - 1})")
+    if factors and cfg["upscale_mode"] not in set(Resize):
+        modes = [m.value for m in Resize]
+        raise ValueError(f"config key 'upscale_mode'={cfg['upscale_mode']!r}: expected one of {modes}")
+    mode = Resize(cfg["upscale_mode"]) if factors else None
+
+    def run(model, x, draw):
+        size0 = x.shape[2:]
+        for i, t in enumerate(ts):
+            x0 = x - sig[i] * model(x, t)
+            if i < len(factors):
+                x0 = _resize(x0, [round(factors[i] * s) for s in size0], mode)
+            x = (1 - sig[i + 1]) * x0 + sig[i + 1] * draw(x0.shape)
+        return x
+
+    plan = DiffusersPlan(
+        "FlowMatchLCMScheduler", cfg, Flow(shift=float(cfg["shift"])), ts, 1.0, run, sigmas=sig, stochastic=True
     )
-    plan.config = cfg
+    plan.prediction_type = "flow_prediction"
     return plan

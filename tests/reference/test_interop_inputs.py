@@ -194,3 +194,40 @@ EXERCISED = (
     + [(cls, overrides, set(custom)) for cls, overrides, custom in CUSTOM_CASES]
     + [("FlowMatchLCMScheduler", FLUX, set(FLOW_MATCH_LCM_CUSTOM))]
 )
+
+
+@pytest.mark.parametrize("mode", ["bicubic", "bilinear", "nearest", "nearest-exact", "area"])
+def test_flow_match_lcm_scale_factors_match_diffusers(mode):
+    """FlowMatchLCM resizes x0 between steps (torch's interpolate): the sample and the draws grow with it."""
+    config = {
+        "_class_name": "FlowMatchLCMScheduler",
+        "shift": 2.0,
+        "scale_factors": [1.5, 2.0, 2.5],
+        "upscale_mode": mode,
+    }
+    plan = interop.from_diffusers(config, 4)
+
+    def model(x, timestep):  # any smooth elementwise velocity: the two loops see the same one
+        return np.tanh(0.5 * x) + 1e-3 * float(np.asarray(timestep))
+
+    x_T = np.random.default_rng(5).standard_normal((3, 2, 5, 4))
+    ours_noise, theirs_noise = NoiseList(6), NoiseList(6)
+    ours = plan.run(model, x_T, noise=ours_noise)
+    theirs, _ = run_diffusers(config, 4, model, x_T, theirs_noise)
+    assert ours.shape == theirs.shape == (3, 2, 12, 10)
+    assert [z.shape for z in ours_noise.drawn] == [z.shape for z in theirs_noise.drawn]
+    assert np.max(np.abs(ours - theirs)) / np.max(np.abs(theirs)) < TOL
+
+
+@pytest.mark.parametrize(
+    "overrides, match",
+    [
+        ({"scale_factors": [1.5, 2.0], "upscale_mode": "bicubic"}, "one per step but the last"),
+        ({"scale_factors": [1.5, 2.0, 2.5], "upscale_mode": "linear"}, "resizes 1 spatial axes"),
+        ({"scale_factors": [1.5, 2.0, 2.5], "upscale_mode": "lanczos"}, "upscale_mode"),
+    ],
+)
+def test_flow_match_lcm_scale_factors_refusals(overrides, match):
+    config = {"_class_name": "FlowMatchLCMScheduler", **overrides}
+    with pytest.raises(ValueError, match=match):
+        interop.from_diffusers(config, 4).run(lambda x, t: x, np.zeros((1, 1, 3, 3)), noise=NoiseList(0))
