@@ -189,7 +189,8 @@ class _Run:
         self.cfg, self.out, self.gen, self.log, self.ds = cfg, out, gen, log, ds
         self.tconfig, self.tfolder = tconfig, tfolder
         self.t0 = time.perf_counter()
-        self.resume = self.resume_state = None
+        self.resume: Path | None = None
+        self.resume_state: dict[str, Any] = {}
         self.saved: dict[str, Any] = {}
 
     def config(self, spec, param, schedule_dict, info):
@@ -256,11 +257,18 @@ class _Run:
 
     def restore(self, *, student, ema, opt):
         """Load the resumed checkpoint's student, EMA, optimizer and RNG states; returns the steps it had done."""
-        ckpt.load_training_state(self.resume, model=student, ema=ema, optimizer=opt, generators={"distill": self.gen})
+        ckpt.load_training_state(
+            self._resume_dir(), model=student, ema=ema, optimizer=opt, generators={"distill": self.gen}
+        )
         return int(self.resume_state["round_step"])
 
     def extra(self, name):
-        return ckpt.load_tensors(self.resume, name)
+        return ckpt.load_tensors(self._resume_dir(), name)
+
+    def _resume_dir(self) -> Path:
+        if self.resume is None:
+            raise ValueError("no checkpoint to resume from")
+        return self.resume
 
 
 def _optimise(student, loss_fn, x_data, y_data, run, *, steps, desc, after_step=None, checkpoint=None, resume=False):
