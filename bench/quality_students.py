@@ -8,11 +8,13 @@ each in its own process, and scores samples drawn with the trainer's samplers:
 
 - moons: standardized sliced W2 to fresh data over the data-vs-data floor, n = 4,000 (1.0 = as good as data);
 - digits: the Frechet distance in the hidden layer of the demo's small classifier (scripts/demo.py), generated vs
-  held-out digits, over the floor (training vs held-out digits).
+  held-out digits, over the floor (training vs held-out digits). Teachers and students train on the training split
+  only (written to WORKDIR/digits/digits_train.npz).
 
 Rows: the teacher at 20 and 50 steps (dpmpp_2m) and at 1, 2, 4 DDIM steps (what the teacher does without a
 student), consistency distillation (CD) and consistency training (CT) with the `consistency` sampler, progressive
-distillation (PD, one student per round) with DDIM, the flow teacher and its reflow student with `flow_euler`.
+distillation (PD from 16 teacher steps, the first round's teacher ODE solved with 4 dpmpp_2m steps per student
+step; one student per round) with DDIM, the flow teacher and its reflow student with `flow_euler`.
 Students sample on the grid they were trained for (trailing for the DDPM schedule, uniform in t for flow, Karras
 for EDM). The table ends with the ratios the targets are stated in: CD at 2 and 1 NFE and PD at 4 NFE over the
 teacher's 20-NFE score. Training seconds come from the student's card (`train_seconds`, all rounds of PD) or the

@@ -15,6 +15,10 @@ the procedure, its settings and the sampler a student is meant for. The math liv
   teacher) matching two teacher DDIM steps with one, its EMA the next round's teacher.
 - reflow: Liu et al. (2022), Algorithm 1. (noise, sample) pairs from the flow teacher's ODE, the student
   (initialised from the teacher) retrained on their straight interpolation; straightness before and after.
+
+A class-conditional teacher gives a class-conditional student (labels drawn with the data, optional classifier-free
+guidance in the teacher's ODE). Every checkpoint is complete (student, EMA, optimizer, RNG and the procedure's own
+state), so --resume-from-checkpoint continues a run bit for bit.
 """
 
 import copy
@@ -971,7 +975,11 @@ def add_distill_arguments(parser) -> None:
     add("distill", default=None, help="consistency, progressive or reflow: train a few-step student of --teacher")
     add("objective", default="diffusion", help="diffusion, or consistency (consistency training, iCT, no teacher)")
     add("teacher", default=None, help="the teacher: a checkpoint folder or a run folder (its latest checkpoint)")
-    add("teacher_sampler", default=None, help="the teacher's ODE step: consistency default ddim, reflow flow_euler")
+    add(
+        "teacher_sampler",
+        default=None,
+        help="the teacher's ODE step: consistency default ddim, reflow flow_euler, progressive (first round) ddim",
+    )
     add(
         "teacher_steps",
         type=int,
