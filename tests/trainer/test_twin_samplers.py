@@ -307,3 +307,23 @@ def test_torch_churn_capped_at_the_top_stays_inside_the_domain(name):
     want = REF_SAMPLERS[name](reference_oracle(mixture, ref), x_T, grid, ref, noise=RecordedNoise(1), s_churn=40.0)
     assert max(calls) == ref.t_max
     np.testing.assert_allclose(got.numpy(), want, rtol=1e-10, atol=1e-10 * max(1.0, float(np.abs(want).max())))
+
+
+@pytest.mark.parametrize("name", ["euler", "heun", "dpm2"])
+def test_churn_at_t_max_draws_nothing_in_either_twin(name):
+    """The churn is capped at sigma_ve(t_max), so a step from t_max is never churned. The cap exp(-lam(t_max)) and
+    the grid's sigma / alpha at t_max differed by an ulp in the torch twin on this schedule, which then drew noise
+    (and churned) where the reference did not."""
+    from diffspec.reference.oracles import standard_mixture_2d
+
+    ref = R.make_schedule("sigmoid", T=450, beta_start=0.00019670170098637802, beta_end=0.008)
+    grid = np.array([ref.t_max, ref.t_min])
+    mixture = standard_mixture_2d()
+    x_T = mixture.sample_xt(1, ref.alpha(grid[0]), ref.sigma(grid[0]), np.random.default_rng(0))
+    ref_noise, torch_noise = RecordedNoise(1), RecordedNoise(1)
+    want = REF_SAMPLERS[name](reference_oracle(mixture, ref), x_T, grid, ref, noise=ref_noise, s_churn=1.0)
+    got = SAMPLERS[name](
+        torch_oracle(mixture, ref), torch.from_numpy(x_T), grid, twin(ref), noise=torch_noise, s_churn=1.0
+    )
+    assert ref_noise.shapes == [] and torch_noise.shapes == []
+    np.testing.assert_allclose(got.numpy(), want, rtol=1e-10, atol=1e-10 * max(1.0, float(np.abs(want).max())))

@@ -73,7 +73,8 @@ def _churner(noise, schedule, sampler, n, s_churn, s_tmin, s_tmax, s_noise, like
     def churn(y, sigma, t):
         gamma = min(s_churn / n, math.sqrt(2) - 1) if s_tmin <= sigma <= s_tmax else 0.0
         sigma_hat = min(sigma * (1 + gamma), sigma_top)
-        if not sigma_hat > sigma:
+        # At t_max the cap is sigma itself; exp(-lam(t_max)) and sigma / alpha may differ by an ulp there.
+        if not sigma_hat > sigma or t == schedule.t_max:
             return y, sigma, t
         if draw is not None:
             y = y + (math.sqrt(sigma_hat**2 - sigma**2) * s_noise) * draw(y.shape)
