@@ -208,14 +208,41 @@ def _multistep_order(cfg, order, i, N):
     return 1 if (order == 1 or i < 1 or final) else 2 if (order == 2 or i < 2 or second) else 3
 
 
+def _flow_x0_eps(pred, out, x, s):
+    """(x0, eps) from the model output at flow sigma s (alpha = 1 - s), in diffusers' conversions for
+    use_flow_sigmas: flow velocity v = eps - x0 (x0 = x - s v), or epsilon / sample / v_prediction with diffusers'
+    alpha_t = 1 - s and sigma_t = s in its VP formulas (its v_prediction keeps x0 = alpha x - sigma out, which is
+    the flow's own v only when alpha^2 + sigma^2 = 1)."""
+    a = 1.0 - s
+    match PredictionType(pred):
+        case PredictionType.FLOW:
+            return x - s * out, x + a * out
+        case PredictionType.EPSILON:
+            return (x - s * out) / a, out
+        case PredictionType.SAMPLE:
+            return out, (x - a * out) / s
+        case PredictionType.V:
+            return a * x - s * out, a * out + s * x
+    raise ValueError(f"prediction_type={pred!r}: expected epsilon, sample, v_prediction or flow_prediction")
+
+
+def _x0_eps(pred, out, x, s, flow, alpha, sigma):
+    """(x0, eps) from the model output at grid sigma s with process coefficients (alpha, sigma): flow sigmas in
+    `_flow_x0_eps`; on VP sigmas, flow_prediction as diffusers reads it, x0 = x - s out with s the grid's VE sigma
+    sqrt((1 - abar) / abar) (it reads the velocity of x = (1 - s) x0 + s eps, which is not that process), the others
+    in `_vp_x0_eps`."""
+    if flow:
+        return _flow_x0_eps(pred, out, x, s)
+    if pred == PredictionType.FLOW:
+        x0 = x - s * out
+        return x0, (x - alpha * x0) / sigma
+    return _vp_x0_eps(pred, out, x, alpha**2)
+
+
 def _check_flow(cfg):
-    """True for use_flow_sigmas, whose model must predict the flow (and flow_prediction needs flow sigmas)."""
-    flow, pred = bool(cfg["use_flow_sigmas"]), cfg["prediction_type"]
-    if flow != (pred == PredictionType.FLOW):
-        raise ValueError(
-            f"config key 'prediction_type'={pred!r} with use_flow_sigmas={flow}: implemented are flow_prediction "
-            "with use_flow_sigmas=True, and epsilon/sample/v_prediction without"
-        )
+    """True for use_flow_sigmas (flow sigmas, alpha = 1 - sigma, with any prediction type; flow_prediction needs
+    them)."""
+    flow = bool(cfg["use_flow_sigmas"])
     spacing = sigma_spacing(cfg)
     unipc_karras = cfg["_class_name"] == "UniPCMultistepScheduler" and spacing == SigmaSpacing.KARRAS
     if flow and spacing != SigmaSpacing.LINEAR and not unipc_karras:
@@ -256,7 +283,7 @@ def _plan_dpm_multistep(cfg, n, opts, *, mu=None, timesteps=None):
     N = len(ts)
     data_pred = algo in (AlgorithmType.DPMSOLVER_PP, AlgorithmType.SDE_DPMSOLVER_PP)
     sde = algo in (AlgorithmType.SDE_DPMSOLVER, AlgorithmType.SDE_DPMSOLVER_PP)
-    if flow and not data_pred:
+    if pred == PredictionType.FLOW and not data_pred:
         raise ValueError(f"config key 'algorithm_type'={algo!r} with flow_prediction: diffusers rejects it too")
     if algo == AlgorithmType.SDE_DPMSOLVER and order == 3:
         raise ValueError(
@@ -270,7 +297,7 @@ def _plan_dpm_multistep(cfg, n, opts, *, mu=None, timesteps=None):
 
     def convert(out, x, s):
         alpha, sigma, _ = of(s)
-        x0, eps = (x - s * out, x + (1 - s) * out) if flow else _vp_x0_eps(pred, out, x, alpha**2)
+        x0, eps = _x0_eps(pred, out, x, s, flow, alpha, sigma)
         if data_pred:
             return _threshold(x0, cfg)
         if cfg["thresholding"]:
@@ -361,12 +388,18 @@ def _plan_dpm_singlestep(cfg, n, opts, *, timesteps=None, mu=None):
     orders = _singlestep_orders(order, n, lower_final, final_zero)
     data_pred = algo != AlgorithmType.DPMSOLVER
 
-    if flow and algo == AlgorithmType.DPMSOLVER:
+    if flow and algo == AlgorithmType.DPMSOLVER and pred != PredictionType.FLOW:
+        raise ValueError(
+            f"config key 'algorithm_type'={algo.value!r} with use_flow_sigmas=True: not reproduced; the "
+            "noise-prediction singlestep update on flow sigmas departs from diffusers' by about 5e-4 x max|x|, above the 1e-4 "
+            "contract; use dpmsolver++"
+        )
+    if pred == PredictionType.FLOW and algo == AlgorithmType.DPMSOLVER:
         raise ValueError(f"config key 'algorithm_type'={algo!r} with flow_prediction: diffusers rejects it too")
 
     def convert(out, x, s):
         alpha, sigma, _ = of(s)
-        x0, eps = (x - s * out, x + (1 - s) * out) if flow else _vp_x0_eps(pred, out, x, alpha**2)
+        x0, eps = _x0_eps(pred, out, x, s, flow, alpha, sigma)
         return _threshold(x0, cfg) if data_pred else eps
 
     def update(x, ms, i, k, z):
@@ -490,8 +523,10 @@ def _plan_deis(cfg, n, opts, *, mu=None):
 
     def eps_of(out, x, s):
         alpha, sigma, _ = of(s)
-        x0, eps = (x - s * out, x + (1 - s) * out) if flow else _vp_x0_eps(pred, out, x, alpha**2)
-        if cfg["thresholding"] or flow:
+        x0, eps = _x0_eps(pred, out, x, s, flow, alpha, sigma)
+        if pred == PredictionType.FLOW and not flow:  # diffusers' flow branch has replaced sigma_t by s
+            eps = (x - alpha * _threshold(x0, cfg)) / s
+        elif cfg["thresholding"] or flow:
             eps = (x - alpha * _threshold(x0, cfg)) / sigma
         return eps
 
@@ -555,10 +590,23 @@ def _plan_unipc(cfg, n, opts, *, mu=None, sigmas=None):
     lams = [of(s)[2] for s in sig]
     # predict_x0=False: UniPC in noise-prediction form (m = eps, the phi functions of +h, sigma and alpha swapped)
     px0 = bool(cfg["predict_x0"])
-    if not px0 and (flow or sig[-1] == 0):
+    if flow and (pred == PredictionType.EPSILON or not px0):
         raise ValueError(
-            "config key 'predict_x0'=False: implemented without flow sigmas and with final_sigmas_type='sigma_min' "
-            "(onto sigma = 0 the noise-prediction update is 0 * inf, NaN in diffusers too)"
+            f"config key 'prediction_type'={pred!r} with predict_x0={px0} and use_flow_sigmas=True: no reproducible "
+            "result; diffusers nudges UniPC's first flow sigma to 1 - 1e-6, so alpha_t = 1e-6 divides the float32 "
+            "x - sigma_t eps (the noise form scales by alpha_t / alpha_0 alike) and its result is float32 rounding "
+            "magnified a million times, far from the same denoiser's with sample prediction; sample, v_prediction "
+            "and flow_prediction with predict_x0=True are reproduced"
+        )
+    if not px0 and pred == PredictionType.FLOW:
+        raise ValueError(
+            "config key 'predict_x0'=False with prediction_type='flow_prediction': diffusers rejects it too (its "
+            "noise-prediction form reads epsilon, sample or v_prediction only)"
+        )
+    if not px0 and sig[-1] == 0:
+        raise ValueError(
+            "config key 'predict_x0'=False with a final sigma of zero: the noise-prediction update onto sigma = 0 is "
+            "0 * inf, NaN in diffusers too; use final_sigmas_type='sigma_min'"
         )
 
     def lin(a_t, s_t, a_0, s_0, x, h_phi_1, m0):
@@ -605,7 +653,7 @@ def _plan_unipc(cfg, n, opts, *, mu=None, sigmas=None):
         for i, t in enumerate(ts):
             alpha, sigma, _ = of(sig[i])
             out = model(x, t)
-            x0, eps = (x - sig[i] * out, x + (1 - sig[i]) * out) if flow else _vp_x0_eps(pred, out, x, alpha**2)
+            x0, eps = _x0_eps(pred, out, x, sig[i], flow, alpha, sigma)
             m = _threshold(x0, cfg) if px0 else eps  # diffusers thresholds only in data-prediction form
             if i > 0 and (i - 1) not in disabled and x_last is not None:
                 x = corrector(x_last, ms, m, i, k_prev)

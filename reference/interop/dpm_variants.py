@@ -32,6 +32,7 @@ from diffspec.reference.interop.dpm_solver import (
     _flow_of,
     _multistep_order,
     _vp_of,
+    _x0_eps,
 )
 from diffspec.reference.interop.edm import _edm_of, _edm_schedule, _edm_x0
 from diffspec.reference.schedules import Flow
@@ -219,7 +220,7 @@ def _plan_dpm_multistep_inverse(cfg, n, opts):
             "DPMSolverMultistepInverseScheduler: diffusers 0.42.1 has no third-order SDE update in this class"
         )
     data_pred = algo in ("dpmsolver++", "sde-dpmsolver++")
-    if flow and not data_pred:
+    if pred == "flow_prediction" and not data_pred:
         raise ValueError(f"config key 'algorithm_type'={algo!r} with flow_prediction: diffusers rejects it too")
     schedule = Flow(shift=float(cfg["flow_shift"])) if flow else schedule_from_config(cfg)
     ts, sig = _inverse_sigmas(cfg, n, schedule_from_config(cfg))
@@ -229,7 +230,7 @@ def _plan_dpm_multistep_inverse(cfg, n, opts):
 
     def convert(out, x, s):
         alpha, sigma, _ = of(s)
-        x0, eps = (x - s * out, x + (1 - s) * out) if flow else _vp_x0_eps(pred, out, x, alpha**2)
+        x0, eps = _x0_eps(pred, out, x, s, flow, alpha, sigma)
         if data_pred:
             return _threshold(x0, cfg)
         if cfg["thresholding"]:

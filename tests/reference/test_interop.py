@@ -100,7 +100,11 @@ def model_for(plan):
     if isinstance(plan.schedule, type(make_schedule("edm"))):
         return edm_oracle_model(plan.schedule, plan.prediction_type)
     if isinstance(plan.schedule, type(make_schedule("flow"))):
-        return oracle_model(plan.schedule, "flow_prediction", lambda ts: ts / 1000.0)
+        # the DPM-Solver family with use_flow_sigmas reads any prediction type on the flow process
+        dpm = ("DPMSolverMultistep", "DPMSolverSinglestep", "UniPCMultistep", "DEISMultistep")  # and the inverse
+        pred = plan.prediction_type if plan.config.get("use_flow_sigmas") and plan.class_name.startswith(dpm) else None
+        pred = pred if pred in ("epsilon", "sample", "v_prediction") else "flow_prediction"
+        return oracle_model(plan.schedule, pred, lambda ts: ts / 1000.0)
     if plan.config.get("timestep_type") == "continuous" and plan.prediction_type == "v_prediction":
         # the network sees c_noise = log(sigma) / 4: read it back as the training time with that sigma (clipped)
         top = plan.schedule.num_steps - 1
@@ -753,6 +757,19 @@ CASES = [
         8,
         {},
     ),
+    # epsilon / sample / v_prediction on flow sigmas (alpha = 1 - sigma), and flow_prediction on VP sigmas
+    ("DPMSolverMultistepScheduler", {"use_flow_sigmas": True, "flow_shift": 3.0, "prediction_type": "epsilon"}, 9, {}),
+    (
+        "DPMSolverMultistepScheduler",
+        {"use_flow_sigmas": True, "algorithm_type": "dpmsolver", "final_sigmas_type": "sigma_min"},
+        8,
+        {},
+    ),
+    ("DPMSolverSinglestepScheduler", {"use_flow_sigmas": True, "flow_shift": 3.0, "prediction_type": "sample"}, 9, {}),
+    ("UniPCMultistepScheduler", {"use_flow_sigmas": True, "flow_shift": 3.0, "prediction_type": "v_prediction"}, 9, {}),
+    ("DEISMultistepScheduler", {"use_flow_sigmas": True, "flow_shift": 3.0, "thresholding": True}, 8, {}),
+    ("DPMSolverMultistepScheduler", {"prediction_type": "flow_prediction"}, 8, {}),
+    ("DEISMultistepScheduler", {"prediction_type": "flow_prediction", "thresholding": True}, 8, {}),
 ]
 
 
@@ -886,3 +903,24 @@ def test_noise_sampler_seed_seeds_the_plans_default_noise():
     assert np.abs(plan.run(model, x_T, noise=np.random.default_rng(4)) - seeded).max() > 1e-3
     with pytest.raises(ValueError, match="noise"):
         interop.from_diffusers({"_class_name": "DPMSolverSDEScheduler"}, 6).run(model, x_T)
+
+
+@pytest.mark.parametrize("predict_x0", [True, False])
+def test_unipc_epsilon_on_flow_sigmas_is_rounding_noise_in_diffusers(predict_x0):
+    """The refusal's reason: UniPC's first flow sigma is 1 - 1e-6, so diffusers' epsilon-prediction loop (or its
+    noise-prediction form) lands far from its own sample-prediction loop over the same denoiser, which the
+    interop reproduces."""
+    config = {"_class_name": "UniPCMultistepScheduler", "use_flow_sigmas": True, "flow_shift": 3.0}
+    config |= {"final_sigmas_type": "sigma_min", "solver_order": 2}
+    refused = {**config, "predict_x0": predict_x0, "prediction_type": "epsilon" if predict_x0 else "sample"}
+    with pytest.raises(ValueError, match="1 - 1e-6"):
+        interop.from_diffusers(refused, 6)
+    plan = interop.from_diffusers({**config, "prediction_type": "sample"}, 6)
+    x_T = np.random.default_rng(1).standard_normal(SHAPE)
+    runs = [
+        run_diffusers(c, 6, oracle_model(plan.schedule, c["prediction_type"], lambda ts: ts / 1000.0), x_T, None, {})
+        for c in (refused, {**config, "prediction_type": "sample"})
+    ]
+    ours = plan.run(model_for(plan), x_T)
+    assert np.max(np.abs(ours - runs[1][0])) < TOL * np.max(np.abs(runs[1][0]))
+    assert np.max(np.abs(runs[0][0] - runs[1][0])) > 0.1 * np.max(np.abs(runs[1][0]))

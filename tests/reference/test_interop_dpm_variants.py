@@ -211,6 +211,9 @@ CASES = [
     (INV, {"use_exponential_sigmas": True, "algorithm_type": "deis", "lambda_min_clipped": -5.0}, 9, {}),
     (INV, {"use_beta_sigmas": True, "thresholding": True, "sample_max_value": 0.8}, 9, {}),
     (INV, {**FLOW, "flow_shift": 3.0, "algorithm_type": "sde-dpmsolver++"}, 8, {}),
+    (INV, {"use_flow_sigmas": True, "flow_shift": 3.0, "prediction_type": "v_prediction", "solver_order": 3}, 8, {}),
+    (INV, {"use_flow_sigmas": True, "prediction_type": "sample", "algorithm_type": "sde-dpmsolver++"}, 8, {}),
+    (INV, {"prediction_type": "flow_prediction", "thresholding": True}, 8, {}),  # x0 = x - s out on VP sigmas
     (SA, {"use_exponential_sigmas": True, "lambda_min_clipped": -5.0}, 9, {}),
     (
         SA,
@@ -367,7 +370,6 @@ def test_refusals_where_diffusers_fails(cls, overrides, key):
         ({"_class_name": SA, "tau_func": 0.5}, "tau_func"),
         ({"_class_name": SA, "predictor_order": 5}, "predictor_order"),
         ({"_class_name": INV, "rescale_betas_zero_snr": True}, "rescale_betas_zero_snr"),
-        ({"_class_name": INV, "prediction_type": "flow_prediction"}, "prediction_type"),
         ({"_class_name": COS, "sigma_schedule": "linear"}, "sigma_schedule"),
         ({"_class_name": COG, "snr_shift_scale": 0.0}, "snr_shift_scale"),
     ],
