@@ -116,7 +116,7 @@ CUSTOM_INPUTS = {
     "FlowMatchEulerDiscreteScheduler": ("timesteps", "sigmas", "mu"),
     "FlowMatchLCMScheduler": ("timesteps", "sigmas", "mu"),
     "DPMSolverMultistepScheduler": ("mu", "timesteps"),  # mu with use_flow_sigmas and use_dynamic_shifting
-    "UniPCMultistepScheduler": ("mu", "sigmas"),  # sigmas with use_flow_sigmas
+    "UniPCMultistepScheduler": ("mu", "sigmas"),  # sigmas with use_flow_sigmas (Karras: the ends of the grid)
     "EulerDiscreteScheduler": ("timesteps", "sigmas"),
     "HeunDiscreteScheduler": ("timesteps",),
     "DDPMScheduler": ("timesteps",),

@@ -79,11 +79,13 @@ def _flow_sigmas(cfg, n, mu=None, sigmas=None):
     if unipc and sigma_spacing(cfg) == SigmaSpacing.KARRAS:
         # UniPC: Karras sigmas between the VP training sigmas' ends, converted to flow sigmas s / (1 + s) (the
         # flow sigma with the same SNR); the model sees int64(T s); a final sigma_min is the last of them
+        # custom sigmas take the training table's place: Karras sigmas from sigmas[-1] to sigmas[0], len(sigmas) of
+        # them (so decreasing custom sigmas give an increasing grid, as in diffusers)
         if sigmas is not None:
-            raise ValueError(
-                "sigmas with use_karras_sigmas: diffusers reads them as the training table (not implemented)"
-            )
-        train = diffusers_train_sigmas(cfg)
+            train = _checks.finite_array("sigmas", sigmas).ravel()
+            n = len(train)
+        else:
+            train = diffusers_train_sigmas(cfg)
         ve = _respace(SigmaSpacing.KARRAS, train[-1], train[0], _checks.integer("num_inference_steps", n, minimum=1))
         sig = ve / (ve + 1)
         last = sig[-1] if parsed(cfg, "final_sigmas_type") == FinalSigmas.SIGMA_MIN else 0.0
@@ -262,7 +264,12 @@ def _vp_or_flow_grid(cfg, n, *, mu=None, timesteps=None, sigmas=None):
     if (mu is not None or cfg["use_dynamic_shifting"]) and not flow:
         raise ValueError("use_dynamic_shifting / mu: implemented with use_flow_sigmas only")
     if flow and timesteps is not None:
-        raise ValueError("timesteps with use_flow_sigmas: diffusers replaces them by the flow grid (not implemented)")
+        if cfg["_class_name"] == "DPMSolverMultistepScheduler":
+            raise ValueError(
+                "timesteps with use_flow_sigmas: no result to reproduce; DPMSolverMultistepScheduler in diffusers "
+                "0.42.1 fails on them (its flow grid is built from num_inference_steps, None with timesteps)"
+            )
+        timesteps = None  # DPMSolverSinglestep: diffusers keeps their count only and builds the flow grid of n steps
     if flow:
         ts, sig = _flow_sigmas(cfg, n, mu, sigmas)
         return True, Flow(shift=float(cfg["flow_shift"])), ts, sig, _flow_of

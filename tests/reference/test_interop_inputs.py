@@ -72,6 +72,11 @@ CUSTOM_CASES = [
     ("TCDScheduler", {}, {"timesteps": [999, 799, 499, 199, 19]}),
     ("FlowMatchLCMScheduler", {"shift": 3.0}, {"timesteps": [1000.0, 800.0, 500.0, 200.0]}),
     ("FlowMatchLCMScheduler", {"invert_sigmas": True}, {"sigmas": [0.9, 0.6, 0.3]}),  # the model never at sigma = 0
+    # diffusers keeps only the count of these timesteps and steps on the flow grid of that many steps
+    ("DPMSolverSinglestepScheduler", {**FLOW_UNIPC, "flow_shift": 3.0}, {"timesteps": [999, 700, 400, 100, 50]}),
+    # custom sigmas are the ends of UniPC's Karras grid, from the last to the first
+    ("UniPCMultistepScheduler", {**FLOW_UNIPC, "use_karras_sigmas": True}, {"sigmas": [0.03, 0.5, 2.0, 14.0, 80.0]}),
+    ("UniPCMultistepScheduler", {**FLOW_UNIPC, "use_karras_sigmas": True}, {"sigmas": [9.0, 3.0, 1.0, 0.3]}),
 ]
 
 
@@ -92,12 +97,19 @@ def test_custom_timesteps_and_sigmas_match_diffusers(cls, overrides, custom):
         ("DDPMScheduler", {}, None, {"timesteps": [1000, 700]}, r"\[0, 999\]"),
         ("UniPCMultistepScheduler", {}, None, {"sigmas": [1.0, 0.5]}, "use_flow_sigmas only"),
         ("MiniMaxH3Scheduler", {}, None, {"sigmas": [1.0, 0.5]}, "ending at 0"),
-        ("DPMSolverMultistepScheduler", FLOW_UNIPC, None, {"timesteps": [900, 500]}, "flow grid"),
+        ("DPMSolverMultistepScheduler", FLOW_UNIPC, None, {"timesteps": [900, 500]}, "fails on them"),
     ],
 )
 def test_refused_custom_inputs_say_why(cls, overrides, n, custom, match):
     with pytest.raises(ValueError, match=match):
         interop.from_diffusers({"_class_name": cls, **overrides}, n, **custom)
+
+
+def test_dpm_multistep_fails_in_diffusers_on_timesteps_with_flow_sigmas():
+    """The refusal's reason: diffusers 0.42.1 builds the flow grid from num_inference_steps, None here."""
+    sched = diffusers.DPMSolverMultistepScheduler.from_config(FLOW_UNIPC)
+    with pytest.raises(TypeError):
+        sched.set_timesteps(timesteps=[900, 500])
 
 
 CASES = [
