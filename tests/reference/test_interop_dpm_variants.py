@@ -222,6 +222,9 @@ CASES = [
         {},
     ),
     (SA, {**FLOW, "flow_shift": 3.0}, 8, {}),
+    (SA, {"use_flow_sigmas": True, "flow_shift": 3.0, "algorithm_type": "data_prediction"}, 8, {}),
+    (SA, {"use_flow_sigmas": True, "prediction_type": "v_prediction", "algorithm_type": "data_prediction"}, 8, {}),
+    (SA, {"prediction_type": "flow_prediction", "algorithm_type": "data_prediction"}, 8, {}),  # x0 = x - s out
 ]
 
 
@@ -372,6 +375,7 @@ def test_refusals_where_diffusers_fails(cls, overrides, key):
         ({"_class_name": INV, "rescale_betas_zero_snr": True}, "rescale_betas_zero_snr"),
         ({"_class_name": COS, "sigma_schedule": "linear"}, "sigma_schedule"),
         ({"_class_name": COG, "snr_shift_scale": 0.0}, "snr_shift_scale"),
+        ({"_class_name": SA, "use_flow_sigmas": True, "algorithm_type": "noise_prediction"}, "not reproduced"),
     ],
 )
 def test_unimplemented_values_raise(config, match):
