@@ -57,42 +57,55 @@ AB = {1: (1.0,), 2: (3 / 2, -1 / 2), 3: (23 / 12, -16 / 12, 5 / 12), 4: (55 / 24
 SCHEDULE_RTOL = 1e-12  # float64 agreement of the twin schedules' alpha and sigma (asserted in test_twin_schedules)
 
 
-def warm_up_floor(name, ref, grid, x_T, scale):
-    """A derived bound on how far PLMS's and PNDM's twins drift apart through their warm-up steps (0 for the others).
+def stage_floor(name, ref, grid, x_T, scale):
+    """A derived bound on how far the twins of samplers with a stage at a lower noise level drift apart (0 for others).
 
-    Both run in y = x / alpha over s = sigma_ve = sigma / alpha. Their warm-up steps (PLMS's pseudo improved Euler,
-    PNDM's three pseudo Runge-Kutta steps) evaluate eps_hat = (y' - x0_hat) / s' at a lower level s' (s_next, or
-    the midpoint) of a predictor y' = y + (s' - s) eps_hat(y) and multiply it by dt = s_next - s, which spans the
-    current level s; with stage weights w (1/2 for PLMS; 2/6, 2/6, 1/6 for RK4) and |dt| |eps_hat| <= about
-    |y - x0_hat| <= Y = |x_T| / alpha[0] + scale, two things the twins do not share move y_next:
+    PLMS, PNDM, Heun and DPM2 run in y = x / alpha over s = sigma_ve = sigma / alpha. Some of their steps (PLMS's
+    first, pseudo improved Euler; PNDM's first three, pseudo Runge-Kutta; every Heun and DPM2 step not onto s = 0)
+    evaluate eps_hat = (y' - x0_hat) / s' at a lower level s' (s_next for PLMS and Heun, sqrt(s s_next) for DPM2, the
+    midpoint or s_next for PNDM) of a predictor y' = y + (s' - s) eps_hat(y), and multiply it by dt = s_next - s,
+    which spans the current level s. With stage weights w (1/2 for PLMS and Heun, 1 for DPM2, 2/6, 2/6, 1/6 for RK4)
+    and |dt| |eps_hat| <= about |y - x0_hat| <= Y = |x_T| / alpha[0] + scale, two things the twins do not share move
+    y_next:
     - their schedules: s' differs by r <= 2 SCHEDULE_RTOL relative (sigma / alpha), moving y_next by at most
-      sum_w |dt| |eps_hat'| r <= 2 SCHEDULE_RTOL Y per step, three steps for PNDM: 16 SCHEDULE_RTOL Y covers it;
+      sum_w |dt| |eps_hat'| r <= 2 SCHEDULE_RTOL Y (DPM2's sqrt halves r): 16 SCHEDULE_RTOL Y per stage step;
     - rounding at magnitude Y (a few ulps in y', independent in the twins once any input differs), which the division
-      by s' carries into y_next times A = w |dt| / s' (|dt| / (2 s_next) for PLMS, |dt| / (6 s_next) for PNDM's last
-      stage, at most 1 at a midpoint): 8 eps Y (1 + A) per warm-up step.
+      by s' carries into y_next times A = w |dt| / s' (|dt| / (2 s_next) for PLMS and Heun, |dt| / sqrt(s s_next)
+      for DPM2, |dt| / (6 s_next) for PNDM's last stage, at most 1 at a midpoint): 8 eps Y (1 + A) per stage step.
     Y dwarfs the sample when alpha[0] << 1: on a 3-step exponential grid of LinearBetas(T=1497, beta_end=0.047),
     Y = 3e7, the twins' alpha at t = 873 differ by 1.6e-15 relative and their PLMS samples (|x| = 41) by 1.3e-8.
-    The Adams steps that follow map errors d_j in y onto d (1 + b_0 rho_0 (1 - J)) + sum_{j >= 1} b_j rho_j (1 - J) d_j
+    Heun and DPM2 steps map an error in y onto at most itself (s_next / s for J = 0, below). The Adams steps after
+    PLMS's and PNDM's warm-up map errors d_j in y onto d (1 + b_0 rho_0 (1 - J)) + sum_{j >= 1} b_j rho_j (1 - J) d_j
     with rho_j = |dt| / s_{i-j} <= 1 and J = Cov[x0 | x] / s^2 (the exact denoiser's Jacobian in y, in [0, 1] for
     Gaussian data): each amplifies the largest error by at most G_i = max(1, |1 - b_0 rho_0|) + sum_{j >= 1} |b_j| rho_j
     (sum |b_j| - 1 = 136/24 for AB4 when every rho is 1); G is their product over the grid. In x at the end:
-    alpha[-1] G Y (16 SCHEDULE_RTOL + 8 eps n_warm_up (1 + max A)).
+    alpha[-1] G Y (16 SCHEDULE_RTOL + 8 eps (1 + max A)) per stage step. (Churn only raises s to s_hat <= 1.42 s.)
     """
-    if name not in ("plms", "pndm"):
+    if name not in ("plms", "pndm", "heun", "dpm2"):
         return 0.0
     alpha = ref.alpha(grid)
     s = ref.sigma(grid) / alpha
     n = len(grid) - 1
-    warm_up, w = (1, 1 / 2) if name == "plms" else (3, 1 / 6)
-    A = max([w * abs(s[i + 1] - s[i]) / s[i + 1] for i in range(min(warm_up, n)) if s[i + 1] > 0], default=0.0)
+    stage_steps = {"plms": min(1, n), "pndm": min(3, n)}.get(name, n)
+    churn = np.sqrt(2) if name in ("heun", "dpm2") else 1.0  # EDM's churn: s_hat = s (1 + gamma), gamma <= 0.42
+
+    def amplification(i):
+        if s[i + 1] == 0:
+            return 1.0
+        dt = churn * s[i] - s[i + 1]
+        stage = {"plms": (1 / 2, s[i + 1]), "heun": (1 / 2, s[i + 1]), "pndm": (1 / 6, s[i + 1])}
+        w, s_stage = stage.get(name, (1.0, np.sqrt(s[i] * s[i + 1])))
+        return max(1.0, w * dt / s_stage)
+
+    A = max([amplification(i) for i in range(stage_steps)], default=1.0)
     G = 1.0
-    for i in range(warm_up, n):
+    for i in range(stage_steps if name in ("plms", "pndm") else n, n):
         b = AB[min(i + 1, 4)]
         rho = [abs(s[i + 1] - s[i]) / s[i - j] for j in range(len(b))]
         G *= max(1.0, abs(1 - b[0] * rho[0])) + sum(abs(bj) * r for bj, r in zip(b[1:], rho[1:]))
     Y = float(np.max(np.abs(x_T))) / alpha[0] + scale
     eps = float(np.finfo(np.float64).eps)
-    return alpha[-1] * G * Y * (16 * SCHEDULE_RTOL + 8 * eps * warm_up * (1 + max(A, 1.0)))
+    return alpha[-1] * G * Y * stage_steps * (16 * SCHEDULE_RTOL + 8 * eps * (1 + A))
 
 
 GRIDS_WITH_T_START = ("uniform", "karras", "exponential", "uniform_lam", "time_quadratic", "shifted")
@@ -191,7 +204,7 @@ def test_sampler_matches_reference_step_by_step(name, problem, mixture, batch, s
         # of one error-controlled solver on different accepted paths agree to the solver's own tolerance.
         defaults = inspect.signature(REF_SAMPLERS[name]).parameters
         rtol = max(rtol, float(ref_options.get("rtol", defaults["rtol"].default)))
-    atol = rtol * scale + warm_up_floor(name, ref, grid, x_T, scale)
+    atol = rtol * scale + stage_floor(name, ref, grid, x_T, scale)
     np.testing.assert_allclose(got.numpy(), want, rtol=rtol, atol=atol, strict=True)
 
 
