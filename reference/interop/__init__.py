@@ -47,7 +47,8 @@ float64, and the tests compare final samples at 1e-4 of max |x|.
 Keys: every config key is either honoured (read and implemented, with the values listed per class in
 `HONOURED`), inert (`INERT_ALWAYS`, or inert given other keys, e.g. `clip_sample_range` with `clip_sample`
 False), or a key of another scheduler class at its no-op value (`FOREIGN_NOOP`). Anything else — unknown keys,
-or known keys with values not implemented here — raises ValueError naming the key; nothing is silently dropped.
+or known keys with values that have no reproducible result (each refusal says why) — raises ValueError naming the
+key; nothing is silently dropped.
 
 Layout: one module per diffusers family (`ddpm`: DDIM, DDPM, PNDM; `k_style`: the sigma-based Euler, Heun, KDPM2,
 DPMSolverSDE, LMS; `dpm_solver`: DPMSolverMultistep/Singlestep, DEIS, UniPC; `dpm_variants`: CogVideoXDPM,

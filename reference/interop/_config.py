@@ -618,17 +618,18 @@ def _validate(config):
             continue  # a key of another class, which diffusers ignores here too
         else:
             raise ValueError(
-                f"config key {key!r}={value!r} is not implemented for {name}: honoured keys are {sorted(spec)}"
+                f"config key {key!r}={value!r} is not a key {name} reads in diffusers 0.42.1: honoured keys are "
+                f"{sorted(spec)}"
             )
     for key, value in config.items():
         refused = REFUSED_OPTIONS.get((name, key))
         if refused and (value in refused[0] if refused[0] is not None else value != spec[key][0]):
-            raise ValueError(f"config key {key!r}={value!r} is not implemented for {name}: {refused[1]}")
+            raise ValueError(f"config key {key!r}={value!r} in {name}: {refused[1]}")
     for key, (_, allowed) in spec.items():
         inert = key in _CONDITIONALLY_INERT and _CONDITIONALLY_INERT[key](cfg)
         if allowed is not _ANY and not inert and cfg[key] not in allowed:
             raise ValueError(
-                f"config key {key!r}={cfg[key]!r} is not implemented for {name}: expected one of {list(allowed)}"
+                f"config key {key!r}={cfg[key]!r} in {name}: expected one of {list(allowed)}"
             )
     return name, cfg
 

@@ -88,11 +88,10 @@ _PLANS["HeliosDMDScheduler"] = _plan_helios_dmd
 
 SUPPORTED_CLASSES = tuple(_PLANS)
 
-# Every other class of diffusers 0.42.1 that has a `step`, and why `from_diffusers` refuses it. "No counterpart":
-# the class does not sample a Gaussian diffusion or flow of continuous data through its `step` alone, so no
-# diffspec schedule, grid and sampler can be its equivalent. "Not implemented": a counterpart could exist.
+# Every other class of diffusers 0.42.1 that has a `step`, and why `from_diffusers` refuses it: none samples a
+# Gaussian diffusion or flow of continuous data through its `step` alone, so no diffspec schedule, grid and sampler
+# can be its equivalent.
 _NO_COUNTERPART = "no counterpart in diffspec: "
-_NOT_IMPLEMENTED = "not implemented: "
 REFUSED = {
     "AmusedScheduler": _NO_COUNTERPART + "masked-token generation over discrete codes",
     "VQDiffusionScheduler": _NO_COUNTERPART + "a discrete diffusion over vector-quantized codes",
@@ -165,7 +164,8 @@ def from_diffusers(
     unknown = sorted(set(step_options) - set(allowed))
     if unknown:
         raise ValueError(
-            f"step option {unknown[0]!r} is not implemented for {name}: expected some of {sorted(allowed) or 'none'}"
+            f"step option {unknown[0]!r} is not one {name}'s step takes in diffusers 0.42.1: expected some of "
+            f"{sorted(allowed) or 'none'}"
         )
     custom = {k: v for k, v in (("timesteps", timesteps), ("sigmas", sigmas), ("mu", mu)) if v is not None}
     for key, value in custom.items():

@@ -388,8 +388,9 @@ def _plan_dpm_singlestep(cfg, n, opts, *, timesteps=None, mu=None):
         )
     if algo == AlgorithmType.DPMSOLVER and cfg["thresholding"]:
         raise ValueError(
-            "config key 'thresholding'=True with algorithm_type='dpmsolver' is not implemented for "
-            "DPMSolverSinglestepScheduler: diffusers 0.42.1 fails on it (alpha_t indexed with timestep None)"
+            "config key 'thresholding'=True with algorithm_type='dpmsolver': no result to reproduce; "
+            "DPMSolverSinglestepScheduler in diffusers 0.42.1 indexes alpha_t with timestep None, so its result "
+            "broadcasts against every training step and is not of the sample's shape"
         )
     lower_final = cfg["lower_order_final"] or n % order != 0 or final_zero
     orders = _singlestep_orders(order, n, lower_final, final_zero)

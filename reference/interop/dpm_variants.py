@@ -210,14 +210,14 @@ def _plan_dpm_multistep_inverse(cfg, n, opts):
     sde = algo in ("sde-dpmsolver", "sde-dpmsolver++")
     if sde and not flow:
         raise ValueError(
-            f"config key 'algorithm_type'={algo!r} is not implemented for DPMSolverMultistepInverseScheduler: its "
+            f"config key 'algorithm_type'={algo!r} has no counterpart in DPMSolverMultistepInverseScheduler: its "
             "reverse-time SDE step cannot run from data to noise (h < 0 makes sqrt(1 - e^(-2h)) imaginary; diffusers "
             "0.42.1 returns NaN); use an ODE algorithm (dpmsolver++ or dpmsolver)"
         )
     if sde and order == 3:
         raise ValueError(
-            f"config key 'solver_order'=3 with algorithm_type={algo!r} is not implemented for "
-            "DPMSolverMultistepInverseScheduler: diffusers 0.42.1 has no third-order SDE update in this class"
+            f"config key 'solver_order'=3 with algorithm_type={algo!r}: no result to reproduce; "
+            "DPMSolverMultistepInverseScheduler in diffusers 0.42.1 has no third-order SDE update and fails"
         )
     data_pred = algo in ("dpmsolver++", "sde-dpmsolver++")
     if pred == "flow_prediction" and not data_pred:

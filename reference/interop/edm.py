@@ -109,8 +109,8 @@ def _plan_edm_dpm_multistep(cfg, n, opts):
     order = cfg["solver_order"]
     if algo == AlgorithmType.SDE_DPMSOLVER_PP and order == 3:
         raise ValueError(
-            "config key 'solver_order'=3 with algorithm_type='sde-dpmsolver++' is not implemented for "
-            "EDMDPMSolverMultistepScheduler: diffusers 0.42.1 has no third-order SDE update (its third-order step "
+            "config key 'solver_order'=3 with algorithm_type='sde-dpmsolver++': no result to reproduce; "
+            "EDMDPMSolverMultistepScheduler in diffusers 0.42.1 has no third-order SDE update (its third-order step "
             "never assigns x_t and fails)"
         )
     ts, sig = _edm_sigmas(cfg, n)

@@ -335,7 +335,10 @@ if THOROUGH:  # defined only there, so the default run neither runs nor skips it
         compare(cls, overrides, n, mode=mode)
 
 
+SIGMA_MIN = {"final_sigmas_type": "sigma_min"}
 DIFFUSERS_FAILS = [
+    ("DPMSolverSinglestepScheduler", {"thresholding": True, "algorithm_type": "dpmsolver", **SIGMA_MIN}, "thresholding"),
+    ("EDMDPMSolverMultistepScheduler", {"solver_order": 3, "algorithm_type": "sde-dpmsolver++"}, "solver_order"),
     (INV, {"algorithm_type": "sde-dpmsolver++"}, "algorithm_type"),  # NaN: sqrt(1 - e^{-2h}) with h < 0
     (INV, {"algorithm_type": "sde-dpmsolver", "solver_type": "heun"}, "algorithm_type"),
     (INV, {**FLOW, "algorithm_type": "sde-dpmsolver++", "solver_order": 3}, "solver_order"),
@@ -350,8 +353,8 @@ DIFFUSERS_FAILS = [
 
 @pytest.mark.parametrize("cls, overrides, key", DIFFUSERS_FAILS, ids=lambda v: v if isinstance(v, str) else "")
 def test_refusals_where_diffusers_fails(cls, overrides, key):
-    """Option values with no counterpart: diffusers 0.42.1 raises or returns NaN on them, and from_diffusers says
-    so in a ValueError naming the key."""
+    """Option values with no counterpart: diffusers 0.42.1 raises, returns NaN or a result not of the sample's
+    shape on them, and from_diffusers says so in a ValueError naming the key."""
     config = {"_class_name": cls, **overrides}
     with pytest.raises(ValueError, match=key):
         interop.from_diffusers(config, 8)
@@ -361,7 +364,8 @@ def test_refusals_where_diffusers_fails(cls, overrides, key):
             out, _ = run_diffusers(config, 8, lambda x, t: 0.1 * x, x_T, NoiseList(0), {})
     except Exception:  # noqa: BLE001 - diffusers fails in several ways (AssertionError, UnboundLocalError, ...)
         return
-    assert not np.all(np.isfinite(out)), "diffusers runs this config: it should not be refused"
+    meaningless = out.shape != x_T.shape or not np.all(np.isfinite(out))
+    assert meaningless, "diffusers runs this config: it should not be refused"
 
 
 @pytest.mark.parametrize(
