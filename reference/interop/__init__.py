@@ -37,7 +37,7 @@ from the papers are reproduced on purpose, each named where it happens:
 
 Classes: `SUPPORTED_CLASSES`; every other class of diffusers that has a `step` is in `REFUSED`, with the reason.
 Step options (what a pipeline passes to `scheduler.step`): `STEP_OPTIONS`. Custom set_timesteps inputs:
-`CUSTOM_INPUTS`. Option values diffusers runs but no plan reproduces: `REFUSED_OPTIONS`, with the reasons.
+`CUSTOM_INPUTS`; set_timesteps' other arguments (`num_train_timesteps`): `SET_TIMESTEPS_OPTIONS`. Option values diffusers runs but no plan reproduces: `REFUSED_OPTIONS`, with the reasons.
 
 The paper-faithful choices live in `grids` and `samplers`; this module exists to match diffusers' own loops. Where
 diffusers' float32 values matter the plans reproduce them (its alphas_cumprod built as torch builds it, its float32
@@ -67,7 +67,13 @@ from diffspec.reference.interop._config import (
     _validate,
     schedule_from_config,
 )
-from diffspec.reference.interop._load import CUSTOM_INPUTS, REFUSED, SUPPORTED_CLASSES, from_diffusers
+from diffspec.reference.interop._load import (
+    CUSTOM_INPUTS,
+    REFUSED,
+    SET_TIMESTEPS_OPTIONS,
+    SUPPORTED_CLASSES,
+    from_diffusers,
+)
 from diffspec.reference.interop._plan import DiffusersPlan
 from diffspec.reference.interop.k_diffusion import K_DIFFUSION_SAMPLERS, k_diffusion_grid, k_diffusion_sampler
 from diffspec.reference.interop.writing import dataclass_replace_no_rescale, to_diffusers
@@ -82,6 +88,7 @@ __all__ = [
     "K_DIFFUSION_SAMPLERS",
     "REFUSED",
     "REFUSED_OPTIONS",
+    "SET_TIMESTEPS_OPTIONS",
     "STEP_OPTIONS",
     "SUPPORTED_CLASSES",
     "DiffusersPlan",

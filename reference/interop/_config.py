@@ -676,11 +676,18 @@ def _alpha_bar_betas(T, kind, max_beta=0.999):
     return tuple(min(1 - alpha_bar((i + 1) / T) / alpha_bar(i / T), max_beta) for i in range(T))
 
 
+def grid_train_timesteps(cfg: dict) -> int:
+    """The T the timestep spacing spans: set_timesteps' `num_train_timesteps` where the class takes it (Heun,
+    KDPM2, KDPM2Ancestral, DPMSolverSDE: diffusers spaces the grid over it while the sigmas stay those of the
+    config's training table, np.interp holding the end value past it), else the config's."""
+    return int(cfg.get("_grid_num_train_timesteps") or cfg["num_train_timesteps"])
+
+
 def _spaced(cfg, n, *, dtype, plus_one=False, last=None):
     """diffusers' timestep spacings. plus_one: the multistep solvers' variant (N + 1 points, the last dropped).
     last: DPMSolverMultistep's `lambda_min_clipped` end (T minus the timesteps whose lam is below the clip), which
     replaces T except in trailing's step ratio (diffusers keeps T / N there)."""
-    T, m = cfg["num_train_timesteps"], n + (1 if plus_one else 0)
+    T, m = grid_train_timesteps(cfg), n + (1 if plus_one else 0)
     L = T if last is None else last
     match parsed(cfg, "timestep_spacing"):
         case TimestepSpacing.LINSPACE:

@@ -135,6 +135,14 @@ CUSTOM_INPUTS = {
     "HeliosDMDScheduler": ("sigmas", "mu"),
 }
 
+# set_timesteps' other arguments, as implemented here, by class
+SET_TIMESTEPS_OPTIONS = {
+    "HeunDiscreteScheduler": ("num_train_timesteps",),
+    "KDPM2DiscreteScheduler": ("num_train_timesteps",),
+    "KDPM2AncestralDiscreteScheduler": ("num_train_timesteps",),
+    "DPMSolverSDEScheduler": ("num_train_timesteps",),
+}
+
 
 def from_diffusers(
     config: dict,
@@ -143,6 +151,7 @@ def from_diffusers(
     timesteps: npt.ArrayLike | None = None,
     sigmas: npt.ArrayLike | None = None,
     mu: float | None = None,
+    num_train_timesteps: int | None = None,
     **step_options,
 ) -> DiffusersPlan:
     """A `DiffusersPlan` reproducing a diffusers pipeline loop for `config` (a scheduler_config.json dict).
@@ -150,7 +159,9 @@ def from_diffusers(
     The arguments are those a pipeline gives `scheduler.set_timesteps`: `num_inference_steps` (may be None when
     `sigmas` or `timesteps` are given), custom `timesteps` or `sigmas`, and `mu` (the resolution-dependent shift of
     `use_dynamic_shifting`); the classes that accept the custom ones are listed in `CUSTOM_INPUTS`, any other
-    combination is a ValueError. step_options are what a pipeline passes to `scheduler.step` (`STEP_OPTIONS`: DDIM
+    combination is a ValueError. `num_train_timesteps` (Heun, KDPM2, KDPM2Ancestral, DPMSolverSDE; see
+    `SET_TIMESTEPS_OPTIONS`): the T the timestep grid is spaced over, the sigmas staying the config's (as diffusers'
+    set_timesteps does). step_options are what a pipeline passes to `scheduler.step` (`STEP_OPTIONS`: DDIM
     eta and use_clipped_model_output; LMS order; TCD eta (the paper's gamma); DPMSolverSDE s_noise; Euler and
     EDMEuler s_churn, s_tmin, s_tmax, s_noise); any other is a ValueError. See the package docstring for the
     departures from the papers reproduced.
@@ -167,6 +178,15 @@ def from_diffusers(
             f"step option {unknown[0]!r} is not one {name}'s step takes in diffusers 0.42.1: expected some of "
             f"{sorted(allowed) or 'none'}"
         )
+    if num_train_timesteps is not None:
+        if "num_train_timesteps" not in SET_TIMESTEPS_OPTIONS.get(name, ()):
+            taking = sorted(c for c, keys in SET_TIMESTEPS_OPTIONS.items() if "num_train_timesteps" in keys)
+            raise ValueError(
+                f"num_train_timesteps={num_train_timesteps!r}: a set_timesteps argument of {', '.join(taking)}, "
+                f"not {name}"
+            )
+        # diffusers: `num_train_timesteps or config.num_train_timesteps`
+        cfg["_grid_num_train_timesteps"] = _checks.integer("num_train_timesteps", num_train_timesteps, minimum=0)
     custom = {k: v for k, v in (("timesteps", timesteps), ("sigmas", sigmas), ("mu", mu)) if v is not None}
     for key, value in custom.items():
         if key not in CUSTOM_INPUTS.get(name, ()):

@@ -17,6 +17,7 @@ from diffspec.reference.interop._config import (
     _sigma_to_t,
     _spaced,
     diffusers_train_sigmas,
+    grid_train_timesteps,
     parsed,
     schedule_from_config,
     sigma_spacing,
@@ -53,7 +54,7 @@ def _k_sigmas(
         _no_custom_with_respacing(cfg, "timesteps")
         ts = np.asarray(timesteps, dtype=np.float32)
     else:
-        _checks.integer("num_inference_steps", n, minimum=1, maximum=cfg["num_train_timesteps"])
+        _checks.integer("num_inference_steps", n, minimum=1, maximum=grid_train_timesteps(cfg))
         ts = _spaced(cfg, n, dtype=np.float32)
     if spacing == SigmaSpacing.LOG_LINEAR:
         sigmas = np.exp(np.linspace(np.log(train[-1]), np.log(train[0]), n + 1, dtype=np.float32).astype(np.float64))
@@ -314,10 +315,10 @@ def _plan_dpm_sde(cfg, n, opts):
     s_noise (1.0). Timesteps are float64 and unrounded, Karras, exponential and beta sigmas included."""
     s_noise = _checks.nonnegative("s_noise", opts.get("s_noise", 1.0))
     schedule = schedule_from_config(cfg)
-    _checks.integer("num_inference_steps", n, minimum=1, maximum=cfg["num_train_timesteps"])
+    _checks.integer("num_inference_steps", n, minimum=1, maximum=grid_train_timesteps(cfg))
     train = diffusers_train_sigmas(cfg)
     if parsed(cfg, "timestep_spacing") == TimestepSpacing.LINSPACE:
-        ts = np.linspace(0, cfg["num_train_timesteps"] - 1, n)[::-1].copy()
+        ts = np.linspace(0, grid_train_timesteps(cfg) - 1, n)[::-1].copy()
     else:
         ts = _spaced(cfg, n, dtype=np.float64)
     sig = np.interp(ts, np.arange(len(train)), train)

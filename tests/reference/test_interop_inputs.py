@@ -4,7 +4,7 @@ against diffusers' own loop with the same model and draws (at 1e-4 of max |x|, a
 import numpy as np
 import pytest
 from diffspec.reference import interop
-from test_interop import SHAPE, TOL, NoiseList, diffusers, model_for, patched_randn, torch
+from test_interop import SHAPE, TOL, BrownianPath, NoiseList, diffusers, model_for, patched_randn, torch
 
 FLUX = {
     "shift": 3.0,
@@ -23,6 +23,8 @@ def run_diffusers(config, n, model, x_T, noise, **set_timesteps):
     if config["_class_name"] == "UniPCMultistepScheduler" and "sigmas" in set_timesteps:  # it takes an array only
         set_timesteps = {**set_timesteps, "sigmas": np.asarray(set_timesteps["sigmas"])}
     sched.set_timesteps(n, **set_timesteps)
+    if config["_class_name"] == "DPMSolverSDEScheduler":
+        sched.noise_sampler = BrownianPath(noise, x_T.shape)
     latents = torch.from_numpy(x_T).float() * getattr(sched, "init_noise_sigma", 1.0)
     timesteps = []
     with patched_randn(noise):
@@ -103,6 +105,26 @@ def test_custom_timesteps_and_sigmas_match_diffusers(cls, overrides, custom):
 def test_refused_custom_inputs_say_why(cls, overrides, n, custom, match):
     with pytest.raises(ValueError, match=match):
         interop.from_diffusers({"_class_name": cls, **overrides}, n, **custom)
+
+
+@pytest.mark.parametrize(
+    "cls, overrides, n, grid_T",
+    [
+        ("HeunDiscreteScheduler", {}, 6, 500),
+        ("KDPM2DiscreteScheduler", {"timestep_spacing": "leading", "steps_offset": 1}, 5, 600),
+        ("KDPM2AncestralDiscreteScheduler", {"timestep_spacing": "trailing"}, 5, 900),
+        ("DPMSolverSDEScheduler", {}, 4, 800),
+    ],
+)
+def test_set_timesteps_num_train_timesteps_matches_diffusers(cls, overrides, n, grid_T):
+    if cls == "DPMSolverSDEScheduler":
+        pytest.importorskip("torchsde")  # diffusers imports it with the class
+    compare({"_class_name": cls, **overrides}, n, {"num_train_timesteps": grid_T}, seed=4)
+
+
+def test_num_train_timesteps_names_the_classes_that_take_it():
+    with pytest.raises(ValueError, match="HeunDiscreteScheduler.*not EulerDiscreteScheduler"):
+        interop.from_diffusers({"_class_name": "EulerDiscreteScheduler"}, 4, num_train_timesteps=500)
 
 
 def test_dpm_multistep_fails_in_diffusers_on_timesteps_with_flow_sigmas():
