@@ -5,7 +5,9 @@ reference oracle), the same grid (built by the reference), the same x_T and the 
 one seeded numpy generator, fed through the `noise` callable). They must call the model at the same times, draw
 the same shapes in the same order, and return the same sample in float64 to ~1e-10 relative to the sample's scale
 (each is a few dozen float64 operations per step on O(1)-conditioned coefficients: rounding, accumulated, stays
-far below that; a wrong formula or a wrong branch is O(1) off). They must also refuse the same inputs.
+far below that; a wrong formula or a wrong branch is O(1) off), plus a derived floor for the samplers whose stages at a
+lower noise level carry rounding at |x_T| / alpha[0] into the sample (`stage_floor`). They must also refuse the same
+inputs.
 """
 
 import inspect
