@@ -141,6 +141,7 @@ SET_TIMESTEPS_OPTIONS = {
     "KDPM2DiscreteScheduler": ("num_train_timesteps",),
     "KDPM2AncestralDiscreteScheduler": ("num_train_timesteps",),
     "DPMSolverSDEScheduler": ("num_train_timesteps",),
+    "ScoreSdeVeScheduler": ("sampling_eps",),
 }
 
 
@@ -152,6 +153,7 @@ def from_diffusers(
     sigmas: npt.ArrayLike | None = None,
     mu: float | None = None,
     num_train_timesteps: int | None = None,
+    sampling_eps: float | None = None,
     **step_options,
 ) -> DiffusersPlan:
     """A `DiffusersPlan` reproducing a diffusers pipeline loop for `config` (a scheduler_config.json dict).
@@ -161,7 +163,8 @@ def from_diffusers(
     `use_dynamic_shifting`); the classes that accept the custom ones are listed in `CUSTOM_INPUTS`, any other
     combination is a ValueError. `num_train_timesteps` (Heun, KDPM2, KDPM2Ancestral, DPMSolverSDE; see
     `SET_TIMESTEPS_OPTIONS`): the T the timestep grid is spaced over, the sigmas staying the config's (as diffusers'
-    set_timesteps does). step_options are what a pipeline passes to `scheduler.step` (`STEP_OPTIONS`: DDIM
+    set_timesteps does). `sampling_eps` (ScoreSdeVe): the last time of the grid linspace(1, sampling_eps, N), in
+    place of the config's. step_options are what a pipeline passes to `scheduler.step` (`STEP_OPTIONS`: DDIM
     eta and use_clipped_model_output; LMS order; TCD eta (the paper's gamma); DPMSolverSDE s_noise; Euler and
     EDMEuler s_churn, s_tmin, s_tmax, s_noise); any other is a ValueError. See the package docstring for the
     departures from the papers reproduced.
@@ -178,15 +181,14 @@ def from_diffusers(
             f"step option {unknown[0]!r} is not one {name}'s step takes in diffusers 0.42.1: expected some of "
             f"{sorted(allowed) or 'none'}"
         )
-    if num_train_timesteps is not None:
-        if "num_train_timesteps" not in SET_TIMESTEPS_OPTIONS.get(name, ()):
-            taking = sorted(c for c, keys in SET_TIMESTEPS_OPTIONS.items() if "num_train_timesteps" in keys)
-            raise ValueError(
-                f"num_train_timesteps={num_train_timesteps!r}: a set_timesteps argument of {', '.join(taking)}, "
-                f"not {name}"
-            )
-        # diffusers: `num_train_timesteps or config.num_train_timesteps`
+    for key, value in (("num_train_timesteps", num_train_timesteps), ("sampling_eps", sampling_eps)):
+        if value is not None and key not in SET_TIMESTEPS_OPTIONS.get(name, ()):
+            taking = sorted(c for c, keys in SET_TIMESTEPS_OPTIONS.items() if key in keys)
+            raise ValueError(f"{key}={value!r}: a set_timesteps argument of {', '.join(taking)}, not {name}")
+    if num_train_timesteps is not None:  # diffusers: `num_train_timesteps or config.num_train_timesteps`
         cfg["_grid_num_train_timesteps"] = _checks.integer("num_train_timesteps", num_train_timesteps, minimum=0)
+    if sampling_eps is not None:  # it only moves the timesteps, from which set_sigmas then computes the sigmas
+        cfg["sampling_eps"] = _checks.positive("sampling_eps", sampling_eps)
     custom = {k: v for k, v in (("timesteps", timesteps), ("sigmas", sigmas), ("mu", mu)) if v is not None}
     for key, value in custom.items():
         if key not in CUSTOM_INPUTS.get(name, ()):

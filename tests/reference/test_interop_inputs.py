@@ -122,9 +122,11 @@ def test_set_timesteps_num_train_timesteps_matches_diffusers(cls, overrides, n, 
     compare({"_class_name": cls, **overrides}, n, {"num_train_timesteps": grid_T}, seed=4)
 
 
-def test_num_train_timesteps_names_the_classes_that_take_it():
+def test_set_timesteps_options_name_the_classes_that_take_them():
     with pytest.raises(ValueError, match="HeunDiscreteScheduler.*not EulerDiscreteScheduler"):
         interop.from_diffusers({"_class_name": "EulerDiscreteScheduler"}, 4, num_train_timesteps=500)
+    with pytest.raises(ValueError, match="sampling_eps=0.1: a set_timesteps argument of ScoreSdeVeScheduler, not"):
+        interop.from_diffusers({"_class_name": "HeunDiscreteScheduler"}, 4, sampling_eps=0.1)
 
 
 def test_dpm_multistep_fails_in_diffusers_on_timesteps_with_flow_sigmas():
