@@ -142,6 +142,8 @@ SET_TIMESTEPS_OPTIONS = {
     "KDPM2AncestralDiscreteScheduler": ("num_train_timesteps",),
     "DPMSolverSDEScheduler": ("num_train_timesteps",),
     "ScoreSdeVeScheduler": ("sampling_eps",),
+    "LCMScheduler": ("original_inference_steps",),
+    "TCDScheduler": ("original_inference_steps",),
 }
 
 
@@ -154,6 +156,7 @@ def from_diffusers(
     mu: float | None = None,
     num_train_timesteps: int | None = None,
     sampling_eps: float | None = None,
+    original_inference_steps: int | None = None,
     **step_options,
 ) -> DiffusersPlan:
     """A `DiffusersPlan` reproducing a diffusers pipeline loop for `config` (a scheduler_config.json dict).
@@ -164,7 +167,8 @@ def from_diffusers(
     combination is a ValueError. `num_train_timesteps` (Heun, KDPM2, KDPM2Ancestral, DPMSolverSDE; see
     `SET_TIMESTEPS_OPTIONS`): the T the timestep grid is spaced over, the sigmas staying the config's (as diffusers'
     set_timesteps does). `sampling_eps` (ScoreSdeVe): the last time of the grid linspace(1, sampling_eps, N), in
-    place of the config's. step_options are what a pipeline passes to `scheduler.step` (`STEP_OPTIONS`: DDIM
+    place of the config's. `original_inference_steps` (LCM, TCD): the distillation grid's size, in place of the
+    config's (TCD, as diffusers, then samples every training timestep whatever the value). step_options are what a pipeline passes to `scheduler.step` (`STEP_OPTIONS`: DDIM
     eta and use_clipped_model_output; LMS order; TCD eta (the paper's gamma); DPMSolverSDE s_noise; Euler and
     EDMEuler s_churn, s_tmin, s_tmax, s_noise); any other is a ValueError. See the package docstring for the
     departures from the papers reproduced.
@@ -181,7 +185,9 @@ def from_diffusers(
             f"step option {unknown[0]!r} is not one {name}'s step takes in diffusers 0.42.1: expected some of "
             f"{sorted(allowed) or 'none'}"
         )
-    for key, value in (("num_train_timesteps", num_train_timesteps), ("sampling_eps", sampling_eps)):
+    given = {"num_train_timesteps": num_train_timesteps, "sampling_eps": sampling_eps}
+    given["original_inference_steps"] = original_inference_steps
+    for key, value in given.items():
         if value is not None and key not in SET_TIMESTEPS_OPTIONS.get(name, ()):
             taking = sorted(c for c, keys in SET_TIMESTEPS_OPTIONS.items() if key in keys)
             raise ValueError(f"{key}={value!r}: a set_timesteps argument of {', '.join(taking)}, not {name}")
@@ -189,6 +195,11 @@ def from_diffusers(
         cfg["_grid_num_train_timesteps"] = _checks.integer("num_train_timesteps", num_train_timesteps, minimum=0)
     if sampling_eps is not None:  # it only moves the timesteps, from which set_sigmas then computes the sigmas
         cfg["sampling_eps"] = _checks.positive("sampling_eps", sampling_eps)
+    if original_inference_steps is not None:  # used by set_timesteps only
+        orig = _checks.integer("original_inference_steps", original_inference_steps, minimum=1)
+        # diffusers' TCD, given the argument, samples all T training timesteps whatever its value (a grid of
+        # original_inference_steps = T); LCM uses the value
+        cfg["original_inference_steps"] = cfg["num_train_timesteps"] if name == "TCDScheduler" else orig
     custom = {k: v for k, v in (("timesteps", timesteps), ("sigmas", sigmas), ("mu", mu)) if v is not None}
     for key, value in custom.items():
         if key not in CUSTOM_INPUTS.get(name, ()):

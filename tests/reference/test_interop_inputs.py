@@ -122,6 +122,11 @@ def test_set_timesteps_num_train_timesteps_matches_diffusers(cls, overrides, n, 
     compare({"_class_name": cls, **overrides}, n, {"num_train_timesteps": grid_T}, seed=4)
 
 
+@pytest.mark.parametrize("cls, n, orig", [("LCMScheduler", 4, 20), ("TCDScheduler", 5, 30)])
+def test_set_timesteps_original_inference_steps_matches_diffusers(cls, n, orig):
+    compare({"_class_name": cls}, n, {"original_inference_steps": orig}, seed=5)
+
+
 def test_set_timesteps_options_name_the_classes_that_take_them():
     with pytest.raises(ValueError, match="HeunDiscreteScheduler.*not EulerDiscreteScheduler"):
         interop.from_diffusers({"_class_name": "EulerDiscreteScheduler"}, 4, num_train_timesteps=500)
