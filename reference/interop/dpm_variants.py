@@ -17,10 +17,15 @@ import math
 import numpy as np
 from diffspec.reference import _checks
 from diffspec.reference.interop._config import (
+    AlgorithmType,
+    PredictionType,
     SigmaSpacing,
+    SolverType,
+    TimestepSpacing,
     _respace,
     _sigma_to_t,
     _spaced,
+    parsed,
     schedule_from_config,
     sigma_spacing,
 )
@@ -75,8 +80,8 @@ def _plan_cogvideox_dpm(cfg, n, opts):
     _checks.integer("num_inference_steps", n, minimum=1, maximum=T)
     ts = _spaced(cfg, n, dtype=np.int64)
     final = 1.0 if cfg["set_alpha_to_one"] else float(abar[0])
-    pred = cfg["prediction_type"]
-    if pred == "epsilon" and abar[ts[0]] == 0:
+    pred = parsed(cfg, "prediction_type")
+    if pred == PredictionType.EPSILON and abar[ts[0]] == 0:
         raise ValueError(
             f"config key 'prediction_type'={pred!r} with rescale_betas_zero_snr=True and a first timestep of "
             f"{ts[0]}: alphabar is 0 there, so x0 = (x - eps) / 0 (NaN in diffusers too); use v_prediction or sample"
@@ -160,10 +165,10 @@ def _inverse_sigmas(cfg, n, schedule):
     train = _float32_train_sigmas(schedule)
     clip = float(cfg["lambda_min_clipped"])
     noisiest = T - 1 - int(np.searchsorted(-np.log(train)[::-1], clip))
-    match cfg["timestep_spacing"]:
-        case "linspace":
+    match parsed(cfg, "timestep_spacing"):
+        case TimestepSpacing.LINSPACE:
             ts = np.linspace(0, noisiest, n + 1).round()[:-1]
-        case "leading":
+        case TimestepSpacing.LEADING:
             ratio = (noisiest + 1) // (n + 1)
             ts = (np.arange(n + 1) * ratio).round()[:-1] + cfg["steps_offset"]
         case _:  # trailing
@@ -204,24 +209,28 @@ def _plan_dpm_multistep_inverse(cfg, n, opts):
     flow sigmas (NaN), solver_order 3 with the SDE algorithms (no third-order SDE update), flow_prediction with the
     noise-prediction algorithms."""
     flow = _check_flow(cfg)
-    algo = "dpmsolver++" if cfg["algorithm_type"] == "deis" else cfg["algorithm_type"]
-    solver_type = "midpoint" if cfg["solver_type"] in ("logrho", "bh1", "bh2") else cfg["solver_type"]
-    order, pred = cfg["solver_order"], cfg["prediction_type"]
-    sde = algo in ("sde-dpmsolver", "sde-dpmsolver++")
+    algo = parsed(cfg, "algorithm_type")
+    algo = AlgorithmType.DPMSOLVER_PP if algo == AlgorithmType.DEIS else algo  # diffusers' own alias
+    solver_type = parsed(cfg, "solver_type")
+    solver_type = (
+        SolverType.MIDPOINT if solver_type in (SolverType.LOGRHO, SolverType.BH1, SolverType.BH2) else solver_type
+    )
+    order, pred = cfg["solver_order"], parsed(cfg, "prediction_type")
+    sde = algo in (AlgorithmType.SDE_DPMSOLVER, AlgorithmType.SDE_DPMSOLVER_PP)
     if sde and not flow:
         raise ValueError(
-            f"config key 'algorithm_type'={algo!r} has no counterpart in DPMSolverMultistepInverseScheduler: its "
+            f"config key 'algorithm_type'={algo.value!r} has no counterpart in DPMSolverMultistepInverseScheduler: its "
             "reverse-time SDE step cannot run from data to noise (h < 0 makes sqrt(1 - e^(-2h)) imaginary; diffusers "
             "0.42.1 returns NaN); use an ODE algorithm (dpmsolver++ or dpmsolver)"
         )
     if sde and order == 3:
         raise ValueError(
-            f"config key 'solver_order'=3 with algorithm_type={algo!r}: no result to reproduce; "
+            f"config key 'solver_order'=3 with algorithm_type={algo.value!r}: no result to reproduce; "
             "DPMSolverMultistepInverseScheduler in diffusers 0.42.1 has no third-order SDE update and fails"
         )
-    data_pred = algo in ("dpmsolver++", "sde-dpmsolver++")
-    if pred == "flow_prediction" and not data_pred:
-        raise ValueError(f"config key 'algorithm_type'={algo!r} with flow_prediction: diffusers rejects it too")
+    data_pred = algo in (AlgorithmType.DPMSOLVER_PP, AlgorithmType.SDE_DPMSOLVER_PP)
+    if pred == PredictionType.FLOW and not data_pred:
+        raise ValueError(f"config key 'algorithm_type'={algo.value!r} with flow_prediction: diffusers rejects it too")
     schedule = Flow(shift=float(cfg["flow_shift"])) if flow else schedule_from_config(cfg)
     ts, sig = _inverse_sigmas(cfg, n, schedule_from_config(cfg))
     of = _flow_of if flow else _vp_of

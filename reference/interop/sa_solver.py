@@ -30,9 +30,11 @@ import math
 
 import numpy as np
 from diffspec.reference.interop._config import (
+    PredictionType,
     SigmaSpacing,
     _respace,
     _sigma_to_t,
+    parsed,
     schedule_from_config,
     sigma_spacing,
 )
@@ -137,7 +139,7 @@ def _plan_sa_solver(cfg, n, opts):
     flow = _check_flow(cfg)
     form = Form(cfg["algorithm_type"])
     data_pred = form == Form.DATA_PREDICTION
-    if not data_pred and (cfg["thresholding"] or cfg["prediction_type"] == "flow_prediction"):
+    if not data_pred and (cfg["thresholding"] or parsed(cfg, "prediction_type") == PredictionType.FLOW):
         key = "thresholding" if cfg["thresholding"] else "prediction_type"
         raise ValueError(
             f"config key {key!r}={cfg[key]!r} with algorithm_type='noise_prediction': no result to reproduce; "

@@ -14,7 +14,7 @@ from typing import ClassVar
 
 import numpy as np
 from diffspec.reference import _checks
-from diffspec.reference.interop._config import schedule_from_config
+from diffspec.reference.interop._config import PredictionType, parsed, schedule_from_config
 from diffspec.reference.interop._plan import DiffusersPlan, _threshold
 from diffspec.reference.schedules import _VP, ExplicitBetas
 
@@ -41,7 +41,7 @@ def _plan_unclip(cfg, n, opts):
     T = cfg["num_train_timesteps"]
     _checks.integer("num_inference_steps", n, minimum=2, maximum=T)
     ts = np.round(np.arange(n) * ((T - 1) / (n - 1)))[::-1].astype(np.int64)
-    pred, learned = cfg["prediction_type"], cfg["variance_type"] == "learned_range"
+    pred, learned = parsed(cfg, "prediction_type"), cfg["variance_type"] == "learned_range"
 
     def run(model, x, draw):
         for i, t in enumerate(ts):
@@ -51,7 +51,7 @@ def _plan_unclip(cfg, n, opts):
             prev = ts[i + 1] if i + 1 < len(ts) else t - 1
             a_t, a_prev = abar[t], (abar[prev] if prev >= 0 else 1.0)
             beta, alpha, bp_t, bp_prev = _float32_coefficients(betas, t, prev, a_t, a_prev)
-            x0 = out if pred == "sample" else (x - np.sqrt(bp_t) * out) / np.sqrt(a_t)
+            x0 = out if pred == PredictionType.SAMPLE else (x - np.sqrt(bp_t) * out) / np.sqrt(a_t)
             x0 = _threshold(x0, cfg)
             x = np.sqrt(a_prev) * beta / bp_t * x0 + np.sqrt(alpha) * bp_prev / bp_t * x
             if t > 0:
