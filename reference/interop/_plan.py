@@ -92,7 +92,12 @@ def _threshold(x0, cfg):
 
 def _vp_x0_eps(pred, out, x, abar):
     """(x0, eps) from the model output at alphabar = abar, in diffusers' DDIM/DDPM algebra."""
-    a, b = np.sqrt(abar), np.sqrt(1.0 - abar)
+    return _x0_eps_ab(pred, out, x, np.sqrt(abar), np.sqrt(1.0 - abar))
+
+
+def _x0_eps_ab(pred, out, x, a, b):
+    """(x0, eps) from the model output where x = a x0 + b eps, in diffusers' formulas (its v_prediction reads
+    x0 = a x - b v, the v of Salimans & Ho 2022 when a^2 + b^2 = 1)."""
     match PredictionType(pred):
         case PredictionType.EPSILON:
             return (x - b * out) / a, out

@@ -21,7 +21,7 @@ from diffspec.reference.interop._config import (
     schedule_from_config,
     sigma_spacing,
 )
-from diffspec.reference.interop._plan import DiffusersPlan, _threshold, _vp_x0_eps
+from diffspec.reference.interop._plan import DiffusersPlan, _threshold, _vp_x0_eps, _x0_eps_ab
 from diffspec.reference.interop.flow import TimeShift, _time_shift
 from diffspec.reference.schedules import Flow
 
@@ -215,17 +215,9 @@ def _flow_x0_eps(pred, out, x, s):
     use_flow_sigmas: flow velocity v = eps - x0 (x0 = x - s v), or epsilon / sample / v_prediction with diffusers'
     alpha_t = 1 - s and sigma_t = s in its VP formulas (its v_prediction keeps x0 = alpha x - sigma out, which is
     the flow's own v only when alpha^2 + sigma^2 = 1)."""
-    a = 1.0 - s
-    match PredictionType(pred):
-        case PredictionType.FLOW:
-            return x - s * out, x + a * out
-        case PredictionType.EPSILON:
-            return (x - s * out) / a, out
-        case PredictionType.SAMPLE:
-            return out, (x - a * out) / s
-        case PredictionType.V:
-            return a * x - s * out, a * out + s * x
-    raise ValueError(f"prediction_type={pred!r}: expected epsilon, sample, v_prediction or flow_prediction")
+    if PredictionType(pred) == PredictionType.FLOW:
+        return x - s * out, x + (1.0 - s) * out
+    return _x0_eps_ab(pred, out, x, 1.0 - s, s)
 
 
 def _x0_eps(pred, out, x, s, flow, alpha, sigma):
