@@ -9,6 +9,7 @@ import math
 
 import numpy as np
 from diffspec.reference import _checks
+from diffspec.reference.interop._config import SolverType, parsed
 from diffspec.reference.interop._plan import DiffusersPlan
 from diffspec.reference.interop.dpm_solver import _unipc_coefficients
 from diffspec.reference.interop.flow import flow_match_sigmas
@@ -167,7 +168,7 @@ def _plan_helios(cfg, n, opts, *, sigmas=None, mu=None):
             return x
 
     else:
-        if sig[0] >= 1 and cfg["solver_type"] == "bh1":
+        if sig[0] >= 1 and parsed(cfg, "solver_type") == SolverType.BH1:
             raise ValueError(
                 "config key 'solver_type'='bh1' with a first sigma of 1: diffusers 0.42.1 returns NaN there (lam = "
                 "-inf makes B(h) = h infinite); pass sigmas below 1, as the Helios pipeline does "
@@ -187,7 +188,7 @@ def _plan_helios(cfg, n, opts, *, sigmas=None, mu=None):
 
 def _helios_unipc(cfg, ts, sig):
     order, N = int(cfg["solver_order"]), len(ts)
-    solver_type = "bh1" if cfg["solver_type"] == "bh1" else "bh2"
+    solver_type = SolverType.BH1 if parsed(cfg, "solver_type") == SolverType.BH1 else SolverType.BH2
     disabled = set(cfg["disable_corrector"])
     lower_final = bool(cfg["lower_order_final"])
 
