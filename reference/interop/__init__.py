@@ -38,7 +38,7 @@ from the papers are reproduced on purpose, each named where it happens:
 Classes: `SUPPORTED_CLASSES`; every other class of diffusers that has a `step` is in `REFUSED`, with the reason.
 Step options (what a pipeline passes to `scheduler.step`): `STEP_OPTIONS`. Custom set_timesteps inputs:
 `CUSTOM_INPUTS`; set_timesteps' other arguments (`num_train_timesteps`, `sampling_eps`,
-`original_inference_steps`): `SET_TIMESTEPS_OPTIONS`. Option values diffusers runs but no plan reproduces: `REFUSED_OPTIONS`, with the reasons.
+`original_inference_steps`, `strength`): `SET_TIMESTEPS_OPTIONS`. Option values diffusers runs but no plan reproduces: `REFUSED_OPTIONS`, with the reasons.
 
 The paper-faithful choices live in `grids` and `samplers`; this module exists to match diffusers' own loops. Where
 diffusers' float32 values matter the plans reproduce them (its alphas_cumprod built as torch builds it, its float32

@@ -142,8 +142,8 @@ SET_TIMESTEPS_OPTIONS = {
     "KDPM2AncestralDiscreteScheduler": ("num_train_timesteps",),
     "DPMSolverSDEScheduler": ("num_train_timesteps",),
     "ScoreSdeVeScheduler": ("sampling_eps",),
-    "LCMScheduler": ("original_inference_steps",),
-    "TCDScheduler": ("original_inference_steps",),
+    "LCMScheduler": ("original_inference_steps", "strength"),
+    "TCDScheduler": ("original_inference_steps", "strength"),
 }
 
 
@@ -157,6 +157,7 @@ def from_diffusers(
     num_train_timesteps: int | None = None,
     sampling_eps: float | None = None,
     original_inference_steps: int | None = None,
+    strength: float | None = None,
     **step_options,
 ) -> DiffusersPlan:
     """A `DiffusersPlan` reproducing a diffusers pipeline loop for `config` (a scheduler_config.json dict).
@@ -168,7 +169,9 @@ def from_diffusers(
     `SET_TIMESTEPS_OPTIONS`): the T the timestep grid is spaced over, the sigmas staying the config's (as diffusers'
     set_timesteps does). `sampling_eps` (ScoreSdeVe): the last time of the grid linspace(1, sampling_eps, N), in
     place of the config's. `original_inference_steps` (LCM, TCD): the distillation grid's size, in place of the
-    config's (TCD, as diffusers, then samples every training timestep whatever the value). step_options are what a pipeline passes to `scheduler.step` (`STEP_OPTIONS`: DDIM
+    config's (TCD, as diffusers, then samples every training timestep whatever the value); `strength` (LCM, TCD;
+    img2img): the grid is drawn from the first int(original_inference_steps strength) distillation times (the
+    run then starts from the noised image; with custom timesteps it is refused). step_options are what a pipeline passes to `scheduler.step` (`STEP_OPTIONS`: DDIM
     eta and use_clipped_model_output; LMS order; TCD eta (the paper's gamma); DPMSolverSDE s_noise; Euler and
     EDMEuler s_churn, s_tmin, s_tmax, s_noise); any other is a ValueError. See the package docstring for the
     departures from the papers reproduced.
@@ -186,7 +189,7 @@ def from_diffusers(
             f"{sorted(allowed) or 'none'}"
         )
     given = {"num_train_timesteps": num_train_timesteps, "sampling_eps": sampling_eps}
-    given["original_inference_steps"] = original_inference_steps
+    given |= {"original_inference_steps": original_inference_steps, "strength": strength}
     for key, value in given.items():
         if value is not None and key not in SET_TIMESTEPS_OPTIONS.get(name, ()):
             taking = sorted(c for c, keys in SET_TIMESTEPS_OPTIONS.items() if key in keys)
@@ -195,6 +198,8 @@ def from_diffusers(
         cfg["_grid_num_train_timesteps"] = _checks.integer("num_train_timesteps", num_train_timesteps, minimum=0)
     if sampling_eps is not None:  # it only moves the timesteps, from which set_sigmas then computes the sigmas
         cfg["sampling_eps"] = _checks.positive("sampling_eps", sampling_eps)
+    if strength is not None:
+        cfg["_strength"] = _checks.positive("strength", strength)
     if original_inference_steps is not None:  # used by set_timesteps only
         orig = _checks.integer("original_inference_steps", original_inference_steps, minimum=1)
         # diffusers' TCD, given the argument, samples all T training timesteps whatever its value (a grid of

@@ -11,17 +11,29 @@ from diffspec.reference.schedules import EDM
 
 
 def _lcm_timesteps(cfg, n, timesteps=None):
-    """LCM/TCD set_timesteps (strength 1): the distillation grid t = k j - 1 (j = 1..original_inference_steps,
+    """LCM/TCD set_timesteps: the distillation grid t = k j - 1 (j = 1..int(original_inference_steps strength),
     k = T // original_inference_steps), descending, sampled at floor(linspace(0, len, N, endpoint=False)); or the
-    custom `timesteps` (strictly decreasing integers; diffusers only warns when they leave the distillation grid)."""
+    custom `timesteps` (strictly decreasing integers; diffusers only warns when they leave the distillation grid;
+    strength below 1 with them is refused)."""
+    strength = float(cfg.get("_strength", 1.0))
     if timesteps is not None:
         if n is not None:
             raise ValueError(f"num_inference_steps={n!r} with timesteps: expected exactly one of them")
+        if strength != 1.0:
+            raise ValueError(
+                f"strength={strength!r} with custom timesteps: not reproduced; diffusers keeps the last "
+                "int(N strength) of them but its step still counts N, so its last step re-noises like a middle one"
+            )
         return _custom_descending_timesteps(cfg, timesteps)
     T = _checks.integer("num_train_timesteps", cfg["num_train_timesteps"], minimum=2)
     orig = _checks.integer("original_inference_steps", cfg["original_inference_steps"], minimum=1, maximum=T)
     _checks.integer("num_inference_steps", n, minimum=1, maximum=orig)
-    origin = (np.arange(1, orig + 1) * (T // orig) - 1)[::-1]
+    origin = (np.arange(1, int(orig * strength) + 1) * (T // orig) - 1)[::-1]
+    if len(origin) < n:
+        raise ValueError(
+            f"strength={strength!r}: int(original_inference_steps x strength) = {len(origin)} is below "
+            f"num_inference_steps={n} (diffusers rejects it too)"
+        )
     return origin[np.floor(np.linspace(0, len(origin), num=n, endpoint=False)).astype(np.int64)].astype(np.int64)
 
 

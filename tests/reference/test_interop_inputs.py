@@ -127,11 +127,24 @@ def test_set_timesteps_original_inference_steps_matches_diffusers(cls, n, orig):
     compare({"_class_name": cls}, n, {"original_inference_steps": orig}, seed=5)
 
 
+@pytest.mark.parametrize(
+    "cls, n, custom",
+    [
+        ("LCMScheduler", 4, {"strength": 0.6}),
+        ("TCDScheduler", 4, {"strength": 0.5, "original_inference_steps": 50}),
+    ],
+)
+def test_set_timesteps_strength_matches_diffusers(cls, n, custom):
+    compare({"_class_name": cls}, n, custom, seed=6)
+
+
 def test_set_timesteps_options_name_the_classes_that_take_them():
     with pytest.raises(ValueError, match="HeunDiscreteScheduler.*not EulerDiscreteScheduler"):
         interop.from_diffusers({"_class_name": "EulerDiscreteScheduler"}, 4, num_train_timesteps=500)
     with pytest.raises(ValueError, match="sampling_eps=0.1: a set_timesteps argument of ScoreSdeVeScheduler, not"):
         interop.from_diffusers({"_class_name": "HeunDiscreteScheduler"}, 4, sampling_eps=0.1)
+    with pytest.raises(ValueError, match="strength=0.2: int"):
+        interop.from_diffusers({"_class_name": "LCMScheduler"}, 20, strength=0.2)  # 10 distillation times < 20
 
 
 def test_dpm_multistep_fails_in_diffusers_on_timesteps_with_flow_sigmas():
