@@ -202,6 +202,10 @@ def from_diffusers(
         cfg["_strength"] = _checks.positive("strength", strength)
     if original_inference_steps is not None:  # used by set_timesteps only
         orig = _checks.integer("original_inference_steps", original_inference_steps, minimum=1)
+        if num_inference_steps is not None and num_inference_steps > orig:  # diffusers' check, TCD included
+            raise ValueError(
+                f"num_inference_steps={num_inference_steps!r}: expected at most original_inference_steps={orig}"
+            )
         # diffusers' TCD, given the argument, samples all T training timesteps whatever its value (a grid of
         # original_inference_steps = T); LCM uses the value
         cfg["original_inference_steps"] = cfg["num_train_timesteps"] if name == "TCDScheduler" else orig

@@ -145,6 +145,8 @@ def test_set_timesteps_options_name_the_classes_that_take_them():
         interop.from_diffusers({"_class_name": "HeunDiscreteScheduler"}, 4, sampling_eps=0.1)
     with pytest.raises(ValueError, match="strength=0.2: int"):
         interop.from_diffusers({"_class_name": "LCMScheduler"}, 20, strength=0.2)  # 10 distillation times < 20
+    with pytest.raises(ValueError, match="at most original_inference_steps=8"):
+        interop.from_diffusers({"_class_name": "TCDScheduler"}, 10, original_inference_steps=8)
 
 
 def test_dpm_multistep_fails_in_diffusers_on_timesteps_with_flow_sigmas():
