@@ -628,9 +628,7 @@ def _validate(config):
     for key, (_, allowed) in spec.items():
         inert = key in _CONDITIONALLY_INERT and _CONDITIONALLY_INERT[key](cfg)
         if allowed is not _ANY and not inert and cfg[key] not in allowed:
-            raise ValueError(
-                f"config key {key!r}={cfg[key]!r} in {name}: expected one of {list(allowed)}"
-            )
+            raise ValueError(f"config key {key!r}={cfg[key]!r} in {name}: expected one of {list(allowed)}")
     return name, cfg
 
 

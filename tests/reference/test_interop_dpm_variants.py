@@ -337,7 +337,11 @@ if THOROUGH:  # defined only there, so the default run neither runs nor skips it
 
 SIGMA_MIN = {"final_sigmas_type": "sigma_min"}
 DIFFUSERS_FAILS = [
-    ("DPMSolverSinglestepScheduler", {"thresholding": True, "algorithm_type": "dpmsolver", **SIGMA_MIN}, "thresholding"),
+    (
+        "DPMSolverSinglestepScheduler",
+        {"thresholding": True, "algorithm_type": "dpmsolver", **SIGMA_MIN},
+        "thresholding",
+    ),
     ("EDMDPMSolverMultistepScheduler", {"solver_order": 3, "algorithm_type": "sde-dpmsolver++"}, "solver_order"),
     (INV, {"algorithm_type": "sde-dpmsolver++"}, "algorithm_type"),  # NaN: sqrt(1 - e^{-2h}) with h < 0
     (INV, {"algorithm_type": "sde-dpmsolver", "solver_type": "heun"}, "algorithm_type"),
