@@ -171,7 +171,8 @@ def from_diffusers(
     place of the config's. `original_inference_steps` (LCM, TCD): the distillation grid's size, in place of the
     config's (TCD, as diffusers, then samples every training timestep whatever the value); `strength` (LCM, TCD;
     img2img): the grid is drawn from the first int(original_inference_steps strength) distillation times (the
-    run then starts from the noised image; with custom timesteps it is refused). step_options are what a pipeline passes to `scheduler.step` (`STEP_OPTIONS`: DDIM
+    run then starts from the noised image; with custom timesteps the last int(N strength) of them, the step still
+    counting N, as diffusers does). step_options are what a pipeline passes to `scheduler.step` (`STEP_OPTIONS`: DDIM
     eta and use_clipped_model_output; LMS order; TCD eta (the paper's gamma); DPMSolverSDE s_noise; Euler and
     EDMEuler s_churn, s_tmin, s_tmax, s_noise); any other is a ValueError. See the package docstring for the
     departures from the papers reproduced.

@@ -11,20 +11,24 @@ from diffspec.reference.schedules import EDM
 
 
 def _lcm_timesteps(cfg, n, timesteps=None):
-    """LCM/TCD set_timesteps: the distillation grid t = k j - 1 (j = 1..int(original_inference_steps strength),
-    k = T // original_inference_steps), descending, sampled at floor(linspace(0, len, N, endpoint=False)); or the
-    custom `timesteps` (strictly decreasing integers; diffusers only warns when they leave the distillation grid;
-    strength below 1 with them is refused)."""
+    """LCM/TCD set_timesteps: (timesteps, the step count diffusers' step reads). The distillation grid
+    t = k j - 1 (j = 1..int(original_inference_steps strength), k = T // original_inference_steps), descending,
+    sampled at floor(linspace(0, len, N, endpoint=False)); or the custom `timesteps` (strictly decreasing
+    integers; diffusers only warns when they leave the distillation grid). With custom timesteps and strength < 1,
+    diffusers keeps their last int(N strength) but its step still counts N: the count returned is then N, more than
+    the timesteps kept, so no step is the last by that count and the last one re-noises like a middle one."""
     strength = float(cfg.get("_strength", 1.0))
     if timesteps is not None:
         if n is not None:
             raise ValueError(f"num_inference_steps={n!r} with timesteps: expected exactly one of them")
-        if strength != 1.0:
+        ts = _custom_descending_timesteps(cfg, timesteps)
+        kept = min(int(len(ts) * strength), len(ts))
+        if kept < 1:
             raise ValueError(
-                f"strength={strength!r} with custom timesteps: not reproduced; diffusers keeps the last "
-                "int(N strength) of them but its step still counts N, so its last step re-noises like a middle one"
+                f"strength={strength!r}: int(len(timesteps) x strength) = 0 of the {len(ts)} custom timesteps "
+                "(diffusers then runs no step); expected at least one"
             )
-        return _custom_descending_timesteps(cfg, timesteps)
+        return ts[len(ts) - kept :], len(ts)
     T = _checks.integer("num_train_timesteps", cfg["num_train_timesteps"], minimum=2)
     orig = _checks.integer("original_inference_steps", cfg["original_inference_steps"], minimum=1, maximum=T)
     _checks.integer("num_inference_steps", n, minimum=1, maximum=orig)
@@ -34,7 +38,8 @@ def _lcm_timesteps(cfg, n, timesteps=None):
             f"strength={strength!r}: int(original_inference_steps x strength) = {len(origin)} is below "
             f"num_inference_steps={n} (diffusers rejects it too)"
         )
-    return origin[np.floor(np.linspace(0, len(origin), num=n, endpoint=False)).astype(np.int64)].astype(np.int64)
+    picked = origin[np.floor(np.linspace(0, len(origin), num=n, endpoint=False)).astype(np.int64)].astype(np.int64)
+    return picked, n
 
 
 def _plan_lcm(cfg, n, opts, *, timesteps=None):
@@ -43,12 +48,13 @@ def _plan_lcm(cfg, n, opts, *, timesteps=None):
     configured), the consistency boundary condition f = c_skip(t) x + c_out(t) x0 with c_skip = sd^2 / (s^2 + sd^2),
     c_out = s / sqrt(s^2 + sd^2), s = timestep_scaling * t (the integer timestep, not a noise level) and
     sd = 0.5, then re-noise to the next grid time: x = sqrt(abar') f + sqrt(1 - abar') z. The last step returns f.
-    Noise draws: one per step except the last. timestep_spacing, steps_offset and set_alpha_to_one are stored by
-    diffusers but never read by LCM's timesteps or step (inert). Custom `timesteps`: see `_lcm_timesteps`."""
+    Noise draws: one per step except the last (with strength and custom timesteps, see `_lcm_timesteps`, the last
+    draws too and f is returned, as the pipelines return it). timestep_spacing, steps_offset and set_alpha_to_one
+    are stored by diffusers but never read by LCM's timesteps or step (inert). Custom `timesteps`: see
+    `_lcm_timesteps`."""
     schedule = schedule_from_config(cfg)
     abar = diffusers_alphas_cumprod(cfg).astype(np.float64)  # diffusers' float32 values
-    ts = _lcm_timesteps(cfg, n, timesteps)
-    n = len(ts)
+    ts, counted = _lcm_timesteps(cfg, n, timesteps)
     pred, scaling = cfg["prediction_type"], float(cfg["timestep_scaling"])
 
     def run(model, x, draw):
@@ -56,13 +62,16 @@ def _plan_lcm(cfg, n, opts, *, timesteps=None):
             x0 = _threshold(_vp_x0_eps(pred, model(x, t), x, abar[t])[0], cfg)
             s = t * scaling
             f = 0.25 / (s**2 + 0.25) * x + s / np.sqrt(s**2 + 0.25) * x0
-            if i == len(ts) - 1:
+            if i == counted - 1:
+                return f
+            if i == len(ts) - 1:  # last kept of more counted: diffusers re-noises at t itself; the pipeline
+                draw(x.shape)  # returns the denoised f, the draw spent
                 return f
             a_next = abar[ts[i + 1]]
             x = np.sqrt(a_next) * f + np.sqrt(1 - a_next) * draw(x.shape)
         return x
 
-    return DiffusersPlan("LCMScheduler", cfg, schedule, ts, 1.0, run, stochastic=n > 1)
+    return DiffusersPlan("LCMScheduler", cfg, schedule, ts, 1.0, run, stochastic=counted > 1)
 
 
 def _plan_tcd(cfg, n, opts, *, timesteps=None):
@@ -80,8 +89,7 @@ def _plan_tcd(cfg, n, opts, *, timesteps=None):
     gamma = _checks.in_range("eta", opts.get("eta", 0.3), 0.0, 1.0)
     schedule = schedule_from_config(cfg)
     abar = diffusers_alphas_cumprod(cfg).astype(np.float64)  # diffusers' float32 values
-    ts = _lcm_timesteps(cfg, n, timesteps)
-    n = len(ts)
+    ts, counted = _lcm_timesteps(cfg, n, timesteps)
     pred = parsed(cfg, "prediction_type")
 
     def run(model, x, draw):
@@ -90,11 +98,11 @@ def _plan_tcd(cfg, n, opts, *, timesteps=None):
             s = int(np.floor(np.float32(1 - gamma) * np.float32(t_next)))
             x0, eps = _vp_x0_eps(pred, model(x, t), x, abar[t])
             x = np.sqrt(abar[s]) * x0 + np.sqrt(1 - abar[s]) * eps
-            if gamma > 0 and i != len(ts) - 1:
+            if gamma > 0 and i != counted - 1:  # after the last kept of more counted: s = t_next = 0, a draw times 0
                 x = np.sqrt(abar[t_next] / abar[s]) * x + np.sqrt(1 - abar[t_next] / abar[s]) * draw(x.shape)
         return x
 
-    return DiffusersPlan("TCDScheduler", cfg, schedule, ts, 1.0, run, stochastic=gamma > 0 and n > 1)
+    return DiffusersPlan("TCDScheduler", cfg, schedule, ts, 1.0, run, stochastic=gamma > 0 and counted > 1)
 
 
 def _plan_cm_stochastic_iterative(cfg, n, opts, *, timesteps=None):

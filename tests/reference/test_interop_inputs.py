@@ -32,7 +32,10 @@ def run_diffusers(config, n, model, x_T, noise, **set_timesteps):
             timesteps.append(t.item())
             inp = sched.scale_model_input(latents, t) if hasattr(sched, "scale_model_input") else latents
             out = model(inp.double().numpy(), t.numpy())
-            latents = sched.step(torch.from_numpy(out).float(), t, latents).prev_sample
+            result = sched.step(torch.from_numpy(out).float(), t, latents)
+            latents = result.prev_sample
+    if config["_class_name"] == "LCMScheduler":  # the LCM pipelines return the last step's denoised
+        latents = result.denoised
     return latents.double().numpy(), np.array(timesteps)
 
 
@@ -136,6 +139,28 @@ def test_set_timesteps_original_inference_steps_matches_diffusers(cls, n, orig):
 )
 def test_set_timesteps_strength_matches_diffusers(cls, n, custom):
     compare({"_class_name": cls}, n, custom, seed=6)
+
+
+@pytest.mark.parametrize(
+    "cls, timesteps, strength",
+    [
+        ("LCMScheduler", [999, 759, 499, 259, 19], 0.6),
+        ("LCMScheduler", [999, 499], 0.5),
+        ("TCDScheduler", [999, 799, 499, 199, 19], 0.7),
+    ],
+)
+def test_strength_with_custom_timesteps_matches_the_pipeline_loop(cls, timesteps, strength):
+    """diffusers keeps the last int(N strength) custom timesteps but its step still counts N, so its last kept
+    step re-noises (LCM at its own timestep, TCD by a draw times 0); the LCM pipelines return the denoised sample."""
+    compare({"_class_name": cls}, None, {"timesteps": timesteps, "strength": strength}, seed=7)
+    sched = getattr(diffusers, cls).from_config({"_class_name": cls})
+    sched.set_timesteps(timesteps=timesteps, strength=strength)
+    assert len(sched.timesteps) == int(len(timesteps) * strength) < sched.num_inference_steps
+
+
+def test_strength_keeping_no_custom_timestep_is_refused():
+    with pytest.raises(ValueError, match="strength=0.4: int"):
+        interop.from_diffusers({"_class_name": "LCMScheduler"}, None, timesteps=[999, 499], strength=0.4)
 
 
 def test_set_timesteps_options_name_the_classes_that_take_them():
