@@ -17,6 +17,21 @@ class Variant(enum.StrEnum):
     BH2 = "bh2"  # B(h) = e^h - 1
 
 
+def _solve_rho(R, b, rks, size):
+    """rho solving the leading `size` x `size` block of R rho = b.
+
+    An earlier point at alpha = 0 (lam = -inf, e.g. the first point of a zero-terminal-SNR grid) has r_k = inf. In
+    the limit r_k -> inf, rho_k r_k^(i-1) -> 0 in every row but the last, and D_k -> 0: its column and the last row
+    drop out, the other rho solve the remaining block, and rho_k = 0.
+    """
+    finite = np.isfinite(rks[:size])
+    rho = np.zeros(size)
+    m = int(finite.sum())
+    if m:
+        rho[finite] = np.linalg.solve(R[:m, :size][:, finite], b[:m])
+    return rho
+
+
 def _bh_update(x, x0s, lams, lam_next, sigma_ratio, alpha_next, order, variant, x0_new=None):
     """One UniP-`order` step (x0_new None) or UniC-`order` correction (x0_new: x0_hat at lam_next) from (x, lams[0]).
 
@@ -44,10 +59,10 @@ def _bh_update(x, x0s, lams, lam_next, sigma_ratio, alpha_next, order, variant, 
         h_phi_k = h_phi_k / hh - 1 / factorial
     R, b = np.array(R), np.array(b)
     if x0_new is None:
-        rho = np.array([0.5]) if order == 2 else np.linalg.solve(R[:-1, :-1], b[:-1])
+        rho = np.array([0.5]) if order == 2 else _solve_rho(R, b, rks, order - 1)
         D_all = D
     else:
-        rho = np.array([0.5]) if order == 1 else np.linalg.solve(R, b)
+        rho = np.array([0.5]) if order == 1 else _solve_rho(R, b, rks, order)
         D_all = D + [x0_new - x0s[0]]
     return x_lin - alpha_next * B_h * sum(r * d for r, d in zip(rho, D_all))
 

@@ -252,3 +252,25 @@ def test_churn_capped_at_the_top_stays_inside_the_domain(name):
         lambda x, t: (times.append(t), den(x, t))[1], x_T, grid, schedule, noise=np.random.default_rng(1), s_churn=40.0
     )
     assert np.all(np.isfinite(out)) and max(times) <= schedule.t_max and max(times) == schedule.t_max
+
+
+def test_unipc_from_a_zero_snr_start_is_the_limit_of_finite_starts():
+    """UniPC-3 (bh2) from lam = -inf is the limit of the same run from lam_0 -> -inf: the distance shrinks as
+    lam_0 falls (like 1 / |lam_0|, the rate at which the far point's weight vanishes)."""
+    schedule = make_schedule("linear", beta_start=0.0005542954331915175, beta_end=0.03125, rescale_zero_snr=True)
+    mixture = standard_mixture_2d()
+    x_T = mixture.sample_xt(8, 0.0, 1.0, np.random.default_rng(0))
+    opts = dict(order=3, variant="bh2", lower_order_final=False)
+
+    def run(t0):
+        return unipc.sample_unipc(
+            mixture.denoiser(schedule), x_T, np.array([t0, 444.0, 111.0, 0.0, -1.0]), schedule, **opts
+        )
+
+    limit = run(999.0)
+    assert np.all(np.isfinite(limit))
+    lams = [float(schedule.lam(999.0 - eps)) for eps in (1e-3, 1e-6, 1e-9)]
+    dists = [np.max(np.abs(run(999.0 - eps) - limit)) for eps in (1e-3, 1e-6, 1e-9)]
+    assert dists[0] > dists[1] > dists[2]
+    scaled = [d * abs(lam) for d, lam in zip(dists, lams, strict=True)]
+    assert max(scaled) < 1.5 * min(scaled)

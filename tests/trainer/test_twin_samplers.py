@@ -342,3 +342,21 @@ def test_churn_at_t_max_draws_nothing_in_either_twin(name):
     )
     assert ref_noise.shapes == [] and torch_noise.shapes == []
     np.testing.assert_allclose(got.numpy(), want, rtol=1e-10, atol=1e-10 * max(1.0, float(np.abs(want).max())))
+
+
+@pytest.mark.parametrize("variant", ["bh1", "bh2"])
+def test_unipc_order_3_from_a_zero_snr_start_agrees(variant):
+    """A zero-terminal-SNR grid starts at lam = -inf, so UniP-3's history holds a point with r_k = inf. Both twins
+    take the limit r_k -> inf (that point's column and the last row drop out); torch's solver returned NaN on the
+    infinite system where numpy's returned the limit."""
+    from diffspec.reference.oracles import standard_mixture_2d
+
+    ref = R.LinearBetas(T=1000, beta_start=0.0005542954331915175, beta_end=0.03125, rescale_zero_snr=True)
+    grid = np.array([999.0, 444.0, 111.0, 0.0, -1.0])
+    mixture = standard_mixture_2d()
+    x_T = mixture.sample_xt(4, ref.alpha(grid[0]), ref.sigma(grid[0]), np.random.default_rng(0))
+    opts = dict(order=3, variant=variant, use_corrector=True, lower_order_final=False)
+    want = REF_SAMPLERS["unipc"](reference_oracle(mixture, ref), x_T, grid, ref, **opts)
+    got = SAMPLERS["unipc"](torch_oracle(mixture, ref), torch.from_numpy(x_T), grid, twin(ref), **opts)
+    assert np.all(np.isfinite(want))
+    np.testing.assert_allclose(got.numpy(), want, rtol=1e-10, atol=1e-10 * max(1.0, float(np.abs(want).max())))

@@ -33,12 +33,24 @@ def _rhos(lams, lam_next, order, variant, *, corrector):
         b.append(h_phi_k * factorial / B_h)
         factorial *= i + 1
         h_phi_k = h_phi_k / hh - 1 / factorial
-    R, b = torch.tensor(R, dtype=torch.float64), torch.tensor(b, dtype=torch.float64)
     if not corrector:
-        rho = [0.5] if order == 2 else torch.linalg.solve(R[:-1, :-1], b[:-1]).tolist() if order > 2 else []
+        rho = [0.5] if order == 2 else _solve_rho(R, b, rks, order - 1) if order > 2 else []
     else:
-        rho = [0.5] if order == 1 else torch.linalg.solve(R, b).tolist()
+        rho = [0.5] if order == 1 else _solve_rho(R, b, rks, order)
     return h_phi_1, B_h, rks, rho
+
+
+def _solve_rho(R, b, rks, size):
+    """rho of the leading size x size block; a point at lam = -inf (r_k = inf) drops its column and the last row
+    (the limit r_k -> inf) and gets rho_k = 0."""
+    cols = [k for k in range(size) if math.isfinite(rks[k])]
+    rho = [0.0] * size
+    if cols:
+        block = torch.tensor([[R[i][k] for k in cols] for i in range(len(cols))], dtype=torch.float64)
+        solved = torch.linalg.solve(block, torch.tensor(b[: len(cols)], dtype=torch.float64)).tolist()
+        for k, r in zip(cols, solved, strict=True):
+            rho[k] = r
+    return rho
 
 
 def _bh_update(x, x0s, lams, lam_next, sigma_ratio, alpha_next, order, variant, x0_new=None):
