@@ -567,6 +567,8 @@ def _steps(run: Run, start_step: int, ema_updates: int) -> dict:
     loss_fn, stream, tracker, config = run.loss_fn, run.stream, run.tracker, run.config
     is_main, output_dir = run.is_main, run.output_dir
     ema_model = ema.module if ema is not None else None
+    # resolve_config fills every size in from the presets before training starts
+    assert cfg.max_train_steps is not None and cfg.train_batch_size is not None and cfg.ema_max_decay is not None
     B, accum = cfg.train_batch_size, cfg.gradient_accumulation_steps
     world = config["train"]["world_size"]
     log_path = output_dir / "log.jsonl"
@@ -577,7 +579,9 @@ def _steps(run: Run, start_step: int, ema_updates: int) -> dict:
         # disable=None: no bar when stderr is not a terminal (a log file gets no carriage returns)
         bar = tqdm(total=cfg.max_train_steps, initial=start_step, desc="train", dynamic_ncols=True, disable=None)
 
-    params = list(model.parameters())  # gathered once: walking the modules every step costs a small network ~2%
+    params: list[torch.Tensor] = list(
+        model.parameters()
+    )  # gathered once: walking the modules every step costs a small network ~2%
     loss_sum = torch.zeros((), device=device)
     loss_count, t_last, step_last = 0, time.perf_counter(), start_step
     t_start, cpu_start = time.perf_counter(), time.process_time()

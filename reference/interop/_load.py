@@ -211,10 +211,12 @@ def from_diffusers(
         # original_inference_steps = T); LCM uses the value
         cfg["original_inference_steps"] = cfg["num_train_timesteps"] if name == "TCDScheduler" else orig
     custom = {k: v for k, v in (("timesteps", timesteps), ("sigmas", sigmas), ("mu", mu)) if v is not None}
-    for key, value in custom.items():
+    for key, given_input in custom.items():
         if key not in CUSTOM_INPUTS.get(name, ()):
             accepting = sorted(c for c, keys in CUSTOM_INPUTS.items() if key in keys)
-            raise ValueError(f"{key}={value!r}: custom {key} are implemented for {', '.join(accepting)}, not {name}")
+            raise ValueError(
+                f"{key}={given_input!r}: custom {key} are implemented for {', '.join(accepting)}, not {name}"
+            )
     if custom or name in CUSTOM_INPUTS:
         plan = _PLANS[name](cfg, num_inference_steps, step_options, **custom)
     else:
