@@ -295,6 +295,22 @@ def find_latest(output_dir):
     return None
 
 
+def resume_path(resume_from_checkpoint: str | None, output_dir: Path) -> Path | None:
+    """The checkpoint --resume-from-checkpoint names: 'latest' is the newest complete one in output_dir (None when
+    there is none yet, so the same command starts or continues a run); anything else must be a checkpoint folder."""
+    if not resume_from_checkpoint:
+        return None
+    if resume_from_checkpoint == "latest":
+        path = find_latest(output_dir)
+        if path is None and any(output_dir.glob("checkpoint-*")):
+            raise ValueError(f"--resume-from-checkpoint latest: no checkpoint in {str(output_dir)!r} verifies")
+        return path
+    path = Path(resume_from_checkpoint)
+    if not path.is_dir():
+        raise ValueError(f"--resume-from-checkpoint {str(path)!r}: no such checkpoint folder")
+    return path
+
+
 # ----------------------------------------------------------------------------------------------------------
 # Save
 # ----------------------------------------------------------------------------------------------------------

@@ -826,22 +826,6 @@ def check_config(cfg):
         )
 
 
-def _resume_path(cfg, out):
-    """The checkpoint --resume-from-checkpoint names ('latest': the newest complete one in the output folder; None
-    when there is none yet, so the same command starts or continues a run)."""
-    if not cfg.resume_from_checkpoint:
-        return None
-    if cfg.resume_from_checkpoint == "latest":
-        path = ckpt.find_latest(out)
-        if path is None and any(out.glob("checkpoint-*")):
-            raise ValueError(f"--resume-from-checkpoint latest: no checkpoint in {str(out)!r} verifies")
-        return path
-    path = Path(cfg.resume_from_checkpoint)
-    if not path.is_dir():
-        raise ValueError(f"--resume-from-checkpoint {str(path)!r}: no such checkpoint folder")
-    return path
-
-
 def _labels(cfg, ds, tconfig, tfolder):
     """The labels the student trains with: the data's, for a class-conditional teacher; None otherwise."""
     k = tconfig.get("num_classes") if tconfig else None
@@ -875,7 +859,7 @@ def distill(cfg: DistillConfig) -> dict:
     check_config(cfg)
     device = torch.device(cfg.device)
     out = Path(cfg.output_dir)
-    resume = _resume_path(cfg, out)
+    resume = ckpt.resume_path(cfg.resume_from_checkpoint, out)
     teacher = tconfig = tfolder = None
     if cfg.procedure != "consistency_training":
         teacher, tconfig, tfolder = load_teacher(cfg.teacher, device)

@@ -322,20 +322,6 @@ def forward_flops(model: torch.nn.Module, shape: tuple, num_classes: int | None,
     return float(flops) or 2.0 * sum(p.numel() for p in model.parameters())
 
 
-def _resume_path(cfg: TrainConfig, output_dir: Path) -> Path | None:
-    if not cfg.resume_from_checkpoint:
-        return None
-    if cfg.resume_from_checkpoint == "latest":
-        path = ckpt.find_latest(output_dir)
-        if path is None and any(output_dir.glob("checkpoint-*")):
-            raise ValueError(f"--resume-from-checkpoint latest: no checkpoint in {str(output_dir)!r} verifies")
-        return path
-    path = Path(cfg.resume_from_checkpoint)
-    if not path.is_dir():
-        raise ValueError(f"--resume-from-checkpoint {str(path)!r}: no such checkpoint folder")
-    return path
-
-
 LR_KEYS = ("learning_rate", "lr_scheduler", "lr_warmup_steps", "max_train_steps")
 
 
@@ -394,7 +380,7 @@ def _train(cfg, device, rank, world, dist, objective_factory):
     torch.set_num_threads(cfg.threads)
     is_main = rank == 0
     output_dir = Path(cfg.output_dir)
-    resume = _resume_path(cfg, output_dir)
+    resume = ckpt.resume_path(cfg.resume_from_checkpoint, output_dir)
     if is_main:
         for name in clean_leftovers(output_dir):
             print(f"removed {name} from {str(output_dir)!r} (left by an interrupted save)", file=sys.stderr)

@@ -233,6 +233,23 @@ def _x0_eps(pred, out, x, s, flow, alpha, sigma):
     return _vp_x0_eps(pred, out, x, alpha**2)
 
 
+def _solver_output(pred, flow, of, data_pred, cfg):
+    """convert(out, x, s): the model output at grid sigma s as the DPM-Solver family's update takes it (diffusers'
+    convert_model_output): the (thresholded) x0 for data prediction, else eps, recomputed from the thresholded x0
+    when thresholding is on."""
+
+    def convert(out, x, s):
+        alpha, sigma, _ = of(s)
+        x0, eps = _x0_eps(pred, out, x, s, flow, alpha, sigma)
+        if data_pred:
+            return _threshold(x0, cfg)
+        if cfg["thresholding"]:
+            eps = (x - alpha * _threshold(x0, cfg)) / sigma
+        return eps
+
+    return convert
+
+
 def _check_flow(cfg):
     """True for use_flow_sigmas (flow sigmas, alpha = 1 - sigma, with any prediction type; flow_prediction needs
     them)."""
@@ -294,15 +311,7 @@ def _plan_dpm_multistep(cfg, n, opts, *, mu=None, timesteps=None):
             "(the noise-prediction update is 0 * inf at sigma = 0); use final_sigmas_type='sigma_min'"
         )
 
-    def convert(out, x, s):
-        alpha, sigma, _ = of(s)
-        x0, eps = _x0_eps(pred, out, x, s, flow, alpha, sigma)
-        if data_pred:
-            return _threshold(x0, cfg)
-        if cfg["thresholding"]:
-            x0 = _threshold(x0, cfg)
-            eps = (x - alpha * x0) / sigma
-        return eps
+    convert = _solver_output(pred, flow, of, data_pred, cfg)
 
     update = _dpm_multistep_update(sig, of, algo, parsed(cfg, "solver_type"))
 
@@ -391,10 +400,7 @@ def _plan_dpm_singlestep(cfg, n, opts, *, timesteps=None, mu=None):
     if pred == PredictionType.FLOW and algo == AlgorithmType.DPMSOLVER:
         raise ValueError(f"config key 'algorithm_type'={algo!r} with flow_prediction: diffusers rejects it too")
 
-    def convert(out, x, s):
-        alpha, sigma, _ = of(s)
-        x0, eps = _x0_eps(pred, out, x, s, flow, alpha, sigma)
-        return _threshold(x0, cfg) if data_pred else eps
+    convert = _solver_output(pred, flow, of, data_pred, cfg)  # thresholding with dpmsolver is refused above
 
     def update(x, ms, i, k, z):
         a_t, s_t, l_t = of(sig[i + 1])

@@ -29,15 +29,15 @@ from diffspec.reference.interop._config import (
     schedule_from_config,
     sigma_spacing,
 )
-from diffspec.reference.interop._plan import DiffusersPlan, _threshold, _vp_x0_eps
+from diffspec.reference.interop._plan import DiffusersPlan, _vp_x0_eps
 from diffspec.reference.interop.ddpm import snr_shifted_schedule
 from diffspec.reference.interop.dpm_solver import (
     _check_flow,
     _dpm_multistep_update,
     _flow_of,
     _multistep_order,
+    _solver_output,
     _vp_of,
-    _x0_eps,
 )
 from diffspec.reference.interop.edm import _edm_of, _edm_schedule, _edm_x0
 from diffspec.reference.schedules import Flow
@@ -237,14 +237,7 @@ def _plan_dpm_multistep_inverse(cfg, n, opts):
     N = len(ts)
     order_cfg = {**cfg, "final_sigmas_type": "sigma_min"}  # no final sigma of zero in this class
 
-    def convert(out, x, s):
-        alpha, sigma, _ = of(s)
-        x0, eps = _x0_eps(pred, out, x, s, flow, alpha, sigma)
-        if data_pred:
-            return _threshold(x0, cfg)
-        if cfg["thresholding"]:
-            eps = (x - alpha * _threshold(x0, cfg)) / sigma
-        return eps
+    convert = _solver_output(pred, flow, of, data_pred, cfg)
 
     update = _dpm_multistep_update(sig, of, algo, solver_type)
 

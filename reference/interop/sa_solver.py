@@ -38,8 +38,8 @@ from diffspec.reference.interop._config import (
     schedule_from_config,
     sigma_spacing,
 )
-from diffspec.reference.interop._plan import DiffusersPlan, _threshold
-from diffspec.reference.interop.dpm_solver import _check_flow, _dpm_sigmas, _flow_of, _vp_of, _x0_eps
+from diffspec.reference.interop._plan import DiffusersPlan
+from diffspec.reference.interop.dpm_solver import _check_flow, _dpm_sigmas, _flow_of, _solver_output, _vp_of
 from diffspec.reference.interop.dpm_variants import _float32_train_sigmas
 from diffspec.reference.schedules import Flow
 
@@ -155,10 +155,7 @@ def _plan_sa_solver(cfg, n, opts):
     pred, p, c, N = cfg["prediction_type"], cfg["predictor_order"], cfg["corrector_order"], len(ts)
     M, low_final = max(p, c - 1), bool(cfg["lower_order_final"])
 
-    def convert(out, x, s):
-        alpha, sigma, _ = of(s)
-        x0, eps = _x0_eps(pred, out, x, s, flow, alpha, sigma)
-        return _threshold(x0, cfg) if data_pred else eps
+    convert = _solver_output(pred, flow, of, data_pred, cfg)  # thresholding with noise_prediction is refused above
 
     step = {"form": form, "of": of}
 
