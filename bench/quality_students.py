@@ -12,12 +12,15 @@ each in its own process, and scores samples drawn with the trainer's samplers:
   only (written to WORKDIR/digits/digits_train.npz).
 
 Rows: the teacher at 20 and 50 steps (dpmpp_2m) and at 1, 2, 4 DDIM steps (what the teacher does without a
-student), consistency distillation (CD) and consistency training (CT) with the `consistency` sampler, progressive
-distillation (PD from 16 teacher steps, the first round's teacher ODE solved with 4 dpmpp_2m steps per student
-step; one student per round) with DDIM, the flow teacher and its reflow student with `flow_euler`.
-Students sample on the grid they were trained for (trailing for the DDPM schedule, uniform in t for flow, Karras
-for EDM). The table ends with the ratios the targets are stated in: CD at 2 and 1 NFE and PD at 4 NFE over the
-teacher's 20-NFE score. Training seconds come from the student's card (`train_seconds`, all rounds of PD) or the
+student), the teacher's ODE as consistency distillation discretizes it (18 Karras steps, with the trainer's
+default Heun and with DDIM: the map a CD student learns), consistency distillation (CD) and consistency training
+(CT) with the `consistency` sampler, progressive distillation (PD from 16 teacher steps, trainer defaults: the
+first round's teacher ODE solved with 4 dpmpp_2m steps per student step; one student per round) with DDIM, the
+flow teacher and its reflow student with `flow_euler`.
+Students sample on the grid their card names (trailing for the DDPM schedule, uniform in t for flow, Karras down
+to t_eps for consistency models on EDM). Each row is scored with --eval-seeds sampling seeds (default 5) and
+reports the median and the range: one seed's score moves by up to +-20% near the floor. The table ends with the
+ratios the targets are stated in: CD at 2 and 1 NFE and PD at 4 NFE over the teacher's 20-NFE score. Training seconds come from the student's card (`train_seconds`, all rounds of PD) or the
 teacher's log. Run it with `nice` and one thread on a shared machine; --quick is a smoke run (minutes). Runs already
 in --workdir are reused, not retrained.
 """
@@ -43,9 +46,9 @@ RECIPES = {  # full / quick optimizer steps
         "pd_teacher_steps": (16, 8),
         "num_pairs": (20000, 4000),
     },
-    "digits": {  # sized for about an hour and a half on a shared 2-core CPU
+    "digits": {  # sized for about an hour on one idle core
         "teacher": (1000, 300),
-        "cd": (300, 100),
+        "cd": (1000, 100),
         "ct": (600, 200),
         "pd": (100, 50),  # per round
         "reflow": (300, 100),
@@ -53,11 +56,6 @@ RECIPES = {  # full / quick optimizer steps
         "num_pairs": (1000, 500),
     },
 }
-
-
-# The first round's target: the teacher's ODE solved with 4 DPM-Solver++(2M) steps per student step, not two DDIM
-# steps on the teacher's grid (whose error every later student inherits); docs/distillation.md.
-PD_TEACHER_SAMPLER, PD_SUBSTEPS = "dpmpp_2m", 4
 
 
 def _run(args, log):
@@ -118,7 +116,7 @@ def _score(scorer, ckpt, sampler, steps, *, grid=None, n, seed):
     return scorer(np.concatenate(chunks), config)
 
 
-def run(data, *, quick, workdir, seed, log):
+def run(data, *, quick, workdir, seed, log, eval_seeds=5):
     q = 1 if quick else 0
     r = {k: v[q] for k, v in RECIPES[data].items()}
     work = Path(workdir) / data
@@ -148,7 +146,7 @@ def run(data, *, quick, workdir, seed, log):
     cd = train("cd", ["--distill", "consistency", "--teacher", str(teacher)], r["cd"])
     ct = train("ct", ["--objective", "consistency"], r["ct"])
     pd_args = ["--distill", "progressive", "--teacher", str(teacher), "--teacher-steps", str(r["pd_teacher_steps"])]
-    pd_args += ["--student-steps", "1", "--teacher-sampler", PD_TEACHER_SAMPLER, "--teacher-substeps", str(PD_SUBSTEPS)]
+    pd_args += ["--student-steps", "1"]
     pd = train("pd", pd_args, r["pd"])
     rf = train(
         "reflow", ["--distill", "reflow", "--teacher", str(flow), "--num-pairs", str(r["num_pairs"])], r["reflow"]
@@ -157,8 +155,13 @@ def run(data, *, quick, workdir, seed, log):
     n = 4000 if data == "moons" else 500
     scorer = Scorer(data, n)
 
-    def row(model, procedure, ckpt, sampler, nfe, seconds, grid=None):
-        score = _score(scorer, ckpt, sampler, nfe, grid=grid, n=n, seed=seed + 1)
+    def row(model, procedure, ckpt, sampler, nfe, seconds, grid=None, steps=None):
+        # one score per sampling seed (far apart: a chunk of 2,000 samples uses seed + i); the median is reported
+        scores = [
+            _score(scorer, ckpt, sampler, steps or nfe, grid=grid, n=n, seed=seed + 1 + 10007 * k)
+            for k in range(eval_seeds)
+        ]
+        score = float(np.median(scores))
         rows.append(
             {
                 "data": data,
@@ -167,15 +170,19 @@ def run(data, *, quick, workdir, seed, log):
                 "sampler": sampler,
                 "nfe": nfe,
                 "score": score,
+                "scores": scores,
                 "train_s": seconds,
             }
         )
-        print(f"  {data:6s} {model:14s} {sampler:12s} NFE {nfe:3d}  score {score:8.2f}", flush=True)
+        spread = f"[{min(scores):.2f}-{max(scores):.2f}]"
+        print(f"  {data:6s} {model:14s} {sampler:12s} NFE {nfe:3d}  score {score:8.2f} {spread}", flush=True)
 
     for nfe in (20, 50):
         row("teacher", "diffusion", t_ckpt, "dpmpp_2m", nfe, times["teacher"])
     for nfe in (1, 2, 4):
         row("teacher", "diffusion", t_ckpt, "ddim", nfe, times["teacher"])
+    for sampler, calls in (("heun", 35), ("ddim", 18)):  # Heun: 2 calls a step, 1 onto the clean end
+        row("teacher, CD's grid", "diffusion", t_ckpt, sampler, calls, times["teacher"], grid="karras", steps=18)
     for nfe in (1, 2, 4):
         row("cd student", "consistency distillation", _checkpoints(cd)[-1], "consistency", nfe, times["cd"])
     for nfe in (1, 2, 4):
@@ -192,15 +199,24 @@ def run(data, *, quick, workdir, seed, log):
     return rows, straight
 
 
+def _ratio(name, row, ref, target):
+    """The ratio of medians, and its range over the seeds (the row's seed k over the teacher's seed k)."""
+    each = np.asarray(row["scores"]) / np.asarray(ref["scores"])
+    spread = f"[{each.min():.2f}-{each.max():.2f}]"
+    return f"{name} / teacher@20 = {row['score'] / ref['score']:.2f} {spread} (target <= {target})"
+
+
 def table(rows, straight):
     lines = [
-        "| data | model | procedure | sampler | NFE | score (x floor) | training s |",
-        "|---|---|---|---|---:|---:|---:|",
+        "| data | model | procedure | sampler | NFE | score (x floor), median | range over sampling seeds | training s |",
+        "|---|---|---|---|---:|---:|---:|---:|",
     ]
     for r in rows:
         t = "" if not np.isfinite(r["train_s"]) else f"{r['train_s']:.0f}"
+        spread = f"{min(r['scores']):.2f}-{max(r['scores']):.2f}"
         lines.append(
-            f"| {r['data']} | {r['model']} | {r['procedure']} | {r['sampler']} | {r['nfe']} | {r['score']:.2f} | {t} |"
+            f"| {r['data']} | {r['model']} | {r['procedure']} | {r['sampler']} | {r['nfe']} | {r['score']:.2f} | "
+            f"{spread} | {t} |"
         )
     out = "\n".join(lines)
     for data, s in straight.items():
@@ -209,14 +225,12 @@ def table(rows, straight):
             f"{s['straightness_teacher']:.4f}, of its reflow student {s['straightness_student']:.4f}"
         )
     for data in sorted({r["data"] for r in rows}):
-        by = {(r["model"], r["nfe"]): r["score"] for r in rows if r["data"] == data}
+        by = {(r["model"], r["nfe"]): r for r in rows if r["data"] == data}
         ref = by[("teacher", 20)]
-        ratios = [
-            f"CD@2 / teacher@20 = {by[('cd student', 2)] / ref:.2f} (target <= 1.5)",
-            f"CD@1 / teacher@20 = {by[('cd student', 1)] / ref:.2f} (target <= 2.5)",
-        ]
+
+        ratios = [_ratio("CD@2", by[("cd student", 2)], ref, 1.5), _ratio("CD@1", by[("cd student", 1)], ref, 2.5)]
         if ("pd student", 4) in by:
-            ratios.append(f"PD@4 / teacher@20 = {by[('pd student', 4)] / ref:.2f} (target <= 1.5)")
+            ratios.append(_ratio("PD@4", by[("pd student", 4)], ref, 1.5))
         out += f"\n{data}: " + "; ".join(ratios)
     return out
 
@@ -227,7 +241,11 @@ def main(argv=None):
     p.add_argument("--data", default="moons", help="comma-separated: moons, digits")
     p.add_argument("--workdir", default="runs/bench_students", help="teachers and students are kept here")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--eval-seeds", type=int, default=5, help="sampling seeds per row; the median is reported")
     args = p.parse_args(argv)
+    if args.eval_seeds < 1:
+        print(f"quality_students: --eval-seeds {args.eval_seeds}: expected an integer >= 1", file=sys.stderr)
+        return 2
     datas = [d for d in args.data.split(",") if d]
     unknown = [d for d in datas if d not in RECIPES]
     if unknown:
@@ -238,7 +256,9 @@ def main(argv=None):
     with open(Path(args.workdir) / "train.log", "a") as log:
         for data in datas:
             print(f"[{data}] training teachers and students ({'quick' if args.quick else 'full'}) ...", flush=True)
-            r, s = run(data, quick=args.quick, workdir=args.workdir, seed=args.seed, log=log)
+            r, s = run(
+                data, quick=args.quick, workdir=args.workdir, seed=args.seed, log=log, eval_seeds=args.eval_seeds
+            )
             rows += r
             straight[data] = s
     print()

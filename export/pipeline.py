@@ -37,7 +37,7 @@ from diffspec.reference.modelcard import PREFIX, ModelCard
 from diffspec.reference.parameterizations import coefficients
 from diffspec.reference.parameterizations import parse as parse_parameterization
 from diffspec.reference.samplers import SAMPLER_ALIASES, SAMPLER_INFO
-from diffspec.runtime.sampling import check_sampler, make_sampling_grid
+from diffspec.runtime.sampling import check_sampler, make_sampling_grid, sampling_recipe
 from onnx import TensorProto, helper, numpy_helper
 
 PIPELINE_KEY = PREFIX + "pipeline"
@@ -790,8 +790,8 @@ def export_pipeline(
     network_path: str | Path,
     output_path: str | Path,
     *,
-    sampler: str,
-    steps: int,
+    sampler: str | None = None,
+    steps: int | None = None,
     grid: str | None = None,
     grid_options: dict | None = None,
     guidance: float | str | None = None,
@@ -802,6 +802,9 @@ def export_pipeline(
     **options,
 ) -> Path:
     """Write the pipeline graph for the exported network `network_path` to `output_path` (no torch needed).
+
+    sampler, steps, grid: those not named come from `diffspec.runtime.sampling.sampling_recipe` (a few-step
+    student's own; otherwise dpmpp_2m at 20 steps on the default grid).
 
     guidance: None (off), a scale (diffusers convention, 1 = off) baked into the graph, or "dynamic" (an input
     `guidance_scale`). `verify`: run the written file with onnxruntime on fresh draws against the runtime's
@@ -821,6 +824,10 @@ def export_pipeline(
     _parse_rescale(
         guidance_rescale, _parse_guidance(guidance, card)[0], "guidance_scale" in {i.name for i in network.graph.input}
     )
+    try:
+        sampler, steps, grid, grid_options = sampling_recipe(card, sampler, steps, grid, grid_options)
+    except ValueError as err:
+        raise PipelineError(str(err)) from None
     program = trace_sampler(
         card.reference_schedule(),
         card.parameterization,

@@ -52,11 +52,17 @@ def add_pipeline_arguments(p: argparse.ArgumentParser) -> None:
     )
     g.add_argument(
         "--sampler",
-        help="write a pipeline graph running this sampler (e.g. dpmpp_2m, ddim, "
-        "euler_ancestral); adaptive samplers cannot be exported",
+        help="write a pipeline graph running this sampler (e.g. dpmpp_2m, ddim, euler_ancestral; default with "
+        "--pipeline: a few-step student's own, else dpmpp_2m); adaptive samplers cannot be exported",
     )
-    g.add_argument("--steps", type=int, default=20, help="grid steps of the pipeline graph (default 20)")
-    g.add_argument("--grid", help="time grid name (default: karras for EDM, shifted for flow, else uniform)")
+    g.add_argument(
+        "--steps", type=int, default=None, help="grid steps of the pipeline graph (default 20, or a student's own)"
+    )
+    g.add_argument(
+        "--grid",
+        help="time grid name (default: a few-step student's own; shifted for flow, uniform for vp_cosine, else "
+        "exponential, as diffspec-sample)",
+    )
     g.add_argument(
         "--grid-option",
         type=_key_value,
@@ -101,8 +107,6 @@ def pipeline_main(args) -> None:
     """Write the pipeline graph; ValueError (exit 2) for bad arguments, RuntimeError/OSError (exit 1) otherwise."""
     from diffspec.export.pipeline import export_pipeline
 
-    if not args.sampler:
-        raise ValueError("--pipeline needs --sampler NAME (e.g. --sampler dpmpp_2m)")
     if args.pipeline and args.checkpoint:
         raise ValueError(f"give either a checkpoint ({args.checkpoint!r}) or --pipeline {args.pipeline!r}, not both")
     guidance = "dynamic" if args.guidance else args.guidance_scale
@@ -124,6 +128,7 @@ def pipeline_main(args) -> None:
                 f"--pipeline {args.pipeline!r}: no such file (expected an .onnx file written by diffspec-export)"
             )
         export_pipeline(network, out, **kw)
+        recipe = _recipe(network, args)
     else:
         if not args.checkpoint:
             raise ValueError("expected a checkpoint directory or --pipeline MODEL_ONNX")
@@ -153,4 +158,17 @@ def pipeline_main(args) -> None:
                 seed=args.seed,
             )
             export_pipeline(network, out, **kw)
-    print(f"wrote {out} (pipeline graph: {args.sampler}, {args.steps} steps)")
+            recipe = _recipe(network, args)
+    options = "".join(f", {k}={v}" for k, v in recipe[3].items())
+    print(f"wrote {out} (pipeline graph: {recipe[0]}, {recipe[1]} steps, grid {recipe[2]}{options})")
+
+
+def _recipe(network, args):
+    """(sampler, steps, grid) the graph was built with: the named ones, the rest from the network's card."""
+    from diffspec.export.files import load_model_safely
+    from diffspec.reference.modelcard import ModelCard
+    from diffspec.runtime.sampling import sampling_recipe
+
+    props = {p.key: p.value for p in load_model_safely(network, load_external_data=False).metadata_props}
+    card = ModelCard.from_metadata(props, source=repr(str(network)))
+    return sampling_recipe(card, args.sampler, args.steps, args.grid, dict(args.grid_option))

@@ -296,3 +296,72 @@ def straightness(denoise, z, schedule, *, steps):
     axes = tuple(range(1, x.ndim))
     s = sum(np.mean((chord - u) ** 2, axis=axes) for u in velocities) / steps
     return x, s
+
+
+# --------------------------------------------------------------------------------------------------------
+# How a student is sampled
+# --------------------------------------------------------------------------------------------------------
+
+# The sampler each procedure's student is trained for.
+STUDENT_SAMPLERS = {
+    "consistency_distillation": "consistency",
+    "consistency_training": "consistency",
+    "progressive_distillation": "ddim",
+    "reflow": "flow_euler",
+}
+
+# Steps when none are asked for: 2 for consistency models and reflow (measured in docs/distillation.md: going from
+# 1 to 2 steps improves the score by 25-60%, from 2 to 4 by at most 17%); a progressive student's own steps.
+STUDENT_STEPS = 2
+
+
+def student_grid(schedule, procedure):
+    """(name, options) of the sampling grid a student is trained for (`GRIDS[name](schedule, steps, **options)`).
+
+    - a progressive student: its `progressive_grid`;
+    - the others, from t_max to the clean end: trailing for discrete schedules (1 step = one evaluation at
+      t = T - 1, where the exponential grid's 2-step middle would sit on the clean end), uniform in t for flow and
+      cosine VP;
+    - consistency models elsewhere: Karras down to t_end = t_eps, the model's boundary sigma_min, as in Song et
+      al. (2023), Algorithm 1 (re-noise to sqrt(tau^2 - eps^2)). The plain Karras grid ends with an evaluation at
+      t_eps itself, where f(x, eps) = x, so its last step is wasted: k steps would sample like k - 1.
+    """
+    if procedure not in STUDENT_SAMPLERS:
+        raise ValueError(f"procedure={procedure!r}: expected one of {sorted(STUDENT_SAMPLERS)}")
+    if procedure == "progressive_distillation":
+        return progressive_grid_name(schedule), {}
+    if schedule.is_discrete:
+        return "trailing", {}
+    if schedule.to_dict()["name"] in ("flow", "vp_cosine"):
+        return "uniform", {}
+    return "karras", {"t_end": float(schedule.t_eps)}
+
+
+def student_sampling(student, schedule):
+    """(sampler, steps, grid, grid_options) a student's card asks for: its "sampler", "steps_for_sampling",
+    "grid_for_sampling" and "grid_options_for_sampling" entries, filled by the rules above where an older card
+    lacks them. None when `student` (a card's "student" entry) is None or names no known procedure; a ValueError
+    naming the entry when one has the wrong type."""
+    if student is None:
+        return None
+    if not isinstance(student, dict):
+        raise ValueError(f"student={student!r}: expected the card's student entry, a JSON object")
+    procedure = student.get("procedure")
+    if procedure not in STUDENT_SAMPLERS:
+        return None
+    default_steps = student.get("student_steps", STUDENT_STEPS) if procedure == "progressive_distillation" else None
+    sampler = student.get("sampler") or STUDENT_SAMPLERS[procedure]
+    steps = student.get("steps_for_sampling") or default_steps or STUDENT_STEPS
+    grid, options = student_grid(schedule, procedure)
+    if student.get("grid_for_sampling"):
+        grid, options = student["grid_for_sampling"], student.get("grid_options_for_sampling") or {}
+    for name, value, kind in (
+        ("sampler", sampler, str),
+        ("steps_for_sampling", steps, int),
+        ("grid_for_sampling", grid, str),
+        ("grid_options_for_sampling", options, dict),
+    ):
+        if isinstance(value, bool) or not isinstance(value, kind) or (kind is int and value < 1):
+            want = {int: "an integer >= 1", str: "a name", dict: "a JSON object"}[kind]
+            raise ValueError(f"the student entry's {name}={value!r}: expected {want}")
+    return sampler, steps, grid, dict(options)

@@ -20,7 +20,13 @@ from diffspec.reference import grids as ref_grids
 from diffspec.reference.samplers import SAMPLER_INFO, SAMPLERS
 from diffspec.runtime.model import DEVICES, Model, ModelFileError, ProviderError
 from diffspec.runtime.output import check_output_path, write_samples
-from diffspec.runtime.sampling import DEFAULT_STEPS, check_sample_size, default_grid, keyword_options, sample
+from diffspec.runtime.sampling import (
+    DEFAULT_STEPS,
+    check_sample_size,
+    keyword_options,
+    sample,
+    sampling_recipe,
+)
 
 RESERVED = {
     "model",
@@ -208,14 +214,18 @@ def build_parser():
         "order. Errors print one line and exit with status 2 (bad input) or 1 (runtime failure).",
     )
     p.add_argument("model", nargs="?", help="the .onnx file written by diffspec-export")
-    p.add_argument("--sampler", default="dpmpp_2m", help="sampler name (default dpmpp_2m; --list-samplers)")
+    p.add_argument(
+        "--sampler",
+        help="sampler name (--list-samplers); default dpmpp_2m, or the sampler a few-step student's card names",
+    )
     p.add_argument(
         "--steps",
         "--num-inference-steps",
         dest="steps",
         type=_int_at_least(1),
-        default=DEFAULT_STEPS,
-        help=f"grid steps (default {DEFAULT_STEPS}; --num-inference-steps is diffusers' name for it)",
+        default=None,
+        help=f"grid steps (default {DEFAULT_STEPS}, or a few-step student's own; --num-inference-steps is diffusers' "
+        "name for it)",
     )
     p.add_argument("-n", "--num-samples", dest="n", type=int, default=64, help="number of samples (default 64)")
     p.add_argument(
@@ -286,7 +296,8 @@ def build_parser():
     grid_names = ", ".join(sorted(ref_grids.GRIDS))
     gr = p.add_argument_group("time grid")
     gr.add_argument(
-        "--grid", help=f"one of {grid_names} (default: shifted for flow, uniform for vp_cosine, else exponential)"
+        "--grid",
+        help=f"one of {grid_names} (default: a few-step student's own; shifted for flow, uniform for vp_cosine, else exponential)",
     )
     sampler_opts = _option_table(SAMPLERS)
     grid_opts = _option_table(ref_grids.GRIDS)
@@ -481,16 +492,18 @@ def run(args, parser):
             "this one is unconditional"
         )
     indices = args.index if args.index is not None else range(args.n)
-    grid_name = args.grid or default_grid(model.schedule)
+    sampler, steps, grid_name, grid_options = sampling_recipe(
+        model.card, args.sampler, args.steps, args.grid, grid_options
+    )
     start = time.perf_counter()
     samples, labels = sample(
         model,
-        sampler=args.sampler,
-        steps=args.steps,
+        sampler=sampler,
+        steps=steps,
         indices=list(indices),
         seed=args.seed,
         batch_size=args.batch_size,
-        grid=args.grid,
+        grid=grid_name,
         grid_options=grid_options,
         class_label=args.class_label,
         guidance_scale=args.guidance_scale,
@@ -513,8 +526,8 @@ def run(args, parser):
         columns=_grid_columns(model, args, indices),
     )
     print(
-        f"wrote {args.out}: {len(indices)} samples of shape {model.data_shape}, {args.sampler}, {args.steps} steps, "
-        f"grid {grid_name}, in {seconds:.2f} s ({len(indices) / seconds:.1f} samples/s, {model.provider})"
+        f"wrote {args.out}: {len(indices)} samples of shape {model.data_shape}, {sampler}, {steps} steps, "
+        f"grid {grid_name}{''.join(f', {k}={v}' for k, v in grid_options.items())}, in {seconds:.2f} s ({len(indices) / seconds:.1f} samples/s, {model.provider})"
     )
     return 0
 

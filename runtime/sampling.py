@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from diffspec.reference import _checks, guidance
 from diffspec.reference import grids as ref_grids
+from diffspec.reference.distillation import student_sampling
 from diffspec.reference.samplers import SAMPLER_INFO, SAMPLERS, get_sampler
 
 if TYPE_CHECKING:
@@ -67,6 +68,24 @@ def keyword_options(fn, skip=("noise",)):
         for p in inspect.signature(fn).parameters.values()
         if p.kind is inspect.Parameter.KEYWORD_ONLY and p.name not in skip
     }
+
+
+def sampling_recipe(card, sampler=None, steps=None, grid=None, grid_options=None):
+    """(sampler, steps, grid, grid_options) with those not named filled in: a few-step student's card names the
+    sampler, steps and grid it was trained for (`reference.distillation.student_sampling`); any other model gets
+    dpmpp_2m at DEFAULT_STEPS on `default_grid`. The card's grid options apply to the card's grid only, updated by
+    the named ones."""
+    schedule = card.reference_schedule()
+    try:
+        recipe = student_sampling((card.train_config or {}).get("student"), schedule)
+    except ValueError as err:
+        raise ValueError(f"the model's metadata: {err}") from None
+    if recipe is None:
+        recipe = ("dpmpp_2m", DEFAULT_STEPS, default_grid(schedule), {})
+    options = dict(grid_options or {})
+    if grid is None:
+        grid, options = recipe[2], {**recipe[3], **options}
+    return (recipe[0] if sampler is None else sampler, recipe[1] if steps is None else steps, grid, options)
 
 
 def make_sampling_grid(schedule, steps, *, grid=None, grid_options=None):
@@ -296,8 +315,8 @@ def _indices(n, indices, data_shape):
 def sample(
     model: "Model",
     *,
-    sampler: str = "dpmpp_2m",
-    steps: int = DEFAULT_STEPS,
+    sampler: str | None = None,
+    steps: int | None = None,
     n: int | None = None,
     seed: int = 0,
     indices: Sequence[int] | np.ndarray | None = None,
@@ -321,6 +340,8 @@ def sample(
       ddpm with variance="learned_range" needs a learned-variance model: its `variance_v` is the variance half of
       the denoiser's own network call (the conditional branch's with guidance), see `LearnedVariance`.
     steps, grid, grid_options: the time grid (`diffspec.reference.grids.GRIDS`, default: `default_grid`).
+      Not named: a few-step student's card supplies sampler, steps and grid (`sampling_recipe`); otherwise
+      dpmpp_2m at DEFAULT_STEPS steps.
     n or indices: how many samples (indices 0..n-1) or exactly which; sample i uses noise seeded by (seed, i).
     batch_size: samples per network batch (guidance doubles the network batch).
     class_label, guidance_scale, guidance_rescale: conditioning (see `labels_for`, `make_denoiser`).
@@ -335,6 +356,7 @@ def sample(
     Noise: sample i draws, from np.random.default_rng([seed, i]), first x_T's eps (or SDEdit's z), then the
     draws of inpainting and of the sampler in their documented order.
     """
+    sampler, steps, grid, grid_options = sampling_recipe(model.card, sampler, steps, grid, grid_options)
     idx = _indices(n, indices, model.data_shape)
     n = len(idx)
     check_sample_size(n, model.data_shape, what="indices" if indices is not None else "n")

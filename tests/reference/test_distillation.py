@@ -293,3 +293,56 @@ def test_reflow_pairs_converge_to_the_exact_flow_map():
 def test_reflow_needs_a_flow_schedule():
     with pytest.raises(ValueError, match="flow-matching"):
         D.reflow_pairs(lambda x, t: x, np.zeros((1, 2)), _schedule("linear"), steps=4)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# How a student is sampled
+# ---------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", sorted(SCHEDULES))
+@pytest.mark.parametrize("procedure", sorted(D.STUDENT_SAMPLERS))
+def test_a_students_grid_wastes_no_step(name, procedure):
+    """Every step of a student's grid is one it was trained for: the first evaluation at t_max, log-SNR gained at
+    every step, and the last evaluation well above the boundary t_eps, where a consistency model returns its input
+    (the plain Karras grid and the exponential grid on DDPM's schedule end with an evaluation there, which makes a
+    k-step consistency sample a (k - 1)-step one)."""
+    from diffspec.reference.grids import GRIDS
+
+    if procedure == "reflow" and name != "flow":
+        return
+    schedule = _schedule(name)
+    sampler, steps, grid, options = D.student_sampling({"procedure": procedure, "student_steps": 4}, schedule)
+    assert sampler == D.STUDENT_SAMPLERS[procedure]
+    assert steps == (4 if procedure == "progressive_distillation" else D.STUDENT_STEPS)
+    sigma_eps = max(float(schedule.sigma_ve(schedule.t_eps)), 1e-3)
+    for n in (1, 2, 4):
+        times = GRIDS[grid](schedule, n, **options)
+        assert len(times) == n + 1 and times[0] == schedule.t_max
+        evaluated = times[:-1]
+        assert np.all(np.diff(schedule.lam(evaluated)) > 0.1), (grid, times)
+        if procedure.startswith("consistency"):
+            assert schedule.sigma_ve(evaluated[-1]) > 10 * sigma_eps, (grid, options, times)
+        if procedure == "progressive_distillation":
+            np.testing.assert_allclose(times, D.progressive_grid(schedule, n), rtol=1e-12, atol=1e-12)
+        elif procedure.startswith("consistency") and options:  # Algorithm 1: re-noise down to eps, not 0
+            assert times[-1] == schedule.t_eps
+
+
+def test_a_students_card_entries_win_and_bad_ones_are_named():
+    schedule = _schedule("linear")
+    card = {"procedure": "consistency_distillation", "steps_for_sampling": 4, "grid_for_sampling": "karras"}
+    assert D.student_sampling(card, schedule) == ("consistency", 4, "karras", {})
+    assert D.student_sampling(None, schedule) is None
+    assert D.student_sampling({"procedure": "something_else"}, schedule) is None
+    for entry, message in (
+        ({"steps_for_sampling": "2"}, "steps_for_sampling='2'"),
+        ({"steps_for_sampling": -1}, "steps_for_sampling=-1"),
+        ({"sampler": 3}, "sampler=3"),
+        ({"grid_for_sampling": ["trailing"]}, "grid_for_sampling"),
+        ({"grid_for_sampling": "uniform", "grid_options_for_sampling": [1]}, "grid_options_for_sampling"),
+    ):
+        with pytest.raises(ValueError, match=message):
+            D.student_sampling({"procedure": "reflow", **entry}, _schedule("flow"))
+    with pytest.raises(ValueError, match="student="):
+        D.student_sampling(["reflow"], schedule)

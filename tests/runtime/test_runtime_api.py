@@ -192,3 +192,63 @@ def test_bad_arguments(models):
     with pytest.raises(ValueError, match="device="):
         Model.load(models["points"], device="tpu")
     assert runtime_model.DEVICES == ("auto", "cuda", "cpu")
+
+
+def _as_student(src, dst, student):
+    """A copy of the ONNX file `src` whose card's train_config carries `student` (a few-step student's entry)."""
+    import json
+
+    import onnx
+    from diffspec.reference.modelcard import PREFIX
+
+    m = onnx.load(src)
+    props = {p.key: p.value for p in m.metadata_props}
+    train = {**json.loads(props.get(PREFIX + "train_config", "{}")), "student": student}
+    del m.metadata_props[:]
+    for key, value in {**props, PREFIX + "train_config": json.dumps(train)}.items():
+        m.metadata_props.add(key=key, value=value)
+    onnx.save(m, dst)
+    return str(dst)
+
+
+def test_a_students_card_chooses_its_sampler_steps_and_grid(models, tmp_path, capsys):
+    """With nothing named, a student samples as its card says (a consistency model on DDPM's schedule: 2 steps of
+    `consistency` on the trailing grid, on EDM's: Karras down to t_eps); named arguments win; other models keep
+    dpmpp_2m at 20 steps."""
+    from diffspec.runtime.cli import main
+    from diffspec.runtime.sampling import sampling_recipe
+
+    path = _as_student(models["points_uncond"], tmp_path / "cd.onnx", {"procedure": "consistency_distillation"})
+    m = Model.load(path, device="cpu")
+    assert sampling_recipe(m.card) == ("consistency", 2, "trailing", {})
+    got = sample(m, n=6, seed=2)
+    np.testing.assert_array_equal(got, sample(m, sampler="consistency", steps=2, grid="trailing", n=6, seed=2))
+    assert not np.allclose(got, sample(m, sampler="consistency", steps=1, grid="trailing", n=6, seed=2))
+    assert sampling_recipe(m.card, "lcm", 4) == ("lcm", 4, "trailing", {})
+    assert sampling_recipe(m.card, grid="karras", grid_options={"rho": 3.0})[2:] == ("karras", {"rho": 3.0})
+
+    edm = _as_student(models["points_eps_edm"], tmp_path / "ct.onnx", {"procedure": "consistency_training"})
+    m_edm = Model.load(edm, device="cpu")
+    t_eps = float(m_edm.schedule.t_eps)
+    assert sampling_recipe(m_edm.card) == ("consistency", 2, "karras", {"t_end": t_eps})
+    assert sampling_recipe(m_edm.card, grid_options={"rho": 5.0})[3] == {"t_end": t_eps, "rho": 5.0}
+    assert sampling_recipe(Model.load(models["points_uncond"], device="cpu").card) == (
+        "dpmpp_2m",
+        20,
+        "exponential",
+        {},
+    )
+
+    out = tmp_path / "s.npy"
+    assert main([edm, "-n", "4", "--out", str(out), "--no-progress"]) == 0
+    line = capsys.readouterr().out
+    assert f"consistency, 2 steps, grid karras, t_end={t_eps}" in line, line
+    np.testing.assert_allclose(
+        np.load(out), sample(m_edm, n=4, seed=0), rtol=0, atol=1e-6 * max(1.0, float(np.abs(np.load(out)).max()))
+    )
+
+    bad = _as_student(
+        models["points_uncond"], tmp_path / "bad.onnx", {"procedure": "reflow", "steps_for_sampling": 0.5}
+    )
+    with pytest.raises(ValueError, match=r"metadata: the student entry's steps_for_sampling=0.5: expected an integer"):
+        sample(Model.load(bad, device="cpu"), n=2)

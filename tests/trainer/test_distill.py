@@ -353,32 +353,23 @@ def test_export_and_sample_round_trip(cd_student, tmp_path):
     assert done.returncode == 0, done.stderr
     info = subprocess.run([*run, "diffspec.runtime", str(onnx_path), "--info"], capture_output=True, text=True)
     assert info.returncode == 0 and "consistency_distillation" in info.stdout + info.stderr, info.stdout
+    # nothing named: the card's sampler, steps and grid (consistency, 2, trailing)
     got = subprocess.run(
-        [
-            *run,
-            "diffspec.runtime",
-            str(onnx_path),
-            "--sampler",
-            "consistency",
-            "--steps",
-            "2",
-            "--grid",
-            "trailing",
-            "-n",
-            "2000",
-            "--seed",
-            "3",
-            "--out",
-            str(npy),
-            "--no-progress",
-        ],
+        [*run, "diffspec.runtime", str(onnx_path), "-n", "2000", "--seed", "3", "--out", str(npy), "--no-progress"],
         capture_output=True,
         text=True,
     )
     assert got.returncode == 0, got.stderr
+    assert "consistency, 2 steps, grid trailing" in got.stdout, got.stdout
     runtime_score = _score_raw(np.load(npy).astype(np.float64))
     trainer_score = _score(_sample(model, config, "consistency", 2), config)
     assert runtime_score < 1.5 * trainer_score + 0.02, (runtime_score, trainer_score)
+    # the pipeline graph too: the whole 2-step sampler in the file, checked against the runtime on write
+    pipe = tmp_path / "pipeline.onnx"
+    done = subprocess.run(
+        [*run, "diffspec.export", "--pipeline", str(onnx_path), "-o", str(pipe)], capture_output=True, text=True
+    )
+    assert done.returncode == 0 and "consistency, 2 steps, grid trailing" in done.stdout, done.stdout + done.stderr
 
 
 def test_bad_input_is_one_line_naming_what_is_needed(teachers, tmp_path, capsys):
