@@ -83,6 +83,8 @@ def stage_floor(name, ref, grid, x_T, scale):
     (sum |b_j| - 1 = 136/24 for AB4 when every rho is 1); G is their product over the grid. In x at the end:
     alpha[-1] G Y (16 SCHEDULE_RTOL + 8 eps (1 + max A)) per stage step. (Churn only raises s to s_hat <= 1.42 s.)
     """
+    if name in EPS_FORM:
+        return eps_form_floor(ref, grid, x_T, scale)
     if name not in ("plms", "pndm", "heun", "dpm2"):
         return 0.0
     alpha = ref.alpha(grid)
@@ -108,6 +110,27 @@ def stage_floor(name, ref, grid, x_T, scale):
     Y = float(np.max(np.abs(x_T))) / alpha[0] + scale
     eps = float(np.finfo(np.float64).eps)
     return alpha[-1] * G * Y * stage_steps * (16 * SCHEDULE_RTOL + 8 * eps * (1 + A))
+
+
+# Singlestep DPM-Solver in its noise-prediction form (Lu et al. 2022, Algorithms 1-2).
+EPS_FORM = ("dpm_solver_1", "dpm_solver_2", "dpm_solver_3", "dpm_solver_fast")
+
+
+def eps_form_floor(ref, grid, x_T, scale):
+    """A derived bound on how far the twins of DPM-Solver's noise-prediction form drift apart through their schedules.
+
+    Each update, x_t = (alpha_t / alpha_s) x_s - sigma_t (e^h - 1) eps_hat - ..., and each intermediate stage u_i =
+    (alpha_i / alpha_s) x_s - ..., multiplies x_s by a ratio of the twins' alphas, which differ by r <= 2 SCHEDULE_RTOL
+    relative (stage times come from t_of_lam, equally close). That moves the result by r alpha_t |x_s / alpha_s| <=
+    r alpha_t Y, Y = |x_T| / alpha[0] + scale as in `stage_floor`: an error of r Y in y = x / alpha, which later
+    steps carry to the end without amplification (a step's Jacobian in y lies between s_t / s_s and 1 for Gaussian
+    data, as for DDIM). One such ratio per model call: alpha[-1] Y 2 SCHEDULE_RTOL (len(grid) - 1) x 3 (the stages
+    of an order-3 step). Y dwarfs the sample when alpha[0] << 1: a 3-interval grid of SigmoidBetas(beta_end=0.05)
+    from alpha = 7.8e-6 gives Y = 1.3e5 and twins 1.7e-7 apart at |x| = 7.4.
+    """
+    alpha = ref.alpha(grid)
+    Y = float(np.max(np.abs(x_T))) / alpha[0] + scale
+    return float(alpha[-1] * Y * 2 * SCHEDULE_RTOL * (len(grid) - 1) * 3)
 
 
 GRIDS_WITH_T_START = ("uniform", "karras", "exponential", "uniform_lam", "time_quadratic", "shifted")
