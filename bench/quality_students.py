@@ -17,7 +17,8 @@ default Heun and with DDIM: the map a CD student learns), consistency distillati
 (CT) with the `consistency` sampler, progressive distillation (PD from 16 teacher steps, trainer defaults: the
 first round's teacher ODE solved with 4 dpmpp_2m steps per student step; one student per round) with DDIM, the
 flow teacher and its reflow student with `flow_euler`.
-Students sample on the grid their card names (trailing for the DDPM schedule, uniform in t for flow, Karras down
+The teacher's 20- and 50-step rows use the runtime's default grid; its DDIM rows and the flow teacher's rows the
+students' grids (trailing, uniform in t). Students sample on the grid their card names (trailing for the DDPM schedule, uniform in t for flow, Karras down
 to t_eps for consistency models on EDM). Each row is scored with --eval-seeds sampling seeds (default 5) and
 reports the median and the range: one seed's score moves by up to +-20% near the floor. The table ends with the
 ratios the targets are stated in: CD at 2 and 1 NFE and PD at 4 NFE over the teacher's 20-NFE score. Training seconds come from the student's card (`train_seconds`, all rounds of PD) or the
@@ -48,7 +49,7 @@ RECIPES = {  # full / quick optimizer steps
     },
     "digits": {  # sized for about an hour on one idle core
         "teacher": (1000, 300),
-        "cd": (1000, 100),
+        "cd": (2000, 100),
         "ct": (600, 200),
         "pd": (100, 50),  # per round
         "reflow": (300, 100),
@@ -179,8 +180,8 @@ def run(data, *, quick, workdir, seed, log, eval_seeds=5):
 
     for nfe in (20, 50):
         row("teacher", "diffusion", t_ckpt, "dpmpp_2m", nfe, times["teacher"])
-    for nfe in (1, 2, 4):
-        row("teacher", "diffusion", t_ckpt, "ddim", nfe, times["teacher"])
+    for nfe in (1, 2, 4):  # on the students' grid
+        row("teacher", "diffusion", t_ckpt, "ddim", nfe, times["teacher"], grid="trailing")
     for sampler, calls in (("heun", 35), ("ddim", 18)):  # Heun: 2 calls a step, 1 onto the clean end
         row("teacher, CD's grid", "diffusion", t_ckpt, sampler, calls, times["teacher"], grid="karras", steps=18)
     for nfe in (1, 2, 4):
@@ -192,7 +193,7 @@ def run(data, *, quick, workdir, seed, log, eval_seeds=5):
         if steps <= 4:
             row("pd student", "progressive distillation", ckpt, "ddim", steps, times["pd"])
     for nfe in (1, 2, 4, 20):
-        row("flow teacher", "flow matching", f_ckpt, "flow_euler", nfe, times["teacher_flow"])
+        row("flow teacher", "flow matching", f_ckpt, "flow_euler", nfe, times["teacher_flow"], grid="uniform")
     for nfe in (1, 2, 4):
         row("reflow student", "reflow", _checkpoints(rf)[-1], "flow_euler", nfe, times["reflow"])
     straight = json.loads((_checkpoints(rf)[-1] / "config.json").read_text())["student"]

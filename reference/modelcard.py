@@ -115,7 +115,7 @@ class DataInfo:
         return (x_model - self.shift) / self.scale
 
 
-DIFFSPEC_VERSION = "0.3.0"  # the one place the version is written (pyproject.toml reads it)
+DIFFSPEC_VERSION = "0.4.0"  # the one place the version is written (pyproject.toml reads it)
 
 
 @dataclass(frozen=True)

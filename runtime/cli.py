@@ -432,9 +432,20 @@ def load_image(path, model, *, what, as_mask=False):
 
 
 def _info(model):
-    """The model card, the graph's inputs and the provider, as indented JSON."""
+    """The model card, the graph's inputs, the provider and what sampling uses when nothing is named, as JSON."""
     inputs = {i.name: f"{i.type}{list(i.shape)}" for i in model.session.get_inputs()}
-    record = {"path": model.path, "provider": model.provider, "inputs": inputs, "card": asdict(model.card)}
+    try:  # a bad student entry is reported here, not raised: --info is how one looks at a file
+        names = ("sampler", "steps", "grid", "grid_options")
+        default_sampling: dict | str = dict(zip(names, sampling_recipe(model.card), strict=True))
+    except ValueError as err:
+        default_sampling = str(err)
+    record = {
+        "path": model.path,
+        "provider": model.provider,
+        "inputs": inputs,
+        "card": asdict(model.card),
+        "default_sampling": default_sampling,
+    }
     return json.dumps(record, indent=2, default=list)
 
 

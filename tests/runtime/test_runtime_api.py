@@ -252,3 +252,16 @@ def test_a_students_card_chooses_its_sampler_steps_and_grid(models, tmp_path, ca
     )
     with pytest.raises(ValueError, match=r"metadata: the student entry's steps_for_sampling=0.5: expected an integer"):
         sample(Model.load(bad, device="cpu"), n=2)
+
+
+def test_info_shows_the_default_sampling_and_a_bad_student_entry(models, tmp_path, capsys):
+    import json
+
+    from diffspec.runtime.cli import main
+
+    assert main([models["points_uncond"], "--info"]) == 0
+    plain = json.loads(capsys.readouterr().out)["default_sampling"]
+    assert plain == {"sampler": "dpmpp_2m", "steps": 20, "grid": "exponential", "grid_options": {}}
+    bad = _as_student(models["points_uncond"], tmp_path / "bad.onnx", {"procedure": "reflow", "sampler": 7})
+    assert main([bad, "--info"]) == 0
+    assert "student entry's sampler=7" in json.loads(capsys.readouterr().out)["default_sampling"]

@@ -1,6 +1,8 @@
 """Few-step students: the trainer's distillation math against the reference (float64, rounding level), and short
 CPU runs of every procedure on moons whose student beats the same network untrained at the same number of steps."""
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -353,6 +355,8 @@ def test_export_and_sample_round_trip(cd_student, tmp_path):
     assert done.returncode == 0, done.stderr
     info = subprocess.run([*run, "diffspec.runtime", str(onnx_path), "--info"], capture_output=True, text=True)
     assert info.returncode == 0 and "consistency_distillation" in info.stdout + info.stderr, info.stdout
+    recipe = json.loads(info.stdout)["default_sampling"]
+    assert recipe == {"sampler": "consistency", "steps": 2, "grid": "trailing", "grid_options": {}}, recipe
     # nothing named: the card's sampler, steps and grid (consistency, 2, trailing)
     got = subprocess.run(
         [*run, "diffspec.runtime", str(onnx_path), "-n", "2000", "--seed", "3", "--out", str(npy), "--no-progress"],
