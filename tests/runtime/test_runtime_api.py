@@ -239,6 +239,21 @@ def test_a_students_card_chooses_its_sampler_steps_and_grid(models, tmp_path, ca
         {},
     )
 
+    # the pipeline graph of a student, built with nothing named, runs the same recipe (verified on write)
+    import json
+
+    from diffspec.export.pipeline import PIPELINE_KEY, export_pipeline
+
+    pipe = export_pipeline(edm, tmp_path / "pipe.onnx")
+    meta = ort.InferenceSession(str(pipe), providers=["CPUExecutionProvider"]).get_modelmeta()
+    meta = json.loads(meta.custom_metadata_map[PIPELINE_KEY])
+    assert (meta["sampler"], meta["steps"], meta["grid"], meta["grid_options"]) == (
+        "consistency",
+        2,
+        "karras",
+        {"t_end": t_eps},
+    )
+
     out = tmp_path / "s.npy"
     assert main([edm, "-n", "4", "--out", str(out), "--no-progress"]) == 0
     line = capsys.readouterr().out
