@@ -313,6 +313,8 @@ STUDENT_SAMPLERS = {
 # Steps when none are asked for: 2 for consistency models and reflow (measured in docs/distillation.md: going from
 # 1 to 2 steps improves the score by 25-60%, from 2 to 4 by at most 17%); a progressive student's own steps.
 STUDENT_STEPS = 2
+# The most steps a card may ask for (a file's metadata is not trusted to set the amount of work).
+MAX_STEPS = 10_000
 
 
 def student_grid(schedule, procedure):
@@ -361,7 +363,7 @@ def student_sampling(student, schedule):
         ("grid_for_sampling", grid, str),
         ("grid_options_for_sampling", options, dict),
     ):
-        if isinstance(value, bool) or not isinstance(value, kind) or (kind is int and value < 1):
-            want = {int: "an integer >= 1", str: "a name", dict: "a JSON object"}[kind]
+        if isinstance(value, bool) or not isinstance(value, kind) or (kind is int and not 1 <= value <= MAX_STEPS):
+            want = {int: f"an integer in 1..{MAX_STEPS}", str: "a name", dict: "a JSON object"}[kind]
             raise ValueError(f"the student entry's {name}={value!r}: expected {want}")
     return sampler, steps, grid, dict(options)

@@ -338,6 +338,7 @@ def test_a_students_card_entries_win_and_bad_ones_are_named():
     for entry, message in (
         ({"steps_for_sampling": "2"}, "steps_for_sampling='2'"),
         ({"steps_for_sampling": -1}, "steps_for_sampling=-1"),
+        ({"steps_for_sampling": 10**9}, r"steps_for_sampling=1000000000: expected an integer in 1\.\.10000"),
         ({"sampler": 3}, "sampler=3"),
         ({"grid_for_sampling": ["trailing"]}, "grid_for_sampling"),
         ({"grid_for_sampling": "uniform", "grid_options_for_sampling": [1]}, "grid_options_for_sampling"),
