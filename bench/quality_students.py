@@ -12,18 +12,19 @@ each in its own process, and scores samples drawn with the trainer's samplers:
   only (written to WORKDIR/digits/digits_train.npz).
 
 Rows: the teacher at 20 and 50 steps (dpmpp_2m) and at 1, 2, 4 DDIM steps (what the teacher does without a
-student), the teacher's ODE as consistency distillation discretizes it (18 Karras steps, with the trainer's
+student), the teacher's ODE as consistency distillation discretizes it (20 Karras steps, with the trainer's
 default Heun and with DDIM: the map a CD student learns), consistency distillation (CD) and consistency training
 (CT) with the `consistency` sampler, progressive distillation (PD from 16 teacher steps, trainer defaults: the
 first round's teacher ODE solved with 4 dpmpp_2m steps per student step; one student per round) with DDIM, the
 flow teacher and its reflow student with `flow_euler`.
 The teacher's 20- and 50-step rows use the runtime's default grid; its DDIM rows and the flow teacher's rows the
-students' grids (trailing, uniform in t). Students sample on the grid their card names (trailing for the DDPM schedule, uniform in t for flow, Karras down
-to t_eps for consistency models on EDM). Each row is scored with --eval-seeds sampling seeds (default 5) and
-reports the median and the range: one seed's score moves by up to +-20% near the floor. The table ends with the
-ratios the targets are stated in: CD at 2 and 1 NFE and PD at 4 NFE over the teacher's 20-NFE score. Training seconds come from the student's card (`train_seconds`, all rounds of PD) or the
-teacher's log. Run it with `nice` and one thread on a shared machine; --quick is a smoke run (minutes). Runs already
-in --workdir are reused, not retrained.
+students' grids (trailing, uniform in t). Students sample on the grid their card names (consistency models: their
+discretization's grid down to their boundary; PD: its training grid; reflow: uniform in t). Each row is scored
+with --eval-seeds sampling seeds (default 5) and reports the median and the range: one seed's score moves by up
+to +-20% near the floor. The table ends with the ratios the targets are stated in: CD at 2 and 1 NFE and PD at 4
+NFE over the teacher's 20-NFE score. Training seconds come from the student's card (`train_seconds`, all rounds
+of PD) or the teacher's log. Run it with `nice` and one thread on a shared machine; --quick is a smoke run
+(minutes). Runs already in --workdir are reused, not retrained.
 """
 
 import argparse
@@ -182,8 +183,10 @@ def run(data, *, quick, workdir, seed, log, eval_seeds=5):
         row("teacher", "diffusion", t_ckpt, "dpmpp_2m", nfe, times["teacher"])
     for nfe in (1, 2, 4):  # on the students' grid
         row("teacher", "diffusion", t_ckpt, "ddim", nfe, times["teacher"], grid="trailing")
-    for sampler, calls in (("heun", 35), ("ddim", 18)):  # Heun: 2 calls a step, 1 onto the clean end
-        row("teacher, CD's grid", "diffusion", t_ckpt, sampler, calls, times["teacher"], grid="karras", steps=18)
+    from diffspec.trainer.distill_loop import CD_STEPS
+
+    for sampler, calls in (("heun", 2 * CD_STEPS - 1), ("ddim", CD_STEPS)):  # Heun: 2 calls a step, 1 onto 0
+        row("teacher, CD's grid", "diffusion", t_ckpt, sampler, calls, times["teacher"], grid="karras", steps=CD_STEPS)
     for nfe in (1, 2, 4):
         row("cd student", "consistency distillation", _checkpoints(cd)[-1], "consistency", nfe, times["cd"])
     for nfe in (1, 2, 4):

@@ -317,26 +317,35 @@ STUDENT_STEPS = 2
 MAX_STEPS = 10_000
 
 
-def student_grid(schedule, procedure):
-    """(name, options) of the sampling grid a student is trained for (`GRIDS[name](schedule, steps, **options)`).
+def student_grid(schedule, procedure, student=None):
+    """(name, options) of the sampling grid a student is trained for (`GRIDS[name](schedule, steps, **options)`);
+    `student` is the card's student entry (its "grid" and "sigma_min" place a consistency model's grid).
 
     - a progressive student: its `progressive_grid`;
-    - the others, from t_max to the clean end: trailing for discrete schedules (1 step = one evaluation at
-      t = T - 1, where the exponential grid's 2-step middle would sit on the clean end), uniform in t for flow and
-      cosine VP;
-    - consistency models elsewhere: Karras down to t_end = t_eps, the model's boundary sigma_min, as in Song et
-      al. (2023), Algorithm 1 (re-noise to sqrt(tau^2 - eps^2)). The plain Karras grid ends with an evaluation at
-      t_eps itself, where f(x, eps) = x, so its last step is wasted: k steps would sample like k - 1.
+    - reflow: uniform in t;
+    - a consistency model: its discretization's grid (Karras in sigma_ve; uniform in t for flow and cosine VP) down
+      to t_end = its boundary time, where sigma_ve = sigma_min, as in Song et al. (2023), Algorithm 1 (re-noise to
+      sqrt(tau^2 - eps^2)). Its k-step times are then times it was trained at whenever k divides the
+      discretization's N (`distillation_times` spaces N + 1 times the same way between the same ends), and no
+      evaluation is wasted on the boundary, where f(x, eps) = x (the plain Karras grid ends its noisy times there,
+      which makes a k-step sample a (k - 1)-step one).
     """
     if procedure not in STUDENT_SAMPLERS:
         raise ValueError(f"procedure={procedure!r}: expected one of {sorted(STUDENT_SAMPLERS)}")
     if procedure == "progressive_distillation":
         return progressive_grid_name(schedule), {}
-    if schedule.is_discrete:
-        return "trailing", {}
-    if schedule.to_dict()["name"] in ("flow", "vp_cosine"):
+    flat = schedule.to_dict()["name"] in ("flow", "vp_cosine")
+    if procedure == "reflow":
         return "uniform", {}
-    return "karras", {"t_end": float(schedule.t_eps)}
+    student = student or {}
+    grid = student.get("grid") or ("uniform" if flat else "karras")
+    sigma_min = student.get("sigma_min")
+    if isinstance(sigma_min, (int, float)) and not isinstance(sigma_min, bool) and math.isfinite(sigma_min):
+        t_end = float(schedule.t_of_sigma_ve(float(sigma_min)))
+    else:  # an older card: the schedule's own boundary
+        t_end = float(schedule.t_eps)
+    t_end = min(max(t_end, float(schedule.t_min)), float(schedule.t_max))
+    return str(grid), {"t_end": t_end}
 
 
 def student_sampling(student, schedule):
@@ -354,7 +363,7 @@ def student_sampling(student, schedule):
     default_steps = student.get("student_steps", STUDENT_STEPS) if procedure == "progressive_distillation" else None
     sampler = student.get("sampler") or STUDENT_SAMPLERS[procedure]
     steps = student.get("steps_for_sampling") or default_steps or STUDENT_STEPS
-    grid, options = student_grid(schedule, procedure)
+    grid, options = student_grid(schedule, procedure, student)
     if student.get("grid_for_sampling"):
         grid, options = student["grid_for_sampling"], student.get("grid_options_for_sampling") or {}
     for name, value, kind in (

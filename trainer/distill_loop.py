@@ -55,11 +55,15 @@ VERSION = DIFFSPEC_VERSION
 PROCEDURES = ("consistency", "consistency_training", "progressive", "reflow")
 # The teacher's ODE solver of each procedure, chosen by measurement (docs/distillation.md): a student learns the
 # map of the teacher's *discretized* ODE, so it inherits that solver's error. On digits the teacher with DDIM on CD's
-# 18-step grid scores 3.0 (x floor) and with Heun 1.8 (its 20-step dpmpp_2m: 1.8); PD's first round solved with
+# 18-step grid scores 2.5 (x floor) and with Heun 1.4 (its 20-step dpmpp_2m: 1.5); PD's first round solved with
 # 4 dpmpp_2m steps per student step instead of the paper's 2 DDIM steps: moons 0.60x vs 1.81x the teacher's 20-NFE
 # score at 4 NFE, digits 2.28 vs 2.76.
 TEACHER_SAMPLER = {"consistency": "heun", "progressive": "dpmpp_2m", "reflow": "flow_euler"}
 PD_TEACHER_SUBSTEPS = 4
+# CD's N: a student is accurate at the N + 1 times it is trained at, and its k-step grid (`student_sampling`) lands
+# on them when k divides N. 20 puts 1, 2, 4 and 5 steps there (Song et al. used 18 on CIFAR-10; on moons a student
+# of N = 18 scored 3.1 at 4 steps, between its times, and one of N = 20 1.4).
+CD_STEPS = 20
 
 
 @dataclass
@@ -69,7 +73,7 @@ class DistillConfig:
     output_dir: str = "runs/student"
     teacher: str | None = None  # checkpoint folder or run folder (its latest complete checkpoint)
     teacher_sampler: str | None = None  # TEACHER_SAMPLER[procedure]
-    teacher_steps: int | None = None  # CD: N of the discretization (18); PD: the teacher's steps (64); reflow: 32
+    teacher_steps: int | None = None  # CD: N of the discretization (CD_STEPS); PD: the teacher's steps (64); reflow: 32
     teacher_substeps: int = PD_TEACHER_SUBSTEPS  # PD, first round: the teacher's solve per student step
     teacher_guidance_scale: float = 1.0  # class-conditional teachers: CFG in the teacher's ODE (1 = off)
     student_steps: int = 4  # PD: the last round's steps
@@ -406,7 +410,7 @@ def _run_cd(run, teacher, x_data, y_data):
     cfg, gen, tconfig = run.cfg, run.gen, run.tconfig
     schedule = schedule_from_dict(tconfig["schedule"])
     sampler = cfg.teacher_sampler or TEACHER_SAMPLER["consistency"]
-    N = cfg.teacher_steps or 18
+    N = cfg.teacher_steps or CD_STEPS
     grid = cfg.cd_grid or (
         "uniform"
         if not math.isfinite(float(schedule.sigma_ve(torch.tensor(float(schedule.t_max), dtype=torch.float64))))
@@ -978,7 +982,7 @@ def add_distill_arguments(parser) -> None:
         "teacher_steps",
         type=int,
         default=None,
-        help="consistency: N of the discretization (18); progressive: the "
+        help=f"consistency: N of the discretization ({CD_STEPS}); progressive: the "
         "teacher's sampling steps (64); reflow: ODE steps of the pairs (32)",
     )
     add("student_steps", type=int, default=4, help="progressive: the last student's steps (teacher_steps / 2^k)")

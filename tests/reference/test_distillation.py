@@ -328,8 +328,27 @@ def test_a_students_grid_wastes_no_step(name, procedure):
             assert schedule.sigma_ve(evaluated[-1]) > 10 * sigma_eps, (grid, options, times)
         if procedure == "progressive_distillation":
             np.testing.assert_allclose(times, D.progressive_grid(schedule, n), rtol=1e-12, atol=1e-12)
-        elif procedure.startswith("consistency") and options:  # Algorithm 1: re-noise down to eps, not 0
+        elif procedure.startswith("consistency"):  # Algorithm 1: re-noise down to eps, not 0
             assert times[-1] == schedule.t_eps
+
+
+@pytest.mark.parametrize("name", sorted(SCHEDULES))
+@pytest.mark.parametrize("N", [18, 20, 24])
+def test_a_consistency_students_steps_are_times_it_was_trained_at(name, N):
+    """With its card's grid and boundary, a CD student's k-step grid evaluates only at times of its discretization
+    (`distillation_times`) whenever k divides N, and re-noises down to its boundary: a student is asked only what it
+    was taught (between those times a network's answer can drift; docs/distillation.md)."""
+    from diffspec.reference.grids import GRIDS
+
+    schedule = _schedule(name)
+    grid = "uniform" if name in ("flow", "vp_cosine") else "karras"
+    trained = D.distillation_times(schedule, N, grid=grid)
+    card = {"procedure": "consistency_distillation", "grid": grid, "sigma_min": float(schedule.sigma_ve(trained[-1]))}
+    sampler, steps, grid_name, options = D.student_sampling(card, schedule)
+    for k in [k for k in range(1, N + 1) if N % k == 0]:
+        times = GRIDS[grid_name](schedule, k, **options)
+        np.testing.assert_allclose(times[:-1], trained[:: N // k][:-1] if k > 1 else trained[:1], rtol=1e-9, atol=1e-12)
+        np.testing.assert_allclose(times[-1], trained[-1], rtol=1e-9, atol=1e-12)
 
 
 def test_a_students_card_entries_win_and_bad_ones_are_named():

@@ -213,23 +213,25 @@ def _as_student(src, dst, student):
 
 def test_a_students_card_chooses_its_sampler_steps_and_grid(models, tmp_path, capsys):
     """With nothing named, a student samples as its card says (a consistency model on DDPM's schedule: 2 steps of
-    `consistency` on the trailing grid, on EDM's: Karras down to t_eps); named arguments win; other models keep
+    `consistency` on Karras down to its boundary, t_eps when the card does not say); named arguments win; other models keep
     dpmpp_2m at 20 steps."""
     from diffspec.runtime.cli import main
     from diffspec.runtime.sampling import sampling_recipe
 
     path = _as_student(models["points_uncond"], tmp_path / "cd.onnx", {"procedure": "consistency_distillation"})
     m = Model.load(path, device="cpu")
-    assert sampling_recipe(m.card) == ("consistency", 2, "trailing", {})
+    t_eps = float(m.schedule.t_eps)
+    assert sampling_recipe(m.card) == ("consistency", 2, "karras", {"t_end": t_eps})
     got = sample(m, n=6, seed=2)
-    np.testing.assert_array_equal(got, sample(m, sampler="consistency", steps=2, grid="trailing", n=6, seed=2))
-    assert not np.allclose(got, sample(m, sampler="consistency", steps=1, grid="trailing", n=6, seed=2))
-    assert sampling_recipe(m.card, "lcm", 4) == ("lcm", 4, "trailing", {})
+    named = dict(grid="karras", grid_options={"t_end": t_eps}, n=6, seed=2)
+    np.testing.assert_array_equal(got, sample(m, sampler="consistency", steps=2, **named))
+    assert not np.allclose(got, sample(m, sampler="consistency", steps=1, **named))
+    assert sampling_recipe(m.card, "lcm", 4) == ("lcm", 4, "karras", {"t_end": t_eps})
     assert sampling_recipe(m.card, grid="karras", grid_options={"rho": 3.0})[2:] == ("karras", {"rho": 3.0})
 
     edm = _as_student(models["points_eps_edm"], tmp_path / "ct.onnx", {"procedure": "consistency_training"})
     m_edm = Model.load(edm, device="cpu")
-    t_eps = float(m_edm.schedule.t_eps)
+    t_eps = float(m_edm.schedule.t_eps)  # EDM's
     assert sampling_recipe(m_edm.card) == ("consistency", 2, "karras", {"t_end": t_eps})
     assert sampling_recipe(m_edm.card, grid_options={"rho": 5.0})[3] == {"t_end": t_eps, "rho": 5.0}
     assert sampling_recipe(Model.load(models["points_uncond"], device="cpu").card) == (

@@ -356,15 +356,17 @@ def test_export_and_sample_round_trip(cd_student, tmp_path):
     info = subprocess.run([*run, "diffspec.runtime", str(onnx_path), "--info"], capture_output=True, text=True)
     assert info.returncode == 0 and "consistency_distillation" in info.stdout + info.stderr, info.stdout
     recipe = json.loads(info.stdout)["default_sampling"]
-    assert recipe == {"sampler": "consistency", "steps": 2, "grid": "trailing", "grid_options": {}}, recipe
-    # nothing named: the card's sampler, steps and grid (consistency, 2, trailing)
+    t_end = recipe["grid_options"].pop("t_end")  # the student's boundary: sigma_ve(t_end) = its sigma_min
+    assert recipe == {"sampler": "consistency", "steps": 2, "grid": "karras", "grid_options": {}}, recipe
+    assert abs(t_end) < 1e-9 and config["student"]["grid_for_sampling"] == "karras"
+    # nothing named: the card's sampler, steps and grid (consistency, 2, Karras down to the boundary)
     got = subprocess.run(
         [*run, "diffspec.runtime", str(onnx_path), "-n", "2000", "--seed", "3", "--out", str(npy), "--no-progress"],
         capture_output=True,
         text=True,
     )
     assert got.returncode == 0, got.stderr
-    assert "consistency, 2 steps, grid trailing" in got.stdout, got.stdout
+    assert "consistency, 2 steps, grid karras, t_end=" in got.stdout, got.stdout
     runtime_score = _score_raw(np.load(npy).astype(np.float64))
     trainer_score = _score(_sample(model, config, "consistency", 2), config)
     assert runtime_score < 1.5 * trainer_score + 0.02, (runtime_score, trainer_score)
@@ -373,7 +375,7 @@ def test_export_and_sample_round_trip(cd_student, tmp_path):
     done = subprocess.run(
         [*run, "diffspec.export", "--pipeline", str(onnx_path), "-o", str(pipe)], capture_output=True, text=True
     )
-    assert done.returncode == 0 and "consistency, 2 steps, grid trailing" in done.stdout, done.stdout + done.stderr
+    assert done.returncode == 0 and "consistency, 2 steps, grid karras" in done.stdout, done.stdout + done.stderr
 
 
 def test_bad_input_is_one_line_naming_what_is_needed(teachers, tmp_path, capsys):
@@ -565,8 +567,7 @@ def test_a_class_conditional_teacher_distils_into_a_class_conditional_student(la
     run = [sys.executable, "-m"]
     done = subprocess.run([*run, "diffspec.export", str(find_latest(out)), "-o", str(onnx_path)], capture_output=True)
     assert done.returncode == 0, done.stderr
-    sample = [*run, "diffspec.runtime", str(onnx_path), "--sampler", "consistency", "--steps", "2"]
-    sample += ["--grid", "trailing", "-n", "1000", "--seed", "3", "--out", str(npz), "--no-progress"]
+    sample = [*run, "diffspec.runtime", str(onnx_path), "-n", "1000", "--seed", "3", "--out", str(npz), "--no-progress"]
     got = subprocess.run(sample, capture_output=True, text=True)
     assert got.returncode == 0, got.stderr
     saved = np.load(npz)
