@@ -334,9 +334,9 @@ def student_grid(schedule, procedure, student=None):
         raise ValueError(f"procedure={procedure!r}: expected one of {sorted(STUDENT_SAMPLERS)}")
     if procedure == "progressive_distillation":
         return progressive_grid_name(schedule), {}
-    flat = schedule.to_dict()["name"] in ("flow", "vp_cosine")
     if procedure == "reflow":
         return "uniform", {}
+    flat = schedule.to_dict()["name"] in ("flow", "vp_cosine")
     student = student or {}
     grid = student.get("grid") or ("uniform" if flat else "karras")
     sigma_min = student.get("sigma_min")
@@ -363,9 +363,10 @@ def student_sampling(student, schedule):
     default_steps = student.get("student_steps", STUDENT_STEPS) if procedure == "progressive_distillation" else None
     sampler = student.get("sampler") or STUDENT_SAMPLERS[procedure]
     steps = student.get("steps_for_sampling") or default_steps or STUDENT_STEPS
-    grid, options = student_grid(schedule, procedure, student)
     if student.get("grid_for_sampling"):
         grid, options = student["grid_for_sampling"], student.get("grid_options_for_sampling") or {}
+    else:
+        grid, options = student_grid(schedule, procedure, student)
     for name, value, kind in (
         ("sampler", sampler, str),
         ("steps_for_sampling", steps, int),
