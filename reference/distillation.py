@@ -340,10 +340,12 @@ def student_grid(schedule, procedure, student=None):
     student = student or {}
     grid = student.get("grid") or ("uniform" if flat else "karras")
     sigma_min = student.get("sigma_min")
-    if isinstance(sigma_min, (int, float)) and not isinstance(sigma_min, bool) and math.isfinite(sigma_min):
-        t_end = float(schedule.t_of_sigma_ve(float(sigma_min)))
-    else:  # an older card: the schedule's own boundary
+    if sigma_min is None:  # an older card: the schedule's own boundary
         t_end = float(schedule.t_eps)
+    elif isinstance(sigma_min, (int, float)) and not isinstance(sigma_min, bool) and 0 < sigma_min < math.inf:
+        t_end = float(schedule.t_of_sigma_ve(float(sigma_min)))
+    else:
+        raise ValueError(f"the student entry's sigma_min={sigma_min!r}: expected a positive number")
     t_end = min(max(t_end, float(schedule.t_min)), float(schedule.t_max))
     return str(grid), {"t_end": t_end}
 

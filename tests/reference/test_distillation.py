@@ -369,3 +369,6 @@ def test_a_students_card_entries_win_and_bad_ones_are_named():
             D.student_sampling({"procedure": "reflow", **entry}, _schedule("flow"))
     with pytest.raises(ValueError, match="student="):
         D.student_sampling(["reflow"], schedule)
+    for bad in (-5.0, 0.0, "0.01", True):
+        with pytest.raises(ValueError, match="sigma_min"):
+            D.student_sampling({"procedure": "consistency_distillation", "sigma_min": bad}, schedule)
