@@ -128,7 +128,6 @@ def pipeline_main(args) -> None:
                 f"--pipeline {args.pipeline!r}: no such file (expected an .onnx file written by diffspec-export)"
             )
         export_pipeline(network, out, **kw)
-        recipe = _recipe(network, args)
     else:
         if not args.checkpoint:
             raise ValueError("expected a checkpoint directory or --pipeline MODEL_ONNX")
@@ -158,17 +157,10 @@ def pipeline_main(args) -> None:
                 seed=args.seed,
             )
             export_pipeline(network, out, **kw)
-            recipe = _recipe(network, args)
-    options = "".join(f", {k}={v}" for k, v in recipe[3].items())
-    print(f"wrote {out} (pipeline graph: {recipe[0]}, {recipe[1]} steps, grid {recipe[2]}{options})")
+    from diffspec.export.pipeline import read_pipeline_card
+    from diffspec.runtime.sampling import describe_recipe
 
-
-def _recipe(network, args):
-    """(sampler, steps, grid) the graph was built with: the named ones, the rest from the network's card."""
-    from diffspec.export.files import load_model_safely
-    from diffspec.reference.modelcard import ModelCard
-    from diffspec.runtime.sampling import sampling_recipe
-
-    props = {p.key: p.value for p in load_model_safely(network, load_external_data=False).metadata_props}
-    card = ModelCard.from_metadata(props, source=repr(str(network)))
-    return sampling_recipe(card, args.sampler, args.steps, args.grid, dict(args.grid_option))
+    meta = read_pipeline_card(out)  # what the graph holds: the named settings and the card's for the rest
+    print(
+        f"wrote {out} (pipeline graph: {describe_recipe(meta['sampler'], meta['steps'], meta['grid'], meta['grid_options'])})"
+    )

@@ -23,6 +23,7 @@ from diffspec.runtime.output import check_output_path, write_samples
 from diffspec.runtime.sampling import (
     DEFAULT_STEPS,
     check_sample_size,
+    describe_recipe,
     keyword_options,
     sample,
     sampling_recipe,
@@ -297,7 +298,8 @@ def build_parser():
     gr = p.add_argument_group("time grid")
     gr.add_argument(
         "--grid",
-        help=f"one of {grid_names} (default: a few-step student's own; shifted for flow, uniform for vp_cosine, else exponential)",
+        help=f"one of {grid_names} (default: a few-step student's own; shifted for flow, uniform for vp_cosine, "
+        "else exponential)",
     )
     sampler_opts = _option_table(SAMPLERS)
     grid_opts = _option_table(ref_grids.GRIDS)
@@ -537,8 +539,9 @@ def run(args, parser):
         columns=_grid_columns(model, args, indices),
     )
     print(
-        f"wrote {args.out}: {len(indices)} samples of shape {model.data_shape}, {sampler}, {steps} steps, "
-        f"grid {grid_name}{''.join(f', {k}={v}' for k, v in grid_options.items())}, in {seconds:.2f} s ({len(indices) / seconds:.1f} samples/s, {model.provider})"
+        f"wrote {args.out}: {len(indices)} samples of shape {model.data_shape}, "
+        f"{describe_recipe(sampler, steps, grid_name, grid_options)}, in {seconds:.2f} s "
+        f"({len(indices) / seconds:.1f} samples/s, {model.provider})"
     )
     return 0
 

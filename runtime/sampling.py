@@ -88,6 +88,12 @@ def sampling_recipe(card, sampler=None, steps=None, grid=None, grid_options=None
     return (recipe[0] if sampler is None else sampler, recipe[1] if steps is None else steps, grid, options)
 
 
+def describe_recipe(sampler, steps, grid, grid_options) -> str:
+    """'consistency, 2 steps, grid karras, t_end=0.002': how a run or a pipeline graph samples, for messages."""
+    options = "".join(f", {k}={v}" for k, v in (grid_options or {}).items())
+    return f"{sampler}, {steps} steps, grid {grid}{options}"
+
+
 def make_sampling_grid(schedule, steps, *, grid=None, grid_options=None):
     """The time grid (noise -> data) `GRIDS[grid](schedule, steps, **grid_options)`, options checked by name."""
     name = default_grid(schedule) if grid is None else grid

@@ -945,8 +945,10 @@ def sample_model(model, config, *, n, sampler, steps, seed=0, grid=None, device=
     schedule = schedule_from_dict(config["schedule"])
     if sampler not in SAMPLERS:
         raise ValueError(f"unknown sampler {sampler!r}: expected one of {sorted(SAMPLERS)}")
-    recipe = student_sampling(config.get("student"), reference_schedule(config["schedule"]))
-    grid, options = (grid, {}) if grid else (recipe[2:] if recipe else (default_grid(schedule), {}))
+    options: dict = {}
+    if grid is None:  # the student's own grid, else the default one
+        recipe = student_sampling(config.get("student"), reference_schedule(config["schedule"]))
+        grid, options = recipe[2:] if recipe else (default_grid(schedule), {})
     times = torch.as_tensor(GRIDS_[grid](schedule, steps, **options), dtype=torch.float64)
     gen = torch.Generator(device=device).manual_seed(seed)
     x_T = torch.randn((n, *config["data"]["shape"]), generator=gen, device=device, dtype=torch.float64)
