@@ -394,7 +394,9 @@ def main(argv=None):
         action="store_true",
         help="2-D data: score the samplings with the exact denoiser of a dense mixture instead of training",
     )
-    p.add_argument("--students", action="store_true", help="then run bench/quality_students.py if present")
+    p.add_argument(
+        "--students", action="store_true", help="then run bench/quality_students.py (the few-step students' table)"
+    )
     args = p.parse_args(argv)
 
     if args.n < MIN_POINTS:
@@ -458,10 +460,7 @@ def main(argv=None):
     print(table(rows))
     if args.students:
         students = Path(__file__).resolve().parent / "quality_students.py"
-        if students.exists():
-            subprocess.run([sys.executable, str(students)] + (["--quick"] if args.quick else []), check=False)
-        else:
-            print("\n(bench/quality_students.py is not present: no student table)")
+        subprocess.run([sys.executable, str(students)] + (["--quick"] if args.quick else []), check=True)
     print(
         json.dumps({"bench": "quality", "date": when, "machine": machine, "seconds": round(seconds, 1), "rows": rows})
     )
