@@ -9,8 +9,9 @@
   returns the standardized increment of one Brownian path in sigma_ve built from the kit's draws (`BrownianPath`):
   the kit's next draw for a sampler that asks for one new interval per call, and for k-diffusion's `dpmpp_sde`,
   whose two calls per step overlap, the map the reference's variant="k-diffusion" documents. `sample_dpm_fast` /
-  `sample_dpm_adaptive`, which take (sigma_min, sigma_max[, n]) instead of `sigmas`, are driven with the grid's end
-  points (and its number of steps).
+  `sample_dpm_adaptive`, which take (sigma_min, sigma_max[, n]) instead of `sigmas` and log sigma_min, are driven
+  with the grid's end points (and its number of steps); the kit scores them on the times they pick between the
+  first and the last noisy time (`endpoint_grid`).
 """
 
 import inspect
@@ -57,6 +58,29 @@ def signature_problem(fn, convention: str, options=None) -> str | None:
     if unknown:
         return f"option {unknown[0]!r} is not a parameter of {getattr(fn, '__name__', fn)}{inspect.signature(fn)}"
     return None
+
+
+def takes_endpoints(fn) -> bool:
+    """True for k-diffusion's `sample_dpm_fast` / `sample_dpm_adaptive` form, (model, x, sigma_min, sigma_max[, n])
+    instead of `sigmas`: such a function picks its own times between the end points and takes log sigma_min."""
+    params = _parameters(fn) or {}
+    return "sigma_min" in params and "sigmas" not in params
+
+
+def endpoint_grid(fn, schedule, grid):
+    """The times a `takes_endpoints` function steps on when the kit drives it with `grid`: from grid[0] to the last
+    time with sigma > 0 (it takes log sigma_min, so a clean end is left out), the intermediate times its own rule
+    picks (`reference.interop.k_diffusion_grid`: n + 1 times for `sample_dpm_fast` with n = the noisy intervals,
+    the two end points for `sample_dpm_adaptive`). The adapter below passes this grid's end points (and n) back."""
+    from diffspec.reference.interop import k_diffusion_grid
+
+    grid = np.asarray(grid, dtype=np.float64)
+    sigma_ve = schedule.sigma(grid) / schedule.alpha(grid)
+    noisy = int(np.sum(sigma_ve > 0))
+    lo, hi = float(sigma_ve[noisy - 1]), float(sigma_ve[0])
+    if "n" in (_parameters(fn) or {}):
+        return k_diffusion_grid("dpm_fast", schedule, sigma_min=lo, sigma_max=hi, n=noisy - 1)
+    return k_diffusion_grid("dpm_adaptive", schedule, sigma_min=lo, sigma_max=hi)
 
 
 def accepts(fn, name: str) -> bool:
@@ -132,7 +156,7 @@ def _k_diffusion(fn, options):
     import torch
 
     params = _parameters(fn) or {}
-    endpoints = "sigma_min" in params and "sigmas" not in params
+    endpoints = takes_endpoints(fn)
 
     def run(denoise, x_T, grid, schedule, *, noise=None):
         grid = np.asarray(grid, dtype=np.float64)

@@ -28,7 +28,14 @@ from collections.abc import Mapping
 
 import numpy as np
 from diffspec.conformance import _world
-from diffspec.conformance.conventions import CONVENTIONS, accepts, adapt, signature_problem
+from diffspec.conformance.conventions import (
+    CONVENTIONS,
+    accepts,
+    adapt,
+    endpoint_grid,
+    signature_problem,
+    takes_endpoints,
+)
 from diffspec.conformance.report import Report
 from diffspec.reference.grids import make_grid
 from diffspec.reference.noise import CountingNoise
@@ -193,6 +200,17 @@ class _Context:
         self.run_options = info.with_defaults(reference_options)
         # k-diffusion works in sigma_ve = sigma / alpha: its samplers cannot start where alpha = 0
         self.requires = info.requires | ({Requirement.ALPHA_START} if convention == "k-diffusion" else set())
+        # k-diffusion's dpm_fast / dpm_adaptive take (sigma_min, sigma_max[, n]): they take log sigma_min, so they
+        # cannot end at sigma = 0, and they pick their own times between the end points (`endpoint_grid`)
+        self.endpoints = convention == "k-diffusion" and takes_endpoints(fn)
+
+    def stepped(self, label, schedule, grid):
+        """(label, grid) the sampler steps on when given `grid`: `grid` itself, or for an end-points function the
+        times it picks between grid[0] and the last noisy time."""
+        if not self.endpoints:
+            return label, grid
+        grid = endpoint_grid(self.fn, schedule, grid)
+        return f"{label} to sigma_min", grid
 
     def reference(self, **extra):
         opts = {**self.reference_options, **extra}
@@ -220,11 +238,15 @@ class _Context:
 def _check_clean_end(ctx, report):
     steps = max(5, ctx.info.min_grid)
     for label, schedule, grid in _world.clean_end_cases(ctx.info, steps, ctx.requires):
+        check = f"clean end ({label}, {steps} steps)"
+        if ctx.endpoints:
+            _refuses_clean_end(ctx, report, check, schedule, grid)
+            label, grid = ctx.stepped(label, schedule, grid)
+            check = f"noisy end ({label}, {len(grid) - 1} steps)"
         model = _Recorder(_world.MIXTURE.denoiser(schedule), schedule)
         x_T = np.random.default_rng(0).standard_normal((5, 2)) * schedule.sigma(grid[0])
         keep = x_T.copy()
         out, problem = _call(ctx.run, model, x_T, grid, schedule, noise=np.random.default_rng(1))
-        check = f"clean end ({label}, {steps} steps)"
         if problem:
             report.fail(check, problem, expected="a finite sample")
         elif model.clean_calls:
@@ -235,10 +257,42 @@ def _check_clean_end(ctx, report):
             report.add(check, "finite, no call at sigma = 0", "finite, no call at sigma = 0", "", True)
 
 
+def _refuses_clean_end(ctx, report, check, schedule, grid):
+    """A function that takes (sigma_min, sigma_max) and log sigma_min cannot end at sigma = 0: it must say so with a
+    ValueError naming sigma_min (a finite sample is fine too), never crash otherwise or return NaN."""
+    x_T = np.random.default_rng(0).standard_normal((5, 2)) * schedule.sigma(grid[0])
+    try:
+        with np.errstate(all="ignore"):
+            out = ctx.run(_world.MIXTURE.denoiser(schedule), x_T, grid, schedule, noise=np.random.default_rng(1))
+    except ValueError as err:
+        first = str(err).splitlines()[0] if str(err) else ""
+        ok = "sigma_min" in first
+        report.add(
+            check,
+            f"ValueError: {first[:120]}",
+            "a finite sample, or a ValueError naming sigma_min",
+            "",
+            ok,
+            note="takes log sigma_min: it ends at sigma_min > 0 by design; the noisy-end row checks its sample",
+        )
+        return
+    except Exception as err:
+        report.fail(check, f"raised {type(err).__name__}: {str(err)[:120]}", expected="a ValueError naming sigma_min")
+        return
+    finite = np.all(np.isfinite(np.asarray(out, dtype=np.float64)))
+    report.add(check, "finite" if finite else "NaN or inf", "a finite sample", "", bool(finite))
+
+
 def _check_draws(ctx, report):
     info, steps = ctx.info, 7
     label, schedule, grid = _world.clean_end_cases(info, steps, ctx.requires)[0]
     expected = info.draw_count(steps, ctx.reference_options)
+    if ctx.endpoints:  # the contract counts draws on grids that end at sigma = 0: count the reference's own
+        label, grid = ctx.stepped(label, schedule, grid)
+        steps, reference_draws = len(grid) - 1, CountingNoise(1)
+        x_0 = np.random.default_rng(0).standard_normal((8, 2)) * schedule.sigma(grid[0])
+        ctx.reference()(_world.MIXTURE.denoiser(schedule), x_0, grid, schedule, noise=reference_draws)
+        expected = len(reference_draws.shapes)
     counting = CountingNoise(1)
     x_T = np.random.default_rng(0).standard_normal((8, 2)) * schedule.sigma(grid[0])
     out, problem = _call(ctx.run, _world.MIXTURE.denoiser(schedule), x_T, grid, schedule, noise=counting)
@@ -400,6 +454,7 @@ def _agreement_rows(ctx, report, run, reference, suffix, steps=10):
     info = ctx.info
     rtol = tolerance(info, ctx.precision, steps, ctx.reference_options)
     for label, schedule, grid in _world.agreement_cases(info, steps):
+        label, grid = ctx.stepped(label, schedule, grid)
         mix = _world.MIXTURE
         denoise = mix.denoiser(schedule)
         if Requirement.CONSISTENCY_MODEL in info.requires:
@@ -408,7 +463,7 @@ def _agreement_rows(ctx, report, run, reference, suffix, steps=10):
         want_model, got_model = _Recorder(denoise, schedule), _Recorder(denoise, schedule)
         want_draws, got_draws = _Draws(5), _Draws(5)
         want, p_ref = _call(reference, want_model, x_T, grid, schedule, noise=want_draws)
-        check = f"agreement ({label}, {steps} steps{suffix})"
+        check = f"agreement ({label}, {len(grid) - 1} steps{suffix})"
         if p_ref:
             report.fail(check, f"the reference {p_ref}", note="the reference itself fails on this case")
             continue
@@ -569,12 +624,13 @@ def _distribution_rows(ctx, report, run, suffix):
         steps = steps // (info.calls_per_step or 1)
         grid = make_grid("uniform_lam", schedule, steps - 1, t_start=float(schedule.t_of_lam(-5.0)))
         grid = np.append(grid, 0.0)
+        label_grid, grid = ctx.stepped("vp/uniform_lam", schedule, grid)
         mean, cov = mix.mean(), mix.cov()
         denoise = mix.denoiser(schedule)
         x_T = mix.sample_xt(n, schedule.alpha(grid[0]), schedule.sigma(grid[0]), rng)
         big = mix.sample(100_000, np.random.default_rng(99))[0]
         fresh = mix.sample(n, np.random.default_rng(4))[0]
-        label = f"2-D mixture, vp/uniform_lam, {steps} steps{suffix}"
+        label = f"2-D mixture, {label_grid}, {len(grid) - 1} steps{suffix}"
     out, problem = _call(run, denoise, x_T, grid, schedule, noise=rng)
     if problem:
         report.fail(f"distribution ({label})", problem, expected="samples of the data distribution")

@@ -74,6 +74,31 @@ def test_k_diffusion_dpmpp_2m_conforms():
     assert {"agreement", "order", "clean end", "draws"} <= {r.check.split(" (")[0] for r in report.rows}
 
 
+@pytest.mark.parametrize("name", ["sample_dpm_fast", "sample_dpm_adaptive"])
+def test_k_diffusion_end_point_samplers_are_scored_on_the_times_they_pick(name):
+    """sample_dpm_fast / sample_dpm_adaptive take (sigma_min, sigma_max[, n]) and log sigma_min: a clean end is
+    refused with a ValueError naming sigma_min, and the agreement rows run the reference on the times they pick
+    between the grid's first and last noisy time, where the two agree to rounding."""
+    fn = sampler_functions()[name]
+    report = check_sampler(fn, KDIFFUSION[name][0], convention="k-diffusion", checks=("clean end", "agreement"))
+    assert report.passed, str(report)
+    kinds = [r.check.split(" (")[0] for r in report.rows]
+    assert kinds.count("clean end") == kinds.count("noisy end") == 3 and kinds.count("agreement") == 2
+    assert all(float(r.measured) < 1e-10 for r in report.rows if r.check.startswith("agreement"))
+
+
+def test_an_end_point_sampler_that_moves_its_end_points_fails_agreement():
+    """The same function told a sigma_min 10% higher than it was given: a finite sample that is not the reference's
+    (the end points are what the kit checks it by)."""
+    real = sampler_functions()["sample_dpm_fast"]
+
+    def sample_dpm_fast(model, x, sigma_min, sigma_max, n, extra_args=None, callback=None, disable=None, **kw):
+        return real(model, x, sigma_min * 1.1, sigma_max, n, disable=disable, **kw)
+
+    report = check_sampler(sample_dpm_fast, "dpm_solver_fast", convention="k-diffusion", checks=("agreement",))
+    assert report.failed_checks() == ["agreement"] and len(report.failed) == 2, str(report)
+
+
 def test_every_k_diffusion_sampler_has_a_registry_counterpart():
     functions = sampler_functions()
     assert set(functions) == set(KDIFFUSION), set(functions) ^ set(KDIFFUSION)
