@@ -1,29 +1,27 @@
 """`check_scheduler`: a diffusers scheduler instance (custom subclasses included) against the reference's
 reading of its config (`diffspec.reference.interop.from_diffusers`) and against exact answers.
 
-Rows: `class` (the diffusers class it is, or derives from, has a counterpart), `timesteps` and `sigmas` (after
-`set_timesteps(n)`, against the plan's), `loop` (a whole pipeline loop on the exact Gaussian-mixture model, with
-the same draws fed to both: final samples within 2e-4 of max |x|, diffusers' float32 arithmetic), and `order`
+Rows: `class` (the diffusers class it is, or derives from, has a counterpart), `timesteps` (the times the model
+saw in the loop, against the plan's) and `sigmas` (the scheduler's after `set_timesteps(n)`, against the plan's),
+`loop` (the loop of the pipeline that drives the class, `diffusers_loops.run_pipeline`, on the exact network of the
+Gaussian-mixture model in the class's own input, time and output convention, with the same draws fed to both:
+final samples within 2e-4 of max |x|, diffusers' float32 arithmetic), and `order`
 (the loop's final sample on Gaussian data against the exact probability-flow map from the start state to the
 data: the observed order of convergence, for deterministic classes with a known nominal order).
 """
 
-import contextlib
-import importlib
 import math
 
 import numpy as np
+from diffspec.conformance.diffusers_loops import latent_shape, model_for, run_pipeline
 from diffspec.conformance.report import Report
 from diffspec.reference.oracles import GaussianMixture, gaussian_flow_map, standard_mixture_2d
-from diffspec.reference.parameterizations import output_from_x0
 
 LOOP_TOL = 2e-4  # diffusers runs in float32; its own float64 run moves samples by up to 6e-5 of max |x|
 ORDER_TOL = 0.3
 TIMESTEP_TOL = 16 * float(np.finfo(np.float32).eps)  # fractional (Karras) timesteps are float32 in diffusers
-PARAM = {"epsilon": "eps", "sample": "x0", "v_prediction": "v", "flow_prediction": "flow"}
 MEAN, STD = np.array([0.5, -0.2]), np.array([0.3, 0.8])
 GAUSS = GaussianMixture.gaussian(MEAN, STD)
-STOCHASTIC_LAW_ONLY = ("DPMSolverSDEScheduler",)  # Brownian-tree draws: reproduced in law, not draw for draw
 
 
 def nominal_order(class_name: str, config) -> float | None:
@@ -72,71 +70,9 @@ def config_of(scheduler, class_name):
     return cfg
 
 
-def _oracle(plan, mixture):
-    """model(x, timestep) for a plan: the mixture's exact x0 in the config's prediction type, at the schedule time
-    the timestep names (EDM classes: c_noise = log(sigma) / 4 and c_in-scaled input)."""
-    schedule = plan.schedule
-    name = type(schedule).__name__
-    if name == "EDM":
-        import dataclasses
-
-        den = mixture.denoiser(dataclasses.replace(schedule, sigma_max=2 * schedule.sigma_max))
-        sd, pred = schedule.sigma_data, plan.prediction_type
-
-        def edm_model(x_in, timestep):
-            s = float(np.exp(4.0 * np.float64(np.asarray(timestep))))
-            x = x_in * np.sqrt(s**2 + sd**2)
-            x0 = den(x.reshape(x.shape[0], -1), s).reshape(x.shape)
-            c_out = s * sd / np.sqrt(s**2 + sd**2) * (-1.0 if pred == "v_prediction" else 1.0)
-            return (x0 - sd**2 / (s**2 + sd**2) * x) / c_out
-
-        return edm_model
-    flow = name == "Flow"
-    den = mixture.denoiser(schedule)
-    param = "flow" if flow else PARAM[plan.prediction_type]
-
-    def model(x, timestep):
-        t = float(np.asarray(timestep)) / (1000.0 if flow else 1.0)
-        flat = x.reshape(x.shape[0], -1)
-        x0 = den(flat, t)
-        return output_from_x0(param, x0, flat, schedule.alpha(t), schedule.sigma(t)).reshape(x.shape)
-
-    return model
-
-
-@contextlib.contextmanager
-def _patched_randn(scheduler, source):
-    """Route the draws of the scheduler's module (and its bases') `randn_tensor` to `source`."""
-    import torch
-
-    modules = {importlib.import_module(c.__module__) for c in type(scheduler).__mro__ if c.__module__ != "builtins"}
-    saved = [(m, m.randn_tensor) for m in modules if hasattr(m, "randn_tensor")]
-
-    def fake(shape, generator=None, device=None, dtype=None, layout=None):
-        return torch.from_numpy(source(tuple(shape))).to(dtype or torch.float32)
-
-    for m, _ in saved:
-        m.randn_tensor = fake
-    try:
-        yield
-    finally:
-        for m, fn in saved:
-            m.randn_tensor = fn
-
-
-def run_loop(scheduler, n, model, x_T, noise):
-    """A diffusers pipeline loop with `scheduler` (set to n steps), `model(x, timestep)` on numpy, draws from
-    `noise`: the final latents as float64 numpy."""
-    import torch
-
-    scheduler.set_timesteps(n)
-    latents = torch.from_numpy(x_T).float() * float(getattr(scheduler, "init_noise_sigma", 1.0))
-    with _patched_randn(scheduler, noise):
-        for t in scheduler.timesteps:
-            inp = scheduler.scale_model_input(latents, t) if hasattr(scheduler, "scale_model_input") else latents
-            out = model(inp.double().numpy(), t.numpy())
-            latents = scheduler.step(torch.from_numpy(np.asarray(out)).float(), t, latents).prev_sample
-    return latents.double().numpy()
+def run_loop(scheduler, n, model, x_T, noise, class_name=None):
+    """The final latents (float64 numpy) of `scheduler`'s pipeline loop at n steps (`diffusers_loops.run_pipeline`)."""
+    return run_pipeline(scheduler, model, x_T, noise, n, class_name=class_name)[0]
 
 
 class _Draws:
@@ -170,12 +106,18 @@ def measure_scheduler_order(scheduler, class_name, config, steps=(10, 20, 40, 80
         z = np.random.default_rng(0).standard_normal((16, 2))
         latents = a0 * MEAN + np.sqrt(a0**2 * STD**2 + s0**2) * z
         x_T = latents / plan.init_noise_sigma
-        out = run_loop(scheduler, n, _oracle(plan, GAUSS), x_T.reshape(16, 2, 1, 1), _Draws(1)).reshape(16, 2)
+        model = model_for(plan, GAUSS)
+        out = run_loop(scheduler, n, model, x_T.reshape(16, 2, 1, 1), _Draws(1), class_name).reshape(16, 2)
         errors.append(float(np.max(np.abs(out - gaussian_flow_map(latents, MEAN, STD, a0, s0, 1.0, 0.0)))))
     errors = np.array(errors)
     if np.any(errors <= 0) or not np.all(np.isfinite(errors)):
         return float("nan"), errors
     return float(-np.polyfit(np.log(steps), np.log(errors), 1)[0]), errors
+
+
+def _line(exc) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
 
 
 def check_scheduler(scheduler, *, steps: tuple[int, ...] = (10, 25), order: bool = True) -> Report:
@@ -184,9 +126,11 @@ def check_scheduler(scheduler, *, steps: tuple[int, ...] = (10, 25), order: bool
     scheduler: anything with diffusers' `set_timesteps` / `step` (and `scale_model_input`, `config`), custom
     subclasses of a supported class included. steps: the step counts compared. order: also measure the order.
     """
-    for attr in ("set_timesteps", "step", "config"):
+    for attr in ("set_timesteps", "config"):
         if not hasattr(scheduler, attr):
-            raise ValueError(f"scheduler={scheduler!r} has no `{attr}`: expected a diffusers scheduler instance")
+            raise ValueError(
+                f"scheduler={type(scheduler).__name__}: has no `{attr}`: expected a diffusers scheduler instance"
+            )
     from diffspec.reference.interop import SUPPORTED_CLASSES, from_diffusers
 
     report = Report(f"{type(scheduler).__name__} (diffusers scheduler)")
@@ -201,21 +145,25 @@ def check_scheduler(scheduler, *, steps: tuple[int, ...] = (10, 25), order: bool
         try:
             plan = from_diffusers(config, n)
         except ValueError as exc:
-            report.fail(f"config ({n} steps)", str(exc), expected="a config from_diffusers implements")
+            report.fail(f"config ({n} steps)", _line(exc), expected="a config from_diffusers implements")
             return report
+        check = f"loop ({n} steps, 2-D mixture)"
+        x_T = np.random.default_rng(3).standard_normal(latent_shape(class_name, 32))
+        model = model_for(plan, mixture)
         try:
-            scheduler.set_timesteps(n)
-            got_t = np.asarray(scheduler.timesteps, dtype=np.float64)
+            want = plan.run(model, x_T, noise=_Draws(7) if plan.stochastic else None)
+            got, seen = run_pipeline(scheduler, model, x_T, _Draws(7), n, class_name=class_name)
         except Exception as exc:
-            report.fail(f"timesteps ({n} steps)", f"set_timesteps raised {type(exc).__name__}: {exc}")
+            report.fail(check, f"raised {type(exc).__name__}: {_line(exc)[:160]}", expected="the reference's sample")
             continue
-        want_t = np.asarray(plan.timesteps, dtype=np.float64)
-        if got_t.shape != want_t.shape:
-            report.fail(f"timesteps ({n} steps)", f"{len(got_t)} timesteps", expected=f"{len(want_t)} timesteps")
+        # the times the model saw (ScoreSdeVe's model sees sigma) against the plan's
+        want_t = np.asarray(plan.sigmas if class_name == "ScoreSdeVeScheduler" else plan.timesteps, dtype=np.float64)
+        if seen.shape != want_t.shape:
+            report.fail(f"timesteps ({n} steps)", f"{len(seen)} model calls", expected=f"{len(want_t)} timesteps")
         else:
-            err = float(np.max(np.abs(got_t - want_t)) / max(1.0, float(np.max(np.abs(want_t)))))
+            err = float(np.max(np.abs(seen - want_t)) / max(1.0, float(np.max(np.abs(want_t)))))
             report.add(f"timesteps ({n} steps)", err, 0.0, TIMESTEP_TOL, err <= TIMESTEP_TOL)
-        if plan.sigmas is not None and hasattr(scheduler, "sigmas"):
+        if plan.sigmas is not None and hasattr(scheduler, "sigmas") and class_name != "ScoreSdeVeScheduler":
             got_s = np.asarray(scheduler.sigmas, dtype=np.float64)
             want_s = np.asarray(plan.sigmas, dtype=np.float64)
             if got_s.shape != want_s.shape:  # Heun / KDPM2 interleave their intermediate sigmas
@@ -225,16 +173,6 @@ def check_scheduler(scheduler, *, steps: tuple[int, ...] = (10, 25), order: bool
             else:
                 err = float(np.max(np.abs(got_s - want_s) / np.maximum(np.abs(want_s), 1e-3)))
                 report.add(f"sigmas ({n} steps)", err, 0.0, LOOP_TOL, err <= LOOP_TOL)
-        check = f"loop ({n} steps, 2-D mixture)"
-        if class_name in STOCHASTIC_LAW_ONLY:
-            continue  # its Brownian-tree noise cannot be fed draw for draw
-        x_T = np.random.default_rng(3).standard_normal((32, 2, 1, 1))
-        try:
-            want = plan.run(_oracle(plan, mixture), x_T, noise=_Draws(7) if plan.stochastic else None)
-            got = run_loop(scheduler, n, _oracle(plan, mixture), x_T, _Draws(7))
-        except Exception as exc:
-            report.fail(check, f"raised {type(exc).__name__}: {str(exc)[:160]}", expected="the reference's sample")
-            continue
         if got.shape != want.shape or not np.all(np.isfinite(got)):
             report.fail(check, f"shape {got.shape}, finite: {bool(np.all(np.isfinite(got)))}", expected=want.shape)
             continue

@@ -142,6 +142,33 @@ def test_diffusers_dpm_solver_multistep_conforms_and_a_broken_subclass_does_not(
     assert not broken.passed and "loop" in broken.failed_checks(), str(broken)
 
 
+# classes whose pipeline feeds the network something else than (x, timestep) in the class's prediction type, or
+# whose step takes more than (output, t, x), or that their pipeline drives with its own loop
+OWN_CONVENTIONS = [
+    ("CMStochasticIterativeScheduler", {}),  # timestep 250 log sigma, boundary-condition output
+    ("CosineDPMSolverMultistepScheduler", {}),  # timestep atan(sigma) 2 / pi, a Brownian tree
+    ("MiniMaxH3Scheduler", {}),  # time 1 - sigma, negated velocity
+    ("CogVideoXDPMScheduler", {}),  # step(out, old x0, t, t_back, x)
+    ("UnCLIPScheduler", {}),  # step(..., prev_timestep)
+    ("DDPMWuerstchenScheduler", {}),  # continuous times as a batch, one timestep fewer
+    ("ScoreSdeVeScheduler", {}),  # step_correct / step_pred on a score model
+    ("HeliosScheduler", {"stages": 1}),
+]
+
+
+@pytest.mark.parametrize(("name", "overrides"), OWN_CONVENTIONS, ids=[n for n, _ in OWN_CONVENTIONS])
+def test_classes_with_their_own_conventions_are_driven_as_their_pipelines_drive_them(name, overrides):
+    """Each such class, run by its pipeline's loop on the exact network in its convention, agrees with
+    from_diffusers (a broken subclass failing is tested above)."""
+    diffusers = pytest.importorskip("diffusers")
+    import torch
+
+    torch.set_num_threads(1)
+    report = check_scheduler(getattr(diffusers, name)(**overrides), steps=(10,))
+    assert report.passed, str(report)
+    assert {"timesteps", "loop"} <= set(r.check.split(" (")[0] for r in report.rows)
+
+
 def test_check_schedule_and_check_loss():
     from diffspec.reference.losses import diffusion_loss
     from diffspec.reference.schedules import make_schedule

@@ -5,15 +5,19 @@ final samples are compared at 1e-4 relative to max |x|. The model is the Gaussia
 converted to the config's prediction type at the schedule time that the diffusers timestep names.
 """
 
-import contextlib
-import dataclasses
 import os
 
 import numpy as np
 import pytest
+from diffspec.conformance.diffusers_loops import (  # noqa: F401 (the other interop tests import them from here)
+    MIX,
+    BrownianPath,
+    model_for,
+    oracle_model,
+    run_pipeline,
+)
+from diffspec.conformance.diffusers_loops import routed_randn as patched_randn  # noqa: F401
 from diffspec.reference import interop
-from diffspec.reference.oracles import standard_mixture_2d
-from diffspec.reference.parameterizations import output_from_x0
 from diffspec.reference.schedules import make_schedule
 
 torch = pytest.importorskip("torch")
@@ -22,98 +26,8 @@ torch.set_num_threads(1)
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 SHAPE = (64, 2, 1, 1)
-MIX = standard_mixture_2d()
 TOL = 1e-4
 PARAM = {"epsilon": "eps", "sample": "x0", "v_prediction": "v", "flow_prediction": "flow"}
-
-
-def oracle_model(schedule, prediction_type, time_of):
-    den = MIX.denoiser(schedule)
-    param = PARAM[prediction_type]
-
-    def model(x, timestep):
-        t = time_of(float(np.asarray(timestep)))
-        flat = x.reshape(x.shape[0], -1)
-        x0 = den(flat, t)
-        return output_from_x0(param, x0, flat, schedule.alpha(t), schedule.sigma(t)).reshape(x.shape)
-
-    return model
-
-
-def edm_oracle_model(schedule, prediction_type):
-    """The EDM schedulers' network: input c_in x, timestep c_noise = log(sigma) / 4, output F with
-    x0 = c_skip x + c_out F (c_out negated for "v_prediction")."""
-    # sigma = exp(4 c_noise) from a float32 c_noise may pass sigma_max by a few ulps: widen the oracle's domain
-    den, sd = MIX.denoiser(dataclasses.replace(schedule, sigma_max=2 * schedule.sigma_max)), schedule.sigma_data
-
-    def model(x_in, timestep):
-        s = float(np.exp(4.0 * np.float64(np.asarray(timestep))))
-        x = x_in * np.sqrt(s**2 + sd**2)
-        x0 = den(x.reshape(x.shape[0], -1), s).reshape(x.shape)
-        c_out = s * sd / np.sqrt(s**2 + sd**2) * (-1.0 if prediction_type == "v_prediction" else 1.0)
-        return (x0 - sd**2 / (s**2 + sd**2) * x) / c_out
-
-    return model
-
-
-def with_variance_output(model, variance_type):
-    """A learned-variance network: the prediction, then a variance output of the same shape along axis 1 (v in
-    [-1, 1] for learned_range, a positive variance for learned)."""
-
-    def wrapped(x, timestep):
-        v = np.tanh(0.3 * x + 1e-3 * float(np.asarray(timestep)))
-        v = v if variance_type == "learned_range" else 1e-3 * (1.5 + v)
-        return np.concatenate([model(x, timestep), v], axis=1)
-
-    return wrapped
-
-
-def consistency_oracle_model(schedule):
-    """CMStochasticIterative's network: input x / sqrt(sigma^2 + sd^2), timestep 250 log(sigma), output F with
-    x0 = c_skip x + c_out F (the boundary-condition scalings), x0 the exact denoiser under EDM at sigma."""
-    den, sd, lo = (
-        MIX.denoiser(dataclasses.replace(schedule, sigma_max=2 * schedule.sigma_max)),
-        schedule.sigma_data,
-        schedule.sigma_min,
-    )
-
-    def model(x_in, timestep):
-        s = float(np.exp(np.float64(np.asarray(timestep)) / 250.0))
-        x = x_in * np.sqrt(s**2 + sd**2)
-        x0 = den(x.reshape(x.shape[0], -1), s).reshape(x.shape)
-        c_skip, c_out = sd**2 / ((s - lo) ** 2 + sd**2), (s - lo) * sd / np.sqrt(s**2 + sd**2)
-        return (x0 - c_skip * x) / c_out
-
-    return model
-
-
-def model_for(plan):
-    if plan.class_name == "CMStochasticIterativeScheduler":
-        return consistency_oracle_model(plan.schedule)
-    if plan.class_name == "MiniMaxH3Scheduler":  # time 1 - sigma, output u = x0 - eps (minus the flow velocity)
-        flow = oracle_model(plan.schedule, "flow_prediction", lambda t: 1.0 - t)
-        return lambda x, t: -flow(x, t)
-    if getattr(plan, "learned_variance", False):
-        return with_variance_output(
-            oracle_model(plan.schedule, plan.prediction_type, lambda ts: ts), plan.config["variance_type"]
-        )
-    if isinstance(plan.schedule, type(make_schedule("edm"))):
-        return edm_oracle_model(plan.schedule, plan.prediction_type)
-    if isinstance(plan.schedule, type(make_schedule("flow"))):
-        # the DPM-Solver family with use_flow_sigmas reads any prediction type on the flow process
-        dpm = ("DPMSolverMultistep", "DPMSolverSinglestep", "UniPCMultistep", "DEISMultistep")  # and the inverse
-        pred = plan.prediction_type if plan.config.get("use_flow_sigmas") and plan.class_name.startswith(dpm) else None
-        pred = pred if pred in ("epsilon", "sample", "v_prediction") else "flow_prediction"
-        return oracle_model(plan.schedule, pred, lambda ts: ts / 1000.0)
-    if plan.config.get("timestep_type") == "continuous" and plan.prediction_type == "v_prediction":
-        # the network sees c_noise = log(sigma) / 4: read it back as the training time with that sigma (clipped)
-        top = plan.schedule.num_steps - 1
-        return oracle_model(
-            plan.schedule,
-            plan.prediction_type,
-            lambda c: float(np.clip(plan.schedule.t_of_sigma_ve(np.exp(4.0 * c)), 0, top)),
-        )
-    return oracle_model(plan.schedule, plan.prediction_type, lambda ts: ts)
 
 
 class NoiseList:
@@ -129,94 +43,9 @@ class NoiseList:
         return z
 
 
-@contextlib.contextmanager
-def patched_randn(source):
-    """diffusers' schedulers draw through `randn_tensor` imported into each module: route it to `source`."""
-    import importlib
-
-    saved = []
-
-    for name in (
-        "scheduling_ddim",
-        "scheduling_ddpm",
-        "scheduling_ddim_parallel",
-        "scheduling_ddpm_parallel",
-        "scheduling_euler_ancestral_discrete",
-        "scheduling_dpmsolver_multistep",
-        "scheduling_flow_match_euler_discrete",
-        "scheduling_flow_match_heun_discrete",
-        "scheduling_flow_match_lcm",
-        "scheduling_euler_discrete",
-        "scheduling_dpmsolver_singlestep",
-        "scheduling_k_dpm_2_ancestral_discrete",
-        "scheduling_lcm",
-        "scheduling_tcd",
-        "scheduling_consistency_models",
-        "scheduling_edm_euler",
-        "scheduling_edm_dpmsolver_multistep",
-    ):
-        mod = importlib.import_module(f"diffusers.schedulers.{name}")
-        saved.append((mod, mod.randn_tensor))
-
-    def fake(shape, generator=None, device=None, dtype=None, layout=None):
-        return torch.from_numpy(source(tuple(shape))).to(dtype or torch.float32)
-
-    for mod, _ in saved:
-        mod.randn_tensor = fake
-    try:
-        yield
-    finally:
-        for mod, fn in saved:
-            mod.randn_tensor = fn
-
-
-class BrownianPath:
-    """Stands in for DPMSolverSDEScheduler's torchsde Brownian tree: one Brownian path W(sigma) in sigma, built from
-    `source` (each new point is an extension beyond the known ones or a Brownian bridge between two of them), so
-    that noise_sampler(a, b) = (W(b) - W(a)) / sqrt|b - a| has the tree's joint law."""
-
-    def __init__(self, source, shape):
-        self.source, self.shape, self.known = source, shape, {}
-
-    def _at(self, s):
-        if s in self.known:
-            return self.known[s]
-        if not self.known:
-            w = np.zeros(self.shape)
-        else:
-            lower = [k for k in self.known if k < s]
-            upper = [k for k in self.known if k > s]
-            if lower and upper:
-                lo, hi = max(lower), min(upper)
-                mean = self.known[lo] + (s - lo) / (hi - lo) * (self.known[hi] - self.known[lo])
-                w = mean + np.sqrt((s - lo) * (hi - s) / (hi - lo)) * self.source(self.shape)
-            else:
-                near = max(lower) if lower else min(upper)
-                w = self.known[near] + np.sqrt(abs(s - near)) * self.source(self.shape)
-        self.known[s] = w
-        return w
-
-    def __call__(self, sigma, sigma_next):
-        a, b = float(sigma), float(sigma_next)
-        self._at(a)
-        return torch.from_numpy((self._at(b) - self._at(a)) / np.sqrt(abs(b - a))).float()
-
-
 def run_diffusers(config, n, model, x_T, noise, step_kwargs):
-    cls = getattr(diffusers, config["_class_name"])
-    sched = cls.from_config(config)
-    sched.set_timesteps(n)
-    if config["_class_name"] == "DPMSolverSDEScheduler":
-        sched.noise_sampler = BrownianPath(noise, x_T.shape)
-    timesteps = []
-    latents = torch.from_numpy(x_T).float() * getattr(sched, "init_noise_sigma", 1.0)
-    with patched_randn(noise):
-        for t in sched.timesteps:
-            timesteps.append(t.item())
-            inp = sched.scale_model_input(latents, t) if hasattr(sched, "scale_model_input") else latents
-            out = model(inp.double().numpy(), t.numpy())
-            latents = sched.step(torch.from_numpy(out).float(), t, latents, **step_kwargs).prev_sample
-    return latents.double().numpy(), np.array(timesteps)
+    sched = getattr(diffusers, config["_class_name"]).from_config(config)
+    return run_pipeline(sched, model, x_T, noise, n, step_kwargs=step_kwargs)
 
 
 SD = {"beta_schedule": "scaled_linear", "beta_start": 0.00085, "beta_end": 0.012}

@@ -52,52 +52,25 @@ def test_refused_classes_say_why(name):
 OWN_LOOP = {"ScoreSdeVeScheduler", *PIPELINE_LOOPS}
 
 
-def _score_sde_ve_pipeline(config, n, score, x_T, noise, **set_timesteps):
-    """diffusers' ScoreSdeVePipeline loop, without its final clamp to [0, 1]."""
-    import diffusers.schedulers.scheduling_sde_ve as sde_ve
-    import numpy as np
-    from test_interop import patched_randn, torch
-
-    sched = diffusers.ScoreSdeVeScheduler.from_config(config)
-    sched.set_timesteps(n, **set_timesteps)
-    sched.set_sigmas(n)
-    sample = torch.from_numpy(x_T).float() * sched.init_noise_sigma
-    saved = sde_ve.randn_tensor
-    with patched_randn(noise):
-        sde_ve.randn_tensor = lambda shape, **kw: torch.from_numpy(noise(tuple(shape))).float()
-        try:
-            for i, t in enumerate(sched.timesteps):
-                sigma_t = sched.sigmas[i] * torch.ones(x_T.shape[0])
-                for _ in range(sched.config.correct_steps):
-                    out = torch.from_numpy(score(sample.double().numpy(), sigma_t[0].numpy())).float()
-                    sample = sched.step_correct(out, sample).prev_sample
-                out = torch.from_numpy(score(sample.double().numpy(), sigma_t[0].numpy())).float()
-                output = sched.step_pred(out, t, sample)
-                sample, sample_mean = output.prev_sample, output.prev_sample_mean
-        finally:
-            sde_ve.randn_tensor = saved
-    return sample_mean.double().numpy(), np.asarray(sched.sigmas)
-
-
 @pytest.mark.parametrize(
     "overrides, n, set_timesteps",
     [({}, 20, {}), ({"correct_steps": 2, "snr": 0.1, "sigma_max": 50.0}, 12, {}), ({}, 10, {"sampling_eps": 0.05})],
 )
 def test_score_sde_ve_matches_the_pipeline_loop(overrides, n, set_timesteps):
     import numpy as np
-    from test_interop import MIX, TOL, NoiseList
+    from diffspec.conformance.diffusers_loops import model_for, run_pipeline
+    from test_interop import TOL, NoiseList
 
     config = {"_class_name": "ScoreSdeVeScheduler", **overrides}
     plan = interop.from_diffusers(config, n, **set_timesteps)
 
-    def score(x, sigma):
-        flat = x.reshape(x.shape[0], -1)
-        return MIX.score(flat, 1.0, float(sigma)).reshape(x.shape)
-
+    score = model_for(plan)  # the exact score of the mixture (alpha = 1, noise sigma)
     x_T = np.random.default_rng(5).standard_normal((64, 2))
     ours_noise, theirs_noise = NoiseList(9), NoiseList(9)
     ours = plan.run(score, x_T, noise=ours_noise)
-    theirs, their_sigmas = _score_sde_ve_pipeline(config, n, score, x_T, theirs_noise, **set_timesteps)
+    sched = diffusers.ScoreSdeVeScheduler.from_config(config)
+    # diffusers' ScoreSdeVePipeline loop, without its final clamp to [0, 1]; its "timesteps" are the sigmas
+    theirs, their_sigmas = run_pipeline(sched, score, x_T, theirs_noise, n, set_timesteps=set_timesteps)
     assert len(ours_noise.drawn) == len(theirs_noise.drawn) == n * (plan.config["correct_steps"] + 1)
     np.testing.assert_allclose(plan.sigmas, their_sigmas, rtol=1e-6)
     assert np.max(np.abs(ours - theirs)) / np.max(np.abs(theirs)) < TOL

@@ -6,20 +6,17 @@ samples agree to 1e-4 of max |x|. The default run covers each class on its defau
 options; HYPOTHESIS_PROFILE=thorough runs the full option matrix.
 """
 
-import contextlib
-import dataclasses
-import importlib
 import itertools
-import math
 import os
 
 import numpy as np
 import pytest
+from diffspec.conformance.diffusers_loops import run_pipeline
 from diffspec.reference import interop
 from diffspec.reference.interop.sa_solver import _adams_weights
 from diffspec.reference.oracles import GaussianMixture, gaussian_flow_map
 
-from tests.reference.test_interop import MIX, SHAPE, BrownianPath, NoiseList, model_for
+from tests.reference.test_interop import SHAPE, NoiseList, model_for
 
 torch = pytest.importorskip("torch")
 diffusers = pytest.importorskip("diffusers")
@@ -30,68 +27,13 @@ THOROUGH = os.environ.get("HYPOTHESIS_PROFILE") == "thorough"
 _MODULES = ("scheduling_sasolver", "scheduling_dpmsolver_multistep_inverse", "scheduling_dpm_cogvideox")
 
 
-@contextlib.contextmanager
-def routed_randn(source, dtype_of_draws):
-    """Route `randn_tensor` of these classes' modules to `source` (draws of the given dtype)."""
-    mods = [importlib.import_module(f"diffusers.schedulers.{name}") for name in _MODULES]
-    saved = [m.randn_tensor for m in mods]
-
-    def fake(shape, generator=None, device=None, dtype=None, layout=None):
-        return torch.from_numpy(source(tuple(shape))).to(dtype_of_draws)
-
-    for m in mods:
-        m.randn_tensor = fake
-    try:
-        yield
-    finally:
-        for m, fn in zip(mods, saved):
-            m.randn_tensor = fn
-
-
-def cosine_oracle_model(schedule, prediction_type):
-    """CosineDPMSolverMultistep's network: input x / sqrt(sigma^2 + sd^2), timestep atan(sigma) 2 / pi, output F
-    with x0 = c_skip x + c_out F (c_out negated for v_prediction), x0 the exact denoiser at sigma."""
-    den, sd = MIX.denoiser(dataclasses.replace(schedule, sigma_max=2 * schedule.sigma_max)), schedule.sigma_data
-
-    def model(x_in, timestep):
-        s = math.tan(float(np.asarray(timestep, dtype=np.float64)) * math.pi / 2)
-        x = x_in * np.sqrt(s**2 + sd**2)
-        x0 = den(x.reshape(x.shape[0], -1), s).reshape(x.shape)
-        c_out = s * sd / np.sqrt(s**2 + sd**2) * (-1.0 if prediction_type == "v_prediction" else 1.0)
-        return (x0 - sd**2 / (s**2 + sd**2) * x) / c_out
-
-    return model
-
-
 def run_diffusers(config, n, model, x_T, noise, step_kwargs, *, float64=False):
-    """diffusers' loop for these classes: CogVideoXDPM's own step signature (the previous x0 and grid time, as the
-    CogVideoX pipeline calls it), CosineDPM's Brownian tree replaced by a path fed from `noise`. float64=True runs the
-    same loop on float64 tensors, its sigmas (alphas_cumprod for CogVideoXDPM) promoted from the float32 values
-    diffusers computed: what is left of a difference is then the algorithm, not float32 rounding."""
+    """diffusers' loop for these classes (`run_pipeline`: CogVideoXDPM's own step signature, CosineDPM's Brownian
+    tree fed from `noise`). float64=True runs the same loop on float64 tensors, its sigmas (alphas_cumprod for
+    CogVideoXDPM) promoted from the float32 values diffusers computed: what is left of a difference is then the
+    algorithm, not float32 rounding."""
     sched = getattr(diffusers, config["_class_name"]).from_config(config)
-    sched.set_timesteps(n)
-    name = config["_class_name"]
-    dtype = torch.float64 if float64 else torch.float32
-    if float64 and name == "CogVideoXDPMScheduler":
-        sched.alphas_cumprod = sched.alphas_cumprod.double()
-        sched.final_alpha_cumprod = sched.final_alpha_cumprod.double()
-    elif float64:
-        sched.sigmas = sched.sigmas.double()
-    if name == "CosineDPMSolverMultistepScheduler":
-        path = BrownianPath(noise, x_T.shape)
-        sched.noise_sampler = lambda a, b: path(a, b).to(dtype)
-    latents = torch.from_numpy(x_T).to(dtype) * sched.init_noise_sigma
-    timesteps, old_x0 = [], None
-    with routed_randn(noise, dtype):
-        for i, t in enumerate(sched.timesteps):
-            timesteps.append(t.item())
-            out = torch.from_numpy(model(sched.scale_model_input(latents, t).double().numpy(), t.numpy())).to(dtype)
-            if name == "CogVideoXDPMScheduler":
-                back = sched.timesteps[i - 1] if i > 0 else None
-                latents, old_x0 = sched.step(out, old_x0, t, back, latents, **step_kwargs, return_dict=False)
-            else:
-                latents = sched.step(out, t, latents, **step_kwargs).prev_sample
-    return latents.double().numpy(), np.array(timesteps)
+    return run_pipeline(sched, model, x_T, noise, n, step_kwargs=step_kwargs, float64=float64)
 
 
 def compare(cls, overrides, n, step_options=None, *, mode="both"):
@@ -100,10 +42,7 @@ def compare(cls, overrides, n, step_options=None, *, mode="both"):
     step_options = step_options or {}
     config = {"_class_name": cls, "_diffusers_version": "0.42.1", **overrides}
     plan = interop.from_diffusers(config, n, **step_options)
-    if cls == "CosineDPMSolverMultistepScheduler":
-        model = cosine_oracle_model(plan.schedule, plan.prediction_type)
-    else:
-        model = model_for(plan)
+    model = model_for(plan)
     x_T = np.random.default_rng(1).standard_normal(SHAPE)
     ours_noise = NoiseList(7)
     ours = plan.run(model, x_T, noise=ours_noise)

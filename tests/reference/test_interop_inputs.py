@@ -3,8 +3,9 @@ against diffusers' own loop with the same model and draws (at 1e-4 of max |x|, a
 
 import numpy as np
 import pytest
+from diffspec.conformance.diffusers_loops import run_pipeline
 from diffspec.reference import interop
-from test_interop import SHAPE, TOL, BrownianPath, NoiseList, diffusers, model_for, patched_randn, torch
+from test_interop import SHAPE, TOL, NoiseList, diffusers, model_for
 
 FLUX = {
     "shift": 3.0,
@@ -18,25 +19,7 @@ FLUX = {
 
 def run_diffusers(config, n, model, x_T, noise, **set_timesteps):
     sched = getattr(diffusers, config["_class_name"]).from_config(config)
-    if config["_class_name"] == "EDMEulerScheduler" and "sigmas" in set_timesteps:  # it takes a tensor only
-        set_timesteps = {**set_timesteps, "sigmas": torch.tensor(set_timesteps["sigmas"], dtype=torch.float64)}
-    if config["_class_name"] == "UniPCMultistepScheduler" and "sigmas" in set_timesteps:  # it takes an array only
-        set_timesteps = {**set_timesteps, "sigmas": np.asarray(set_timesteps["sigmas"])}
-    sched.set_timesteps(n, **set_timesteps)
-    if config["_class_name"] == "DPMSolverSDEScheduler":
-        sched.noise_sampler = BrownianPath(noise, x_T.shape)
-    latents = torch.from_numpy(x_T).float() * getattr(sched, "init_noise_sigma", 1.0)
-    timesteps = []
-    with patched_randn(noise):
-        for t in sched.timesteps:
-            timesteps.append(t.item())
-            inp = sched.scale_model_input(latents, t) if hasattr(sched, "scale_model_input") else latents
-            out = model(inp.double().numpy(), t.numpy())
-            result = sched.step(torch.from_numpy(out).float(), t, latents)
-            latents = result.prev_sample
-    if config["_class_name"] == "LCMScheduler":  # the LCM pipelines return the last step's denoised
-        latents = result.denoised
-    return latents.double().numpy(), np.array(timesteps)
+    return run_pipeline(sched, model, x_T, noise, n, set_timesteps=set_timesteps)
 
 
 def compare(config, n, custom, *, seed):

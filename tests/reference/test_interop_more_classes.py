@@ -3,185 +3,24 @@ Helios and HeliosDMD: the same model function and the same recorded draws throug
 
 These classes' `step`s take what their pipeline passes besides the model output (UnCLIP's prev_timestep,
 Wuerstchen's batch of continuous times, sCM's TrigFlow wrapping of a flow transformer, a flow map's second time,
-HeliosDMD's start latents), so each diffusers loop below mirrors the pipeline that drives the class. Final samples
+HeliosDMD's start latents), so each diffusers loop (`diffspec.conformance.diffusers_loops.LOOPS`, which the
+conformance kit runs too) mirrors the pipeline that drives the class. Final samples
 agree to 1e-4 of max |x|. The default run covers each class on its default config and a slice of its options; the
 whole matrix runs under HYPOTHESIS_PROFILE=thorough.
 """
 
-import contextlib
-import importlib
 import os
 
 import numpy as np
 import pytest
+from diffspec.conformance.diffusers_loops import LOOPS, helios_loop, latent_shape, oracle_model
+from diffspec.conformance.diffusers_loops import model_for as model_of
 from diffspec.reference import interop
 from diffspec.reference.schedules import Flow
-from test_interop import SHAPE, NoiseList, diffusers, model_for, oracle_model, torch
+from test_interop import SHAPE, NoiseList, diffusers, torch
 
 TOL = 1e-4
 THOROUGH = os.environ.get("HYPOTHESIS_PROFILE") == "thorough"
-VIDEO_SHAPE = (64, 2, 1, 1, 1)  # HeliosDMD's step reshapes its sigmas for 5-d video latents
-
-
-@contextlib.contextmanager
-def drawing_from(source, *modules):
-    """Route `randn_tensor` of the given diffusers scheduler modules to `source`."""
-    mods = [importlib.import_module(f"diffusers.schedulers.{m}") for m in modules]
-    saved = [m.randn_tensor for m in mods]
-
-    def fake(shape, generator=None, device=None, dtype=None, layout=None):
-        return torch.from_numpy(source(tuple(shape))).to(dtype or torch.float32)
-
-    for m in mods:
-        m.randn_tensor = fake
-    try:
-        yield
-    finally:
-        for m, fn in zip(mods, saved):
-            m.randn_tensor = fn
-
-
-def _call(model, x, *times):
-    return torch.from_numpy(model(x.double().numpy(), *(np.asarray(t.numpy()) for t in times))).float()
-
-
-# ---- the diffusers loops, as each class's pipeline runs them -----------------------------------------------------
-
-
-def unclip_loop(sched, model, latents, noise, custom):
-    """UnCLIPPipeline: prev_timestep is the next timestep, None on the last step."""
-    sched.set_timesteps(custom["n"])
-    ts = sched.timesteps
-    with drawing_from(noise, "scheduling_unclip"):
-        for i, t in enumerate(ts):
-            prev = ts[i + 1] if i + 1 < len(ts) else None
-            latents = sched.step(_call(model, latents, t), t, latents, prev_timestep=prev).prev_sample
-    return latents, ts[:]
-
-
-def wuerstchen_loop(sched, model, latents, noise, custom):
-    """WuerstchenPriorPipeline / StableCascadePriorPipeline: all times but the last, as a batch."""
-    if custom.get("timesteps") is not None:
-        sched.set_timesteps(timesteps=custom["timesteps"])
-    else:
-        sched.set_timesteps(custom["n"])
-    ts = sched.timesteps[:-1]
-    with drawing_from(noise, "scheduling_ddpm_wuerstchen"):
-        for t in ts:
-            r = t.expand(latents.shape[0])
-            latents = sched.step(_call(model, latents, t), r, latents).prev_sample
-    return latents, ts
-
-
-def ltx_loop(sched, model, latents, noise, custom):
-    """A loop over the timesteps; with custom sigmas over timesteps[:-1], as LTX's pipeline."""
-    if custom.get("sigmas") is not None or custom.get("timesteps") is not None:
-        given = {k: torch.tensor(custom[k], dtype=torch.float32) for k in ("sigmas", "timesteps") if k in custom}
-        sched.set_timesteps(**given)
-        ts = sched.timesteps[:-1]
-    else:
-        sched.set_timesteps(custom["n"], mu=custom.get("mu"))
-        ts = sched.timesteps
-    with drawing_from(noise, "scheduling_ltx_euler_ancestral_rf"):
-        for t in ts:
-            latents = sched.step(_call(model, latents, t), t, latents).prev_sample
-    return latents, ts
-
-
-def scm_loop(sched, model, latents, noise, custom):
-    """SanaSprintPipeline: latents scaled by sigma_data, the flow transformer wrapped into TrigFlow, x0 / sigma_d."""
-    sd = sched.config.sigma_data
-    if custom.get("timesteps") is not None:
-        sched.set_timesteps(len(custom["timesteps"]) - 1, timesteps=custom["timesteps"], max_timesteps=None,
-                            intermediate_timesteps=None)  # fmt: skip
-    else:
-        n = custom["n"]
-        sched.set_timesteps(n, intermediate_timesteps=1.3 if n == 2 else None)
-    latents = latents * sd
-    seen = []
-    with drawing_from(noise, "scheduling_scm"):
-        for t in sched.timesteps[:-1]:
-            tf = torch.sin(t) / (torch.cos(t) + torch.sin(t))
-            seen.append(tf.item())
-            x_in = latents / sd * torch.sqrt(tf**2 + (1 - tf) ** 2)
-            u = _call(model, x_in, tf)
-            pred = ((1 - 2 * tf) * x_in + (1 - 2 * tf + 2 * tf**2) * u) / torch.sqrt(tf**2 + (1 - tf) ** 2)
-            latents, denoised = sched.step(pred.float() * sd, t, latents, return_dict=False)
-    return denoised / sd, torch.tensor(seen)
-
-
-def flow_map_loop(sched, model, latents, noise, custom):
-    """AnyFlowPipeline with use_mean_velocity=True: the model takes (t, r); a step with t == r is skipped."""
-    sched.set_timesteps(custom.get("n"), sigmas=custom.get("sigmas"), timesteps=custom.get("timesteps"))
-    seen = []
-    for i, t in enumerate(sched.timesteps):
-        r = sched.sigmas[i + 1] * sched.config.num_train_timesteps
-        if t == r:
-            continue
-        seen.append(t.item())
-        latents = sched.step(_call(model, latents, t, r), t, latents).prev_sample
-    return latents, torch.tensor(seen)
-
-
-def _array_or_none(values):  # Helios's set_timesteps needs a numpy array (a list would be repeated by `* T`)
-    return None if values is None else np.asarray(values)
-
-
-def helios_loop(sched, model, latents, noise, custom):
-    """HeliosPipeline's loop over one chunk."""
-    sched.set_timesteps(custom["n"], sigmas=_array_or_none(custom.get("sigmas")), mu=custom.get("mu"))
-    for t in sched.timesteps:
-        latents = sched.step(_call(model, latents, t), t, latents).prev_sample
-    return latents, sched.timesteps
-
-
-def helios_dmd_loop(sched, model, latents, noise, custom):
-    """HeliosPyramidPipeline with one stage and a distilled model: int64 model timesteps, the stage's start latents
-    as the re-noising tensor."""
-    sched.set_timesteps(custom["n"], 0, sigmas=_array_or_none(custom.get("sigmas")), mu=custom.get("mu"))
-    ts, start = sched.timesteps, latents
-    for i, t in enumerate(ts):
-        out = _call(model, latents, t.to(torch.int64))
-        latents = sched.step(
-            out, t, latents, cur_sampling_step=i, dmd_noisy_tensor=start, dmd_sigmas=sched.sigmas,
-            dmd_timesteps=ts, all_timesteps=ts, return_dict=False,
-        )[0]  # fmt: skip
-    return latents, ts.to(torch.int64)
-
-
-LOOPS = {
-    "UnCLIPScheduler": unclip_loop,
-    "DDPMWuerstchenScheduler": wuerstchen_loop,
-    "LTXEulerAncestralRFScheduler": ltx_loop,
-    "SCMScheduler": scm_loop,
-    "FlowMapEulerDiscreteScheduler": flow_map_loop,
-    "HeliosScheduler": helios_loop,
-    "HeliosDMDScheduler": helios_dmd_loop,
-}
-
-
-# ---- the models -----------------------------------------------------------------------------------------------------
-
-
-def flow_map_model(T=1000):
-    """A flow-map network for tests: the mean velocity over [r, t] by the midpoint rule on the exact velocity of
-    the Gaussian-mixture flow (exact as r -> t; a deterministic function of (x, t, r) either way)."""
-    u = oracle_model(Flow(), "flow_prediction", lambda ts: ts / T)
-
-    def model(x, t, r):
-        t, r = float(np.asarray(t)), float(np.asarray(r))
-        x_mid = x + (r - t) / 2 / T * u(x, np.asarray(t))
-        return u(x_mid, np.asarray((t + r) / 2))
-
-    return model
-
-
-def model_of(plan):
-    if plan.class_name == "SCMScheduler":  # the flow transformer sees t = sin s / (cos s + sin s), up to 1 + 4e-6
-        return oracle_model(Flow(), "flow_prediction", lambda t: min(t, 1.0))
-    if plan.class_name == "FlowMapEulerDiscreteScheduler":
-        return flow_map_model(plan.config["num_train_timesteps"])
-    return model_for(plan)
 
 
 # ---- the cases ------------------------------------------------------------------------------------------------------
@@ -271,7 +110,7 @@ def test_plan_matches_the_pipeline_loop(cls, overrides, n, custom):
     ours_custom = {k: np.asarray(v) if isinstance(v, list) else v for k, v in custom.items()}
     plan = interop.from_diffusers(config, n, **ours_custom)
     model = model_of(plan)
-    shape = VIDEO_SHAPE if cls == "HeliosDMDScheduler" else SHAPE
+    shape = latent_shape(cls, SHAPE[0])
     x_T = np.random.default_rng(1).standard_normal(shape)
     ours_noise, theirs_noise = NoiseList(7), NoiseList(7)
     ours = plan.run(model, x_T, noise=ours_noise if plan.stochastic else None)
@@ -411,9 +250,10 @@ def test_unimplemented_options_raise(config, n, custom, match):
 
 def test_every_class_here_runs_on_its_default_config_or_refuses_it():
     """Each class is compared with its pipeline on its default config in the default run, except Helios's, whose
-    default (stages=3) is the pyramid sampler, refused above with the reason."""
+    default (stages=3) is the pyramid sampler, refused above with the reason (ScoreSdeVe's pipeline loop runs in
+    test_interop_classes)."""
     defaults = {cls for cls, overrides, _, custom, default in CASES if default and not overrides and not custom}
-    assert sorted(set(LOOPS) - defaults) == ["HeliosDMDScheduler", "HeliosScheduler"]
+    assert sorted(set(LOOPS) - defaults - {"ScoreSdeVeScheduler"}) == ["HeliosDMDScheduler", "HeliosScheduler"]
     assert set(LOOPS) <= set(interop.SUPPORTED_CLASSES)
     assert not set(LOOPS) & set(interop.REFUSED)
 
