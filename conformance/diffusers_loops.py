@@ -163,18 +163,17 @@ def model_for(plan, mixture=MIX):
 
 # ------------------------------------------------------------------------------------------------------- noise
 @contextlib.contextmanager
-def routed_randn(source, dtype=None):
-    """Route `randn_tensor` of every loaded diffusers scheduler module to `source(shape)` (draws in `dtype`, else the
-    dtype asked for, else float32)."""
+def routed_randn(source, dtype=None, scheduler=None):
+    """Route `randn_tensor` of every loaded diffusers scheduler module, and of the modules that define
+    `scheduler`'s class and its bases (a custom subclass in the user's own module), to `source(shape)` (draws in
+    `dtype`, else the dtype asked for, else float32)."""
     import torch
 
-    modules = [
-        m
-        for name, m in list(sys.modules.items())
-        if name.startswith("diffusers.schedulers.") and m is not None and hasattr(m, "randn_tensor")
-    ]
-    saved = [(m, m.randn_tensor) for m in modules]
-
+    names = [n for n in list(sys.modules) if n.startswith("diffusers.schedulers.")]
+    if scheduler is not None:
+        names += [c.__module__ for c in type(scheduler).__mro__ if c.__module__ != "builtins"]
+    modules = {id(m): m for m in (sys.modules.get(n) for n in names) if m is not None}.values()
+    saved = [(m, m.randn_tensor) for m in modules if hasattr(m, "randn_tensor")]
     forced = dtype
 
     def fake(shape, generator=None, device=None, dtype=None, layout=None):
@@ -236,7 +235,7 @@ def unclip_loop(sched, model, latents, noise, custom):
     """UnCLIPPipeline: prev_timestep is the next timestep, None on the last step."""
     sched.set_timesteps(custom["n"])
     ts = sched.timesteps
-    with routed_randn(noise):
+    with routed_randn(noise, scheduler=sched):
         for i, t in enumerate(ts):
             prev = ts[i + 1] if i + 1 < len(ts) else None
             latents = sched.step(_call(model, latents, t), t, latents, prev_timestep=prev).prev_sample
@@ -250,7 +249,7 @@ def wuerstchen_loop(sched, model, latents, noise, custom):
     else:
         sched.set_timesteps(custom["n"])
     ts = sched.timesteps[:-1]
-    with routed_randn(noise):
+    with routed_randn(noise, scheduler=sched):
         for t in ts:
             r = t.expand(latents.shape[0])
             latents = sched.step(_call(model, latents, t), r, latents).prev_sample
@@ -268,7 +267,7 @@ def ltx_loop(sched, model, latents, noise, custom):
     else:
         sched.set_timesteps(custom["n"], mu=custom.get("mu"))
         ts = sched.timesteps
-    with routed_randn(noise):
+    with routed_randn(noise, scheduler=sched):
         for t in ts:
             latents = sched.step(_call(model, latents, t), t, latents).prev_sample
     return latents, ts
@@ -287,7 +286,7 @@ def scm_loop(sched, model, latents, noise, custom):
         sched.set_timesteps(n, intermediate_timesteps=1.3 if n == 2 else None)
     latents = latents * sd
     seen, denoised = [], latents
-    with routed_randn(noise):
+    with routed_randn(noise, scheduler=sched):
         for t in sched.timesteps[:-1]:
             tf = torch.sin(t) / (torch.cos(t) + torch.sin(t))
             seen.append(tf.item())
@@ -349,7 +348,7 @@ def score_sde_ve_loop(sched, model, latents, noise, custom):
     sched.set_timesteps(custom["n"], **{k: v for k, v in custom.items() if k != "n"})
     sched.set_sigmas(custom["n"])
     sample, mean = latents, latents
-    with routed_randn(noise):
+    with routed_randn(noise, scheduler=sched):
         for i, t in enumerate(sched.timesteps):
             sigma_t = sched.sigmas[i] * torch.ones(latents.shape[0])
             for _ in range(sched.config.correct_steps):
@@ -402,7 +401,7 @@ def generic_loop(sched, model, latents, noise, custom, *, class_name, step_kwarg
         sched, "init_noise_sigma", 1.0
     )  # some classes know it only after set_timesteps
     timesteps, old_x0, result = [], None, None
-    with routed_randn(noise, dtype if float64 else None):
+    with routed_randn(noise, dtype if float64 else None, scheduler=sched):
         for i, t in enumerate(sched.timesteps):
             timesteps.append(t.item())
             inp = sched.scale_model_input(latents, t) if hasattr(sched, "scale_model_input") else latents

@@ -142,6 +142,25 @@ def test_diffusers_dpm_solver_multistep_conforms_and_a_broken_subclass_does_not(
     assert not broken.passed and "loop" in broken.failed_checks(), str(broken)
 
 
+def test_a_subclass_that_draws_its_noise_in_its_own_module_gets_the_same_draws():
+    """A custom scheduler that draws through the `randn_tensor` imported into its own module (here, this test
+    module) is fed the kit's draws too, so its stochastic loop is compared draw for draw."""
+    diffusers = pytest.importorskip("diffusers")
+    import torch
+    from diffusers.utils.torch_utils import randn_tensor
+
+    torch.set_num_threads(1)
+    globals()["randn_tensor"] = randn_tensor  # where the kit looks for it: the module that defines the class
+
+    class LocalNoise(diffusers.DPMSolverMultistepScheduler):
+        def step(self, model_output, timestep, sample, generator=None, variance_noise=None, return_dict=True):
+            noise = globals()["randn_tensor"](model_output.shape, dtype=model_output.dtype)
+            return super().step(model_output, timestep, sample, variance_noise=noise, return_dict=return_dict)
+
+    report = check_scheduler(LocalNoise(algorithm_type="sde-dpmsolver++"), steps=(10,), order=False)
+    assert report.passed, str(report)
+
+
 # classes whose pipeline feeds the network something else than (x, timestep) in the class's prediction type, or
 # whose step takes more than (output, t, x), or that their pipeline drives with its own loop
 OWN_CONVENTIONS = [
