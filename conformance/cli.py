@@ -2,6 +2,7 @@
 
     diffspec-check sampler my_pkg.my_mod:my_fn --as dpmpp_2m [--convention k-diffusion] [--option eta=0.5]
     diffspec-check scheduler scheduler_config.json | my_pkg.my_mod:make_scheduler | diffusers:DDIMScheduler
+    diffspec-check scheduler my_pkg.my_mod:MyPort --as DPMSolverMultistepScheduler
     diffspec-check samplers            (the registry's own contract, listed)
 
 Exit status: 0 when every check passes, 1 (with the table) when one fails, 2 on bad usage.
@@ -95,6 +96,12 @@ def main(argv=None) -> int:
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     s = sub.add_parser("scheduler", help="check a diffusers scheduler against from_diffusers and exact answers")
     s.add_argument("scheduler", help="scheduler_config.json, or module:factory (a class or function)")
+    s.add_argument(
+        "--as",
+        dest="as_class",
+        default=None,
+        help="the diffusers class it behaves as, for a scheduler that does not derive from one",
+    )
     s.add_argument("--json", action="store_true")
     sub.add_parser("samplers", help="list the registry's samplers and their contract")
     try:
@@ -124,7 +131,7 @@ def main(argv=None) -> int:
             from diffspec.conformance.schedulers import check_scheduler
 
             try:
-                report = check_scheduler(_scheduler(args.scheduler))
+                report = check_scheduler(_scheduler(args.scheduler), as_class=args.as_class)
             except ValueError as err:
                 raise UsageError(str(err)) from None
     except UsageError as err:

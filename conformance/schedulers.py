@@ -120,11 +120,16 @@ def _line(exc) -> str:
     return text[0] if text else type(exc).__name__
 
 
-def check_scheduler(scheduler, *, steps: tuple[int, ...] = (10, 25), order: bool = True) -> Report:
+def check_scheduler(
+    scheduler, *, steps: tuple[int, ...] = (10, 25), order: bool = True, as_class: str | None = None
+) -> Report:
     """Score a diffusers scheduler instance against `from_diffusers(scheduler.config)` and exact answers.
 
-    scheduler: anything with diffusers' `set_timesteps` / `step` (and `scale_model_input`, `config`), custom
-    subclasses of a supported class included. steps: the step counts compared. order: also measure the order.
+    scheduler: anything with diffusers' `set_timesteps` / `step` (and `scale_model_input`, `config`, `timesteps`,
+    on torch tensors), custom subclasses of a supported class included. as_class: the diffusers class it claims to
+    behave as, for a scheduler that does not derive from one (a port with diffusers' API): its config is read as
+    that class's and it runs that class's pipeline loop. steps: the step counts compared. order: also measure the
+    order.
     """
     for attr in ("set_timesteps", "config"):
         if not hasattr(scheduler, attr):
@@ -133,12 +138,14 @@ def check_scheduler(scheduler, *, steps: tuple[int, ...] = (10, 25), order: bool
             )
     from diffspec.reference.interop import SUPPORTED_CLASSES, from_diffusers
 
+    if as_class is not None and as_class not in SUPPORTED_CLASSES:
+        raise ValueError(f"as_class={as_class!r}: expected one of {', '.join(SUPPORTED_CLASSES)}")
     report = Report(f"{type(scheduler).__name__} (diffusers scheduler)")
-    class_name = counterpart(scheduler)
+    class_name = as_class or counterpart(scheduler)
     if class_name is None:
         report.fail("class", type(scheduler).__name__, expected="one of " + ", ".join(SUPPORTED_CLASSES))
         return report
-    report.add("class", type(scheduler).__name__, class_name, "", True)
+    report.add("class", type(scheduler).__name__, class_name, "", True, note="as claimed" if as_class else "")
     config = config_of(scheduler, class_name)
     mixture = standard_mixture_2d()
     for n in steps:

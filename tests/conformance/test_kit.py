@@ -161,6 +161,46 @@ def test_a_subclass_that_draws_its_noise_in_its_own_module_gets_the_same_draws()
     assert report.passed, str(report)
 
 
+class _Port:
+    """A DDIM scheduler written against diffusers' API without deriving from a diffusers class (here it delegates
+    to a hidden instance); `wrong` scales the model output, one coefficient off."""
+
+    init_noise_sigma = 1.0
+
+    def __init__(self, wrong=1.0):
+        import diffusers
+
+        self._inner, self.wrong = diffusers.DDIMScheduler(clip_sample=False), wrong
+        self.config = dict(self._inner.config)
+
+    @property
+    def timesteps(self):
+        return self._inner.timesteps
+
+    def set_timesteps(self, n, **kwargs):
+        self._inner.set_timesteps(n, **kwargs)
+
+    def scale_model_input(self, x, t):
+        return x
+
+    def step(self, out, t, x, **kwargs):
+        return self._inner.step(out * self.wrong, t, x, **kwargs)
+
+
+def test_a_port_that_claims_a_class_is_scored_as_that_class():
+    pytest.importorskip("diffusers")
+    from diffspec.conformance.cli import main
+
+    assert check_scheduler(_Port(), order=False).failed_checks() == ["class"]
+    claimed = check_scheduler(_Port(), as_class="DDIMScheduler")
+    assert claimed.passed and {"loop", "order"} <= {r.check.split(" (")[0] for r in claimed.rows}, str(claimed)
+    wrong = check_scheduler(_Port(wrong=1.01), as_class="DDIMScheduler", order=False)
+    assert wrong.failed_checks() == ["loop"], str(wrong)
+    with pytest.raises(ValueError, match="as_class='DDIMSchedule'.*expected one of"):
+        check_scheduler(_Port(), as_class="DDIMSchedule")
+    assert main(["scheduler", "diffusers:DDIMScheduler", "--as", "DDIMSchedule"]) == 2
+
+
 # classes whose pipeline feeds the network something else than (x, timestep) in the class's prediction type, or
 # whose step takes more than (output, t, x), or that their pipeline drives with its own loop
 OWN_CONVENTIONS = [
