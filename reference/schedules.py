@@ -113,6 +113,25 @@ class _ScoreSDEBeta:
         d = self.beta_max - self.beta_min
         return 2.0 * B / (self.beta_min + np.sqrt(self.beta_min**2 + 2.0 * d * B))
 
+    def log_expm1_int_beta(self, t, sign=1.0):
+        """log(expm1(B)) (sign = 1) or log(-expm1(-B)) (sign = -1) at B = B(t), without underflow or overflow.
+
+        Below B = 1: log B + log(expm1(sign B) / (sign B)) with log B = log t + log(beta_min + (beta_max - beta_min)
+        t / 2), finite even where t is so small that B itself rounds to 0 (a subnormal t: sigma ~ sqrt(B) is still
+        representable). Above: B + log1p(-e^{-B}) (sign = 1) or log1p(-e^{-B}) (sign = -1), finite where expm1(B)
+        overflows. log t = -inf at t = 0 gives lam = inf there.
+        """
+        t = self._t(t)
+        B = self.int_beta(t)
+        small = B < 1.0
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+            Bs = np.where(small & (B > 0), B, 1.0)
+            ratio = np.where(B > 0, np.expm1(sign * Bs) / (sign * Bs), 1.0)
+            log_B = np.log(t) + np.log(self.beta_min + 0.5 * (self.beta_max - self.beta_min) * t)
+            Bl = np.where(small, 1.0, B)
+            large = np.log1p(-np.exp(-Bl)) + (Bl if sign > 0 else 0.0)
+            return np.where(small, log_B + np.log(ratio), large)
+
 
 # --------------------------------------------------------------------------------------------------------
 # Discrete-time VP (DDPM): betas over T steps.
@@ -324,7 +343,8 @@ class LinearVP(_ScoreSDEBeta, _VP):
     """Score-SDE's VP SDE (Song et al. 2021, eq. 11 and App. B) with beta(t) = beta_min + t (beta_max - beta_min).
 
     With B(t) = int_0^t beta = beta_min t + (beta_max - beta_min) t^2 / 2: alpha^2 = e^{-B}, sigma^2 = 1 - e^{-B},
-    so lam = -log(expm1(B)) / 2 (cancellation-free), and the inverse is B = log1p(e^{-2 lam}) with t the root
+    so lam = -log(expm1(B)) / 2 (cancellation-free; `log_expm1_int_beta` keeps it finite for subnormal t and large
+    B), and the inverse is B = log1p(e^{-2 lam}) with t the root
     of a quadratic written as 2B / (beta_min + sqrt(beta_min^2 + 2 (beta_max - beta_min) B)).
     """
 
@@ -339,8 +359,7 @@ class LinearVP(_ScoreSDEBeta, _VP):
         self._check_beta_range()
 
     def lam(self, t):
-        with np.errstate(divide="ignore"):
-            return -0.5 * np.log(np.expm1(self.int_beta(t)))
+        return -0.5 * self.log_expm1_int_beta(t)
 
     def t_of_lam(self, lam):
         return self._held(self.t_of_int_beta(np.logaddexp(0.0, -2.0 * np.asarray(lam, dtype=np.float64))))
@@ -402,9 +421,7 @@ class SubVP(_ScoreSDEBeta, _Schedule):
         return -np.expm1(-self.int_beta(t))
 
     def lam(self, t):
-        B = self.int_beta(t)
-        with np.errstate(divide="ignore"):
-            return -0.5 * B - np.log(-np.expm1(-B))
+        return -0.5 * self.int_beta(t) - self.log_expm1_int_beta(t, sign=-1.0)
 
     def t_of_lam(self, lam):
         lam = np.maximum(np.asarray(lam, dtype=np.float64), -300.0)

@@ -121,6 +121,23 @@ class _ScoreSDEBeta:
         d = self.beta_max - self.beta_min
         return 2.0 * B / (self.beta_min + torch.sqrt(self.beta_min**2 + 2.0 * d * B))
 
+    def log_int_beta(self, t):
+        """log B(t) = log t + log(beta_min + (beta_max - beta_min) t / 2), finite where B(t) itself underflows (a
+        float32 t below ~1e-38 gives B = 0, while log B and the sigma it sets, ~sqrt(B), are representable)."""
+        t = as_time(t)
+        return torch.log(t) + torch.log(self.beta_min + 0.5 * (self.beta_max - self.beta_min) * t)
+
+    def log_expm1_int_beta(self, t, sign=1.0):
+        """log(expm1(B)) (sign 1) or log(-expm1(-B)) (sign -1) without underflow at small B or overflow at large B:
+        log B + log(expm1(sign B) / (sign B)) below B = 1, B + log1p(-e^{-B}) or log1p(-e^{-B}) above."""
+        B = self.int_beta(t)
+        small = B < 1.0
+        Bs = torch.where(small & (B > 0), B, torch.ones_like(B))  # the ratio's argument, kept away from 0 and large
+        ratio = torch.where(B > 0, torch.expm1(sign * Bs) / (sign * Bs), torch.ones_like(B))
+        Bl = torch.where(small, torch.ones_like(B), B)
+        large = torch.log1p(-torch.exp(-Bl)) + (Bl if sign > 0 else 0.0)
+        return torch.where(small, self.log_int_beta(t) + torch.log(ratio), large)
+
 
 # --------------------------------------------------------------------------------------------------------
 # Discrete-time VP (DDPM): betas over T steps.
@@ -396,7 +413,7 @@ class LinearVP(_ScoreSDEBeta, _VP):
     t_eps: ClassVar[float] = 1e-3
 
     def lam(self, t):
-        return -0.5 * torch.log(torch.expm1(self.int_beta(t)))
+        return -0.5 * self.log_expm1_int_beta(t)
 
     def t_of_lam(self, lam):
         B = _softplus(-2.0 * as_time(lam))
@@ -450,8 +467,7 @@ class SubVP(_ScoreSDEBeta, _Schedule):
         return -torch.expm1(-self.int_beta(t))
 
     def lam(self, t):
-        B = self.int_beta(t)
-        return -0.5 * B - torch.log(-torch.expm1(-B))
+        return -0.5 * self.int_beta(t) - self.log_expm1_int_beta(t, sign=-1.0)
 
     def t_of_lam(self, lam):
         lam = as_time(lam)
