@@ -152,14 +152,17 @@ def _eta_split(lam, lam_next, lam_end, eta):
 
     In sigma_ve = e^{-lam}: get_ancestral_step's sigma_up = min(s_next, eta s_next sqrt(1 - s_next^2 / s^2)) and
     sigma_down = sqrt(s_next^2 - sigma_up^2); the solver steps from lam to lam_down = min(lam_end, -log sigma_down)
-    and noise of std sqrt(s_next^2 - e^{-2 lam_down}) (recomputed after the cap at lam_end) brings the state back up
-    to lam_next. Returns (lam_down, that std).
+    and noise of std sqrt(s_next^2 - e^{-2 lam_down}) brings the state back up to lam_next. Returns (lam_down, that
+    std). Where the cap at lam_end does not bind, that std is sigma_up itself, and is returned as such: k-diffusion
+    recomputes it as a difference of squares that cancels for small eta (at eta = 1e-15 it is rounding, ~1e-8
+    s_next or 0, instead of ~1e-15 s_next). Where it binds, std = s_next sqrt(1 - e^{-2 (lam_end - lam_next)}).
     """
     s_next = np.exp(-lam_next)
     up = min(s_next, eta * s_next * np.sqrt(-np.expm1(2 * (lam - lam_next))))
     down = np.sqrt(s_next**2 - up**2)
-    lam_down = min(lam_end, -np.log(down)) if down > 0 else lam_end
-    return lam_down, float(np.sqrt(max(s_next**2 - np.exp(-lam_down) ** 2, 0.0)))
+    if down > 0 and -np.log(down) < lam_end:
+        return float(-np.log(down)), float(up)
+    return lam_end, float(s_next * np.sqrt(-np.expm1(2 * (lam_next - lam_end))))
 
 
 def _ancestral_dpm_step(denoise, schedule, x, t, t_next, t_end, order, eta, s_noise, draw):

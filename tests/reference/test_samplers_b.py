@@ -50,6 +50,42 @@ def test_dpm_solver_fast_and_adaptive_are_accurate():
         assert np.abs(out - exact).max() < 1e-3
 
 
+@pytest.mark.parametrize(
+    "sampler, options",
+    [(dpm_solver.sample_dpm_solver_fast, {}), (dpm_solver.sample_dpm_solver_adaptive, {"variant": "k-diffusion"})],
+)
+def test_ancestral_dpm_solver_noise_is_linear_in_small_eta(sampler, options):
+    """k-diffusion's ancestral DPM-Solver adds noise of std sigma_up ~ eta s_next. What it adds (the run with
+    s_noise = 1 minus the run with s_noise = 0, same draws) divided by eta must tend to a limit as eta -> 0: at
+    eta = 1e-10 the std recomputed as sqrt(s_next^2 - sigma_down^2) was 0 (the difference of squares cancels), so
+    no noise was added at all; at 1e-6 it carried a 7e-5 relative error."""
+    schedule = make_schedule("edm")
+    grid = make_grid("karras", schedule, 10)[:-1]
+    mixture = standard_mixture_2d()
+    x_T = mixture.sample_xt(8, schedule.alpha(grid[0]), schedule.sigma(grid[0]), np.random.default_rng(0))
+
+    def added_per_eta(eta):
+        runs = [
+            sampler(
+                mixture.denoiser(schedule),
+                x_T,
+                grid,
+                schedule,
+                eta=eta,
+                s_noise=s,
+                noise=np.random.default_rng(1),
+                **options,
+            )
+            for s in (1.0, 0.0)
+        ]
+        return (runs[0] - runs[1]) / eta
+
+    limit = added_per_eta(1e-6)
+    assert np.abs(limit).max() > 1.0
+    # O(eta) from the step's shift to lam_down; the adaptive controller's steps also move by O(eta), amplified
+    np.testing.assert_allclose(added_per_eta(1e-10), limit, atol=(1e-4 if not options else 1e-2) * np.abs(limit).max())
+
+
 def test_rk45_at_tight_tolerance_is_exact():
     for name in ("vp_cosine", "edm"):
         schedule = make_schedule(name)

@@ -122,12 +122,15 @@ def _nonnegative(name, value):
 
 def _eta_split(lam, lam_next, lam_end, eta):
     """k-diffusion's ancestral DPM-Solver split in sigma_ve = e^{-lam}: (lam_down, std), lam_down =
-    min(lam_end, -log sigma_down) with get_ancestral_step's sigma_down, std = sqrt(s_next^2 - e^{-2 lam_down})."""
+    min(lam_end, -log sigma_down) with get_ancestral_step's sigma_down; std = sigma_up where that cap does not bind
+    (not k-diffusion's recomputed sqrt(s_next^2 - sigma_down^2), which cancels at small eta), else
+    s_next sqrt(1 - e^{-2 (lam_end - lam_next)})."""
     s_next = math.exp(-lam_next)
     up = min(s_next, eta * s_next * math.sqrt(-math.expm1(2 * (lam - lam_next))))
     down = math.sqrt(s_next**2 - up**2)
-    lam_down = min(lam_end, -math.log(down)) if down > 0 else lam_end
-    return lam_down, math.sqrt(max(s_next**2 - math.exp(-lam_down) ** 2, 0.0))
+    if down > 0 and -math.log(down) < lam_end:
+        return -math.log(down), up
+    return lam_end, s_next * math.sqrt(-math.expm1(2 * (lam_next - lam_end)))
 
 
 def _ancestral_dpm_step(denoise, schedule, x, t, t_next, t_end, order, eta, s_noise, draw):
