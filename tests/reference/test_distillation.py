@@ -10,6 +10,7 @@ from diffspec.reference.oracles import GaussianMixture, gaussian_flow_map, stand
 from diffspec.reference.samplers import get_sampler
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from hypothesis_budget import examples
 
 pytestmark = pytest.mark.filterwarnings("error::RuntimeWarning")
 
@@ -161,7 +162,7 @@ def test_ict_times_follow_the_curriculum_and_map_back_to_their_sigmas(k, name):
 # ---------------------------------------------------------------------------------------------------------
 
 
-@settings(max_examples=30)
+@settings(max_examples=examples(30))
 @given(
     name=st.sampled_from(["linear", "vp", "flow", "vp_cosine"]),
     steps=st.sampled_from([1, 2, 4, 8, 16]),
@@ -184,7 +185,7 @@ def test_one_round_target_equals_two_exact_ddim_steps(name, steps, i, seed):
     np.testing.assert_allclose(one, two, rtol=1e-9, atol=1e-9 * (1 + np.max(np.abs(x))))
 
 
-@settings(max_examples=30)
+@settings(max_examples=examples(30))
 @given(
     name=st.sampled_from(["linear", "vp", "flow", "vp_cosine", "edm"]),
     steps=st.sampled_from([1, 2, 4, 8, 16]),

@@ -8,6 +8,7 @@ from diffspec.reference import vlb as V
 from diffspec.reference.oracles import GaussianMixture
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from hypothesis_budget import examples
 from scipy import stats
 
 RNG = np.random.default_rng(7)
@@ -35,7 +36,7 @@ def _condition(cov, mean, idx_out, idx_in, values):
 
 
 @pytest.mark.parametrize("name", sorted(SCHEDULES))
-@settings(max_examples=20)
+@settings(max_examples=examples(20))
 @given(u=st.floats(0.0, 1.0), frac=st.floats(0.0, 0.99), mu=st.floats(-2, 2), std=st.floats(0.05, 3.0))
 def test_posterior_is_bayes_on_gaussian_data(name, u, frac, mu, std):
     sch = SCHEDULES[name]

@@ -10,6 +10,7 @@ from diffspec.reference.noise import CountingNoise
 from diffspec.reference.oracles import GaussianMixture
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from hypothesis_budget import examples
 
 RNG = np.random.default_rng(1234)
 PARAMS = list(P.Parameterization)
@@ -60,7 +61,7 @@ CASES = [
 
 
 @pytest.mark.parametrize("param,weighting,schedule", CASES)
-@settings(max_examples=25)
+@settings(max_examples=examples(25))
 @given(seed=st.integers(0, 2**32 - 1), u=st.floats(0.001, 0.999))
 def test_parameterization_mse_is_a_weighted_eps_mse(param, weighting, schedule, seed, u):
     rng = np.random.default_rng(seed)

@@ -6,6 +6,7 @@ from diffspec.reference import grids as G
 from diffspec.reference import schedules as S
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
+from hypothesis_budget import examples
 
 
 def _instances():
@@ -34,7 +35,7 @@ def _finite_lam_range(sch):
 
 
 @pytest.mark.parametrize("name", NAMES)
-@settings(max_examples=40)
+@settings(max_examples=examples(40))
 @given(u=st.floats(0.0, 1.0))
 @example(u=0.0)
 @example(u=1.0)

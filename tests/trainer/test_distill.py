@@ -12,6 +12,7 @@ from diffspec.reference.oracles import standard_mixture_2d
 from diffspec.trainer import distill as TD
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from hypothesis_budget import examples
 
 RTOL = 1e-12
 
@@ -61,7 +62,7 @@ def test_distillation_times_twin(ref, n, grid):
     _close(TD.distillation_times(twin(ref), n, grid=grid), want, scale=float(ref.t_max))
 
 
-@settings(max_examples=20)
+@settings(max_examples=examples(20))
 @given(
     name=st.sampled_from(["linear", "vp", "edm", "flow"]),
     u=st.floats(0.1, 0.9),
@@ -124,7 +125,7 @@ def test_progressive_grid_weight_and_loss_twin(ref, steps, seed):
     np.testing.assert_allclose(got.numpy(), want, rtol=1e-9)
 
 
-@settings(max_examples=20)
+@settings(max_examples=examples(20))
 @given(
     name=st.sampled_from(["linear", "vp", "edm", "flow"]),
     steps=st.sampled_from([1, 2, 8]),
@@ -161,7 +162,7 @@ def test_progressive_rounds_twin(teacher, student):
     assert TD.progressive_rounds(teacher, student) == want
 
 
-@settings(max_examples=10)
+@settings(max_examples=examples(10))
 @given(steps=st.integers(1, 12), seed=st.integers(0, 2**16))
 def test_reflow_pairs_and_straightness_twin(steps, seed):
     from diffspec.reference.schedules import make_schedule

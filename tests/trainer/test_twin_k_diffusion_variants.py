@@ -14,6 +14,7 @@ from diffspec.reference.samplers import SAMPLERS as REF_SAMPLERS
 from diffspec.trainer.samplers import SAMPLERS
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
+from hypothesis_budget import examples
 
 _eta = st.sampled_from([0.0, 1.0]) | st.floats(0.0, 1.5)
 _s_noise = st.sampled_from([1.0, 0.0]) | st.floats(0.0, 1.5)
@@ -40,7 +41,7 @@ VARIANTS = {
 
 
 @pytest.mark.parametrize("name", sorted(VARIANTS))
-@settings(deadline=None, max_examples=15)
+@settings(deadline=None, max_examples=examples(15))
 @given(
     ref=reference_schedules(),
     steps=st.integers(2, 10),
@@ -75,7 +76,25 @@ def test_k_diffusion_variant_matches_reference(name, ref, steps, frac, mixture, 
     assert torch_noise.shapes == ref_noise.shapes
     rtol = 1e-8 if name == "dpm_solver_adaptive" else 1e-10
     scale = max(1.0, float(np.abs(want).max()), float(np.abs(x_T).max()))
-    np.testing.assert_allclose(got.numpy(), want, rtol=rtol, atol=rtol * scale, strict=True)
+    atol = rtol * scale
+    if name == "dpm_solver_adaptive":
+        atol += 4 * _controller_spread(
+            REF_SAMPLERS[name], reference_oracle(mixture, ref), x_T, grid, ref, seed, options
+        )
+    np.testing.assert_allclose(got.numpy(), want, rtol=rtol, atol=atol, strict=True)
+
+
+def _controller_spread(sampler, denoise, x_T, grid, ref, seed, options):
+    """How far the reference's own answer moves when x_T moves by 1e-14 relative (a few ulps, the size of the twins'
+    schedule rounding). The adaptive controller reads its error from y_lo - y_hi, a difference that cancels, so its
+    step sizes (and the answer) carry that rounding amplified by |y| / |y_lo - y_hi|: on some schedules 1e-15 in x_T
+    moved every accepted time by ~1e-7 relative with the same steps accepted. The twin may differ from the
+    reference by what the reference differs from itself there (x4), and elsewhere by 1e-8."""
+    want = sampler(denoise, x_T, grid, ref, noise=RecordedNoise(seed + 1), **options)
+    moved = [
+        sampler(denoise, x_T * (1 + d), grid, ref, noise=RecordedNoise(seed + 1), **options) for d in (1e-14, -1e-14)
+    ]
+    return max(float(np.abs(m - want).max()) for m in moved)
 
 
 @pytest.mark.parametrize(

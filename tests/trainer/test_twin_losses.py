@@ -26,6 +26,7 @@ from diffspec.trainer import vlb as TV
 from diffspec.trainer import weightings as TW
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
+from hypothesis_budget import examples
 
 EPS32 = float(np.finfo(np.float32).eps)
 EPS64 = float(np.finfo(np.float64).eps)
@@ -313,7 +314,7 @@ def test_ddpm_table_and_posteriors_match_reference(ref, data):
             close(g, np.broadcast_to(w_, g.shape), magnitude=np.abs(x0).max() + np.abs(x).max() + 1, rtol=1e-10)
 
 
-@settings(deadline=None, max_examples=10)
+@settings(deadline=None, max_examples=examples(10))
 @given(
     ref=reference_schedules(names=("betas",)),
     seed=st.integers(0, 2**32 - 1),
@@ -487,7 +488,7 @@ def _ks_statistic(a, b):
     )
 
 
-@settings(deadline=None, max_examples=15)
+@settings(deadline=None, max_examples=examples(15))
 @given(
     ref=reference_schedules(),
     name=st.sampled_from(sorted(TIMESTEP_OPTIONS)),
@@ -515,7 +516,7 @@ def test_timestep_distributions_match_reference(ref, name, data, seed):
     assert TT.TIMESTEPS[name](twin(ref), 3, torch.Generator().manual_seed(seed), **opts).dtype == torch.float32
 
 
-@settings(deadline=None, max_examples=15)
+@settings(deadline=None, max_examples=examples(15))
 @given(ref=reference_schedules(), seed=st.integers(0, 2**32 - 1), per_bin=st.integers(1, 5))
 def test_importance_sampling_matches_reference(ref, seed, per_bin):
     num_bins = ref.num_steps if ref.is_discrete else 20

@@ -26,6 +26,7 @@ from diffspec.reference.samplers import SAMPLERS as REF_SAMPLERS
 from diffspec.trainer.samplers import INVERSIONS, SAMPLERS
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
+from hypothesis_budget import examples
 
 
 def option_strategy(option):
@@ -153,7 +154,7 @@ def sampling_problems(draw):
 
 
 @pytest.mark.parametrize("name", sorted(SAMPLERS))
-@settings(deadline=None, max_examples=20)
+@settings(deadline=None, max_examples=examples(20))
 @given(
     problem=sampling_problems(),
     mixture=mixtures(),
@@ -257,7 +258,7 @@ def test_sampler_keeps_float32_and_feeds_the_network_float32_times(name):
 
 
 @pytest.mark.parametrize("name", sorted(REF_INVERSIONS))
-@settings(deadline=None, max_examples=20)
+@settings(deadline=None, max_examples=examples(20))
 @given(
     ref=reference_schedules(),
     mixture=mixtures(),
