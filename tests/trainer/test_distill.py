@@ -48,7 +48,17 @@ def test_consistency_function_twin(ref, u, seed, sigma_data):
         sigma_min=sigma_min,
         sigma_data=sigma_data,
     )
-    _close(got, want, scale=float(np.max(np.abs(x / ref.alpha(t)[:, None]))) + 1.0)
+    # f reads sigma_ve through a boundary layer sigma_data wide (|d c_skip / d sigma_ve| <= 0.65 / sigma_data, the
+    # rest of a_skip and a_out move by at most 2 |d sigma_ve| / sigma_ve) and scales x by 1 / alpha; the twins'
+    # schedules differ there by their rounding, which next to a zero-terminal-SNR end (alpha ~ 3e-16, sigma_ve ~
+    # 3e15, 31 eps apart) is wider than the layer itself, and f carries that difference through.
+    tt = torch.from_numpy(t)
+    s_ref, a_ref = ref.sigma_ve(t), ref.alpha(t)
+    ds, da = np.abs(sch.sigma_ve(tt).numpy() - s_ref), np.abs(sch.alpha(tt).numpy() - a_ref)
+    x_ve, x0 = np.abs(x / a_ref[:, None]).max(axis=1), np.abs(x0_hat).max(axis=1)
+    drift = x_ve * (ds * (1 / sigma_data + 2 / s_ref) + da / a_ref) + x0 * 2 * ds / s_ref
+    got = got.numpy()
+    np.testing.assert_allclose(got, want, rtol=RTOL, atol=1e-12 * (x_ve.max() + 1) + drift.max())
 
 
 @given(ref=reference_schedules(), n=st.integers(1, 60), grid=st.sampled_from(["karras", "uniform", "exponential"]))
