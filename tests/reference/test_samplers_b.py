@@ -51,10 +51,14 @@ def test_dpm_solver_fast_and_adaptive_are_accurate():
 
 
 @pytest.mark.parametrize(
-    "sampler, options",
-    [(dpm_solver.sample_dpm_solver_fast, {}), (dpm_solver.sample_dpm_solver_adaptive, {"variant": "k-diffusion"})],
+    "sampler, options, tol",
+    [
+        (dpm_solver.sample_dpm_solver_fast, {}, 1e-4),
+        # the adaptive controller's steps also move by O(eta), amplified by its cancelling error estimate
+        (dpm_solver.sample_dpm_solver_adaptive, {"variant": "k-diffusion"}, 1e-2),
+    ],
 )
-def test_ancestral_dpm_solver_noise_is_linear_in_small_eta(sampler, options):
+def test_ancestral_dpm_solver_noise_is_linear_in_small_eta(sampler, options, tol):
     """k-diffusion's ancestral DPM-Solver adds noise of std sigma_up ~ eta s_next. What it adds (the run with
     s_noise = 1 minus the run with s_noise = 0, same draws) divided by eta must tend to a limit as eta -> 0: at
     eta = 1e-10 the std recomputed as sqrt(s_next^2 - sigma_down^2) was 0 (the difference of squares cancels), so
@@ -82,8 +86,8 @@ def test_ancestral_dpm_solver_noise_is_linear_in_small_eta(sampler, options):
 
     limit = added_per_eta(1e-6)
     assert np.abs(limit).max() > 1.0
-    # O(eta) from the step's shift to lam_down; the adaptive controller's steps also move by O(eta), amplified
-    np.testing.assert_allclose(added_per_eta(1e-10), limit, atol=(1e-4 if not options else 1e-2) * np.abs(limit).max())
+    # O(eta) from the step's shift to lam_down
+    np.testing.assert_allclose(added_per_eta(1e-10), limit, atol=tol * np.abs(limit).max())
 
 
 def test_rk45_at_tight_tolerance_is_exact():

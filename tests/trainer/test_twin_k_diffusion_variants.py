@@ -79,18 +79,17 @@ def test_k_diffusion_variant_matches_reference(name, ref, steps, frac, mixture, 
     atol = rtol * scale
     if name == "dpm_solver_adaptive":
         atol += 4 * _controller_spread(
-            REF_SAMPLERS[name], reference_oracle(mixture, ref), x_T, grid, ref, seed, options
+            REF_SAMPLERS[name], reference_oracle(mixture, ref), x_T, want, grid, ref, seed, options
         )
     np.testing.assert_allclose(got.numpy(), want, rtol=rtol, atol=atol, strict=True)
 
 
-def _controller_spread(sampler, denoise, x_T, grid, ref, seed, options):
-    """How far the reference's own answer moves when x_T moves by 1e-14 relative (a few ulps, the size of the twins'
+def _controller_spread(sampler, denoise, x_T, want, grid, ref, seed, options):
+    """How far the reference's own answer (want, from x_T) moves when x_T moves by 1e-14 relative (a few ulps, the size of the twins'
     schedule rounding). The adaptive controller reads its error from y_lo - y_hi, a difference that cancels, so its
     step sizes (and the answer) carry that rounding amplified by |y| / |y_lo - y_hi|: on some schedules 1e-15 in x_T
     moved every accepted time by ~1e-7 relative with the same steps accepted. The twin may differ from the
     reference by what the reference differs from itself there (x4), and elsewhere by 1e-8."""
-    want = sampler(denoise, x_T, grid, ref, noise=RecordedNoise(seed + 1), **options)
     moved = [
         sampler(denoise, x_T * (1 + d), grid, ref, noise=RecordedNoise(seed + 1), **options) for d in (1e-14, -1e-14)
     ]
